@@ -1,0 +1,211 @@
+//! What makes a topic name and a topic config valid.
+
+/// Kafka's limit: a partition directory is `<topic>-<partition>`, and 249
+/// leaves room for the suffix within the usual 255-byte file-name limit.
+pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
+
+/// Checks a topic name against Kafka's rules, with the reason when invalid.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".to_string());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name `{name}` is not allowed"));
+    }
+    if name.len() > TOPIC_NAME_LENGTH_MAX {
+        return Err(format!(
+            "topic name is {} characters long; the limit is {TOPIC_NAME_LENGTH_MAX}",
+            name.len()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name `{}` contains `{}`; only ASCII letters, digits, '.', '_' and '-' are allowed",
+            name.escape_debug(),
+            bad.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// The kind of value a topic config takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigKind {
+    /// A non-negative integer (bytes, messages, milliseconds) or, where
+    /// `allows_minus_one`, -1 for "unlimited".
+    Long {
+        allows_minus_one: bool,
+        min: i64,
+    },
+    CleanupPolicy,
+    TimestampType,
+    /// Accepted and stored for client compatibility; Rill does not act on it.
+    Passive,
+}
+
+/// The topic configs Rill knows, by Kafka name.
+pub const TOPIC_CONFIGS: &[(&str, ConfigKind)] = &[
+    ("cleanup.policy", ConfigKind::CleanupPolicy),
+    ("compression.type", ConfigKind::Passive),
+    (
+        "delete.retention.ms",
+        ConfigKind::Long {
+            allows_minus_one: false,
+            min: 0,
+        },
+    ),
+    (
+        "flush.messages",
+        ConfigKind::Long {
+            allows_minus_one: false,
+            min: 1,
+        },
+    ),
+    (
+        "flush.ms",
+        ConfigKind::Long {
+            allows_minus_one: false,
+            min: 0,
+        },
+    ),
+    (
+        "index.interval.bytes",
+        ConfigKind::Long {
+            allows_minus_one: false,
+            min: 0,
+        },
+    ),
+    (
+        "max.compaction.lag.ms",
+        ConfigKind::Long {
+            allows_minus_one: false,
+            min: 1,
+        },
+    ),
+    (
+        "max.message.bytes",
+        ConfigKind::Long {
+            allows_minus_one: false,
+            min: 0,
+        },
+    ),
+    ("message.timestamp.type", ConfigKind::TimestampType),
+    ("min.cleanable.dirty.ratio", ConfigKind::Passive),
+    (
+        "min.compaction.lag.ms",
+        ConfigKind::Long {
+            allows_minus_one: false,
+            min: 0,
+        },
+    ),
+    ("min.insync.replicas", ConfigKind::Passive),
+    (
+        "retention.bytes",
+        ConfigKind::Long {
+            allows_minus_one: true,
+            min: 0,
+        },
+    ),
+    (
+        "retention.ms",
+        ConfigKind::Long {
+            allows_minus_one: true,
+            min: 0,
+        },
+    ),
+    (
+        "segment.bytes",
+        ConfigKind::Long {
+            allows_minus_one: false,
+            min: 14,
+        },
+    ),
+    (
+        "segment.index.bytes",
+        ConfigKind::Long {
+            allows_minus_one: false,
+            min: 8,
+        },
+    ),
+    (
+        "segment.ms",
+        ConfigKind::Long {
+            allows_minus_one: false,
+            min: 1,
+        },
+    ),
+];
+
+/// Checks one topic config, with the reason when it is unknown or invalid.
+pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
+    let Some((_, kind)) = TOPIC_CONFIGS.iter().find(|(known, _)| *known == name) else {
+        return Err(format!("unknown topic config `{name}`"));
+    };
+    match kind {
+        ConfigKind::Long {
+            allows_minus_one,
+            min,
+        } => {
+            let number: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{name}` must be an integer, not `{value}`"))?;
+            if number == -1 && *allows_minus_one {
+                return Ok(());
+            }
+            if number < *min {
+                return Err(format!("`{name}` must be at least {min}, not {number}"));
+            }
+            Ok(())
+        }
+        ConfigKind::CleanupPolicy => {
+            let valid = value
+                .split(',')
+                .map(str::trim)
+                .all(|policy| policy == "delete" || policy == "compact");
+            if valid && !value.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`cleanup.policy` must be delete, compact or both, not `{value}`"
+                ))
+            }
+        }
+        ConfigKind::TimestampType => match value {
+            "CreateTime" | "LogAppendTime" => Ok(()),
+            _ => Err(format!(
+                "`message.timestamp.type` must be CreateTime or LogAppendTime, not `{value}`"
+            )),
+        },
+        ConfigKind::Passive => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders.v2_eu-1").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name("ünï").is_err());
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn topic_configs() {
+        assert!(validate_topic_config("retention.ms", "-1").is_ok());
+        assert!(validate_topic_config("retention.ms", "x").is_err());
+        assert!(validate_topic_config("segment.bytes", "-1").is_err());
+        assert!(validate_topic_config("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate_topic_config("cleanup.policy", "shred").is_err());
+        assert!(validate_topic_config("no.such.thing", "1").is_err());
+    }
+}
