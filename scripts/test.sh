@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The one command that runs every test Rill has (README "Quickstart").
+# The one command that runs every test Rill has (README "Run the tests").
 # On a fresh Debian machine it first installs what the tests need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "==> test dependencies (kcat, Python clients in .venv, KafkaJS)"
+scripts/install-test-deps.sh
 
 echo "==> format and lints"
 cargo fmt --all -- --check
@@ -10,3 +13,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "==> unit, property and integration tests"
 cargo nextest run --workspace --no-fail-fast
+
+echo "==> the rill binary (release build, for the real-client tests)"
+cargo build --release -p rill-cli
+
+echo "==> interop tests: real Kafka clients against rill serve"
+# pytest exits 5 when it collected no test; under `set -e` that fails this
+# script like any other failure, so an empty suite never passes as green.
+# The outer timeout is a backstop for CI; each test also has its own (pytest.ini).
+RILL_BIN="$PWD/target/release/rill" \
+    timeout 1500 .venv/bin/python -m pytest tests/interop
