@@ -1,0 +1,835 @@
+//! The wire primitives every generated message is built from.
+//!
+//! `Decoder` reads from one received frame and checks every length it meets
+//! against the bytes that remain *before* allocating anything, so a hostile
+//! length prefix costs an error, never memory. `Encoder` writes into one
+//! buffer and remembers where file regions must be spliced in when the frame
+//! is sent, so record bytes on disk never pass through it.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::records::{FileRegion, Records};
+use crate::uuid::Uuid;
+
+/// Nesting depth allowed while decoding. The deepest Kafka message nests
+/// about six structs; the limit guards against specs or callers that recurse.
+pub const MAX_DEPTH_DEFAULT: usize = 32;
+
+/// A tagged field this codec does not know, kept so that re-encoding a
+/// decoded message loses nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawTaggedField {
+    pub tag: u32,
+    pub data: Bytes,
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame ended early: {needed} more bytes needed, {remaining} left")]
+    Truncated { needed: usize, remaining: usize },
+    #[error("{what} claims {claimed} bytes or elements but only {remaining} bytes remain")]
+    LengthExceedsRemaining {
+        what: &'static str,
+        claimed: u64,
+        remaining: usize,
+    },
+    #[error("{what} has the negative length {length}")]
+    NegativeLength { what: &'static str, length: i64 },
+    #[error("string field {0} is not valid UTF-8")]
+    InvalidUtf8(&'static str),
+    #[error("unsigned varint longer than 5 bytes or above 2^32")]
+    InvalidVarint,
+    #[error("structs nested deeper than {0} levels")]
+    DepthExceeded(usize),
+    #[error("api key {api_key} does not support version {version}")]
+    UnsupportedVersion { api_key: i16, version: i16 },
+    #[error("unknown api key {0}")]
+    UnknownApiKey(i16),
+    #[error("field {0} is null but not nullable in this version")]
+    NullNotAllowed(&'static str),
+    #[error("tagged field {tag} declares {declared} bytes but its value used {used}")]
+    TaggedFieldSize {
+        tag: u32,
+        declared: usize,
+        used: usize,
+    },
+}
+
+/// Why a value could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("field {0} is None but not nullable in this version")]
+    NullNotAllowed(&'static str),
+    #[error("{what} is {len} long, more than its length prefix can hold")]
+    TooLong { what: &'static str, len: usize },
+}
+
+/// Encodes a value for one version of its message.
+pub trait Encode {
+    fn encode(&self, enc: &mut Encoder, version: i16) -> Result<(), EncodeError>;
+    /// The exact number of bytes `encode` produces, file regions included.
+    fn encoded_len(&self, version: i16) -> Result<usize, EncodeError>;
+}
+
+/// Decodes a value for one version of its message.
+pub trait Decode: Sized {
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError>;
+}
+
+/// Reads values from one frame. Byte and record fields come out as slices of
+/// the frame (`Bytes::slice`), never copies.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    buf: Bytes,
+    position: usize,
+    depth: usize,
+    max_depth: usize,
+}
+
+impl Decoder {
+    pub fn new(frame: Bytes) -> Decoder {
+        Decoder::with_max_depth(frame, MAX_DEPTH_DEFAULT)
+    }
+
+    pub fn with_max_depth(frame: Bytes, max_depth: usize) -> Decoder {
+        Decoder {
+            buf: frame,
+            position: 0,
+            depth: 0,
+            max_depth,
+        }
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.position
+    }
+
+    /// The bytes not read yet, without consuming them.
+    pub fn peek(&self, len: usize) -> Result<&[u8], DecodeError> {
+        self.check(len)?;
+        Ok(&self.buf[self.position..self.position + len])
+    }
+
+    /// Called when a struct starts; fails past the depth limit.
+    pub fn enter(&mut self) -> Result<(), DecodeError> {
+        if self.depth >= self.max_depth {
+            return Err(DecodeError::DepthExceeded(self.max_depth));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// Called when a struct ends.
+    pub fn leave(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+    }
+
+    fn check(&self, needed: usize) -> Result<(), DecodeError> {
+        let remaining = self.remaining();
+        if needed > remaining {
+            return Err(DecodeError::Truncated { needed, remaining });
+        }
+        Ok(())
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        self.check(N)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.buf[self.position..self.position + N]);
+        self.position += N;
+        Ok(out)
+    }
+
+    /// Checks a claimed length against the bytes left, before any allocation.
+    fn check_length(&self, what: &'static str, claimed: usize) -> Result<(), DecodeError> {
+        let remaining = self.remaining();
+        if claimed > remaining {
+            return Err(DecodeError::LengthExceedsRemaining {
+                what,
+                claimed: claimed as u64,
+                remaining,
+            });
+        }
+        Ok(())
+    }
+
+    fn slice(&mut self, len: usize) -> Bytes {
+        let out = self.buf.slice(self.position..self.position + len);
+        self.position += len;
+        out
+    }
+
+    pub fn bool(&mut self) -> Result<bool, DecodeError> {
+        Ok(self.take::<1>()?[0] != 0)
+    }
+
+    pub fn i8(&mut self) -> Result<i8, DecodeError> {
+        Ok(i8::from_be_bytes(self.take()?))
+    }
+
+    pub fn i16(&mut self) -> Result<i16, DecodeError> {
+        Ok(i16::from_be_bytes(self.take()?))
+    }
+
+    pub fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.take()?))
+    }
+
+    pub fn i32(&mut self) -> Result<i32, DecodeError> {
+        Ok(i32::from_be_bytes(self.take()?))
+    }
+
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.take()?))
+    }
+
+    pub fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_be_bytes(self.take()?))
+    }
+
+    pub fn f64(&mut self) -> Result<f64, DecodeError> {
+        Ok(f64::from_be_bytes(self.take()?))
+    }
+
+    pub fn uuid(&mut self) -> Result<Uuid, DecodeError> {
+        Ok(Uuid::from_bytes(self.take()?))
+    }
+
+    /// Kafka's unsigned varint: at most 5 bytes, at most 32 bits.
+    pub fn unsigned_varint(&mut self) -> Result<u32, DecodeError> {
+        let mut value: u32 = 0;
+        for index in 0..5 {
+            let byte = self.take::<1>()?[0];
+            if index == 4 && byte > 0x0f {
+                return Err(DecodeError::InvalidVarint);
+            }
+            value |= u32::from(byte & 0x7f) << (7 * index);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::InvalidVarint)
+    }
+
+    /// Reads a length prefix; `None` is null. Compact lengths are varints
+    /// holding length + 1; classic ones are `i16` or `i32` with -1 for null.
+    fn length(
+        &mut self,
+        what: &'static str,
+        compact: bool,
+        wide: bool,
+    ) -> Result<Option<usize>, DecodeError> {
+        let length = if compact {
+            i64::from(self.unsigned_varint()?) - 1
+        } else if wide {
+            i64::from(self.i32()?)
+        } else {
+            i64::from(self.i16()?)
+        };
+        match length {
+            -1 => Ok(None),
+            length if length < -1 => Err(DecodeError::NegativeLength { what, length }),
+            // A u32 varint minus one, an i32 or an i16: always fits in usize.
+            length => Ok(Some(length as usize)),
+        }
+    }
+
+    fn str_body(&mut self, what: &'static str, len: usize) -> Result<String, DecodeError> {
+        self.check_length(what, len)?;
+        let text = std::str::from_utf8(&self.buf[self.position..self.position + len])
+            .map_err(|_| DecodeError::InvalidUtf8(what))?
+            .to_owned();
+        self.position += len;
+        Ok(text)
+    }
+
+    pub fn string(&mut self, compact: bool, what: &'static str) -> Result<String, DecodeError> {
+        match self.length(what, compact, false)? {
+            Some(len) => self.str_body(what, len),
+            None => Err(DecodeError::NullNotAllowed(what)),
+        }
+    }
+
+    /// A string whose Rust type is `Option`; null is accepted only if `nullable`.
+    pub fn opt_string(
+        &mut self,
+        nullable: bool,
+        compact: bool,
+        what: &'static str,
+    ) -> Result<Option<String>, DecodeError> {
+        match self.length(what, compact, false)? {
+            Some(len) => Ok(Some(self.str_body(what, len)?)),
+            None if nullable => Ok(None),
+            None => Err(DecodeError::NullNotAllowed(what)),
+        }
+    }
+
+    fn opt_slice(
+        &mut self,
+        nullable: bool,
+        compact: bool,
+        what: &'static str,
+    ) -> Result<Option<Bytes>, DecodeError> {
+        match self.length(what, compact, true)? {
+            Some(len) => {
+                self.check_length(what, len)?;
+                Ok(Some(self.slice(len)))
+            }
+            None if nullable => Ok(None),
+            None => Err(DecodeError::NullNotAllowed(what)),
+        }
+    }
+
+    pub fn bytes(&mut self, compact: bool, what: &'static str) -> Result<Bytes, DecodeError> {
+        self.opt_slice(false, compact, what)
+            .map(Option::unwrap_or_default)
+    }
+
+    pub fn opt_bytes(
+        &mut self,
+        nullable: bool,
+        compact: bool,
+        what: &'static str,
+    ) -> Result<Option<Bytes>, DecodeError> {
+        self.opt_slice(nullable, compact, what)
+    }
+
+    /// Records stay opaque here: a slice of the frame, parsed by `rill-records`.
+    pub fn opt_records(
+        &mut self,
+        nullable: bool,
+        compact: bool,
+        what: &'static str,
+    ) -> Result<Option<Records>, DecodeError> {
+        Ok(self.opt_slice(nullable, compact, what)?.map(Records::Bytes))
+    }
+
+    /// A struct field whose Rust type is `Option`: nullable versions carry a
+    /// marker byte, -1 for null.
+    pub fn opt_struct<T>(
+        &mut self,
+        nullable: bool,
+        read: impl FnOnce(&mut Decoder) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, DecodeError> {
+        if nullable && self.i8()? < 0 {
+            return Ok(None);
+        }
+        read(self).map(Some)
+    }
+
+    /// Reads an array length and checks that `count` elements of at least
+    /// `element_len_min` bytes each (counted as one byte when zero) fit in
+    /// what remains, so neither the check nor the allocation can be fooled.
+    fn array_count(
+        &mut self,
+        nullable: bool,
+        compact: bool,
+        element_len_min: usize,
+        what: &'static str,
+    ) -> Result<Option<usize>, DecodeError> {
+        match self.length(what, compact, true)? {
+            Some(count) => {
+                let claimed = count.saturating_mul(element_len_min.max(1));
+                if claimed > self.remaining() {
+                    return Err(DecodeError::LengthExceedsRemaining {
+                        what,
+                        claimed: count as u64,
+                        remaining: self.remaining(),
+                    });
+                }
+                Ok(Some(count))
+            }
+            None if nullable => Ok(None),
+            None => Err(DecodeError::NullNotAllowed(what)),
+        }
+    }
+
+    fn elements<T>(
+        &mut self,
+        count: usize,
+        mut read: impl FnMut(&mut Decoder) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            out.push(read(self)?);
+        }
+        Ok(out)
+    }
+
+    pub fn array<T>(
+        &mut self,
+        compact: bool,
+        element_len_min: usize,
+        what: &'static str,
+        read: impl FnMut(&mut Decoder) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        match self.array_count(false, compact, element_len_min, what)? {
+            Some(count) => self.elements(count, read),
+            None => Err(DecodeError::NullNotAllowed(what)),
+        }
+    }
+
+    pub fn opt_array<T>(
+        &mut self,
+        nullable: bool,
+        compact: bool,
+        element_len_min: usize,
+        what: &'static str,
+        read: impl FnMut(&mut Decoder) -> Result<T, DecodeError>,
+    ) -> Result<Option<Vec<T>>, DecodeError> {
+        match self.array_count(nullable, compact, element_len_min, what)? {
+            Some(count) => self.elements(count, read).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads a tagged-field section. `known` decodes a tag it knows from a
+    /// decoder bounded to that field's bytes and returns `false` for a tag it
+    /// does not know; those are kept raw.
+    pub fn tagged_fields(
+        &mut self,
+        mut known: impl FnMut(u32, &mut Decoder) -> Result<bool, DecodeError>,
+    ) -> Result<Vec<RawTaggedField>, DecodeError> {
+        let count = self.unsigned_varint()? as usize;
+        // Each tagged field takes at least two bytes: its tag and its size.
+        if count.saturating_mul(2) > self.remaining() {
+            return Err(DecodeError::LengthExceedsRemaining {
+                what: "tagged field count",
+                claimed: count as u64,
+                remaining: self.remaining(),
+            });
+        }
+        let mut unknown = Vec::new();
+        for _ in 0..count {
+            let tag = self.unsigned_varint()?;
+            let size = self.unsigned_varint()? as usize;
+            self.check_length("tagged field", size)?;
+            let data = self.slice(size);
+            let mut field = Decoder {
+                buf: data.clone(),
+                position: 0,
+                depth: self.depth,
+                max_depth: self.max_depth,
+            };
+            if known(tag, &mut field)? {
+                if field.remaining() != 0 {
+                    return Err(DecodeError::TaggedFieldSize {
+                        tag,
+                        declared: size,
+                        used: size - field.remaining(),
+                    });
+                }
+            } else {
+                unknown.push(RawTaggedField { tag, data });
+            }
+        }
+        Ok(unknown)
+    }
+}
+
+/// The encoded bytes of a frame plus the file regions to splice into them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedFrame {
+    pub buf: Bytes,
+    /// `(position in buf, region)`: the region's bytes go before `buf[position..]`.
+    pub regions: Vec<(usize, FileRegion)>,
+}
+
+impl EncodedFrame {
+    pub fn total_len(&self) -> usize {
+        self.buf.len()
+            + self
+                .regions
+                .iter()
+                .map(|(_, region)| region.len as usize)
+                .sum::<usize>()
+    }
+}
+
+/// Writes values into one buffer; file regions are recorded, not read.
+#[derive(Debug, Default)]
+pub struct Encoder {
+    buf: BytesMut,
+    regions: Vec<(usize, FileRegion)>,
+}
+
+impl Encoder {
+    pub fn new() -> Encoder {
+        Encoder::default()
+    }
+
+    pub fn with_capacity(capacity: usize) -> Encoder {
+        Encoder {
+            buf: BytesMut::with_capacity(capacity),
+            regions: Vec::new(),
+        }
+    }
+
+    /// Bytes written to the buffer so far (file regions not counted).
+    pub fn buffered_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn finish(self) -> EncodedFrame {
+        EncodedFrame {
+            buf: self.buf.freeze(),
+            regions: self.regions,
+        }
+    }
+
+    pub fn put_bool(&mut self, value: bool) {
+        self.buf.put_u8(u8::from(value));
+    }
+
+    pub fn put_i8(&mut self, value: i8) {
+        self.buf.put_i8(value);
+    }
+
+    pub fn put_i16(&mut self, value: i16) {
+        self.buf.put_i16(value);
+    }
+
+    pub fn put_u16(&mut self, value: u16) {
+        self.buf.put_u16(value);
+    }
+
+    pub fn put_i32(&mut self, value: i32) {
+        self.buf.put_i32(value);
+    }
+
+    pub fn put_u32(&mut self, value: u32) {
+        self.buf.put_u32(value);
+    }
+
+    pub fn put_i64(&mut self, value: i64) {
+        self.buf.put_i64(value);
+    }
+
+    pub fn put_f64(&mut self, value: f64) {
+        self.buf.put_f64(value);
+    }
+
+    pub fn put_uuid(&mut self, value: Uuid) {
+        self.buf.put_slice(value.as_bytes());
+    }
+
+    pub fn put_unsigned_varint(&mut self, mut value: u32) {
+        while value >= 0x80 {
+            self.buf.put_u8((value as u8 & 0x7f) | 0x80);
+            value >>= 7;
+        }
+        self.buf.put_u8(value as u8);
+    }
+
+    pub fn put_raw(&mut self, data: &[u8]) {
+        self.buf.put_slice(data);
+    }
+
+    /// Writes a length prefix for `len` items or bytes, or null for `None`.
+    fn put_length(
+        &mut self,
+        what: &'static str,
+        len: Option<usize>,
+        compact: bool,
+        wide: bool,
+    ) -> Result<(), EncodeError> {
+        let too_long = |len| EncodeError::TooLong { what, len };
+        match (len, compact) {
+            (None, true) => self.put_unsigned_varint(0),
+            (None, false) if wide => self.put_i32(-1),
+            (None, false) => self.put_i16(-1),
+            (Some(len), true) => {
+                let prefix = u32::try_from(len)
+                    .ok()
+                    .and_then(|len| len.checked_add(1))
+                    .filter(|_| wide || len <= i16::MAX as usize)
+                    .ok_or_else(|| too_long(len))?;
+                self.put_unsigned_varint(prefix);
+            }
+            (Some(len), false) if wide => {
+                self.put_i32(i32::try_from(len).map_err(|_| too_long(len))?);
+            }
+            (Some(len), false) => {
+                self.put_i16(i16::try_from(len).map_err(|_| too_long(len))?);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn put_string(&mut self, value: &str, compact: bool) -> Result<(), EncodeError> {
+        self.put_length("string", Some(value.len()), compact, false)?;
+        self.buf.put_slice(value.as_bytes());
+        Ok(())
+    }
+
+    pub fn put_opt_string(
+        &mut self,
+        value: Option<&str>,
+        nullable: bool,
+        compact: bool,
+        what: &'static str,
+    ) -> Result<(), EncodeError> {
+        match value {
+            Some(value) => self.put_string(value, compact),
+            None if nullable => self.put_length(what, None, compact, false),
+            None => Err(EncodeError::NullNotAllowed(what)),
+        }
+    }
+
+    pub fn put_bytes(&mut self, value: &[u8], compact: bool) -> Result<(), EncodeError> {
+        self.put_length("bytes", Some(value.len()), compact, true)?;
+        self.buf.put_slice(value);
+        Ok(())
+    }
+
+    pub fn put_opt_bytes(
+        &mut self,
+        value: Option<&Bytes>,
+        nullable: bool,
+        compact: bool,
+        what: &'static str,
+    ) -> Result<(), EncodeError> {
+        match value {
+            Some(value) => self.put_bytes(value, compact),
+            None if nullable => self.put_length(what, None, compact, true),
+            None => Err(EncodeError::NullNotAllowed(what)),
+        }
+    }
+
+    /// Writes the length prefix of a records field; file regions are recorded
+    /// at the current position for the sender to splice in.
+    pub fn put_opt_records(
+        &mut self,
+        value: Option<&Records>,
+        nullable: bool,
+        compact: bool,
+        what: &'static str,
+    ) -> Result<(), EncodeError> {
+        match value {
+            Some(Records::Bytes(bytes)) => self.put_bytes(bytes, compact),
+            Some(Records::Files(regions)) => {
+                self.put_length(what, Some(records_len(regions)), compact, true)?;
+                for region in regions {
+                    self.regions.push((self.buf.len(), region.clone()));
+                }
+                Ok(())
+            }
+            None if nullable => self.put_length(what, None, compact, true),
+            None => Err(EncodeError::NullNotAllowed(what)),
+        }
+    }
+
+    pub fn put_opt_struct<T>(
+        &mut self,
+        value: Option<&T>,
+        nullable: bool,
+        what: &'static str,
+        write: impl FnOnce(&mut Encoder, &T) -> Result<(), EncodeError>,
+    ) -> Result<(), EncodeError> {
+        match value {
+            Some(value) => {
+                if nullable {
+                    self.put_i8(1);
+                }
+                write(self, value)
+            }
+            None if nullable => {
+                self.put_i8(-1);
+                Ok(())
+            }
+            None => Err(EncodeError::NullNotAllowed(what)),
+        }
+    }
+
+    pub fn put_array<T>(
+        &mut self,
+        items: &[T],
+        compact: bool,
+        mut write: impl FnMut(&mut Encoder, &T) -> Result<(), EncodeError>,
+    ) -> Result<(), EncodeError> {
+        self.put_length("array", Some(items.len()), compact, true)?;
+        for item in items {
+            write(self, item)?;
+        }
+        Ok(())
+    }
+
+    pub fn put_opt_array<T>(
+        &mut self,
+        items: Option<&[T]>,
+        nullable: bool,
+        compact: bool,
+        what: &'static str,
+        write: impl FnMut(&mut Encoder, &T) -> Result<(), EncodeError>,
+    ) -> Result<(), EncodeError> {
+        match items {
+            Some(items) => self.put_array(items, compact, write),
+            None if nullable => self.put_length(what, None, compact, true),
+            None => Err(EncodeError::NullNotAllowed(what)),
+        }
+    }
+
+    /// Writes the tag and size of a tagged field whose value follows.
+    pub fn put_tag(&mut self, tag: u32, size: usize) -> Result<(), EncodeError> {
+        let size = u32::try_from(size).map_err(|_| EncodeError::TooLong {
+            what: "tagged field",
+            len: size,
+        })?;
+        self.put_unsigned_varint(tag);
+        self.put_unsigned_varint(size);
+        Ok(())
+    }
+
+    /// Writes the number of tagged fields that follow.
+    pub fn put_tag_count(&mut self, count: usize) -> Result<(), EncodeError> {
+        let count = u32::try_from(count).map_err(|_| EncodeError::TooLong {
+            what: "tagged fields",
+            len: count,
+        })?;
+        self.put_unsigned_varint(count);
+        Ok(())
+    }
+
+    /// Writes a tagged-field section holding only raw fields.
+    pub fn put_raw_tags(&mut self, raw: &[RawTaggedField]) -> Result<(), EncodeError> {
+        self.put_tag_count(raw.len())?;
+        self.put_raw_tags_below(raw, &mut 0, u64::MAX)
+    }
+
+    /// Writes the raw tagged fields from `*next` on whose tag is below
+    /// `limit`, keeping the whole section in ascending tag order.
+    pub fn put_raw_tags_below(
+        &mut self,
+        raw: &[RawTaggedField],
+        next: &mut usize,
+        limit: u64,
+    ) -> Result<(), EncodeError> {
+        while let Some(field) = raw.get(*next) {
+            if u64::from(field.tag) >= limit {
+                break;
+            }
+            self.put_tag(field.tag, field.data.len())?;
+            self.buf.put_slice(&field.data);
+            *next += 1;
+        }
+        Ok(())
+    }
+}
+
+fn records_len(regions: &[crate::records::FileRegion]) -> usize {
+    regions.iter().map(|region| region.len as usize).sum()
+}
+
+/// Bytes taken by an unsigned varint.
+pub fn unsigned_varint_len(value: u32) -> usize {
+    match value {
+        0..0x80 => 1,
+        0x80..0x4000 => 2,
+        0x4000..0x20_0000 => 3,
+        0x20_0000..0x1000_0000 => 4,
+        _ => 5,
+    }
+}
+
+/// Bytes taken by a length prefix (compact ones hold length + 1).
+pub fn length_prefix_len(len: Option<usize>, compact: bool, wide: bool) -> usize {
+    match (compact, wide) {
+        (true, _) => {
+            let prefix = len.map_or(0, |len| len.saturating_add(1));
+            unsigned_varint_len(u32::try_from(prefix).unwrap_or(u32::MAX))
+        }
+        (false, true) => 4,
+        (false, false) => 2,
+    }
+}
+
+pub fn string_len(value: &str, compact: bool) -> usize {
+    length_prefix_len(Some(value.len()), compact, false) + value.len()
+}
+
+pub fn opt_string_len(value: Option<&str>, compact: bool) -> usize {
+    match value {
+        Some(value) => string_len(value, compact),
+        None => length_prefix_len(None, compact, false),
+    }
+}
+
+pub fn bytes_len(value: &[u8], compact: bool) -> usize {
+    length_prefix_len(Some(value.len()), compact, true) + value.len()
+}
+
+pub fn opt_bytes_len(value: Option<&Bytes>, compact: bool) -> usize {
+    match value {
+        Some(value) => bytes_len(value, compact),
+        None => length_prefix_len(None, compact, true),
+    }
+}
+
+pub fn opt_records_len(value: Option<&Records>, compact: bool) -> usize {
+    match value {
+        Some(Records::Bytes(bytes)) => bytes_len(bytes, compact),
+        Some(Records::Files(regions)) => {
+            let len = records_len(regions);
+            length_prefix_len(Some(len), compact, true) + len
+        }
+        None => length_prefix_len(None, compact, true),
+    }
+}
+
+pub fn opt_struct_len<T>(
+    value: Option<&T>,
+    nullable: bool,
+    len: impl FnOnce(&T) -> Result<usize, EncodeError>,
+) -> Result<usize, EncodeError> {
+    let marker = usize::from(nullable);
+    match value {
+        Some(value) => Ok(marker + len(value)?),
+        None => Ok(marker),
+    }
+}
+
+pub fn array_len<T>(
+    items: &[T],
+    compact: bool,
+    mut len: impl FnMut(&T) -> Result<usize, EncodeError>,
+) -> Result<usize, EncodeError> {
+    let mut total = length_prefix_len(Some(items.len()), compact, true);
+    for item in items {
+        total += len(item)?;
+    }
+    Ok(total)
+}
+
+pub fn opt_array_len<T>(
+    items: Option<&[T]>,
+    compact: bool,
+    len: impl FnMut(&T) -> Result<usize, EncodeError>,
+) -> Result<usize, EncodeError> {
+    match items {
+        Some(items) => array_len(items, compact, len),
+        None => Ok(length_prefix_len(None, compact, true)),
+    }
+}
+
+/// Bytes taken by one tagged field with a value of `size` bytes.
+pub fn tag_len(tag: u32, size: usize) -> usize {
+    unsigned_varint_len(tag) + unsigned_varint_len(u32::try_from(size).unwrap_or(u32::MAX)) + size
+}
+
+/// Bytes taken by the count of a tagged-field section.
+pub fn tag_count_len(count: usize) -> usize {
+    unsigned_varint_len(u32::try_from(count).unwrap_or(u32::MAX))
+}
+
+/// Bytes taken by a tagged-field section holding only raw fields.
+pub fn raw_tags_section_len(raw: &[RawTaggedField]) -> usize {
+    tag_count_len(raw.len()) + raw_tags_len(raw)
+}
+
+/// Bytes taken by raw tagged fields.
+pub fn raw_tags_len(raw: &[RawTaggedField]) -> usize {
+    raw.iter()
+        .map(|field| tag_len(field.tag, field.data.len()))
+        .sum()
+}
