@@ -2,5 +2,15 @@
 //!
 //! - [`batch`]: a zero-copy view of a record batch header, its validation
 //!   (length, magic, CRC32C, counts) and the in-place rewrites the log does.
+//! - [`varint`]: the zigzag varints records are made of.
+//! - [`compression`]: the gzip, snappy, lz4 and zstd codecs, framed as Kafka
+//!   clients frame them, with a bound on decompressed size.
+//! - [`record`]: records and their encoding; [`record::decode_batch`] takes a
+//!   whole batch apart into records with absolute offsets and timestamps.
+//! - [`builder`]: [`builder::BatchBuilder`] writes records as a complete batch.
 
 pub mod batch;
+pub mod builder;
+pub mod compression;
+pub mod record;
+pub mod varint;
