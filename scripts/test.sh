@@ -10,6 +10,8 @@ scripts/install-test-deps.sh
 echo "==> format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+.venv/bin/ruff format --check --quiet tests/interop
+.venv/bin/ruff check --quiet tests/interop
 
 echo "==> unit, property and integration tests"
 cargo nextest run --workspace --no-fail-fast

@@ -144,7 +144,7 @@ class RillServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise AssertionError(f"rill did not stop within {STOP_TIMEOUT_S}s of signal {sig}")
+            raise AssertionError(f"rill did not stop within {STOP_TIMEOUT_S}s of signal {sig}") from None
 
     def restart(self, sig: int = signal.SIGTERM) -> int:
         """Stops with `sig` and starts again on the same ports and data dir; returns the exit status."""
@@ -204,8 +204,7 @@ def rill(request, tmp_path):
             if status != 0:
                 problems.append(f"rill exited with status {status} after SIGTERM")
     failed = any(
-        getattr(request.node, "rep_" + phase, None) is not None
-        and getattr(request.node, "rep_" + phase).failed
+        getattr(request.node, "rep_" + phase, None) is not None and getattr(request.node, "rep_" + phase).failed
         for phase in ("setup", "call")
     )
     if failed or problems:

@@ -6,9 +6,12 @@ so a test of one client can check its result through another.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -16,6 +19,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 # How long a test waits for something a healthy broker does in milliseconds
 # (a topic to appear, a batch to be readable); generous for slow CI machines.
 WAIT_S = 30.0
+# The KafkaJS scripts and their node_modules.
+JS_DIR = Path(__file__).resolve().parent / "js"
+# A KafkaJS script that runs longer than this is stuck.
+NODE_TIMEOUT_S = 120
 
 
 def unique_topic(prefix: str) -> str:
@@ -123,7 +130,9 @@ def consumer(bootstrap: str, **config) -> Consumer:
     return Consumer(conf)
 
 
-def read_partition(bootstrap: str, topic: str, partition: int, start_offset: int = 0, count: int | None = None) -> list[Record]:
+def read_partition(
+    bootstrap: str, topic: str, partition: int, start_offset: int = 0, count: int | None = None
+) -> list[Record]:
     """Reads a partition from `start_offset` up to its end (or `count` records) with assign + explicit offset."""
     c = consumer(bootstrap)
     try:
@@ -164,3 +173,15 @@ def watermarks(bootstrap: str, topic: str, partition: int) -> tuple[int, int]:
         return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=WAIT_S, cached=False)
     finally:
         c.close()
+
+
+def run_node(script: str, opts: dict) -> dict | list:
+    """Runs a KafkaJS script of js/ with `opts` as its JSON argument; returns the JSON line it prints last."""
+    proc = subprocess.run(
+        ["node", str(JS_DIR / script), json.dumps(opts)],
+        capture_output=True,
+        timeout=NODE_TIMEOUT_S,
+        cwd=JS_DIR,
+    )
+    assert proc.returncode == 0, f"node {script} exited {proc.returncode}:\n{proc.stderr.decode(errors='replace')}"
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])

@@ -49,7 +49,10 @@ def test_proxy_records_requests_and_responses_split_across_reads(tmp_path):
     stop.set()
     proxy.join(timeout=5)
 
-    assert replies == [struct.pack(">i", 7) + b"answer:" + metadata[8:], struct.pack(">i", 8) + b"answer:" + api_versions[8:]]
+    assert replies == [
+        struct.pack(">i", 7) + b"answer:" + metadata[8:],
+        struct.pack(">i", 8) + b"answer:" + api_versions[8:],
+    ]
     # Give the pump threads a moment to write the last file after the client saw its reply.
     deadline = time.monotonic() + 5
     while len(list(out.iterdir())) < 4 and time.monotonic() < deadline:
