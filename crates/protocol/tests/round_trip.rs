@@ -110,6 +110,15 @@ where
         .unwrap_or_else(|e| panic!("{name} v{version}: encode: {e}"));
     let frame = enc.finish();
     assert_eq!(frame.buf.len(), len, "{name} v{version}: encoded_len");
+    // Every proper prefix of a valid encoding must fail to decode, not panic.
+    if len > 0 {
+        let cut = rng.below(len as u64) as usize;
+        let mut truncated = Decoder::new(frame.buf.slice(..cut));
+        assert!(
+            T::decode(&mut truncated, version).is_err(),
+            "{name} v{version}: decoded from {cut} of {len} bytes"
+        );
+    }
     let mut dec = Decoder::new(frame.buf);
     let back = T::decode(&mut dec, version)
         .unwrap_or_else(|e| panic!("{name} v{version}: decode: {e}\n{value:?}"));
