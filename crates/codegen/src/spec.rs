@@ -285,3 +285,30 @@ pub fn parse_spec(file_stem: &str, source: &str) -> Result<Spec, String> {
         common,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_are_stripped_outside_strings_only() {
+        let source = "// licence\n{ \"a\": \"x // y\", // note\n \"b\": \"q\\\"//\" }";
+        let value: Value = serde_json::from_str(&strip_comments(source)).expect("json");
+        assert_eq!(value["a"], "x // y");
+        assert_eq!(value["b"], "q\"//");
+    }
+
+    #[test]
+    fn version_ranges_parse() {
+        assert_eq!(Versions::parse("3+"), Ok(Versions(Some((3, i16::MAX)))));
+        assert_eq!(Versions::parse("0-2"), Ok(Versions(Some((0, 2)))));
+        assert_eq!(Versions::parse("7"), Ok(Versions(Some((7, 7)))));
+        assert_eq!(Versions::parse("none"), Ok(Versions::NONE));
+        assert!(Versions::parse("x").is_err());
+        assert_eq!(
+            Versions::parse("2+").map(|v| v.intersect(Versions(Some((0, 4))))),
+            Ok(Versions(Some((2, 4))))
+        );
+        assert_eq!(Versions(Some((3, 5))).to_string(), "3-5");
+    }
+}
