@@ -92,6 +92,8 @@ class RillServer:
                     f"127.0.0.1:{self.admin_port}",
                 ],
                 stdin=subprocess.DEVNULL,
+                # rill reads RILL_* variables as settings; RILL_BIN is ours, not its.
+                env={k: v for k, v in os.environ.items() if k != "RILL_BIN"},
                 stdout=out,
                 stderr=err,
             )
