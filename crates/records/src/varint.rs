@@ -7,8 +7,10 @@
 //! ...) so that small negative numbers such as -1 ("null") stay one byte.
 //!
 //! Decoding is strict: a 32-bit value takes at most 5 bytes and a 64-bit value
-//! at most 10, and the last byte may not carry bits that do not fit. Every
-//! decoder returns the value and the number of bytes it consumed.
+//! at most 10, and the last byte may not carry bits that do not fit. Padded
+//! encodings within those widths (0x80 0x00 for 0) are accepted, as the Java
+//! client accepts them. Every decoder returns the value and the number of
+//! bytes it consumed.
 
 use thiserror::Error;
 
