@@ -1,1 +1,28 @@
-//! rill-log
+//! rill-log: a partition stored as an append-only log of segment files.
+//!
+//! The layers, innermost first (as in Kafka's storage code):
+//! - [`index`](crate::index): the memory-mapped offset and time indexes.
+//! - [`segment`](crate::segment): one `.log` file with its indexes; batch
+//!   lookup, scans, validation and index rebuilds.
+//! - [`Log`]: one partition — segments, offsets, append, read, roll, flush,
+//!   retention, truncation, recovery, scrub. The only layer with a lock.
+//! - [`LogManager`]: every partition of a data directory, plus the
+//!   background flusher, retention, checkpoint and scrub threads.
+//! - `checkpoint` and `epoch`: the small durable files a log keeps.
+//!
+//! The crate knows nothing of requests or the network. Byte layouts of every
+//! file are in docs/FORMAT.md.
+
+mod checkpoint;
+mod epoch;
+mod error;
+mod index;
+mod log;
+mod manager;
+mod segment;
+mod types;
+
+pub use error::{AppendError, CorruptData, IoFailure, LogError, OfflineDir, ReadError};
+pub use log::{Log, ScrubReport, corrupt_batches_total};
+pub use manager::{BackgroundConfig, BackgroundHandle, LogManager};
+pub use types::{AppendInfo, FileSlice, LogConfig, Offset, Position, ReadInfo, TimestampType};

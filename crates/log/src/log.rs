@@ -1,0 +1,1578 @@
+//! One partition: an ordered map of segments, the last of them active.
+//!
+//! Thread-safety: `Log` is `Send + Sync` and is shared as `Arc<Log>`. One
+//! `RwLock` guards the segment map and offsets: appends, rolls, truncation
+//! and retention take it for writing (briefly: a write to the page cache);
+//! reads and lookups take it for reading. fsync runs without it (see
+//! `flush`), so a slow disk never blocks readers or the next append's copy
+//! into the page cache for longer than the fsync of an earlier flush holds
+//! `flush_lock`.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{IoSlice, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use rill_records::batch::{
+    BATCH_HEADER_LEN, BatchIter, REWRITTEN_PREFIX_LEN, TimestampType, set_base_offset,
+    set_log_append_time_split, set_partition_leader_epoch,
+};
+
+use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, sync_dir};
+use crate::epoch::LeaderEpochCache;
+use crate::error::{AppendError, CorruptData, Fault, IoFailure, LogError, OfflineDir, ReadError};
+use crate::index::IndexFile;
+use crate::segment::{
+    INDEX_SUFFIX, IndexCursor, LOG_SUFFIX, Loaded, Scan, ScanStart, Segment, TIME_INDEX_SUFFIX,
+    io_failure, parse_file_name, scan_file,
+};
+use crate::types::{AppendInfo, FileSlice, LogConfig, Offset, Position, ReadInfo};
+
+/// The largest segment file: index entries hold 32-bit positions, and Kafka
+/// caps `segment.bytes` at `i32::MAX` too.
+pub(crate) const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+/// Batches per `writev` call: Linux's `IOV_MAX` is 1024 and each batch takes
+/// two slices (patched header, untouched rest).
+const BATCHES_PER_WRITE_MAX: usize = 512;
+
+/// Closed segments whose file and index maps are open, across the process.
+static LOADED_SEGMENTS: AtomicUsize = AtomicUsize::new(0);
+/// Batches the scrub found corrupt since the process started.
+static CORRUPT_BATCHES: AtomicU64 = AtomicU64::new(0);
+
+/// How many closed segments may hold an open file (and two maps) at once.
+/// Each costs one descriptor, so the bound is a quarter of the process's
+/// descriptor limit (the rest is for sockets and active segments), at least
+/// 64 and at most 16384 (each also holds two of the kernel's default 65530
+/// memory maps per process).
+fn loaded_segments_max() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        usize::try_from(limit / 4)
+            .unwrap_or(usize::MAX)
+            .clamp(64, 16384)
+    })
+}
+
+/// Corrupt batches found by scrubs since the process started, for metrics.
+pub fn corrupt_batches_total() -> u64 {
+    CORRUPT_BATCHES.load(Ordering::Relaxed)
+}
+
+/// Shared by every log in one data directory: after one IO error the whole
+/// directory is offline, as in Kafka (the disk is suspect, not one file).
+#[derive(Debug)]
+pub(crate) struct DirHealth {
+    dir: PathBuf,
+    offline: Mutex<Option<String>>,
+}
+
+impl DirHealth {
+    pub(crate) fn new(dir: &Path) -> Arc<DirHealth> {
+        Arc::new(DirHealth {
+            dir: dir.to_path_buf(),
+            offline: Mutex::new(None),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.offline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn check(&self) -> Result<(), OfflineDir> {
+        match &*self.state() {
+            None => Ok(()),
+            Some(reason) => Err(OfflineDir {
+                dir: self.dir.clone(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    pub(crate) fn fail(&self, failure: &IoFailure) {
+        let mut state = self.state();
+        if state.is_none() {
+            tracing::error!(dir = %self.dir.display(), error = %failure, "log directory goes offline");
+            *state = Some(failure.to_string());
+        }
+    }
+}
+
+/// State kept only for the active segment.
+#[derive(Debug, Clone, Copy)]
+struct Active {
+    cursor: IndexCursor,
+    /// When the segment's age starts counting for `segment.ms`: the first
+    /// batch's timestamp, or the time the segment was created or opened.
+    rolling_base_ms: Option<i64>,
+}
+
+struct State {
+    config: LogConfig,
+    segments: BTreeMap<Offset, Segment>,
+    active: Active,
+    log_start: Offset,
+    log_end: Offset,
+    /// Everything below this offset has been fsynced.
+    recovery_point: Offset,
+    /// Records appended since the last flush began.
+    unflushed_records: u64,
+    /// Wall-clock ms of the oldest append not yet flushed.
+    unflushed_since_ms: Option<i64>,
+    epochs: LeaderEpochCache,
+    /// The largest timestamp in the log and its batch's last offset; `None`
+    /// inside means "no timestamps", outer `None` means "not computed yet".
+    max_timestamp: Option<Option<(i64, Offset)>>,
+}
+
+impl State {
+    fn active_segment(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_segment_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn is_active(&self, segment: &Segment) -> bool {
+        self.active_segment().base == segment.base
+    }
+
+    /// The offset after the last one a segment may hold.
+    fn segment_end(&self, base: Offset) -> Offset {
+        self.segments
+            .range((std::ops::Bound::Excluded(base), std::ops::Bound::Unbounded))
+            .next()
+            .map_or(self.log_end, |(b, _)| *b)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+}
+
+/// One partition's log. See the module documentation for thread-safety.
+pub struct Log {
+    dir: PathBuf,
+    state: RwLock<State>,
+    health: Arc<DirHealth>,
+    high_watermark: AtomicI64,
+    closed: AtomicBool,
+    /// Serializes flushes so the recovery point only moves forward.
+    flush_lock: Mutex<()>,
+    /// A logical clock for "last used" marks on segments.
+    clock: AtomicU64,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log").field("dir", &self.dir).finish()
+    }
+}
+
+/// What a scrub pass found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScrubReport {
+    pub segments_checked: u64,
+    pub bytes_checked: u64,
+    /// (segment base offset, position) of each corrupt batch found.
+    pub corrupt: Vec<(Offset, Position)>,
+}
+
+impl Log {
+    /// Opens (creating if needed) the partition log in `dir`, recovering it
+    /// if it was not closed cleanly.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
+        Log::open_with(dir, config, DirHealth::new(dir))
+    }
+
+    pub(crate) fn open_with(
+        dir: &Path,
+        config: LogConfig,
+        health: Arc<DirHealth>,
+    ) -> Result<Log, LogError> {
+        health.check()?;
+        let result = open_state(dir, config);
+        if let Err(LogError::Io(failure)) = &result {
+            health.fail(failure);
+        }
+        let state = result?;
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            high_watermark: AtomicI64::new(state.log_end.0),
+            state: RwLock::new(state),
+            health,
+            closed: AtomicBool::new(false),
+            flush_lock: Mutex::new(()),
+            clock: AtomicU64::new(0),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        // Writers keep the state consistent at every point where they can
+        // fail, so a panic elsewhere does not make it unreadable.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_usable(&self) -> Result<(), Fault> {
+        self.health.check()?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Fault::Offline(OfflineDir {
+                dir: self.dir.clone(),
+                reason: "the log was closed".to_string(),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Takes the directory offline on an IO failure and passes the result on.
+    fn guard<T>(&self, result: Result<T, Fault>) -> Result<T, Fault> {
+        if let Err(Fault::Io(failure)) = &result {
+            self.health.fail(failure);
+        }
+        result
+    }
+
+    /// Runs `f` with a segment's handles, opening them first if needed (and
+    /// closing the least recently used closed segment if over the bound).
+    fn with_loaded<R>(
+        &self,
+        state: &State,
+        segment: &Segment,
+        f: impl FnOnce(&Loaded) -> Result<R, Fault>,
+    ) -> Result<R, Fault> {
+        segment.last_used.store(
+            self.clock.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        if !segment.is_loaded() {
+            self.evict_idle(state, segment.base);
+        }
+        let mut guard = segment.lock();
+        let loaded = match &mut *guard {
+            Some(loaded) => loaded,
+            slot @ None => {
+                let active = state.is_active(segment);
+                let loaded = segment.load(
+                    state.segment_end(segment.base),
+                    active,
+                    state.config.index_interval_bytes,
+                    state.config.segment_index_bytes,
+                );
+                let loaded = self.guard(loaded.map_err(Fault::from))?;
+                if !active {
+                    LOADED_SEGMENTS.fetch_add(1, Ordering::AcqRel);
+                }
+                slot.insert(loaded)
+            }
+        };
+        f(loaded)
+    }
+
+    /// Closes the handles of this log's least recently used closed segment
+    /// when the process holds too many. Never blocks on a busy segment.
+    fn evict_idle(&self, state: &State, keep: Offset) {
+        if LOADED_SEGMENTS.load(Ordering::Acquire) < loaded_segments_max() {
+            return;
+        }
+        let active = state.active_segment().base;
+        let victim = state
+            .segments
+            .values()
+            .filter(|s| s.base != active && s.base != keep && s.is_loaded())
+            .min_by_key(|s| s.last_used.load(Ordering::Relaxed));
+        if let Some(victim) = victim
+            && victim.lock().take().is_some()
+        {
+            LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Appends whole record batches as one write. Every batch is validated
+    /// first; an invalid one rejects the whole append and leaves the log
+    /// unchanged. Offsets are assigned by rewriting each batch's base offset,
+    /// and `leader_epoch` is stamped into each.
+    ///
+    /// With `flush.messages` set this may fsync, so like `flush` it must not
+    /// run on an async worker thread.
+    pub fn append(
+        &self,
+        batches: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        self.check_usable()?;
+        let max_message_bytes = self.read_state().config.max_message_bytes;
+        let mut views = Vec::new();
+        for (index, item) in BatchIter::new(batches).enumerate() {
+            let (_, view) = item.map_err(|source| AppendError::InvalidBatch { index, source })?;
+            if view.total_len() > max_message_bytes as usize {
+                return Err(AppendError::TooLarge {
+                    size: view.total_len(),
+                    max: max_message_bytes,
+                });
+            }
+            view.validate()
+                .map_err(|source| AppendError::InvalidBatch { index, source })?;
+            views.push(view);
+        }
+        if views.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        let total_bytes: u64 = views.iter().map(|v| v.total_len() as u64).sum();
+        let offsets_needed: i64 = views
+            .iter()
+            .map(|v| i64::from(v.last_offset_delta()) + 1)
+            .sum();
+        let record_count: u64 = views.iter().map(|v| v.record_count() as u64).sum();
+
+        let mut state = self.write_state();
+        self.check_usable()?;
+        let log_end = state.log_end;
+        if log_end.0.checked_add(offsets_needed).is_none() || offsets_needed > i64::from(u32::MAX) {
+            return Err(AppendError::OffsetOverflow { log_end });
+        }
+        if total_bytes > u64::from(u32::MAX) {
+            return Err(AppendError::TooLarge {
+                size: usize::try_from(total_bytes).unwrap_or(usize::MAX),
+                max: u32::MAX,
+            });
+        }
+        self.guard(self.maybe_roll(&mut state, total_bytes, offsets_needed, now_ms))?;
+
+        let log_append_time_ms = match state.config.message_timestamp_type {
+            TimestampType::LogAppendTime => now_ms,
+            TimestampType::CreateTime => -1,
+        };
+        let prefix_len = if log_append_time_ms >= 0 {
+            BATCH_HEADER_LEN
+        } else {
+            REWRITTEN_PREFIX_LEN
+        };
+        let mut headers = vec![[0u8; BATCH_HEADER_LEN]; views.len()];
+        let mut next = log_end;
+        for (header, view) in headers.iter_mut().zip(&views) {
+            let bytes = view.bytes();
+            header.copy_from_slice(&bytes[..BATCH_HEADER_LEN]);
+            // The header is exactly BATCH_HEADER_LEN bytes, which these
+            // rewrites need, so they cannot fail.
+            let patched = set_base_offset(header, next.0)
+                .and_then(|()| set_partition_leader_epoch(header, leader_epoch))
+                .and_then(|()| {
+                    if log_append_time_ms >= 0 {
+                        set_log_append_time_split(
+                            header,
+                            &bytes[BATCH_HEADER_LEN..],
+                            log_append_time_ms,
+                        )
+                    } else {
+                        Ok(())
+                    }
+                });
+            debug_assert!(patched.is_ok());
+            next = Offset(next.0 + i64::from(view.last_offset_delta()) + 1);
+        }
+
+        let segment = state.active_segment();
+        let start_position = segment.size;
+        let log_path = segment.path(LOG_SUFFIX);
+        let file = self.guard(self.with_loaded(&state, segment, |l| Ok(l.file.clone())))?;
+        let mut slices = Vec::with_capacity(2 * views.len().min(BATCHES_PER_WRITE_MAX));
+        for (chunk_views, chunk_headers) in views
+            .chunks(BATCHES_PER_WRITE_MAX)
+            .zip(headers.chunks(BATCHES_PER_WRITE_MAX))
+        {
+            slices.clear();
+            for (view, header) in chunk_views.iter().zip(chunk_headers) {
+                slices.push(IoSlice::new(&header[..prefix_len]));
+                slices.push(IoSlice::new(&view.bytes()[prefix_len..]));
+            }
+            if let Err(source) = write_all_vectored(&file, &mut slices) {
+                let failure = IoFailure {
+                    op: "write",
+                    path: log_path.clone(),
+                    source,
+                };
+                // The file may hold part of the append; cut it back so a
+                // restart does not find a torn batch, then go offline.
+                if let Err(e) = file.set_len(start_position) {
+                    tracing::error!(error = %e, "could not cut a failed append back");
+                }
+                self.health.fail(&failure);
+                return Err(AppendError::Io(failure));
+            }
+        }
+
+        // Index the new batches exactly as a rebuild would.
+        let interval = state.config.index_interval_bytes;
+        let mut cursor = state.active.cursor;
+        let mut position = start_position;
+        let mut batch_base = log_end;
+        let mut entries = Vec::new();
+        for (view, header) in views.iter().zip(&headers) {
+            let last = Offset(batch_base.0 + i64::from(view.last_offset_delta()));
+            let max_ts = if log_append_time_ms >= 0 {
+                log_append_time_ms
+            } else {
+                view.max_timestamp()
+            };
+            let (due, time_entry) = cursor.step(interval, view.total_len() as u64, last, max_ts);
+            if due {
+                entries.push((batch_base, Position(position), time_entry));
+            }
+            debug_assert_eq!(header[..8], batch_base.0.to_be_bytes());
+            position += view.total_len() as u64;
+            batch_base = Offset(last.0 + 1);
+        }
+        let first_ts = if log_append_time_ms >= 0 {
+            log_append_time_ms
+        } else {
+            views[0].max_timestamp()
+        };
+        {
+            let segment = state.active_segment();
+            let mut guard = segment.lock();
+            if let Some(loaded) = guard.as_mut() {
+                for (offset, position, time_entry) in entries {
+                    // A full index was rolled away before this append;
+                    // `maybe_roll` keeps room for one append's entries.
+                    let added = loaded.offset_index.append(offset, position);
+                    debug_assert!(added);
+                    if let Some((t, o)) = time_entry {
+                        let added = loaded.time_index.maybe_append(t, o);
+                        debug_assert!(added);
+                    }
+                }
+            }
+        }
+        state.active.cursor = cursor;
+        state
+            .active
+            .rolling_base_ms
+            .get_or_insert(if first_ts >= 0 { first_ts } else { now_ms });
+        state.active_segment_mut().size = position;
+        state.log_end = next;
+        if let (Some(known), Some((t, o))) = (state.max_timestamp, cursor.max_timestamp)
+            && known.is_none_or(|(kt, _)| t > kt)
+        {
+            state.max_timestamp = Some(Some((t, o)));
+        }
+        if state.epochs.assign(leader_epoch, log_end) {
+            let epochs = state.epochs.entries().to_vec();
+            self.guard(checkpoint::write_epochs(&self.dir, &epochs).map_err(Fault::from))?;
+        }
+        state.unflushed_records += record_count;
+        state.unflushed_since_ms.get_or_insert(now_ms);
+        let flush_due = state
+            .config
+            .flush_messages
+            .is_some_and(|n| state.unflushed_records >= n);
+        let info = AppendInfo {
+            base_offset: log_end,
+            last_offset: Offset(next.0 - 1),
+            log_append_time_ms,
+            log_start_offset: state.log_start,
+            record_count,
+        };
+        drop(state);
+        if flush_due {
+            self.flush_inner()?;
+        }
+        Ok(info)
+    }
+
+    /// Rolls the active segment if this append would not fit in it.
+    fn maybe_roll(
+        &self,
+        state: &mut State,
+        append_bytes: u64,
+        append_offsets: i64,
+        now_ms: i64,
+    ) -> Result<(), Fault> {
+        let segment = state.active_segment();
+        if segment.size == 0 {
+            return Ok(());
+        }
+        let segment_bytes = state.config.segment_bytes.clamp(1, SEGMENT_BYTES_MAX);
+        let too_big = segment.size + append_bytes > segment_bytes;
+        let too_old = state.config.segment_ms >= 0
+            && state
+                .active
+                .rolling_base_ms
+                .is_some_and(|base| now_ms.saturating_sub(base) > state.config.segment_ms);
+        let offsets_overflow =
+            state.log_end.0 + append_offsets - 1 - segment.base.0 > i64::from(u32::MAX);
+        // Each batch may add one entry to each index.
+        let batches_max = append_bytes / BATCH_HEADER_LEN as u64 + 1;
+        let index_full = self.with_loaded(state, segment, |l| {
+            Ok((l.offset_index.file().free_entries() as u64) < batches_max
+                || (l.time_index.file().free_entries() as u64) < batches_max + 1)
+        })?;
+        if too_big || too_old || offsets_overflow || index_full {
+            tracing::debug!(
+                dir = %self.dir.display(), too_big, too_old, offsets_overflow, index_full,
+                "rolling segment"
+            );
+            self.roll(state, now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (final time entry, trimmed read-only
+    /// indexes) and starts a new one at the log end offset.
+    fn roll(&self, state: &mut State, now_ms: i64) -> Result<(), Fault> {
+        let new_base = state.log_end;
+        let cursor = state.active.cursor;
+        {
+            let segment = state.active_segment();
+            let mut guard = segment.lock();
+            if let Some(loaded) = guard.take() {
+                let Loaded {
+                    file,
+                    offset_index,
+                    mut time_index,
+                } = loaded;
+                if let Some((t, o)) = cursor.max_timestamp {
+                    time_index.maybe_append(t, o);
+                }
+                let offset_index = offset_index
+                    .into_read_only()
+                    .map_err(io_failure("trim", &segment.path(INDEX_SUFFIX)))?;
+                let time_index = time_index
+                    .into_read_only()
+                    .map_err(io_failure("trim", &segment.path(TIME_INDEX_SUFFIX)))?;
+                *guard = Some(Loaded {
+                    file,
+                    offset_index,
+                    time_index,
+                });
+                LOADED_SEGMENTS.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        let segment = create_segment(&self.dir, new_base)?;
+        state.segments.insert(new_base, segment);
+        state.active = Active {
+            cursor: IndexCursor::default(),
+            rolling_base_ms: None,
+        };
+        let active = state.active_segment();
+        self.with_loaded(state, active, |_| Ok(()))?;
+        tracing::info!(dir = %self.dir.display(), base = %new_base, now_ms, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one holding `start`, up to
+    /// `max_bytes` but always at least that first batch, and never a batch
+    /// that reaches `max_offset` (exclusive, e.g. the high watermark).
+    pub fn read(
+        &self,
+        start: Offset,
+        max_bytes: u32,
+        max_offset: Offset,
+    ) -> Result<ReadInfo, ReadError> {
+        self.check_usable()?;
+        let state = self.read_state();
+        let mut info = ReadInfo {
+            slices: Vec::new(),
+            high_watermark: self.high_watermark(),
+            log_start_offset: state.log_start,
+            log_end_offset: state.log_end,
+        };
+        if start < state.log_start || start > state.log_end {
+            return Err(ReadError::OffsetOutOfRange {
+                requested: start,
+                log_start: state.log_start,
+                log_end: state.log_end,
+            });
+        }
+        let upper = max_offset.min(state.log_end);
+        if start >= upper {
+            return Ok(info);
+        }
+        let first_base = state
+            .segments
+            .range(..=start)
+            .next_back()
+            .map_or(start, |(b, _)| *b);
+        for segment in state.segments.range(first_base..).map(|(_, s)| s) {
+            if segment.base >= upper {
+                break;
+            }
+            let slice = self.with_loaded(&state, segment, |loaded| {
+                read_segment(&state, segment, loaded, start, max_bytes, upper)
+            });
+            if let Some(slice) = self.guard(slice)? {
+                info.slices.push(slice);
+                break;
+            }
+        }
+        Ok(info)
+    }
+
+    /// The first batch whose largest timestamp is at least `timestamp_ms`:
+    /// its base offset (or the log start, if later) and that timestamp.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(Offset, i64)>, ReadError> {
+        self.check_usable()?;
+        let state = self.read_state();
+        let first_base = state
+            .segments
+            .range(..=state.log_start)
+            .next_back()
+            .map_or(state.log_start, |(b, _)| *b);
+        for segment in state.segments.range(first_base..).map(|(_, s)| s) {
+            let active_max = state.active.cursor.max_timestamp;
+            let is_active = state.is_active(segment);
+            let found = self.with_loaded(&state, segment, |loaded| {
+                let segment_max = if is_active {
+                    active_max
+                } else {
+                    loaded.time_index.last()
+                };
+                if segment_max.is_none_or(|(t, _)| t < timestamp_ms) {
+                    return Ok(None);
+                }
+                segment.find_timestamp(loaded, timestamp_ms, state.log_start, segment.size)
+            });
+            if let Some(found) = self.guard(found)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest timestamp in the log and the last offset of its batch.
+    pub fn max_timestamp(&self) -> Option<(Offset, i64)> {
+        if let Some(known) = self.read_state().max_timestamp {
+            return known.map(|(t, o)| (o, t));
+        }
+        let mut state = self.write_state();
+        let mut best: Option<(i64, Offset)> = state.active.cursor.max_timestamp;
+        for segment in state.segments.values() {
+            if state.is_active(segment) {
+                continue;
+            }
+            if let Ok(Some((t, o))) = self.with_loaded(&state, segment, |l| Ok(l.time_index.last()))
+                && o >= state.log_start
+                && best.is_none_or(|(bt, _)| t > bt)
+            {
+                best = Some((t, o));
+            }
+        }
+        state.max_timestamp = Some(best);
+        best.map(|(t, o)| (o, t))
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        self.read_state().log_start
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
+        self.read_state().log_end
+    }
+
+    pub fn high_watermark(&self) -> Offset {
+        Offset(self.high_watermark.load(Ordering::Acquire))
+    }
+
+    /// Sets the high watermark, clamped to `[log start, log end]`.
+    pub fn set_high_watermark(&self, offset: Offset) {
+        let state = self.read_state();
+        let clamped = offset.max(state.log_start).min(state.log_end);
+        self.high_watermark.store(clamped.0, Ordering::Release);
+    }
+
+    /// The offset up to which everything is known to be on disk.
+    pub fn recovery_point(&self) -> Offset {
+        self.read_state().recovery_point
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.read_state().size_bytes()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.read_state().segments.len()
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.read_state().config.clone()
+    }
+
+    /// Applies new settings; they take effect from the next operation.
+    pub fn update_config(&self, config: LogConfig) {
+        self.write_state().config = config;
+    }
+
+    /// Leader-epoch lookup for OffsetForLeaderEpoch: the largest epoch at or
+    /// below `epoch` and the offset where the next one began.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, Offset)> {
+        let state = self.read_state();
+        state.epochs.end_offset_for(epoch, state.log_end)
+    }
+
+    /// Fsyncs every segment that holds unflushed data and advances the
+    /// recovery point. Blocks on the disk: never call it on an async worker.
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.check_usable()?;
+        self.flush_inner().map_err(LogError::from)
+    }
+
+    fn flush_inner(&self) -> Result<(), Fault> {
+        let _serial = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (files, target, records) = {
+            let state = self.read_state();
+            if state.recovery_point >= state.log_end {
+                return Ok(());
+            }
+            let from = state
+                .segments
+                .range(..=state.recovery_point)
+                .next_back()
+                .map_or(Offset(0), |(b, _)| *b);
+            let mut files = Vec::new();
+            for segment in state.segments.range(from..).map(|(_, s)| s) {
+                let file = self.with_loaded(&state, segment, |l| Ok(l.file.clone()));
+                files.push((self.guard(file)?, segment.path(LOG_SUFFIX)));
+            }
+            (files, state.log_end, state.unflushed_records)
+        };
+        for (file, path) in files {
+            // No retry after a failed fsync: the kernel may already have
+            // dropped the dirty pages, so the directory goes offline.
+            let synced = file.sync_data().map_err(io_failure("fsync", &path));
+            self.guard(synced.map_err(Fault::from))?;
+        }
+        let mut state = self.write_state();
+        state.recovery_point = state.recovery_point.max(target);
+        state.unflushed_records = state.unflushed_records.saturating_sub(records);
+        if state.recovery_point >= state.log_end {
+            state.unflushed_since_ms = None;
+        }
+        Ok(())
+    }
+
+    /// Flushes if `flush.ms` has passed since the oldest unflushed append.
+    pub fn flush_if_due(&self, now_ms: i64) -> Result<bool, LogError> {
+        let due = {
+            let state = self.read_state();
+            match (state.config.flush_ms, state.unflushed_since_ms) {
+                (Some(ms), Some(since)) => {
+                    now_ms.saturating_sub(since) >= i64::try_from(ms).unwrap_or(i64::MAX)
+                }
+                _ => false,
+            }
+        };
+        if due {
+            self.flush()?;
+        }
+        Ok(due)
+    }
+
+    /// Writes the recovery-point, log-start and leader-epoch checkpoints.
+    pub fn checkpoint(&self) -> Result<(), LogError> {
+        self.check_usable()?;
+        let (recovery_point, log_start, epochs) = {
+            let state = self.read_state();
+            (
+                state.recovery_point,
+                state.log_start,
+                state.epochs.entries().to_vec(),
+            )
+        };
+        let written = checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, recovery_point)
+            .and_then(|()| checkpoint::write_offset(&self.dir, LOG_START_FILE, log_start))
+            .and_then(|()| checkpoint::write_epochs(&self.dir, &epochs));
+        self.guard(written.map_err(Fault::from))?;
+        Ok(())
+    }
+
+    /// Deletes closed segments that retention no longer keeps: those wholly
+    /// below the log start offset, older than `retention.ms` (by their
+    /// largest timestamp, or file time if they have none), or beyond
+    /// `retention.bytes` counting from the newest. Returns how many.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        self.check_usable()?;
+        let mut state = self.write_state();
+        let mut doomed = Vec::new();
+        let mut remaining = state.size_bytes();
+        for segment in state.segments.values() {
+            if state.is_active(segment) {
+                break;
+            }
+            let end = state.segment_end(segment.base);
+            let below_start = end <= state.log_start;
+            let expired = state.config.retention_ms >= 0 && {
+                let newest = self.with_loaded(&state, segment, |l| Ok(l.time_index.last()));
+                let newest_ms = match self.guard(newest)? {
+                    Some((t, _)) => t,
+                    None => file_mtime_ms(&segment.path(LOG_SUFFIX)).unwrap_or(now_ms),
+                };
+                now_ms.saturating_sub(newest_ms) > state.config.retention_ms
+            };
+            let oversize = state.config.retention_bytes >= 0
+                && remaining - segment.size >= state.config.retention_bytes as u64;
+            if !(below_start || expired || oversize) {
+                break;
+            }
+            remaining -= segment.size;
+            doomed.push(segment.base);
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let count = doomed.len();
+        self.remove_front_segments(&mut state, &doomed)?;
+        Ok(count)
+    }
+
+    /// Drops the given leading segments from the map, advances the log start
+    /// (made durable before any file is unlinked, so a restart never serves
+    /// deleted data again) and unlinks their files.
+    fn remove_front_segments(&self, state: &mut State, bases: &[Offset]) -> Result<(), LogError> {
+        let mut removed = Vec::new();
+        for base in bases {
+            if let Some(segment) = state.segments.remove(base) {
+                removed.push(segment);
+            }
+        }
+        let first = state
+            .segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(state.log_end);
+        state.log_start = state.log_start.max(first);
+        if state.epochs.truncate_from_start(state.log_start) {
+            let epochs = state.epochs.entries().to_vec();
+            self.guard(checkpoint::write_epochs(&self.dir, &epochs).map_err(Fault::from))?;
+        }
+        state.max_timestamp = None;
+        let hw = self.high_watermark().max(state.log_start);
+        self.high_watermark.store(hw.0, Ordering::Release);
+        let written = checkpoint::write_offset(&self.dir, LOG_START_FILE, state.log_start);
+        self.guard(written.map_err(Fault::from))?;
+        for segment in removed {
+            if segment.lock().take().is_some() {
+                LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
+            }
+            delete_segment_files(&segment);
+            tracing::info!(dir = %self.dir.display(), base = %segment.base, "deleted segment");
+        }
+        Ok(())
+    }
+
+    /// Kafka's DeleteRecords: moves the log start offset up to `offset`
+    /// (at most the high watermark) and deletes segments wholly below it.
+    pub fn delete_records_before(&self, offset: Offset) -> Result<Offset, LogError> {
+        self.check_usable()?;
+        let mut state = self.write_state();
+        let high_watermark = self.high_watermark();
+        if offset > high_watermark || offset < Offset(0) {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start: state.log_start,
+                log_end: high_watermark,
+            });
+        }
+        if offset <= state.log_start {
+            return Ok(state.log_start);
+        }
+        state.log_start = offset;
+        let active = state.active_segment().base;
+        let doomed: Vec<Offset> = state
+            .segments
+            .keys()
+            .copied()
+            .filter(|&b| b != active && state.segment_end(b) <= offset)
+            .collect();
+        self.remove_front_segments(&mut state, &doomed)?;
+        Ok(state.log_start)
+    }
+
+    /// Removes every batch at or after the one holding `offset` (the log end
+    /// becomes that batch's base offset). Used by replication.
+    pub fn truncate_to(&self, offset: Offset) -> Result<(), LogError> {
+        self.check_usable()?;
+        let mut state = self.write_state();
+        if offset >= state.log_end {
+            return Ok(());
+        }
+        let result = if offset <= state.log_start {
+            let start = offset.max(state.log_start);
+            self.truncate_fully(&mut state, start)
+        } else {
+            self.truncate_inside(&mut state, offset)
+        };
+        let result = self.guard(result);
+        state.max_timestamp = None;
+        let log_end = state.log_end;
+        state.recovery_point = state.recovery_point.min(log_end);
+        let hw = self.high_watermark().min(log_end);
+        self.high_watermark.store(hw.0, Ordering::Release);
+        if state.epochs.truncate_from_end(log_end) {
+            let epochs = state.epochs.entries().to_vec();
+            self.guard(checkpoint::write_epochs(&self.dir, &epochs).map_err(Fault::from))?;
+        }
+        result?;
+        let written =
+            checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, state.recovery_point);
+        self.guard(written.map_err(Fault::from))?;
+        tracing::info!(dir = %self.dir.display(), %offset, %log_end, "truncated log");
+        Ok(())
+    }
+
+    fn truncate_fully(&self, state: &mut State, start: Offset) -> Result<(), Fault> {
+        let all: Vec<Offset> = state.segments.keys().copied().collect();
+        let old_active = all_last(&all);
+        for base in all {
+            if let Some(segment) = state.segments.remove(&base) {
+                let was_active = base == old_active;
+                if segment.lock().take().is_some() && !was_active {
+                    LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
+                }
+                delete_segment_files(&segment);
+            }
+        }
+        state
+            .segments
+            .insert(start, create_segment(&self.dir, start)?);
+        state.log_start = start;
+        state.log_end = start;
+        state.active = Active {
+            cursor: IndexCursor::default(),
+            rolling_base_ms: None,
+        };
+        let active = state.active_segment();
+        self.with_loaded(state, active, |_| Ok(()))?;
+        let written = checkpoint::write_offset(&self.dir, LOG_START_FILE, start);
+        written.map_err(Fault::from)
+    }
+
+    fn truncate_inside(&self, state: &mut State, offset: Offset) -> Result<(), Fault> {
+        // Drop whole segments at or after the cut.
+        let later: Vec<Offset> = state.segments.range(offset..).map(|(b, _)| *b).collect();
+        let old_active = state.active_segment().base;
+        for base in &later {
+            if let Some(segment) = state.segments.remove(base) {
+                if segment.lock().take().is_some() && *base != old_active {
+                    LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
+                }
+                delete_segment_files(&segment);
+            }
+        }
+        // The segment holding the cut becomes (or stays) the active one:
+        // reopen its handles writable.
+        let became_active = state.active_segment().base != old_active;
+        {
+            let segment = state.active_segment();
+            if segment.lock().take().is_some() && became_active {
+                LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let size = state.active_segment().size;
+        let segment = state.active_segment();
+        let cut = self.with_loaded(state, segment, |loaded| {
+            Ok(segment
+                .locate(loaded, offset, size)?
+                .map(|(p, h)| (p, h.base)))
+        })?;
+        let (cut_position, new_end) = cut.unwrap_or((size, state.segment_end(segment.base)));
+        {
+            let mut guard = segment.lock();
+            if let Some(loaded) = guard.as_mut() {
+                let path = segment.path(LOG_SUFFIX);
+                loaded
+                    .file
+                    .set_len(cut_position)
+                    .and_then(|()| loaded.file.sync_all())
+                    .map_err(io_failure("truncate", &path))?;
+                loaded.offset_index.truncate_from(new_end);
+                loaded.time_index.truncate_from(new_end);
+            }
+        }
+        let segment = state.active_segment_mut();
+        segment.size = cut_position;
+        let base = segment.base;
+        state.log_end = new_end;
+        // Recompute the active state from the last index entry on.
+        let start =
+            self.with_loaded(state, state.active_segment(), |l| Ok(resume_point(base, l)))?;
+        let scan = scan_file(
+            &state.active_segment().path(LOG_SUFFIX),
+            base,
+            cut_position,
+            state.config.index_interval_bytes,
+            false,
+            start,
+        )?;
+        state.active = Active {
+            cursor: IndexCursor {
+                bytes_since_index_entry: scan.bytes_since_index_entry,
+                max_timestamp: scan.max_timestamp,
+            },
+            rolling_base_ms: scan.first_timestamp.filter(|t| *t >= 0),
+        };
+        Ok(())
+    }
+
+    /// Re-verifies the CRC of every batch in closed segments, calling
+    /// `throttle` with the bytes read so the caller can bound the IO rate.
+    /// Corrupt batches are logged, counted and fenced off from reads.
+    pub fn scrub(&self, throttle: &mut dyn FnMut(u64)) -> Result<ScrubReport, LogError> {
+        self.check_usable()?;
+        let targets: Vec<(Offset, u64, PathBuf)> = {
+            let state = self.read_state();
+            state
+                .segments
+                .values()
+                .filter(|s| !state.is_active(s))
+                .map(|s| (s.base, s.size, s.path(LOG_SUFFIX)))
+                .collect()
+        };
+        let mut report = ScrubReport::default();
+        for (base, size, path) in targets {
+            let found = scrub_file(&path, size, throttle);
+            let found = match found {
+                Ok(found) => found,
+                // Retention may have deleted the segment meanwhile.
+                Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    self.health.fail(&e);
+                    return Err(e.into());
+                }
+            };
+            report.segments_checked += 1;
+            report.bytes_checked += size;
+            if let Some((position, reason)) = found {
+                CORRUPT_BATCHES.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    segment = %path.display(), %position, %reason,
+                    "scrub found a corrupt batch; reads stop before it"
+                );
+                if let Some(segment) = self.read_state().segments.get(&base) {
+                    segment.mark_corrupt(position);
+                }
+                report.corrupt.push((base, position));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Flushes, writes the checkpoints and the clean-shutdown marker, and
+    /// refuses further work. Closing twice is harmless.
+    pub fn close(&self) -> Result<(), LogError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.flush()?;
+        {
+            let mut state = self.write_state();
+            let cursor = state.active.cursor;
+            let segment = state.active_segment();
+            let mut guard = segment.lock();
+            if let Some(loaded) = guard.as_mut() {
+                if let Some((t, o)) = cursor.max_timestamp {
+                    loaded.time_index.maybe_append(t, o);
+                }
+                let trimmed = loaded
+                    .offset_index
+                    .file_mut()
+                    .trim()
+                    .and_then(|()| loaded.time_index.file_mut().trim())
+                    .map_err(io_failure("trim", &segment.path(INDEX_SUFFIX)));
+                drop(guard);
+                self.guard(trimmed.map_err(Fault::from))?;
+            } else {
+                drop(guard);
+            }
+            // The indexes are trimmed; drop the handles so nobody writes
+            // through a stale map.
+            let active = state.active_segment_mut();
+            active.lock().take();
+            state.unflushed_since_ms = None;
+        }
+        self.checkpoint()?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        let written = File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(io_failure("create", &marker))
+            .and_then(|()| sync_dir(&self.dir));
+        self.guard(written.map_err(Fault::from))?;
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Marks the log closed without writing anything (its directory is
+    /// about to be deleted).
+    pub(crate) fn abandon(&self) {
+        self.closed.store(true, Ordering::Release);
+        let state = self.read_state();
+        for segment in state.segments.values() {
+            if segment.lock().take().is_some() && !state.is_active(segment) {
+                LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let state = self.read_state();
+        for segment in state.segments.values() {
+            if segment.lock().take().is_some() && !state.is_active(segment) {
+                LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+fn all_last(all: &[Offset]) -> Offset {
+    all.last().copied().unwrap_or(Offset(-1))
+}
+
+/// The slice of one segment a read returns, or `None` if the segment holds
+/// nothing at or after `start` below `upper`.
+fn read_segment(
+    state: &State,
+    segment: &Segment,
+    loaded: &Loaded,
+    start: Offset,
+    max_bytes: u32,
+    upper: Offset,
+) -> Result<Option<FileSlice>, Fault> {
+    let size = segment.size;
+    let Some((position, header)) = segment.locate(loaded, start, size)? else {
+        return Ok(None);
+    };
+    if header.base >= upper {
+        return Ok(None);
+    }
+    let mut end = size;
+    if let Some(corrupt) = segment.corrupt_from() {
+        if position >= corrupt.0 {
+            return Err(Fault::Corrupt(CorruptData {
+                path: segment.path(LOG_SUFFIX),
+                position: corrupt,
+                reason: "the scrub found this batch corrupt".to_string(),
+            }));
+        }
+        end = end.min(corrupt.0);
+    }
+    if upper < state.segment_end(segment.base)
+        && let Some((p, _)) = segment.locate(loaded, upper, size)?
+    {
+        end = end.min(p);
+    }
+    let first_end = position + header.len;
+    if first_end > end {
+        // The first batch straddles `upper`: not readable yet.
+        return Ok(None);
+    }
+    let limit = position.saturating_add(u64::from(max_bytes));
+    let stop = if limit <= first_end {
+        first_end
+    } else {
+        segment.boundary_before(loaded, first_end, limit, end)?
+    };
+    Ok(Some(FileSlice {
+        file: loaded.file.clone(),
+        position,
+        // A slice is at most max(max_bytes, first batch) long, and a batch
+        // is at most i32::MAX + 12 bytes, so it fits a u32.
+        len: u32::try_from(stop - position).unwrap_or(u32::MAX),
+    }))
+}
+
+/// Where to resume scanning the active segment: its last offset-index entry.
+fn resume_point(base: Offset, loaded: &Loaded) -> ScanStart {
+    let max_timestamp = loaded.time_index.last();
+    match loaded.offset_index.last() {
+        Some((offset, position)) => ScanStart {
+            position: position.0,
+            expected: offset,
+            cursor: IndexCursor {
+                bytes_since_index_entry: 0,
+                max_timestamp,
+            },
+        },
+        None => ScanStart::beginning(base),
+    }
+}
+
+/// Writes all of `slices`, continuing after partial writes.
+fn write_all_vectored(mut file: &File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn file_mtime_ms(path: &Path) -> Option<i64> {
+    let modified = fs::metadata(path).ok()?.modified().ok()?;
+    let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since.as_millis()).ok()
+}
+
+fn delete_segment_files(segment: &Segment) {
+    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let path = segment.path(suffix);
+        if let Err(e) = fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %path.display(), error = %e, "could not delete segment file");
+        }
+    }
+}
+
+/// Creates the files of an empty segment (replacing leftovers of the same
+/// name) and makes the names durable.
+fn create_segment(dir: &Path, base: Offset) -> Result<Segment, Fault> {
+    let segment = Segment::new(dir, base, 0);
+    let log_path = segment.path(LOG_SUFFIX);
+    File::create(&log_path).map_err(io_failure("create", &log_path))?;
+    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let path = segment.path(suffix);
+        IndexFile::write_entries(&path, &[]).map_err(io_failure("create", &path))?;
+    }
+    sync_dir(dir)?;
+    Ok(segment)
+}
+
+/// Reads a segment's batches and checks each CRC; returns the first corrupt
+/// batch's position and the reason. Reads in bounded chunks so a huge (or
+/// corrupt) length never allocates more than `CHUNK`.
+fn scrub_file(
+    path: &Path,
+    size: u64,
+    throttle: &mut dyn FnMut(u64),
+) -> Result<Option<(Position, String)>, IoFailure> {
+    use std::os::unix::fs::FileExt;
+    /// Bytes read per call: large enough for sequential throughput, small
+    /// enough that throttling is smooth.
+    const CHUNK: usize = 1 << 20;
+    let file = File::open(path).map_err(io_failure("open", path))?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut position = 0u64;
+    while position < size {
+        let mut header = [0u8; BATCH_HEADER_LEN];
+        if position + BATCH_HEADER_LEN as u64 > size {
+            return Ok(Some((Position(position), "torn batch header".to_string())));
+        }
+        file.read_exact_at(&mut header, position)
+            .map_err(io_failure("read", path))?;
+        let len = match rill_records::batch::batch_total_len(&header) {
+            Ok(len) => len as u64,
+            Err(e) => return Ok(Some((Position(position), e.to_string()))),
+        };
+        if position + len > size {
+            return Ok(Some((
+                Position(position),
+                "batch crosses the segment end".to_string(),
+            )));
+        }
+        let stored = u32::from_be_bytes([header[17], header[18], header[19], header[20]]);
+        let mut crc = crc32c::crc32c(&header[rill_records::batch::CRC_COVERAGE_START..]);
+        let mut at = position + BATCH_HEADER_LEN as u64;
+        let batch_end = position + len;
+        while at < batch_end {
+            let n = CHUNK.min((batch_end - at) as usize);
+            file.read_exact_at(&mut buf[..n], at)
+                .map_err(io_failure("read", path))?;
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            at += n as u64;
+        }
+        throttle(len);
+        if crc != stored || header[rill_records::batch::MAGIC_OFFSET] != 2 {
+            return Ok(Some((
+                Position(position),
+                format!("CRC32C mismatch: stored {stored:#010x}, computed {crc:#010x}"),
+            )));
+        }
+        position = batch_end;
+    }
+    Ok(None)
+}
+
+/// Lists the segments in `dir`, removing temporary files and index files
+/// whose log file is gone.
+fn list_segments(dir: &Path) -> Result<BTreeMap<Offset, u64>, LogError> {
+    let mut logs = BTreeMap::new();
+    let mut indexes = Vec::new();
+    let entries = fs::read_dir(dir).map_err(io_failure("list", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io_failure("list", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = entry.path();
+        if name.ends_with(".tmp") {
+            fs::remove_file(&path).map_err(io_failure("remove", &path))?;
+        } else if let Some(base) = parse_file_name(name, LOG_SUFFIX) {
+            let len = entry.metadata().map_err(io_failure("stat", &path))?.len();
+            logs.insert(base, len);
+        } else if let Some(base) =
+            parse_file_name(name, INDEX_SUFFIX).or_else(|| parse_file_name(name, TIME_INDEX_SUFFIX))
+        {
+            indexes.push((base, path));
+        }
+    }
+    for (base, path) in indexes {
+        if !logs.contains_key(&base) {
+            tracing::warn!(file = %path.display(), "removing an index without its segment");
+            fs::remove_file(&path).map_err(io_failure("remove", &path))?;
+        }
+    }
+    Ok(logs)
+}
+
+/// Opens the directory's segments, recovering after an unclean stop.
+fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
+    fs::create_dir_all(dir).map_err(io_failure("create directory", dir))?;
+    let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+    let clean = marker.exists();
+    if clean {
+        // From now on the log is dirty until the next clean close.
+        fs::remove_file(&marker).map_err(io_failure("remove", &marker))?;
+        sync_dir(dir)?;
+    }
+    let files = list_segments(dir)?;
+    let log_start_checkpoint = checkpoint::read_offset(dir, LOG_START_FILE)?;
+    let recovery_checkpoint = checkpoint::read_offset(dir, RECOVERY_POINT_FILE)?;
+    let epochs = LeaderEpochCache::from_entries(checkpoint::read_epochs(dir)?);
+
+    let mut segments: BTreeMap<Offset, Segment> = files
+        .iter()
+        .map(|(&base, &size)| (base, Segment::new(dir, base, size)))
+        .collect();
+    if segments.is_empty() {
+        let base = log_start_checkpoint.unwrap_or(Offset(0)).max(Offset(0));
+        segments.insert(base, create_segment(dir, base)?);
+    }
+    let interval = config.index_interval_bytes;
+    let recover_from = if clean {
+        None
+    } else {
+        let rp = recovery_checkpoint.unwrap_or(Offset(0));
+        let first = *segments.keys().next().unwrap_or(&Offset(0));
+        Some(segments.range(..=rp).next_back().map_or(first, |(b, _)| *b))
+    };
+    let active_base = *segments.keys().next_back().unwrap_or(&Offset(0));
+    let mut active_scan: Option<Scan> = None;
+    if let Some(from) = recover_from {
+        let bases: Vec<Offset> = segments.range(from..).map(|(b, _)| *b).collect();
+        let mut cut_rest = false;
+        let mut expected: Option<Offset> = None;
+        for base in bases {
+            if cut_rest {
+                if let Some(segment) = segments.remove(&base) {
+                    tracing::warn!(
+                        dir = %dir.display(), base = %base,
+                        "recovery deletes a segment that follows a corrupt one"
+                    );
+                    delete_segment_files(&segment);
+                }
+                continue;
+            }
+            let segment = &segments[&base];
+            if expected.is_some_and(|e| base < e) {
+                cut_rest = true;
+                if let Some(segment) = segments.remove(&base) {
+                    tracing::warn!(dir = %dir.display(), base = %base, "recovery deletes an overlapping segment");
+                    delete_segment_files(&segment);
+                }
+                continue;
+            }
+            let path = segment.path(LOG_SUFFIX);
+            let scan = scan_file(
+                &path,
+                base,
+                segment.size,
+                interval,
+                true,
+                ScanStart::beginning(base),
+            )?;
+            if let Some(reason) = &scan.invalid {
+                let cut = segment.size - scan.valid_bytes;
+                tracing::warn!(
+                    segment = %path.display(), valid_bytes = scan.valid_bytes, cut_bytes = cut,
+                    %reason, "recovery truncates the segment at its first invalid batch"
+                );
+                let file = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_failure("open", &path))?;
+                file.set_len(scan.valid_bytes)
+                    .and_then(|()| file.sync_all())
+                    .map_err(io_failure("truncate", &path))?;
+                cut_rest = true;
+            }
+            let segment = segments.get_mut(&base).expect("segment listed above");
+            segment.size = scan.valid_bytes;
+            segment.write_indexes(&scan)?;
+            expected = scan.next_offset.or(Some(base));
+            if cut_rest || base == active_base {
+                active_scan = Some(scan);
+            }
+        }
+    }
+    // The active segment is the last one left.
+    let (&active_base, active) = segments.iter().next_back().expect("at least one segment");
+    let active_path = active.path(LOG_SUFFIX);
+    let loaded = active
+        .load(Offset(i64::MAX), true, interval, config.segment_index_bytes)
+        .map_err(LogError::from)?;
+    let scan = match active_scan {
+        Some(scan) => scan,
+        None => {
+            let start = resume_point(active_base, &loaded);
+            let scan = scan_file(
+                &active_path,
+                active_base,
+                active.size,
+                interval,
+                false,
+                start,
+            )?;
+            if let Some(reason) = &scan.invalid {
+                tracing::warn!(
+                    segment = %active_path.display(), %reason,
+                    "active segment has an unreadable tail after a clean shutdown; cutting it"
+                );
+            }
+            scan
+        }
+    };
+    let mut loaded = loaded;
+    if scan.valid_bytes < active.size {
+        loaded
+            .file
+            .set_len(scan.valid_bytes)
+            .and_then(|()| loaded.file.sync_all())
+            .map_err(io_failure("truncate", &active_path))?;
+    }
+    // An empty active segment ends where it starts.
+    let log_end = scan.next_offset.unwrap_or(active_base);
+    loaded.offset_index.truncate_from(log_end);
+    loaded.time_index.truncate_from(log_end);
+    *active.lock() = Some(loaded);
+    let active_size = scan.valid_bytes;
+    let active_state = Active {
+        cursor: IndexCursor {
+            bytes_since_index_entry: scan.bytes_since_index_entry,
+            max_timestamp: scan.max_timestamp,
+        },
+        rolling_base_ms: scan.first_timestamp.filter(|t| *t >= 0),
+    };
+    if let Some(segment) = segments.get_mut(&active_base) {
+        segment.size = active_size;
+    }
+    // Make what recovery kept durable before trusting it as recovered.
+    if !clean {
+        for segment in segments
+            .range(recover_from.unwrap_or(active_base)..)
+            .map(|(_, s)| s)
+        {
+            let path = segment.path(LOG_SUFFIX);
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_failure("fsync", &path))?;
+        }
+    }
+    let first_base = *segments.keys().next().expect("at least one segment");
+    let mut state = State {
+        config,
+        segments,
+        active: active_state,
+        log_start: log_start_checkpoint.unwrap_or(first_base).max(first_base),
+        log_end,
+        recovery_point: log_end,
+        unflushed_records: 0,
+        unflushed_since_ms: None,
+        epochs,
+        max_timestamp: None,
+    };
+    if state.log_start > state.log_end {
+        // Data below the log start was lost (e.g. a torn tail after
+        // DeleteRecords); start an empty log at the log start.
+        let start = state.log_start;
+        tracing::warn!(dir = %dir.display(), %start, "log start is past the recovered end; starting empty");
+        let bases: Vec<Offset> = state.segments.keys().copied().collect();
+        for base in bases {
+            if let Some(segment) = state.segments.remove(&base) {
+                segment.lock().take();
+                delete_segment_files(&segment);
+            }
+        }
+        let segment = create_segment(dir, start)?;
+        let loaded = segment
+            .load(start, true, interval, state.config.segment_index_bytes)
+            .map_err(LogError::from)?;
+        *segment.lock() = Some(loaded);
+        state.segments.insert(start, segment);
+        state.log_end = start;
+        state.recovery_point = start;
+        state.active = Active {
+            cursor: IndexCursor::default(),
+            rolling_base_ms: None,
+        };
+    }
+    let log_end = state.log_end;
+    let log_start = state.log_start;
+    let mut epochs_changed = state.epochs.truncate_from_end(log_end);
+    epochs_changed |= state.epochs.truncate_from_start(log_start);
+    if epochs_changed {
+        checkpoint::write_epochs(dir, state.epochs.entries())?;
+    }
+    checkpoint::write_offset(dir, RECOVERY_POINT_FILE, state.recovery_point)?;
+    checkpoint::write_offset(dir, LOG_START_FILE, state.log_start)?;
+    if !clean {
+        tracing::info!(
+            dir = %dir.display(), %log_start, %log_end,
+            "recovered log after an unclean shutdown"
+        );
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{OFFSET_ENTRY_LEN, OffsetIndex, TIME_ENTRY_LEN, TimeIndex};
+
+    #[test]
+    fn index_entry_sizes_match_the_format() {
+        assert_eq!(OFFSET_ENTRY_LEN, 8);
+        assert_eq!(TIME_ENTRY_LEN, 12);
+        let e = OffsetIndex::encode(Offset(100), Offset(103), Position(4096));
+        assert_eq!(e, [0, 0, 0, 3, 0, 0, 0x10, 0]);
+        let t = TimeIndex::encode(Offset(100), 5, Offset(101));
+        assert_eq!(t, [0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 1]);
+    }
+}

@@ -1,0 +1,412 @@
+//! All partition logs of one data directory, and the background threads
+//! that flush, checkpoint, apply retention and scrub them.
+//!
+//! Thread-safety: `LogManager` is `Send + Sync` and cheap to clone (an
+//! `Arc` inside). The map of open logs sits behind a mutex held only to look
+//! up, insert or remove an entry; opening a log happens under it so two
+//! callers never open the same directory twice.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::error::LogError;
+use crate::log::{DirHealth, Log};
+use crate::segment::io_failure;
+use crate::types::LogConfig;
+
+/// Kafka's limit on topic name length (a directory name must also hold
+/// `-<partition>` and the `.<id>-delete` suffix within 255 bytes).
+const TOPIC_NAME_BYTES_MAX: usize = 249;
+const DELETE_SUFFIX: &str = "-delete";
+
+/// How often the background threads wake, and how fast the scrub reads.
+#[derive(Debug, Clone)]
+pub struct BackgroundConfig {
+    /// Granularity of `flush.ms`.
+    pub flush_check_interval: Duration,
+    /// How often retention runs (Kafka's `log.retention.check.interval.ms`
+    /// is 5 minutes; a minute keeps disk use closer to the setting).
+    pub retention_check_interval: Duration,
+    /// How often checkpoints are written (Kafka's 60 s).
+    pub checkpoint_interval: Duration,
+    /// The scrub's read rate, low so it never competes with consumers.
+    pub scrub_bytes_per_second: u64,
+    /// Pause between two full scrub passes.
+    pub scrub_pass_interval: Duration,
+}
+
+impl Default for BackgroundConfig {
+    fn default() -> BackgroundConfig {
+        BackgroundConfig {
+            flush_check_interval: Duration::from_millis(100),
+            retention_check_interval: Duration::from_secs(60),
+            checkpoint_interval: Duration::from_secs(60),
+            scrub_bytes_per_second: 16 << 20,
+            scrub_pass_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+struct Inner {
+    data_dir: PathBuf,
+    default_config: LogConfig,
+    logs: Mutex<HashMap<(String, i32), Arc<Log>>>,
+    health: Arc<DirHealth>,
+}
+
+/// The logs of one data directory (`<data_dir>/<topic>-<partition>/`).
+#[derive(Clone)]
+pub struct LogManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LogManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogManager")
+            .field("data_dir", &self.inner.data_dir)
+            .finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn check_name(topic: &str, partition: i32) -> Result<(), LogError> {
+    let reason = if topic.is_empty() {
+        Some("the topic name is empty")
+    } else if topic.len() > TOPIC_NAME_BYTES_MAX {
+        Some("the topic name is longer than 249 bytes")
+    } else if topic == "." || topic == ".." {
+        Some("the topic name is `.` or `..`")
+    } else if !topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        Some("the topic name has characters other than ASCII letters, digits, `.`, `_` and `-`")
+    } else if partition < 0 {
+        Some("the partition is negative")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(LogError::InvalidPartition {
+            topic: topic.to_string(),
+            partition,
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Splits `<topic>-<partition>` at the last dash.
+fn parse_dir_name(name: &str) -> Option<(String, i32)> {
+    let (topic, partition) = name.rsplit_once('-')?;
+    let partition: i32 = partition.parse().ok()?;
+    check_name(topic, partition).ok()?;
+    Some((topic.to_string(), partition))
+}
+
+impl LogManager {
+    /// Opens a data directory without opening any log: logs open on first
+    /// use, so startup stays fast however many partitions there are.
+    /// Directories left `*-delete` by an interrupted delete are removed in
+    /// the background.
+    pub fn open(data_dir: &Path, default_config: LogConfig) -> Result<LogManager, LogError> {
+        fs::create_dir_all(data_dir).map_err(io_failure("create directory", data_dir))?;
+        let mut leftovers = Vec::new();
+        for entry in fs::read_dir(data_dir).map_err(io_failure("list", data_dir))? {
+            let entry = entry.map_err(io_failure("list", data_dir))?;
+            if entry.file_name().to_string_lossy().ends_with(DELETE_SUFFIX) {
+                leftovers.push(entry.path());
+            }
+        }
+        if !leftovers.is_empty() {
+            std::thread::spawn(move || leftovers.iter().for_each(|p| remove_dir(p)));
+        }
+        Ok(LogManager {
+            inner: Arc::new(Inner {
+                data_dir: data_dir.to_path_buf(),
+                default_config,
+                logs: Mutex::new(HashMap::new()),
+                health: DirHealth::new(data_dir),
+            }),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    pub fn default_config(&self) -> &LogConfig {
+        &self.inner.default_config
+    }
+
+    fn logs(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Arc<Log>>> {
+        self.inner.logs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.inner.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    /// The partitions that have a directory, opened or not.
+    pub fn list_partitions(&self) -> Result<Vec<(String, i32)>, LogError> {
+        let dir = &self.inner.data_dir;
+        let mut found = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_failure("list", dir))? {
+            let entry = entry.map_err(io_failure("list", dir))?;
+            if entry.path().is_dir()
+                && let Some(tp) = entry.file_name().to_str().and_then(parse_dir_name)
+            {
+                found.push(tp);
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// The open log of a partition, opening (recovering) or creating it.
+    pub fn get_or_create(
+        &self,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+    ) -> Result<Arc<Log>, LogError> {
+        check_name(topic, partition)?;
+        let mut logs = self.logs();
+        if let Some(log) = logs.get(&(topic.to_string(), partition)) {
+            return Ok(log.clone());
+        }
+        let dir = self.partition_dir(topic, partition);
+        let log = Arc::new(Log::open_with(&dir, config, self.inner.health.clone())?);
+        logs.insert((topic.to_string(), partition), log.clone());
+        Ok(log)
+    }
+
+    /// The log of a partition if it is open.
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Log>> {
+        self.logs().get(&(topic.to_string(), partition)).cloned()
+    }
+
+    /// Deletes a partition: its directory is renamed `*.<id>-delete` at once
+    /// (so a restart does not bring it back) and removed in the background.
+    pub fn delete(&self, topic: &str, partition: i32) -> Result<(), LogError> {
+        check_name(topic, partition)?;
+        if let Some(log) = self.logs().remove(&(topic.to_string(), partition)) {
+            log.abandon();
+        }
+        let dir = self.partition_dir(topic, partition);
+        if !dir.exists() {
+            return Ok(());
+        }
+        let unique = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let doomed = self
+            .inner
+            .data_dir
+            .join(format!("{topic}-{partition}.{unique:x}{DELETE_SUFFIX}"));
+        fs::rename(&dir, &doomed).map_err(io_failure("rename", &dir))?;
+        crate::checkpoint::sync_dir(&self.inner.data_dir)?;
+        std::thread::spawn(move || remove_dir(&doomed));
+        Ok(())
+    }
+
+    fn open_logs(&self) -> Vec<Arc<Log>> {
+        self.logs().values().cloned().collect()
+    }
+
+    /// Flushes every open log and writes its clean-shutdown marker. Keeps
+    /// going after a failure and returns the first one.
+    pub fn shutdown(&self) -> Result<(), LogError> {
+        let mut first_error = None;
+        for log in self.open_logs() {
+            if let Err(e) = log.close() {
+                tracing::error!(dir = %log.dir().display(), error = %e, "closing log failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Starts the flusher, retention/checkpoint and scrub threads with
+    /// default intervals.
+    pub fn start_background(&self) -> BackgroundHandle {
+        self.start_background_with(BackgroundConfig::default())
+    }
+
+    pub fn start_background_with(&self, config: BackgroundConfig) -> BackgroundHandle {
+        let stop = Arc::new(Stop::default());
+        let mut threads = Vec::new();
+        let spawn = |name: &str, work: Box<dyn FnMut() -> Duration + Send>| {
+            let stop = stop.clone();
+            let mut work = work;
+            std::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(move || {
+                    while !stop.is_stopped() {
+                        let pause = work();
+                        stop.wait(pause);
+                    }
+                })
+        };
+        let manager = self.clone();
+        let interval = config.flush_check_interval;
+        let flusher = spawn(
+            "rill-log-flush",
+            Box::new(move || {
+                let now = now_ms();
+                for log in manager.open_logs() {
+                    if let Err(e) = log.flush_if_due(now) {
+                        tracing::error!(dir = %log.dir().display(), error = %e, "scheduled flush failed");
+                    }
+                }
+                interval
+            }),
+        );
+        let manager = self.clone();
+        let retention_every = config.retention_check_interval;
+        let checkpoint_every = config.checkpoint_interval;
+        let mut last_retention: Option<Instant> = None;
+        let mut last_checkpoint = Instant::now();
+        let retention = spawn(
+            "rill-log-retention",
+            Box::new(move || {
+                if last_retention.is_none_or(|t| t.elapsed() >= retention_every) {
+                    last_retention = Some(Instant::now());
+                    for log in manager.open_logs() {
+                        if let Err(e) = log.apply_retention(now_ms()) {
+                            tracing::error!(dir = %log.dir().display(), error = %e, "retention failed");
+                        }
+                    }
+                }
+                if last_checkpoint.elapsed() >= checkpoint_every {
+                    last_checkpoint = Instant::now();
+                    for log in manager.open_logs() {
+                        if let Err(e) = log.checkpoint() {
+                            tracing::error!(dir = %log.dir().display(), error = %e, "checkpoint failed");
+                        }
+                    }
+                }
+                retention_every
+                    .min(checkpoint_every)
+                    .min(Duration::from_secs(1))
+            }),
+        );
+        let manager = self.clone();
+        let scrub_stop = stop.clone();
+        let rate = config.scrub_bytes_per_second.max(1);
+        let pass_interval = config.scrub_pass_interval;
+        let scrub = spawn(
+            "rill-log-scrub",
+            Box::new(move || {
+                for log in manager.open_logs() {
+                    let started = Instant::now();
+                    let mut read = 0u64;
+                    let mut throttle = |bytes: u64| {
+                        read += bytes;
+                        let due = Duration::from_secs_f64(read as f64 / rate as f64);
+                        if let Some(wait) = due.checked_sub(started.elapsed()) {
+                            scrub_stop.wait(wait);
+                        }
+                    };
+                    if scrub_stop.is_stopped() {
+                        break;
+                    }
+                    if let Err(e) = log.scrub(&mut throttle) {
+                        tracing::error!(dir = %log.dir().display(), error = %e, "scrub failed");
+                    }
+                }
+                pass_interval
+            }),
+        );
+        for thread in [flusher, retention, scrub] {
+            match thread {
+                Ok(handle) => threads.push(handle),
+                Err(e) => tracing::error!(error = %e, "could not start a log background thread"),
+            }
+        }
+        BackgroundHandle { stop, threads }
+    }
+}
+
+fn remove_dir(path: &Path) {
+    if let Err(e) = fs::remove_dir_all(path) {
+        tracing::warn!(dir = %path.display(), error = %e, "could not remove a deleted partition");
+    }
+}
+
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    fn is_stopped(&self) -> bool {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sleeps up to `pause`, returning early when stopped.
+    fn wait(&self, pause: Duration) {
+        let guard = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        let _unused = self
+            .wake
+            .wait_timeout_while(guard, pause, |stopped| !*stopped);
+    }
+
+    fn stop(&self) {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.notify_all();
+    }
+}
+
+/// The running background threads; `stop` ends and joins them.
+pub struct BackgroundHandle {
+    stop: Arc<Stop>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl BackgroundHandle {
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stop.stop();
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("a log background thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for BackgroundHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_names_round_trip_and_bad_names_are_refused() {
+        assert_eq!(parse_dir_name("orders-3"), Some(("orders".to_string(), 3)));
+        assert_eq!(parse_dir_name("a-b-12"), Some(("a-b".to_string(), 12)));
+        assert_eq!(parse_dir_name("orders"), None);
+        assert_eq!(parse_dir_name("x-3.1f-delete"), None);
+        assert!(check_name("../etc", 0).is_err());
+        assert!(check_name("ok", -1).is_err());
+        assert!(check_name(&"a".repeat(250), 0).is_err());
+    }
+}

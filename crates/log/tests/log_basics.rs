@@ -1,0 +1,339 @@
+//! Behaviour of one partition log that a user of the broker would notice.
+
+mod common;
+
+use common::{batch, read_all, slice_bytes, view, without_rewritten};
+use rill_log::{AppendError, Log, LogConfig, Offset, ReadError, TimestampType};
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 256,
+        segment_index_bytes: 4096,
+        ..LogConfig::default()
+    }
+}
+
+#[test]
+fn appended_batches_read_back_verbatim_with_assigned_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let mut sent = Vec::new();
+    for i in 0..50 {
+        let b = batch(1 + i % 4, 40, 1_000 + i as i64);
+        let info = log.append(&b, 3, 5_000).unwrap();
+        assert_eq!(
+            info.last_offset.0 - info.base_offset.0 + 1,
+            (1 + i % 4) as i64
+        );
+        assert_eq!(info.log_append_time_ms, -1);
+        sent.push((info.base_offset.0, b));
+    }
+    assert!(log.segment_count() > 1, "4 KiB segments must have rolled");
+    let got = read_all(&log, Offset(0));
+    assert_eq!(got.len(), sent.len());
+    for ((offset, want), (got_offset, got)) in sent.iter().zip(&got) {
+        assert_eq!(offset, got_offset);
+        assert_eq!(without_rewritten(want), without_rewritten(got));
+        assert_eq!(view(got).partition_leader_epoch(), 3);
+    }
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, log.log_end_offset())));
+}
+
+#[test]
+fn several_batches_in_one_append_get_consecutive_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let mut input = batch(3, 10, 1);
+    input.extend_from_slice(&batch(2, 10, 2));
+    let info = log.append(&input, 0, 0).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (Offset(0), Offset(4)));
+    assert_eq!(info.record_count, 5);
+    let got = read_all(&log, Offset(0));
+    assert_eq!(got.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![0, 3]);
+}
+
+#[test]
+fn an_invalid_batch_rejects_the_whole_append_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&batch(1, 10, 1), 0, 0).unwrap();
+    let mut bad = batch(2, 10, 1);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let mut input = batch(1, 10, 1);
+    input.extend_from_slice(&bad);
+    let err = log.append(&input, 0, 0).unwrap_err();
+    assert!(
+        matches!(err, AppendError::InvalidBatch { index: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("CRC32C"), "{err}");
+    let torn = &batch(1, 10, 1)[..30];
+    assert!(matches!(
+        log.append(torn, 0, 0),
+        Err(AppendError::InvalidBatch { .. })
+    ));
+    assert!(matches!(log.append(&[], 0, 0), Err(AppendError::Empty)));
+    let big = batch(1, 2_000, 1);
+    let tight = LogConfig {
+        max_message_bytes: 1_000,
+        ..small_config()
+    };
+    log.update_config(tight);
+    assert!(matches!(
+        log.append(&big, 0, 0),
+        Err(AppendError::TooLarge { .. })
+    ));
+    assert_eq!(log.log_end_offset(), Offset(1));
+    assert_eq!(read_all(&log, Offset(0)).len(), 1);
+}
+
+#[test]
+fn reads_respect_byte_limit_but_return_at_least_one_batch_and_stop_at_max_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        LogConfig {
+            index_interval_bytes: 100,
+            ..small_config()
+        },
+    )
+    .unwrap();
+    let one = batch(1, 300, 1);
+    for _ in 0..10 {
+        log.append(&one, 0, 0).unwrap();
+    }
+    let len = one.len() as u32;
+    let info = log.read(Offset(0), 1, Offset(10)).unwrap();
+    assert_eq!(
+        info.bytes(),
+        u64::from(len),
+        "one whole batch even when it exceeds the limit"
+    );
+    let info = log.read(Offset(2), 3 * len + len / 2, Offset(10)).unwrap();
+    assert_eq!(info.bytes(), u64::from(3 * len), "only whole batches");
+    assert_eq!(view(&slice_bytes(&info.slices[0])).base_offset(), 2);
+    let info = log.read(Offset(2), u32::MAX, Offset(5)).unwrap();
+    assert_eq!(
+        info.bytes(),
+        u64::from(3 * len),
+        "nothing at or past max_offset"
+    );
+    assert!(
+        log.read(Offset(5), 100, Offset(5))
+            .unwrap()
+            .slices
+            .is_empty()
+    );
+    assert!(
+        log.read(Offset(10), 100, Offset(10))
+            .unwrap()
+            .slices
+            .is_empty()
+    );
+    assert!(matches!(
+        log.read(Offset(11), 100, Offset(11)),
+        Err(ReadError::OffsetOutOfRange {
+            requested: Offset(11),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn reading_inside_a_batch_returns_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&batch(5, 10, 1), 0, 0).unwrap();
+    log.append(&batch(5, 10, 1), 0, 0).unwrap();
+    let info = log.read(Offset(7), 1, Offset(10)).unwrap();
+    assert_eq!(view(&slice_bytes(&info.slices[0])).base_offset(), 5);
+}
+
+#[test]
+fn offset_for_timestamp_finds_the_first_batch_reaching_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..100i64 {
+        log.append(&batch(2, 30, 1_000 + 10 * i), 0, 0).unwrap();
+    }
+    // Batch i covers timestamps 1000+10i and 1000+10i+1, offsets 2i, 2i+1.
+    assert_eq!(
+        log.offset_for_timestamp(0).unwrap(),
+        Some((Offset(0), 1_001))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(1_501).unwrap(),
+        Some((Offset(100), 1_501))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(1_502).unwrap(),
+        Some((Offset(102), 1_511))
+    );
+    assert_eq!(log.offset_for_timestamp(5_000).unwrap(), None);
+    assert_eq!(log.max_timestamp(), Some((Offset(199), 1_991)));
+}
+
+#[test]
+fn log_append_time_is_stamped_and_the_crc_still_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        message_timestamp_type: TimestampType::LogAppendTime,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    let info = log.append(&batch(3, 10, 5), 0, 777_000).unwrap();
+    assert_eq!(info.log_append_time_ms, 777_000);
+    let got = read_all(&log, Offset(0));
+    let v = view(&got[0].1);
+    assert_eq!(v.max_timestamp(), 777_000);
+    assert_eq!(v.timestamp_type(), TimestampType::LogAppendTime);
+}
+
+#[test]
+fn retention_by_size_and_time_and_delete_records_move_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..100i64 {
+        log.append(&batch(1, 200, 1_000 + i), 0, 0).unwrap();
+    }
+    let segments = log.segment_count();
+    assert!(segments > 4);
+    log.update_config(LogConfig {
+        retention_bytes: 8_000,
+        ..small_config()
+    });
+    let deleted = log.apply_retention(10_000).unwrap();
+    assert!(deleted > 0);
+    assert!(log.size_bytes() <= 8_000 + 4_096);
+    let start = log.log_start_offset();
+    assert!(start > Offset(0));
+    assert!(matches!(
+        log.read(Offset(0), 100, Offset(100)),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        read_all(&log, start).first().map(|(o, _)| *o),
+        Some(start.0)
+    );
+
+    log.update_config(LogConfig {
+        retention_ms: 1_000,
+        ..small_config()
+    });
+    assert_eq!(
+        log.apply_retention(1_500).unwrap(),
+        0,
+        "nothing older than 1 s yet"
+    );
+    log.apply_retention(1_000_000).unwrap();
+    assert_eq!(log.segment_count(), 1, "every closed segment expired");
+
+    log.set_high_watermark(log.log_end_offset());
+    let new_start = log.delete_records_before(Offset(99)).unwrap();
+    assert_eq!(new_start, Offset(99));
+    assert_eq!(read_all(&log, Offset(99)).len(), 1);
+    assert!(
+        log.delete_records_before(Offset(101)).is_err(),
+        "beyond the high watermark"
+    );
+    drop(log);
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(
+        log.log_start_offset(),
+        Offset(99),
+        "the log start is durable"
+    );
+}
+
+#[test]
+fn truncate_to_cuts_the_tail_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..60i64 {
+        log.append(&batch(2, 100, i), i32::try_from(i / 20).unwrap(), 0)
+            .unwrap();
+    }
+    log.truncate_to(Offset(31)).unwrap();
+    assert_eq!(
+        log.log_end_offset(),
+        Offset(30),
+        "the batch holding 31 starts at 30"
+    );
+    assert_eq!(read_all(&log, Offset(0)).len(), 15);
+    assert_eq!(
+        log.end_offset_for_epoch(0),
+        Some((0, Offset(30))),
+        "epoch 1 began at 40"
+    );
+    let info = log.append(&batch(1, 10, 1), 5, 0).unwrap();
+    assert_eq!(info.base_offset, Offset(30));
+    log.truncate_to(Offset(0)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(0));
+    assert_eq!(
+        log.append(&batch(1, 10, 1), 6, 0).unwrap().base_offset,
+        Offset(0)
+    );
+}
+
+#[test]
+fn close_and_reopen_keeps_everything_and_missing_indexes_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..80i64 {
+        log.append(&batch(1 + (i as usize % 3), 60, i), 1, 0)
+            .unwrap();
+    }
+    let before = read_all(&log, Offset(0));
+    let end = log.log_end_offset();
+    log.close().unwrap();
+    assert!(
+        log.append(&batch(1, 1, 1), 1, 0).is_err(),
+        "closed logs refuse appends"
+    );
+    drop(log);
+    // Delete one index and garble another: both must be rebuilt.
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".index"))
+        .collect();
+    names.sort();
+    std::fs::remove_file(dir.path().join(&names[0])).unwrap();
+    std::fs::write(dir.path().join(&names[1]), [0xff; 16]).unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(read_all(&log, Offset(0)), before);
+    assert_eq!(log.end_offset_for_epoch(1), Some((1, end)));
+}
+
+#[test]
+fn scrub_fences_off_a_rotten_batch_in_a_closed_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for i in 0..40i64 {
+        log.append(&batch(1, 200, i), 0, 0).unwrap();
+    }
+    log.close().unwrap();
+    drop(log);
+    let first = dir.path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&first).unwrap();
+    let second_batch = batch(1, 200, 0).len();
+    bytes[second_batch + 100] ^= 0x10;
+    std::fs::write(&first, &bytes).unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let report = log.scrub(&mut |_| {}).unwrap();
+    assert_eq!(report.corrupt.len(), 1);
+    assert!(rill_log::corrupt_batches_total() >= 1);
+    let info = log.read(Offset(0), u32::MAX, Offset(40)).unwrap();
+    assert_eq!(
+        info.bytes(),
+        second_batch as u64,
+        "only the batch before the rot"
+    );
+    assert!(matches!(
+        log.read(Offset(1), 100, Offset(40)),
+        Err(ReadError::Corrupt(_))
+    ));
+}
