@@ -9,14 +9,15 @@
 //!   Java client's `GZIPInputStream` does.
 //! - snappy: the Java client writes snappy-java's "xerial" framing (magic
 //!   `\x82SNAPPY\0`, two big-endian i32s for version and compatible version,
-//!   then blocks each prefixed with a big-endian i32 length); librdkafka,
-//!   KafkaJS and Sarama write one raw snappy block. Every client reads both
-//!   (snappy-java falls back to raw when the magic is missing), so decoding
-//!   takes both and encoding writes the xerial framing, as the Java client
-//!   and the Kafka broker do.
+//!   then blocks each prefixed with a big-endian i32 length), and so does
+//!   kafka-python; librdkafka writes one raw snappy block. Both readers take
+//!   both (snappy-java falls back to raw when the magic is missing), so
+//!   decoding takes both and encoding writes the xerial framing, as the Java
+//!   client and the Kafka broker do.
 //! - lz4: the LZ4 frame format (magic 0x184D2204). The Java reader decodes
-//!   each block on its own, so encoding uses independent blocks. The broken
-//!   header checksum of old clients only ever applied to magic 0 messages.
+//!   each block on its own, so encoding uses independent 64 KiB blocks, and
+//!   it rejects a frame without its end mark, so decoding does too. The
+//!   broken header checksum of old clients only ever applied to magic 0.
 //! - zstd: standard zstd frames, possibly several in a row.
 //!
 //! Decompression takes a `limit` on its output: a batch of a few KiB can
