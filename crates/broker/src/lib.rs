@@ -1,1 +1,26 @@
-//! rill-broker
+//! The Rill broker: the tokio edge around the log store and the codec.
+//!
+//! - [`config`]: settings from defaults, a TOML file, `RILL_*` variables, flags.
+//! - `server`: [`Broker`] — listeners, shared state, explicit shutdown.
+//! - `connection`: one client connection — framing, ordering, limits, writes.
+//! - `sendfile`: record bytes from log files to the socket with `sendfile(2)`.
+//! - `handlers`: one file per Kafka API, and the table of supported versions.
+//! - `cluster`: topics and partitions, and every change to them (through the
+//!   metadata log of `rill_metadata`).
+//! - `admin` and `metrics`: the admin HTTP server and Prometheus metrics.
+//! - `error_code`: the Kafka error codes, used only at the protocol edge.
+
+pub mod config;
+
+mod admin;
+mod cluster;
+mod connection;
+mod error_code;
+mod handlers;
+mod metrics;
+mod sendfile;
+mod server;
+
+pub use config::{BrokerConfig, ConfigError, ConfigSources};
+pub use handlers::SUPPORTED_APIS;
+pub use server::{Broker, StartError};

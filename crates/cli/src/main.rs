@@ -1,1 +1,156 @@
-fn main() {}
+//! `rill`: the broker and the tools around it, in one binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rill_broker::{Broker, BrokerConfig, ConfigSources};
+
+#[derive(Parser)]
+#[command(
+    name = "rill",
+    version,
+    about = "A distributed log that speaks the Kafka protocol"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker. With no flags: data in ./rill-data, Kafka clients on
+    /// 127.0.0.1:9092, admin HTTP on 127.0.0.1:9644, a cluster of one.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Directory for partitions and cluster metadata [default: ./rill-data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address for Kafka clients [default: 127.0.0.1:9092]
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address given to clients in metadata, when it differs from --listen
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// Address of the admin HTTP server (/metrics, /health, /ready) [default: 127.0.0.1:9644]
+    #[arg(long, value_name = "HOST:PORT")]
+    admin_listen: Option<String>,
+    /// This broker's id in the cluster [default: 0]
+    #[arg(long, value_name = "ID")]
+    node_id: Option<i32>,
+    /// A TOML file of settings (flat keys, e.g. `log_retention_ms = 3600000`)
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Any setting as KEY=VALUE (e.g. --set log_segment_bytes=1048576);
+    /// the same keys work in the file and as RILL_KEY environment variables
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    init_logging();
+    let config = match load_config(&args) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("rill: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("rill: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let data_dir = config.data_dir.clone();
+        let broker = match Broker::start(config).await {
+            Ok(broker) => broker,
+            Err(error) => {
+                eprintln!("rill: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!(
+            "rill: listening for Kafka clients on {} (admin http://{}, data in {})",
+            broker.kafka_addr(),
+            broker.admin_addr(),
+            data_dir.display()
+        );
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        broker.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn load_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
+    let mut overrides = Vec::new();
+    for setting in &args.settings {
+        let (key, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("--set expects KEY=VALUE, not `{setting}`"))?;
+        overrides.push((key.trim().to_string(), value.trim().to_string()));
+    }
+    let mut flag = |key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            overrides.push((key.to_string(), value));
+        }
+    };
+    flag(
+        "data_dir",
+        args.data_dir.as_ref().map(|dir| dir.display().to_string()),
+    );
+    flag("listen", args.listen.clone());
+    flag("advertised_listener", args.advertised_listener.clone());
+    flag("admin_listen", args.admin_listen.clone());
+    flag("node_id", args.node_id.map(|id| id.to_string()));
+    let sources = ConfigSources {
+        file: args.config.clone(),
+        env: std::env::vars()
+            .filter(|(key, _)| key.starts_with("RILL_"))
+            .collect(),
+        overrides,
+    };
+    BrokerConfig::load(&sources).map_err(|error| error.to_string())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RILL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the broker can still be stopped by SIGKILL;
+        // recovery on the next start covers that.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+}

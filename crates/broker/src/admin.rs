@@ -1,0 +1,94 @@
+//! The admin HTTP server: `/metrics` (Prometheus text), `/health` (the
+//! process answers) and `/ready` (the broker serves clients: logs are open
+//! and the listener accepts).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::metrics::PartitionLabels;
+use crate::server::Shared;
+
+pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| answer(shared.clone(), request));
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stop.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}
+
+async fn answer(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            update_log_sizes(&shared);
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                shared.metrics.encode(),
+            )
+        }
+        (&Method::GET, "/health") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        (&Method::GET, "/ready") => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        (&Method::GET, _) => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET is served\n".to_string(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response.headers_mut().insert("content-type", value);
+    }
+    Ok(response)
+}
+
+fn update_log_sizes(shared: &Shared) {
+    for topic in shared.cluster.topics() {
+        for partition in &topic.partitions {
+            let labels = PartitionLabels {
+                topic: topic.name.clone(),
+                partition: partition.index.to_string(),
+            };
+            let size = i64::try_from(partition.log.size_bytes()).unwrap_or(i64::MAX);
+            shared
+                .metrics
+                .log_size_bytes
+                .get_or_create(&labels)
+                .set(size);
+        }
+    }
+}

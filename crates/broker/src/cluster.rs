@@ -1,0 +1,638 @@
+//! The broker's view of its topics and partitions, and every change to them.
+//!
+//! Reads (the produce and fetch hot paths) take a short read lock on a map of
+//! immutable `Arc<TopicHandle>`s; a change builds a new handle and swaps it
+//! in. Changes go through the metadata log first (`rill_metadata`), so what a
+//! client was told exists survives a restart; they are serialized by one
+//! async mutex so that "check, then append" cannot interleave.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rill_log::{Log, LogConfig, LogManager, TimestampType};
+use rill_metadata::topic::{validate_topic_config, validate_topic_name};
+use rill_metadata::{MetadataRecord, MetadataStore, TopicId};
+use tokio::sync::watch;
+
+use crate::config::BrokerConfig;
+use crate::error_code;
+
+/// Producer ids are reserved in blocks so that one durable metadata record
+/// covers many InitProducerId requests.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// Partitions one topic may have. Each partition is a directory with open
+/// files; far beyond this a single topic is a mistake, not a workload.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+/// One partition served by this broker.
+pub struct Partition {
+    pub index: i32,
+    pub log: Arc<Log>,
+    /// The high watermark, published after every append so that parked
+    /// fetches wake up (the value is the new high watermark).
+    pub high_watermark: watch::Sender<i64>,
+}
+
+impl Partition {
+    /// Publishes the log's high watermark to waiting fetches.
+    pub fn publish_high_watermark(&self) {
+        let high_watermark = self.log.high_watermark().0;
+        self.high_watermark.send_replace(high_watermark);
+    }
+}
+
+/// A topic as the hot paths see it. Immutable: changes swap in a new one.
+pub struct TopicHandle {
+    pub name: String,
+    pub id: TopicId,
+    pub partitions: Vec<Arc<Partition>>,
+    /// Topic-level overrides by Kafka config name.
+    pub overrides: BTreeMap<String, String>,
+    pub internal: bool,
+}
+
+impl TopicHandle {
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|index| self.partitions.get(index))
+    }
+}
+
+/// A refused topic operation: the Kafka error code and a message for the client.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TopicError {
+    pub code: i16,
+    pub message: String,
+}
+
+impl TopicError {
+    fn new(code: i16, message: impl Into<String>) -> TopicError {
+        TopicError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A config change of IncrementalAlterConfigs.
+#[derive(Debug, Clone)]
+pub enum ConfigChange {
+    Set(String, String),
+    Delete(String),
+    Append(String, String),
+    Subtract(String, String),
+}
+
+pub struct Cluster {
+    config: BrokerConfig,
+    cluster_id: String,
+    logs: Arc<LogManager>,
+    metadata: Arc<Mutex<MetadataStore>>,
+    topics: RwLock<HashMap<String, Arc<TopicHandle>>>,
+    /// Serializes changes (see the module comment).
+    change_lock: tokio::sync::Mutex<()>,
+    /// The producer-id block being handed out: `(next, end)`.
+    producer_ids: Mutex<(i64, i64)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Metadata(#[from] rill_metadata::StoreError),
+    #[error("cannot open the log of {topic}-{partition}: {source}")]
+    Log {
+        topic: String,
+        partition: i32,
+        source: rill_log::LogError,
+    },
+    #[error("cannot open the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: rill_log::LogError,
+    },
+}
+
+impl Cluster {
+    /// Opens the data directory: replays the metadata log, then opens the log
+    /// of every partition it names (recovering any that were not closed cleanly).
+    pub fn open(config: &BrokerConfig) -> Result<Cluster, OpenError> {
+        let mut metadata = MetadataStore::open(&config.data_dir.join("__cluster_metadata"))?;
+        if metadata.state().cluster_id.is_none() {
+            let cluster_id = new_cluster_id();
+            metadata.append(&[MetadataRecord::ClusterCreated { cluster_id }])?;
+        }
+        let state = metadata.state().clone();
+        let default_log_config = log_config(config, &BTreeMap::new());
+        let logs = LogManager::open(&config.data_dir, default_log_config).map_err(|source| {
+            OpenError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            }
+        })?;
+        let mut topics = HashMap::new();
+        for topic in state.topics() {
+            let handle = open_topic(
+                &logs,
+                config,
+                &topic.name,
+                topic.id,
+                topic.partitions,
+                &topic.configs,
+            )?;
+            topics.insert(topic.name.clone(), Arc::new(handle));
+        }
+        let next_producer_id = state.next_producer_id;
+        Ok(Cluster {
+            config: config.clone(),
+            cluster_id: state.cluster_id.clone().unwrap_or_default(),
+            logs: Arc::new(logs),
+            metadata: Arc::new(Mutex::new(metadata)),
+            topics: RwLock::new(topics),
+            change_lock: tokio::sync::Mutex::new(()),
+            // The persisted counter is the end of the last block handed out,
+            // so a restart never reuses an id.
+            producer_ids: Mutex::new((next_producer_id, next_producer_id)),
+        })
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn logs(&self) -> &LogManager {
+        &self.logs
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<TopicHandle>> {
+        read_lock(&self.topics).get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: TopicId) -> Option<Arc<TopicHandle>> {
+        read_lock(&self.topics)
+            .values()
+            .find(|topic| topic.id == id)
+            .cloned()
+    }
+
+    /// Every topic, ordered by name.
+    pub fn topics(&self) -> Vec<Arc<TopicHandle>> {
+        let mut topics: Vec<_> = read_lock(&self.topics).values().cloned().collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        topics
+    }
+
+    /// Creates a topic. `partitions == -1` means the broker default.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<TopicHandle>, TopicError> {
+        validate_topic_name(name)
+            .map_err(|message| TopicError::new(error_code::INVALID_TOPIC_EXCEPTION, message))?;
+        let partitions = if partitions == -1 {
+            self.config.num_partitions
+        } else {
+            partitions
+        };
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            return Err(TopicError::new(
+                error_code::INVALID_PARTITIONS,
+                format!(
+                    "a topic has from 1 to {PARTITIONS_PER_TOPIC_MAX} partitions, not {partitions}"
+                ),
+            ));
+        }
+        if replication_factor != -1 && replication_factor != 1 {
+            return Err(TopicError::new(
+                error_code::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "replication factor {replication_factor} is larger than the 1 available broker"
+                ),
+            ));
+        }
+        for (key, value) in &configs {
+            validate_topic_config(key, value)
+                .map_err(|message| TopicError::new(error_code::INVALID_CONFIG, message))?;
+        }
+        let _guard = self.change_lock.lock().await;
+        if self.topic(name).is_some() {
+            return Err(TopicError::new(
+                error_code::TOPIC_ALREADY_EXISTS,
+                format!("topic '{name}' already exists"),
+            ));
+        }
+        if validate_only {
+            return Ok(Arc::new(TopicHandle {
+                name: name.to_string(),
+                id: TopicId([0; 16]),
+                partitions: Vec::new(),
+                overrides: configs,
+                internal: false,
+            }));
+        }
+        let id = TopicId::random();
+        let record = MetadataRecord::TopicCreated {
+            name: name.to_string(),
+            id,
+            partitions,
+            configs: configs.clone(),
+        };
+        self.append_metadata(vec![record]).await?;
+        let handle = self
+            .blocking({
+                let logs_config = self.config.clone();
+                let name = name.to_string();
+                let configs = configs.clone();
+                move |logs: &LogManager| {
+                    open_topic(logs, &logs_config, &name, id, partitions, &configs)
+                }
+            })
+            .await?
+            .map_err(storage_error)?;
+        let handle = Arc::new(handle);
+        write_lock(&self.topics).insert(name.to_string(), handle.clone());
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(handle)
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<TopicId, TopicError> {
+        let _guard = self.change_lock.lock().await;
+        let topic = self.topic(name).ok_or_else(|| unknown_topic(name))?;
+        self.append_metadata(vec![MetadataRecord::TopicDeleted { id: topic.id }])
+            .await?;
+        write_lock(&self.topics).remove(name);
+        let partitions = topic.partitions.len() as i32;
+        let name_owned = name.to_string();
+        let deleted = self
+            .blocking(move |logs: &LogManager| {
+                for partition in 0..partitions {
+                    logs.delete(&name_owned, partition)?;
+                }
+                Ok::<(), rill_log::LogError>(())
+            })
+            .await
+            .and_then(|result| {
+                result.map_err(|e| TopicError::new(error_code::KAFKA_STORAGE_ERROR, e.to_string()))
+            });
+        if let Err(error) = deleted {
+            // The topic is gone from the metadata; a directory left behind is
+            // removed again on the next start.
+            tracing::warn!(topic = name, %error, "topic deleted, but not all its files");
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic.id)
+    }
+
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _guard = self.change_lock.lock().await;
+        let topic = self.topic(name).ok_or_else(|| unknown_topic(name))?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(TopicError::new(
+                error_code::INVALID_PARTITIONS,
+                format!(
+                    "topic '{name}' has {current} partitions; the new count must be larger, not {count}"
+                ),
+            ));
+        }
+        if count > PARTITIONS_PER_TOPIC_MAX {
+            return Err(TopicError::new(
+                error_code::INVALID_PARTITIONS,
+                format!("a topic has at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        self.append_metadata(vec![MetadataRecord::PartitionsCreated {
+            id: topic.id,
+            partitions: count,
+        }])
+        .await?;
+        self.reopen_topic(&topic, count, topic.overrides.clone())
+            .await
+    }
+
+    /// Applies IncrementalAlterConfigs changes to a topic.
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        changes: &[ConfigChange],
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _guard = self.change_lock.lock().await;
+        let topic = self.topic(name).ok_or_else(|| unknown_topic(name))?;
+        let mut configs = topic.overrides.clone();
+        let mut records = Vec::new();
+        for change in changes {
+            let (key, value) = apply_change(&configs, change)?;
+            if let Some(value) = &value {
+                validate_topic_config(&key, value)
+                    .map_err(|message| TopicError::new(error_code::INVALID_CONFIG, message))?;
+            } else if !rill_metadata::topic::TOPIC_CONFIGS
+                .iter()
+                .any(|(known, _)| *known == key)
+            {
+                return Err(TopicError::new(
+                    error_code::INVALID_CONFIG,
+                    format!("unknown topic config `{key}`"),
+                ));
+            }
+            match &value {
+                Some(value) => configs.insert(key.clone(), value.clone()),
+                None => configs.remove(&key),
+            };
+            records.push(MetadataRecord::TopicConfigChanged {
+                id: topic.id,
+                name: key,
+                value,
+            });
+        }
+        if validate_only || records.is_empty() {
+            return Ok(());
+        }
+        self.append_metadata(records).await?;
+        let new_config = log_config(&self.config, &configs);
+        for partition in &topic.partitions {
+            partition.log.update_config(new_config.clone());
+        }
+        let handle = TopicHandle {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions: topic.partitions.clone(),
+            overrides: configs,
+            internal: topic.internal,
+        };
+        write_lock(&self.topics).insert(name.to_string(), Arc::new(handle));
+        Ok(())
+    }
+
+    /// Hands out a new producer id, reserving a new block durably when the
+    /// current one is used up.
+    pub async fn allocate_producer_id(&self) -> Result<i64, TopicError> {
+        {
+            let mut block = lock(&self.producer_ids);
+            if block.0 < block.1 {
+                block.0 += 1;
+                return Ok(block.0 - 1);
+            }
+        }
+        let _guard = self.change_lock.lock().await;
+        let start = {
+            let block = lock(&self.producer_ids);
+            if block.0 < block.1 {
+                None
+            } else {
+                Some(block.1)
+            }
+        };
+        if let Some(start) = start {
+            self.append_metadata(vec![MetadataRecord::ProducerIdsAllocated {
+                next: start + PRODUCER_ID_BLOCK,
+            }])
+            .await?;
+            *lock(&self.producer_ids) = (start, start + PRODUCER_ID_BLOCK);
+        }
+        let mut block = lock(&self.producer_ids);
+        block.0 += 1;
+        Ok(block.0 - 1)
+    }
+
+    /// Flushes every log and writes the clean-shutdown markers.
+    pub fn shutdown(&self) -> Result<(), rill_log::LogError> {
+        self.logs.shutdown()
+    }
+
+    async fn reopen_topic(
+        &self,
+        topic: &TopicHandle,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
+        let config = self.config.clone();
+        let name = topic.name.clone();
+        let id = topic.id;
+        let handle = self
+            .blocking(move |logs: &LogManager| {
+                open_topic(logs, &config, &name, id, partitions, &configs)
+            })
+            .await?
+            .map_err(storage_error)?;
+        // Keep the existing partitions (and their waiting fetches); only the
+        // new ones come from the reopened handle.
+        let mut partitions_merged = topic.partitions.clone();
+        partitions_merged.extend(handle.partitions.into_iter().skip(topic.partitions.len()));
+        let merged = TopicHandle {
+            partitions: partitions_merged,
+            ..handle
+        };
+        write_lock(&self.topics).insert(topic.name.clone(), Arc::new(merged));
+        Ok(())
+    }
+
+    async fn append_metadata(&self, records: Vec<MetadataRecord>) -> Result<(), TopicError> {
+        let metadata = self.metadata.clone();
+        // The append waits for fdatasync: never on an async worker thread.
+        tokio::task::spawn_blocking(move || lock(&metadata).append(&records))
+            .await
+            .map_err(|error| TopicError::new(error_code::UNKNOWN_SERVER_ERROR, error.to_string()))?
+            .map_err(|error| {
+                tracing::error!(%error, "metadata change failed");
+                TopicError::new(error_code::KAFKA_STORAGE_ERROR, error.to_string())
+            })
+    }
+
+    /// Runs file work (creating or deleting partition directories) off the
+    /// async workers.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, TopicError>
+    where
+        F: FnOnce(&LogManager) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let logs = self.logs.clone();
+        tokio::task::spawn_blocking(move || work(&logs))
+            .await
+            .map_err(|error| TopicError::new(error_code::UNKNOWN_SERVER_ERROR, error.to_string()))
+    }
+}
+
+fn apply_change(
+    configs: &BTreeMap<String, String>,
+    change: &ConfigChange,
+) -> Result<(String, Option<String>), TopicError> {
+    Ok(match change {
+        ConfigChange::Set(key, value) => (key.clone(), Some(value.clone())),
+        ConfigChange::Delete(key) => (key.clone(), None),
+        ConfigChange::Append(key, value) | ConfigChange::Subtract(key, value) => {
+            if key != "cleanup.policy" {
+                return Err(TopicError::new(
+                    error_code::INVALID_CONFIG,
+                    format!("`{key}` is not a list; APPEND and SUBTRACT apply to list configs"),
+                ));
+            }
+            let mut items: Vec<String> = configs
+                .get(key)
+                .map(|current| current.split(',').map(|s| s.trim().to_string()).collect())
+                .unwrap_or_else(|| vec!["delete".to_string()]);
+            let value = value.trim().to_string();
+            if matches!(change, ConfigChange::Append(..)) {
+                if !items.contains(&value) {
+                    items.push(value);
+                }
+            } else {
+                items.retain(|item| *item != value);
+            }
+            if items.is_empty() {
+                (key.clone(), None)
+            } else {
+                (key.clone(), Some(items.join(",")))
+            }
+        }
+    })
+}
+
+fn open_topic(
+    logs: &LogManager,
+    config: &BrokerConfig,
+    name: &str,
+    id: TopicId,
+    partitions: i32,
+    configs: &BTreeMap<String, String>,
+) -> Result<TopicHandle, OpenError> {
+    let log_config = log_config(config, configs);
+    let mut handles = Vec::with_capacity(partitions as usize);
+    for index in 0..partitions {
+        let log = logs
+            .get_or_create(name, index, log_config.clone())
+            .map_err(|source| OpenError::Log {
+                topic: name.to_string(),
+                partition: index,
+                source,
+            })?;
+        // One node is the whole in-sync replica set, so everything appended
+        // is committed.
+        log.set_high_watermark(log.log_end_offset());
+        let (high_watermark, _) = watch::channel(log.high_watermark().0);
+        handles.push(Arc::new(Partition {
+            index,
+            log,
+            high_watermark,
+        }));
+    }
+    Ok(TopicHandle {
+        name: name.to_string(),
+        id,
+        partitions: handles,
+        overrides: configs.clone(),
+        internal: name.starts_with("__"),
+    })
+}
+
+/// The log settings of a topic: its overrides over the broker defaults.
+/// Overrides were validated when they were set.
+pub fn log_config(config: &BrokerConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
+    let long = |name: &str, default: i64| -> i64 {
+        overrides
+            .get(name)
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(default)
+    };
+    let optional = |name: &str, default: Option<u64>| -> Option<u64> {
+        match overrides
+            .get(name)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+        {
+            Some(value) if value >= i64::MAX / 2 => None,
+            Some(value) => u64::try_from(value).ok(),
+            None => default,
+        }
+    };
+    let timestamp_type = overrides
+        .get("message.timestamp.type")
+        .unwrap_or(&config.log_message_timestamp_type);
+    LogConfig {
+        segment_bytes: long("segment.bytes", config.log_segment_bytes as i64).max(1024) as u64,
+        segment_ms: long("segment.ms", config.log_segment_ms),
+        index_interval_bytes: long(
+            "index.interval.bytes",
+            config.log_index_interval_bytes as i64,
+        )
+        .clamp(0, u32::MAX as i64) as u32,
+        segment_index_bytes: long("segment.index.bytes", config.log_segment_index_bytes as i64)
+            .clamp(64, u32::MAX as i64) as u32,
+        flush_messages: optional("flush.messages", config.log_flush_messages),
+        flush_ms: optional("flush.ms", config.log_flush_ms),
+        retention_ms: long("retention.ms", config.log_retention_ms),
+        retention_bytes: long("retention.bytes", config.log_retention_bytes),
+        max_message_bytes: long("max.message.bytes", config.message_max_bytes as i64)
+            .clamp(0, i32::MAX as i64) as u32,
+        message_timestamp_type: if timestamp_type == "LogAppendTime" {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        },
+    }
+}
+
+fn unknown_topic(name: &str) -> TopicError {
+    TopicError::new(
+        error_code::UNKNOWN_TOPIC_OR_PARTITION,
+        format!("topic '{name}' does not exist"),
+    )
+}
+
+fn storage_error(error: OpenError) -> TopicError {
+    tracing::error!(%error, "partition storage failed");
+    TopicError::new(error_code::KAFKA_STORAGE_ERROR, error.to_string())
+}
+
+/// A Kafka-style cluster id: 16 random bytes in URL-safe base64, no padding.
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = TopicId::random().0;
+    let mut bits = 0u32;
+    let mut bit_count = 0;
+    let mut out = String::with_capacity(22);
+    for byte in bytes {
+        bits = (bits << 8) | byte as u32;
+        bit_count += 8;
+        while bit_count >= 6 {
+            bit_count -= 6;
+            out.push(ALPHABET[((bits >> bit_count) & 63) as usize] as char);
+        }
+    }
+    if bit_count > 0 {
+        out.push(ALPHABET[((bits << (6 - bit_count)) & 63) as usize] as char);
+    }
+    out
+}
+
+/// Locks a mutex, ignoring poisoning: every change behind these locks is a
+/// whole-value swap or a counter step, so a panic elsewhere cannot leave the
+/// value half-changed.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,315 @@
+//! Broker configuration: defaults, then a TOML file, then `RILL_*` environment
+//! variables, then command-line flags (later sources win; BRIEF §8).
+//!
+//! Keys are flat snake_case names (`log_segment_bytes`), so the same key reads
+//! the same in a file (`log_segment_bytes = 1048576`), in the environment
+//! (`RILL_LOG_SEGMENT_BYTES=1048576`) and on the command line
+//! (`--set log_segment_bytes=1048576`). Unknown keys are errors: a typo must
+//! not silently run a broker with a default the operator meant to change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything a broker needs to start.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's id in the cluster (Kafka's `node.id`).
+    pub node_id: i32,
+    /// Where partitions and cluster metadata are stored.
+    pub data_dir: PathBuf,
+    /// Address the Kafka protocol listener binds.
+    pub listen: String,
+    /// `host:port` given to clients in Metadata answers; defaults to `listen`.
+    pub advertised_listener: Option<String>,
+    /// Address of the admin HTTP server (`/metrics`, `/health`, `/ready`).
+    pub admin_listen: String,
+    /// Create a topic when a client asks for its metadata or produces to it.
+    pub auto_create_topics_enable: bool,
+    /// Partitions of an auto-created topic, and of CreateTopics asking for -1.
+    pub num_partitions: i32,
+    /// Largest request frame accepted, checked before anything is allocated.
+    /// Kafka's `socket.request.max.bytes`: large enough for a 100 MiB produce.
+    pub socket_request_max_bytes: usize,
+    /// Open client connections; beyond this new ones are closed at once, so
+    /// a connection storm cannot exhaust file descriptors.
+    pub max_connections: usize,
+    /// Requests read ahead of the one being answered on one connection.
+    /// Kafka answers a connection's requests strictly in order; reading a few
+    /// ahead keeps pipelined producers busy without buffering unboundedly.
+    pub max_in_flight_requests_per_connection: usize,
+    /// A connection that sends nothing for this long is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
+    /// Time allowed to receive one whole request once its first byte came, so
+    /// a client trickling bytes cannot hold a frame buffer forever.
+    pub request_receive_timeout_ms: u64,
+    /// Largest Fetch response (Kafka's broker `fetch.max.bytes`).
+    pub fetch_max_bytes: i32,
+    /// Longest `max_wait_ms` a fetch may park for.
+    pub fetch_max_wait_ms_limit: u64,
+
+    // Log defaults; topics override them with Kafka's topic config names.
+    pub log_segment_bytes: u64,
+    pub log_segment_ms: i64,
+    pub log_retention_ms: i64,
+    pub log_retention_bytes: i64,
+    pub log_flush_messages: Option<u64>,
+    pub log_flush_ms: Option<u64>,
+    pub log_index_interval_bytes: u32,
+    pub log_segment_index_bytes: u32,
+    pub message_max_bytes: u32,
+    pub log_message_timestamp_type: String,
+    pub log_cleanup_policy: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 0,
+            data_dir: PathBuf::from("./rill-data"),
+            listen: "127.0.0.1:9092".to_string(),
+            advertised_listener: None,
+            admin_listen: "127.0.0.1:9644".to_string(),
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            max_connections: 4096,
+            max_in_flight_requests_per_connection: 16,
+            connections_max_idle_ms: 10 * 60 * 1000,
+            request_receive_timeout_ms: 30_000,
+            fetch_max_bytes: 55 * 1024 * 1024,
+            fetch_max_wait_ms_limit: 30_000,
+            log_segment_bytes: 1024 * 1024 * 1024,
+            log_segment_ms: 7 * 24 * 3600 * 1000,
+            log_retention_ms: 7 * 24 * 3600 * 1000,
+            log_retention_bytes: -1,
+            log_flush_messages: None,
+            log_flush_ms: None,
+            log_index_interval_bytes: 4096,
+            log_segment_index_bytes: 10 * 1024 * 1024,
+            // Kafka's default: 1 MiB of records plus the 12-byte log overhead.
+            message_max_bytes: 1024 * 1024 + 12,
+            log_message_timestamp_type: "CreateTime".to_string(),
+            log_cleanup_policy: "delete".to_string(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded; each names the source and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting `{key}`: {message}")]
+    Setting { key: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The layered sources of a configuration, lowest precedence first.
+#[derive(Debug, Default)]
+pub struct ConfigSources {
+    pub file: Option<PathBuf>,
+    /// `(KEY, value)` pairs from the environment, e.g. `("RILL_NODE_ID", "3")`.
+    pub env: Vec<(String, String)>,
+    /// `key=value` settings from the command line, highest precedence.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl BrokerConfig {
+    /// Builds a configuration from its layered sources.
+    pub fn load(sources: &ConfigSources) -> Result<BrokerConfig, ConfigError> {
+        let mut table = match &sources.file {
+            Some(path) => read_file(path)?,
+            None => toml::Table::new(),
+        };
+        for (name, value) in &sources.env {
+            let Some(key) = name.strip_prefix("RILL_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            // RILL_BROKERS and RILL_LOG are for the client tools and the log
+            // filter, not broker settings.
+            if matches!(key.as_str(), "brokers" | "log") {
+                continue;
+            }
+            table.insert(key, parse_scalar(value));
+        }
+        for (key, value) in &sources.overrides {
+            table.insert(key.clone(), parse_scalar(value));
+        }
+        let config: BrokerConfig =
+            BrokerConfig::deserialize(toml::Value::Table(table)).map_err(|error| {
+                ConfigError::Setting {
+                    key: "config".to_string(),
+                    message: error.message().to_string(),
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Setting {
+                key: key.to_string(),
+                message: message.to_string(),
+            })
+        };
+        if self.node_id < 0 {
+            return invalid("node_id", "must be zero or positive");
+        }
+        if self.num_partitions < 1 {
+            return invalid("num_partitions", "must be at least 1");
+        }
+        if self.socket_request_max_bytes < 1024 || self.socket_request_max_bytes > i32::MAX as usize
+        {
+            return invalid(
+                "socket_request_max_bytes",
+                "must be between 1024 and 2147483647",
+            );
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
+        if self.max_in_flight_requests_per_connection == 0 {
+            return invalid(
+                "max_in_flight_requests_per_connection",
+                "must be at least 1",
+            );
+        }
+        if self.fetch_max_bytes < 1 {
+            return invalid("fetch_max_bytes", "must be positive");
+        }
+        if self.log_segment_bytes < 1024 {
+            return invalid("log_segment_bytes", "must be at least 1024");
+        }
+        if !matches!(
+            self.log_message_timestamp_type.as_str(),
+            "CreateTime" | "LogAppendTime"
+        ) {
+            return invalid(
+                "log_message_timestamp_type",
+                "must be CreateTime or LogAppendTime",
+            );
+        }
+        Ok(())
+    }
+
+    /// The address advertised to clients.
+    pub fn advertised(&self) -> &str {
+        self.advertised_listener.as_deref().unwrap_or(&self.listen)
+    }
+
+    /// The broker-level default for each Kafka topic config, by its Kafka name.
+    pub fn topic_config_defaults(&self) -> BTreeMap<&'static str, String> {
+        let optional = |value: Option<u64>| match value {
+            Some(value) => value.to_string(),
+            // Kafka's "never" for both flush settings.
+            None => i64::MAX.to_string(),
+        };
+        BTreeMap::from([
+            ("cleanup.policy", self.log_cleanup_policy.clone()),
+            ("flush.messages", optional(self.log_flush_messages)),
+            ("flush.ms", optional(self.log_flush_ms)),
+            (
+                "index.interval.bytes",
+                self.log_index_interval_bytes.to_string(),
+            ),
+            ("max.message.bytes", self.message_max_bytes.to_string()),
+            (
+                "message.timestamp.type",
+                self.log_message_timestamp_type.clone(),
+            ),
+            ("retention.bytes", self.log_retention_bytes.to_string()),
+            ("retention.ms", self.log_retention_ms.to_string()),
+            ("segment.bytes", self.log_segment_bytes.to_string()),
+            (
+                "segment.index.bytes",
+                self.log_segment_index_bytes.to_string(),
+            ),
+            ("segment.ms", self.log_segment_ms.to_string()),
+        ])
+    }
+}
+
+fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.parse::<toml::Table>()
+        .map_err(|error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: error.message().to_string(),
+        })
+}
+
+/// Reads an environment or command-line value as the TOML scalar it looks
+/// like, so `RILL_NODE_ID=3` is an integer and `RILL_LISTEN=a:1` a string.
+fn parse_scalar(value: &str) -> toml::Value {
+    if let Ok(integer) = value.parse::<i64>() {
+        return toml::Value::Integer(integer);
+    }
+    match value {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(value.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_sources_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rill.toml");
+        std::fs::write(
+            &path,
+            "node_id = 1\nlisten = \"127.0.0.1:1\"\nnum_partitions = 3\n",
+        )
+        .unwrap();
+        let sources = ConfigSources {
+            file: Some(path),
+            env: vec![
+                ("RILL_NODE_ID".into(), "2".into()),
+                ("RILL_LISTEN".into(), "127.0.0.1:2".into()),
+                ("RILL_BROKERS".into(), "ignored:1".into()),
+                ("HOME".into(), "/root".into()),
+            ],
+            overrides: vec![("node_id".into(), "3".into())],
+        };
+        let config = BrokerConfig::load(&sources).unwrap();
+        assert_eq!(config.node_id, 3);
+        assert_eq!(config.listen, "127.0.0.1:2");
+        assert_eq!(config.num_partitions, 3);
+        assert_eq!(config.admin_listen, "127.0.0.1:9644");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let typo = ConfigSources {
+            overrides: vec![("log_segmnt_bytes".into(), "1".into())],
+            ..Default::default()
+        };
+        let error = BrokerConfig::load(&typo).unwrap_err().to_string();
+        assert!(error.contains("log_segmnt_bytes"), "{error}");
+
+        let bad = ConfigSources {
+            overrides: vec![("num_partitions".into(), "0".into())],
+            ..Default::default()
+        };
+        let error = BrokerConfig::load(&bad).unwrap_err().to_string();
+        assert!(error.contains("num_partitions"), "{error}");
+    }
+}

@@ -1,0 +1,195 @@
+//! One client connection: framing, ordering and limits.
+//!
+//! A reader task reads frames (size checked before any allocation) into a
+//! bounded queue; the connection task answers them one at a time, in order,
+//! as Kafka does, and writes each response — header bytes from a buffer,
+//! record bytes straight from the log files with `sendfile(2)`. The queue
+//! bound (`max_in_flight_requests_per_connection`) is how many requests a
+//! pipelining client may have read ahead of the one being answered.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rill_protocol::ResponseBody;
+use rill_protocol::codec::{Encode, EncodedFrame, Encoder};
+use rill_protocol::frame::frame_len;
+use rill_protocol::messages::ResponseHeader;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, watch};
+
+use crate::handlers;
+use crate::sendfile::write_regions;
+use crate::server::Shared;
+
+/// A frame buffer starts at most this large and grows as bytes arrive, so a
+/// client that announces 100 MiB and sends one byte holds one small buffer,
+/// not 100 MiB.
+const FRAME_INITIAL_CAPACITY_MAX: usize = 1024 * 1024;
+
+/// A client that stops reading its responses must not hold a connection,
+/// its buffers and the log files it was being sent forever.
+const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serves one connection until the client closes it, it breaks a rule, or
+/// the broker shuts down.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
+    let peer = stream
+        .peer_addr()
+        .map(|addr| addr.to_string())
+        .unwrap_or_else(|_| "unknown".to_string());
+    // Responses are written whole; Nagle's algorithm would only delay them.
+    let _ = stream.set_nodelay(true);
+    let (read_half, mut write_half) = stream.into_split();
+    let (frames_tx, mut frames_rx) =
+        mpsc::channel::<Bytes>(shared.config.max_in_flight_requests_per_connection);
+    let reader = tokio::spawn(read_frames(
+        shared.clone(),
+        read_half,
+        frames_tx,
+        shutdown.clone(),
+        peer.clone(),
+    ));
+
+    while let Some(frame) = frames_rx.recv().await {
+        let started = Instant::now();
+        let request = match handlers::parse(&shared, frame) {
+            Ok(request) => request,
+            Err(reason) => {
+                tracing::info!(%peer, %reason, "closing connection: bad request");
+                break;
+            }
+        };
+        let api = request.api_name();
+        let Some(response) = handlers::handle(&shared, request, &mut shutdown).await else {
+            // acks=0 produce: the client expects no answer.
+            shared.metrics.observe_request(api, started.elapsed());
+            continue;
+        };
+        let written = tokio::time::timeout(
+            RESPONSE_WRITE_TIMEOUT,
+            write_response(&mut write_half, &response),
+        )
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+        shared.metrics.observe_request(api, started.elapsed());
+        if let Err(error) = written {
+            tracing::debug!(%peer, %error, "closing connection: write failed");
+            break;
+        }
+    }
+    reader.abort();
+    let _ = write_half.shutdown().await;
+}
+
+/// Reads frames until EOF, an error, a broken limit, or shutdown.
+async fn read_frames(
+    shared: Arc<Shared>,
+    read_half: OwnedReadHalf,
+    frames: mpsc::Sender<Bytes>,
+    mut shutdown: watch::Receiver<bool>,
+    peer: String,
+) {
+    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let idle = Duration::from_millis(shared.config.connections_max_idle_ms);
+    let receive = Duration::from_millis(shared.config.request_receive_timeout_ms);
+    let max = shared.config.socket_request_max_bytes;
+    loop {
+        let mut prefix = [0u8; 4];
+        let first = tokio::select! {
+            read = tokio::time::timeout(idle, reader.read_u8()) => read,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        match first {
+            Err(_) => {
+                tracing::debug!(%peer, "closing idle connection");
+                return;
+            }
+            Ok(Err(_)) => return, // EOF or reset: the client is gone.
+            Ok(Ok(byte)) => prefix[0] = byte,
+        }
+        // From the first byte on, the whole frame must arrive in time.
+        let deadline = tokio::time::Instant::now() + receive;
+        let frame = tokio::time::timeout_at(deadline, async {
+            reader.read_exact(&mut prefix[1..]).await?;
+            let len = frame_len(prefix, max)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+            read_frame_body(&mut reader, len).await
+        })
+        .await;
+        let frame = match frame {
+            Err(_) => {
+                tracing::info!(%peer, "closing connection: request not received within {receive:?}");
+                return;
+            }
+            Ok(Err(error)) if error.kind() == io::ErrorKind::InvalidData => {
+                tracing::info!(%peer, %error, "closing connection: bad frame");
+                return;
+            }
+            Ok(Err(_)) => return,
+            Ok(Ok(frame)) => frame,
+        };
+        shared.metrics.bytes_received(frame.len() + 4);
+        if frames.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_frame_body(reader: &mut BufReader<OwnedReadHalf>, len: usize) -> io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(len.min(FRAME_INITIAL_CAPACITY_MAX));
+    while buf.len() < len {
+        if buf.capacity() == buf.len() {
+            // Grow only as bytes arrive, up to the announced length.
+            let more = (len - buf.len()).min(buf.len().max(FRAME_INITIAL_CAPACITY_MAX));
+            buf.reserve(more);
+        }
+        let want = (len - buf.len()).min(buf.capacity() - buf.len());
+        let mut limited = (&mut *reader).take(want as u64);
+        let read = limited.read_buf(&mut buf).await?;
+        if read == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// A response ready to send: its header and body, already encoded.
+pub struct Response {
+    pub frame: EncodedFrame,
+}
+
+impl Response {
+    /// Encodes `header` then `body`, prefixed by the frame size.
+    pub fn encode(
+        header: &ResponseHeader,
+        header_version: i16,
+        body: &ResponseBody,
+        body_version: i16,
+    ) -> Result<Response, rill_protocol::codec::EncodeError> {
+        let len = header.encoded_len(header_version)? + body.encoded_len(body_version)?;
+        let size = i32::try_from(len).map_err(|_| rill_protocol::codec::EncodeError::TooLong {
+            what: "response",
+            len,
+        })?;
+        let mut encoder = Encoder::with_capacity(4 + len.min(64 * 1024));
+        encoder.put_i32(size);
+        header.encode(&mut encoder, header_version)?;
+        body.encode(&mut encoder, body_version)?;
+        Ok(Response {
+            frame: encoder.finish(),
+        })
+    }
+}
+
+async fn write_response(write_half: &mut OwnedWriteHalf, response: &Response) -> io::Result<()> {
+    let frame = &response.frame;
+    if frame.regions.is_empty() {
+        write_half.write_all(&frame.buf).await?;
+        return Ok(());
+    }
+    write_regions(write_half, frame).await
+}

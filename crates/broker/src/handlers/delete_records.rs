@@ -1,0 +1,65 @@
+//! DeleteRecords: move a partition's log start offset forward. Offset -1
+//! means "up to the high watermark".
+
+use std::sync::Arc;
+
+use rill_log::Offset;
+use rill_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use rill_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+
+use crate::error_code;
+use crate::server::Shared;
+
+pub fn handle(shared: &Arc<Shared>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let handle = shared.cluster.topic(&topic.name);
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|requested| {
+                    let index = requested.partition_index;
+                    let result = |code, low_watermark| DeleteRecordsPartitionResult {
+                        partition_index: index,
+                        low_watermark,
+                        error_code: code,
+                        ..Default::default()
+                    };
+                    let Some(partition) = handle.as_ref().and_then(|t| t.partition(index)) else {
+                        return result(error_code::UNKNOWN_TOPIC_OR_PARTITION, -1);
+                    };
+                    let log = &partition.log;
+                    let high_watermark = log.high_watermark();
+                    let target = if requested.offset == -1 {
+                        high_watermark
+                    } else {
+                        Offset(requested.offset)
+                    };
+                    if target.0 < 0 || target > high_watermark {
+                        return result(error_code::OFFSET_OUT_OF_RANGE, -1);
+                    }
+                    match log.delete_records_before(target) {
+                        Ok(start) => result(error_code::NONE, start.0),
+                        Err(failure) => {
+                            tracing::error!(topic = %topic.name, partition = index, error = %failure, "delete records failed");
+                            result(error_code::KAFKA_STORAGE_ERROR, -1)
+                        }
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult {
+                name: topic.name,
+                partitions,
+                ..Default::default()
+            }
+        })
+        .collect();
+    DeleteRecordsResponse {
+        topics,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,39 @@
+//! DescribeCluster: this broker is the whole cluster and its controller.
+
+use std::sync::Arc;
+
+use rill_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use rill_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
+
+use crate::error_code;
+use crate::server::Shared;
+
+/// Kafka's endpoint types: brokers (1) or controllers (2).
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+
+pub fn handle(shared: &Arc<Shared>, request: DescribeClusterRequest) -> DescribeClusterResponse {
+    let node_id = shared.config.node_id;
+    if request.endpoint_type != ENDPOINT_TYPE_BROKERS && request.endpoint_type != 2 {
+        return DescribeClusterResponse {
+            error_code: error_code::UNSUPPORTED_VERSION,
+            error_message: Some(format!("unknown endpoint type {}", request.endpoint_type)),
+            endpoint_type: request.endpoint_type,
+            cluster_id: shared.cluster.cluster_id().to_string(),
+            ..Default::default()
+        };
+    }
+    DescribeClusterResponse {
+        error_code: error_code::NONE,
+        endpoint_type: request.endpoint_type,
+        cluster_id: shared.cluster.cluster_id().to_string(),
+        controller_id: node_id,
+        brokers: vec![DescribeClusterBroker {
+            broker_id: node_id,
+            host: shared.advertised_host.clone(),
+            port: shared.advertised_port,
+            rack: None,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}

@@ -1,0 +1,138 @@
+//! Metadata: the brokers (this one), and each topic's partitions with their
+//! leader (this broker). Asking for a topic that does not exist creates it
+//! when `auto_create_topics_enable` is on and the client allows it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rill_protocol::Uuid;
+use rill_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use rill_protocol::messages::{MetadataRequest, MetadataResponse};
+
+use crate::cluster::TopicHandle;
+use crate::error_code;
+use crate::server::Shared;
+
+pub async fn handle(
+    shared: &Arc<Shared>,
+    version: i16,
+    request: MetadataRequest,
+) -> MetadataResponse {
+    let node_id = shared.config.node_id;
+    // v0 asks for every topic with an empty list; later versions with null.
+    let wanted = match request.topics {
+        None => None,
+        Some(topics) if topics.is_empty() && version == 0 => None,
+        Some(topics) => Some(topics),
+    };
+    let topics = match wanted {
+        None => shared
+            .cluster
+            .topics()
+            .iter()
+            .map(|topic| describe(topic, node_id))
+            .collect(),
+        Some(requested) => {
+            let mut answers = Vec::with_capacity(requested.len());
+            for topic in requested {
+                let answer = match (&topic.name, topic.topic_id) {
+                    (Some(name), _) => {
+                        lookup_or_create(shared, name, request.allow_auto_topic_creation).await
+                    }
+                    (None, id) if id != Uuid::default() => {
+                        match shared
+                            .cluster
+                            .topic_by_id(rill_metadata::TopicId(*id.as_bytes()))
+                        {
+                            Some(handle) => describe(&handle, node_id),
+                            None => MetadataResponseTopic {
+                                error_code: error_code::UNKNOWN_TOPIC_ID,
+                                topic_id: id,
+                                ..Default::default()
+                            },
+                        }
+                    }
+                    (None, _) => MetadataResponseTopic {
+                        error_code: error_code::INVALID_REQUEST,
+                        ..Default::default()
+                    },
+                };
+                answers.push(answer);
+            }
+            answers
+        }
+    };
+    MetadataResponse {
+        brokers: vec![MetadataResponseBroker {
+            node_id,
+            host: shared.advertised_host.clone(),
+            port: shared.advertised_port,
+            rack: None,
+            ..Default::default()
+        }],
+        cluster_id: Some(shared.cluster.cluster_id().to_string()),
+        controller_id: node_id,
+        topics,
+        ..Default::default()
+    }
+}
+
+async fn lookup_or_create(
+    shared: &Arc<Shared>,
+    name: &str,
+    client_allows_creation: bool,
+) -> MetadataResponseTopic {
+    let node_id = shared.config.node_id;
+    if let Some(topic) = shared.cluster.topic(name) {
+        return describe(&topic, node_id);
+    }
+    let error = |code| MetadataResponseTopic {
+        error_code: code,
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    if !(client_allows_creation && shared.config.auto_create_topics_enable) {
+        return error(error_code::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    match shared
+        .cluster
+        .create_topic(name, -1, -1, BTreeMap::new(), false)
+        .await
+    {
+        Ok(topic) => describe(&topic, node_id),
+        // Another request created it between the lookup and the create.
+        Err(failure) if failure.code == error_code::TOPIC_ALREADY_EXISTS => {
+            match shared.cluster.topic(name) {
+                Some(topic) => describe(&topic, node_id),
+                None => error(error_code::UNKNOWN_TOPIC_OR_PARTITION),
+            }
+        }
+        Err(failure) => error(failure.code),
+    }
+}
+
+pub fn describe(topic: &TopicHandle, node_id: i32) -> MetadataResponseTopic {
+    MetadataResponseTopic {
+        error_code: error_code::NONE,
+        name: Some(topic.name.clone()),
+        topic_id: Uuid::from_bytes(topic.id.0),
+        is_internal: topic.internal,
+        partitions: topic
+            .partitions
+            .iter()
+            .map(|partition| MetadataResponsePartition {
+                error_code: error_code::NONE,
+                partition_index: partition.index,
+                leader_id: node_id,
+                leader_epoch: 0,
+                replica_nodes: vec![node_id],
+                isr_nodes: vec![node_id],
+                offline_replicas: Vec::new(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,240 @@
+//! One file per Kafka API: each turns a decoded request into its response
+//! (parse → apply → encode, with the encoding done by the generated codec).
+//! This file holds the table of what Rill supports and the dispatch.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rill_protocol::codec::Decoder;
+use rill_protocol::messages::{RequestHeader, ResponseHeader};
+use rill_protocol::{ApiKey, RequestBody, ResponseBody};
+use tokio::sync::watch;
+
+use crate::connection::Response;
+use crate::server::Shared;
+
+mod alter_configs;
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_records;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod fetch;
+mod incremental_alter_configs;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod offset_for_leader_epoch;
+mod produce;
+
+/// The APIs Rill answers and the versions of each, from which ApiVersions
+/// answers are built. Ranges reach down to what the clients we test with
+/// still send (librdkafka 2.x, kafka-python, KafkaJS 2.2, Java 3.x/4.x).
+/// Produce v0–v2 are advertised but refused with UNSUPPORTED_VERSION, as
+/// Kafka 4.0 does: librdkafka before 2.11.1 turns compression off unless it
+/// sees Produce v0 in the list (KAFKA-18659).
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    // Fetch v4 is the first that carries record batch v2, the only format
+    // Rill stores.
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 0, 10),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetForLeaderEpoch, 0, 4),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 0, 7),
+    (ApiKey::DeleteTopics, 0, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::DescribeConfigs, 0, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The versions of `api` Rill supports, if any.
+pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(key, _, _)| *key == api)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// A request ready to be answered. The size difference between variants
+/// does not matter: a connection holds one request at a time.
+#[allow(clippy::large_enum_variant)]
+pub enum Request {
+    Api {
+        header: RequestHeader,
+        api: ApiKey,
+        version: i16,
+        body: RequestBody,
+    },
+    /// An ApiVersions request of a version Rill does not know: answered with
+    /// UNSUPPORTED_VERSION and the supported list, encoded as v0 (KIP-511), so
+    /// the client can retry with a version both sides know.
+    ApiVersionsTooNew { correlation_id: i32 },
+}
+
+impl Request {
+    pub fn api_name(&self) -> &'static str {
+        match self {
+            Request::Api { api, .. } => api.name(),
+            Request::ApiVersionsTooNew { .. } => ApiKey::ApiVersions.name(),
+        }
+    }
+}
+
+/// Decodes a request frame, or says why the connection must close (as Kafka
+/// closes it on an unknown API or an unsupported version).
+pub fn parse(_shared: &Shared, frame: Bytes) -> Result<Request, String> {
+    let mut decoder = Decoder::new(frame);
+    let header = match rill_protocol::decode_request_header(&mut decoder) {
+        Ok(header) => header,
+        Err(
+            rill_protocol::HeaderError::UnknownApi(header)
+            | rill_protocol::HeaderError::UnsupportedVersion(header),
+        ) => {
+            if header.request_api_key == ApiKey::ApiVersions as i16 {
+                return Ok(Request::ApiVersionsTooNew {
+                    correlation_id: header.correlation_id,
+                });
+            }
+            return Err(format!(
+                "unknown api key {} version {}",
+                header.request_api_key, header.request_api_version
+            ));
+        }
+        Err(error) => return Err(format!("bad request header: {error}")),
+    };
+    let version = header.request_api_version;
+    let api = ApiKey::from_i16(header.request_api_key)
+        .ok_or_else(|| format!("unknown api key {}", header.request_api_key))?;
+    let Some((min, max)) = supported_versions(api) else {
+        return Err(format!("{} is not supported", api.name()));
+    };
+    if version < min || version > max {
+        if api == ApiKey::ApiVersions {
+            return Ok(Request::ApiVersionsTooNew {
+                correlation_id: header.correlation_id,
+            });
+        }
+        return Err(format!(
+            "{} v{version} is not supported (Rill supports v{min}-v{max})",
+            api.name()
+        ));
+    }
+    let body = RequestBody::decode(api, version, &mut decoder)
+        .map_err(|error| format!("cannot decode {} v{version}: {error}", api.name()))?;
+    Ok(Request::Api {
+        header,
+        api,
+        version,
+        body,
+    })
+}
+
+/// Answers a request; `None` when the client expects no answer (acks=0).
+pub async fn handle(
+    shared: &Arc<Shared>,
+    request: Request,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Response> {
+    let (correlation_id, api, version, body) = match request {
+        Request::ApiVersionsTooNew { correlation_id } => (
+            correlation_id,
+            ApiKey::ApiVersions,
+            0,
+            ResponseBody::from(api_versions::unsupported()),
+        ),
+        Request::Api {
+            header,
+            api,
+            version,
+            body,
+        } => {
+            let body = dispatch(shared, version, body, shutdown).await?;
+            (header.correlation_id, api, version, body)
+        }
+    };
+    let header = ResponseHeader {
+        correlation_id,
+        ..Default::default()
+    };
+    match Response::encode(
+        &header,
+        api.response_header_version(version),
+        &body,
+        version,
+    ) {
+        Ok(response) => Some(response),
+        Err(error) => {
+            // A handler built a response its version cannot carry: a bug.
+            // Closing is better than a frame the client cannot parse.
+            tracing::error!(api = api.name(), version, %error, "cannot encode response");
+            None
+        }
+    }
+}
+
+async fn dispatch(
+    shared: &Arc<Shared>,
+    version: i16,
+    body: RequestBody,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<ResponseBody> {
+    Some(match body {
+        RequestBody::ApiVersions(_) => api_versions::handle().into(),
+        RequestBody::Metadata(request) => metadata::handle(shared, version, request).await.into(),
+        RequestBody::Produce(request) => produce::handle(shared, version, request).await?.into(),
+        RequestBody::Fetch(request) => fetch::handle(shared, version, request, shutdown)
+            .await
+            .into(),
+        RequestBody::ListOffsets(request) => list_offsets::handle(shared, version, request).into(),
+        RequestBody::OffsetForLeaderEpoch(request) => {
+            offset_for_leader_epoch::handle(shared, request).into()
+        }
+        RequestBody::CreateTopics(request) => {
+            create_topics::handle(shared, version, request).await.into()
+        }
+        RequestBody::DeleteTopics(request) => {
+            delete_topics::handle(shared, version, request).await.into()
+        }
+        RequestBody::CreatePartitions(request) => {
+            create_partitions::handle(shared, request).await.into()
+        }
+        RequestBody::DeleteRecords(request) => delete_records::handle(shared, request).into(),
+        RequestBody::DescribeConfigs(request) => {
+            describe_configs::handle(shared, version, request).into()
+        }
+        RequestBody::AlterConfigs(request) => alter_configs::handle(shared, request).await.into(),
+        RequestBody::IncrementalAlterConfigs(request) => {
+            incremental_alter_configs::handle(shared, request)
+                .await
+                .into()
+        }
+        RequestBody::DescribeCluster(request) => describe_cluster::handle(shared, request).into(),
+        RequestBody::InitProducerId(request) => {
+            init_producer_id::handle(shared, request).await.into()
+        }
+        other => {
+            // `parse` only lets supported APIs through.
+            tracing::error!(
+                api = other.api_key().name(),
+                "no handler for a supported API"
+            );
+            return None;
+        }
+    })
+}
+
+/// Milliseconds since the Unix epoch, as Kafka timestamps are.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}

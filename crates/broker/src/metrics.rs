@@ -1,0 +1,193 @@
+//! Prometheus metrics, served by the admin HTTP server at `/metrics`.
+//!
+//! Counters are looked up without allocating on the hot paths: API names are
+//! `&'static str`, and per-topic counters are fetched by `&str` from a map
+//! that holds their handles.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    api: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabels {
+    topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: String,
+}
+
+/// The counters of one topic.
+#[derive(Clone, Default)]
+pub struct TopicMetrics {
+    pub bytes_in: Counter,
+    pub messages_in: Counter,
+    pub bytes_out: Counter,
+    pub messages_out: Counter,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<ApiLabels, Counter>,
+    request_seconds: Family<ApiLabels, Histogram>,
+    connections: Gauge,
+    connections_total: Counter,
+    network_bytes_in: Counter,
+    bytes_in: Family<TopicLabels, Counter>,
+    messages_in: Family<TopicLabels, Counter>,
+    bytes_out: Family<TopicLabels, Counter>,
+    messages_out: Family<TopicLabels, Counter>,
+    pub log_size_bytes: Family<PartitionLabels, Gauge>,
+    topics: Mutex<HashMap<String, TopicMetrics>>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("rill");
+        let requests = Family::<ApiLabels, Counter>::default();
+        // Buckets from 50 µs to about 26 s: fast metadata answers at one end,
+        // long-polling fetches at the other.
+        let request_seconds = Family::<ApiLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.000_05, 2.0, 20,
+            ))
+        });
+        let connections = Gauge::default();
+        let connections_total = Counter::default();
+        let network_bytes_in = Counter::default();
+        let bytes_in = Family::<TopicLabels, Counter>::default();
+        let messages_in = Family::<TopicLabels, Counter>::default();
+        let bytes_out = Family::<TopicLabels, Counter>::default();
+        let messages_out = Family::<TopicLabels, Counter>::default();
+        let log_size_bytes = Family::<PartitionLabels, Gauge>::default();
+        registry.register("requests", "Requests answered, by API", requests.clone());
+        registry.register(
+            "request_seconds",
+            "Time from a request being read to its answer being written, by API",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open client connections",
+            connections.clone(),
+        );
+        registry.register(
+            "connections_opened",
+            "Client connections accepted",
+            connections_total.clone(),
+        );
+        registry.register(
+            "network_received_bytes",
+            "Request bytes received, frames included",
+            network_bytes_in.clone(),
+        );
+        registry.register(
+            "topic_bytes_in",
+            "Record bytes appended, by topic",
+            bytes_in.clone(),
+        );
+        registry.register(
+            "topic_messages_in",
+            "Records appended, by topic",
+            messages_in.clone(),
+        );
+        registry.register(
+            "topic_bytes_out",
+            "Record bytes fetched, by topic",
+            bytes_out.clone(),
+        );
+        registry.register(
+            "topic_messages_out",
+            "Record batches fetched, by topic",
+            messages_out.clone(),
+        );
+        registry.register(
+            "log_size_bytes",
+            "Bytes on disk of each partition's log",
+            log_size_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            connections,
+            connections_total,
+            network_bytes_in,
+            bytes_in,
+            messages_in,
+            bytes_out,
+            messages_out,
+            log_size_bytes,
+            topics: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn observe_request(&self, api: &'static str, elapsed: Duration) {
+        let labels = ApiLabels { api };
+        self.requests.get_or_create(&labels).inc();
+        self.request_seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+        self.connections_total.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    pub fn bytes_received(&self, bytes: usize) {
+        self.network_bytes_in.inc_by(bytes as u64);
+    }
+
+    /// The counters of `topic`, created on first use.
+    pub fn topic(&self, topic: &str) -> TopicMetrics {
+        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(metrics) = topics.get(topic) {
+            return metrics.clone();
+        }
+        let labels = TopicLabels {
+            topic: topic.to_string(),
+        };
+        let metrics = TopicMetrics {
+            bytes_in: self.bytes_in.get_or_create(&labels).clone(),
+            messages_in: self.messages_in.get_or_create(&labels).clone(),
+            bytes_out: self.bytes_out.get_or_create(&labels).clone(),
+            messages_out: self.messages_out.get_or_create(&labels).clone(),
+        };
+        topics.insert(topic.to_string(), metrics.clone());
+        metrics
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("metrics encode into a String");
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

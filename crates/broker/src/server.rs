@@ -1,0 +1,197 @@
+//! The running broker: listeners, the shared state, and shutdown.
+//!
+//! Shutdown is explicit (mini-redis style): a watch channel says "stop"; the
+//! accept loop stops taking connections; each connection stops reading new
+//! requests, answers those it already read, and closes; when every
+//! connection has finished, the logs are flushed and marked clean.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::cluster::{Cluster, OpenError};
+use crate::config::BrokerConfig;
+use crate::metrics::Metrics;
+use crate::{admin, connection};
+
+/// What every connection and handler shares.
+pub struct Shared {
+    pub config: BrokerConfig,
+    pub cluster: Cluster,
+    pub metrics: Metrics,
+    /// The advertised host and port, as Metadata answers give them.
+    pub advertised_host: String,
+    pub advertised_port: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("advertised listener `{0}` is not HOST:PORT")]
+    Advertised(String),
+}
+
+/// A broker that is running; dropping it does not stop it, `shutdown` does.
+pub struct Broker {
+    kafka_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Broker {
+    /// Opens the data directory, binds the listeners and starts serving.
+    pub async fn start(config: BrokerConfig) -> Result<Broker, StartError> {
+        let started = Instant::now();
+        let kafka_listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    address: config.listen.clone(),
+                    source,
+                })?;
+        let admin_listener = TcpListener::bind(&config.admin_listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                address: config.admin_listen.clone(),
+                source,
+            })?;
+        let kafka_addr = kafka_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                address: config.listen.clone(),
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                address: config.admin_listen.clone(),
+                source,
+            })?;
+        // An advertised port of 0 (an ephemeral listen port) means "the port
+        // we actually got".
+        let advertised = config.advertised().to_string();
+        let (host, port) = advertised
+            .rsplit_once(':')
+            .ok_or_else(|| StartError::Advertised(advertised.clone()))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| StartError::Advertised(advertised.clone()))?;
+        let port = if port == 0 { kafka_addr.port() } else { port };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+
+        let opening = config.clone();
+        let cluster = tokio::task::spawn_blocking(move || Cluster::open(&opening))
+            .await
+            .expect("opening the data directory panicked")?;
+        let background = cluster.logs().start_background();
+        let shared = Arc::new(Shared {
+            metrics: Metrics::new(),
+            config,
+            cluster,
+            advertised_host: host,
+            advertised_port: i32::from(port),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let admin_task = tokio::spawn(admin::serve(
+            shared.clone(),
+            admin_listener,
+            stop_rx.clone(),
+        ));
+        let task = tokio::spawn(async move {
+            accept_loop(shared.clone(), kafka_listener, stop_rx).await;
+            let _ = admin_task.await;
+            let closing = shared.clone();
+            let closed = tokio::task::spawn_blocking(move || {
+                background.stop();
+                closing.cluster.shutdown()
+            })
+            .await;
+            match closed {
+                Ok(Ok(())) => tracing::info!("logs flushed and closed cleanly"),
+                Ok(Err(error)) => tracing::error!(%error, "closing the logs failed"),
+                Err(error) => tracing::error!(%error, "closing the logs panicked"),
+            }
+        });
+        tracing::info!(
+            kafka = %kafka_addr,
+            admin = %admin_addr,
+            ready_ms = started.elapsed().as_millis() as u64,
+            "broker ready"
+        );
+        Ok(Broker {
+            kafka_addr,
+            admin_addr,
+            stop,
+            task,
+        })
+    }
+
+    pub fn kafka_addr(&self) -> SocketAddr {
+        self.kafka_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Stops accepting, finishes in-flight requests, flushes and closes.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the broker stops (after `shutdown` from elsewhere).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let max_connections = shared.config.max_connections;
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and similar: wait a moment rather
+                // than spin on a listener that keeps failing.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max_connections, "refusing connection: too many open connections");
+            drop(stream);
+            continue;
+        };
+        shared.metrics.connection_opened();
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            connection::serve(shared.clone(), stream, stop).await;
+            shared.metrics.connection_closed();
+            drop(slot);
+        });
+    }
+    // Every connection gives its slot back when it has finished.
+    let _ = slots.acquire_many(max_connections as u32).await;
+}

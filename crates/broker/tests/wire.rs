@@ -1,0 +1,437 @@
+//! The broker over real TCP, with requests built by the codec and record
+//! batches built by `rill-records`: what a client sees, byte for byte.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rill_broker::{Broker, BrokerConfig};
+use rill_protocol::codec::{Decode, Decoder, Encode, Encoder};
+use rill_protocol::messages::create_topics_request::CreatableTopic;
+use rill_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use rill_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use rill_protocol::messages::metadata_request::MetadataRequestTopic;
+use rill_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use rill_protocol::messages::*;
+use rill_protocol::{ApiKey, Records, RequestBody, ResponseBody};
+use rill_records::batch::Compression;
+use rill_records::builder::BatchBuilder;
+use rill_records::record::decode_batch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct TestBroker {
+    broker: Broker,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> TestBroker {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        admin_listen: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    let broker = Broker::start(config).await.unwrap();
+    TestBroker { broker, _dir: dir }
+}
+
+struct Client {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Client {
+    async fn connect(broker: &TestBroker) -> Client {
+        Client {
+            stream: TcpStream::connect(broker.broker.kafka_addr())
+                .await
+                .unwrap(),
+            correlation_id: 0,
+        }
+    }
+
+    async fn send(&mut self, version: i16, body: RequestBody) -> i32 {
+        let api = body.api_key();
+        self.correlation_id += 1;
+        let header = RequestHeader {
+            request_api_key: api as i16,
+            request_api_version: version,
+            correlation_id: self.correlation_id,
+            client_id: Some("wire-test".into()),
+            ..Default::default()
+        };
+        let header_version = api.request_header_version(version);
+        let len = header.encoded_len(header_version).unwrap() + body.encoded_len(version).unwrap();
+        let mut encoder = Encoder::new();
+        encoder.put_i32(len as i32);
+        header.encode(&mut encoder, header_version).unwrap();
+        body.encode(&mut encoder, version).unwrap();
+        let frame = encoder.finish();
+        assert!(frame.regions.is_empty());
+        self.stream.write_all(&frame.buf).await.unwrap();
+        self.correlation_id
+    }
+
+    async fn receive(&mut self, api: ApiKey, version: i16, correlation_id: i32) -> ResponseBody {
+        let len = self.stream.read_i32().await.unwrap();
+        let mut frame = vec![0u8; len as usize];
+        self.stream.read_exact(&mut frame).await.unwrap();
+        let mut decoder = Decoder::new(Bytes::from(frame));
+        let header =
+            ResponseHeader::decode(&mut decoder, api.response_header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, correlation_id);
+        let body = ResponseBody::decode(api, version, &mut decoder).unwrap();
+        assert_eq!(decoder.remaining(), 0, "response has trailing bytes");
+        body
+    }
+
+    async fn call(&mut self, version: i16, body: RequestBody) -> ResponseBody {
+        let api = body.api_key();
+        let id = self.send(version, body).await;
+        self.receive(api, version, id).await
+    }
+}
+
+/// A batch stamped with the current time: an old timestamp would make the
+/// log roll a new segment at once (`segment.ms` counts from the first
+/// batch's timestamp, as in Kafka), and a fetch reads one segment at a time.
+fn batch(values: &[&str]) -> Bytes {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut builder = BatchBuilder::new(Compression::None);
+    for value in values {
+        builder
+            .append(
+                now,
+                Some(Bytes::from_static(b"k")),
+                Some(Bytes::copy_from_slice(value.as_bytes())),
+                Vec::new(),
+            )
+            .unwrap();
+    }
+    Bytes::from(builder.build().unwrap())
+}
+
+async fn create_topic(client: &mut Client, name: &str, partitions: i32) {
+    let ResponseBody::CreateTopics(response) = client
+        .call(
+            7,
+            RequestBody::CreateTopics(CreateTopicsRequest {
+                topics: vec![CreatableTopic {
+                    name: name.into(),
+                    num_partitions: partitions,
+                    replication_factor: 1,
+                    ..Default::default()
+                }],
+                timeout_ms: 1000,
+                ..Default::default()
+            }),
+        )
+        .await
+    else {
+        panic!("not a CreateTopics response")
+    };
+    assert_eq!(
+        response.topics[0].error_code, 0,
+        "{:?}",
+        response.topics[0].error_message
+    );
+}
+
+async fn produce(client: &mut Client, topic: &str, partition: i32, records: Bytes) -> (i16, i64) {
+    let ResponseBody::Produce(response) = client
+        .call(
+            9,
+            RequestBody::Produce(ProduceRequest {
+                acks: -1,
+                timeout_ms: 1000,
+                topic_data: vec![TopicProduceData {
+                    name: topic.into(),
+                    partition_data: vec![PartitionProduceData {
+                        index: partition,
+                        records: Some(Records::Bytes(records)),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        )
+        .await
+    else {
+        panic!("not a Produce response")
+    };
+    let answer = &response.responses[0].partition_responses[0];
+    (answer.error_code, answer.base_offset)
+}
+
+fn fetch_request(topic: &str, offset: i64, max_wait_ms: i32) -> RequestBody {
+    RequestBody::Fetch(FetchRequest {
+        max_wait_ms,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        session_epoch: -1,
+        topics: vec![FetchTopic {
+            topic: topic.into(),
+            partitions: vec![FetchPartition {
+                partition: 0,
+                fetch_offset: offset,
+                partition_max_bytes: 1 << 20,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+fn fetched_values(response: &FetchResponse) -> (i16, Vec<(i64, String)>) {
+    let partition = &response.responses[0].partitions[0];
+    let Some(Records::Bytes(bytes)) = &partition.records else {
+        panic!("no records")
+    };
+    let mut values = Vec::new();
+    let mut rest = bytes.clone();
+    while !rest.is_empty() {
+        let len = 12 + i32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize;
+        let decoded = decode_batch(&rest[..len], 1 << 20).unwrap();
+        for record in decoded.iter() {
+            let value = record.record.value.clone().unwrap();
+            values.push((record.offset, String::from_utf8(value.to_vec()).unwrap()));
+        }
+        rest = rest.slice(len..);
+    }
+    (partition.error_code, values)
+}
+
+#[tokio::test]
+async fn api_versions_lists_what_rill_supports() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    for version in [0, 3, 4] {
+        let ResponseBody::ApiVersions(response) = client
+            .call(
+                version,
+                RequestBody::ApiVersions(ApiVersionsRequest::default()),
+            )
+            .await
+        else {
+            panic!("not an ApiVersions response")
+        };
+        assert_eq!(response.error_code, 0);
+        let produce = response.api_keys.iter().find(|k| k.api_key == 0).unwrap();
+        assert_eq!((produce.min_version, produce.max_version), (0, 11));
+        assert_eq!(response.api_keys.len(), rill_broker::SUPPORTED_APIS.len());
+    }
+    broker.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_api_versions_version_gets_a_v0_answer() {
+    let broker = start().await;
+    let mut stream = TcpStream::connect(broker.broker.kafka_addr())
+        .await
+        .unwrap();
+    // ApiVersions v99, correlation id 7, client id "x", then a flexible body.
+    let request: &[u8] = &[0, 18, 0, 99, 0, 0, 0, 7, 0, 1, b'x', 0, 1, 1, 0];
+    let mut frame = (request.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(request);
+    stream.write_all(&frame).await.unwrap();
+    let len = stream.read_i32().await.unwrap();
+    let mut response = vec![0u8; len as usize];
+    stream.read_exact(&mut response).await.unwrap();
+    // Response header v0 (correlation id), then a v0 body: error 35 and the
+    // ApiVersions range alone.
+    assert_eq!(&response[..4], &7i32.to_be_bytes());
+    assert_eq!(&response[4..6], &35i16.to_be_bytes());
+    assert_eq!(&response[6..10], &1i32.to_be_bytes());
+    assert_eq!(&response[10..16], &[0, 18, 0, 0, 0, 4]);
+    assert_eq!(response.len(), 16);
+    broker.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn produce_then_fetch_round_trips_and_offsets_grow() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "events", 3).await;
+    assert_eq!(
+        produce(&mut client, "events", 0, batch(&["a", "b", "c"])).await,
+        (0, 0)
+    );
+    assert_eq!(
+        produce(&mut client, "events", 0, batch(&["d"])).await,
+        (0, 3)
+    );
+    let ResponseBody::Fetch(response) = client.call(12, fetch_request("events", 1, 0)).await else {
+        panic!("not a Fetch response")
+    };
+    assert_eq!(response.responses[0].partitions[0].high_watermark, 4);
+    let (code, values) = fetched_values(&response);
+    assert_eq!(code, 0);
+    // Fetch returns whole batches: the first batch (offsets 0-2) is sent
+    // whole; the client skips the records before its offset.
+    let values: Vec<_> = values
+        .into_iter()
+        .filter(|(offset, _)| *offset >= 1)
+        .collect();
+    assert_eq!(
+        values,
+        vec![(1, "b".into()), (2, "c".into()), (3, "d".into())]
+    );
+    broker.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_parked_fetch_wakes_when_data_arrives() {
+    let broker = start().await;
+    let mut producer = Client::connect(&broker).await;
+    let mut consumer = Client::connect(&broker).await;
+    create_topic(&mut producer, "wake", 1).await;
+    let started = Instant::now();
+    let id = consumer.send(12, fetch_request("wake", 0, 10_000)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    produce(&mut producer, "wake", 0, batch(&["hello"])).await;
+    let ResponseBody::Fetch(response) = consumer.receive(ApiKey::Fetch, 12, id).await else {
+        panic!("not a Fetch response")
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "fetch was not woken"
+    );
+    assert_eq!(fetched_values(&response).1, vec![(0, "hello".into())]);
+    broker.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_reach_the_client_as_kafka_codes() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "t", 1).await;
+    // Unknown partition, unknown topic.
+    assert_eq!(produce(&mut client, "t", 5, batch(&["x"])).await.0, 3);
+    assert_eq!(produce(&mut client, "nope", 0, batch(&["x"])).await.0, 3);
+    // A flipped byte inside the records fails the CRC.
+    let mut corrupt = batch(&["x"]).to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    assert_eq!(
+        produce(&mut client, "t", 0, Bytes::from(corrupt)).await.0,
+        2
+    );
+    // Fetching past the end.
+    let ResponseBody::Fetch(response) = client.call(12, fetch_request("t", 42, 0)).await else {
+        panic!("not a Fetch response")
+    };
+    assert_eq!(response.responses[0].partitions[0].error_code, 1);
+    // Invalid topic name.
+    let ResponseBody::CreateTopics(response) = client
+        .call(
+            7,
+            RequestBody::CreateTopics(CreateTopicsRequest {
+                topics: vec![CreatableTopic {
+                    name: "bad/name".into(),
+                    num_partitions: 1,
+                    replication_factor: 1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        )
+        .await
+    else {
+        panic!("not a CreateTopics response")
+    };
+    assert_eq!(response.topics[0].error_code, 17);
+    broker.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn metadata_auto_creates_and_list_offsets_answers() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    let ResponseBody::Metadata(response) = client
+        .call(
+            12,
+            RequestBody::Metadata(MetadataRequest {
+                topics: Some(vec![MetadataRequestTopic {
+                    name: Some("auto".into()),
+                    ..Default::default()
+                }]),
+                allow_auto_topic_creation: true,
+                ..Default::default()
+            }),
+        )
+        .await
+    else {
+        panic!("not a Metadata response")
+    };
+    assert_eq!(response.topics[0].error_code, 0);
+    assert_eq!(response.topics[0].partitions.len(), 1);
+    assert_eq!(
+        response.brokers[0].port,
+        broker.broker.kafka_addr().port() as i32
+    );
+    produce(&mut client, "auto", 0, batch(&["a", "b"])).await;
+    let ResponseBody::ListOffsets(response) = client
+        .call(
+            7,
+            RequestBody::ListOffsets(ListOffsetsRequest {
+                replica_id: -1,
+                topics: vec![ListOffsetsTopic {
+                    name: "auto".into(),
+                    partitions: vec![ListOffsetsPartition {
+                        partition_index: 0,
+                        timestamp: -1,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        )
+        .await
+    else {
+        panic!("not a ListOffsets response")
+    };
+    assert_eq!(response.topics[0].partitions[0].offset, 2);
+    broker.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn topics_and_data_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        admin_listen: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    {
+        let broker = TestBroker {
+            broker: Broker::start(config.clone()).await.unwrap(),
+            _dir: tempfile::tempdir().unwrap(),
+        };
+        let mut client = Client::connect(&broker).await;
+        create_topic(&mut client, "durable", 2).await;
+        produce(&mut client, "durable", 0, batch(&["one", "two"])).await;
+        broker.broker.shutdown().await;
+    }
+    let broker = TestBroker {
+        broker: Broker::start(config).await.unwrap(),
+        _dir: dir,
+    };
+    let mut client = Client::connect(&broker).await;
+    let ResponseBody::Fetch(response) = client.call(12, fetch_request("durable", 0, 0)).await
+    else {
+        panic!("not a Fetch response")
+    };
+    assert_eq!(
+        fetched_values(&response).1,
+        vec![(0, "one".into()), (1, "two".into())]
+    );
+    broker.broker.shutdown().await;
+}
