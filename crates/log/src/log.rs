@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rill_records::batch::{
-    BATCH_HEADER_LEN, BatchIter, REWRITTEN_PREFIX_LEN, TimestampType, set_base_offset,
-    set_log_append_time_split, set_partition_leader_epoch,
+    BATCH_HEADER_LEN, BatchIter, CRC_COVERAGE_START, CRC_OFFSET, MAGIC_OFFSET, MAGIC_V2,
+    REWRITTEN_PREFIX_LEN, TimestampType, set_base_offset, set_log_append_time_split,
+    set_partition_leader_epoch,
 };
 
 use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, sync_dir};
@@ -923,7 +924,17 @@ impl Log {
             let start = offset.max(state.log_start);
             self.truncate_fully(&mut state, start)
         } else {
-            self.truncate_inside(&mut state, offset)
+            // The batch holding `offset` may begin below a log start that
+            // DeleteRecords moved inside it; then nothing at or above the
+            // log start survives and the log restarts empty there.
+            self.truncate_inside(&mut state, offset).and_then(|()| {
+                if state.log_end < state.log_start {
+                    let start = state.log_start;
+                    self.truncate_fully(&mut state, start)
+                } else {
+                    Ok(())
+                }
+            })
         };
         let result = self.guard(result);
         state.max_timestamp = None;
@@ -973,6 +984,9 @@ impl Log {
     fn truncate_inside(&self, state: &mut State, offset: Offset) -> Result<(), Fault> {
         // Drop whole segments at or after the cut.
         let later: Vec<Offset> = state.segments.range(offset..).map(|(b, _)| *b).collect();
+        // If every batch left ends before `offset`, the log ends where the
+        // first dropped segment began.
+        let end_if_nothing_cut = later.first().copied().unwrap_or(state.log_end);
         let old_active = state.active_segment().base;
         for base in &later {
             if let Some(segment) = state.segments.remove(base) {
@@ -998,7 +1012,7 @@ impl Log {
                 .locate(loaded, offset, size)?
                 .map(|(p, h)| (p, h.base)))
         })?;
-        let (cut_position, new_end) = cut.unwrap_or((size, state.segment_end(segment.base)));
+        let (cut_position, new_end) = cut.unwrap_or((size, end_if_nothing_cut));
         {
             let mut guard = segment.lock();
             if let Some(loaded) = guard.as_mut() {
@@ -1053,7 +1067,7 @@ impl Log {
         };
         let mut report = ScrubReport::default();
         for (base, size, path) in targets {
-            let found = scrub_file(&path, size, throttle);
+            let found = scrub_file(&path, base, size, throttle);
             let found = match found {
                 Ok(found) => found,
                 // Retention may have deleted the segment meanwhile.
@@ -1163,15 +1177,13 @@ fn read_segment(
     upper: Offset,
 ) -> Result<Option<FileSlice>, Fault> {
     let size = segment.size;
-    let Some((position, header)) = segment.locate(loaded, start, size)? else {
-        return Ok(None);
-    };
-    if header.base >= upper {
-        return Ok(None);
-    }
+    let located = segment.locate(loaded, start, size)?;
     let mut end = size;
     if let Some(corrupt) = segment.corrupt_from() {
-        if position >= corrupt.0 {
+        // Offsets past a corrupt batch cannot be trusted, so a read that
+        // reaches it or passes through this segment without finding its
+        // target fails rather than skipping ahead.
+        if located.is_none_or(|(position, _)| position >= corrupt.0) {
             return Err(Fault::Corrupt(CorruptData {
                 path: segment.path(LOG_SUFFIX),
                 position: corrupt,
@@ -1179,6 +1191,12 @@ fn read_segment(
             }));
         }
         end = end.min(corrupt.0);
+    }
+    let Some((position, header)) = located else {
+        return Ok(None);
+    };
+    if header.base >= upper {
+        return Ok(None);
     }
     if upper < state.segment_end(segment.base)
         && let Some((p, _)) = segment.locate(loaded, upper, size)?
@@ -1271,6 +1289,7 @@ fn create_segment(dir: &Path, base: Offset) -> Result<Segment, Fault> {
 /// corrupt) length never allocates more than `CHUNK`.
 fn scrub_file(
     path: &Path,
+    base: Offset,
     size: u64,
     throttle: &mut dyn FnMut(u64),
 ) -> Result<Option<(Position, String)>, IoFailure> {
@@ -1281,6 +1300,7 @@ fn scrub_file(
     let file = File::open(path).map_err(io_failure("open", path))?;
     let mut buf = vec![0u8; CHUNK];
     let mut position = 0u64;
+    let mut expected = base;
     while position < size {
         let mut header = [0u8; BATCH_HEADER_LEN];
         if position + BATCH_HEADER_LEN as u64 > size {
@@ -1288,18 +1308,34 @@ fn scrub_file(
         }
         file.read_exact_at(&mut header, position)
             .map_err(io_failure("read", path))?;
-        let len = match rill_records::batch::batch_total_len(&header) {
-            Ok(len) => len as u64,
-            Err(e) => return Ok(Some((Position(position), e.to_string()))),
+        let decoded = match crate::segment::Header::decode(&header) {
+            Ok(decoded) => decoded,
+            Err(reason) => return Ok(Some((Position(position), reason))),
         };
+        let len = decoded.len;
         if position + len > size {
             return Ok(Some((
                 Position(position),
                 "batch crosses the segment end".to_string(),
             )));
         }
-        let stored = u32::from_be_bytes([header[17], header[18], header[19], header[20]]);
-        let mut crc = crc32c::crc32c(&header[rill_records::batch::CRC_COVERAGE_START..]);
+        if decoded.base != expected {
+            return Ok(Some((
+                Position(position),
+                format!(
+                    "batch base offset {} does not follow offset {expected}",
+                    decoded.base
+                ),
+            )));
+        }
+        expected = Offset(decoded.last.0.saturating_add(1));
+        let stored = u32::from_be_bytes([
+            header[CRC_OFFSET],
+            header[CRC_OFFSET + 1],
+            header[CRC_OFFSET + 2],
+            header[CRC_OFFSET + 3],
+        ]);
+        let mut crc = crc32c::crc32c(&header[CRC_COVERAGE_START..]);
         let mut at = position + BATCH_HEADER_LEN as u64;
         let batch_end = position + len;
         while at < batch_end {
@@ -1310,7 +1346,7 @@ fn scrub_file(
             at += n as u64;
         }
         throttle(len);
-        if crc != stored || header[rill_records::batch::MAGIC_OFFSET] != 2 {
+        if crc != stored || header[MAGIC_OFFSET] as i8 != MAGIC_V2 {
             return Ok(Some((
                 Position(position),
                 format!("CRC32C mismatch: stored {stored:#010x}, computed {crc:#010x}"),

@@ -103,3 +103,8 @@ pub fn without_rewritten(bytes: &[u8]) -> Vec<u8> {
 pub fn view(bytes: &[u8]) -> BatchView<'_> {
     BatchView::parse(bytes).expect("a batch").0
 }
+
+/// The `lastOffsetDelta` of a batch.
+pub fn view_delta(bytes: &[u8]) -> i32 {
+    view(bytes).last_offset_delta()
+}

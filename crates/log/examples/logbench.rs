@@ -1,0 +1,374 @@
+//! The log store's benchmark: prints throughput and latency figures and their
+//! ratios against plain system calls on the same disk.
+//!
+//! `cargo run --release -p rill-log --example logbench -- [--dir D]
+//!   [--mib 1024] [--flush-mib 256] [--segments 1000] [--lookups 100000]
+//!   [--recovery-mib 1024] [--large-gib 4]`
+//!
+//! Use `--large-gib 20` for the full 1 GiB vs 20 GiB comparison.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rill_log::{Log, LogConfig, Offset};
+use rill_records::batch::{CRC_COVERAGE_START, CRC_OFFSET};
+
+const MIB: u64 = 1 << 20;
+const RECORD_BYTES: usize = 200;
+const BATCH_BYTES: usize = 16 * 1024;
+
+struct Args {
+    dir: PathBuf,
+    mib: u64,
+    flush_mib: u64,
+    segments: u64,
+    lookups: usize,
+    recovery_mib: u64,
+    large_gib: u64,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        dir: std::env::temp_dir().join("rill-logbench"),
+        mib: 1024,
+        flush_mib: 256,
+        segments: 1000,
+        lookups: 100_000,
+        recovery_mib: 1024,
+        large_gib: 4,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    for pair in argv.chunks(2) {
+        let value = pair.get(1).map(String::as_str).unwrap_or("");
+        let number = || {
+            value
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{} needs a number", pair[0]))
+        };
+        match pair[0].as_str() {
+            "--dir" => args.dir = PathBuf::from(value),
+            "--mib" => args.mib = number(),
+            "--flush-mib" => args.flush_mib = number(),
+            "--segments" => args.segments = number(),
+            "--lookups" => args.lookups = number() as usize,
+            "--recovery-mib" => args.recovery_mib = number(),
+            "--large-gib" => args.large_gib = number(),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    args
+}
+
+fn varint(out: &mut Vec<u8>, value: i64) {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A 16 KiB (at most) uncompressed batch of 200-byte records.
+fn make_batch() -> (Vec<u8>, u64) {
+    let mut records = Vec::new();
+    let mut count = 0u64;
+    loop {
+        let mut body = vec![0u8];
+        varint(&mut body, 0);
+        varint(&mut body, count as i64);
+        varint(&mut body, -1);
+        varint(&mut body, RECORD_BYTES as i64);
+        body.extend(std::iter::repeat_n(b'x', RECORD_BYTES));
+        varint(&mut body, 0);
+        let mut record = Vec::new();
+        varint(&mut record, body.len() as i64);
+        record.extend_from_slice(&body);
+        if 61 + records.len() + record.len() > BATCH_BYTES {
+            break;
+        }
+        records.extend_from_slice(&record);
+        count += 1;
+    }
+    let now = 1_700_000_000_000i64;
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((49 + records.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.push(2);
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&((count - 1) as i32).to_be_bytes());
+    b.extend_from_slice(&now.to_be_bytes());
+    b.extend_from_slice(&now.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes());
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&(count as i32).to_be_bytes());
+    b.extend_from_slice(&records);
+    let crc = crc32c::crc32c(&b[CRC_COVERAGE_START..]);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    (b, count)
+}
+
+fn fresh(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let _ = std::fs::remove_dir_all(&path);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn mib_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / elapsed.as_secs_f64()
+}
+
+/// Plain sequential write(2) of `batches` copies of `batch`, with an
+/// fdatasync every `sync_every` bytes if given.
+fn plain_write(path: &Path, batch: &[u8], batches: u64, sync_every: Option<u64>) -> Duration {
+    let mut file = File::create(path).unwrap();
+    let started = Instant::now();
+    let mut since_sync = 0u64;
+    for _ in 0..batches {
+        file.write_all(batch).unwrap();
+        since_sync += batch.len() as u64;
+        if let Some(every) = sync_every
+            && since_sync >= every
+        {
+            file.sync_data().unwrap();
+            since_sync = 0;
+        }
+    }
+    if sync_every.is_some() {
+        file.sync_data().unwrap();
+    }
+    started.elapsed()
+}
+
+fn config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends `batches` batches one per call; returns the elapsed time.
+fn log_append(log: &Log, batch: &[u8], batches: u64) -> Duration {
+    let started = Instant::now();
+    for _ in 0..batches {
+        log.append(batch, 0, 1_700_000_000_000).unwrap();
+    }
+    started.elapsed()
+}
+
+fn main() {
+    let args = parse_args();
+    std::fs::create_dir_all(&args.dir).unwrap();
+    let (batch, records_per_batch) = make_batch();
+    let batch_len = batch.len() as u64;
+    println!(
+        "logbench: {} B records, {} records per {} B batch, dir {}",
+        RECORD_BYTES,
+        records_per_batch,
+        batch_len,
+        args.dir.display()
+    );
+
+    // 1. Append vs write(2), fsync off.
+    let batches = args.mib * MIB / batch_len;
+    let bytes = batches * batch_len;
+    let plain = plain_write(&fresh(&args.dir, "plain.bin"), &batch, batches, None);
+    let log = Log::open(&fresh(&args.dir, "append-0"), config(1 << 30)).unwrap();
+    let appended = log_append(&log, &batch, batches);
+    let (p, a) = (mib_per_s(bytes, plain), mib_per_s(bytes, appended));
+    println!(
+        "append, fsync off ({} MiB): log {a:.0} MiB/s, write(2) {p:.0} MiB/s, ratio {:.2}",
+        args.mib,
+        a / p
+    );
+
+    // 3. Sequential read from page cache vs read(2) (the files just written).
+    let started = Instant::now();
+    let mut file = File::open(args.dir.join("plain.bin")).unwrap();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    let plain_read = started.elapsed();
+    assert_eq!(total, bytes);
+    let started = Instant::now();
+    let mut next = Offset(0);
+    let end = log.log_end_offset();
+    let mut read_bytes = 0u64;
+    while next < end {
+        let info = log.read(next, MIB as u32, end).unwrap();
+        for slice in &info.slices {
+            let n = slice.len as usize;
+            slice
+                .file
+                .read_exact_at(&mut buf[..n], slice.position)
+                .unwrap();
+            read_bytes += n as u64;
+        }
+        next = Offset(next.0 + (info.bytes() / batch_len * records_per_batch) as i64);
+    }
+    let log_read = started.elapsed();
+    assert_eq!(read_bytes, bytes);
+    let (p, l) = (mib_per_s(bytes, plain_read), mib_per_s(bytes, log_read));
+    println!(
+        "sequential read, page cache ({} MiB): log {l:.0} MiB/s, read(2) {p:.0} MiB/s, ratio {:.2}",
+        args.mib,
+        l / p
+    );
+    drop(log);
+    let _ = std::fs::remove_dir_all(args.dir.join("append-0"));
+
+    // 2. With flush.messages matching an fdatasync per MiB.
+    let batches = args.flush_mib * MIB / batch_len;
+    let bytes = batches * batch_len;
+    let batches_per_mib = MIB / batch_len;
+    let plain = plain_write(
+        &fresh(&args.dir, "plain.bin"),
+        &batch,
+        batches,
+        Some(batches_per_mib * batch_len),
+    );
+    let flush_config = LogConfig {
+        flush_messages: Some(batches_per_mib * records_per_batch),
+        ..config(1 << 30)
+    };
+    let log = Log::open(&fresh(&args.dir, "append-flush"), flush_config).unwrap();
+    let appended = log_append(&log, &batch, batches);
+    log.flush().unwrap();
+    let (p, a) = (mib_per_s(bytes, plain), mib_per_s(bytes, appended));
+    println!(
+        "append, flush.messages = {} (fsync per {} KiB) ({} MiB): log {a:.0} MiB/s, write+fdatasync {p:.0} MiB/s, ratio {:.2}",
+        batches_per_mib * records_per_batch,
+        batches_per_mib * batch_len / 1024,
+        args.flush_mib,
+        a / p
+    );
+    drop(log);
+    let _ = std::fs::remove_dir_all(args.dir.join("append-flush"));
+    let _ = std::fs::remove_file(args.dir.join("plain.bin"));
+
+    // 4. Offset lookup latency over many segments.
+    let per_segment = 4u64;
+    let log = Log::open(&fresh(&args.dir, "lookup"), config(per_segment * batch_len)).unwrap();
+    log_append(&log, &batch, args.segments * per_segment);
+    let end = log.log_end_offset();
+    println!(
+        "lookup log: {} segments, {} offsets",
+        log.segment_count(),
+        end.0
+    );
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    // Warm up: open every segment's handles once.
+    for s in 0..args.segments * per_segment {
+        log.read(Offset((s * records_per_batch) as i64), 1, end)
+            .unwrap();
+    }
+    let mut latencies = Vec::with_capacity(args.lookups);
+    for _ in 0..args.lookups {
+        let offset = Offset((random() % end.0 as u64) as i64);
+        let started = Instant::now();
+        let info = log.read(offset, 1, end).unwrap();
+        latencies.push(started.elapsed().as_nanos() as u64);
+        assert_eq!(info.slices.len(), 1);
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "offset lookup ({} random reads over {} segments): p50 {:.2} us, p99 {:.2} us, max {:.2} us",
+        args.lookups,
+        log.segment_count(),
+        pct(0.50) as f64 / 1000.0,
+        pct(0.99) as f64 / 1000.0,
+        *latencies.last().unwrap() as f64 / 1000.0
+    );
+    drop(log);
+    let _ = std::fs::remove_dir_all(args.dir.join("lookup"));
+
+    // 5. Unclean recovery of a tail vs a sequential read of the same files.
+    let dir = fresh(&args.dir, "recovery");
+    let log = Log::open(&dir, config(1 << 30)).unwrap();
+    let batches = args.recovery_mib * MIB / batch_len;
+    log_append(&log, &batch, batches);
+    // Durable data but no new recovery-point checkpoint: the next open must
+    // re-validate everything, as after a crash.
+    log.flush().unwrap();
+    drop(log);
+    let started = Instant::now();
+    let mut plain_bytes = 0u64;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let mut f = File::open(&path).unwrap();
+            loop {
+                let n = f.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                plain_bytes += n as u64;
+            }
+        }
+    }
+    let plain_read = started.elapsed();
+    let started = Instant::now();
+    let log = Log::open(&dir, config(1 << 30)).unwrap();
+    let recovery = started.elapsed();
+    assert_eq!(log.log_end_offset().0 as u64, batches * records_per_batch);
+    let (p, r) = (
+        mib_per_s(plain_bytes, plain_read),
+        mib_per_s(plain_bytes, recovery),
+    );
+    println!(
+        "unclean recovery of {} MiB: {r:.0} MiB/s ({:.2} s), sequential read(2) {p:.0} MiB/s, ratio {:.2}",
+        args.recovery_mib,
+        recovery.as_secs_f64(),
+        r / p
+    );
+    drop(log);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // 6. Append throughput at 1 GiB and at the end of a larger log.
+    let dir = fresh(&args.dir, "large");
+    let log = Log::open(&dir, config(1 << 30)).unwrap();
+    let per_gib = (1 << 30) / batch_len;
+    let mut rates = Vec::new();
+    for gib in 1..=args.large_gib {
+        let took = log_append(&log, &batch, per_gib);
+        rates.push((gib, mib_per_s(per_gib * batch_len, took)));
+    }
+    let first = rates[0].1;
+    let last = rates[rates.len() - 1];
+    println!(
+        "append throughput as the log grows: GiB 1 {first:.0} MiB/s, GiB {} {:.0} MiB/s, ratio {:.2}",
+        last.0,
+        last.1,
+        last.1 / first
+    );
+    println!(
+        "  per GiB: {}",
+        rates
+            .iter()
+            .map(|(g, r)| format!("{g}:{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    drop(log);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = OpenOptions::new();
+}
