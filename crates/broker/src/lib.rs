@@ -16,6 +16,9 @@ mod admin;
 mod cluster;
 mod connection;
 mod error_code;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handlers;
 mod metrics;
 mod sendfile;

@@ -1,0 +1,83 @@
+//! A harness for the coverage-guided fuzz target `fuzz/fuzz_targets/broker_request.rs`:
+//! it feeds one frame at a time to the request decoder and the handlers of
+//! a real broker state (a data directory under the system temp dir), with
+//! no sockets, so the fuzzer explores parsing and handling, not TCP.
+//! Compiled only with the `fuzzing` feature.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::cluster::Cluster;
+use crate::config::BrokerConfig;
+use crate::handlers;
+use crate::metrics::Metrics;
+use crate::server::Shared;
+
+pub struct Harness {
+    runtime: tokio::runtime::Runtime,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    dir: PathBuf,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        let dir = std::env::temp_dir().join(format!("rill-fuzz-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = BrokerConfig {
+            data_dir: dir.clone(),
+            // Parked fetches would only slow the fuzzer down.
+            fetch_max_wait_ms_limit: 0,
+            log_segment_index_bytes: 4096,
+            log_segment_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the fuzz harness");
+        let cluster = Cluster::open(&config).expect("the fuzz harness data directory opens");
+        let shared = Arc::new(Shared {
+            config,
+            cluster,
+            metrics: Metrics::new(),
+            advertised_host: "127.0.0.1".to_string(),
+            advertised_port: 9092,
+        });
+        let (_stop_tx, stop) = watch::channel(false);
+        Harness {
+            runtime,
+            shared,
+            stop,
+            dir,
+        }
+    }
+
+    /// Decodes `frame` (without its size prefix) as a request and answers it.
+    pub fn feed(&mut self, frame: &[u8]) {
+        let frame = Bytes::copy_from_slice(frame);
+        let Ok(request) = handlers::parse(&self.shared, frame) else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let stop = &mut self.stop;
+        self.runtime
+            .block_on(async move { handlers::handle(&shared, request, stop).await });
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Harness::new()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,336 @@
+//! The glue between the group coordinator (`rill_group`, a state machine
+//! with no IO) and the broker: one mutex around it, reply channels for the
+//! answers it delays (JoinGroup, SyncGroup), the internal topic
+//! `__consumer_offsets` its records are kept in, the replay of that topic at
+//! startup, and a timer task that advances its clock.
+//!
+//! Every record the coordinator emits is appended while the mutex is held,
+//! so the topic holds them in the order the state machine made them; an
+//! append is a short write to the page cache. An offset commit is answered
+//! only after its records are appended.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rill_group::{
+    ClientInfo, CommitPlan, Completion, Coordinator, GroupConfig, GroupRecord, Reply, Token,
+};
+use rill_log::Offset;
+use rill_protocol::messages::{
+    JoinGroupRequest, JoinGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
+    SyncGroupRequest, SyncGroupResponse,
+};
+use rill_records::batch::Compression;
+use rill_records::builder::BatchBuilder;
+use rill_records::record::decode_batch;
+use tokio::sync::{oneshot, watch};
+
+use crate::cluster::{Cluster, TopicHandle};
+use crate::handlers::{now_ms, produce::LEADER_EPOCH};
+
+/// The internal topic that holds committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// How often the coordinator's clock advances: session timeouts and
+/// rebalance deadlines are seconds long, so 100 ms is precise enough and
+/// costs nothing.
+const TICK_MS: u64 = 100;
+/// Bytes read from `__consumer_offsets` per step of the replay.
+const REPLAY_READ_BYTES: u32 = 1024 * 1024;
+/// Largest decompressed records section of one stored batch: the
+/// coordinator writes uncompressed batches of a few KiB, so anything far
+/// larger is not ours and is skipped rather than inflated.
+const REPLAY_BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupsError {
+    #[error("cannot create {OFFSETS_TOPIC}: {0}")]
+    CreateTopic(String),
+    #[error("cannot replay {OFFSETS_TOPIC} partition {partition}: {message}")]
+    Replay { partition: i32, message: String },
+}
+
+enum Waiter {
+    Join(oneshot::Sender<JoinGroupResponse>),
+    Sync(oneshot::Sender<SyncGroupResponse>),
+}
+
+struct Inner {
+    coordinator: Coordinator,
+    waiting: HashMap<Token, Waiter>,
+}
+
+/// The coordinator as the handlers use it.
+pub struct Groups {
+    inner: Mutex<Inner>,
+    topic: Arc<TopicHandle>,
+}
+
+impl Groups {
+    /// Creates `__consumer_offsets` if needed and replays it, so that every
+    /// group and offset is back before the first group request is served.
+    pub async fn open(cluster: &Cluster) -> Result<Groups, GroupsError> {
+        let config = GroupConfig::default();
+        let topic = match cluster.topic(OFFSETS_TOPIC) {
+            Some(topic) => topic,
+            None => {
+                let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+                cluster
+                    .create_topic(OFFSETS_TOPIC, config.offsets_topic_partitions, -1, configs, false)
+                    .await
+                    .map_err(|error| GroupsError::CreateTopic(format!("{error:?}")))?
+            }
+        };
+        // The seed only has to differ between runs so that member ids of
+        // this run never repeat those of an earlier one.
+        let seed = now_ms() as u64 ^ u64::from(std::process::id()).rotate_left(32);
+        let coordinator = Coordinator::new(config, seed);
+        let replaying = topic.clone();
+        let coordinator = tokio::task::spawn_blocking(move || replay(coordinator, &replaying))
+            .await
+            .map_err(|error| GroupsError::Replay {
+                partition: -1,
+                message: error.to_string(),
+            })??;
+        tracing::info!(groups = coordinator.group_count(), "group coordinator loaded");
+        Ok(Groups {
+            inner: Mutex::new(Inner {
+                coordinator,
+                waiting: HashMap::new(),
+            }),
+            topic,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock is a bug; the state is still the
+        // best there is, so carry on with it.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `call` on the coordinator, then answers completed waiters and
+    /// appends the records it queued.
+    pub fn with<R>(&self, call: impl FnOnce(&mut Coordinator) -> R) -> R {
+        let mut inner = self.lock();
+        let result = call(&mut inner.coordinator);
+        self.settle(&mut inner);
+        result
+    }
+
+    fn settle(&self, inner: &mut Inner) {
+        for completion in inner.coordinator.take_completions() {
+            let token = completion.token();
+            // A waiter is missing when its client went away: nothing to do.
+            match (inner.waiting.remove(&token), completion) {
+                (Some(Waiter::Join(tx)), Completion::Join(_, response)) => {
+                    let _ = tx.send(response);
+                }
+                (Some(Waiter::Sync(tx)), Completion::Sync(_, response)) => {
+                    let _ = tx.send(response);
+                }
+                _ => {}
+            }
+        }
+        let records = inner.coordinator.take_records();
+        if !records.is_empty() {
+            if let Err(error) = self.append(&records) {
+                tracing::error!(%error, "cannot persist group changes");
+            }
+        }
+    }
+
+    pub async fn join_group(
+        &self,
+        version: i16,
+        request: JoinGroupRequest,
+        client_id: &str,
+        client_host: &str,
+    ) -> JoinGroupResponse {
+        let member_id = request.member_id.clone();
+        let receiver = {
+            let mut inner = self.lock();
+            let client = ClientInfo {
+                client_id,
+                client_host,
+            };
+            let reply = inner.coordinator.join_group(version, request, client, now_ms());
+            let receiver = match reply {
+                Reply::Now(response) => Err(response),
+                Reply::Pending(token) => {
+                    let (tx, rx) = oneshot::channel();
+                    inner.waiting.insert(token, Waiter::Join(tx));
+                    Ok(rx)
+                }
+            };
+            self.settle(&mut inner);
+            receiver
+        };
+        match receiver {
+            Err(response) => response,
+            Ok(rx) => rx.await.unwrap_or_else(|_| {
+                rill_group::error_join(version, rill_group::error_code::COORDINATOR_NOT_AVAILABLE, &member_id)
+            }),
+        }
+    }
+
+    pub async fn sync_group(&self, version: i16, request: SyncGroupRequest) -> SyncGroupResponse {
+        let receiver = {
+            let mut inner = self.lock();
+            let reply = inner.coordinator.sync_group(version, request, now_ms());
+            let receiver = match reply {
+                Reply::Now(response) => Err(response),
+                Reply::Pending(token) => {
+                    let (tx, rx) = oneshot::channel();
+                    inner.waiting.insert(token, Waiter::Sync(tx));
+                    Ok(rx)
+                }
+            };
+            self.settle(&mut inner);
+            receiver
+        };
+        match receiver {
+            Err(response) => response,
+            Ok(rx) => rx.await.unwrap_or_else(|_| SyncGroupResponse {
+                error_code: rill_group::error_code::COORDINATOR_NOT_AVAILABLE,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// OffsetCommit: answered only after the commit's records are appended.
+    pub fn offset_commit(&self, version: i16, request: OffsetCommitRequest) -> OffsetCommitResponse {
+        let mut inner = self.lock();
+        let now = now_ms();
+        let plan: CommitPlan = inner.coordinator.offset_commit(version, request, now);
+        let response = match self.append(&plan.records) {
+            Ok(()) => match inner.coordinator.apply(&plan.records, now) {
+                Ok(()) => plan.response,
+                Err(error) => {
+                    tracing::error!(%error, "cannot apply a commit the coordinator built");
+                    plan.failed()
+                }
+            },
+            Err(error) => {
+                tracing::error!(%error, "cannot persist an offset commit");
+                plan.failed()
+            }
+        };
+        self.settle(&mut inner);
+        response
+    }
+
+    /// Appends records to their partitions of `__consumer_offsets`, one
+    /// uncompressed batch per partition.
+    fn append(&self, records: &[GroupRecord]) -> Result<(), String> {
+        let now = now_ms();
+        let mut by_partition: BTreeMap<i32, Vec<&GroupRecord>> = BTreeMap::new();
+        for record in records {
+            by_partition.entry(record.partition).or_default().push(record);
+        }
+        for (index, records) in by_partition {
+            let partition = self
+                .topic
+                .partition(index)
+                .ok_or_else(|| format!("{OFFSETS_TOPIC} has no partition {index}"))?;
+            let mut builder = BatchBuilder::new(Compression::None);
+            for record in records {
+                builder
+                    .append(now, Some(record.key.clone()), record.value.clone(), Vec::new())
+                    .map_err(|error| error.to_string())?;
+            }
+            let batch = builder.build().map_err(|error| error.to_string())?;
+            partition
+                .log
+                .append(&batch, LEADER_EPOCH, now)
+                .map_err(|error| error.to_string())?;
+            partition.publish_high_watermark();
+        }
+        Ok(())
+    }
+}
+
+/// Advances the coordinator's clock until the broker stops.
+pub async fn run_timer(groups: Arc<Groups>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(TICK_MS));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => groups.with(|coordinator| coordinator.tick(now_ms())),
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+    }
+}
+
+/// Feeds every record of `__consumer_offsets` to the coordinator, oldest
+/// first, partition by partition.
+fn replay(mut coordinator: Coordinator, topic: &TopicHandle) -> Result<Coordinator, GroupsError> {
+    let now = now_ms();
+    for partition in &topic.partitions {
+        let fail = |message: String| GroupsError::Replay {
+            partition: partition.index,
+            message,
+        };
+        let log = &partition.log;
+        let end = log.log_end_offset();
+        let mut next = log.log_start_offset();
+        while next < end {
+            let info = log
+                .read(next, REPLAY_READ_BYTES, end)
+                .map_err(|error| fail(error.to_string()))?;
+            if info.slices.is_empty() {
+                break;
+            }
+            for slice in &info.slices {
+                let mut bytes = vec![0u8; slice.len as usize];
+                slice
+                    .file
+                    .read_exact_at(&mut bytes, slice.position)
+                    .map_err(|error| fail(error.to_string()))?;
+                next = replay_batches(&mut coordinator, &bytes, now, next).map_err(fail)?;
+            }
+        }
+    }
+    Ok(coordinator)
+}
+
+/// Replays the batches in `bytes`; returns the offset after the last one.
+fn replay_batches(
+    coordinator: &mut Coordinator,
+    mut bytes: &[u8],
+    now: i64,
+    mut next: Offset,
+) -> Result<Offset, String> {
+    // A batch starts with its base offset (8 bytes) and its length (4
+    // bytes, counting what follows it).
+    const LENGTH_END: usize = 12;
+    while bytes.len() >= LENGTH_END {
+        let length = i32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        let total = usize::try_from(length)
+            .map_err(|_| format!("batch length {length} is negative"))?
+            .saturating_add(LENGTH_END);
+        if total > bytes.len() {
+            return Err(format!("batch of {total} bytes but {} left", bytes.len()));
+        }
+        let (batch, rest) = bytes.split_at(total);
+        bytes = rest;
+        let decoded = decode_batch(batch, REPLAY_BATCH_BYTES_MAX).map_err(|e| e.to_string())?;
+        next = Offset(decoded.last_offset().saturating_add(1));
+        if decoded.is_control {
+            continue;
+        }
+        for record in decoded.iter() {
+            let Some(key) = &record.record.key else {
+                continue;
+            };
+            let value: Option<&Bytes> = record.record.value.as_ref();
+            if let Err(error) = coordinator.load(key, value.map(|v| v.as_ref()), now) {
+                // One unreadable record must not keep every other group
+                // from loading; it is reported and skipped.
+                tracing::warn!(offset = record.offset, %error, "skipping a record of {OFFSETS_TOPIC}");
+            }
+        }
+    }
+    Ok(next)
+}
