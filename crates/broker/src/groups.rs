@@ -29,7 +29,8 @@ use rill_records::record::decode_batch;
 use tokio::sync::{oneshot, watch};
 
 use crate::cluster::{Cluster, TopicHandle};
-use crate::handlers::{now_ms, produce::LEADER_EPOCH};
+use crate::handlers::{LEADER_EPOCH, now_ms};
+use crate::server::Shared;
 
 /// The internal topic that holds committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -76,11 +77,18 @@ impl Groups {
         let topic = match cluster.topic(OFFSETS_TOPIC) {
             Some(topic) => topic,
             None => {
-                let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+                let configs =
+                    BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
                 cluster
-                    .create_topic(OFFSETS_TOPIC, config.offsets_topic_partitions, -1, configs, false)
+                    .create_topic(
+                        OFFSETS_TOPIC,
+                        config.offsets_topic_partitions,
+                        -1,
+                        configs,
+                        false,
+                    )
                     .await
-                    .map_err(|error| GroupsError::CreateTopic(format!("{error:?}")))?
+                    .map_err(|error| GroupsError::CreateTopic(error.message))?
             }
         };
         // The seed only has to differ between runs so that member ids of
@@ -94,7 +102,10 @@ impl Groups {
                 partition: -1,
                 message: error.to_string(),
             })??;
-        tracing::info!(groups = coordinator.group_count(), "group coordinator loaded");
+        tracing::info!(
+            groups = coordinator.group_count(),
+            "group coordinator loaded"
+        );
         Ok(Groups {
             inner: Mutex::new(Inner {
                 coordinator,
@@ -107,7 +118,9 @@ impl Groups {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock is a bug; the state is still the
         // best there is, so carry on with it.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `call` on the coordinator, then answers completed waiters and
@@ -134,10 +147,11 @@ impl Groups {
             }
         }
         let records = inner.coordinator.take_records();
-        if !records.is_empty() {
-            if let Err(error) = self.append(&records) {
-                tracing::error!(%error, "cannot persist group changes");
-            }
+        if records.is_empty() {
+            return;
+        }
+        if let Err(error) = self.append(&records) {
+            tracing::error!(%error, "cannot persist group changes");
         }
     }
 
@@ -155,7 +169,9 @@ impl Groups {
                 client_id,
                 client_host,
             };
-            let reply = inner.coordinator.join_group(version, request, client, now_ms());
+            let reply = inner
+                .coordinator
+                .join_group(version, request, client, now_ms());
             let receiver = match reply {
                 Reply::Now(response) => Err(response),
                 Reply::Pending(token) => {
@@ -170,7 +186,11 @@ impl Groups {
         match receiver {
             Err(response) => response,
             Ok(rx) => rx.await.unwrap_or_else(|_| {
-                rill_group::error_join(version, rill_group::error_code::COORDINATOR_NOT_AVAILABLE, &member_id)
+                rill_group::join_error(
+                    version,
+                    rill_group::error_code::COORDINATOR_NOT_AVAILABLE,
+                    &member_id,
+                )
             }),
         }
     }
@@ -200,7 +220,11 @@ impl Groups {
     }
 
     /// OffsetCommit: answered only after the commit's records are appended.
-    pub fn offset_commit(&self, version: i16, request: OffsetCommitRequest) -> OffsetCommitResponse {
+    pub fn offset_commit(
+        &self,
+        version: i16,
+        request: OffsetCommitRequest,
+    ) -> OffsetCommitResponse {
         let mut inner = self.lock();
         let now = now_ms();
         let plan: CommitPlan = inner.coordinator.offset_commit(version, request, now);
@@ -227,7 +251,10 @@ impl Groups {
         let now = now_ms();
         let mut by_partition: BTreeMap<i32, Vec<&GroupRecord>> = BTreeMap::new();
         for record in records {
-            by_partition.entry(record.partition).or_default().push(record);
+            by_partition
+                .entry(record.partition)
+                .or_default()
+                .push(record);
         }
         for (index, records) in by_partition {
             let partition = self
@@ -237,7 +264,12 @@ impl Groups {
             let mut builder = BatchBuilder::new(Compression::None);
             for record in records {
                 builder
-                    .append(now, Some(record.key.clone()), record.value.clone(), Vec::new())
+                    .append(
+                        now,
+                        Some(record.key.clone()),
+                        record.value.clone(),
+                        Vec::new(),
+                    )
                     .map_err(|error| error.to_string())?;
             }
             let batch = builder.build().map_err(|error| error.to_string())?;
@@ -252,12 +284,12 @@ impl Groups {
 }
 
 /// Advances the coordinator's clock until the broker stops.
-pub async fn run_timer(groups: Arc<Groups>, mut stop: watch::Receiver<bool>) {
+pub async fn run_timer(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(Duration::from_millis(TICK_MS));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = interval.tick() => groups.with(|coordinator| coordinator.tick(now_ms())),
+            _ = interval.tick() => shared.groups.with(|coordinator| coordinator.tick(now_ms())),
             _ = stop.wait_for(|stop| *stop) => break,
         }
     }

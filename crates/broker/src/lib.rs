@@ -8,6 +8,8 @@
 //! - `cluster`: topics and partitions, and every change to them (through the
 //!   metadata log of `rill_metadata`).
 //! - `admin` and `metrics`: the admin HTTP server and Prometheus metrics.
+//! - `groups`: the consumer-group coordinator (`rill_group`) wired to
+//!   `__consumer_offsets`, delayed answers and a timer.
 //! - `error_code`: the Kafka error codes, used only at the protocol edge.
 
 pub mod config;
@@ -16,6 +18,7 @@ mod admin;
 mod cluster;
 mod connection;
 mod error_code;
+mod groups;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

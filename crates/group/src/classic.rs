@@ -34,7 +34,7 @@ struct JoinAsk<'a> {
 
 /// A JoinGroup error answer; the protocol name is null only where the
 /// version allows it.
-pub(crate) fn join_error(version: i16, error_code: i16, member_id: &str) -> JoinGroupResponse {
+pub fn join_error(version: i16, error_code: i16, member_id: &str) -> JoinGroupResponse {
     JoinGroupResponse {
         error_code,
         generation_id: -1,

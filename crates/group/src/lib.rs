@@ -42,6 +42,7 @@ mod offsets;
 pub mod record;
 
 pub use admin::{CoordinatorNode, find_coordinator};
+pub use classic::join_error;
 pub use config::GroupConfig;
 pub use coordinator::{ClientInfo, Completion, Coordinator, LoadError, Reply};
 pub use group::{GroupState, Token};

@@ -17,17 +17,30 @@ mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sync_group;
+
+pub(crate) use produce::LEADER_EPOCH;
 
 /// The APIs Rill answers and the versions of each, from which ApiVersions
 /// answers are built. Ranges reach down to what the clients we test with
@@ -53,6 +66,19 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    // Consumer groups (crates/group); OffsetCommit v9 and OffsetFetch v9
+    // belong to the KIP-848 protocol, which is not served yet.
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 0, 8),
+    (ApiKey::OffsetFetch, 0, 8),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The versions of `api` Rill supports, if any.
@@ -156,7 +182,8 @@ pub async fn handle(
             version,
             body,
         } => {
-            let body = dispatch(shared, version, body, shutdown).await?;
+            let client_id = header.client_id.as_deref().unwrap_or("");
+            let body = dispatch(shared, version, body, client_id, shutdown).await?;
             (header.correlation_id, api, version, body)
         }
     };
@@ -184,6 +211,7 @@ async fn dispatch(
     shared: &Arc<Shared>,
     version: i16,
     body: RequestBody,
+    client_id: &str,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<ResponseBody> {
     Some(match body {
@@ -220,6 +248,21 @@ async fn dispatch(
         RequestBody::InitProducerId(request) => {
             init_producer_id::handle(shared, request).await.into()
         }
+        RequestBody::FindCoordinator(request) => {
+            find_coordinator::handle(shared, version, request).into()
+        }
+        RequestBody::JoinGroup(request) => {
+            join_group::handle(shared, version, request, client_id).await.into()
+        }
+        RequestBody::SyncGroup(request) => sync_group::handle(shared, version, request).await.into(),
+        RequestBody::Heartbeat(request) => heartbeat::handle(shared, request).into(),
+        RequestBody::LeaveGroup(request) => leave_group::handle(shared, version, request).into(),
+        RequestBody::OffsetCommit(request) => offset_commit::handle(shared, version, request).into(),
+        RequestBody::OffsetFetch(request) => offset_fetch::handle(shared, version, request).into(),
+        RequestBody::OffsetDelete(request) => offset_delete::handle(shared, request).into(),
+        RequestBody::ListGroups(request) => list_groups::handle(shared, request).into(),
+        RequestBody::DescribeGroups(request) => describe_groups::handle(shared, request).into(),
+        RequestBody::DeleteGroups(request) => delete_groups::handle(shared, request).into(),
         other => {
             // `parse` only lets supported APIs through.
             tracing::error!(

@@ -1,0 +1,21 @@
+//! JoinGroup: answered when the group's rebalance completes.
+
+use std::sync::Arc;
+
+use rill_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
+
+use crate::server::Shared;
+
+pub async fn handle(
+    shared: &Arc<Shared>,
+    version: i16,
+    request: JoinGroupRequest,
+    client_id: &str,
+) -> JoinGroupResponse {
+    // The connection's peer address is not known here; Kafka's client host
+    // is informational only (DescribeGroups).
+    shared
+        .groups
+        .join_group(version, request, client_id, "")
+        .await
+}
