@@ -48,6 +48,8 @@ pub(crate) enum Fault {
     Offline(#[from] OfflineDir),
     #[error(transparent)]
     Corrupt(#[from] CorruptData),
+    #[error("the log in {} is closed", dir.display())]
+    Closed { dir: PathBuf },
 }
 
 /// Opening, truncating, flushing, closing or managing logs failed.
@@ -73,7 +75,7 @@ pub enum LogError {
         partition: i32,
         reason: &'static str,
     },
-    #[error("the log in {dir} is closed")]
+    #[error("the log in {} is closed", dir.display())]
     Closed { dir: PathBuf },
 }
 
@@ -83,6 +85,7 @@ impl From<Fault> for LogError {
             Fault::Io(e) => LogError::Io(e),
             Fault::Offline(e) => LogError::Offline(e),
             Fault::Corrupt(e) => LogError::Corrupt(e),
+            Fault::Closed { dir } => LogError::Closed { dir },
         }
     }
 }
@@ -108,7 +111,7 @@ pub enum AppendError {
     Io(#[from] IoFailure),
     #[error(transparent)]
     Corrupt(#[from] CorruptData),
-    #[error("the log in {dir} is closed")]
+    #[error("the log in {} is closed", dir.display())]
     Closed { dir: PathBuf },
 }
 
@@ -118,6 +121,7 @@ impl From<Fault> for AppendError {
             Fault::Io(e) => AppendError::Io(e),
             Fault::Offline(e) => AppendError::Offline(e),
             Fault::Corrupt(e) => AppendError::Corrupt(e),
+            Fault::Closed { dir } => AppendError::Closed { dir },
         }
     }
 }
@@ -137,7 +141,7 @@ pub enum ReadError {
     Offline(#[from] OfflineDir),
     #[error(transparent)]
     Io(#[from] IoFailure),
-    #[error("the log in {dir} is closed")]
+    #[error("the log in {} is closed", dir.display())]
     Closed { dir: PathBuf },
 }
 
@@ -147,6 +151,7 @@ impl From<Fault> for ReadError {
             Fault::Io(e) => ReadError::Io(e),
             Fault::Offline(e) => ReadError::Offline(e),
             Fault::Corrupt(e) => ReadError::Corrupt(e),
+            Fault::Closed { dir } => ReadError::Closed { dir },
         }
     }
 }

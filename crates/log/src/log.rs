@@ -237,10 +237,9 @@ impl Log {
     fn check_usable(&self) -> Result<(), Fault> {
         self.health.check()?;
         if self.closed.load(Ordering::Acquire) {
-            return Err(Fault::Offline(OfflineDir {
+            return Err(Fault::Closed {
                 dir: self.dir.clone(),
-                reason: "the log was closed".to_string(),
-            }));
+            });
         }
         Ok(())
     }

@@ -289,7 +289,10 @@ fn close_and_reopen_keeps_everything_and_missing_indexes_are_rebuilt() {
     let end = log.log_end_offset();
     log.close().unwrap();
     assert!(
-        log.append(&batch(1, 1, 1), 1, 0).is_err(),
+        matches!(
+            log.append(&batch(1, 1, 1), 1, 0),
+            Err(AppendError::Closed { .. })
+        ),
         "closed logs refuse appends"
     );
     drop(log);
