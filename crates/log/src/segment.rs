@@ -246,6 +246,16 @@ pub(crate) fn scan_file(
         position += len;
     }
     scan.valid_bytes = position as u64;
+    // As when a segment closes, the last time entry holds the largest
+    // timestamp, so retention and time lookups see the whole segment.
+    if let Some((t, o)) = cursor
+        .max_timestamp
+        .filter(|&(t, _)| t > scan.last_time_entry)
+    {
+        scan.time_entries
+            .extend_from_slice(&TimeIndex::encode(base, t, o));
+        scan.last_time_entry = t;
+    }
     scan.max_timestamp = cursor.max_timestamp;
     scan.bytes_since_index_entry = cursor.bytes_since_index_entry;
     Ok(scan)
@@ -289,6 +299,15 @@ impl Segment {
 
     pub(crate) fn is_loaded(&self) -> bool {
         self.lock().is_some()
+    }
+
+    /// Closes the handles unless someone is using them; true if it did.
+    pub(crate) fn try_unload(&self) -> bool {
+        match self.loaded.try_lock() {
+            Ok(mut guard) => guard.take().is_some(),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take().is_some(),
+            Err(std::sync::TryLockError::WouldBlock) => false,
+        }
     }
 
     pub(crate) fn corrupt_from(&self) -> Option<Position> {
