@@ -101,6 +101,7 @@ impl Decoder {
         }
     }
 
+    #[inline]
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.position
     }
@@ -125,6 +126,7 @@ impl Decoder {
         self.depth = self.depth.saturating_sub(1);
     }
 
+    #[inline]
     fn check(&self, needed: usize) -> Result<(), DecodeError> {
         let remaining = self.remaining();
         if needed > remaining {
@@ -133,15 +135,23 @@ impl Decoder {
         Ok(())
     }
 
+    #[inline]
     fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        self.check(N)?;
-        let mut out = [0u8; N];
-        out.copy_from_slice(&self.buf[self.position..self.position + N]);
-        self.position += N;
+        let start = self.position;
+        let out = self
+            .buf
+            .get(start..start + N)
+            .and_then(|bytes| <[u8; N]>::try_from(bytes).ok())
+            .ok_or(DecodeError::Truncated {
+                needed: N,
+                remaining: self.buf.len() - start,
+            })?;
+        self.position = start + N;
         Ok(out)
     }
 
     /// Checks a claimed length against the bytes left, before any allocation.
+    #[inline]
     fn check_length(&self, what: &'static str, claimed: usize) -> Result<(), DecodeError> {
         let remaining = self.remaining();
         if claimed > remaining {
@@ -154,49 +164,60 @@ impl Decoder {
         Ok(())
     }
 
+    #[inline]
     fn slice(&mut self, len: usize) -> Bytes {
         let out = self.buf.slice(self.position..self.position + len);
         self.position += len;
         out
     }
 
+    #[inline]
     pub fn bool(&mut self) -> Result<bool, DecodeError> {
         Ok(self.take::<1>()?[0] != 0)
     }
 
+    #[inline]
     pub fn i8(&mut self) -> Result<i8, DecodeError> {
         Ok(i8::from_be_bytes(self.take()?))
     }
 
+    #[inline]
     pub fn i16(&mut self) -> Result<i16, DecodeError> {
         Ok(i16::from_be_bytes(self.take()?))
     }
 
+    #[inline]
     pub fn u16(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.take()?))
     }
 
+    #[inline]
     pub fn i32(&mut self) -> Result<i32, DecodeError> {
         Ok(i32::from_be_bytes(self.take()?))
     }
 
+    #[inline]
     pub fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.take()?))
     }
 
+    #[inline]
     pub fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_be_bytes(self.take()?))
     }
 
+    #[inline]
     pub fn f64(&mut self) -> Result<f64, DecodeError> {
         Ok(f64::from_be_bytes(self.take()?))
     }
 
+    #[inline]
     pub fn uuid(&mut self) -> Result<Uuid, DecodeError> {
         Ok(Uuid::from_bytes(self.take()?))
     }
 
     /// Kafka's unsigned varint: at most 5 bytes, at most 32 bits.
+    #[inline]
     pub fn unsigned_varint(&mut self) -> Result<u32, DecodeError> {
         let mut value: u32 = 0;
         for index in 0..5 {
@@ -214,6 +235,7 @@ impl Decoder {
 
     /// Reads a length prefix; `None` is null. Compact lengths are varints
     /// holding length + 1; classic ones are `i16` or `i32` with -1 for null.
+    #[inline]
     fn length(
         &mut self,
         what: &'static str,
@@ -235,6 +257,7 @@ impl Decoder {
         }
     }
 
+    #[inline]
     fn str_body(&mut self, what: &'static str, len: usize) -> Result<String, DecodeError> {
         self.check_length(what, len)?;
         let text = std::str::from_utf8(&self.buf[self.position..self.position + len])
@@ -244,6 +267,7 @@ impl Decoder {
         Ok(text)
     }
 
+    #[inline]
     pub fn string(&mut self, compact: bool, what: &'static str) -> Result<String, DecodeError> {
         match self.length(what, compact, false)? {
             Some(len) => self.str_body(what, len),
@@ -252,6 +276,7 @@ impl Decoder {
     }
 
     /// A string whose Rust type is `Option`; null is accepted only if `nullable`.
+    #[inline]
     pub fn opt_string(
         &mut self,
         nullable: bool,
@@ -265,6 +290,7 @@ impl Decoder {
         }
     }
 
+    #[inline]
     fn opt_slice(
         &mut self,
         nullable: bool,
@@ -281,11 +307,13 @@ impl Decoder {
         }
     }
 
+    #[inline]
     pub fn bytes(&mut self, compact: bool, what: &'static str) -> Result<Bytes, DecodeError> {
         self.opt_slice(false, compact, what)
             .map(Option::unwrap_or_default)
     }
 
+    #[inline]
     pub fn opt_bytes(
         &mut self,
         nullable: bool,
@@ -296,6 +324,7 @@ impl Decoder {
     }
 
     /// Records stay opaque here: a slice of the frame, parsed by `rill-records`.
+    #[inline]
     pub fn opt_records(
         &mut self,
         nullable: bool,
@@ -307,6 +336,7 @@ impl Decoder {
 
     /// A struct field whose Rust type is `Option`: nullable versions carry a
     /// marker byte, -1 for null.
+    #[inline]
     pub fn opt_struct<T>(
         &mut self,
         nullable: bool,
@@ -321,6 +351,7 @@ impl Decoder {
     /// Reads an array length and checks that `count` elements of at least
     /// `element_len_min` bytes each (counted as one byte when zero) fit in
     /// what remains, so neither the check nor the allocation can be fooled.
+    #[inline]
     fn array_count(
         &mut self,
         nullable: bool,
@@ -345,6 +376,7 @@ impl Decoder {
         }
     }
 
+    #[inline]
     fn elements<T>(
         &mut self,
         count: usize,
@@ -357,6 +389,7 @@ impl Decoder {
         Ok(out)
     }
 
+    #[inline]
     pub fn array<T>(
         &mut self,
         compact: bool,
@@ -370,6 +403,7 @@ impl Decoder {
         }
     }
 
+    #[inline]
     pub fn opt_array<T>(
         &mut self,
         nullable: bool,
@@ -387,6 +421,7 @@ impl Decoder {
     /// Reads a tagged-field section. `known` decodes a tag it knows from a
     /// decoder bounded to that field's bytes and returns `false` for a tag it
     /// does not know; those are kept raw.
+    #[inline]
     pub fn tagged_fields(
         &mut self,
         mut known: impl FnMut(u32, &mut Decoder) -> Result<bool, DecodeError>,
@@ -478,42 +513,52 @@ impl Encoder {
         }
     }
 
+    #[inline]
     pub fn put_bool(&mut self, value: bool) {
         self.buf.put_u8(u8::from(value));
     }
 
+    #[inline]
     pub fn put_i8(&mut self, value: i8) {
         self.buf.put_i8(value);
     }
 
+    #[inline]
     pub fn put_i16(&mut self, value: i16) {
         self.buf.put_i16(value);
     }
 
+    #[inline]
     pub fn put_u16(&mut self, value: u16) {
         self.buf.put_u16(value);
     }
 
+    #[inline]
     pub fn put_i32(&mut self, value: i32) {
         self.buf.put_i32(value);
     }
 
+    #[inline]
     pub fn put_u32(&mut self, value: u32) {
         self.buf.put_u32(value);
     }
 
+    #[inline]
     pub fn put_i64(&mut self, value: i64) {
         self.buf.put_i64(value);
     }
 
+    #[inline]
     pub fn put_f64(&mut self, value: f64) {
         self.buf.put_f64(value);
     }
 
+    #[inline]
     pub fn put_uuid(&mut self, value: Uuid) {
         self.buf.put_slice(value.as_bytes());
     }
 
+    #[inline]
     pub fn put_unsigned_varint(&mut self, mut value: u32) {
         while value >= 0x80 {
             self.buf.put_u8((value as u8 & 0x7f) | 0x80);
@@ -522,11 +567,13 @@ impl Encoder {
         self.buf.put_u8(value as u8);
     }
 
+    #[inline]
     pub fn put_raw(&mut self, data: &[u8]) {
         self.buf.put_slice(data);
     }
 
     /// Writes a length prefix for `len` items or bytes, or null for `None`.
+    #[inline]
     fn put_length(
         &mut self,
         what: &'static str,
@@ -557,12 +604,14 @@ impl Encoder {
         Ok(())
     }
 
+    #[inline]
     pub fn put_string(&mut self, value: &str, compact: bool) -> Result<(), EncodeError> {
         self.put_length("string", Some(value.len()), compact, false)?;
         self.buf.put_slice(value.as_bytes());
         Ok(())
     }
 
+    #[inline]
     pub fn put_opt_string(
         &mut self,
         value: Option<&str>,
@@ -577,12 +626,14 @@ impl Encoder {
         }
     }
 
+    #[inline]
     pub fn put_bytes(&mut self, value: &[u8], compact: bool) -> Result<(), EncodeError> {
         self.put_length("bytes", Some(value.len()), compact, true)?;
         self.buf.put_slice(value);
         Ok(())
     }
 
+    #[inline]
     pub fn put_opt_bytes(
         &mut self,
         value: Option<&Bytes>,
@@ -599,6 +650,7 @@ impl Encoder {
 
     /// Writes the length prefix of a records field; file regions are recorded
     /// at the current position for the sender to splice in.
+    #[inline]
     pub fn put_opt_records(
         &mut self,
         value: Option<&Records>,
@@ -620,6 +672,7 @@ impl Encoder {
         }
     }
 
+    #[inline]
     pub fn put_opt_struct<T>(
         &mut self,
         value: Option<&T>,
@@ -642,6 +695,7 @@ impl Encoder {
         }
     }
 
+    #[inline]
     pub fn put_array<T>(
         &mut self,
         items: &[T],
@@ -655,6 +709,7 @@ impl Encoder {
         Ok(())
     }
 
+    #[inline]
     pub fn put_opt_array<T>(
         &mut self,
         items: Option<&[T]>,
@@ -671,6 +726,7 @@ impl Encoder {
     }
 
     /// Writes the tag and size of a tagged field whose value follows.
+    #[inline]
     pub fn put_tag(&mut self, tag: u32, size: usize) -> Result<(), EncodeError> {
         let size = u32::try_from(size).map_err(|_| EncodeError::TooLong {
             what: "tagged field",
@@ -682,6 +738,7 @@ impl Encoder {
     }
 
     /// Writes the number of tagged fields that follow.
+    #[inline]
     pub fn put_tag_count(&mut self, count: usize) -> Result<(), EncodeError> {
         let count = u32::try_from(count).map_err(|_| EncodeError::TooLong {
             what: "tagged fields",
@@ -692,6 +749,7 @@ impl Encoder {
     }
 
     /// Writes a tagged-field section holding only raw fields.
+    #[inline]
     pub fn put_raw_tags(&mut self, raw: &[RawTaggedField]) -> Result<(), EncodeError> {
         self.put_tag_count(raw.len())?;
         self.put_raw_tags_below(raw, &mut 0, u64::MAX)
@@ -699,6 +757,7 @@ impl Encoder {
 
     /// Writes the raw tagged fields from `*next` on whose tag is below
     /// `limit`, keeping the whole section in ascending tag order.
+    #[inline]
     pub fn put_raw_tags_below(
         &mut self,
         raw: &[RawTaggedField],
@@ -717,11 +776,13 @@ impl Encoder {
     }
 }
 
+#[inline]
 fn records_len(regions: &[crate::records::FileRegion]) -> usize {
     regions.iter().map(|region| region.len as usize).sum()
 }
 
 /// Bytes taken by an unsigned varint.
+#[inline]
 pub fn unsigned_varint_len(value: u32) -> usize {
     match value {
         0..0x80 => 1,
@@ -733,6 +794,7 @@ pub fn unsigned_varint_len(value: u32) -> usize {
 }
 
 /// Bytes taken by a length prefix (compact ones hold length + 1).
+#[inline]
 pub fn length_prefix_len(len: Option<usize>, compact: bool, wide: bool) -> usize {
     match (compact, wide) {
         (true, _) => {
@@ -744,10 +806,12 @@ pub fn length_prefix_len(len: Option<usize>, compact: bool, wide: bool) -> usize
     }
 }
 
+#[inline]
 pub fn string_len(value: &str, compact: bool) -> usize {
     length_prefix_len(Some(value.len()), compact, false) + value.len()
 }
 
+#[inline]
 pub fn opt_string_len(value: Option<&str>, compact: bool) -> usize {
     match value {
         Some(value) => string_len(value, compact),
@@ -755,10 +819,12 @@ pub fn opt_string_len(value: Option<&str>, compact: bool) -> usize {
     }
 }
 
+#[inline]
 pub fn bytes_len(value: &[u8], compact: bool) -> usize {
     length_prefix_len(Some(value.len()), compact, true) + value.len()
 }
 
+#[inline]
 pub fn opt_bytes_len(value: Option<&Bytes>, compact: bool) -> usize {
     match value {
         Some(value) => bytes_len(value, compact),
@@ -766,6 +832,7 @@ pub fn opt_bytes_len(value: Option<&Bytes>, compact: bool) -> usize {
     }
 }
 
+#[inline]
 pub fn opt_records_len(value: Option<&Records>, compact: bool) -> usize {
     match value {
         Some(Records::Bytes(bytes)) => bytes_len(bytes, compact),
@@ -777,6 +844,7 @@ pub fn opt_records_len(value: Option<&Records>, compact: bool) -> usize {
     }
 }
 
+#[inline]
 pub fn opt_struct_len<T>(
     value: Option<&T>,
     nullable: bool,
@@ -789,6 +857,7 @@ pub fn opt_struct_len<T>(
     }
 }
 
+#[inline]
 pub fn array_len<T>(
     items: &[T],
     compact: bool,
@@ -801,6 +870,7 @@ pub fn array_len<T>(
     Ok(total)
 }
 
+#[inline]
 pub fn opt_array_len<T>(
     items: Option<&[T]>,
     compact: bool,
@@ -813,21 +883,25 @@ pub fn opt_array_len<T>(
 }
 
 /// Bytes taken by one tagged field with a value of `size` bytes.
+#[inline]
 pub fn tag_len(tag: u32, size: usize) -> usize {
     unsigned_varint_len(tag) + unsigned_varint_len(u32::try_from(size).unwrap_or(u32::MAX)) + size
 }
 
 /// Bytes taken by the count of a tagged-field section.
+#[inline]
 pub fn tag_count_len(count: usize) -> usize {
     unsigned_varint_len(u32::try_from(count).unwrap_or(u32::MAX))
 }
 
 /// Bytes taken by a tagged-field section holding only raw fields.
+#[inline]
 pub fn raw_tags_section_len(raw: &[RawTaggedField]) -> usize {
     tag_count_len(raw.len()) + raw_tags_len(raw)
 }
 
 /// Bytes taken by raw tagged fields.
+#[inline]
 pub fn raw_tags_len(raw: &[RawTaggedField]) -> usize {
     raw.iter()
         .map(|field| tag_len(field.tag, field.data.len()))
