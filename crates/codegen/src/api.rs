@@ -77,10 +77,27 @@ pub fn emit_api(apis: &[Api<'_>]) -> Result<String, String> {
         let (low, high) = range(api.request)?;
         writeln!(out, "ApiKey::{} => ({low}, {high}),", api.name).ok();
     }
+    let unstable: Vec<String> = apis
+        .iter()
+        .filter(|api| api.request.latest_unstable)
+        .map(|api| format!("ApiKey::{}", api.name))
+        .collect();
+    out.push_str("}\n}\n\n");
     out.push_str(
-        "}\n}\n\n\
-         pub fn request_header_version(self, version: i16) -> i16 {\nmatch self {\n",
+        "/// True when the highest valid version is still unstable upstream, so\n\
+         /// Kafka does not advertise it by default.\n",
     );
+    if unstable.is_empty() {
+        out.push_str("pub fn latest_version_unstable(self) -> bool {\nfalse\n}\n\n");
+    } else {
+        writeln!(
+            out,
+            "pub fn latest_version_unstable(self) -> bool {{\nmatches!(self, {})\n}}\n",
+            unstable.join(" | ")
+        )
+        .ok();
+    }
+    out.push_str("pub fn request_header_version(self, version: i16) -> i16 {\nmatch self {\n");
     // Flexible ranges are open-ended, so a version above the supported range
     // still gets the header its client uses; that lets the broker read the
     // correlation id and answer UNSUPPORTED_VERSION.

@@ -148,6 +148,9 @@ pub struct Spec {
     pub kind: Kind,
     pub api_key: Option<i16>,
     pub valid: Versions,
+    /// The highest valid version is still being designed upstream; Kafka
+    /// does not advertise it by default.
+    pub latest_unstable: bool,
     pub flexible: Versions,
     pub fields: Vec<Field>,
     pub common: Vec<StructDef>,
@@ -278,6 +281,10 @@ pub fn parse_spec(file_stem: &str, source: &str) -> Result<Spec, String> {
             .ok_or_else(|| format!("{file_stem}: missing validVersions"))?,
         flexible: versions(&value, "flexibleVersions", file_stem)?
             .ok_or_else(|| format!("{file_stem}: missing flexibleVersions"))?,
+        latest_unstable: value
+            .get("latestVersionUnstable")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         fields: fields(value.get("fields"), file_stem)?,
         name,
         kind,

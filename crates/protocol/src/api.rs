@@ -468,6 +468,25 @@ impl ApiKey {
         }
     }
 
+    /// True when the highest valid version is still unstable upstream, so
+    /// Kafka does not advertise it by default.
+    pub fn latest_version_unstable(self) -> bool {
+        matches!(
+            self,
+            ApiKey::EndTxn
+                | ApiKey::ConsumerGroupHeartbeat
+                | ApiKey::ShareGroupHeartbeat
+                | ApiKey::ShareGroupDescribe
+                | ApiKey::ShareFetch
+                | ApiKey::ShareAcknowledge
+                | ApiKey::InitializeShareGroupState
+                | ApiKey::ReadShareGroupState
+                | ApiKey::WriteShareGroupState
+                | ApiKey::DeleteShareGroupState
+                | ApiKey::ReadShareGroupStateSummary
+        )
+    }
+
     pub fn request_header_version(self, version: i16) -> i16 {
         match self {
             ApiKey::Produce => {

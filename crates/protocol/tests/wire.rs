@@ -139,6 +139,8 @@ fn request_header_versions_follow_flexible_versions() {
     assert_eq!(ApiKey::from_i16(-1), None);
     assert_eq!(ApiKey::Fetch.name(), "Fetch");
     assert_eq!(ApiKey::Metadata.valid_versions(), (0, 12));
+    assert!(ApiKey::EndTxn.latest_version_unstable());
+    assert!(!ApiKey::Produce.latest_version_unstable());
     assert!(
         ApiKey::ALL
             .iter()
