@@ -1,0 +1,451 @@
+//! The admin client: topics, configs and offsets (groups are in `group`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rill_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use rill_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use rill_protocol::messages::delete_topics_request::DeleteTopicState;
+use rill_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use rill_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use rill_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use rill_protocol::messages::{
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest, ListOffsetsRequest,
+};
+use rill_protocol::{ApiKey, RequestBody, ResponseBody};
+
+use crate::client::{Client, ClientConfig, TopicInfo};
+use crate::error::{Error, Result, code};
+
+/// Kafka's resource type for a topic in config requests.
+const RESOURCE_TOPIC: i8 = 2;
+/// Kafka's resource type for a broker in config requests.
+const RESOURCE_BROKER: i8 = 4;
+
+/// How long admin calls wait for metadata to show their effect: topic
+/// creation is asynchronous in a cluster.
+const PROPAGATION_WAIT: Duration = Duration::from_secs(10);
+
+/// A topic to create.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1: the broker's default.
+    pub partitions: i32,
+    /// -1: the broker's default.
+    pub replication_factor: i16,
+    pub configs: Vec<(String, String)>,
+}
+
+impl NewTopic {
+    pub fn new(name: &str, partitions: i32) -> NewTopic {
+        NewTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor: -1,
+            configs: Vec::new(),
+        }
+    }
+
+    pub fn config(mut self, key: &str, value: &str) -> NewTopic {
+        self.configs.push((key.to_string(), value.to_string()));
+        self
+    }
+}
+
+/// One config entry of a topic or broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    pub is_default: bool,
+    pub read_only: bool,
+    pub is_sensitive: bool,
+}
+
+/// Where to read or list from: the paper's consumers rewind at will.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offset {
+    /// The oldest message still kept.
+    Beginning,
+    /// After the newest message: only what is produced from now on.
+    End,
+    /// This exact offset.
+    At(i64),
+    /// The first message with a timestamp at or after this many
+    /// milliseconds since the epoch (the end when there is none).
+    Timestamp(i64),
+}
+
+/// Admin operations on a cluster.
+#[derive(Clone)]
+pub struct AdminClient {
+    client: Client,
+}
+
+impl AdminClient {
+    pub async fn connect(config: ClientConfig) -> Result<AdminClient> {
+        Ok(AdminClient {
+            client: Client::connect(config).await?,
+        })
+    }
+
+    pub fn from_client(client: Client) -> AdminClient {
+        AdminClient { client }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates topics and waits until metadata shows them.
+    pub async fn create_topics(&self, topics: Vec<NewTopic>) -> Result<()> {
+        let names: Vec<String> = topics.iter().map(|topic| topic.name.clone()).collect();
+        let timeout_ms = self.client.config().request_timeout.as_millis() as i32;
+        let request = CreateTopicsRequest {
+            topics: topics
+                .into_iter()
+                .map(|topic| CreatableTopic {
+                    name: topic.name,
+                    num_partitions: topic.partitions,
+                    replication_factor: topic.replication_factor,
+                    configs: topic
+                        .configs
+                        .into_iter()
+                        .map(|(name, value)| CreatableTopicConfig {
+                            name,
+                            value: Some(value),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            timeout_ms,
+            validate_only: false,
+            ..Default::default()
+        };
+        let ResponseBody::CreateTopics(response) = self
+            .client
+            .call_any(ApiKey::CreateTopics, |_| RequestBody::CreateTopics(request))
+            .await?
+        else {
+            return Err(unexpected("CreateTopics"));
+        };
+        for topic in response.topics {
+            if topic.error_code != code::NONE {
+                return Err(Error::kafka(
+                    format!("create topic '{}'", topic.name),
+                    topic.error_code,
+                    topic.error_message,
+                ));
+            }
+        }
+        self.wait_for(&names, true).await
+    }
+
+    /// Deletes topics and waits until metadata no longer shows them.
+    pub async fn delete_topics(&self, names: &[String]) -> Result<()> {
+        let timeout_ms = self.client.config().request_timeout.as_millis() as i32;
+        let request = DeleteTopicsRequest {
+            topics: names
+                .iter()
+                .map(|name| DeleteTopicState {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            topic_names: names.to_vec(),
+            timeout_ms,
+            ..Default::default()
+        };
+        let ResponseBody::DeleteTopics(response) = self
+            .client
+            .call_any(ApiKey::DeleteTopics, |_| RequestBody::DeleteTopics(request))
+            .await?
+        else {
+            return Err(unexpected("DeleteTopics"));
+        };
+        for topic in response.responses {
+            if topic.error_code == code::UNKNOWN_TOPIC_OR_PARTITION {
+                return Err(Error::UnknownTopic(topic.name.unwrap_or_default()));
+            }
+            if topic.error_code != code::NONE {
+                return Err(Error::kafka(
+                    format!("delete topic '{}'", topic.name.unwrap_or_default()),
+                    topic.error_code,
+                    topic.error_message,
+                ));
+            }
+        }
+        self.wait_for(names, false).await
+    }
+
+    async fn wait_for(&self, names: &[String], present: bool) -> Result<()> {
+        let deadline = Instant::now() + PROPAGATION_WAIT;
+        loop {
+            let metadata = self.client.refresh_metadata(Some(names)).await?;
+            let done = names.iter().all(|name| {
+                metadata
+                    .topics
+                    .get(name)
+                    .is_some_and(|topic| topic.partitions.iter().all(|p| p.leader >= 0))
+                    == present
+            });
+            if done {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    addr: "cluster metadata".into(),
+                    timeout_ms: PROPAGATION_WAIT.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every topic, sorted by name (internal ones included).
+    pub async fn list_topics(&self) -> Result<Vec<Arc<TopicInfo>>> {
+        let metadata = self.client.refresh_metadata(None).await?;
+        let mut topics: Vec<Arc<TopicInfo>> = metadata.topics.values().cloned().collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
+    /// One topic's partitions, leaders and replicas.
+    pub async fn describe_topic(&self, name: &str) -> Result<Arc<TopicInfo>> {
+        self.client.refresh_topic(name).await
+    }
+
+    /// A topic's configs (`None`) or a broker's (`Some(node_id)`).
+    pub async fn describe_configs(
+        &self,
+        topic: Option<&str>,
+        broker: Option<i32>,
+    ) -> Result<Vec<ConfigEntry>> {
+        let (resource_type, resource_name) = match (topic, broker) {
+            (Some(topic), _) => (RESOURCE_TOPIC, topic.to_string()),
+            (None, Some(node)) => (RESOURCE_BROKER, node.to_string()),
+            (None, None) => return Err(Error::Config("describe_configs needs a resource".into())),
+        };
+        let request = DescribeConfigsRequest {
+            resources: vec![DescribeConfigsResource {
+                resource_type,
+                resource_name,
+                configuration_keys: None,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let ResponseBody::DescribeConfigs(response) = self
+            .client
+            .call_any(ApiKey::DescribeConfigs, |_| {
+                RequestBody::DescribeConfigs(request)
+            })
+            .await?
+        else {
+            return Err(unexpected("DescribeConfigs"));
+        };
+        let mut entries = Vec::new();
+        for result in response.results {
+            if result.error_code == code::UNKNOWN_TOPIC_OR_PARTITION {
+                return Err(Error::UnknownTopic(result.resource_name));
+            }
+            if result.error_code != code::NONE {
+                return Err(Error::kafka(
+                    format!("describe configs of '{}'", result.resource_name),
+                    result.error_code,
+                    result.error_message,
+                ));
+            }
+            for config in result.configs {
+                entries.push(ConfigEntry {
+                    name: config.name,
+                    value: config.value,
+                    // Before v1 only `is_default` says it; from v1 the source.
+                    is_default: config.is_default || config.config_source == 5,
+                    read_only: config.read_only,
+                    is_sensitive: config.is_sensitive,
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// Sets (`Some`) or resets to the default (`None`) topic configs.
+    pub async fn alter_topic_configs(
+        &self,
+        topic: &str,
+        changes: Vec<(String, Option<String>)>,
+    ) -> Result<()> {
+        let request = IncrementalAlterConfigsRequest {
+            resources: vec![AlterConfigsResource {
+                resource_type: RESOURCE_TOPIC,
+                resource_name: topic.to_string(),
+                configs: changes
+                    .into_iter()
+                    .map(|(name, value)| AlterableConfig {
+                        name,
+                        // 0 = SET, 1 = DELETE (back to the default).
+                        config_operation: if value.is_some() { 0 } else { 1 },
+                        value,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            validate_only: false,
+            ..Default::default()
+        };
+        let ResponseBody::IncrementalAlterConfigs(response) = self
+            .client
+            .call_any(ApiKey::IncrementalAlterConfigs, |_| {
+                RequestBody::IncrementalAlterConfigs(request)
+            })
+            .await?
+        else {
+            return Err(unexpected("IncrementalAlterConfigs"));
+        };
+        for result in response.responses {
+            if result.error_code == code::UNKNOWN_TOPIC_OR_PARTITION {
+                return Err(Error::UnknownTopic(result.resource_name));
+            }
+            if result.error_code != code::NONE {
+                return Err(Error::kafka(
+                    format!("alter configs of '{}'", result.resource_name),
+                    result.error_code,
+                    result.error_message,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Grows a topic to `total` partitions.
+    pub async fn create_partitions(&self, topic: &str, total: i32) -> Result<()> {
+        let timeout_ms = self.client.config().request_timeout.as_millis() as i32;
+        let request = CreatePartitionsRequest {
+            topics: vec![CreatePartitionsTopic {
+                name: topic.to_string(),
+                count: total,
+                assignments: None,
+                ..Default::default()
+            }],
+            timeout_ms,
+            validate_only: false,
+            ..Default::default()
+        };
+        let ResponseBody::CreatePartitions(response) = self
+            .client
+            .call_any(ApiKey::CreatePartitions, |_| {
+                RequestBody::CreatePartitions(request)
+            })
+            .await?
+        else {
+            return Err(unexpected("CreatePartitions"));
+        };
+        for result in response.results {
+            if result.error_code != code::NONE {
+                return Err(Error::kafka(
+                    format!("add partitions to '{}'", result.name),
+                    result.error_code,
+                    result.error_message,
+                ));
+            }
+        }
+        self.client.refresh_topic(topic).await.map(|_| ())
+    }
+
+    /// The offset `spec` names in each partition of `topic`, by partition.
+    pub async fn list_offsets(&self, topic: &str, spec: Offset) -> Result<BTreeMap<i32, i64>> {
+        let info = self.client.topic(topic).await?;
+        let partitions: Vec<i32> = info.partitions.iter().map(|p| p.partition).collect();
+        list_offsets(&self.client, topic, &partitions, spec).await
+    }
+}
+
+/// ListOffsets for some partitions of one topic, sent to each leader.
+pub(crate) async fn list_offsets(
+    client: &Client,
+    topic: &str,
+    partitions: &[i32],
+    spec: Offset,
+) -> Result<BTreeMap<i32, i64>> {
+    let timestamp = match spec {
+        Offset::At(offset) => return Ok(partitions.iter().map(|&p| (p, offset)).collect()),
+        Offset::Beginning => -2,
+        Offset::End => -1,
+        Offset::Timestamp(ms) => ms,
+    };
+    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for &partition in partitions {
+        by_leader
+            .entry(client.leader(topic, partition).await?)
+            .or_default()
+            .push(partition);
+    }
+    let mut offsets = BTreeMap::new();
+    for (leader, partitions) in by_leader {
+        let request = ListOffsetsRequest {
+            replica_id: -1,
+            isolation_level: 0,
+            topics: vec![ListOffsetsTopic {
+                name: topic.to_string(),
+                partitions: partitions
+                    .iter()
+                    .map(|&partition| ListOffsetsPartition {
+                        partition_index: partition,
+                        current_leader_epoch: -1,
+                        timestamp,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let ResponseBody::ListOffsets(response) = client
+            .call(leader, ApiKey::ListOffsets, |_| {
+                RequestBody::ListOffsets(request)
+            })
+            .await?
+        else {
+            return Err(unexpected("ListOffsets"));
+        };
+        for topic_answer in response.topics {
+            for answer in topic_answer.partitions {
+                if answer.error_code != code::NONE {
+                    return Err(Error::kafka(
+                        format!("list offsets of {topic}-{}", answer.partition_index),
+                        answer.error_code,
+                        None,
+                    ));
+                }
+                offsets.insert(answer.partition_index, answer.offset);
+            }
+        }
+    }
+    // A timestamp after the last message names no offset (-1): the end.
+    if offsets.values().any(|&offset| offset < 0) {
+        let ends = Box::pin(list_offsets(client, topic, partitions, Offset::End)).await?;
+        for (partition, offset) in offsets.iter_mut() {
+            if *offset < 0 {
+                *offset = ends.get(partition).copied().unwrap_or(0);
+            }
+        }
+    }
+    Ok(offsets)
+}
+
+fn unexpected(api: &str) -> Error {
+    Error::Protocol {
+        addr: "broker".into(),
+        reason: format!("{api} answered with another API"),
+    }
+}

@@ -1,0 +1,36 @@
+//! rill-client: Rill's own Kafka client, async at the core, with the
+//! paper's blocking API on top. It speaks the Kafka protocol, so it works
+//! against Rill and against any Kafka-compatible broker.
+//!
+//! - `conn`: one connection: framing, correlation ids, pipelining, versions.
+//! - `client`: bootstrap, connections per broker, the metadata cache.
+//! - `message`: `Message` and `MessageSet`.
+//! - `partitioner`: murmur2 as in the Java client, sticky for keyless.
+//! - `producer`: `AsyncProducer` (batching, idempotence, retries) and the
+//!   paper's blocking `Producer::send(topic, MessageSet)`.
+//! - `consumer`: `AsyncConsumer` (assign, seek, pause, pipelined fetches,
+//!   groups) and the paper's `Consumer::create_message_streams(topic, n)`.
+//! - `admin`: topics, configs, offsets, groups.
+//! - `testing` (feature `testing`): a real Rill broker in-process.
+
+mod admin;
+mod client;
+mod conn;
+mod consumer;
+mod error;
+mod group;
+mod message;
+mod partitioner;
+mod producer;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use admin::{AdminClient, ConfigEntry, NewTopic, Offset};
+pub use client::{BrokerInfo, Client, ClientConfig, Metadata, PartitionInfo, TopicInfo};
+pub use consumer::{AsyncConsumer, Consumer, ConsumerConfig, MessageStream, TopicPartition};
+pub use error::{Error, Result, code};
+pub use group::Assignor;
+pub use message::{Header, Message, MessageSet};
+pub use partitioner::{DefaultPartitioner, Partitioner, key_partition, murmur2};
+pub use producer::{Acks, AsyncProducer, DeliveryFuture, Producer, ProducerConfig, RecordMetadata};
+pub use rill_records::batch::Compression;

@@ -1,0 +1,315 @@
+//! The client against a real in-process Rill broker.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rill_client::testing::Broker;
+use rill_client::{
+    Acks, AdminClient, AsyncConsumer, AsyncProducer, ClientConfig, Compression, Consumer,
+    ConsumerConfig, Message, MessageSet, NewTopic, Offset, Producer, ProducerConfig,
+    TopicPartition, key_partition,
+};
+
+async fn consume_n(consumer: &AsyncConsumer, n: usize) -> Vec<Message> {
+    let mut messages = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while messages.len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} messages arrived",
+            messages.len()
+        );
+        messages.extend(consumer.poll(Duration::from_millis(200)).await.unwrap());
+    }
+    messages
+}
+
+#[test]
+fn paper_api_publishes_a_set_and_streams_divide_partitions() {
+    let broker = Broker::start().unwrap();
+    broker.create_topic("topic1", 6).unwrap();
+    let producer = Producer::connect(&broker.bootstrap()).unwrap();
+    let set: MessageSet = (0..60)
+        .map(|i| {
+            Message::with_key(format!("key-{i}"), format!("message {i}")).header("n", i.to_string())
+        })
+        .collect();
+    let written = producer.send("topic1", set).unwrap();
+    assert_eq!(written.len(), 60);
+
+    let consumer = Consumer::connect(&broker.bootstrap(), None).unwrap();
+    let mut streams = consumer.create_message_streams("topic1", 3).unwrap();
+    let mut seen = BTreeMap::new();
+    let mut partitions_of_stream: Vec<BTreeSet<i32>> = vec![BTreeSet::new(); 3];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < 60 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "streams stalled at {}",
+            seen.len()
+        );
+        for (index, stream) in streams.iter_mut().enumerate() {
+            if let Some(message) = stream.next_timeout(Duration::from_millis(20)) {
+                partitions_of_stream[index].insert(message.partition());
+                let n: usize = std::str::from_utf8(message.headers()[0].value.as_ref().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert_eq!(message.payload(), format!("message {n}").as_bytes());
+                assert_eq!(
+                    message.key().unwrap().as_ref(),
+                    format!("key-{n}").as_bytes()
+                );
+                assert_eq!(message.topic(), "topic1");
+                assert!(message.timestamp().is_some());
+                assert!(seen.insert(n, message.offset()).is_none(), "{n} twice");
+            }
+        }
+    }
+    // Six partitions over three streams: two each, no partition in two streams.
+    let all: Vec<i32> = partitions_of_stream.iter().flatten().copied().collect();
+    assert_eq!(all.len(), 6, "{partitions_of_stream:?}");
+    for partitions in &partitions_of_stream {
+        assert_eq!(partitions.len(), 2, "{partitions_of_stream:?}");
+    }
+    // Each message went where murmur2 of its key says.
+    for (i, delivery) in written.iter().enumerate() {
+        assert_eq!(
+            delivery.partition,
+            key_partition(format!("key-{i}").as_bytes(), 6)
+        );
+        assert_eq!(seen[&i], delivery.offset);
+    }
+}
+
+#[tokio::test]
+async fn async_producer_batches_and_returns_offsets_for_every_codec() {
+    let broker = Broker::start().unwrap();
+    for (index, compression) in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let topic = format!("codec-{index}");
+        broker.create_topic(&topic, 2).unwrap();
+        let producer = AsyncProducer::connect(ProducerConfig {
+            compression,
+            ..ProducerConfig::new(&broker.bootstrap())
+        })
+        .await
+        .unwrap();
+        let mut futures = Vec::new();
+        for i in 0..500 {
+            let message = Message::with_key(format!("k{}", i % 7), vec![b'x'; 200]);
+            futures.push(producer.send(&topic, message).await.unwrap());
+        }
+        let mut offsets: HashMap<i32, Vec<i64>> = HashMap::new();
+        for (i, future) in futures.into_iter().enumerate() {
+            let delivered = future.await.unwrap();
+            assert_eq!(
+                delivered.partition,
+                key_partition(format!("k{}", i % 7).as_bytes(), 2)
+            );
+            offsets
+                .entry(delivered.partition)
+                .or_default()
+                .push(delivered.offset);
+        }
+        for list in offsets.values() {
+            let expected: Vec<i64> = (0..list.len() as i64).collect();
+            assert_eq!(list, &expected, "{compression:?}: offsets not contiguous");
+        }
+        producer.close().await.unwrap();
+
+        let consumer =
+            AsyncConsumer::connect(ConsumerConfig::new(&broker.bootstrap()).from_beginning())
+                .await
+                .unwrap();
+        consumer.assign_topic(&topic).await.unwrap();
+        let messages = consume_n(&consumer, 500).await;
+        assert_eq!(messages.len(), 500);
+        assert!(messages.iter().all(|m| m.payload() == [b'x'; 200]));
+        consumer.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn acks_zero_and_one_deliver() {
+    let broker = Broker::start().unwrap();
+    broker.create_topic("acks", 1).unwrap();
+    for acks in [Acks::None, Acks::Leader] {
+        let producer = AsyncProducer::connect(ProducerConfig {
+            acks,
+            ..ProducerConfig::new(&broker.bootstrap())
+        })
+        .await
+        .unwrap();
+        let delivered = producer
+            .send_set("acks", MessageSet::new(Message::new("hello")))
+            .await
+            .unwrap();
+        assert_eq!(delivered[0].offset < 0, acks == Acks::None);
+        producer.close().await.unwrap();
+    }
+    let consumer =
+        AsyncConsumer::connect(ConsumerConfig::new(&broker.bootstrap()).from_beginning())
+            .await
+            .unwrap();
+    consumer.assign_topic("acks").await.unwrap();
+    let messages = consume_n(&consumer, 2).await;
+    assert!(messages.iter().all(|m| m.payload() == b"hello"));
+}
+
+#[tokio::test]
+async fn seek_rewinds_to_offsets_timestamps_and_ends_and_pause_holds_back() {
+    let broker = Broker::start().unwrap();
+    broker.create_topic("seek", 1).unwrap();
+    let producer = AsyncProducer::connect(ProducerConfig::new(&broker.bootstrap()))
+        .await
+        .unwrap();
+    let base = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let set: MessageSet = (0..10)
+        .map(|i| Message::new(format!("m{i}")).at(base + i * 1000))
+        .collect();
+    producer.send_set("seek", set).await.unwrap();
+
+    let consumer =
+        AsyncConsumer::connect(ConsumerConfig::new(&broker.bootstrap()).from_beginning())
+            .await
+            .unwrap();
+    let tp = TopicPartition::new("seek", 0);
+    consumer.assign(vec![tp.clone()]).await.unwrap();
+    assert_eq!(consume_n(&consumer, 10).await[0].offset(), 0);
+
+    consumer.seek(&tp, Offset::At(7)).unwrap();
+    assert_eq!(consume_n(&consumer, 1).await[0].payload(), b"m7");
+    consumer.seek(&tp, Offset::Timestamp(base + 4500)).unwrap();
+    assert_eq!(consume_n(&consumer, 1).await[0].payload(), b"m5");
+    consumer.seek(&tp, Offset::Beginning).unwrap();
+    assert_eq!(consume_n(&consumer, 1).await[0].payload(), b"m0");
+
+    consumer.seek(&tp, Offset::End).unwrap();
+    assert_eq!(consumer.position(&tp).await.unwrap(), 10);
+    consumer.pause(std::slice::from_ref(&tp));
+    producer
+        .send_set("seek", MessageSet::new(Message::new("after")))
+        .await
+        .unwrap();
+    assert!(
+        consumer
+            .poll(Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    consumer.resume(std::slice::from_ref(&tp));
+    let messages = consume_n(&consumer, 1).await;
+    assert_eq!(messages[0].payload(), b"after");
+    assert_eq!(messages[0].offset(), 10);
+}
+
+#[tokio::test]
+async fn admin_manages_topics_configs_and_offsets() {
+    let broker = Broker::start().unwrap();
+    let admin = AdminClient::connect(ClientConfig::new(&broker.bootstrap()))
+        .await
+        .unwrap();
+    admin
+        .create_topics(vec![
+            NewTopic::new("admin-a", 3).config("retention.ms", "60000"),
+        ])
+        .await
+        .unwrap();
+    let error = admin
+        .create_topics(vec![NewTopic::new("admin-a", 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(rill_client::code::TOPIC_ALREADY_EXISTS));
+
+    let names: Vec<String> = admin
+        .list_topics()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    assert!(names.contains(&"admin-a".to_string()));
+    assert_eq!(
+        admin
+            .describe_topic("admin-a")
+            .await
+            .unwrap()
+            .partitions
+            .len(),
+        3
+    );
+    let retention = |configs: Vec<rill_client::ConfigEntry>| {
+        configs
+            .into_iter()
+            .find(|c| c.name == "retention.ms")
+            .and_then(|c| c.value)
+    };
+    assert_eq!(
+        retention(admin.describe_configs(Some("admin-a"), None).await.unwrap()).as_deref(),
+        Some("60000")
+    );
+    admin
+        .alter_topic_configs(
+            "admin-a",
+            vec![("retention.ms".into(), Some("120000".into()))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        retention(admin.describe_configs(Some("admin-a"), None).await.unwrap()).as_deref(),
+        Some("120000")
+    );
+
+    let producer = AsyncProducer::connect(ProducerConfig::new(&broker.bootstrap()))
+        .await
+        .unwrap();
+    // One batch per message: Rill's ListOffsets answers a timestamp with the
+    // base offset of the batch holding it.
+    for i in 0..5 {
+        let message = Message::new("x").to_partition(1).at(1000 + i);
+        producer
+            .send_set("admin-a", MessageSet::new(message))
+            .await
+            .unwrap();
+    }
+    let ends = admin.list_offsets("admin-a", Offset::End).await.unwrap();
+    assert_eq!(ends, BTreeMap::from([(0, 0), (1, 5), (2, 0)]));
+    let at = admin
+        .list_offsets("admin-a", Offset::Timestamp(1003))
+        .await
+        .unwrap();
+    assert_eq!(at[&1], 3);
+
+    admin.create_partitions("admin-a", 4).await.unwrap();
+    assert_eq!(
+        admin
+            .describe_topic("admin-a")
+            .await
+            .unwrap()
+            .partitions
+            .len(),
+        4
+    );
+    admin.delete_topics(&["admin-a".to_string()]).await.unwrap();
+    assert!(matches!(
+        admin.describe_topic("admin-a").await,
+        Err(rill_client::Error::UnknownTopic(_))
+    ));
+    assert!(matches!(
+        admin.delete_topics(&["admin-a".to_string()]).await,
+        Err(rill_client::Error::UnknownTopic(_))
+    ));
+}
