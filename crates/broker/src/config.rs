@@ -148,9 +148,24 @@ impl BrokerConfig {
         }
         let config: BrokerConfig =
             BrokerConfig::deserialize(toml::Value::Table(table)).map_err(|error| {
-                ConfigError::Setting {
-                    key: "config".to_string(),
-                    message: error.message().to_string(),
+                let message = error.message().to_string();
+                // Name the environment variable when that is where an
+                // unknown key came from: nobody looks for a typo in a file
+                // they never wrote.
+                let from_env = sources.env.iter().find(|(name, _)| {
+                    name.strip_prefix("RILL_").is_some_and(|key| {
+                        message.contains(&format!("`{}`", key.to_ascii_lowercase()))
+                    })
+                });
+                match from_env {
+                    Some((name, _)) => ConfigError::Setting {
+                        key: name.clone(),
+                        message: format!("the environment variable is not a Rill setting ({message})"),
+                    },
+                    None => ConfigError::Setting {
+                        key: "config".to_string(),
+                        message,
+                    },
                 }
             })?;
         config.validate()?;
@@ -304,6 +319,13 @@ mod tests {
         };
         let error = BrokerConfig::load(&typo).unwrap_err().to_string();
         assert!(error.contains("log_segmnt_bytes"), "{error}");
+
+        let env_typo = ConfigSources {
+            env: vec![("RILL_LISTN".into(), "127.0.0.1:1".into())],
+            ..Default::default()
+        };
+        let error = BrokerConfig::load(&env_typo).unwrap_err().to_string();
+        assert!(error.contains("RILL_LISTN"), "{error}");
 
         let bad = ConfigSources {
             overrides: vec![("num_partitions".into(), "0".into())],
