@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,6 +38,9 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// rebalance deadlines are seconds long, so 100 ms is precise enough and
 /// costs nothing.
 const TICK_MS: u64 = 100;
+/// How long to wait before trying again to load `__consumer_offsets` after
+/// a failure (a full or offline disk): long enough not to flood the log.
+const LOAD_RETRY: Duration = Duration::from_secs(5);
 /// Bytes read from `__consumer_offsets` per step of the replay.
 const REPLAY_READ_BYTES: u32 = 1024 * 1024;
 /// Largest decompressed records section of one stored batch: the
@@ -66,53 +69,21 @@ struct Inner {
 /// The coordinator as the handlers use it.
 pub struct Groups {
     inner: Mutex<Inner>,
-    topic: Arc<TopicHandle>,
+    /// `__consumer_offsets`, once loaded.
+    topic: OnceLock<Arc<TopicHandle>>,
 }
 
 impl Groups {
-    /// Creates `__consumer_offsets` if needed and replays it, so that every
-    /// group and offset is back before the first group request is served.
-    pub async fn open(cluster: &Cluster) -> Result<Groups, GroupsError> {
-        let config = GroupConfig::default();
-        let topic = match cluster.topic(OFFSETS_TOPIC) {
-            Some(topic) => topic,
-            None => {
-                let configs =
-                    BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-                cluster
-                    .create_topic(
-                        OFFSETS_TOPIC,
-                        config.offsets_topic_partitions,
-                        -1,
-                        configs,
-                        false,
-                    )
-                    .await
-                    .map_err(|error| GroupsError::CreateTopic(error.message))?
-            }
-        };
-        // The seed only has to differ between runs so that member ids of
-        // this run never repeat those of an earlier one.
-        let seed = now_ms() as u64 ^ u64::from(std::process::id()).rotate_left(32);
-        let coordinator = Coordinator::new(config, seed);
-        let replaying = topic.clone();
-        let coordinator = tokio::task::spawn_blocking(move || replay(coordinator, &replaying))
-            .await
-            .map_err(|error| GroupsError::Replay {
-                partition: -1,
-                message: error.to_string(),
-            })??;
-        tracing::info!(
-            groups = coordinator.group_count(),
-            "group coordinator loaded"
-        );
-        Ok(Groups {
+    /// A coordinator that answers COORDINATOR_LOAD_IN_PROGRESS until [`run`]
+    /// has loaded `__consumer_offsets`.
+    pub fn new() -> Groups {
+        Groups {
             inner: Mutex::new(Inner {
-                coordinator,
+                coordinator: Coordinator::loading(GroupConfig::default(), 0),
                 waiting: HashMap::new(),
             }),
-            topic,
-        })
+            topic: OnceLock::new(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -259,7 +230,8 @@ impl Groups {
         for (index, records) in by_partition {
             let partition = self
                 .topic
-                .partition(index)
+                .get()
+                .and_then(|topic| topic.partition(index))
                 .ok_or_else(|| format!("{OFFSETS_TOPIC} has no partition {index}"))?;
             let mut builder = BatchBuilder::new(Compression::None);
             for record in records {
@@ -283,8 +255,29 @@ impl Groups {
     }
 }
 
-/// Advances the coordinator's clock until the broker stops.
-pub async fn run_timer(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// Loads `__consumer_offsets` (creating it on first start), then advances
+/// the coordinator's clock until the broker stops. Loading runs while the
+/// broker already serves other requests, as in Kafka: group requests are
+/// answered COORDINATOR_LOAD_IN_PROGRESS meanwhile and clients retry.
+pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        match load(&shared.cluster).await {
+            Ok((coordinator, topic)) => {
+                tracing::info!(
+                    groups = coordinator.group_count(),
+                    "group coordinator loaded"
+                );
+                let _ = shared.groups.topic.set(topic);
+                shared.groups.lock().coordinator = coordinator;
+                break;
+            }
+            Err(error) => tracing::error!(%error, "cannot load the group coordinator; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LOAD_RETRY) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+    }
     let mut interval = tokio::time::interval(Duration::from_millis(TICK_MS));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -293,6 +286,34 @@ pub async fn run_timer(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|stop| *stop) => break,
         }
     }
+}
+
+async fn load(cluster: &Cluster) -> Result<(Coordinator, Arc<TopicHandle>), GroupsError> {
+    let config = GroupConfig::default();
+    let topic = match cluster.topic(OFFSETS_TOPIC) {
+        Some(topic) => topic,
+        None => {
+            let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+            let partitions = config.offsets_topic_partitions;
+            cluster
+                .create_topic(OFFSETS_TOPIC, partitions, -1, configs, false)
+                .await
+                .map_err(|error| GroupsError::CreateTopic(error.message))?
+        }
+    };
+    // The seed only has to differ between runs so that member ids of this
+    // run never repeat those of an earlier one.
+    let seed = now_ms() as u64 ^ u64::from(std::process::id()).rotate_left(32);
+    let coordinator = Coordinator::loading(config, seed);
+    let replaying = topic.clone();
+    let mut coordinator = tokio::task::spawn_blocking(move || replay(coordinator, &replaying))
+        .await
+        .map_err(|error| GroupsError::Replay {
+            partition: -1,
+            message: error.to_string(),
+        })??;
+    coordinator.finish_loading();
+    Ok((coordinator, topic))
 }
 
 /// Feeds every record of `__consumer_offsets` to the coordinator, oldest

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::{Cluster, OpenError};
 use crate::config::BrokerConfig;
-use crate::groups::{Groups, GroupsError};
+use crate::groups::Groups;
 use crate::metrics::Metrics;
 use crate::{admin, connection};
 
@@ -39,8 +39,6 @@ pub enum StartError {
         address: String,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Groups(#[from] GroupsError),
     #[error("advertised listener `{0}` is not HOST:PORT")]
     Advertised(String),
 }
@@ -102,17 +100,16 @@ impl Broker {
             .await
             .expect("opening the data directory panicked")?;
         let background = cluster.logs().start_background();
-        let groups = Groups::open(&cluster).await?;
         let shared = Arc::new(Shared {
             metrics: Metrics::new(),
             config,
             cluster,
-            groups,
+            groups: Groups::new(),
             advertised_host: host,
             advertised_port: i32::from(port),
         });
         let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(crate::groups::run_timer(shared.clone(), stop_rx.clone()));
+        tokio::spawn(crate::groups::run(shared.clone(), stop_rx.clone()));
         let admin_task = tokio::spawn(admin::serve(
             shared.clone(),
             admin_listener,

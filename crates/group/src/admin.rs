@@ -84,6 +84,12 @@ impl Coordinator {
         let wanted = |filter: &[String], value: &str| {
             filter.is_empty() || filter.iter().any(|f| f.eq_ignore_ascii_case(value))
         };
+        if !self.loaded {
+            return ListGroupsResponse {
+                error_code: COORDINATOR_LOAD_IN_PROGRESS,
+                ..Default::default()
+            };
+        }
         let mut groups: Vec<ListedGroup> = self
             .groups
             .values()
@@ -111,6 +117,12 @@ impl Coordinator {
             .groups
             .iter()
             .map(|id| match self.groups.get(id) {
+                _ if !self.loaded => DescribedGroup {
+                    error_code: COORDINATOR_LOAD_IN_PROGRESS,
+                    group_id: id.clone(),
+                    authorized_operations: OPERATIONS_NOT_ASKED,
+                    ..Default::default()
+                },
                 Some(group) => describe(group),
                 None => DescribedGroup {
                     error_code: if id.is_empty() {
@@ -149,6 +161,9 @@ impl Coordinator {
     }
 
     fn delete_group(&mut self, id: &str) -> i16 {
+        if !self.loaded {
+            return COORDINATOR_LOAD_IN_PROGRESS;
+        }
         if id.is_empty() {
             return INVALID_GROUP_ID;
         }

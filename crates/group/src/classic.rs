@@ -66,6 +66,13 @@ impl Coordinator {
         now_ms: i64,
     ) -> Reply<JoinGroupResponse> {
         let member_id = request.member_id.clone();
+        if !self.loaded {
+            return Reply::Now(join_error(
+                version,
+                COORDINATOR_LOAD_IN_PROGRESS,
+                &member_id,
+            ));
+        }
         match self.join(version, request, client, now_ms) {
             Ok(reply) => reply,
             Err(code) => Reply::Now(join_error(version, code, &member_id)),
@@ -439,6 +446,9 @@ impl Coordinator {
         request: SyncGroupRequest,
         now_ms: i64,
     ) -> Reply<SyncGroupResponse> {
+        if !self.loaded {
+            return Reply::Now(sync_error(COORDINATOR_LOAD_IN_PROGRESS));
+        }
         let group_id = request.group_id.clone();
         let Some(mut group) = self.groups.remove(&group_id) else {
             return Reply::Now(sync_error(UNKNOWN_MEMBER_ID));
@@ -538,6 +548,7 @@ impl Coordinator {
     /// Heartbeat.
     pub fn heartbeat(&mut self, request: HeartbeatRequest, now_ms: i64) -> HeartbeatResponse {
         let error_code = match self.groups.get_mut(&request.group_id) {
+            _ if !self.loaded => COORDINATOR_LOAD_IN_PROGRESS,
             None => UNKNOWN_MEMBER_ID,
             Some(group) => beat(group, &request, now_ms),
         };
@@ -563,6 +574,12 @@ impl Coordinator {
                 ..Default::default()
             }]
         };
+        if !self.loaded {
+            return LeaveGroupResponse {
+                error_code: COORDINATOR_LOAD_IN_PROGRESS,
+                ..Default::default()
+            };
+        }
         let Some(mut group) = self.groups.remove(&request.group_id) else {
             return LeaveGroupResponse {
                 error_code: UNKNOWN_MEMBER_ID,
@@ -643,6 +660,9 @@ impl Coordinator {
     /// ids never claimed, ends join phases whose deadline passed, and now and
     /// then expires old offsets. The broker calls it every ~100 ms.
     pub fn tick(&mut self, now_ms: i64) {
+        if !self.loaded {
+            return;
+        }
         let busy: Vec<String> = self
             .groups
             .values()

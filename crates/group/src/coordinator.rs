@@ -62,12 +62,26 @@ pub struct Coordinator {
     pub(crate) completions: Vec<Completion>,
     pub(crate) records: Vec<GroupRecord>,
     pub(crate) next_retention_check_ms: i64,
+    /// False while `__consumer_offsets` is being replayed: every request is
+    /// answered COORDINATOR_LOAD_IN_PROGRESS (clients retry), as in Kafka.
+    pub(crate) loaded: bool,
 }
 
 impl Coordinator {
+    /// A coordinator that serves at once (nothing to replay).
+    ///
     /// `seed` makes member ids unique across restarts; the broker passes
     /// something random (or the clock), tests pass a constant.
     pub fn new(config: GroupConfig, seed: u64) -> Coordinator {
+        Coordinator {
+            loaded: true,
+            ..Coordinator::loading(config, seed)
+        }
+    }
+
+    /// A coordinator that answers COORDINATOR_LOAD_IN_PROGRESS until
+    /// [`Coordinator::finish_loading`]; records are replayed into it first.
+    pub fn loading(config: GroupConfig, seed: u64) -> Coordinator {
         Coordinator {
             config,
             groups: HashMap::new(),
@@ -76,7 +90,17 @@ impl Coordinator {
             completions: Vec::new(),
             records: Vec::new(),
             next_retention_check_ms: i64::MIN,
+            loaded: false,
         }
+    }
+
+    /// Replay is done: serve requests from now on.
+    pub fn finish_loading(&mut self) {
+        self.loaded = true;
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
     }
 
     pub fn config(&self) -> &GroupConfig {

@@ -61,6 +61,7 @@ struct Fetched {
     offset: i64,
     leader_epoch: i32,
     metadata: String,
+    error_code: i16,
 }
 
 impl Coordinator {
@@ -142,6 +143,9 @@ impl Coordinator {
     }
 
     fn validate_commit(&mut self, request: &OffsetCommitRequest, now_ms: i64) -> i16 {
+        if !self.loaded {
+            return COORDINATOR_LOAD_IN_PROGRESS;
+        }
         if request.group_id.is_empty() {
             return INVALID_GROUP_ID;
         }
@@ -212,7 +216,7 @@ impl Coordinator {
                                         committed_offset: f.offset,
                                         committed_leader_epoch: f.leader_epoch,
                                         metadata: Some(f.metadata),
-                                        error_code: NONE,
+                                        error_code: f.error_code,
                                         ..Default::default()
                                     })
                                     .collect(),
@@ -248,7 +252,7 @@ impl Coordinator {
                             committed_offset: f.offset,
                             committed_leader_epoch: f.leader_epoch,
                             metadata: Some(f.metadata),
-                            error_code: NONE,
+                            error_code: f.error_code,
                             ..Default::default()
                         })
                         .collect(),
@@ -265,10 +269,15 @@ impl Coordinator {
         group_id: &str,
         asked: Option<Vec<(String, Vec<i32>)>>,
     ) -> (i16, Vec<(String, Vec<Fetched>)>) {
-        if group_id.is_empty() {
-            return (INVALID_GROUP_ID, Vec::new());
-        }
-        let group = self.groups.get(group_id);
+        // Versions 0-1 have no group-level error: the partitions carry it.
+        let group_error = if !self.loaded {
+            COORDINATOR_LOAD_IN_PROGRESS
+        } else if group_id.is_empty() {
+            INVALID_GROUP_ID
+        } else {
+            NONE
+        };
+        let group = self.groups.get(group_id).filter(|_| group_error == NONE);
         let fetched = |topic: &str, partition: i32| {
             let stored = group
                 .and_then(|g| g.offsets.get(topic))
@@ -279,12 +288,14 @@ impl Coordinator {
                     offset: v.offset,
                     leader_epoch: v.leader_epoch,
                     metadata: v.metadata.clone(),
+                    error_code: NONE,
                 },
                 None => Fetched {
                     partition,
                     offset: -1,
                     leader_epoch: -1,
                     metadata: String::new(),
+                    error_code: group_error,
                 },
             }
         };
@@ -308,12 +319,13 @@ impl Coordinator {
                 })
                 .unwrap_or_default(),
         };
-        (NONE, topics)
+        (group_error, topics)
     }
 
     /// OffsetDelete: removes offsets of topics the group does not consume.
     pub fn offset_delete(&mut self, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
         let group_error = match self.groups.get(&request.group_id) {
+            _ if !self.loaded => COORDINATOR_LOAD_IN_PROGRESS,
             _ if request.group_id.is_empty() => INVALID_GROUP_ID,
             None => GROUP_ID_NOT_FOUND,
             Some(group) => match subscribed_topics(group) {

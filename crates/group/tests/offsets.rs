@@ -429,3 +429,36 @@ fn find_coordinator_single_and_batched() {
     );
     assert_eq!(txn.error_code, COORDINATOR_NOT_AVAILABLE);
 }
+
+#[test]
+fn a_loading_coordinator_asks_clients_to_retry() {
+    let mut c = Coordinator::loading(config(), 1);
+    let mut d = Driver::new();
+    d.commit("g", "", -1, &[("t", 0, 5)], 0);
+    for record in &d.log {
+        c.load(&record.key, record.value.as_deref(), 0).unwrap();
+    }
+    let fetch = || OffsetFetchRequest {
+        group_id: "g".into(),
+        topics: None,
+        ..Default::default()
+    };
+    assert_eq!(
+        c.offset_fetch(7, fetch()).error_code,
+        COORDINATOR_LOAD_IN_PROGRESS
+    );
+    let heartbeat = c.heartbeat(
+        HeartbeatRequest {
+            group_id: "g".into(),
+            ..Default::default()
+        },
+        0,
+    );
+    assert_eq!(heartbeat.error_code, COORDINATOR_LOAD_IN_PROGRESS);
+    let listed = c.list_groups(&ListGroupsRequest::default());
+    assert_eq!(listed.error_code, COORDINATOR_LOAD_IN_PROGRESS);
+    c.finish_loading();
+    let fetched = c.offset_fetch(7, fetch());
+    assert_eq!(fetched.error_code, NONE);
+    assert_eq!(fetched.topics[0].partitions[0].committed_offset, 5);
+}

@@ -1,7 +1,4 @@
-"""PENDING: needs consumer groups (FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
-OffsetFetch/OffsetCommit), a later issue. KafkaJS's consumer cannot read without a group.
-
-A KafkaJS group consumer reads back, from the beginning, what librdkafka wrote to a
+"""A KafkaJS group consumer reads back, from the beginning, what librdkafka wrote to a
 3-partition topic: every message once, each partition in offset order."""
 
 from __future__ import annotations
