@@ -1,0 +1,122 @@
+//! Consumer groups through the client against a real in-process broker.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rill_client::testing::Broker;
+use rill_client::{
+    Assignor, AsyncConsumer, AsyncProducer, ConsumerConfig, Message, MessageSet, ProducerConfig,
+};
+
+fn group_config(broker: &Broker, group: &str, assignor: Assignor) -> ConsumerConfig {
+    ConsumerConfig {
+        heartbeat_interval: Duration::from_millis(100),
+        auto_commit_interval: Duration::from_millis(200),
+        session_timeout: Duration::from_secs(6),
+        rebalance_timeout: Duration::from_secs(5),
+        assignors: vec![assignor],
+        ..ConsumerConfig::new(&broker.bootstrap())
+            .group(group)
+            .from_beginning()
+    }
+}
+
+async fn produce(broker: &Broker, topic: &str, range: std::ops::Range<usize>) {
+    let producer = AsyncProducer::connect(ProducerConfig::new(&broker.bootstrap()))
+        .await
+        .unwrap();
+    let set: MessageSet = range
+        .map(|i| Message::with_key(format!("k{i}"), i.to_string()))
+        .collect();
+    producer.send_set(topic, set).await.unwrap();
+    producer.close().await.unwrap();
+}
+
+/// Polls every consumer until `n` messages came in all; returns message
+/// number -> how many times it was seen.
+async fn drain(consumers: &[&AsyncConsumer], n: usize) -> BTreeMap<usize, usize> {
+    let mut seen = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.values().sum::<usize>() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} arrived",
+            seen.len()
+        );
+        for consumer in consumers {
+            for message in consumer.poll(Duration::from_millis(50)).await.unwrap() {
+                let i: usize = std::str::from_utf8(message.payload())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                *seen.entry(i).or_insert(0) += 1;
+            }
+        }
+    }
+    seen
+}
+
+async fn two_members_split_then_one_takes_over(assignor: Assignor) {
+    let broker = Broker::start().unwrap();
+    broker.create_topic("g", 6).unwrap();
+    let a = AsyncConsumer::connect(group_config(&broker, "grp", assignor))
+        .await
+        .unwrap();
+    let b = AsyncConsumer::connect(group_config(&broker, "grp", assignor))
+        .await
+        .unwrap();
+    let (joined_a, joined_b) = tokio::join!(a.subscribe(&["g"]), b.subscribe(&["g"]));
+    joined_a.unwrap();
+    joined_b.unwrap();
+    // Wait until the group settled with both members holding partitions.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while a.assignment().len() + b.assignment().len() != 6
+        || a.assignment().is_empty()
+        || b.assignment().is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no balanced assignment: {:?} / {:?}",
+            a.assignment(),
+            b.assignment()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(a.assignment().len(), 3);
+    assert!(a.assignment().iter().all(|tp| !b.assignment().contains(tp)));
+
+    produce(&broker, "g", 0..300).await;
+    let seen = drain(&[&a, &b], 300).await;
+    assert_eq!(seen.len(), 300);
+    assert!(
+        seen.values().all(|&count| count == 1),
+        "a message came twice"
+    );
+    a.commit().await.unwrap();
+    b.commit().await.unwrap();
+
+    // "a" leaves: "b" takes every partition and resumes from the commits.
+    a.close().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while b.assignment().len() != 6 {
+        assert!(tokio::time::Instant::now() < deadline, "no takeover");
+        assert!(b.poll(Duration::from_millis(50)).await.unwrap().is_empty());
+    }
+    produce(&broker, "g", 300..400).await;
+    let seen = drain(&[&b], 100).await;
+    assert!(
+        seen.keys().all(|&i| i >= 300),
+        "committed messages came again"
+    );
+    b.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn range_group_splits_partitions_and_rebalances() {
+    two_members_split_then_one_takes_over(Assignor::Range).await;
+}
+
+#[tokio::test]
+async fn cooperative_sticky_group_splits_partitions_and_rebalances() {
+    two_members_split_then_one_takes_over(Assignor::CooperativeSticky).await;
+}
