@@ -19,6 +19,9 @@ use crate::record::RecordKey;
 const CLASSIC: &str = "classic";
 /// What DescribeGroups answers for authorized operations not asked for.
 const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
+/// Rill has no ACLs, so a client may do every operation Kafka defines on a
+/// group: READ (bit 3), DELETE (bit 6) and DESCRIBE (bit 8).
+const GROUP_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 /// This broker, as FindCoordinator names it.
 #[derive(Debug, Clone, Copy)]
@@ -113,6 +116,11 @@ impl Coordinator {
     /// DescribeGroups; an unknown group is reported as "Dead", as Kafka does
     /// up to v5.
     pub fn describe_groups(&self, request: &DescribeGroupsRequest) -> DescribeGroupsResponse {
+        let operations = if request.include_authorized_operations {
+            GROUP_OPERATIONS
+        } else {
+            OPERATIONS_NOT_ASKED
+        };
         let groups = request
             .groups
             .iter()
@@ -123,7 +131,7 @@ impl Coordinator {
                     authorized_operations: OPERATIONS_NOT_ASKED,
                     ..Default::default()
                 },
-                Some(group) => describe(group),
+                Some(group) => describe(group, operations),
                 None => DescribedGroup {
                     error_code: if id.is_empty() {
                         INVALID_GROUP_ID
@@ -192,7 +200,7 @@ impl Coordinator {
     }
 }
 
-fn describe(group: &Group) -> DescribedGroup {
+fn describe(group: &Group, authorized_operations: i32) -> DescribedGroup {
     // Kafka shows metadata and assignments only once they are settled.
     let stable = group.state == GroupState::Stable;
     let protocol = group.protocol_name.clone().unwrap_or_default();
@@ -227,7 +235,7 @@ fn describe(group: &Group) -> DescribedGroup {
                 ..Default::default()
             })
             .collect(),
-        authorized_operations: OPERATIONS_NOT_ASKED,
+        authorized_operations,
         ..Default::default()
     }
 }

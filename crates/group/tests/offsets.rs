@@ -264,8 +264,10 @@ fn list_and_describe_groups() {
 
     let described = d.coordinator.describe_groups(&DescribeGroupsRequest {
         groups: vec![G.into(), "nope".into()],
+        include_authorized_operations: true,
         ..Default::default()
     });
+    assert_eq!(described.groups[0].authorized_operations, 328);
     let g = &described.groups[0];
     assert_eq!(
         (g.group_state.as_str(), g.protocol_data.as_str()),
