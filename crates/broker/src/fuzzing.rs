@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -13,11 +14,11 @@ use tokio::sync::watch;
 use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
 use crate::handlers;
-use crate::metrics::Metrics;
 use crate::server::Shared;
 
 pub struct Harness {
     runtime: tokio::runtime::Runtime,
+    _stop: watch::Sender<bool>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     dir: PathBuf,
@@ -41,16 +42,13 @@ impl Harness {
             .build()
             .expect("a tokio runtime for the fuzz harness");
         let cluster = Cluster::open(&config).expect("the fuzz harness data directory opens");
-        let shared = Arc::new(Shared {
-            config,
-            cluster,
-            metrics: Metrics::new(),
-            advertised_host: "127.0.0.1".to_string(),
-            advertised_port: 9092,
-        });
-        let (_stop_tx, stop) = watch::channel(false);
+        let shared = Arc::new(Shared::new(config, cluster, "127.0.0.1".to_string(), 9092));
+        let (stop_tx, stop) = watch::channel(false);
+        // The group coordinator's timers, as the server runs them.
+        runtime.spawn(crate::groups::run(shared.clone(), stop.clone()));
         Harness {
             runtime,
+            _stop: stop_tx,
             shared,
             stop,
             dir,
@@ -65,8 +63,15 @@ impl Harness {
         };
         let shared = self.shared.clone();
         let stop = &mut self.stop;
-        self.runtime
-            .block_on(async move { handlers::handle(&shared, request, stop).await });
+        // Some requests wait by design (a JoinGroup until the rebalance
+        // ends); the fuzzer only needs to know that they do not misbehave.
+        self.runtime.block_on(async move {
+            let _ = tokio::time::timeout(
+                Duration::from_millis(200),
+                handlers::handle(&shared, request, stop),
+            )
+            .await;
+        });
     }
 }
 

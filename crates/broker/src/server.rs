@@ -30,6 +30,24 @@ pub struct Shared {
     pub advertised_port: i32,
 }
 
+impl Shared {
+    pub fn new(
+        config: BrokerConfig,
+        cluster: Cluster,
+        advertised_host: String,
+        advertised_port: i32,
+    ) -> Shared {
+        Shared {
+            metrics: Metrics::new(),
+            config,
+            cluster,
+            groups: Groups::new(),
+            advertised_host,
+            advertised_port,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -100,14 +118,7 @@ impl Broker {
             .await
             .expect("opening the data directory panicked")?;
         let background = cluster.logs().start_background();
-        let shared = Arc::new(Shared {
-            metrics: Metrics::new(),
-            config,
-            cluster,
-            groups: Groups::new(),
-            advertised_host: host,
-            advertised_port: i32::from(port),
-        });
+        let shared = Arc::new(Shared::new(config, cluster, host, i32::from(port)));
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(crate::groups::run(shared.clone(), stop_rx.clone()));
         let admin_task = tokio::spawn(admin::serve(
