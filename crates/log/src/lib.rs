@@ -8,7 +8,8 @@
 //!   retention, truncation, recovery, scrub. The only layer with a lock.
 //! - [`LogManager`]: every partition of a data directory, plus the
 //!   background flusher, retention, checkpoint and scrub threads.
-//! - `checkpoint` and `epoch`: the small durable files a log keeps.
+//! - `checkpoint` and `epoch`: the small durable files a log keeps;
+//!   `producer`: idempotent-producer state (duplicate detection).
 //!
 //! The crate knows nothing of requests or the network. Byte layouts of every
 //! file are in docs/FORMAT.md.
@@ -19,6 +20,7 @@ mod error;
 mod index;
 mod log;
 mod manager;
+mod producer;
 mod segment;
 mod types;
 

@@ -25,9 +25,10 @@ use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POIN
 use crate::epoch::LeaderEpochCache;
 use crate::error::{AppendError, CorruptData, Fault, IoFailure, LogError, OfflineDir, ReadError};
 use crate::index::IndexFile;
+use crate::producer::ProducerState;
 use crate::segment::{
-    INDEX_SUFFIX, IndexCursor, LOG_SUFFIX, Loaded, Scan, ScanStart, Segment, TIME_INDEX_SUFFIX,
-    io_failure, parse_file_name, scan_file,
+    INDEX_SUFFIX, IndexCursor, LOG_SUFFIX, Loaded, ProducerFields, Scan, ScanStart, Segment,
+    TIME_INDEX_SUFFIX, io_failure, parse_file_name, scan_file,
 };
 use crate::types::{AppendInfo, FileSlice, LogConfig, Offset, Position, ReadInfo};
 
@@ -126,6 +127,9 @@ struct State {
     /// Wall-clock ms of the oldest append not yet flushed.
     unflushed_since_ms: Option<i64>,
     epochs: LeaderEpochCache,
+    /// Idempotent-producer state, rebuilt on the first append after open
+    /// (so opening stays fast) from the newest segments' batch headers.
+    producers: Option<ProducerState>,
     /// Counts truncations, so a flush that raced with one does not move
     /// the recovery point over bytes it did not sync.
     truncations: u64,
@@ -364,6 +368,29 @@ impl Log {
                 max: u32::MAX,
             });
         }
+        if state.producers.is_none() {
+            let rebuilt = self.rebuild_producer_state(&state);
+            state.producers = Some(self.guard(rebuilt)?);
+        }
+        let fields: Vec<ProducerFields> = views.iter().map(producer_fields).collect();
+        if let ([only], Some(producers)) = (fields.as_slice(), &state.producers)
+            && let Some(original) = producers.find_duplicate(only)
+        {
+            // Kafka's answer to a retried batch: success, with the offsets
+            // it got the first time, and nothing appended.
+            tracing::debug!(
+                dir = %self.dir.display(), producer_id = only.producer_id,
+                sequence = only.base_sequence, offset = %original.first_offset,
+                "duplicate batch from an idempotent producer"
+            );
+            return Ok(AppendInfo {
+                base_offset: original.first_offset,
+                last_offset: original.last_offset,
+                log_append_time_ms: original.log_append_time_ms,
+                log_start_offset: state.log_start,
+                record_count: 0,
+            });
+        }
         self.guard(self.maybe_roll(&mut state, total_bytes, offsets_needed, now_ms))?;
 
         let log_append_time_ms = match state.config.message_timestamp_type {
@@ -471,6 +498,17 @@ impl Log {
                 }
             }
         }
+        if let Some(producers) = state.producers.as_mut() {
+            let mut first = log_end;
+            for (mut f, view) in fields.into_iter().zip(&views) {
+                let last = Offset(first.0 + i64::from(view.last_offset_delta()));
+                if log_append_time_ms >= 0 {
+                    f.log_append_time_ms = log_append_time_ms;
+                }
+                producers.record(&f, first, last);
+                first = Offset(last.0 + 1);
+            }
+        }
         state.active.cursor = cursor;
         state
             .active
@@ -505,6 +543,28 @@ impl Log {
             self.flush_inner()?;
         }
         Ok(info)
+    }
+
+    /// Rebuilds producer state from the batch headers of the newest
+    /// segments. Two segments (the active one and the one before) hold a
+    /// producer's recent batches unless a roll happened between a batch and
+    /// its retry, which takes a full segment of other traffic.
+    fn rebuild_producer_state(&self, state: &State) -> Result<ProducerState, Fault> {
+        const SEGMENTS: usize = 2;
+        let mut producers = ProducerState::default();
+        for segment in state.segments.values().rev().take(SEGMENTS).rev() {
+            let size = segment.size;
+            self.with_loaded(state, segment, |loaded| {
+                let mut position = 0;
+                while position < size {
+                    let header = segment.header_at(&loaded.file, position, size)?;
+                    producers.record(&header.producer, header.base, header.last);
+                    position += header.len;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(producers)
     }
 
     /// Rolls the active segment if this append would not fit in it.
@@ -952,6 +1012,10 @@ impl Log {
         };
         let result = self.guard(result);
         state.truncations += 1;
+        let log_end_now = state.log_end;
+        if let Some(producers) = state.producers.as_mut() {
+            producers.truncate_from(log_end_now);
+        }
         state.max_timestamp = None;
         let log_end = state.log_end;
         state.recovery_point = state.recovery_point.min(log_end);
@@ -1182,6 +1246,16 @@ impl Drop for Log {
                 LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
             }
         }
+    }
+}
+
+fn producer_fields(view: &rill_records::batch::BatchView<'_>) -> ProducerFields {
+    ProducerFields {
+        producer_id: view.producer_id(),
+        producer_epoch: view.producer_epoch(),
+        base_sequence: view.base_sequence(),
+        last_offset_delta: view.last_offset_delta(),
+        log_append_time_ms: -1,
     }
 }
 
@@ -1575,6 +1649,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         unflushed_records: 0,
         unflushed_since_ms: None,
         epochs,
+        producers: None,
         truncations: 0,
         max_timestamp: None,
     };

@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use memmap2::Mmap;
 use rill_records::batch::{
-    BASE_OFFSET_OFFSET, BATCH_HEADER_LEN, BatchView, LAST_OFFSET_DELTA_OFFSET,
-    MAX_TIMESTAMP_OFFSET, batch_total_len,
+    ATTRIBUTES_OFFSET, BASE_OFFSET_OFFSET, BASE_SEQUENCE_OFFSET, BATCH_HEADER_LEN, BatchView,
+    LAST_OFFSET_DELTA_OFFSET, MAX_TIMESTAMP_OFFSET, PRODUCER_EPOCH_OFFSET, PRODUCER_ID_OFFSET,
+    TIMESTAMP_TYPE_BIT, batch_total_len,
 };
 
 use crate::error::{CorruptData, Fault, IoFailure};
@@ -65,6 +66,19 @@ pub(crate) struct Header {
     pub last: Offset,
     pub len: u64,
     pub max_timestamp: i64,
+    /// Idempotent-producer fields, for rebuilding producer state.
+    pub producer: ProducerFields,
+}
+
+/// The header fields that identify an idempotent producer's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerFields {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub last_offset_delta: i32,
+    /// The log append time stamped in the batch, or -1 with CreateTime.
+    pub log_append_time_ms: i64,
 }
 
 impl Header {
@@ -85,11 +99,32 @@ impl Header {
         if delta < 0 {
             return Err(format!("negative last offset delta {delta}"));
         }
+        let attributes = i16::from_be_bytes([h[ATTRIBUTES_OFFSET], h[ATTRIBUTES_OFFSET + 1]]);
+        let max_timestamp = i64_at(MAX_TIMESTAMP_OFFSET);
         Ok(Header {
             base: Offset(base),
             last: Offset(base.saturating_add(i64::from(delta))),
             len,
-            max_timestamp: i64_at(MAX_TIMESTAMP_OFFSET),
+            max_timestamp,
+            producer: ProducerFields {
+                producer_id: i64_at(PRODUCER_ID_OFFSET),
+                producer_epoch: i16::from_be_bytes([
+                    h[PRODUCER_EPOCH_OFFSET],
+                    h[PRODUCER_EPOCH_OFFSET + 1],
+                ]),
+                base_sequence: i32::from_be_bytes([
+                    h[BASE_SEQUENCE_OFFSET],
+                    h[BASE_SEQUENCE_OFFSET + 1],
+                    h[BASE_SEQUENCE_OFFSET + 2],
+                    h[BASE_SEQUENCE_OFFSET + 3],
+                ]),
+                last_offset_delta: delta,
+                log_append_time_ms: if attributes & TIMESTAMP_TYPE_BIT != 0 {
+                    max_timestamp
+                } else {
+                    -1
+                },
+            },
         })
     }
 }

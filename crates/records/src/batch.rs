@@ -59,10 +59,14 @@ pub const NO_TIMESTAMP: i64 = -1;
 /// each at least one byte. Used to reject record counts a batch cannot hold.
 pub const RECORD_LEN_MIN: usize = 7;
 
-const COMPRESSION_MASK: i16 = 0x07;
-const TIMESTAMP_TYPE_BIT: i16 = 0x08;
-const TRANSACTIONAL_BIT: i16 = 0x10;
-const CONTROL_BIT: i16 = 0x20;
+/// Attribute bits 0..=2: the compression codec.
+pub const COMPRESSION_MASK: i16 = 0x07;
+/// Attribute bit 3: set when `maxTimestamp` is the log append time.
+pub const TIMESTAMP_TYPE_BIT: i16 = 0x08;
+/// Attribute bit 4: the batch belongs to a transaction.
+pub const TRANSACTIONAL_BIT: i16 = 0x10;
+/// Attribute bit 5: the batch is a control batch (transaction marker).
+pub const CONTROL_BIT: i16 = 0x20;
 
 const _: () = assert!(BATCH_HEADER_LEN == 61);
 const _: () = assert!(LOG_OVERHEAD == 12);

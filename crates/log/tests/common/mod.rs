@@ -108,3 +108,15 @@ pub fn view(bytes: &[u8]) -> BatchView<'_> {
 pub fn view_delta(bytes: &[u8]) -> i32 {
     view(bytes).last_offset_delta()
 }
+
+/// A batch from an idempotent producer: `count` records starting at
+/// sequence `sequence`.
+pub fn idempotent_batch(count: usize, producer_id: i64, epoch: i16, sequence: i32) -> Vec<u8> {
+    let mut b = batch(count, 20, 1_000);
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_COVERAGE_START..]);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}

@@ -1,0 +1,186 @@
+//! Idempotent-producer state of one partition: for each producer id, its
+//! epoch and the sequence ranges and offsets of its last five batches, so a
+//! retried batch is recognised and answered with the offsets it got the
+//! first time instead of being stored twice.
+//!
+//! The state is rebuilt at open from the batch headers of the newest
+//! segments (no snapshot file yet), so a retry is recognised as long as the
+//! original is in one of those segments.
+//!
+//! Thread-safety: plain data, guarded by the owning log's lock.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::segment::ProducerFields;
+use crate::types::Offset;
+
+/// Batches remembered per producer: Kafka keeps five because an idempotent
+/// producer has at most five requests in flight per partition.
+pub(crate) const BATCHES_PER_PRODUCER: usize = 5;
+/// Producers remembered per partition; beyond this the one that wrote
+/// least recently is forgotten, so a flood of producer ids cannot exhaust
+/// memory (each entry is about 200 bytes).
+pub(crate) const PRODUCERS_MAX: usize = 100_000;
+
+/// Where a batch went when it was first appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchRecord {
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub first_offset: Offset,
+    pub last_offset: Offset,
+    pub log_append_time_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct ProducerEntry {
+    epoch: i16,
+    batches: VecDeque<BatchRecord>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ProducerState {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+/// The last sequence of a batch; sequences wrap to 0 after `i32::MAX`.
+fn last_sequence(base_sequence: i32, last_offset_delta: i32) -> i32 {
+    ((i64::from(base_sequence) + i64::from(last_offset_delta)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// Whether a batch carries idempotent-producer fields.
+pub(crate) fn is_idempotent(fields: &ProducerFields) -> bool {
+    fields.producer_id >= 0 && fields.base_sequence >= 0
+}
+
+impl ProducerState {
+    /// The first append of a batch identical in producer, epoch and
+    /// sequences to `fields`, if it is among the producer's last five.
+    pub(crate) fn find_duplicate(&self, fields: &ProducerFields) -> Option<BatchRecord> {
+        if !is_idempotent(fields) {
+            return None;
+        }
+        let entry = self.producers.get(&fields.producer_id)?;
+        if entry.epoch != fields.producer_epoch {
+            return None;
+        }
+        let last = last_sequence(fields.base_sequence, fields.last_offset_delta);
+        entry
+            .batches
+            .iter()
+            .find(|b| b.first_sequence == fields.base_sequence && b.last_sequence == last)
+            .copied()
+    }
+
+    /// Remembers an appended batch. A newer epoch starts the producer's
+    /// history afresh; a batch from an older epoch does not change it.
+    pub(crate) fn record(&mut self, fields: &ProducerFields, first: Offset, last: Offset) {
+        if !is_idempotent(fields) {
+            return;
+        }
+        if !self.producers.contains_key(&fields.producer_id)
+            && self.producers.len() >= PRODUCERS_MAX
+        {
+            self.forget_least_recent();
+        }
+        let entry = self.producers.entry(fields.producer_id).or_default();
+        if fields.producer_epoch < entry.epoch {
+            return;
+        }
+        if fields.producer_epoch > entry.epoch {
+            entry.epoch = fields.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.batches.push_back(BatchRecord {
+            first_sequence: fields.base_sequence,
+            last_sequence: last_sequence(fields.base_sequence, fields.last_offset_delta),
+            first_offset: first,
+            last_offset: last,
+            log_append_time_ms: fields.log_append_time_ms,
+        });
+        while entry.batches.len() > BATCHES_PER_PRODUCER {
+            entry.batches.pop_front();
+        }
+    }
+
+    fn forget_least_recent(&mut self) {
+        let oldest = self
+            .producers
+            .iter()
+            .min_by_key(|(_, e)| e.batches.back().map_or(Offset(i64::MIN), |b| b.last_offset))
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest {
+            self.producers.remove(&id);
+        }
+    }
+
+    /// Forgets batches at or after `end` (the log was truncated there).
+    pub(crate) fn truncate_from(&mut self, end: Offset) {
+        for entry in self.producers.values_mut() {
+            entry.batches.retain(|b| b.last_offset < end);
+        }
+        self.producers.retain(|_, e| !e.batches.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(producer_id: i64, epoch: i16, base_sequence: i32, delta: i32) -> ProducerFields {
+        ProducerFields {
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence,
+            last_offset_delta: delta,
+            log_append_time_ms: -1,
+        }
+    }
+
+    #[test]
+    fn remembers_the_last_five_batches_per_epoch() {
+        let mut state = ProducerState::default();
+        for i in 0..6 {
+            state.record(
+                &fields(7, 0, i * 2, 1),
+                Offset(i64::from(i) * 2),
+                Offset(i64::from(i) * 2 + 1),
+            );
+        }
+        assert_eq!(
+            state.find_duplicate(&fields(7, 0, 0, 1)),
+            None,
+            "sixth batch pushed it out"
+        );
+        let dup = state.find_duplicate(&fields(7, 0, 2, 1)).unwrap();
+        assert_eq!((dup.first_offset, dup.last_offset), (Offset(2), Offset(3)));
+        assert_eq!(
+            state.find_duplicate(&fields(7, 0, 2, 2)),
+            None,
+            "other range"
+        );
+        assert_eq!(
+            state.find_duplicate(&fields(7, 1, 2, 1)),
+            None,
+            "other epoch"
+        );
+        assert_eq!(
+            state.find_duplicate(&fields(-1, 0, 2, 1)),
+            None,
+            "not idempotent"
+        );
+        state.record(&fields(7, 1, 0, 0), Offset(20), Offset(20));
+        assert_eq!(
+            state.find_duplicate(&fields(7, 0, 10, 1)),
+            None,
+            "new epoch resets"
+        );
+        state.truncate_from(Offset(20));
+        assert_eq!(
+            state.find_duplicate(&fields(7, 1, 0, 0)),
+            None,
+            "truncated away"
+        );
+        assert_eq!(last_sequence(i32::MAX, 2), 1, "sequences wrap");
+    }
+}
