@@ -93,7 +93,8 @@ class RillServer:
                 ],
                 stdin=subprocess.DEVNULL,
                 # rill reads RILL_* variables as settings; RILL_BIN is ours, not its.
-                env={k: v for k, v in os.environ.items() if k != "RILL_BIN"},
+                # NO_COLOR keeps terminal colour codes out of the log a failed test prints.
+                env={**{k: v for k, v in os.environ.items() if k != "RILL_BIN"}, "NO_COLOR": "1"},
                 stdout=out,
                 stderr=err,
             )

@@ -183,5 +183,8 @@ def run_node(script: str, opts: dict) -> dict | list:
         timeout=NODE_TIMEOUT_S,
         cwd=JS_DIR,
     )
-    assert proc.returncode == 0, f"node {script} exited {proc.returncode}:\n{proc.stderr.decode(errors='replace')}"
-    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    stderr = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0, f"node {script} exited {proc.returncode}:\n{stderr}"
+    lines = proc.stdout.decode().strip().splitlines()
+    assert lines, f"node {script} printed no result:\n{stderr}"
+    return json.loads(lines[-1])

@@ -243,7 +243,8 @@ def test_consumer_assigns_partitions_and_seeks(rill):
         c.assign([TopicPartition(topic, 2, -2)])  # -2 = OFFSET_BEGINNING
         from_beginning = poll_message(c)
         timestamp_ms = from_beginning.timestamp()[1]
-        [by_time] = c.offsets_for_times([TopicPartition(topic, 0, timestamp_ms)], timeout=WAIT_S)
+        # Partition 2 was written last: its first message is the first at or after its own timestamp.
+        [by_time] = c.offsets_for_times([TopicPartition(topic, 2, timestamp_ms)], timeout=WAIT_S)
         c.assign([TopicPartition(topic, 0, 1000)])  # past the end, with auto.offset.reset=error
         out_of_range = poll_message(c, want_error=True)
     finally:

@@ -23,6 +23,8 @@ async function main() {
   await consumer.subscribe({ topic: opts.topic, fromBeginning: true });
   const seen = [];
   await new Promise((resolve, reject) => {
+    // KafkaJS reports a consumer that gave up as an event, not as a rejected run().
+    consumer.on(consumer.events.CRASH, (event) => reject(event.payload.error));
     consumer
       .run({
         eachMessage: async ({ partition, message }) => {
