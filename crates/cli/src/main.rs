@@ -6,6 +6,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use rill_broker::{Broker, BrokerConfig, ConfigSources};
 
+mod cluster;
+mod consume;
+mod group;
+mod produce;
+mod tools;
+mod topic;
+
 #[derive(Parser)]
 #[command(
     name = "rill",
@@ -22,6 +29,19 @@ enum Command {
     /// Run a broker. With no flags: data in ./rill-data, Kafka clients on
     /// 127.0.0.1:9092, admin HTTP on 127.0.0.1:9644, a cluster of one.
     Serve(ServeArgs),
+    /// Create, list, describe, alter and delete topics
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Write one message per input line to a topic
+    Produce(produce::ProduceArgs),
+    /// Print a topic's messages, alone or as a consumer group member
+    Consume(consume::ConsumeArgs),
+    /// List, describe, reset and delete consumer groups
+    #[command(subcommand)]
+    Group(group::GroupCommand),
+    /// Show the cluster's brokers and controller
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 #[derive(clap::Args)]
@@ -54,6 +74,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Topic(command) => topic::main(command),
+        Command::Produce(args) => produce::main(args),
+        Command::Consume(args) => consume::main(args),
+        Command::Group(command) => group::main(command),
+        Command::Cluster(command) => cluster::main(command),
     }
 }
 

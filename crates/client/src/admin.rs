@@ -12,14 +12,18 @@ use rill_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use rill_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use rill_protocol::messages::offset_commit_request::OffsetCommitRequestPartition;
 use rill_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, ListOffsetsRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, IncrementalAlterConfigsRequest,
+    ListGroupsRequest, ListOffsetsRequest,
 };
 use rill_protocol::{ApiKey, RequestBody, ResponseBody};
 
 use crate::client::{Client, ClientConfig, TopicInfo};
+use crate::consumer::TopicPartition;
 use crate::error::{Error, Result, code};
+use crate::group::{commit_offsets, decode_assignment, fetch_committed, find_coordinator};
 
 /// Kafka's resource type for a topic in config requests.
 const RESOURCE_TOPIC: i8 = 2;
@@ -79,6 +83,34 @@ pub enum Offset {
     /// The first message with a timestamp at or after this many
     /// milliseconds since the epoch (the end when there is none).
     Timestamp(i64),
+}
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    pub protocol_type: String,
+    /// Empty when the broker is too old to say.
+    pub state: String,
+}
+
+/// A member of a group and the partitions it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMemberDescription {
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    pub assignment: Vec<TopicPartition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group_id: String,
+    pub state: String,
+    pub protocol_type: String,
+    /// The assignor in use.
+    pub protocol: String,
+    pub members: Vec<GroupMemberDescription>,
 }
 
 /// Admin operations on a cluster.
@@ -367,6 +399,152 @@ impl AdminClient {
         let info = self.client.topic(topic).await?;
         let partitions: Vec<i32> = info.partitions.iter().map(|p| p.partition).collect();
         list_offsets(&self.client, topic, &partitions, spec).await
+    }
+}
+
+impl AdminClient {
+    /// Every group on every broker, sorted by id.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
+        let metadata = self.client.refresh_metadata(Some(&[])).await?;
+        let mut groups = Vec::new();
+        for &node in metadata.brokers.keys() {
+            let ResponseBody::ListGroups(response) = self
+                .client
+                .call(node, ApiKey::ListGroups, |_| {
+                    RequestBody::ListGroups(ListGroupsRequest::default())
+                })
+                .await?
+            else {
+                return Err(unexpected("ListGroups"));
+            };
+            if response.error_code != code::NONE {
+                return Err(Error::kafka("list groups", response.error_code, None));
+            }
+            groups.extend(response.groups.into_iter().map(|group| GroupListing {
+                group_id: group.group_id,
+                protocol_type: group.protocol_type,
+                state: group.group_state,
+            }));
+        }
+        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        Ok(groups)
+    }
+
+    /// A group's state, assignor and members.
+    pub async fn describe_group(&self, group_id: &str) -> Result<GroupDescription> {
+        let coordinator = find_coordinator(&self.client, group_id).await?;
+        let request = DescribeGroupsRequest {
+            groups: vec![group_id.to_string()],
+            ..Default::default()
+        };
+        let ResponseBody::DescribeGroups(response) = self
+            .client
+            .call(coordinator, ApiKey::DescribeGroups, |_| {
+                RequestBody::DescribeGroups(request)
+            })
+            .await?
+        else {
+            return Err(unexpected("DescribeGroups"));
+        };
+        let group = response
+            .groups
+            .into_iter()
+            .next()
+            .ok_or_else(|| unexpected("DescribeGroups"))?;
+        if group.error_code != code::NONE {
+            return Err(Error::kafka(
+                format!("describe group '{group_id}'"),
+                group.error_code,
+                None,
+            ));
+        }
+        let mut members = Vec::new();
+        for member in group.members {
+            members.push(GroupMemberDescription {
+                member_id: member.member_id,
+                client_id: member.client_id,
+                client_host: member.client_host,
+                // Only consumer groups carry the consumer protocol.
+                assignment: decode_assignment(&member.member_assignment).unwrap_or_default(),
+            });
+        }
+        Ok(GroupDescription {
+            group_id: group.group_id,
+            state: group.group_state,
+            protocol_type: group.protocol_type,
+            protocol: group.protocol_data,
+            members,
+        })
+    }
+
+    /// A group's committed offsets for every partition it has one for.
+    pub async fn group_offsets(&self, group_id: &str) -> Result<BTreeMap<TopicPartition, i64>> {
+        let coordinator = find_coordinator(&self.client, group_id).await?;
+        let committed = fetch_committed(&self.client, coordinator, group_id, None).await?;
+        Ok(committed.into_iter().collect())
+    }
+
+    /// Sets a group's committed offsets for every partition of `topic` to
+    /// what `to` names. The group must have no active members (as in Kafka).
+    pub async fn reset_group_offsets(
+        &self,
+        group_id: &str,
+        topic: &str,
+        to: Offset,
+    ) -> Result<BTreeMap<i32, i64>> {
+        let offsets = self.list_offsets(topic, to).await?;
+        let coordinator = find_coordinator(&self.client, group_id).await?;
+        let partitions = offsets
+            .iter()
+            .map(|(&partition, &offset)| OffsetCommitRequestPartition {
+                partition_index: partition,
+                committed_offset: offset,
+                committed_leader_epoch: -1,
+                commit_timestamp: -1,
+                committed_metadata: Some(String::new()),
+                ..Default::default()
+            })
+            .collect();
+        commit_offsets(
+            &self.client,
+            coordinator,
+            group_id,
+            -1,
+            "",
+            BTreeMap::from([(topic.to_string(), partitions)]),
+        )
+        .await?;
+        Ok(offsets)
+    }
+
+    /// Deletes groups with no active members, and their offsets.
+    pub async fn delete_groups(&self, group_ids: &[String]) -> Result<()> {
+        for group_id in group_ids {
+            let coordinator = find_coordinator(&self.client, group_id).await?;
+            let request = DeleteGroupsRequest {
+                groups_names: vec![group_id.clone()],
+                ..Default::default()
+            };
+            let ResponseBody::DeleteGroups(response) = self
+                .client
+                .call(coordinator, ApiKey::DeleteGroups, |_| {
+                    RequestBody::DeleteGroups(request)
+                })
+                .await?
+            else {
+                return Err(unexpected("DeleteGroups"));
+            };
+            for result in response.results {
+                if result.error_code != code::NONE {
+                    return Err(Error::kafka(
+                        format!("delete group '{}'", result.group_id),
+                        result.error_code,
+                        None,
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

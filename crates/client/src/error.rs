@@ -118,6 +118,7 @@ pub mod code {
     pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const UNKNOWN_PRODUCER_ID: i16 = 59;
+    pub const NON_EMPTY_GROUP: i16 = 68;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const FENCED_LEADER_EPOCH: i16 = 74;
     pub const UNKNOWN_LEADER_EPOCH: i16 = 75;

@@ -123,39 +123,7 @@ impl GroupMember {
         if let Some(node) = state.coordinator {
             return Ok(node);
         }
-        let group_id = self.group_id.clone();
-        let response = self
-            .client()
-            .call_any(ApiKey::FindCoordinator, |_| {
-                RequestBody::FindCoordinator(FindCoordinatorRequest {
-                    key: group_id.clone(),
-                    key_type: 0,
-                    coordinator_keys: vec![group_id],
-                    ..Default::default()
-                })
-            })
-            .await?;
-        let ResponseBody::FindCoordinator(response) = response else {
-            return Err(self.group_error("FindCoordinator answered with another API"));
-        };
-        // v4+ answer per key in `coordinators`; older versions at the top.
-        let (error_code, node_id) = match response.coordinators.first() {
-            Some(found) => (found.error_code, found.node_id),
-            None => (response.error_code, response.node_id),
-        };
-        if error_code != code::NONE {
-            return Err(Error::kafka(
-                format!("find the coordinator of group '{}'", self.group_id),
-                error_code,
-                None,
-            ));
-        }
-        if !self.client().metadata().brokers.contains_key(&node_id) {
-            self.client().refresh_metadata(Some(&[])).await?;
-        }
-        if !self.client().metadata().brokers.contains_key(&node_id) {
-            return Err(Error::UnknownBroker(node_id));
-        }
+        let node_id = find_coordinator(self.client(), &self.group_id).await?;
         state.coordinator = Some(node_id);
         Ok(node_id)
     }
@@ -385,56 +353,7 @@ impl GroupMember {
         if partitions.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-        for tp in partitions {
-            by_topic
-                .entry(tp.topic.clone())
-                .or_default()
-                .push(tp.partition);
-        }
-        let request = OffsetFetchRequest {
-            group_id: self.group_id.clone(),
-            topics: Some(
-                by_topic
-                    .into_iter()
-                    .map(|(name, partition_indexes)| OffsetFetchRequestTopic {
-                        name,
-                        partition_indexes,
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
-            require_stable: false,
-            ..Default::default()
-        };
-        let response = self
-            .client()
-            .call(coordinator, ApiKey::OffsetFetch, |_| {
-                RequestBody::OffsetFetch(request)
-            })
-            .await?;
-        let ResponseBody::OffsetFetch(response) = response else {
-            return Err(self.group_error("OffsetFetch answered with another API"));
-        };
-        if response.error_code != code::NONE {
-            return Err(Error::kafka(
-                "fetch committed offsets",
-                response.error_code,
-                None,
-            ));
-        }
-        let mut committed = HashMap::new();
-        for topic in response.topics {
-            for partition in topic.partitions {
-                if partition.error_code == code::NONE && partition.committed_offset >= 0 {
-                    committed.insert(
-                        TopicPartition::new(&topic.name, partition.partition_index),
-                        partition.committed_offset,
-                    );
-                }
-            }
-        }
-        Ok(committed)
+        fetch_committed(self.client(), coordinator, &self.group_id, Some(partitions)).await
     }
 
     /// Commits offsets under the current generation.
@@ -574,6 +493,100 @@ impl GroupMember {
     }
 }
 
+/// The broker that coordinates `group_id`.
+pub(crate) async fn find_coordinator(client: &Client, group_id: &str) -> Result<i32> {
+    let response = client
+        .call_any(ApiKey::FindCoordinator, |_| {
+            RequestBody::FindCoordinator(FindCoordinatorRequest {
+                key: group_id.to_string(),
+                key_type: 0,
+                coordinator_keys: vec![group_id.to_string()],
+                ..Default::default()
+            })
+        })
+        .await?;
+    let ResponseBody::FindCoordinator(response) = response else {
+        return Err(Error::Group {
+            group: group_id.to_string(),
+            reason: "FindCoordinator answered with another API".into(),
+        });
+    };
+    // v4+ answer per key in `coordinators`; older versions at the top.
+    let (error_code, node_id) = match response.coordinators.first() {
+        Some(found) => (found.error_code, found.node_id),
+        None => (response.error_code, response.node_id),
+    };
+    if error_code != code::NONE {
+        return Err(Error::kafka(
+            format!("find the coordinator of group '{group_id}'"),
+            error_code,
+            None,
+        ));
+    }
+    if !client.metadata().brokers.contains_key(&node_id) {
+        client.refresh_metadata(Some(&[])).await?;
+    }
+    if !client.metadata().brokers.contains_key(&node_id) {
+        return Err(Error::UnknownBroker(node_id));
+    }
+    Ok(node_id)
+}
+
+/// A group's committed offsets: for `partitions`, or all with `None`.
+pub(crate) async fn fetch_committed(
+    client: &Client,
+    coordinator: i32,
+    group_id: &str,
+    partitions: Option<&[TopicPartition]>,
+) -> Result<HashMap<TopicPartition, i64>> {
+    let topics = partitions.map(|partitions| {
+        group_by_topic(partitions)
+            .into_iter()
+            .map(|(name, partition_indexes)| OffsetFetchRequestTopic {
+                name,
+                partition_indexes,
+                ..Default::default()
+            })
+            .collect()
+    });
+    let request = OffsetFetchRequest {
+        group_id: group_id.to_string(),
+        topics,
+        require_stable: false,
+        ..Default::default()
+    };
+    let response = client
+        .call(coordinator, ApiKey::OffsetFetch, |_| {
+            RequestBody::OffsetFetch(request)
+        })
+        .await?;
+    let ResponseBody::OffsetFetch(response) = response else {
+        return Err(Error::Group {
+            group: group_id.to_string(),
+            reason: "OffsetFetch answered with another API".into(),
+        });
+    };
+    if response.error_code != code::NONE {
+        return Err(Error::kafka(
+            format!("fetch committed offsets of group '{group_id}'"),
+            response.error_code,
+            None,
+        ));
+    }
+    let mut committed = HashMap::new();
+    for topic in response.topics {
+        for partition in topic.partitions {
+            if partition.error_code == code::NONE && partition.committed_offset >= 0 {
+                committed.insert(
+                    TopicPartition::new(&topic.name, partition.partition_index),
+                    partition.committed_offset,
+                );
+            }
+        }
+    }
+    Ok(committed)
+}
+
 /// OffsetCommit to `coordinator`; generation -1 and an empty member id
 /// commit as a tool outside the group (as `rill group reset-offsets` does).
 pub(crate) async fn commit_offsets(
@@ -694,7 +707,7 @@ fn encode_assignment(partitions: &[TopicPartition]) -> Bytes {
     encoder.finish().buf
 }
 
-fn decode_assignment(bytes: &Bytes) -> Result<Vec<TopicPartition>> {
+pub(crate) fn decode_assignment(bytes: &Bytes) -> Result<Vec<TopicPartition>> {
     // A member the leader gave nothing may get an empty assignment.
     if bytes.is_empty() {
         return Ok(Vec::new());

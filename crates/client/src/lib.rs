@@ -25,7 +25,10 @@ mod producer;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use admin::{AdminClient, ConfigEntry, NewTopic, Offset};
+pub use admin::{
+    AdminClient, ConfigEntry, GroupDescription, GroupListing, GroupMemberDescription, NewTopic,
+    Offset,
+};
 pub use client::{BrokerInfo, Client, ClientConfig, Metadata, PartitionInfo, TopicInfo};
 pub use consumer::{AsyncConsumer, Consumer, ConsumerConfig, MessageStream, TopicPartition};
 pub use error::{Error, Result, code};
