@@ -403,6 +403,21 @@ impl<'a> FileEmitter<'a> {
         }
     }
 
+    /// A function from an element's big-endian bytes to its value.
+    fn from_bytes(ty: &Type) -> &'static str {
+        match ty {
+            Type::Bool => "|[byte]: [u8; 1]| byte != 0",
+            Type::Int8 => "i8::from_be_bytes",
+            Type::Int16 => "i16::from_be_bytes",
+            Type::Uint16 => "u16::from_be_bytes",
+            Type::Int32 => "i32::from_be_bytes",
+            Type::Uint32 => "u32::from_be_bytes",
+            Type::Int64 => "i64::from_be_bytes",
+            Type::Float64 => "f64::from_be_bytes",
+            _ => "Uuid::from_bytes",
+        }
+    }
+
     /// A statement writing `value` (a place expression such as `self.name`).
     pub fn encode_stmt(&self, field: &Field, value: &str) -> Result<String, String> {
         let compact = self.compact(field);
@@ -505,6 +520,14 @@ impl<'a> FileEmitter<'a> {
                 format!("dec.opt_struct({nullable}, |dec| {ty}::decode(dec, version))?")
             }
             Type::Struct(ty) => format!("{ty}::decode(dec, version)?"),
+            Type::Array(element) if element.fixed_len().is_some() => {
+                let convert = Self::from_bytes(element);
+                if option {
+                    format!("dec.opt_fixed_array({nullable}, {compact}, {name:?}, {convert})?")
+                } else {
+                    format!("dec.fixed_array({compact}, {name:?}, {convert})?")
+                }
+            }
             Type::Array(element) => {
                 let min = self.element_len_min(field, element)?;
                 let read = match element.as_ref() {

@@ -135,7 +135,7 @@ impl Decoder {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let start = self.position;
         let out = self
@@ -151,7 +151,7 @@ impl Decoder {
     }
 
     /// Checks a claimed length against the bytes left, before any allocation.
-    #[inline]
+    #[inline(always)]
     fn check_length(&self, what: &'static str, claimed: usize) -> Result<(), DecodeError> {
         let remaining = self.remaining();
         if claimed > remaining {
@@ -164,7 +164,7 @@ impl Decoder {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn slice(&mut self, len: usize) -> Bytes {
         let out = self.buf.slice(self.position..self.position + len);
         self.position += len;
@@ -217,7 +217,7 @@ impl Decoder {
     }
 
     /// Kafka's unsigned varint: at most 5 bytes, at most 32 bits.
-    #[inline]
+    #[inline(always)]
     pub fn unsigned_varint(&mut self) -> Result<u32, DecodeError> {
         let mut value: u32 = 0;
         for index in 0..5 {
@@ -235,7 +235,7 @@ impl Decoder {
 
     /// Reads a length prefix; `None` is null. Compact lengths are varints
     /// holding length + 1; classic ones are `i16` or `i32` with -1 for null.
-    #[inline]
+    #[inline(always)]
     fn length(
         &mut self,
         what: &'static str,
@@ -290,7 +290,7 @@ impl Decoder {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn opt_slice(
         &mut self,
         nullable: bool,
@@ -414,6 +414,60 @@ impl Decoder {
     ) -> Result<Option<Vec<T>>, DecodeError> {
         match self.array_count(nullable, compact, element_len_min, what)? {
             Some(count) => self.elements(count, read).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads `count` fixed-size elements whose bytes `array_count` has
+    /// already found in the frame, without a check per element.
+    #[inline]
+    fn fixed_elements<T, const N: usize>(
+        &mut self,
+        count: usize,
+        convert: impl Fn([u8; N]) -> T,
+    ) -> Result<Vec<T>, DecodeError> {
+        let start = self.position;
+        let end = start + count * N;
+        let bytes = self.buf.get(start..end).ok_or(DecodeError::Truncated {
+            needed: count * N,
+            remaining: self.buf.len() - start,
+        })?;
+        let out = bytes
+            .chunks_exact(N)
+            .map(|chunk| {
+                let mut element = [0u8; N];
+                element.copy_from_slice(chunk);
+                convert(element)
+            })
+            .collect();
+        self.position = end;
+        Ok(out)
+    }
+
+    /// An array of a fixed-size primitive, e.g. `fixed_array(c, "Isr", i32::from_be_bytes)`.
+    #[inline]
+    pub fn fixed_array<T, const N: usize>(
+        &mut self,
+        compact: bool,
+        what: &'static str,
+        convert: impl Fn([u8; N]) -> T,
+    ) -> Result<Vec<T>, DecodeError> {
+        match self.array_count(false, compact, N, what)? {
+            Some(count) => self.fixed_elements(count, convert),
+            None => Err(DecodeError::NullNotAllowed(what)),
+        }
+    }
+
+    #[inline]
+    pub fn opt_fixed_array<T, const N: usize>(
+        &mut self,
+        nullable: bool,
+        compact: bool,
+        what: &'static str,
+        convert: impl Fn([u8; N]) -> T,
+    ) -> Result<Option<Vec<T>>, DecodeError> {
+        match self.array_count(nullable, compact, N, what)? {
+            Some(count) => self.fixed_elements(count, convert).map(Some),
             None => Ok(None),
         }
     }

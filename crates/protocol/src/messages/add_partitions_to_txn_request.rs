@@ -245,7 +245,7 @@ impl Decode for AddPartitionsToTxnTopic {
         let flexible = version >= 3;
         dec.enter()?;
         let name = dec.string(flexible, "Name")?;
-        let partitions = dec.array(flexible, 4, "Partitions", |dec| dec.i32())?;
+        let partitions = dec.fixed_array(flexible, "Partitions", i32::from_be_bytes)?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {

@@ -132,7 +132,7 @@ impl Decode for ReassignablePartition {
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition_index = dec.i32()?;
-        let replicas = dec.opt_array(true, true, 4, "Replicas", |dec| dec.i32())?;
+        let replicas = dec.opt_fixed_array(true, true, "Replicas", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {

@@ -182,7 +182,7 @@ impl Decode for PartitionData {
         let partition_index = dec.i32()?;
         let leader_epoch = dec.i32()?;
         let new_isr = if version <= 2 {
-            dec.array(true, 4, "NewIsr", |dec| dec.i32())?
+            dec.fixed_array(true, "NewIsr", i32::from_be_bytes)?
         } else {
             Vec::new()
         };

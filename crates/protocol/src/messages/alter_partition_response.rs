@@ -163,7 +163,7 @@ impl Decode for PartitionData {
         let error_code = dec.i16()?;
         let leader_id = dec.i32()?;
         let leader_epoch = dec.i32()?;
-        let isr = dec.array(true, 4, "Isr", |dec| dec.i32())?;
+        let isr = dec.fixed_array(true, "Isr", i32::from_be_bytes)?;
         let leader_recovery_state = if version >= 1 { dec.i8()? } else { 0 };
         let partition_epoch = dec.i32()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;

@@ -140,7 +140,7 @@ impl Decode for AlterReplicaLogDirTopic {
         let flexible = version >= 2;
         dec.enter()?;
         let name = dec.string(flexible, "Name")?;
-        let partitions = dec.array(flexible, 4, "Partitions", |dec| dec.i32())?;
+        let partitions = dec.fixed_array(flexible, "Partitions", i32::from_be_bytes)?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {

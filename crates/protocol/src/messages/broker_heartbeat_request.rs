@@ -86,7 +86,7 @@ impl Decode for BrokerHeartbeatRequest {
         let mut offline_log_dirs = Vec::new();
         let unknown_tagged_fields = dec.tagged_fields(|tag, dec| match tag {
             0 if version >= 1 => {
-                offline_log_dirs = dec.array(true, 16, "OfflineLogDirs", |dec| dec.uuid())?;
+                offline_log_dirs = dec.fixed_array(true, "OfflineLogDirs", Uuid::from_bytes)?;
                 Ok(true)
             }
             _ => Ok(false),

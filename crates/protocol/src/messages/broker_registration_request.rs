@@ -92,7 +92,7 @@ impl Decode for BrokerRegistrationRequest {
         let rack = dec.opt_string(true, true, "Rack")?;
         let is_migrating_zk_broker = if version >= 1 { dec.bool()? } else { false };
         let log_dirs = if version >= 2 {
-            dec.array(true, 16, "LogDirs", |dec| dec.uuid())?
+            dec.fixed_array(true, "LogDirs", Uuid::from_bytes)?
         } else {
             Vec::new()
         };

@@ -70,7 +70,7 @@ impl Decode for TopicPartition {
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic = dec.string(false, "Topic")?;
-        let partitions = dec.array(false, 4, "Partitions", |dec| dec.i32())?;
+        let partitions = dec.fixed_array(false, "Partitions", i32::from_be_bytes)?;
         dec.leave();
         Ok(Self { topic, partitions })
     }

@@ -132,7 +132,7 @@ impl Decode for TopicPartition {
             String::new()
         };
         let partitions = if version >= 1 {
-            dec.array(false, 4, "Partitions", |dec| dec.i32())?
+            dec.fixed_array(false, "Partitions", i32::from_be_bytes)?
         } else {
             Vec::new()
         };

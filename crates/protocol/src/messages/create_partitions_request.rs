@@ -170,7 +170,7 @@ impl Decode for CreatePartitionsAssignment {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let broker_ids = dec.array(flexible, 4, "BrokerIds", |dec| dec.i32())?;
+        let broker_ids = dec.fixed_array(flexible, "BrokerIds", i32::from_be_bytes)?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {

@@ -188,7 +188,7 @@ impl Decode for CreatableReplicaAssignment {
         let flexible = version >= 5;
         dec.enter()?;
         let partition_index = dec.i32()?;
-        let broker_ids = dec.array(flexible, 4, "BrokerIds", |dec| dec.i32())?;
+        let broker_ids = dec.fixed_array(flexible, "BrokerIds", i32::from_be_bytes)?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {

@@ -228,12 +228,12 @@ impl Decode for DescribeTopicPartitionsResponsePartition {
         let partition_index = dec.i32()?;
         let leader_id = dec.i32()?;
         let leader_epoch = dec.i32()?;
-        let replica_nodes = dec.array(true, 4, "ReplicaNodes", |dec| dec.i32())?;
-        let isr_nodes = dec.array(true, 4, "IsrNodes", |dec| dec.i32())?;
+        let replica_nodes = dec.fixed_array(true, "ReplicaNodes", i32::from_be_bytes)?;
+        let isr_nodes = dec.fixed_array(true, "IsrNodes", i32::from_be_bytes)?;
         let eligible_leader_replicas =
-            dec.opt_array(true, true, 4, "EligibleLeaderReplicas", |dec| dec.i32())?;
-        let last_known_elr = dec.opt_array(true, true, 4, "LastKnownElr", |dec| dec.i32())?;
-        let offline_replicas = dec.array(true, 4, "OfflineReplicas", |dec| dec.i32())?;
+            dec.opt_fixed_array(true, true, "EligibleLeaderReplicas", i32::from_be_bytes)?;
+        let last_known_elr = dec.opt_fixed_array(true, true, "LastKnownElr", i32::from_be_bytes)?;
+        let offline_replicas = dec.fixed_array(true, "OfflineReplicas", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {

@@ -189,7 +189,7 @@ impl Decode for PartitionData {
         let leader_id = dec.i32()?;
         let leader_epoch = dec.i32()?;
         let preferred_successors = if version == 0 {
-            dec.array(flexible, 4, "PreferredSuccessors", |dec| dec.i32())?
+            dec.fixed_array(flexible, "PreferredSuccessors", i32::from_be_bytes)?
         } else {
             Vec::new()
         };

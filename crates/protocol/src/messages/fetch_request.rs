@@ -535,7 +535,7 @@ impl Decode for ForgottenTopic {
             Uuid::ZERO
         };
         let partitions = if version >= 7 {
-            dec.array(flexible, 4, "Partitions", |dec| dec.i32())?
+            dec.fixed_array(flexible, "Partitions", i32::from_be_bytes)?
         } else {
             Vec::new()
         };

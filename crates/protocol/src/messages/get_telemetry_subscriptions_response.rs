@@ -64,7 +64,7 @@ impl Decode for GetTelemetrySubscriptionsResponse {
         let client_instance_id = dec.uuid()?;
         let subscription_id = dec.i32()?;
         let accepted_compression_types =
-            dec.array(true, 1, "AcceptedCompressionTypes", |dec| dec.i8())?;
+            dec.fixed_array(true, "AcceptedCompressionTypes", i8::from_be_bytes)?;
         let push_interval_ms = dec.i32()?;
         let telemetry_max_bytes = dec.i32()?;
         let delta_temporality = dec.bool()?;

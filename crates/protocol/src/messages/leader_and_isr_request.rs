@@ -388,16 +388,16 @@ impl Decode for LeaderAndIsrPartitionState {
         let controller_epoch = dec.i32()?;
         let leader = dec.i32()?;
         let leader_epoch = dec.i32()?;
-        let isr = dec.array(flexible, 4, "Isr", |dec| dec.i32())?;
+        let isr = dec.fixed_array(flexible, "Isr", i32::from_be_bytes)?;
         let partition_epoch = dec.i32()?;
-        let replicas = dec.array(flexible, 4, "Replicas", |dec| dec.i32())?;
+        let replicas = dec.fixed_array(flexible, "Replicas", i32::from_be_bytes)?;
         let adding_replicas = if version >= 3 {
-            dec.array(flexible, 4, "AddingReplicas", |dec| dec.i32())?
+            dec.fixed_array(flexible, "AddingReplicas", i32::from_be_bytes)?
         } else {
             Vec::new()
         };
         let removing_replicas = if version >= 3 {
-            dec.array(flexible, 4, "RemovingReplicas", |dec| dec.i32())?
+            dec.fixed_array(flexible, "RemovingReplicas", i32::from_be_bytes)?
         } else {
             Vec::new()
         };

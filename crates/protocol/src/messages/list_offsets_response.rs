@@ -195,7 +195,7 @@ impl Decode for ListOffsetsPartitionResponse {
         let partition_index = dec.i32()?;
         let error_code = dec.i16()?;
         let old_style_offsets = if version == 0 {
-            dec.array(flexible, 8, "OldStyleOffsets", |dec| dec.i64())?
+            dec.fixed_array(flexible, "OldStyleOffsets", i64::from_be_bytes)?
         } else {
             Vec::new()
         };

@@ -88,7 +88,7 @@ impl Decode for ListPartitionReassignmentsTopics {
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(true, "Name")?;
-        let partition_indexes = dec.array(true, 4, "PartitionIndexes", |dec| dec.i32())?;
+        let partition_indexes = dec.fixed_array(true, "PartitionIndexes", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {

@@ -150,9 +150,9 @@ impl Decode for OngoingPartitionReassignment {
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition_index = dec.i32()?;
-        let replicas = dec.array(true, 4, "Replicas", |dec| dec.i32())?;
-        let adding_replicas = dec.array(true, 4, "AddingReplicas", |dec| dec.i32())?;
-        let removing_replicas = dec.array(true, 4, "RemovingReplicas", |dec| dec.i32())?;
+        let replicas = dec.fixed_array(true, "Replicas", i32::from_be_bytes)?;
+        let adding_replicas = dec.fixed_array(true, "AddingReplicas", i32::from_be_bytes)?;
+        let removing_replicas = dec.fixed_array(true, "RemovingReplicas", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {

@@ -58,7 +58,7 @@ impl Decode for ListTransactionsRequest {
         let state_filters = dec.array(true, 1, "StateFilters", |dec| {
             dec.string(true, "StateFilters")
         })?;
-        let producer_id_filters = dec.array(true, 8, "ProducerIdFilters", |dec| dec.i64())?;
+        let producer_id_filters = dec.fixed_array(true, "ProducerIdFilters", i64::from_be_bytes)?;
         let duration_filter = if version >= 1 { dec.i64()? } else { -1 };
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();

@@ -383,10 +383,10 @@ impl Decode for MetadataResponsePartition {
         let partition_index = dec.i32()?;
         let leader_id = dec.i32()?;
         let leader_epoch = if version >= 7 { dec.i32()? } else { -1 };
-        let replica_nodes = dec.array(flexible, 4, "ReplicaNodes", |dec| dec.i32())?;
-        let isr_nodes = dec.array(flexible, 4, "IsrNodes", |dec| dec.i32())?;
+        let replica_nodes = dec.fixed_array(flexible, "ReplicaNodes", i32::from_be_bytes)?;
+        let isr_nodes = dec.fixed_array(flexible, "IsrNodes", i32::from_be_bytes)?;
         let offline_replicas = if version >= 5 {
-            dec.array(flexible, 4, "OfflineReplicas", |dec| dec.i32())?
+            dec.fixed_array(flexible, "OfflineReplicas", i32::from_be_bytes)?
         } else {
             Vec::new()
         };

@@ -167,7 +167,7 @@ impl Decode for OffsetFetchRequestTopic {
             String::new()
         };
         let partition_indexes = if version <= 7 {
-            dec.array(flexible, 4, "PartitionIndexes", |dec| dec.i32())?
+            dec.fixed_array(flexible, "PartitionIndexes", i32::from_be_bytes)?
         } else {
             Vec::new()
         };
@@ -349,7 +349,7 @@ impl Decode for OffsetFetchRequestTopics {
             String::new()
         };
         let partition_indexes = if version >= 8 {
-            dec.array(flexible, 4, "PartitionIndexes", |dec| dec.i32())?
+            dec.fixed_array(flexible, "PartitionIndexes", i32::from_be_bytes)?
         } else {
             Vec::new()
         };

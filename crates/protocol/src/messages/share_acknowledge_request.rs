@@ -187,7 +187,7 @@ impl Decode for AcknowledgementBatch {
         dec.enter()?;
         let first_offset = dec.i64()?;
         let last_offset = dec.i64()?;
-        let acknowledge_types = dec.array(true, 1, "AcknowledgeTypes", |dec| dec.i8())?;
+        let acknowledge_types = dec.fixed_array(true, "AcknowledgeTypes", i8::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {

@@ -220,7 +220,7 @@ impl Decode for AcknowledgementBatch {
         dec.enter()?;
         let first_offset = dec.i64()?;
         let last_offset = dec.i64()?;
-        let acknowledge_types = dec.array(true, 1, "AcknowledgeTypes", |dec| dec.i8())?;
+        let acknowledge_types = dec.fixed_array(true, "AcknowledgeTypes", i8::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -262,7 +262,7 @@ impl Decode for ForgottenTopic {
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic_id = dec.uuid()?;
-        let partitions = dec.array(true, 4, "Partitions", |dec| dec.i32())?;
+        let partitions = dec.fixed_array(true, "Partitions", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {

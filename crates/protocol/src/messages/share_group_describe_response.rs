@@ -238,7 +238,7 @@ impl Decode for TopicPartitions {
         dec.enter()?;
         let topic_id = dec.uuid()?;
         let topic_name = dec.string(true, "TopicName")?;
-        let partitions = dec.array(true, 4, "Partitions", |dec| dec.i32())?;
+        let partitions = dec.fixed_array(true, "Partitions", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {

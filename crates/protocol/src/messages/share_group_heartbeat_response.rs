@@ -141,7 +141,7 @@ impl Decode for TopicPartitions {
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic_id = dec.uuid()?;
-        let partitions = dec.array(true, 4, "Partitions", |dec| dec.i32())?;
+        let partitions = dec.fixed_array(true, "Partitions", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {

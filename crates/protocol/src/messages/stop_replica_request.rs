@@ -262,7 +262,7 @@ impl Decode for StopReplicaTopicV1 {
             String::new()
         };
         let partition_indexes = if (1..=2).contains(&version) {
-            dec.array(flexible, 4, "PartitionIndexes", |dec| dec.i32())?
+            dec.fixed_array(flexible, "PartitionIndexes", i32::from_be_bytes)?
         } else {
             Vec::new()
         };

@@ -516,11 +516,11 @@ impl Decode for UpdateMetadataPartitionState {
         let controller_epoch = dec.i32()?;
         let leader = dec.i32()?;
         let leader_epoch = dec.i32()?;
-        let isr = dec.array(flexible, 4, "Isr", |dec| dec.i32())?;
+        let isr = dec.fixed_array(flexible, "Isr", i32::from_be_bytes)?;
         let zk_version = dec.i32()?;
-        let replicas = dec.array(flexible, 4, "Replicas", |dec| dec.i32())?;
+        let replicas = dec.fixed_array(flexible, "Replicas", i32::from_be_bytes)?;
         let offline_replicas = if version >= 4 {
-            dec.array(flexible, 4, "OfflineReplicas", |dec| dec.i32())?
+            dec.fixed_array(flexible, "OfflineReplicas", i32::from_be_bytes)?
         } else {
             Vec::new()
         };

@@ -157,7 +157,8 @@ impl Decode for WritableTxnMarkerTopic {
         let flexible = version >= 1;
         dec.enter()?;
         let name = dec.string(flexible, "Name")?;
-        let partition_indexes = dec.array(flexible, 4, "PartitionIndexes", |dec| dec.i32())?;
+        let partition_indexes =
+            dec.fixed_array(flexible, "PartitionIndexes", i32::from_be_bytes)?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
