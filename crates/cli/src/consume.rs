@@ -43,6 +43,14 @@ pub struct ConsumeArgs {
     /// Output format
     #[arg(short = 'f', long, value_enum, default_value = "plain")]
     format: Format,
+    /// Read through N message streams (the paper's API), each on its own
+    /// thread; JSON lines then say which stream a message came through
+    #[arg(long, value_name = "N", conflicts_with_all = ["partitions", "exit"])]
+    streams: Option<usize>,
+    /// With --group: how long the group waits for a silent member before
+    /// handing its partitions to others
+    #[arg(long, default_value_t = 45_000, value_name = "MS")]
+    session_timeout_ms: u64,
     /// Separator between key and value with --format kv
     #[arg(
         short = 'K',
@@ -81,7 +89,86 @@ pub fn parse_offset(text: &str) -> Result<Offset, String> {
 }
 
 pub fn main(args: ConsumeArgs) -> ExitCode {
-    run(consume(args))
+    match args.streams {
+        Some(n) => match consume_streams(&args, n) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(failure) => {
+                eprintln!("rill: {}", failure.message);
+                ExitCode::from(failure.code)
+            }
+        },
+        None => run(consume(args)),
+    }
+}
+
+/// `--streams N`: the paper's `create_message_streams`, one thread per
+/// stream, until `--count` messages were printed (or forever).
+fn consume_streams(args: &ConsumeArgs, n: usize) -> Result<(), Failure> {
+    let brokers = &args.brokers;
+    let failure = |error| Failure::from_client(error, brokers);
+    if n == 0 {
+        return Err(Failure::usage("--streams must be at least 1"));
+    }
+    let reset = match args.offset {
+        Offset::Beginning | Offset::End => args.offset,
+        _ => {
+            return Err(Failure::usage(
+                "--streams starts at beginning or end (or the group's offsets)",
+            ));
+        }
+    };
+    let config = ConsumerConfig {
+        client: brokers.client_config(),
+        group_id: args.group.clone(),
+        auto_offset_reset: reset,
+        fetch_max_wait: Duration::from_millis(200),
+        heartbeat_interval: Duration::from_secs(1),
+        auto_commit_interval: Duration::from_secs(1),
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
+        ..ConsumerConfig::default()
+    };
+    let consumer = rill_client::Consumer::new(config).map_err(failure)?;
+    let streams = consumer
+        .create_message_streams(&args.topic, n)
+        .map_err(failure)?;
+    let printed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let count = args.count;
+    let format = args.format;
+    let separator = args.key_separator.clone();
+    for (index, mut stream) in streams.into_iter().enumerate() {
+        let printed = printed.clone();
+        let done = done.clone();
+        let separator = separator.clone();
+        std::thread::spawn(move || {
+            while let Some(message) = stream.next() {
+                let number = printed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if count.is_some_and(|count| number >= count) {
+                    // Past the count: not printed, so not committed either.
+                    stream.give_back();
+                    let _ = done.send(());
+                    return;
+                }
+                let stdout = std::io::stdout();
+                let mut out = stdout.lock();
+                let written = match format {
+                    Format::Json => write_json(&mut out, &message, Some(index)),
+                    _ => write_message(&mut out, &message, format, &separator),
+                };
+                if written.and_then(|()| out.flush()).is_err() {
+                    let _ = done.send(());
+                    return;
+                }
+                if count.is_some_and(|count| number + 1 >= count) {
+                    let _ = done.send(());
+                }
+            }
+        });
+    }
+    drop(done);
+    // Returns when the count is reached; without a count, never.
+    let _ = finished.recv();
+    consumer.close().map_err(failure)
 }
 
 async fn consume(args: ConsumeArgs) -> Result<(), Failure> {
@@ -97,6 +184,7 @@ async fn consume(args: ConsumeArgs) -> Result<(), Failure> {
         auto_offset_reset: reset,
         fetch_max_wait: Duration::from_millis(200),
         heartbeat_interval: Duration::from_secs(1),
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
         ..ConsumerConfig::default()
     };
     let consumer = AsyncConsumer::connect(config).await.map_err(failure)?;
@@ -201,26 +289,35 @@ fn write_message(
             out.write_all(message.payload())?;
             out.write_all(b"\n")
         }
-        Format::Json => {
-            let text = |bytes: Option<&bytes::Bytes>| match bytes {
-                Some(bytes) => serde_json::Value::String(String::from_utf8_lossy(bytes).into()),
-                None => serde_json::Value::Null,
-            };
-            let headers: Vec<serde_json::Value> = message
-                .headers()
-                .iter()
-                .map(|h| serde_json::json!({"key": h.key, "value": text(h.value.as_ref())}))
-                .collect();
-            let object = serde_json::json!({
-                "topic": message.topic(),
-                "partition": message.partition(),
-                "offset": message.offset(),
-                "timestamp": message.timestamp(),
-                "key": text(message.key()),
-                "value": text(message.value()),
-                "headers": headers,
-            });
-            writeln!(out, "{object}")
-        }
+        Format::Json => write_json(out, message, None),
     }
+}
+
+fn write_json(
+    out: &mut impl Write,
+    message: &Message,
+    stream: Option<usize>,
+) -> std::io::Result<()> {
+    let text = |bytes: Option<&bytes::Bytes>| match bytes {
+        Some(bytes) => serde_json::Value::String(String::from_utf8_lossy(bytes).into()),
+        None => serde_json::Value::Null,
+    };
+    let headers: Vec<serde_json::Value> = message
+        .headers()
+        .iter()
+        .map(|h| serde_json::json!({"key": h.key, "value": text(h.value.as_ref())}))
+        .collect();
+    let mut object = serde_json::json!({
+        "topic": message.topic(),
+        "partition": message.partition(),
+        "offset": message.offset(),
+        "timestamp": message.timestamp(),
+        "key": text(message.key()),
+        "value": text(message.value()),
+        "headers": headers,
+    });
+    if let Some(stream) = stream {
+        object["stream"] = serde_json::json!(stream);
+    }
+    writeln!(out, "{object}")
 }

@@ -752,6 +752,8 @@ fn decode_messages(tp: &TopicPartition, bytes: &[u8], from: i64) -> Result<(Vec<
 pub struct Consumer {
     runtime: tokio::runtime::Runtime,
     inner: AsyncConsumer,
+    /// Each stream's last message handed out, not yet counted as consumed.
+    handed_out: Mutex<Vec<Arc<Mutex<Option<Message>>>>>,
 }
 
 impl Consumer {
@@ -763,7 +765,11 @@ impl Consumer {
             .build()
             .map_err(|error| Error::Config(format!("cannot start a tokio runtime: {error}")))?;
         let inner = runtime.block_on(AsyncConsumer::connect(config))?;
-        Ok(Consumer { runtime, inner })
+        Ok(Consumer {
+            runtime,
+            inner,
+            handed_out: Mutex::new(Vec::new()),
+        })
     }
 
     /// A consumer of `group` on these brokers, starting at the beginning
@@ -796,9 +802,14 @@ impl Consumer {
         for _ in 0..n {
             let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
             senders.push(sender);
+            let handed_out = Arc::new(Mutex::new(None));
+            if let Ok(mut all) = self.handed_out.lock() {
+                all.push(handed_out.clone());
+            }
             streams.push(MessageStream {
                 receiver,
                 shared: inner.shared.clone(),
+                handed_out,
             });
         }
         self.runtime.spawn(dispatch(inner, senders));
@@ -810,21 +821,36 @@ impl Consumer {
         &self.inner
     }
 
-    /// Commits what the streams handed out, now.
+    /// Commits everything the streams handed out, now.
     pub fn commit(&self) -> Result<()> {
+        self.mark_handed_out();
         self.runtime.block_on(self.inner.commit())
     }
 
-    /// Leaves the group (committing first with auto-commit) and ends the
-    /// streams.
+    /// Leaves the group (committing everything handed out, with
+    /// auto-commit) and ends the streams.
     pub fn close(&self) -> Result<()> {
+        self.mark_handed_out();
         self.runtime.block_on(self.inner.close())
+    }
+
+    fn mark_handed_out(&self) {
+        let slots = match self.handed_out.lock() {
+            Ok(slots) => slots.clone(),
+            Err(_) => return,
+        };
+        for slot in &slots {
+            let last = slot.lock().ok().and_then(|mut last| last.take());
+            if let Some(message) = last {
+                self.inner.shared.mark_consumed(&message);
+            }
+        }
     }
 }
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        let _ = self.runtime.block_on(self.inner.close());
+        let _ = self.close();
     }
 }
 
@@ -863,23 +889,23 @@ async fn dispatch(consumer: AsyncConsumer, senders: Vec<mpsc::Sender<Message>>) 
 }
 
 /// One of the paper's message streams: an iterator that blocks when there is
-/// nothing new. A message counts as consumed (for commits) once `next`
-/// returned it.
+/// nothing new. As with Kafka's `poll`, asking for the next message is what
+/// marks the previous one processed, so a crash while handling a message
+/// leaves it to be delivered again (at least once).
 pub struct MessageStream {
     receiver: mpsc::Receiver<Message>,
     shared: Arc<Shared>,
+    handed_out: Arc<Mutex<Option<Message>>>,
 }
 
 impl MessageStream {
     /// Waits up to `timeout` for the next message.
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Message> {
+        self.mark_previous();
         let deadline = Instant::now() + timeout;
         loop {
             match self.receiver.try_recv() {
-                Ok(message) => {
-                    self.shared.mark_consumed(&message);
-                    return Some(message);
-                }
+                Ok(message) => return Some(self.hand_out(message)),
                 Err(mpsc::error::TryRecvError::Disconnected) => return None,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     if Instant::now() >= deadline {
@@ -890,14 +916,46 @@ impl MessageStream {
             }
         }
     }
+
+    /// Gives back the message last handed out: it is not committed, so the
+    /// group delivers it again (to whichever member owns its partition next).
+    pub fn give_back(&self) {
+        if let Ok(mut slot) = self.handed_out.lock() {
+            *slot = None;
+        }
+    }
+
+    fn mark_previous(&self) {
+        let previous = self
+            .handed_out
+            .lock()
+            .ok()
+            .and_then(|mut previous| previous.take());
+        if let Some(previous) = previous {
+            self.shared.mark_consumed(&previous);
+        }
+    }
+
+    fn hand_out(&self, message: Message) -> Message {
+        if let Ok(mut slot) = self.handed_out.lock() {
+            // Only the coordinates matter for commits; keep no payload.
+            *slot = Some(Message {
+                topic: message.topic.clone(),
+                partition: message.partition,
+                offset: message.offset,
+                ..Message::default()
+            });
+        }
+        message
+    }
 }
 
 impl Iterator for MessageStream {
     type Item = Message;
 
     fn next(&mut self) -> Option<Message> {
+        self.mark_previous();
         let message = self.receiver.blocking_recv()?;
-        self.shared.mark_consumed(&message);
-        Some(message)
+        Some(self.hand_out(message))
     }
 }
