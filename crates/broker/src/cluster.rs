@@ -51,6 +51,9 @@ pub struct TopicHandle {
     /// Topic-level overrides by Kafka config name.
     pub overrides: BTreeMap<String, String>,
     pub internal: bool,
+    /// `flush.messages` is set, so an append may fsync: produce then runs
+    /// it on a blocking thread, never on an async worker.
+    pub append_may_sync: bool,
 }
 
 impl TopicHandle {
@@ -235,6 +238,7 @@ impl Cluster {
                 partitions: Vec::new(),
                 overrides: configs,
                 internal: false,
+                append_may_sync: false,
             }));
         }
         let id = TopicId::random();
@@ -372,6 +376,7 @@ impl Cluster {
             name: topic.name.clone(),
             id: topic.id,
             partitions: topic.partitions.clone(),
+            append_may_sync: new_config.flush_messages.is_some(),
             overrides: configs,
             internal: topic.internal,
         };
@@ -537,6 +542,7 @@ fn open_topic(
         partitions: handles,
         overrides: configs.clone(),
         internal: name.starts_with("__"),
+        append_may_sync: log_config.flush_messages.is_some(),
     })
 }
 

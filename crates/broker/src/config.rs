@@ -160,7 +160,9 @@ impl BrokerConfig {
                 match from_env {
                     Some((name, _)) => ConfigError::Setting {
                         key: name.clone(),
-                        message: format!("the environment variable is not a Rill setting ({message})"),
+                        message: format!(
+                            "the environment variable is not a Rill setting ({message})"
+                        ),
                     },
                     None => ConfigError::Setting {
                         key: "config".to_string(),

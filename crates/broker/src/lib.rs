@@ -18,10 +18,10 @@ mod admin;
 mod cluster;
 mod connection;
 mod error_code;
-mod groups;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod groups;
 mod handlers;
 mod metrics;
 mod sendfile;

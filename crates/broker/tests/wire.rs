@@ -435,3 +435,107 @@ async fn topics_and_data_survive_a_restart() {
     );
     broker.broker.shutdown().await;
 }
+
+fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&str]) -> Bytes {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut builder = BatchBuilder::new(Compression::None).producer(producer_id, epoch, sequence);
+    for value in values {
+        builder
+            .append(
+                now,
+                None,
+                Some(Bytes::copy_from_slice(value.as_bytes())),
+                Vec::new(),
+            )
+            .unwrap();
+    }
+    Bytes::from(builder.build().unwrap())
+}
+
+#[tokio::test]
+async fn idempotent_producers_get_duplicates_acknowledged_and_gaps_refused() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "idem", 1).await;
+    let ResponseBody::InitProducerId(init) = client
+        .call(
+            4,
+            RequestBody::InitProducerId(InitProducerIdRequest {
+                transactional_id: None,
+                transaction_timeout_ms: 60_000,
+                producer_id: -1,
+                producer_epoch: -1,
+                ..Default::default()
+            }),
+        )
+        .await
+    else {
+        panic!("not an InitProducerId response")
+    };
+    assert_eq!(init.error_code, 0);
+    let (id, epoch) = (init.producer_id, init.producer_epoch);
+    assert!(id >= 0);
+
+    let first = idempotent_batch(id, epoch, 0, &["a", "b"]);
+    assert_eq!(produce(&mut client, "idem", 0, first.clone()).await, (0, 0));
+    // A retry of the same batch is acknowledged with its first offsets and
+    // not stored twice.
+    assert_eq!(produce(&mut client, "idem", 0, first).await, (0, 0));
+    assert_eq!(
+        produce(
+            &mut client,
+            "idem",
+            0,
+            idempotent_batch(id, epoch, 2, &["c"])
+        )
+        .await,
+        (0, 2)
+    );
+    // Sequence 5 after 2: batches 3 and 4 are missing.
+    assert_eq!(
+        produce(
+            &mut client,
+            "idem",
+            0,
+            idempotent_batch(id, epoch, 5, &["x"])
+        )
+        .await
+        .0,
+        45
+    );
+    // A bumped epoch starts at 0; the old epoch is then fenced.
+    assert_eq!(
+        produce(
+            &mut client,
+            "idem",
+            0,
+            idempotent_batch(id, epoch + 1, 0, &["d"])
+        )
+        .await,
+        (0, 3)
+    );
+    assert_eq!(
+        produce(
+            &mut client,
+            "idem",
+            0,
+            idempotent_batch(id, epoch, 3, &["y"])
+        )
+        .await
+        .0,
+        47
+    );
+    let ResponseBody::Fetch(response) = client.call(12, fetch_request("idem", 0, 0)).await else {
+        panic!("not a Fetch response")
+    };
+    let values: Vec<String> = fetched_values(&response)
+        .1
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(values, vec!["a", "b", "c", "d"]);
+    broker.broker.shutdown().await;
+}

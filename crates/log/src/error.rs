@@ -101,6 +101,22 @@ pub enum AppendError {
     },
     #[error("the append holds no record batch")]
     Empty,
+    #[error(
+        "producer {producer_id} sent sequence {received} but {expected} was expected: an earlier batch is missing"
+    )]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        received: i32,
+    },
+    #[error(
+        "producer {producer_id} wrote with epoch {epoch}, older than its current epoch {current}"
+    )]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
     TooLarge { size: usize, max: u32 },
     #[error("append would make offsets overflow after {log_end}")]

@@ -25,7 +25,7 @@ use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POIN
 use crate::epoch::LeaderEpochCache;
 use crate::error::{AppendError, CorruptData, Fault, IoFailure, LogError, OfflineDir, ReadError};
 use crate::index::IndexFile;
-use crate::producer::ProducerState;
+use crate::producer::{ProducerState, SequenceError};
 use crate::segment::{
     INDEX_SUFFIX, IndexCursor, LOG_SUFFIX, Loaded, ProducerFields, Scan, ScanStart, Segment,
     TIME_INDEX_SUFFIX, io_failure, parse_file_name, scan_file,
@@ -390,6 +390,28 @@ impl Log {
                 log_start_offset: state.log_start,
                 record_count: 0,
             });
+        }
+        if let Some(producers) = &state.producers {
+            producers.check(&fields).map_err(|error| match error {
+                SequenceError::StaleEpoch {
+                    producer_id,
+                    epoch,
+                    current,
+                } => AppendError::InvalidProducerEpoch {
+                    producer_id,
+                    epoch,
+                    current,
+                },
+                SequenceError::OutOfOrder {
+                    producer_id,
+                    expected,
+                    received,
+                } => AppendError::OutOfOrderSequence {
+                    producer_id,
+                    expected,
+                    received,
+                },
+            })?;
         }
         self.guard(self.maybe_roll(&mut state, total_bytes, offsets_needed, now_ms))?;
 

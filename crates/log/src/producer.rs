@@ -53,7 +53,77 @@ pub(crate) fn is_idempotent(fields: &ProducerFields) -> bool {
     fields.producer_id >= 0 && fields.base_sequence >= 0
 }
 
+/// Why a batch's producer fields do not follow the producer's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SequenceError {
+    /// The batch is from an epoch older than the producer's current one: a
+    /// zombie instance that a newer one has fenced.
+    StaleEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    /// The batch does not start where the producer's last batch ended: an
+    /// earlier batch was lost, so appending this one would leave a gap.
+    OutOfOrder {
+        producer_id: i64,
+        expected: i32,
+        received: i32,
+    },
+}
+
 impl ProducerState {
+    /// Checks that the idempotent batches of one append continue their
+    /// producers' sequences, as Kafka does: the same epoch continues at the
+    /// last sequence + 1, a newer epoch starts at 0, an older one is fenced.
+    /// A producer with no remembered state is accepted at any sequence: its
+    /// state may have aged out with old segments, and refusing it would
+    /// fail a healthy producer. Duplicates are found before this check.
+    pub(crate) fn check(&self, batches: &[ProducerFields]) -> Result<(), SequenceError> {
+        // (producer id, epoch, last sequence) as this append moves them on;
+        // an append holds few batches, so a list beats a map.
+        let mut moved: Vec<(i64, i16, i32)> = Vec::new();
+        for fields in batches.iter().filter(|f| is_idempotent(f)) {
+            let id = fields.producer_id;
+            let current = match moved.iter().find(|(p, _, _)| *p == id) {
+                Some((_, epoch, last)) => Some((*epoch, Some(*last))),
+                None => self
+                    .producers
+                    .get(&id)
+                    .map(|entry| (entry.epoch, entry.batches.back().map(|b| b.last_sequence))),
+            };
+            if let Some((epoch, last)) = current {
+                if fields.producer_epoch < epoch {
+                    return Err(SequenceError::StaleEpoch {
+                        producer_id: id,
+                        epoch: fields.producer_epoch,
+                        current: epoch,
+                    });
+                }
+                let expected = if fields.producer_epoch > epoch {
+                    Some(0)
+                } else {
+                    last.map(|last| if last == i32::MAX { 0 } else { last + 1 })
+                };
+                if let Some(expected) = expected
+                    && fields.base_sequence != expected
+                {
+                    return Err(SequenceError::OutOfOrder {
+                        producer_id: id,
+                        expected,
+                        received: fields.base_sequence,
+                    });
+                }
+            }
+            let last = last_sequence(fields.base_sequence, fields.last_offset_delta);
+            match moved.iter_mut().find(|(p, _, _)| *p == id) {
+                Some(entry) => *entry = (id, fields.producer_epoch, last),
+                None => moved.push((id, fields.producer_epoch, last)),
+            }
+        }
+        Ok(())
+    }
+
     /// The first append of a batch identical in producer, epoch and
     /// sequences to `fields`, if it is among the producer's last five.
     pub(crate) fn find_duplicate(&self, fields: &ProducerFields) -> Option<BatchRecord> {
@@ -126,6 +196,52 @@ impl ProducerState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequences_must_continue_and_old_epochs_are_fenced() {
+        let mut state = ProducerState::default();
+        // Unknown producers are accepted at any sequence.
+        assert_eq!(state.check(&[fields(1, 0, 40, 4)]), Ok(()));
+        state.record(&fields(1, 0, 0, 4), Offset(0), Offset(4));
+        assert_eq!(state.check(&[fields(1, 0, 5, 0)]), Ok(()));
+        // Two batches of one append continue each other.
+        assert_eq!(
+            state.check(&[fields(1, 0, 5, 1), fields(1, 0, 7, 0)]),
+            Ok(())
+        );
+        assert_eq!(
+            state.check(&[fields(1, 0, 5, 1), fields(1, 0, 8, 0)]),
+            Err(SequenceError::OutOfOrder {
+                producer_id: 1,
+                expected: 7,
+                received: 8
+            })
+        );
+        assert_eq!(
+            state.check(&[fields(1, 0, 6, 0)]),
+            Err(SequenceError::OutOfOrder {
+                producer_id: 1,
+                expected: 5,
+                received: 6
+            })
+        );
+        // A new epoch starts at 0; then the old epoch is fenced.
+        assert!(state.check(&[fields(1, 1, 3, 0)]).is_err());
+        state.record(&fields(1, 1, 0, 0), Offset(5), Offset(5));
+        assert_eq!(
+            state.check(&[fields(1, 0, 5, 0)]),
+            Err(SequenceError::StaleEpoch {
+                producer_id: 1,
+                epoch: 0,
+                current: 1
+            })
+        );
+        // Sequences wrap after i32::MAX.
+        state.record(&fields(2, 0, i32::MAX - 1, 1), Offset(6), Offset(7));
+        assert_eq!(state.check(&[fields(2, 0, 0, 0)]), Ok(()));
+        // Batches without producer fields are not checked.
+        assert_eq!(state.check(&[fields(-1, -1, -1, 0)]), Ok(()));
+    }
 
     fn fields(producer_id: i64, epoch: i16, base_sequence: i32, delta: i32) -> ProducerFields {
         ProducerFields {

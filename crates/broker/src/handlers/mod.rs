@@ -15,6 +15,8 @@ use crate::server::Shared;
 
 mod alter_configs;
 mod api_versions;
+mod consumer_group_describe;
+mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
@@ -66,19 +68,21 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
-    // Consumer groups (crates/group); OffsetCommit v9 and OffsetFetch v9
-    // belong to the KIP-848 protocol, which is not served yet.
+    // Consumer groups (crates/group): the classic protocol and KIP-848
+    // (ConsumerGroupHeartbeat, with OffsetCommit/OffsetFetch v9).
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 0, 8),
-    (ApiKey::OffsetFetch, 0, 8),
+    (ApiKey::OffsetCommit, 0, 9),
+    (ApiKey::OffsetFetch, 0, 9),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 0),
 ];
 
 /// The versions of `api` Rill supports, if any.
@@ -251,18 +255,28 @@ async fn dispatch(
         RequestBody::FindCoordinator(request) => {
             find_coordinator::handle(shared, version, request).into()
         }
-        RequestBody::JoinGroup(request) => {
-            join_group::handle(shared, version, request, client_id).await.into()
+        RequestBody::JoinGroup(request) => join_group::handle(shared, version, request, client_id)
+            .await
+            .into(),
+        RequestBody::SyncGroup(request) => {
+            sync_group::handle(shared, version, request).await.into()
         }
-        RequestBody::SyncGroup(request) => sync_group::handle(shared, version, request).await.into(),
         RequestBody::Heartbeat(request) => heartbeat::handle(shared, request).into(),
         RequestBody::LeaveGroup(request) => leave_group::handle(shared, version, request).into(),
-        RequestBody::OffsetCommit(request) => offset_commit::handle(shared, version, request).into(),
+        RequestBody::OffsetCommit(request) => {
+            offset_commit::handle(shared, version, request).into()
+        }
         RequestBody::OffsetFetch(request) => offset_fetch::handle(shared, version, request).into(),
         RequestBody::OffsetDelete(request) => offset_delete::handle(shared, request).into(),
         RequestBody::ListGroups(request) => list_groups::handle(shared, request).into(),
         RequestBody::DescribeGroups(request) => describe_groups::handle(shared, request).into(),
         RequestBody::DeleteGroups(request) => delete_groups::handle(shared, request).into(),
+        RequestBody::ConsumerGroupHeartbeat(request) => {
+            consumer_group_heartbeat::handle(shared, request, client_id).into()
+        }
+        RequestBody::ConsumerGroupDescribe(request) => {
+            consumer_group_describe::handle(shared, request).into()
+        }
         other => {
             // `parse` only lets supported APIs through.
             tracing::error!(

@@ -33,14 +33,13 @@ pub async fn handle(
     let mut responses = Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
         let topic = shared.cluster.topic(&topic_data.name);
-        let partition_responses = topic_data
-            .partition_data
-            .into_iter()
-            .map(|data| match refusal {
+        let mut partition_responses = Vec::with_capacity(topic_data.partition_data.len());
+        for data in topic_data.partition_data {
+            partition_responses.push(match refusal {
                 Some(code) => error(data.index, code, None),
-                None => append(shared, topic.as_deref(), data, now),
-            })
-            .collect();
+                None => append(shared, topic.as_deref(), data, now).await,
+            });
+        }
         responses.push(TopicProduceResponse {
             name: topic_data.name,
             partition_responses,
@@ -73,7 +72,7 @@ fn refusal(version: i16, request: &ProduceRequest) -> Option<i16> {
     None
 }
 
-fn append(
+async fn append(
     shared: &Shared,
     topic: Option<&TopicHandle>,
     data: PartitionProduceData,
@@ -95,7 +94,22 @@ fn append(
             );
         }
     };
-    match partition.log.append(&bytes, LEADER_EPOCH, now) {
+    let appended = if topic.append_may_sync {
+        let log = partition.log.clone();
+        let batches = bytes.clone();
+        match tokio::task::spawn_blocking(move || log.append(&batches, LEADER_EPOCH, now)).await {
+            Ok(appended) => appended,
+            Err(failure) => {
+                tracing::error!(topic = %topic.name, partition = data.index, error = %failure, "append task failed");
+                return error(data.index, error_code::UNKNOWN_SERVER_ERROR, None);
+            }
+        }
+    } else {
+        // Without flush.messages an append is a write to the page cache:
+        // short enough for an async worker, and it saves a thread hop.
+        partition.log.append(&bytes, LEADER_EPOCH, now)
+    };
+    match appended {
         Ok(info) => {
             partition
                 .log
@@ -130,6 +144,8 @@ fn append_error_code(error: &AppendError) -> i16 {
     match error {
         AppendError::InvalidBatch { .. } | AppendError::Empty => error_code::CORRUPT_MESSAGE,
         AppendError::TooLarge { .. } => error_code::MESSAGE_TOO_LARGE,
+        AppendError::OutOfOrderSequence { .. } => error_code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        AppendError::InvalidProducerEpoch { .. } => error_code::INVALID_PRODUCER_EPOCH,
         AppendError::OffsetOverflow { .. } => error_code::UNKNOWN_SERVER_ERROR,
         AppendError::Offline(_) | AppendError::Io(_) | AppendError::Corrupt(_) => {
             error_code::KAFKA_STORAGE_ERROR
