@@ -15,8 +15,24 @@ use crate::error_code::*;
 use crate::group::{Group, GroupState};
 use crate::record::RecordKey;
 
-/// The only group type Rill has so far: Kafka's classic protocol.
+/// The group types (ListGroups v5): Kafka's classic protocol and KIP-848.
 const CLASSIC: &str = "classic";
+const CONSUMER: &str = "consumer";
+
+fn group_type(group: &Group) -> &'static str {
+    if group.consumer.is_some() {
+        CONSUMER
+    } else {
+        CLASSIC
+    }
+}
+
+fn state_name(group: &Group) -> &'static str {
+    match &group.consumer {
+        Some(state) => state.state_name(),
+        None => group.state.name(),
+    }
+}
 /// What DescribeGroups answers for authorized operations not asked for.
 const OPERATIONS_NOT_ASKED: i32 = i32::MIN;
 /// Rill has no ACLs, so a client may do every operation Kafka defines on a
@@ -96,13 +112,16 @@ impl Coordinator {
         let mut groups: Vec<ListedGroup> = self
             .groups
             .values()
-            .filter(|g| wanted(&request.states_filter, g.state.name()))
-            .filter(|_| wanted(&request.types_filter, CLASSIC))
+            .filter(|g| wanted(&request.states_filter, state_name(g)))
+            .filter(|g| wanted(&request.types_filter, group_type(g)))
             .map(|g| ListedGroup {
                 group_id: g.id.clone(),
-                protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                group_state: g.state.name().to_string(),
-                group_type: CLASSIC.to_string(),
+                protocol_type: match &g.consumer {
+                    Some(_) => CONSUMER.to_string(),
+                    None => g.protocol_type.clone().unwrap_or_default(),
+                },
+                group_state: state_name(g).to_string(),
+                group_type: group_type(g).to_string(),
                 ..Default::default()
             })
             .collect();
@@ -178,7 +197,7 @@ impl Coordinator {
         let Some(group) = self.groups.get(id) else {
             return GROUP_ID_NOT_FOUND;
         };
-        if group.state != GroupState::Empty || !group.pending_members.is_empty() {
+        if group.state != GroupState::Empty || group.has_members() {
             return NON_EMPTY_GROUP;
         }
         let Some(group) = self.groups.remove(id) else {
@@ -207,8 +226,11 @@ fn describe(group: &Group, authorized_operations: i32) -> DescribedGroup {
     DescribedGroup {
         error_code: NONE,
         group_id: group.id.clone(),
-        group_state: group.state.name().to_string(),
-        protocol_type: group.protocol_type.clone().unwrap_or_default(),
+        group_state: state_name(group).to_string(),
+        protocol_type: match &group.consumer {
+            Some(_) => CONSUMER.to_string(),
+            None => group.protocol_type.clone().unwrap_or_default(),
+        },
         protocol_data: if stable {
             protocol.clone()
         } else {

@@ -138,13 +138,22 @@ impl Coordinator {
             .groups
             .remove(&request.group_id)
             .ok_or(COORDINATOR_NOT_AVAILABLE)?;
-        let result = if !group.supports(&ask.protocol_type, &ask.protocols) {
-            Err(INCONSISTENT_GROUP_PROTOCOL)
-        } else if request.member_id.is_empty() {
-            self.join_new_member(&mut group, ask, now_ms)
-        } else {
-            self.join_known_member(&mut group, &request.member_id, ask, now_ms)
-        };
+        if group
+            .consumer
+            .as_ref()
+            .is_some_and(|c| c.members.is_empty())
+        {
+            // An empty consumer group may become a classic group again.
+            group.consumer = None;
+        }
+        let result =
+            if group.consumer.is_some() || !group.supports(&ask.protocol_type, &ask.protocols) {
+                Err(INCONSISTENT_GROUP_PROTOCOL)
+            } else if request.member_id.is_empty() {
+                self.join_new_member(&mut group, ask, now_ms)
+            } else {
+                self.join_known_member(&mut group, &request.member_id, ask, now_ms)
+            };
         self.groups.insert(request.group_id, group);
         result
     }
@@ -666,7 +675,7 @@ impl Coordinator {
         let busy: Vec<String> = self
             .groups
             .values()
-            .filter(|g| g.state != GroupState::Empty || !g.pending_members.is_empty())
+            .filter(|g| g.state != GroupState::Empty || g.has_members())
             .map(|g| g.id.clone())
             .collect();
         for id in busy {
@@ -683,6 +692,7 @@ impl Coordinator {
     }
 
     fn tick_group(&mut self, group: &mut Group, now_ms: i64) {
+        self.tick_consumer(group, now_ms);
         let pending_before = group.pending_members.len();
         group
             .pending_members

@@ -36,6 +36,13 @@ pub struct GroupConfig {
     /// `offsets.retention.check.interval.ms`: how often expired offsets are
     /// looked for; the sweep visits every group, so it must not run per tick.
     pub offsets_retention_check_interval_ms: i64,
+    /// `group.consumer.session.timeout.ms` (KIP-848 groups): Kafka's 45 s.
+    pub consumer_session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups): how often
+    /// members heartbeat, and so how fast a rebalance's steps follow each
+    /// other. Kafka uses 5000; 1000 makes rebalances quicker at the price
+    /// of one small request per member per second.
+    pub consumer_heartbeat_interval_ms: i32,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`;
     /// a group lives in partition `abs(java_hash(group_id)) % this`.
     pub offsets_topic_partitions: i32,
@@ -54,6 +61,8 @@ impl Default for GroupConfig {
             offset_metadata_bytes_max: 4096,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 60_000,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 1_000,
             offsets_topic_partitions: 50,
         }
     }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
+use crate::consumer::ConsumerState;
 use crate::record::{GroupValue, MemberValue, OffsetValue};
 
 /// A delayed answer: the broker keeps the request's reply channel under this
@@ -109,6 +110,8 @@ pub(crate) struct Group {
     pub state_timestamp_ms: i64,
     /// Committed offsets by topic and partition.
     pub offsets: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
+    /// Set for a KIP-848 consumer group (the classic fields then stay empty).
+    pub consumer: Option<ConsumerState>,
 }
 
 impl Group {
@@ -127,7 +130,18 @@ impl Group {
             initial_delay_limit_ms: None,
             state_timestamp_ms: now_ms,
             offsets: BTreeMap::new(),
+            consumer: None,
         }
+    }
+
+    /// Whether the group has members of either protocol.
+    pub fn has_members(&self) -> bool {
+        !self.members.is_empty()
+            || !self.pending_members.is_empty()
+            || self
+                .consumer
+                .as_ref()
+                .is_some_and(|c| !c.members.is_empty())
     }
 
     pub fn transition(&mut self, state: GroupState, now_ms: i64) {

@@ -10,6 +10,8 @@
 //!   (session expiry, rebalance deadlines, the initial rebalance delay).
 //! - `offsets`: OffsetCommit (two-step: plan, then `apply` after the append),
 //!   OffsetFetch, OffsetDelete, offset retention.
+//! - `consumer`: the KIP-848 protocol — ConsumerGroupHeartbeat and
+//!   ConsumerGroupDescribe, server-side uniform and range assignors.
 //! - `admin`: ListGroups, DescribeGroups, DeleteGroups, FindCoordinator.
 //! - `group`: one group's data and the rules that read it (protocol
 //!   selection, fencing).
@@ -35,6 +37,7 @@
 mod admin;
 mod classic;
 mod config;
+mod consumer;
 mod coordinator;
 pub mod error_code;
 mod group;
@@ -44,6 +47,7 @@ pub mod record;
 pub use admin::{CoordinatorNode, find_coordinator};
 pub use classic::join_error;
 pub use config::GroupConfig;
+pub use consumer::TopicLookup;
 pub use coordinator::{ClientInfo, Completion, Coordinator, LoadError, Reply};
 pub use group::{GroupState, Token};
 pub use offsets::CommitPlan;

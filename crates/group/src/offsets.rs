@@ -161,6 +161,14 @@ impl Coordinator {
             }
             return NONE;
         };
+        if let Some(state) = group.consumer.as_ref().filter(|c| !c.members.is_empty()) {
+            // KIP-848 groups: the member's epoch stands for the generation.
+            return match state.members.get(&request.member_id) {
+                None => UNKNOWN_MEMBER_ID,
+                Some(member) if member.epoch != generation => STALE_MEMBER_EPOCH,
+                Some(_) => NONE,
+            };
+        }
         if generation < 0 && group.state == GroupState::Empty {
             return NONE;
         }
@@ -395,7 +403,7 @@ impl Coordinator {
         let empty: Vec<String> = self
             .groups
             .values()
-            .filter(|g| g.state == GroupState::Empty && g.pending_members.is_empty())
+            .filter(|g| g.state == GroupState::Empty && !g.has_members())
             .map(|g| g.id.clone())
             .collect();
         for id in empty {
@@ -440,6 +448,9 @@ impl Coordinator {
 /// protocol type, or a subscription that does not parse), so that nothing
 /// the group might use is deleted.
 fn subscribed_topics(group: &Group) -> Option<BTreeSet<String>> {
+    if let Some(state) = &group.consumer {
+        return Some(state.subscribed_topics());
+    }
     if group.state == GroupState::Empty {
         return Some(BTreeSet::new());
     }

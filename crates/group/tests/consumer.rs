@@ -1,0 +1,201 @@
+//! The KIP-848 consumer group protocol: server-side assignment and the
+//! reconciliation that never gives a partition to two members at once.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use rill_group::error_code::*;
+use rill_group::{ClientInfo, Coordinator};
+use rill_protocol::Uuid;
+use rill_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+use rill_protocol::messages::*;
+
+const TOPIC_ID: Uuid = Uuid([7; 16]);
+
+fn lookup(name: &str) -> Option<(Uuid, i32)> {
+    (name == "t").then_some((TOPIC_ID, 6))
+}
+
+struct Member {
+    id: String,
+    epoch: i32,
+    owned: BTreeSet<i32>,
+}
+
+fn beat(c: &mut Coordinator, m: &mut Member, now: i64, assignor: Option<&str>) -> i16 {
+    let request = ConsumerGroupHeartbeatRequest {
+        group_id: "cg".into(),
+        member_id: m.id.clone(),
+        member_epoch: m.epoch,
+        rebalance_timeout_ms: 30_000,
+        subscribed_topic_names: Some(vec!["t".into()]),
+        server_assignor: assignor.map(str::to_string),
+        topic_partitions: Some(vec![TopicPartitions {
+            topic_id: TOPIC_ID,
+            partitions: m.owned.iter().copied().collect(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let client = ClientInfo {
+        client_id: "cli",
+        client_host: "",
+    };
+    let response = c.consumer_group_heartbeat(request, &lookup, client, now);
+    if response.error_code == NONE {
+        m.id = response.member_id.unwrap();
+        m.epoch = response.member_epoch;
+        if let Some(assignment) = response.assignment {
+            // The client revokes and takes exactly what it is told.
+            m.owned = assignment
+                .topic_partitions
+                .iter()
+                .flat_map(|t| t.partitions.iter().copied())
+                .collect();
+        }
+    }
+    response.error_code
+}
+
+fn join(c: &mut Coordinator, now: i64, assignor: Option<&str>) -> Member {
+    let mut m = Member {
+        id: String::new(),
+        epoch: 0,
+        owned: BTreeSet::new(),
+    };
+    assert_eq!(beat(c, &mut m, now, assignor), NONE);
+    assert!(!m.id.is_empty());
+    m
+}
+
+fn disjoint(members: &[&Member]) -> bool {
+    let total: usize = members.iter().map(|m| m.owned.len()).sum();
+    let union: BTreeSet<i32> = members
+        .iter()
+        .flat_map(|m| m.owned.iter().copied())
+        .collect();
+    total == union.len()
+}
+
+#[test]
+fn a_second_member_gets_partitions_only_after_the_first_revokes_them() {
+    let mut c = Coordinator::new(config(), 1);
+    let mut a = join(&mut c, 0, None);
+    assert_eq!(a.owned, (0..6).collect());
+    let mut b = join(&mut c, 1, None);
+    assert!(b.owned.is_empty(), "all partitions are still owned by a");
+    // Every step keeps ownership disjoint.
+    for now in 2..10 {
+        assert_eq!(beat(&mut c, &mut a, now, None), NONE);
+        assert!(disjoint(&[&a, &b]));
+        assert_eq!(beat(&mut c, &mut b, now, None), NONE);
+        assert!(disjoint(&[&a, &b]));
+    }
+    assert_eq!((a.owned.len(), b.owned.len()), (3, 3));
+    assert_eq!(a.epoch, b.epoch);
+    let described = c.consumer_group_describe(&ConsumerGroupDescribeRequest {
+        group_ids: vec!["cg".into()],
+        ..Default::default()
+    });
+    assert_eq!(described.groups[0].group_state, "Stable");
+    assert_eq!(described.groups[0].assignor_name, "uniform");
+}
+
+#[test]
+fn a_leaving_or_silent_member_s_partitions_go_to_the_others() {
+    let mut c = Coordinator::new(config(), 1);
+    let mut a = join(&mut c, 0, None);
+    let mut b = join(&mut c, 0, None);
+    let mut d = join(&mut c, 0, None);
+    for now in 1..8 {
+        for m in [&mut a, &mut b, &mut d] {
+            beat(&mut c, m, now, None);
+        }
+    }
+    assert_eq!((a.owned.len(), b.owned.len(), d.owned.len()), (2, 2, 2));
+    // b leaves.
+    let mut leaving = Member { epoch: -1, ..b };
+    assert_eq!(beat(&mut c, &mut leaving, 10, None), NONE);
+    for now in 11..15 {
+        beat(&mut c, &mut a, now, None);
+        beat(&mut c, &mut d, now, None);
+    }
+    assert_eq!(a.owned.len() + d.owned.len(), 6);
+    assert!(disjoint(&[&a, &d]));
+    // d falls silent past the session timeout.
+    let session = i64::from(config().consumer_session_timeout_ms);
+    for now in (20..session + 100).step_by(1_000) {
+        beat(&mut c, &mut a, now, None);
+        c.tick(now);
+    }
+    beat(&mut c, &mut a, session + 200, None);
+    assert_eq!(a.owned, (0..6).collect());
+}
+
+#[test]
+fn stale_or_unknown_members_are_refused() {
+    let mut c = Coordinator::new(config(), 1);
+    let mut a = join(&mut c, 0, None);
+    let mut stale = Member {
+        id: a.id.clone(),
+        epoch: a.epoch + 5,
+        owned: BTreeSet::new(),
+    };
+    assert_eq!(beat(&mut c, &mut stale, 1, None), FENCED_MEMBER_EPOCH);
+    let mut ghost = Member {
+        id: "ghost".into(),
+        epoch: 3,
+        owned: BTreeSet::new(),
+    };
+    assert_eq!(beat(&mut c, &mut ghost, 1, None), UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        beat(&mut c, &mut a, 1, Some("sticky")),
+        UNSUPPORTED_ASSIGNOR
+    );
+}
+
+#[test]
+fn the_range_assignor_gives_contiguous_ranges() {
+    let mut c = Coordinator::new(config(), 1);
+    let mut a = join(&mut c, 0, Some("range"));
+    let mut b = join(&mut c, 0, Some("range"));
+    for now in 1..8 {
+        beat(&mut c, &mut a, now, Some("range"));
+        beat(&mut c, &mut b, now, Some("range"));
+    }
+    let (first, second) = if a.id < b.id { (&a, &b) } else { (&b, &a) };
+    assert_eq!(first.owned, (0..3).collect());
+    assert_eq!(second.owned, (3..6).collect());
+}
+
+#[test]
+fn commits_carry_the_member_epoch_and_classic_joins_are_refused() {
+    let mut d = Driver::new();
+    let a = join(&mut d.coordinator, 0, None);
+    assert_eq!(
+        d.commit("cg", &a.id, a.epoch, &[("t", 0, 5)], 1),
+        vec![NONE]
+    );
+    assert_eq!(
+        d.commit("cg", &a.id, a.epoch - 1, &[("t", 0, 6)], 1),
+        vec![STALE_MEMBER_EPOCH]
+    );
+    assert_eq!(
+        d.commit("cg", "ghost", 1, &[("t", 0, 6)], 1),
+        vec![UNKNOWN_MEMBER_ID]
+    );
+    assert_eq!(d.fetch("cg", "t", 0), 5);
+    let rill_group::Reply::Now(answer) = d.join(5, join_request("cg", "", &range(&["t"])), 2)
+    else {
+        panic!("refused at once")
+    };
+    assert_eq!(answer.error_code, INCONSISTENT_GROUP_PROTOCOL);
+    let listed = d.coordinator.list_groups(&ListGroupsRequest {
+        types_filter: vec!["consumer".into()],
+        ..Default::default()
+    });
+    assert_eq!(listed.groups.len(), 1);
+    assert_eq!(listed.groups[0].group_state, "Stable");
+}
