@@ -433,6 +433,10 @@ impl Coordinator {
             group.leader = group.members.keys().next().cloned();
         }
         group.transition(GroupState::CompletingRebalance, now_ms);
+        // Members that never send SyncGroup (a leader that joined and then
+        // hung, say) must not hold the others forever: the same rebalance
+        // timeout bounds this phase.
+        group.rebalance_deadline_ms = Some(now_ms.saturating_add(group.rebalance_timeout_ms()));
         let joins: Vec<(String, PendingJoin)> = group
             .members
             .values_mut()
@@ -541,6 +545,7 @@ impl Coordinator {
     /// The leader's assignment arrived: the group is Stable, persisted, and
     /// every waiting SyncGroup gets its member's assignment.
     fn complete_sync(&mut self, group: &mut Group, version: i16, now_ms: i64) {
+        group.rebalance_deadline_ms = None;
         group.transition(GroupState::Stable, now_ms);
         self.persist(group);
         let syncs: Vec<(String, Token)> = group
@@ -709,10 +714,21 @@ impl Coordinator {
         for id in expired {
             self.remove_member(group, &id, now_ms);
         }
-        if group.state == GroupState::PreparingRebalance
-            && group.rebalance_deadline_ms.is_some_and(|d| d <= now_ms)
-        {
-            self.complete_join(group, now_ms);
+        let deadline_passed = group.rebalance_deadline_ms.is_some_and(|d| d <= now_ms);
+        match group.state {
+            GroupState::PreparingRebalance if deadline_passed => self.complete_join(group, now_ms),
+            GroupState::CompletingRebalance if deadline_passed => {
+                let silent: Vec<String> = group
+                    .members
+                    .values()
+                    .filter(|m| m.awaiting_sync.is_none())
+                    .map(|m| m.id.clone())
+                    .collect();
+                for id in silent {
+                    self.remove_member(group, &id, now_ms);
+                }
+            }
+            _ => {}
         }
     }
 

@@ -9,6 +9,9 @@ use crate::config::GroupConfig;
 use crate::group::{Group, Token};
 use crate::record::{GroupRecord, GroupValue, OffsetValue, RecordError, RecordKey, partition_for};
 
+/// Longest client-id (or instance-id) prefix of a generated member id.
+const MEMBER_ID_PREFIX_BYTES_MAX: usize = 255;
+
 /// An answer now, or later under a token (see [`Completion`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply<T> {
@@ -203,9 +206,15 @@ impl Coordinator {
 
     /// A new member id: `<client id>-<32 hex digits>`, as Kafka forms them.
     pub(crate) fn member_id(&mut self, client_id: &str) -> String {
+        // Client ids may be 32767 bytes long; an id must stay well inside
+        // the i16 length of the strings it is stored and sent in.
+        let mut end = client_id.len().min(MEMBER_ID_PREFIX_BYTES_MAX);
+        while !client_id.is_char_boundary(end) {
+            end -= 1;
+        }
         let high = self.random();
         let low = self.random();
-        format!("{client_id}-{high:016x}{low:016x}")
+        format!("{}-{high:016x}{low:016x}", &client_id[..end])
     }
 
     fn random(&mut self) -> u64 {

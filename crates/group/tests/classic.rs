@@ -520,3 +520,43 @@ fn the_group_size_is_limited() {
     };
     assert_eq!(answer.error_code, GROUP_MAX_SIZE_REACHED);
 }
+
+#[test]
+fn a_leader_that_never_syncs_is_removed_at_the_rebalance_timeout() {
+    let mut d = Driver::new();
+    let (a, _) = d.stable_single(G, &["t"], 0);
+    let (b, b_join) = d.join_new(G, &range(&["t"]), 0);
+    d.join(5, join_request(G, &a, &range(&["t"])), 0);
+    let generation = d.joined(&b_join).unwrap().generation_id;
+    let b_sync = d.sync(G, &b, generation, &[], 1);
+    // The leader `a` heartbeats but never sends SyncGroup.
+    for now in (1_000..i64::from(REBALANCE_MS)).step_by(1_000) {
+        assert_eq!(d.heartbeat(G, &a, generation, now), NONE);
+        d.tick(now);
+    }
+    assert!(d.synced(&b_sync).is_none());
+    d.tick(i64::from(REBALANCE_MS) + 10);
+    assert_eq!(d.synced(&b_sync).unwrap().error_code, REBALANCE_IN_PROGRESS);
+    assert_eq!(
+        d.heartbeat(G, &a, generation, i64::from(REBALANCE_MS) + 11),
+        UNKNOWN_MEMBER_ID
+    );
+}
+
+#[test]
+fn member_ids_stay_short_whatever_the_client_id() {
+    let mut d = Driver::new();
+    let long = "c".repeat(30_000);
+    let reply = d.coordinator.join_group(
+        5,
+        join_request(G, "", &range(&["t"])),
+        rill_group::ClientInfo {
+            client_id: &long,
+            client_host: "",
+        },
+        0,
+    );
+    let Reply::Now(answer) = reply else { panic!() };
+    assert_eq!(answer.error_code, MEMBER_ID_REQUIRED);
+    assert!(answer.member_id.len() < 300);
+}
