@@ -199,3 +199,89 @@ fn commits_carry_the_member_epoch_and_classic_joins_are_refused() {
     assert_eq!(listed.groups.len(), 1);
     assert_eq!(listed.groups[0].group_state, "Stable");
 }
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Beat(usize),
+        Leave(usize),
+        Tick(i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..4usize).prop_map(Op::Beat),
+            1 => (0..4usize).prop_map(Op::Leave),
+            1 => (0..20_000i64).prop_map(Op::Tick),
+        ]
+    }
+
+    proptest! {
+        /// Whatever members join, heartbeat, leave or fall silent, no two
+        /// members ever own a partition at once; and once the live members
+        /// keep heartbeating, they own all partitions between them.
+        #[test]
+        fn ownership_stays_disjoint_and_converges(ops in proptest::collection::vec(op(), 1..80)) {
+            let mut c = Coordinator::new(config(), 3);
+            let mut members: Vec<Option<Member>> = (0..4).map(|_| None).collect();
+            // When each member last heard from the coordinator. A member
+            // that was silent for its rebalance timeout (30 s here, shorter
+            // than the session) may have been fenced for not revoking in
+            // time; like a real client it then stops using its partitions.
+            let mut heard = [0i64; 4];
+            let session = 30_000;
+            let mut now = 0;
+            for op in ops {
+                match op {
+                    Op::Beat(i) => {
+                        let mut m = members[i].take().unwrap_or(Member { id: String::new(), epoch: 0, owned: BTreeSet::new() });
+                        let code = beat(&mut c, &mut m, now, None);
+                        // A fenced or forgotten member starts again from scratch.
+                        members[i] = (code == NONE).then_some(m);
+                        heard[i] = now;
+                    }
+                    Op::Leave(i) => {
+                        if let Some(mut m) = members[i].take() {
+                            m.epoch = -1;
+                            beat(&mut c, &mut m, now, None);
+                        }
+                    }
+                    Op::Tick(ms) => {
+                        now += ms;
+                        c.tick(now);
+                    }
+                }
+                for (slot, heard) in members.iter_mut().zip(heard) {
+                    if now - heard >= session {
+                        *slot = None;
+                    }
+                }
+                let live: Vec<&Member> = members.iter().flatten().collect();
+                prop_assert!(disjoint(&live));
+            }
+            // The survivors keep heartbeating while the silent ones' sessions
+            // run out (45 s), then a few more rounds.
+            for _ in 0..14 {
+                now += 5_000;
+                c.tick(now);
+                for slot in members.iter_mut() {
+                    if let Some(m) = slot.as_mut() {
+                        if beat(&mut c, m, now, None) != NONE {
+                            *slot = None;
+                        }
+                    }
+                }
+                let live: Vec<&Member> = members.iter().flatten().collect();
+                prop_assert!(disjoint(&live));
+            }
+            let live: Vec<&Member> = members.iter().flatten().collect();
+            if !live.is_empty() {
+                let owned: BTreeSet<i32> = live.iter().flat_map(|m| m.owned.iter().copied()).collect();
+                prop_assert_eq!(owned, (0..6).collect::<BTreeSet<i32>>());
+            }
+        }
+    }
+}
