@@ -268,10 +268,10 @@ mod random {
                 now += 5_000;
                 c.tick(now);
                 for slot in members.iter_mut() {
-                    if let Some(m) = slot.as_mut() {
-                        if beat(&mut c, m, now, None) != NONE {
-                            *slot = None;
-                        }
+                    if let Some(m) = slot.as_mut()
+                        && beat(&mut c, m, now, None) != NONE
+                    {
+                        *slot = None;
                     }
                 }
                 let live: Vec<&Member> = members.iter().flatten().collect();
