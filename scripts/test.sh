@@ -25,3 +25,6 @@ echo "==> interop tests: real Kafka clients against rill serve"
 # The outer timeout is a backstop for CI; each test also has its own (pytest.ini).
 RILL_BIN="$PWD/target/release/rill" \
     timeout 1500 .venv/bin/python -m pytest tests/interop
+
+echo "==> fuzzing: every fuzz target for a bounded time"
+scripts/fuzz.sh
