@@ -3,7 +3,7 @@
 //! - `codec`: `Encoder`/`Decoder` and the wire primitives; every length read
 //!   from the wire is checked against the bytes left before allocating.
 //! - `messages`: generated from Kafka's JSON specs by `cargo xtask codegen`
-//!   (see CODEGEN.md); one module per spec file, each struct with `encode`,
+//!   (see docs/ARCHITECTURE.md, "Protocol codec"); one module per spec file, each struct with `encode`,
 //!   `encoded_len` and `decode` for every version.
 //! - `api`: generated `ApiKey` table and the `RequestBody`/`ResponseBody` enums.
 //! - `header`: reading a request header before its API is known.
