@@ -5,6 +5,9 @@
 //!    connection, heartbeating every `--heartbeat-ms`) share 100 partitions;
 //!    one sends LeaveGroup; the time until the 9 others have all finished
 //!    SyncGroup of the next generation.
+//!    Then the same with a crash: the member drops its connection without
+//!    LeaveGroup, and the others wait out its session timeout (6 s, the
+//!    smallest the coordinator accepts).
 //! 2. OffsetCommit throughput and latency: `--connections` clients each
 //!    commit one offset per request, back to back, for `--seconds`.
 //!
@@ -31,6 +34,16 @@ use tokio::sync::mpsc;
 const MEMBERS: usize = 10;
 const PARTITIONS: usize = 100;
 const ROUNDS: usize = 5;
+/// Session timeout of the bench's members: the coordinator's minimum, so
+/// that a crash is noticed as soon as possible.
+const SESSION_MS: i32 = 6_000;
+
+/// How the last member goes away.
+#[derive(Clone, Copy, PartialEq)]
+enum Exit {
+    Leave,
+    Crash,
+}
 
 struct Options {
     heartbeat_ms: u64,
@@ -106,6 +119,7 @@ async fn member(
     group: String,
     heartbeat: Duration,
     leave: Arc<AtomicBool>,
+    exit: Exit,
     report: mpsc::UnboundedSender<(i32, Instant)>,
     left: mpsc::UnboundedSender<Instant>,
 ) {
@@ -114,7 +128,7 @@ async fn member(
     loop {
         let request = JoinGroupRequest {
             group_id: group.clone(),
-            session_timeout_ms: 10_000,
+            session_timeout_ms: SESSION_MS,
             rebalance_timeout_ms: 10_000,
             member_id: member_id.clone(),
             protocol_type: "consumer".into(),
@@ -172,6 +186,10 @@ async fn member(
         let _ = report.send((joined.generation_id, Instant::now()));
         loop {
             if leave.load(Ordering::Relaxed) {
+                if exit == Exit::Crash {
+                    let _ = left.send(Instant::now());
+                    return;
+                }
                 let request = LeaveGroupRequest {
                     group_id: group.clone(),
                     member_id: member_id.clone(),
@@ -200,10 +218,11 @@ async fn member(
     }
 }
 
-async fn rebalance_after_leave(
+async fn rebalance_after_exit(
     broker: &Arc<Broker>,
     round: usize,
     heartbeat: Duration,
+    exit: Exit,
 ) -> Duration {
     let group = format!("rebalance-{round}");
     let (report_tx, mut reports) = mpsc::unbounded_channel();
@@ -219,6 +238,7 @@ async fn rebalance_after_leave(
                 group.clone(),
                 heartbeat,
                 flag.clone(),
+                exit,
                 report_tx.clone(),
                 left_tx.clone(),
             ))
@@ -325,7 +345,7 @@ async fn main() {
     let heartbeat = Duration::from_millis(options.heartbeat_ms);
     let mut times = Vec::new();
     for round in 0..ROUNDS {
-        times.push(rebalance_after_leave(&broker, round, heartbeat).await);
+        times.push(rebalance_after_exit(&broker, round, heartbeat, Exit::Leave).await);
     }
     times.sort();
     println!(
@@ -335,6 +355,11 @@ async fn main() {
         times[0].as_secs_f64() * 1e3,
         times[ROUNDS / 2].as_secs_f64() * 1e3,
         times[ROUNDS - 1].as_secs_f64() * 1e3,
+    );
+    let crash = rebalance_after_exit(&broker, ROUNDS, heartbeat, Exit::Crash).await;
+    println!(
+        "rebalance after a crash (no LeaveGroup), session timeout {SESSION_MS} ms: {:.1} ms",
+        crash.as_secs_f64() * 1e3
     );
     let (rate, latencies) = commits(&broker, options.connections, options.seconds).await;
     println!(
