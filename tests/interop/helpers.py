@@ -188,3 +188,11 @@ def run_node(script: str, opts: dict) -> dict | list:
     lines = proc.stdout.decode().strip().splitlines()
     assert lines, f"node {script} printed no result:\n{stderr}"
     return json.loads(lines[-1])
+
+
+def stored_log_bytes(data_dir: Path, topic: str, partition: int) -> int:
+    """Bytes of record batches a partition keeps on disk: its segment .log files
+    (Kafka's layout, docs/FORMAT.md: DATA_DIR/<topic>-<partition>/<base offset>.log)."""
+    files = list((data_dir / f"{topic}-{partition}").glob("*.log"))
+    assert files, f"no segment files for {topic}-{partition} in {data_dir}"
+    return sum(f.stat().st_size for f in files)

@@ -25,6 +25,7 @@ from helpers import (
     create_topic,
     produce_all,
     read_partition,
+    stored_log_bytes,
     unique_topic,
     wait_for_partitions,
     watermarks,
@@ -63,6 +64,8 @@ def test_compressed_batches_round_trip(rill, codec):
 
     assert acked == [(0, i) for i in range(len(messages))]
     assert [(r.key, r.value, r.headers) for r in records] == [(k, v, (("codec", codec.encode()),)) for k, v in messages]
+    # The broker keeps the producer's compressed batches as they came.
+    assert stored_log_bytes(rill.data_dir, topic, 0) < sum(len(v) for _, v in messages) / 5
     assert [r.offset for r in records] == list(range(len(messages)))
 
 
