@@ -279,9 +279,15 @@ impl Coordinator {
                 member.rebalance_timeout_ms = ask.rebalance_timeout_ms;
             }
             self.persist(group);
-            // The leader gets no member list: the group keeps its
-            // assignment, and SyncGroup in Stable returns it.
-            return Reply::Now(current_join_answer(group, &new_id, ask.version, false));
+            // The group keeps its assignment and SyncGroup in Stable returns
+            // it. A leader of v9+ gets the members with `skip_assignment`
+            // (KIP-814) so that it knows them without assigning; older
+            // leaders get no member list.
+            let leader = group.leader.as_deref() == Some(new_id.as_str());
+            let skip = leader && ask.version >= 9;
+            let mut answer = current_join_answer(group, &new_id, ask.version, skip);
+            answer.skip_assignment = skip;
+            return Reply::Now(answer);
         }
         self.update_member_and_rebalance(group, &new_id, ask, now_ms)
     }

@@ -416,6 +416,16 @@ fn a_static_member_restarting_keeps_its_assignment_without_a_rebalance() {
     };
     assert_eq!(answer_old.error_code, FENCED_INSTANCE_ID);
 
+    // A v9 leader restarting learns the members but is told not to assign.
+    let mut v9 = request.clone();
+    v9.group_instance_id = Some("box-1".into());
+    let Reply::Now(answer_v9) = d.join(9, v9, 1_500) else {
+        panic!("answered at once")
+    };
+    assert!(answer_v9.skip_assignment);
+    assert_eq!(answer_v9.members.len(), 1);
+    assert_eq!(answer_v9.leader, answer_v9.member_id);
+
     // A restart with a changed subscription does rebalance.
     let mut changed = request;
     changed.protocols = join_request(G, "", &range(&["t", "u"])).protocols;
