@@ -101,22 +101,15 @@ class RillServer:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        """Waits until the Kafka port accepts connections and /ready says 200.
-
-        While the admin port refuses connections, an accepting Kafka port is
-        taken as ready, so that Kafka-level tests can run on a broker whose
-        admin HTTP is not there yet; tests in test_serve.py check /ready itself.
-        """
+        """Waits until /ready answers 200 and the Kafka port accepts connections."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             code = self.proc.poll()
             if code is not None:
                 self.proc = None
                 raise RuntimeError(f"rill exited with status {code} while starting:\n{self.log_tail()}")
-            if self._kafka_port_accepts():
-                ready = self.ready_status()
-                if ready == 200 or ready is None:
-                    return
+            if self.ready_status() == 200 and self._kafka_port_accepts():
+                return
             time.sleep(0.05)
         raise RuntimeError(f"rill was not ready after {READY_TIMEOUT_S}s:\n{self.log_tail()}")
 
