@@ -1,7 +1,7 @@
 //! `rill produce TOPIC`: one message per input line.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -78,16 +78,17 @@ async fn produce(args: ProduceArgs) -> Result<(), Failure> {
         .iter()
         .map(|header| key_value(header))
         .collect::<Result<Vec<_>, _>>()?;
-    let (input, length): (Box<dyn BufRead + Send>, Option<u64>) = match &args.file {
+    let (input, length): (Box<dyn Read + Send>, Option<u64>) = match &args.file {
         Some(path) => {
             let file = std::fs::File::open(path).map_err(|error| {
                 Failure::usage(format!("cannot open {}: {error}", path.display()))
             })?;
             let length = file.metadata().ok().map(|m| m.len());
-            (Box::new(std::io::BufReader::new(file)), length)
+            (Box::new(file), length)
         }
-        None => (Box::new(std::io::BufReader::new(std::io::stdin())), None),
+        None => (Box::new(std::io::stdin()), None),
     };
+    let input = BufReader::with_capacity(1 << 20, input);
     let brokers = &args.brokers;
     let failure = |error| Failure::from_client(error, brokers);
     let config = ProducerConfig {
@@ -123,34 +124,36 @@ async fn produce(args: ProduceArgs) -> Result<(), Failure> {
         },
     );
     let separator = args.key_separator.as_deref().map(str::as_bytes);
-    let (lines, mut lines_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1024);
+    let (lines, mut lines_rx) = tokio::sync::mpsc::channel::<Vec<Vec<u8>>>(16);
     // Reading stdin blocks, so it happens on its own thread.
     let reader = std::thread::spawn(move || read_lines(input, lines));
     let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
     let mut sent: u64 = 0;
-    while let Some(line) = lines_rx.recv().await {
-        let read_bytes = line.len() as u64 + 1;
-        let (key, value) = match separator.and_then(|sep| split(&line, sep)) {
-            Some((key, value)) => (Some(key.to_vec()), value.to_vec()),
-            None => (None, line),
-        };
-        let mut message = match key {
-            Some(key) => Message::with_key(key, value),
-            None => Message::new(value),
-        };
-        for (key, value) in &headers {
-            message = message.header(key.clone(), value.clone().into_bytes());
-        }
-        if let Some(partition) = args.partition {
-            message = message.to_partition(partition);
-        }
-        pending.push_back(producer.send(&args.topic, message).await.map_err(failure)?);
-        sent += 1;
-        bar.inc(if length.is_some() { read_bytes } else { 1 });
-        if pending.len() >= DELIVERIES_IN_FLIGHT_MAX
-            && let Some(oldest) = pending.pop_front()
-        {
-            oldest.await.map_err(failure)?;
+    while let Some(chunk) = lines_rx.recv().await {
+        for line in chunk {
+            let read_bytes = line.len() as u64 + 1;
+            let (key, value) = match separator.and_then(|sep| split(&line, sep)) {
+                Some((key, value)) => (Some(key.to_vec()), value.to_vec()),
+                None => (None, line),
+            };
+            let mut message = match key {
+                Some(key) => Message::with_key(key, value),
+                None => Message::new(value),
+            };
+            for (key, value) in &headers {
+                message = message.header(key.clone(), value.clone().into_bytes());
+            }
+            if let Some(partition) = args.partition {
+                message = message.to_partition(partition);
+            }
+            pending.push_back(producer.send(&args.topic, message).await.map_err(failure)?);
+            sent += 1;
+            bar.inc(if length.is_some() { read_bytes } else { 1 });
+            if pending.len() >= DELIVERIES_IN_FLIGHT_MAX
+                && let Some(oldest) = pending.pop_front()
+            {
+                oldest.await.map_err(failure)?;
+            }
         }
     }
     let read = reader
@@ -168,17 +171,25 @@ async fn produce(args: ProduceArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Lines travel to the producer in chunks of this many, so the channel is
+/// not crossed once per line; a terminal user's single lines still go at once.
+const LINES_PER_CHUNK: usize = 1024;
+
 fn read_lines(
-    mut input: Box<dyn BufRead + Send>,
-    lines: tokio::sync::mpsc::Sender<Vec<u8>>,
+    mut input: BufReader<Box<dyn Read + Send>>,
+    lines: tokio::sync::mpsc::Sender<Vec<Vec<u8>>>,
 ) -> Result<(), Failure> {
     let mut number = 0u64;
+    let mut chunk = Vec::with_capacity(LINES_PER_CHUNK);
     loop {
         let mut line = Vec::new();
-        let read = std::io::Read::take(&mut input, LINE_BYTES_MAX as u64 + 1)
+        let read = Read::take(&mut input, LINE_BYTES_MAX as u64 + 1)
             .read_until(b'\n', &mut line)
             .map_err(|error| Failure::failed(format!("cannot read the input: {error}")))?;
         if read == 0 {
+            if !chunk.is_empty() {
+                let _ = lines.blocking_send(chunk);
+            }
             return Ok(());
         }
         number += 1;
@@ -189,7 +200,12 @@ fn read_lines(
                 "line {number} is longer than {LINE_BYTES_MAX} bytes"
             )));
         }
-        if lines.blocking_send(line).is_err() {
+        chunk.push(line);
+        // Send when the chunk is full or the input has nothing buffered, so
+        // interactive input is not held back waiting for more lines.
+        if (chunk.len() >= LINES_PER_CHUNK || input.buffer().is_empty())
+            && lines.blocking_send(std::mem::take(&mut chunk)).is_err()
+        {
             return Ok(());
         }
     }
