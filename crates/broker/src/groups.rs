@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rill_group::error_code::NOT_COORDINATOR;
 use rill_group::{
     ClientInfo, CommitPlan, Completion, Coordinator, GroupConfig, GroupRecord, Reply, Token,
 };
@@ -57,7 +58,8 @@ pub enum GroupsError {
 }
 
 enum Waiter {
-    Join(oneshot::Sender<JoinGroupResponse>),
+    /// The request's version, for an error answer at shutdown.
+    Join(i16, oneshot::Sender<JoinGroupResponse>),
     Sync(oneshot::Sender<SyncGroupResponse>),
 }
 
@@ -86,6 +88,29 @@ impl Groups {
         }
     }
 
+    /// At shutdown: the clock stops, so JoinGroups and SyncGroups still
+    /// waiting for a rebalance would never be answered and their
+    /// connections would hold the shutdown. They get NOT_COORDINATOR (the
+    /// client looks for the coordinator again, as when Kafka moves a group),
+    /// and later requests COORDINATOR_LOAD_IN_PROGRESS.
+    fn stop(&self) {
+        let mut inner = self.lock();
+        inner.coordinator = Coordinator::loading(GroupConfig::default(), 0);
+        for (_, waiter) in inner.waiting.drain() {
+            match waiter {
+                Waiter::Join(version, tx) => {
+                    let _ = tx.send(rill_group::join_error(version, NOT_COORDINATOR, ""));
+                }
+                Waiter::Sync(tx) => {
+                    let _ = tx.send(SyncGroupResponse {
+                        error_code: NOT_COORDINATOR,
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock is a bug; the state is still the
         // best there is, so carry on with it.
@@ -108,7 +133,7 @@ impl Groups {
             let token = completion.token();
             // A waiter is missing when its client went away: nothing to do.
             match (inner.waiting.remove(&token), completion) {
-                (Some(Waiter::Join(tx)), Completion::Join(_, response)) => {
+                (Some(Waiter::Join(_, tx)), Completion::Join(_, response)) => {
                     let _ = tx.send(response);
                 }
                 (Some(Waiter::Sync(tx)), Completion::Sync(_, response)) => {
@@ -147,7 +172,7 @@ impl Groups {
                 Reply::Now(response) => Err(response),
                 Reply::Pending(token) => {
                     let (tx, rx) = oneshot::channel();
-                    inner.waiting.insert(token, Waiter::Join(tx));
+                    inner.waiting.insert(token, Waiter::Join(version, tx));
                     Ok(rx)
                 }
             };
@@ -286,6 +311,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|stop| *stop) => break,
         }
     }
+    shared.groups.stop();
 }
 
 async fn load(cluster: &Cluster) -> Result<(Coordinator, Arc<TopicHandle>), GroupsError> {

@@ -112,7 +112,7 @@ impl Metrics {
         );
         registry.register(
             "topic_messages_out",
-            "Record batches fetched, by topic",
+            "Offsets fetched (records delivered, counting a compacted log's gaps), by topic",
             messages_out.clone(),
         );
         registry.register(

@@ -276,3 +276,34 @@ async fn join_sync_heartbeat_commit_fetch_and_restart() {
     assert_eq!(client.fetch(&["g", "simple"]).await, vec![42, 7]);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_answers_a_join_that_waits_for_a_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(config(dir.path())).await.unwrap();
+    let mut first = Client::connect(&broker).await;
+    let joined = first.join_new("g").await;
+    first
+        .sync("g", &joined.member_id, joined.generation_id)
+        .await;
+    // A second member's join waits for the first to rejoin, which it never
+    // does before the broker stops.
+    let mut second = Client::connect(&broker).await;
+    let id = second
+        .join("g", "", Bytes::from_static(b"sub"))
+        .await
+        .member_id;
+    let waiting = tokio::spawn(async move {
+        let answer = second.join("g", &id, Bytes::from_static(b"sub")).await;
+        answer.error_code
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the join should wait for the rebalance"
+    );
+    tokio::time::timeout(Duration::from_secs(10), broker.shutdown())
+        .await
+        .expect("shutdown must not wait for the rebalance");
+    assert_eq!(waiting.await.unwrap(), 16, "NOT_COORDINATOR");
+}

@@ -539,3 +539,60 @@ async fn idempotent_producers_get_duplicates_acknowledged_and_gaps_refused() {
     assert_eq!(values, vec!["a", "b", "c", "d"]);
     broker.broker.shutdown().await;
 }
+
+async fn http_get(broker: &TestBroker, path: &str) -> String {
+    let mut stream = TcpStream::connect(broker.broker.admin_addr())
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: rill\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn the_admin_server_reports_health_and_what_flowed() {
+    let broker = start().await;
+    assert!(
+        http_get(&broker, "/health")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        http_get(&broker, "/ready")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(http_get(&broker, "/nope").await.starts_with("HTTP/1.1 404"));
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "metered", 1).await;
+    produce(&mut client, "metered", 0, batch(&["a", "b", "c"])).await;
+    client.call(12, fetch_request("metered", 1, 0)).await;
+    let metrics = http_get(&broker, "/metrics").await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("rill_topic_messages_in_total{topic=\"metered\"}"),
+        3.0
+    );
+    // The fetch from offset 1 moved the consumer on by two offsets.
+    assert_eq!(
+        value("rill_topic_messages_out_total{topic=\"metered\"}"),
+        2.0
+    );
+    assert!(value("rill_topic_bytes_in_total{topic=\"metered\"}") > 0.0);
+    assert!(value("rill_log_size_bytes{topic=\"metered\",partition=\"0\"}") > 0.0);
+    assert!(value("rill_requests_total{api=\"Produce\"}") >= 1.0);
+    assert_eq!(value("rill_connections"), 1.0);
+    broker.broker.shutdown().await;
+}

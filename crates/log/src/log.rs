@@ -685,6 +685,7 @@ impl Log {
             high_watermark: self.high_watermark(),
             log_start_offset: state.log_start,
             log_end_offset: state.log_end,
+            next_offset: None,
         };
         if start < state.log_start || start > state.log_end {
             return Err(ReadError::OffsetOutOfRange {
@@ -709,8 +710,9 @@ impl Log {
             let slice = self.with_loaded(&state, segment, |loaded| {
                 read_segment(&state, segment, loaded, start, max_bytes, upper)
             });
-            if let Some(slice) = self.guard(slice)? {
+            if let Some((slice, next_offset)) = self.guard(slice)? {
                 info.slices.push(slice);
+                info.next_offset = next_offset;
                 break;
             }
         }
@@ -1285,8 +1287,9 @@ fn all_last(all: &[Offset]) -> Offset {
     all.last().copied().unwrap_or(Offset(-1))
 }
 
-/// The slice of one segment a read returns, or `None` if the segment holds
-/// nothing at or after `start` below `upper`.
+/// The slice of one segment a read returns with the offset just after it
+/// (when known), or `None` if the segment holds nothing at or after `start`
+/// below `upper`.
 fn read_segment(
     state: &State,
     segment: &Segment,
@@ -1294,10 +1297,13 @@ fn read_segment(
     start: Offset,
     max_bytes: u32,
     upper: Offset,
-) -> Result<Option<FileSlice>, Fault> {
+) -> Result<Option<(FileSlice, Option<Offset>)>, Fault> {
     let size = segment.size;
     let located = segment.locate(loaded, start, size)?;
     let mut end = size;
+    // The offset of the first batch at `end`: the segment's end unless the
+    // read is cut short below.
+    let mut end_offset = Some(state.segment_end(segment.base));
     if let Some(corrupt) = segment.corrupt_from() {
         // Offsets past a corrupt batch cannot be trusted, so a read that
         // reaches it or passes through this segment without finding its
@@ -1309,7 +1315,10 @@ fn read_segment(
                 reason: "the scrub found this batch corrupt".to_string(),
             }));
         }
-        end = end.min(corrupt.0);
+        if corrupt.0 < end {
+            end = corrupt.0;
+            end_offset = None;
+        }
     }
     let Some((position, header)) = located else {
         return Ok(None);
@@ -1318,9 +1327,11 @@ fn read_segment(
         return Ok(None);
     }
     if upper < state.segment_end(segment.base)
-        && let Some((p, _)) = segment.locate(loaded, upper, size)?
+        && let Some((p, at_upper)) = segment.locate(loaded, upper, size)?
+        && p < end
     {
-        end = end.min(p);
+        end = p;
+        end_offset = Some(at_upper.base);
     }
     let first_end = position + header.len;
     if first_end > end {
@@ -1328,18 +1339,23 @@ fn read_segment(
         return Ok(None);
     }
     let limit = position.saturating_add(u64::from(max_bytes));
-    let stop = if limit <= first_end {
-        first_end
+    let (stop, next_offset) = if limit <= first_end {
+        (first_end, Some(Offset(header.last.0 + 1)))
     } else {
-        segment.boundary_before(loaded, first_end, limit, end)?
+        match segment.boundary_before(loaded, first_end, limit, end)? {
+            (stop, Some(next)) => (stop, Some(next)),
+            (stop, None) if stop == end => (stop, end_offset),
+            (stop, None) => (stop, None),
+        }
     };
-    Ok(Some(FileSlice {
+    let slice = FileSlice {
         file: loaded.file.clone(),
         position,
         // A slice is at most max(max_bytes, first batch) long, and a batch
         // is at most i32::MAX + 12 bytes, so it fits a u32.
         len: u32::try_from(stop - position).unwrap_or(u32::MAX),
-    }))
+    };
+    Ok(Some((slice, next_offset)))
 }
 
 /// Where to resume scanning the active segment: its last offset-index entry.

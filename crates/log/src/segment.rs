@@ -503,9 +503,9 @@ impl Segment {
         from: u64,
         limit: u64,
         end: u64,
-    ) -> Result<u64, Fault> {
+    ) -> Result<(u64, Option<Offset>), Fault> {
         if limit >= end {
-            return Ok(end);
+            return Ok((end, None));
         }
         let mut position = match loaded.offset_index.lookup_position(Position(limit)) {
             Some((_, p)) if p.0 > from => p.0,
@@ -514,11 +514,11 @@ impl Segment {
         while position < end {
             let header = self.header_at(&loaded.file, position, end)?;
             if position + header.len > limit {
-                break;
+                return Ok((position, Some(header.base)));
             }
             position += header.len;
         }
-        Ok(position)
+        Ok((position, None))
     }
 
     /// The first batch at or after `start_offset` whose max timestamp reaches

@@ -111,6 +111,10 @@ pub struct ReadInfo {
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
     pub log_end_offset: Offset,
+    /// The offset just after the last batch in `slices` (where the next
+    /// read continues), when the read knows it without extra IO; `None`
+    /// for an empty read or one cut short by a corrupt batch.
+    pub next_offset: Option<Offset>,
 }
 
 impl ReadInfo {

@@ -111,14 +111,23 @@ fn reads_respect_byte_limit_but_return_at_least_one_batch_and_stop_at_max_offset
         u64::from(len),
         "one whole batch even when it exceeds the limit"
     );
+    assert_eq!(info.next_offset, Some(Offset(1)));
     let info = log.read(Offset(2), 3 * len + len / 2, Offset(10)).unwrap();
     assert_eq!(info.bytes(), u64::from(3 * len), "only whole batches");
     assert_eq!(view(&slice_bytes(&info.slices[0])).base_offset(), 2);
+    assert_eq!(info.next_offset, Some(Offset(5)));
     let info = log.read(Offset(2), u32::MAX, Offset(5)).unwrap();
     assert_eq!(
         info.bytes(),
         u64::from(3 * len),
         "nothing at or past max_offset"
+    );
+    assert_eq!(info.next_offset, Some(Offset(5)));
+    let info = log.read(Offset(7), u32::MAX, Offset(10)).unwrap();
+    assert_eq!(info.next_offset, Some(Offset(10)), "to the log end");
+    assert_eq!(
+        log.read(Offset(10), 100, Offset(10)).unwrap().next_offset,
+        None
     );
     assert!(
         log.read(Offset(5), 100, Offset(5))

@@ -135,7 +135,7 @@ fn read_all(
                 (Some(topic), Some(partition)) => {
                     let limit =
                         (fetch_partition.partition_max_bytes.max(0) as usize).min(remaining);
-                    let answer =
+                    let (answer, offsets) =
                         read_partition(partition, fetch_partition.fetch_offset, limit, total == 0);
                     if let Some(Records::Files(regions)) = &answer.records {
                         let bytes: usize = regions.iter().map(|r| r.len as usize).sum();
@@ -143,7 +143,7 @@ fn read_all(
                         remaining = remaining.saturating_sub(bytes);
                         let metrics = shared.metrics.topic(&topic.name);
                         metrics.bytes_out.inc_by(bytes as u64);
-                        metrics.messages_out.inc_by(regions.len() as u64);
+                        metrics.messages_out.inc_by(offsets);
                     }
                     answer
                 }
@@ -171,24 +171,28 @@ fn read_all(
 /// Reads one partition. `first` is true while the response is still empty:
 /// then one whole batch is sent even if it is larger than the limit, so a
 /// consumer is never stuck behind a large batch (KIP-74). Later partitions
-/// get only what fits.
+/// get only what fits. Also returns how many offsets the answer moves the
+/// consumer on (the records it delivers, gaps of a compacted log included).
 fn read_partition(
     partition: &Partition,
     fetch_offset: i64,
     limit: usize,
     first: bool,
-) -> PartitionData {
+) -> (PartitionData, u64) {
     let log = &partition.log;
     let high_watermark = log.high_watermark();
     if limit == 0 && !first {
-        return PartitionData {
-            partition_index: partition.index,
-            high_watermark: high_watermark.0,
-            last_stable_offset: high_watermark.0,
-            log_start_offset: log.log_start_offset().0,
-            records: Some(Records::Bytes(Bytes::new())),
-            ..Default::default()
-        };
+        return (
+            PartitionData {
+                partition_index: partition.index,
+                high_watermark: high_watermark.0,
+                last_stable_offset: high_watermark.0,
+                log_start_offset: log.log_start_offset().0,
+                records: Some(Records::Bytes(Bytes::new())),
+                ..Default::default()
+            },
+            0,
+        );
     }
     let limit_u32 = u32::try_from(limit.max(1)).unwrap_or(u32::MAX);
     match log.read(Offset(fetch_offset), limit_u32, high_watermark) {
@@ -206,38 +210,51 @@ fn read_partition(
             if !first && bytes > limit {
                 regions.clear();
             }
-            PartitionData {
-                partition_index: partition.index,
-                error_code: error_code::NONE,
-                high_watermark: info.high_watermark.0,
-                last_stable_offset: info.high_watermark.0,
-                log_start_offset: info.log_start_offset.0,
-                records: Some(if regions.is_empty() {
-                    Records::Bytes(Bytes::new())
-                } else {
-                    Records::Files(regions)
-                }),
-                ..Default::default()
-            }
+            let offsets = match info.next_offset {
+                Some(next) if !regions.is_empty() => (next.0 - fetch_offset).max(0) as u64,
+                _ => 0,
+            };
+            (
+                PartitionData {
+                    partition_index: partition.index,
+                    error_code: error_code::NONE,
+                    high_watermark: info.high_watermark.0,
+                    last_stable_offset: info.high_watermark.0,
+                    log_start_offset: info.log_start_offset.0,
+                    records: Some(if regions.is_empty() {
+                        Records::Bytes(Bytes::new())
+                    } else {
+                        Records::Files(regions)
+                    }),
+                    ..Default::default()
+                },
+                offsets,
+            )
         }
-        Err(ReadError::OffsetOutOfRange { .. }) => PartitionData {
-            partition_index: partition.index,
-            error_code: error_code::OFFSET_OUT_OF_RANGE,
-            high_watermark: high_watermark.0,
-            last_stable_offset: high_watermark.0,
-            log_start_offset: log.log_start_offset().0,
-            records: Some(Records::Bytes(Bytes::new())),
-            ..Default::default()
-        },
-        Err(failure) => {
-            tracing::error!(partition = partition.index, error = %failure, "read failed");
+        Err(ReadError::OffsetOutOfRange { .. }) => (
             PartitionData {
                 partition_index: partition.index,
-                error_code: error_code::KAFKA_STORAGE_ERROR,
-                high_watermark: -1,
+                error_code: error_code::OFFSET_OUT_OF_RANGE,
+                high_watermark: high_watermark.0,
+                last_stable_offset: high_watermark.0,
+                log_start_offset: log.log_start_offset().0,
                 records: Some(Records::Bytes(Bytes::new())),
                 ..Default::default()
-            }
+            },
+            0,
+        ),
+        Err(failure) => {
+            tracing::error!(partition = partition.index, error = %failure, "read failed");
+            (
+                PartitionData {
+                    partition_index: partition.index,
+                    error_code: error_code::KAFKA_STORAGE_ERROR,
+                    high_watermark: -1,
+                    records: Some(Records::Bytes(Bytes::new())),
+                    ..Default::default()
+                },
+                0,
+            )
         }
     }
 }
