@@ -15,6 +15,7 @@ from confluent_kafka.admin import (
     ConfigSource,
     NewPartitions,
     NewTopic,
+    OffsetSpec,
     ResourceType,
 )
 
@@ -229,6 +230,23 @@ def test_admin_describes_the_cluster_and_broker_configs(rill):
     assert cluster.controller.id == node.id
     assert (node.host, node.port) == ("127.0.0.1", rill.port)
     assert broker_configs["auto.create.topics.enable"].value == "true"
+
+
+def test_admin_deletes_records_before_an_offset(rill):
+    client = admin(rill.bootstrap)
+    topic = unique_topic("admin-delete-records")
+    create_topic(rill.bootstrap, topic)
+    produce_all(rill.bootstrap, topic, [(None, b"m%d" % i) for i in range(100)], partition=0)
+
+    [deleted] = client.delete_records([TopicPartition(topic, 0, 40)]).values()
+    low_watermark = deleted.result(timeout=WAIT_S).low_watermark
+    [earliest] = client.list_offsets({TopicPartition(topic, 0): OffsetSpec.earliest()}).values()
+    first = read_partition(rill.bootstrap, topic, 0, start_offset=-2, count=1)  # -2 = OFFSET_BEGINNING
+
+    assert low_watermark == 40
+    assert earliest.result(timeout=WAIT_S).offset == 40
+    assert [(r.offset, r.value) for r in first] == [(40, b"m40")]
+    assert watermarks(rill.bootstrap, topic, 0) == (40, 100)
 
 
 def test_consumer_assigns_partitions_and_seeks(rill):
