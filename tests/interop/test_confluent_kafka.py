@@ -70,6 +70,43 @@ def test_compressed_batches_round_trip(rill, codec):
     assert [r.offset for r in records] == list(range(len(messages)))
 
 
+def test_topic_max_message_bytes_is_enforced(rill):
+    topic = unique_topic("max-message-bytes")
+    create_topic(rill.bootstrap, topic, config={"max.message.bytes": "2000"})
+    producer = Producer({"bootstrap.servers": rill.bootstrap, "linger.ms": 0})
+    reports = []
+    producer.produce(topic, value=b"s" * 100, partition=0, on_delivery=lambda err, msg: reports.append(err))
+    producer.flush(WAIT_S)
+    producer.produce(topic, value=b"L" * 5000, partition=0, on_delivery=lambda err, msg: reports.append(err))
+    producer.flush(WAIT_S)
+
+    assert reports[0] is None
+    assert reports[1] is not None and reports[1].code() == KafkaError.MSG_SIZE_TOO_LARGE, reports[1]
+    assert [r.value for r in read_partition(rill.bootstrap, topic, 0)] == [b"s" * 100]
+
+
+def test_a_waiting_fetch_returns_as_soon_as_a_message_arrives(rill):
+    topic = unique_topic("long-poll")
+    create_topic(rill.bootstrap, topic)
+    # With fetch.wait.max.ms at 10 s, a broker that sat out max_wait_ms would deliver late.
+    c = consumer(rill.bootstrap, fetch_wait_max_ms=10_000, enable_partition_eof=False)
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        assert c.poll(1.5) is None  # the consumer is now parked in a long poll
+        # The clock starts before the produce: librdkafka fetches in the background,
+        # so the message may be waiting in the consumer's queue by the time it is acknowledged.
+        start = time.monotonic()
+        acked = produce_all(rill.bootstrap, topic, [(None, b"wake up")], partition=0)
+        msg = c.poll(WAIT_S)
+        latency_s = time.monotonic() - start
+    finally:
+        c.close()
+
+    assert acked == [(0, 0)]
+    assert msg is not None and msg.error() is None and msg.value() == b"wake up"
+    assert latency_s < 2.0, f"message arrived {latency_s:.2f}s after it was produced"
+
+
 def test_idempotent_producer_writes_each_message_once_in_order(rill):
     topic = unique_topic("idempotent")
     create_topic(rill.bootstrap, topic, partitions=3)
