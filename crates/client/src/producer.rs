@@ -428,6 +428,7 @@ impl Shared {
         let flushing = state.flushing || state.closed;
         let (producer_id, producer_epoch) = (state.producer_id, state.producer_epoch);
         let mut ready = Vec::new();
+        let mut to_build = Vec::new();
         let mut next_wake: Option<Instant> = None;
         let mut earliest = |at: Instant| {
             next_wake = Some(next_wake.map_or(at, |current| current.min(at)));
@@ -463,27 +464,30 @@ impl Shared {
             } else {
                 continue;
             };
-            match build_batch(
-                &records,
-                self.config.compression,
-                self.idempotent.then_some((producer_id, producer_epoch)),
-                queue.next_sequence,
-            ) {
-                Ok(bytes) => {
-                    queue.in_flight = true;
-                    ready.push((
-                        tp.clone(),
-                        Batch {
-                            records,
-                            bytes,
-                            first_sent: Some(now),
-                            attempts: 0,
-                            retry_at: None,
-                            last_error: None,
-                        },
-                    ));
-                }
-                Err(error) => fail_records(records, &error.to_string()),
+            queue.in_flight = true;
+            to_build.push((tp.clone(), records, queue.next_sequence));
+        }
+        drop(state);
+        // Building (copying, compressing, CRC) happens outside the lock, so
+        // `send` callers are not held up by it.
+        let producer = self.idempotent.then_some((producer_id, producer_epoch));
+        for (tp, records, base_sequence) in to_build {
+            let built = build_batch(&records, self.config.compression, producer, base_sequence);
+            let (bytes, failure) = match built {
+                Ok(bytes) => (bytes, None),
+                Err(error) => (Bytes::new(), Some(error)),
+            };
+            let batch = Batch {
+                records,
+                bytes,
+                first_sent: Some(now),
+                attempts: 0,
+                retry_at: None,
+                last_error: None,
+            };
+            match failure {
+                None => ready.push((tp, batch)),
+                Some(error) => self.complete(&tp, batch, Outcome::Failed(error)),
             }
         }
         (ready, next_wake)
