@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use rill_log::{Log, LogConfig, LogManager, TimestampType};
+use rill_log::{AppendError, AppendInfo, Log, LogConfig, LogManager, TimestampType};
 use rill_metadata::topic::{validate_topic_config, validate_topic_name};
 use rill_metadata::{MetadataRecord, MetadataStore, TopicId};
 use tokio::sync::watch;
@@ -35,7 +35,22 @@ pub struct Partition {
     pub high_watermark: watch::Sender<i64>,
 }
 
+/// The leader epoch stamped into every batch. One node never changes
+/// leader, so the epoch stays 0 until replication brings elections.
+pub const LEADER_EPOCH: i32 = 0;
+
 impl Partition {
+    /// Appends record batches and commits them: on one node the in-sync
+    /// replica set is this broker, so the high watermark moves to the log
+    /// end at once and parked fetches wake. Callers keep it off the async
+    /// workers when the log may fsync (`TopicHandle::append_may_sync`).
+    pub fn append(&self, batches: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
+        let info = self.log.append(batches, LEADER_EPOCH, now_ms)?;
+        self.log.set_high_watermark(self.log.log_end_offset());
+        self.publish_high_watermark();
+        Ok(info)
+    }
+
     /// Publishes the log's high watermark to waiting fetches.
     pub fn publish_high_watermark(&self) {
         let high_watermark = self.log.high_watermark().0;

@@ -6,8 +6,9 @@
 //!
 //! Every record the coordinator emits is appended while the mutex is held,
 //! so the topic holds them in the order the state machine made them; an
-//! append is a short write to the page cache. An offset commit is answered
-//! only after its records are appended.
+//! append is a short write to the page cache (with `flush.messages` set it
+//! also fsyncs, inside `block_in_place`). An offset commit is answered only
+//! after its records are appended.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt;
@@ -30,7 +31,7 @@ use rill_records::record::decode_batch;
 use tokio::sync::{oneshot, watch};
 
 use crate::cluster::{Cluster, TopicHandle};
-use crate::handlers::{LEADER_EPOCH, now_ms};
+use crate::handlers::now_ms;
 use crate::server::Shared;
 
 /// The internal topic that holds committed offsets and group metadata.
@@ -270,11 +271,19 @@ impl Groups {
                     .map_err(|error| error.to_string())?;
             }
             let batch = builder.build().map_err(|error| error.to_string())?;
-            partition
-                .log
-                .append(&batch, LEADER_EPOCH, now)
-                .map_err(|error| error.to_string())?;
-            partition.publish_high_watermark();
+            let may_sync = self.topic.get().is_some_and(|topic| topic.append_may_sync);
+            let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+                handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            });
+            let appended = if may_sync && multi_thread {
+                // flush.messages makes this append fsync; the coordinator's
+                // lock is held, so hand this worker's other tasks to another
+                // thread for the wait rather than stall them.
+                tokio::task::block_in_place(|| partition.append(&batch, now))
+            } else {
+                partition.append(&batch, now)
+            };
+            appended.map_err(|error| error.to_string())?;
         }
         Ok(())
     }

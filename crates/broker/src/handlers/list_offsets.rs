@@ -9,7 +9,7 @@ use rill_protocol::messages::list_offsets_response::{
 };
 use rill_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::produce::LEADER_EPOCH;
+use crate::cluster::LEADER_EPOCH;
 use crate::error_code;
 use crate::server::Shared;
 

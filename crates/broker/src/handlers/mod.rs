@@ -42,8 +42,6 @@ mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 
-pub(crate) use produce::LEADER_EPOCH;
-
 /// The APIs Rill answers and the versions of each, from which ApiVersions
 /// answers are built. Ranges reach down to what the clients we test with
 /// still send (librdkafka 2.x, kafka-python, KafkaJS 2.2, Java 3.x/4.x).

@@ -9,7 +9,7 @@ use rill_protocol::messages::offset_for_leader_epoch_response::{
 };
 use rill_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::produce::LEADER_EPOCH;
+use crate::cluster::LEADER_EPOCH;
 use crate::error_code;
 use crate::server::Shared;
 

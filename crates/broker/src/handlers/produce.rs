@@ -19,10 +19,6 @@ use crate::cluster::TopicHandle;
 use crate::error_code;
 use crate::server::Shared;
 
-/// The leader epoch stamped into every batch. One node never changes
-/// leader, so the epoch stays 0 until replication brings elections.
-pub const LEADER_EPOCH: i32 = 0;
-
 pub async fn handle(
     shared: &Arc<Shared>,
     version: i16,
@@ -95,9 +91,9 @@ async fn append(
         }
     };
     let appended = if topic.append_may_sync {
-        let log = partition.log.clone();
+        let appending = partition.clone();
         let batches = bytes.clone();
-        match tokio::task::spawn_blocking(move || log.append(&batches, LEADER_EPOCH, now)).await {
+        match tokio::task::spawn_blocking(move || appending.append(&batches, now)).await {
             Ok(appended) => appended,
             Err(failure) => {
                 tracing::error!(topic = %topic.name, partition = data.index, error = %failure, "append task failed");
@@ -107,14 +103,10 @@ async fn append(
     } else {
         // Without flush.messages an append is a write to the page cache:
         // short enough for an async worker, and it saves a thread hop.
-        partition.log.append(&bytes, LEADER_EPOCH, now)
+        partition.append(&bytes, now)
     };
     match appended {
         Ok(info) => {
-            partition
-                .log
-                .set_high_watermark(partition.log.log_end_offset());
-            partition.publish_high_watermark();
             let metrics = shared.metrics.topic(&topic.name);
             metrics.bytes_in.inc_by(bytes.len() as u64);
             metrics.messages_in.inc_by(info.record_count);
