@@ -16,7 +16,7 @@
 //! - `group`: one group's data and the rules that read it (protocol
 //!   selection, fencing).
 //! - `record`: the key/value records of `__consumer_offsets` and their
-//!   bytes (Kafka's layout; FORMAT-group.md), `partition_for`.
+//!   bytes (Kafka's layout; docs/FORMAT.md), `partition_for`.
 //! - `config`: [`GroupConfig`], every limit with its reason.
 //! - `error_code`: the Kafka error codes the answers carry.
 //!

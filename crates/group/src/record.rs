@@ -1,7 +1,7 @@
 //! The records the coordinator persists in `__consumer_offsets`, and their
 //! bytes. The layout is Kafka's own (OffsetCommitKey v1 / OffsetCommitValue
 //! v3, GroupMetadataKey v2 / GroupMetadataValue v3), so a dump of the topic
-//! reads the same as Kafka's; FORMAT-group.md gives it byte by byte.
+//! reads the same as Kafka's; docs/FORMAT.md gives it byte by byte.
 //!
 //! A key names an offset or a group; a value `None` is a tombstone: the
 //! offset or the group is deleted.
