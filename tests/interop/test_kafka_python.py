@@ -28,11 +28,17 @@ def create(kafka_admin, topic: str, partitions: int, configs: dict[str, str] | N
     assert [(name, code) for name, code, *_ in response.topic_errors] == [(topic, 0)]
 
 
-@pytest.mark.parametrize("compression", [None, "gzip"])
-def test_producer_and_assigned_consumer_with_seeks(rill, kafka_admin, compression):
+@pytest.mark.parametrize(("compression", "idempotent"), [(None, False), ("gzip", False), (None, True)])
+def test_producer_and_assigned_consumer_with_seeks(rill, kafka_admin, compression, idempotent):
     topic = unique_topic("kpy")
     create(kafka_admin, topic, partitions=3)
-    producer = KafkaProducer(bootstrap_servers=rill.bootstrap, acks="all", compression_type=compression, linger_ms=5)
+    producer = KafkaProducer(
+        bootstrap_servers=rill.bootstrap,
+        acks="all",
+        compression_type=compression,
+        enable_idempotence=idempotent,
+        linger_ms=5,
+    )
     futures = [
         producer.send(topic, key=b"k%d" % i, value=b"v%d" % i, partition=i % 3, headers=[("n", b"%d" % i)])
         for i in range(600)
