@@ -313,3 +313,46 @@ async fn admin_manages_topics_configs_and_offsets() {
         Err(rill_client::Error::UnknownTopic(_))
     ));
 }
+
+/// Sends every message to the last partition.
+struct LastPartition;
+
+impl rill_client::Partitioner for LastPartition {
+    fn partition(&self, _topic: &str, _key: Option<&[u8]>, partition_count: i32) -> i32 {
+        partition_count - 1
+    }
+}
+
+#[tokio::test]
+async fn custom_partitioner_and_a_small_buffer_that_makes_send_wait() {
+    let broker = Broker::start().unwrap();
+    broker.create_topic("small", 3).unwrap();
+    // Room for about four messages: `send` must wait for answers to free it.
+    let producer = AsyncProducer::connect(ProducerConfig {
+        buffer_memory: 2048,
+        max_message_size: 1024,
+        partitioner: std::sync::Arc::new(LastPartition),
+        ..ProducerConfig::new(&broker.bootstrap())
+    })
+    .await
+    .unwrap();
+    let mut futures = Vec::new();
+    for i in 0..200 {
+        let message = Message::with_key(format!("k{i}"), vec![b'v'; 400]);
+        futures.push(producer.send("small", message).await.unwrap());
+    }
+    for (i, future) in futures.into_iter().enumerate() {
+        let delivered = future.await.unwrap();
+        assert_eq!(delivered.partition, 2);
+        assert_eq!(delivered.offset, i as i64);
+    }
+    let too_big = producer
+        .send("small", Message::new(vec![0u8; 2000]))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(
+        too_big,
+        rill_client::Error::MessageTooLarge { .. }
+    ));
+}
