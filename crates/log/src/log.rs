@@ -1534,6 +1534,8 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         sync_dir(dir)?;
     }
     let files = list_segments(dir)?;
+    // A directory with no segment is a new log, not one that crashed.
+    let fresh = files.is_empty();
     let log_start_checkpoint = checkpoint::read_offset(dir, LOG_START_FILE)?;
     let recovery_checkpoint = checkpoint::read_offset(dir, RECOVERY_POINT_FILE)?;
     let epochs = LeaderEpochCache::from_entries(checkpoint::read_epochs(dir)?);
@@ -1725,7 +1727,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
     }
     checkpoint::write_offset(dir, RECOVERY_POINT_FILE, state.recovery_point)?;
     checkpoint::write_offset(dir, LOG_START_FILE, state.log_start)?;
-    if !clean {
+    if !clean && !fresh {
         tracing::info!(
             dir = %dir.display(), %log_start, %log_end,
             "recovered log after an unclean shutdown"

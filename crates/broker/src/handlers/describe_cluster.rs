@@ -27,6 +27,11 @@ pub fn handle(shared: &Arc<Shared>, request: DescribeClusterRequest) -> Describe
         endpoint_type: request.endpoint_type,
         cluster_id: shared.cluster.cluster_id().to_string(),
         controller_id: node_id,
+        cluster_authorized_operations: if request.include_cluster_authorized_operations {
+            super::metadata::CLUSTER_OPERATIONS
+        } else {
+            i32::MIN
+        },
         brokers: vec![DescribeClusterBroker {
             broker_id: node_id,
             host: shared.advertised_host.clone(),

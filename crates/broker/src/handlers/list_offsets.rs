@@ -1,13 +1,22 @@
 //! ListOffsets: the earliest offset, the latest, the one with the largest
 //! timestamp, or the first whose timestamp is at least a given time.
+//!
+//! The log's indexes find the batch; the answer names the record, as Kafka's
+//! does, so the batch is read and decoded (decompressed if need be). A
+//! consumer seeking by time then starts at the first record at or after the
+//! time it asked for, not at the start of a batch that began earlier.
 
 use std::sync::Arc;
 
-use rill_log::Offset;
+use std::os::unix::fs::FileExt;
+
+use rill_log::{Log, Offset};
 use rill_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use rill_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use rill_records::batch::{BATCH_HEADER_LEN, batch_total_len};
+use rill_records::record::decode_batch;
 
 use crate::cluster::LEADER_EPOCH;
 use crate::error_code;
@@ -46,11 +55,25 @@ pub fn handle(
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
                         // No tiered storage: nothing is tiered.
                         LATEST_TIERED => Ok(Some((Offset(log.log_start_offset().0 - 1), -1))),
-                        MAX_TIMESTAMP => Ok(log.max_timestamp()),
+                        MAX_TIMESTAMP => match log.max_timestamp() {
+                            Some((offset, timestamp)) => {
+                                // The log names the batch by its last offset; the
+                                // record may be anywhere in it.
+                                to_the_record(log, offset, log.log_start_offset(), |t| {
+                                    t == timestamp
+                                })
+                            }
+                            None => Ok(None),
+                        },
                         timestamp if timestamp < 0 => {
                             return error(index, error_code::INVALID_REQUEST);
                         }
-                        timestamp => log.offset_for_timestamp(timestamp),
+                        timestamp => match log.offset_for_timestamp(timestamp) {
+                            Ok(Some((offset, _))) => {
+                                to_the_record(log, offset, offset, |t| t >= timestamp)
+                            }
+                            other => other.map_err(|e| e.to_string()),
+                        },
                     };
                     match found {
                         Ok(Some((offset, timestamp))) => ListOffsetsPartitionResponse {
@@ -88,6 +111,44 @@ pub fn handle(
         topics,
         ..Default::default()
     }
+}
+
+/// Decompressed size allowed when decoding one batch for a lookup: a hostile
+/// batch must not make an offset lookup allocate without bound.
+const LOOKUP_DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// In the batch holding `batch_offset`, the first record at or after `from`
+/// whose timestamp satisfies `matches`, with that timestamp; the batch's own
+/// answer if no record does (it cannot when the indexes are right).
+fn to_the_record(
+    log: &Log,
+    batch_offset: Offset,
+    from: Offset,
+    matches: impl Fn(i64) -> bool,
+) -> Result<Option<(Offset, i64)>, String> {
+    let read = log
+        .read(batch_offset, 1, log.high_watermark())
+        .map_err(|e| e.to_string())?;
+    let Some(slice) = read.slices.first() else {
+        return Ok(None);
+    };
+    let mut header = [0u8; BATCH_HEADER_LEN];
+    slice
+        .file
+        .read_exact_at(&mut header, slice.position)
+        .map_err(|e| e.to_string())?;
+    let batch_len = batch_total_len(&header).map_err(|e| e.to_string())?;
+    let mut batch = vec![0u8; batch_len.min(slice.len as usize)];
+    slice
+        .file
+        .read_exact_at(&mut batch, slice.position)
+        .map_err(|e| e.to_string())?;
+    let decoded = decode_batch(&batch, LOOKUP_DECOMPRESSED_BYTES_MAX).map_err(|e| e.to_string())?;
+    let found = decoded
+        .iter()
+        .find(|record| record.offset >= from.0 && matches(record.timestamp))
+        .map(|record| (Offset(record.offset), record.timestamp));
+    Ok(found.or(Some((batch_offset, decoded.max_timestamp))))
 }
 
 fn error(index: i32, code: i16) -> ListOffsetsPartitionResponse {

@@ -15,6 +15,40 @@ use crate::cluster::TopicHandle;
 use crate::error_code;
 use crate::server::Shared;
 
+/// Kafka's ACL operation codes, as bits of an "authorized operations" set.
+const READ: i32 = 3;
+const WRITE: i32 = 4;
+const CREATE: i32 = 5;
+const DELETE: i32 = 6;
+const ALTER: i32 = 7;
+const DESCRIBE: i32 = 8;
+const CLUSTER_ACTION: i32 = 9;
+const DESCRIBE_CONFIGS: i32 = 10;
+const ALTER_CONFIGS: i32 = 11;
+const IDEMPOTENT_WRITE: i32 = 12;
+
+/// Rill has no authorizer, so a client may do everything that applies to a
+/// topic, as Kafka answers without one. (Kafka's "not requested" value,
+/// i32::MIN, is the default; clients that ask and get it back fail, e.g.
+/// kafka-python's admin client.)
+pub const TOPIC_OPERATIONS: i32 = (1 << READ)
+    | (1 << WRITE)
+    | (1 << CREATE)
+    | (1 << DELETE)
+    | (1 << ALTER)
+    | (1 << DESCRIBE)
+    | (1 << DESCRIBE_CONFIGS)
+    | (1 << ALTER_CONFIGS);
+
+/// Everything that applies to the cluster resource.
+pub const CLUSTER_OPERATIONS: i32 = (1 << CREATE)
+    | (1 << ALTER)
+    | (1 << DESCRIBE)
+    | (1 << CLUSTER_ACTION)
+    | (1 << DESCRIBE_CONFIGS)
+    | (1 << ALTER_CONFIGS)
+    | (1 << IDEMPOTENT_WRITE);
+
 pub async fn handle(
     shared: &Arc<Shared>,
     version: i16,
@@ -64,7 +98,20 @@ pub async fn handle(
             answers
         }
     };
+    let mut topics: Vec<MetadataResponseTopic> = topics;
+    if request.include_topic_authorized_operations {
+        for topic in &mut topics {
+            if topic.error_code == error_code::NONE {
+                topic.topic_authorized_operations = TOPIC_OPERATIONS;
+            }
+        }
+    }
     MetadataResponse {
+        cluster_authorized_operations: if request.include_cluster_authorized_operations {
+            CLUSTER_OPERATIONS
+        } else {
+            i32::MIN
+        },
         brokers: vec![MetadataResponseBroker {
             node_id,
             host: shared.advertised_host.clone(),

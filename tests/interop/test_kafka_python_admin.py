@@ -1,10 +1,5 @@
-"""PENDING: rill answers Metadata v8+ with authorized_operations = -2147483648 (bit 31,
-Kafka's "not computed" value) even when the request sets include_*_authorized_operations;
-kafka-python 2.3.3's KafkaAdminClient.describe_topics()/list_topics() ask for them and
-then fail with "ValueError: 31 is not a valid ACLOperation". Kafka without an authorizer
-answers with the bit set of every operation valid for the resource.
-
-kafka-python's admin client creates, describes and deletes topics."""
+"""kafka-python's admin client creates, describes and deletes topics (it asks
+Metadata v8+ for authorized operations and needs real ones back)."""
 
 from __future__ import annotations
 

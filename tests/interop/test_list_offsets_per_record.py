@@ -1,13 +1,6 @@
-"""PENDING: rill answers ListOffsets by timestamp and by max timestamp per batch, not
-per record. Against the 100 messages below, all in one batch (librdkafka batches them):
-- for_timestamp(base + 205 ms) gives offset 0 with timestamp base + 100000 (the batch's
-  base offset and max timestamp); Kafka gives 21, the first record whose timestamp is at
-  or after the target, with that record's timestamp (base + 210).
-- max_timestamp gives offset 99 (the batch's last offset); Kafka 3.8+ (KAFKA-16310) gives
-  57, the record that carries the largest timestamp.
-A consumer seeking by time is handed messages from before the time it asked for.
-
-ListOffsets with every kind of OffsetSpec through confluent-kafka's admin client."""
+"""ListOffsets with every kind of OffsetSpec through confluent-kafka's admin client,
+answered to the record (not the batch): 100 messages in one batch, timestamps
+10 ms apart except message 57, which carries the largest."""
 
 from __future__ import annotations
 
