@@ -236,11 +236,8 @@ impl Connection {
         let (reply, answer) = oneshot::channel();
         {
             let mut pending = self.pending.lock().map_err(|_| self.disconnected())?;
-            if let Some(reason) = &pending.closed {
-                return Err(Error::Protocol {
-                    addr: self.addr.clone(),
-                    reason: reason.clone(),
-                });
+            if pending.closed.is_some() {
+                return Err(self.disconnected());
             }
             pending.waiters.insert(
                 correlation_id,
@@ -338,10 +335,13 @@ fn close_pending(pending: &Mutex<Pending>, addr: &str, reason: String) {
         }
         Err(_) => return,
     };
+    if !waiters.is_empty() {
+        tracing::debug!(%addr, %reason, waiting = waiters.len(), "connection lost");
+    }
+    // A lost connection is retriable: the caller reconnects and sends again.
     for (_, waiter) in waiters {
-        let _ = waiter.reply.send(Err(Error::Protocol {
+        let _ = waiter.reply.send(Err(Error::Disconnected {
             addr: addr.to_string(),
-            reason: reason.clone(),
         }));
     }
 }

@@ -54,6 +54,34 @@ impl Broker {
         })
     }
 
+    /// Stops the broker cleanly and starts it again on the same port and
+    /// data, as an operator's restart would; clients must reconnect.
+    pub fn restart(&mut self) -> Result<()> {
+        let (Some(runtime), Some(broker)) = (self.runtime.as_ref(), self.broker.take()) else {
+            return Err(Error::Config("the test broker is stopped".into()));
+        };
+        let config = rill_broker::BrokerConfig {
+            data_dir: self._dir.path().to_path_buf(),
+            listen: self.addr.to_string(),
+            admin_listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        };
+        let started = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    runtime.block_on(async {
+                        broker.shutdown().await;
+                        rill_broker::Broker::start(config).await
+                    })
+                })
+                .join()
+        })
+        .map_err(|_| Error::Config("the test broker panicked while restarting".into()))?
+        .map_err(|error| Error::Config(format!("the test broker did not restart: {error}")))?;
+        self.broker = Some(started);
+        Ok(())
+    }
+
     /// `host:port` for a client's bootstrap list.
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()

@@ -356,3 +356,34 @@ async fn custom_partitioner_and_a_small_buffer_that_makes_send_wait() {
         rill_client::Error::MessageTooLarge { .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_and_consumer_carry_on_across_a_broker_restart() {
+    let mut broker = Broker::start().unwrap();
+    broker.create_topic("restart", 1).unwrap();
+    let producer = AsyncProducer::connect(ProducerConfig::new(&broker.bootstrap()))
+        .await
+        .unwrap();
+    let consumer =
+        AsyncConsumer::connect(ConsumerConfig::new(&broker.bootstrap()).from_beginning())
+            .await
+            .unwrap();
+    consumer.assign_topic("restart").await.unwrap();
+    producer
+        .send_set("restart", MessageSet::new(Message::new("before")))
+        .await
+        .unwrap();
+    assert_eq!(consume_n(&consumer, 1).await[0].payload(), b"before");
+
+    tokio::task::block_in_place(|| broker.restart()).unwrap();
+
+    // The old connections are dead: both sides reconnect and retry.
+    let delivered = producer
+        .send_set("restart", MessageSet::new(Message::new("after")))
+        .await
+        .unwrap();
+    assert_eq!(delivered[0].offset, 1);
+    let messages = consume_n(&consumer, 1).await;
+    assert_eq!(messages[0].payload(), b"after");
+    assert_eq!(messages[0].offset(), 1);
+}
