@@ -77,6 +77,8 @@ async fn answer(
 }
 
 fn update_log_sizes(shared: &Shared) {
+    let corrupt = i64::try_from(rill_log::corrupt_batches_total()).unwrap_or(i64::MAX);
+    shared.metrics.log_corrupt_batches.set(corrupt);
     for topic in shared.cluster.topics() {
         for partition in &topic.partitions {
             let labels = PartitionLabels {

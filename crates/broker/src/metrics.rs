@@ -52,6 +52,8 @@ pub struct Metrics {
     bytes_out: Family<TopicLabels, Counter>,
     messages_out: Family<TopicLabels, Counter>,
     pub log_size_bytes: Family<PartitionLabels, Gauge>,
+    /// Set from the log store's own counter at every scrape.
+    pub log_corrupt_batches: Gauge,
     topics: Mutex<HashMap<String, TopicMetrics>>,
 }
 
@@ -74,6 +76,7 @@ impl Metrics {
         let bytes_out = Family::<TopicLabels, Counter>::default();
         let messages_out = Family::<TopicLabels, Counter>::default();
         let log_size_bytes = Family::<PartitionLabels, Gauge>::default();
+        let log_corrupt_batches = Gauge::default();
         registry.register("requests", "Requests answered, by API", requests.clone());
         registry.register(
             "request_seconds",
@@ -120,8 +123,14 @@ impl Metrics {
             "Bytes on disk of each partition's log",
             log_size_bytes.clone(),
         );
+        registry.register(
+            "log_corrupt_batches",
+            "Record batches the background scrub found corrupt since the broker started",
+            log_corrupt_batches.clone(),
+        );
         Metrics {
             registry,
+            log_corrupt_batches,
             requests,
             request_seconds,
             connections,

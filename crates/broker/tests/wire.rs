@@ -594,5 +594,6 @@ async fn the_admin_server_reports_health_and_what_flowed() {
     assert!(value("rill_log_size_bytes{topic=\"metered\",partition=\"0\"}") > 0.0);
     assert!(value("rill_requests_total{api=\"Produce\"}") >= 1.0);
     assert_eq!(value("rill_connections"), 1.0);
+    assert_eq!(value("rill_log_corrupt_batches"), 0.0);
     broker.broker.shutdown().await;
 }
