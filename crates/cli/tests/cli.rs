@@ -26,6 +26,8 @@ fn ok(output: &Output) -> String {
         output.status.code(),
         String::from_utf8_lossy(&output.stderr)
     );
+    // In a pipe: no progress bar, no chatter.
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
