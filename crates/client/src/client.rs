@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rill_protocol::messages::MetadataRequest;
 use rill_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -21,6 +21,9 @@ pub struct ClientConfig {
     pub client_id: String,
     /// How long to wait for an answer (Kafka's `request.timeout.ms`).
     pub request_timeout: Duration,
+    /// Cached topic metadata older than this is reloaded on use, so new
+    /// partitions and moved leaders are seen (Kafka's `metadata.max.age.ms`).
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ClientConfig {
@@ -29,6 +32,7 @@ impl Default for ClientConfig {
             brokers: vec!["127.0.0.1:9092".into()],
             client_id: "rill-client".into(),
             request_timeout: Duration::from_secs(30),
+            metadata_max_age: Duration::from_secs(300),
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct TopicInfo {
     pub is_internal: bool,
     /// Sorted by partition number.
     pub partitions: Vec<PartitionInfo>,
+    /// When this client loaded it.
+    pub loaded_at: Instant,
 }
 
 /// The cached cluster metadata.
@@ -315,6 +321,7 @@ impl Client {
                     id: topic.topic_id,
                     is_internal: topic.is_internal,
                     partitions,
+                    loaded_at: Instant::now(),
                 }),
             );
         }
@@ -328,10 +335,21 @@ impl Client {
 
     /// A topic's metadata, from the cache or loaded on a miss.
     pub async fn topic(&self, name: &str) -> Result<Arc<TopicInfo>> {
-        if let Some(topic) = self.metadata().topics.get(name) {
-            return Ok(topic.clone());
+        let cached = self.metadata().topics.get(name).cloned();
+        match cached {
+            Some(topic) if topic.loaded_at.elapsed() < self.inner.config.metadata_max_age => {
+                Ok(topic)
+            }
+            // Stale: reload, but keep working from the old copy while the
+            // cluster cannot answer.
+            Some(topic) => match self.refresh_topic(name).await {
+                Err(error) if error.is_retriable() && !matches!(error, Error::UnknownTopic(_)) => {
+                    Ok(topic)
+                }
+                other => other,
+            },
+            None => self.refresh_topic(name).await,
         }
-        self.refresh_topic(name).await
     }
 
     /// Reloads one topic's metadata, as after NOT_LEADER_OR_FOLLOWER.

@@ -387,3 +387,26 @@ async fn producer_and_consumer_carry_on_across_a_broker_restart() {
     assert_eq!(messages[0].payload(), b"after");
     assert_eq!(messages[0].offset(), 1);
 }
+
+#[tokio::test]
+async fn producer_sees_new_partitions_once_its_metadata_ages() {
+    let broker = Broker::start().unwrap();
+    broker.create_topic("grow", 1).unwrap();
+    let mut config = ProducerConfig::new(&broker.bootstrap());
+    config.client.metadata_max_age = Duration::from_millis(100);
+    let producer = AsyncProducer::connect(config).await.unwrap();
+    producer
+        .send_set("grow", MessageSet::new(Message::new("a")))
+        .await
+        .unwrap();
+    let admin = AdminClient::connect(ClientConfig::new(&broker.bootstrap()))
+        .await
+        .unwrap();
+    admin.create_partitions("grow", 2).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let delivered = producer
+        .send_set("grow", MessageSet::new(Message::new("b").to_partition(1)))
+        .await
+        .unwrap();
+    assert_eq!((delivered[0].partition, delivered[0].offset), (1, 0));
+}
