@@ -450,7 +450,6 @@ impl Log {
 
         let segment = state.active_segment();
         let start_position = segment.size;
-        let log_path = segment.path(LOG_SUFFIX);
         let file = self.guard(self.with_loaded(&state, segment, |l| Ok(l.file.clone())))?;
         let mut slices = Vec::with_capacity(2 * views.len().min(BATCHES_PER_WRITE_MAX));
         for (chunk_views, chunk_headers) in views
@@ -465,7 +464,9 @@ impl Log {
             if let Err(source) = write_all_vectored(&file, &mut slices) {
                 let failure = IoFailure {
                     op: "write",
-                    path: log_path.clone(),
+                    // Built only on failure: formatting a path per append
+                    // costs more than the rest of the bookkeeping.
+                    path: state.active_segment().path(LOG_SUFFIX),
                     source,
                 };
                 // The file may hold part of the append; cut it back so a
