@@ -79,6 +79,26 @@ impl TopicHandle {
     }
 }
 
+/// The topics by name, and their names by id, changed together.
+#[derive(Default)]
+struct TopicMap {
+    by_name: HashMap<String, Arc<TopicHandle>>,
+    names_by_id: HashMap<TopicId, String>,
+}
+
+impl TopicMap {
+    fn insert(&mut self, topic: Arc<TopicHandle>) {
+        self.names_by_id.insert(topic.id, topic.name.clone());
+        self.by_name.insert(topic.name.clone(), topic);
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(topic) = self.by_name.remove(name) {
+            self.names_by_id.remove(&topic.id);
+        }
+    }
+}
+
 /// A refused topic operation: the Kafka error code and a message for the client.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -110,7 +130,7 @@ pub struct Cluster {
     cluster_id: String,
     logs: Arc<LogManager>,
     metadata: Arc<Mutex<MetadataStore>>,
-    topics: RwLock<HashMap<String, Arc<TopicHandle>>>,
+    topics: RwLock<TopicMap>,
     /// Serializes changes (see the module comment).
     change_lock: tokio::sync::Mutex<()>,
     /// The producer-id block being handed out: `(next, end)`.
@@ -151,7 +171,7 @@ impl Cluster {
                 source,
             }
         })?;
-        let mut topics = HashMap::new();
+        let mut topics = TopicMap::default();
         for topic in state.topics() {
             let handle = open_topic(
                 &logs,
@@ -161,7 +181,7 @@ impl Cluster {
                 topic.partitions,
                 &topic.configs,
             )?;
-            topics.insert(topic.name.clone(), Arc::new(handle));
+            topics.insert(Arc::new(handle));
         }
         let next_producer_id = state.next_producer_id;
         Ok(Cluster {
@@ -186,19 +206,20 @@ impl Cluster {
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<TopicHandle>> {
-        read_lock(&self.topics).get(name).cloned()
+        read_lock(&self.topics).by_name.get(name).cloned()
     }
 
+    /// Fetch v13+ names topics by id, so this is on the fetch path: a map
+    /// lookup, not a scan of every topic.
     pub fn topic_by_id(&self, id: TopicId) -> Option<Arc<TopicHandle>> {
-        read_lock(&self.topics)
-            .values()
-            .find(|topic| topic.id == id)
-            .cloned()
+        let topics = read_lock(&self.topics);
+        let name = topics.names_by_id.get(&id)?;
+        topics.by_name.get(name).cloned()
     }
 
     /// Every topic, ordered by name.
     pub fn topics(&self) -> Vec<Arc<TopicHandle>> {
-        let mut topics: Vec<_> = read_lock(&self.topics).values().cloned().collect();
+        let mut topics: Vec<_> = read_lock(&self.topics).by_name.values().cloned().collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         topics
     }
@@ -276,7 +297,7 @@ impl Cluster {
             .await?
             .map_err(storage_error)?;
         let handle = Arc::new(handle);
-        write_lock(&self.topics).insert(name.to_string(), handle.clone());
+        write_lock(&self.topics).insert(handle.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(handle)
     }
@@ -395,7 +416,7 @@ impl Cluster {
             overrides: configs,
             internal: topic.internal,
         };
-        write_lock(&self.topics).insert(name.to_string(), Arc::new(handle));
+        write_lock(&self.topics).insert(Arc::new(handle));
         Ok(())
     }
 
@@ -458,7 +479,7 @@ impl Cluster {
             partitions: partitions_merged,
             ..handle
         };
-        write_lock(&self.topics).insert(topic.name.clone(), Arc::new(merged));
+        write_lock(&self.topics).insert(Arc::new(merged));
         Ok(())
     }
 

@@ -33,10 +33,7 @@ pub async fn handle(
                 .await
                 .map_err(|failure| (failure.code, failure.message))
         };
-        let (error_code, error_message) = match outcome {
-            Ok(()) => (error_code::NONE, None),
-            Err((code, message)) => (code, Some(message)),
-        };
+        let (error_code, error_message) = super::error_fields(outcome);
         results.push(CreatePartitionsTopicResult {
             name: topic.name,
             error_code,

@@ -14,6 +14,16 @@ use crate::server::Shared;
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 
+/// Why a resource that is not a topic cannot have its configs altered.
+pub fn not_alterable(resource_type: i8) -> (i16, String) {
+    let message = if resource_type == RESOURCE_BROKER {
+        "broker configs are static in Rill: set them in the config file, the environment or on the command line".to_string()
+    } else {
+        format!("resource type {resource_type} is not supported")
+    };
+    (error_code::INVALID_REQUEST, message)
+}
+
 /// Kafka's config sources.
 const DYNAMIC_TOPIC_CONFIG: i8 = 1;
 const STATIC_BROKER_CONFIG: i8 = 4;

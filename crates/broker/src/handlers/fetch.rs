@@ -49,11 +49,11 @@ pub async fn handle(
     let deadline = tokio::time::Instant::now() + wait;
     let response_max_bytes = request.max_bytes.clamp(0, shared.config.fetch_max_bytes);
     let min_bytes = request.min_bytes.max(0) as usize;
-    let targets = resolve(shared, version, &request.topics);
+    let targets = resolve(shared, version, request.topics);
     let mut watchers: Vec<watch::Receiver<i64>> = targets
         .iter()
         .flat_map(|(_, topic, partitions)| {
-            partitions.iter().filter_map(move |(_, partition)| {
+            partitions.iter().filter_map(move |partition| {
                 topic.as_ref()?;
                 partition.as_ref().map(|p| p.high_watermark.subscribe())
             })
@@ -82,17 +82,19 @@ pub async fn handle(
     }
 }
 
+/// A requested topic, its handle, and the partition of each requested entry
+/// (in request order).
 type Target = (
     FetchTopic,
     Option<Arc<TopicHandle>>,
-    Vec<(usize, Option<Arc<Partition>>)>,
+    Vec<Option<Arc<Partition>>>,
 );
 
 /// Finds the topic and partition of each requested entry once, before any
 /// waiting, so a long poll does not repeat the lookups.
-fn resolve(shared: &Shared, version: i16, topics: &[FetchTopic]) -> Vec<Target> {
+fn resolve(shared: &Shared, version: i16, topics: Vec<FetchTopic>) -> Vec<Target> {
     topics
-        .iter()
+        .into_iter()
         .map(|fetch_topic| {
             let topic = if version >= 13 {
                 shared
@@ -104,15 +106,13 @@ fn resolve(shared: &Shared, version: i16, topics: &[FetchTopic]) -> Vec<Target> 
             let partitions = fetch_topic
                 .partitions
                 .iter()
-                .enumerate()
-                .map(|(index, fetch_partition)| {
-                    let partition = topic
+                .map(|fetch_partition| {
+                    topic
                         .as_ref()
-                        .and_then(|topic| topic.partition(fetch_partition.partition).cloned());
-                    (index, partition)
+                        .and_then(|topic| topic.partition(fetch_partition.partition).cloned())
                 })
                 .collect();
-            (fetch_topic.clone(), topic, partitions)
+            (fetch_topic, topic, partitions)
         })
         .collect()
 }
@@ -129,8 +129,7 @@ fn read_all(
     let mut responses = Vec::with_capacity(targets.len());
     for (fetch_topic, topic, partitions) in targets {
         let mut partition_responses = Vec::with_capacity(partitions.len());
-        for (index, partition) in partitions {
-            let fetch_partition = &fetch_topic.partitions[*index];
+        for (fetch_partition, partition) in fetch_topic.partitions.iter().zip(partitions) {
             let answer = match (topic, partition) {
                 (Some(topic), Some(partition)) => {
                     let limit =

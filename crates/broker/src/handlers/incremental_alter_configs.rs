@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rill_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use rill_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
-use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::describe_configs::RESOURCE_TOPIC;
 use crate::cluster::ConfigChange;
 use crate::error_code;
 use crate::server::Shared;
@@ -48,25 +48,19 @@ pub async fn handle(
                 match changes {
                     Ok(changes) => shared
                         .cluster
-                        .alter_topic_configs(&resource.resource_name, &changes, request.validate_only)
+                        .alter_topic_configs(
+                            &resource.resource_name,
+                            &changes,
+                            request.validate_only,
+                        )
                         .await
                         .map_err(|failure| (failure.code, failure.message)),
                     Err(failure) => Err(failure),
                 }
             }
-            RESOURCE_BROKER => Err((
-                error_code::INVALID_REQUEST,
-                "broker configs are static in Rill: set them in the config file, the environment or on the command line".to_string(),
-            )),
-            other => Err((
-                error_code::INVALID_REQUEST,
-                format!("resource type {other} is not supported"),
-            )),
+            other => Err(super::describe_configs::not_alterable(other)),
         };
-        let (error_code, error_message) = match outcome {
-            Ok(()) => (error_code::NONE, None),
-            Err((code, message)) => (code, Some(message)),
-        };
+        let (error_code, error_message) = super::error_fields(outcome);
         responses.push(AlterConfigsResourceResponse {
             error_code,
             error_message,

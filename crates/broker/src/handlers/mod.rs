@@ -286,6 +286,14 @@ async fn dispatch(
     })
 }
 
+/// The error code and message fields of a per-resource answer.
+pub fn error_fields(outcome: Result<(), (i16, String)>) -> (i16, Option<String>) {
+    match outcome {
+        Ok(()) => (crate::error_code::NONE, None),
+        Err((code, message)) => (code, Some(message)),
+    }
+}
+
 /// Milliseconds since the Unix epoch, as Kafka timestamps are.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
