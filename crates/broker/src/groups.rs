@@ -253,10 +253,15 @@ impl Groups {
                 .or_default()
                 .push(record);
         }
+        // Worked out once per call, not per partition: this runs under the
+        // coordinator's lock.
+        let topic = self.topic.get();
+        let may_sync = topic.is_some_and(|topic| topic.append_may_sync);
+        let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        });
         for (index, records) in by_partition {
-            let partition = self
-                .topic
-                .get()
+            let partition = topic
                 .and_then(|topic| topic.partition(index))
                 .ok_or_else(|| format!("{OFFSETS_TOPIC} has no partition {index}"))?;
             let mut builder = BatchBuilder::new(Compression::None);
@@ -271,10 +276,6 @@ impl Groups {
                     .map_err(|error| error.to_string())?;
             }
             let batch = builder.build().map_err(|error| error.to_string())?;
-            let may_sync = self.topic.get().is_some_and(|topic| topic.append_may_sync);
-            let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
-                handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-            });
             let appended = if may_sync && multi_thread {
                 // flush.messages makes this append fsync; the coordinator's
                 // lock is held, so hand this worker's other tasks to another
