@@ -13,6 +13,8 @@ use crate::types::Offset;
 pub(crate) const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 pub(crate) const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
+/// The cleaner's first dirty offset: everything below it was compacted.
+pub(crate) const CLEANER_FILE: &str = "cleaner-offset-checkpoint";
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 const VERSION: &str = "0";
 /// Checkpoints are a few lines; anything larger is not one of ours, and

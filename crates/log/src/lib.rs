@@ -8,6 +8,8 @@
 //!   retention, truncation, recovery, scrub. The only layer with a lock.
 //! - [`LogManager`]: every partition of a data directory, plus the
 //!   background flusher, retention, checkpoint and scrub threads.
+//! - [`cleaner`](crate::cleaner): log compaction, the rewrite of closed
+//!   segments keeping the last record of every key.
 //! - `checkpoint` and `epoch`: the small durable files a log keeps;
 //!   `producer`: idempotent-producer state (duplicate detection).
 //!
@@ -15,6 +17,7 @@
 //! file are in docs/FORMAT.md.
 
 mod checkpoint;
+mod cleaner;
 mod epoch;
 mod error;
 mod index;
@@ -24,7 +27,9 @@ mod producer;
 mod segment;
 mod types;
 
+pub use cleaner::{CleanStats, Cleanable, CleanerConfig, OffsetMap};
 pub use error::{AppendError, CorruptData, IoFailure, LogError, OfflineDir, ReadError};
+pub use log::SwapStep;
 pub use log::{Log, ScrubReport, corrupt_batches_total};
-pub use manager::{BackgroundConfig, BackgroundHandle, LogManager};
+pub use manager::{BackgroundConfig, BackgroundHandle, CleanerMetrics, LogManager};
 pub use types::{AppendInfo, FileSlice, LogConfig, Offset, Position, ReadInfo, TimestampType};

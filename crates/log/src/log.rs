@@ -21,7 +21,10 @@ use rill_records::batch::{
     set_partition_leader_epoch,
 };
 
-use crate::checkpoint::{self, CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, sync_dir};
+use crate::checkpoint::{
+    self, CLEAN_SHUTDOWN_FILE, CLEANER_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, sync_dir,
+};
+use crate::cleaner::{self, CleanRules, CleanStats, Cleanable, Cleaned, OffsetMap, SegmentRef};
 use crate::epoch::LeaderEpochCache;
 use crate::error::{AppendError, CorruptData, Fault, IoFailure, LogError, OfflineDir, ReadError};
 use crate::index::IndexFile;
@@ -136,6 +139,8 @@ struct State {
     /// The largest timestamp in the log and its batch's last offset; `None`
     /// inside means "no timestamps", outer `None` means "not computed yet".
     max_timestamp: Option<Option<(i64, Offset)>>,
+    /// The cleaner's checkpoint: offsets below it were compacted.
+    first_dirty: Offset,
 }
 
 impl State {
@@ -181,6 +186,24 @@ pub struct Log {
     flush_lock: Mutex<()>,
     /// A logical clock for "last used" marks on segments.
     clock: AtomicU64,
+    /// Held while the cleaner works on this log (one cleaner at a time) and
+    /// by truncation, which must not shrink a segment the cleaner maps.
+    cleaning: Mutex<()>,
+}
+
+/// The file operations of a compaction swap, in order; a test can stop a
+/// clean just before one of them to simulate a crash there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapStep {
+    /// The cleaned file is written and fsynced; next: commit it by renaming
+    /// it to the swap name.
+    Commit,
+    /// Next: delete the replaced segments.
+    DeleteReplaced,
+    /// Next: rename the swap file to the segment name.
+    Rename,
+    /// Next: write the new segment's indexes.
+    WriteIndexes,
 }
 
 impl std::fmt::Debug for Log {
@@ -224,6 +247,7 @@ impl Log {
             closed: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
             clock: AtomicU64::new(0),
+            cleaning: Mutex::new(()),
         })
     }
 
@@ -923,7 +947,8 @@ impl Log {
             }
             let end = state.segment_end(segment.base);
             let below_start = end <= state.log_start;
-            let expired = state.config.retention_ms >= 0 && {
+            let delete = state.config.cleanup_delete;
+            let expired = delete && state.config.retention_ms >= 0 && {
                 let newest = self.with_loaded(&state, segment, |l| Ok(l.time_index.last()));
                 let newest_ms = match self.guard(newest)? {
                     Some((t, _)) => t,
@@ -931,7 +956,8 @@ impl Log {
                 };
                 now_ms.saturating_sub(newest_ms) > state.config.retention_ms
             };
-            let oversize = state.config.retention_bytes >= 0
+            let oversize = delete
+                && state.config.retention_bytes >= 0
                 && remaining - segment.size >= state.config.retention_bytes as u64;
             if !(below_start || expired || oversize) {
                 break;
@@ -1015,6 +1041,9 @@ impl Log {
     /// becomes that batch's base offset). Used by replication.
     pub fn truncate_to(&self, offset: Offset) -> Result<(), LogError> {
         self.check_usable()?;
+        // The cleaner maps closed segments; shrinking one under it would
+        // fault its reads, so truncation waits for a running clean.
+        let _cleaning = self.cleaning.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = self.write_state();
         if offset >= state.log_end {
             return Ok(());
@@ -1044,6 +1073,7 @@ impl Log {
         state.max_timestamp = None;
         let log_end = state.log_end;
         state.recovery_point = state.recovery_point.min(log_end);
+        state.first_dirty = state.first_dirty.min(log_end);
         let hw = self.high_watermark().min(log_end);
         self.high_watermark.store(hw.0, Ordering::Release);
         if state.epochs.truncate_from_end(log_end) {
@@ -1260,6 +1290,287 @@ impl Log {
                 LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
             }
         }
+    }
+}
+
+/// Compaction: which part of the log is dirty, and the clean itself. The
+/// file work is in `cleaner.rs`; this part holds the locks and swaps.
+impl Log {
+    /// The closed segments as the cleaner sees them, and where cleaning must
+    /// stop: the active segment, or the first segment with records younger
+    /// than `min.compaction.lag.ms`.
+    fn cleaner_view(&self, state: &State, now_ms: i64) -> Result<(Vec<SegmentRef>, Offset), Fault> {
+        let mut closed = Vec::new();
+        let mut cleanable_end = state.active_segment().base;
+        let lag = state.config.min_compaction_lag_ms;
+        for segment in state.segments.values() {
+            if state.is_active(segment) {
+                break;
+            }
+            let end = state.segment_end(segment.base);
+            if lag > 0 && end > state.first_dirty {
+                let newest =
+                    self.guard(self.with_loaded(state, segment, |l| Ok(l.time_index.last())))?;
+                if newest.is_some_and(|(t, _)| now_ms.saturating_sub(t) < lag) {
+                    cleanable_end = segment.base;
+                    break;
+                }
+            }
+            closed.push(SegmentRef {
+                base: segment.base,
+                end,
+                size: segment.size,
+                path: segment.path(LOG_SUFFIX),
+            });
+        }
+        Ok((closed, cleanable_end))
+    }
+
+    /// How dirty this log is; `None` when it is not compacted.
+    pub fn cleanable(&self, now_ms: i64) -> Result<Option<Cleanable>, LogError> {
+        self.check_usable()?;
+        let state = self.read_state();
+        if !state.config.cleanup_compact {
+            return Ok(None);
+        }
+        let (closed, _) = self.cleaner_view(&state, now_ms)?;
+        let first_dirty = state.first_dirty;
+        let total: u64 = closed.iter().map(|s| s.size).sum();
+        let dirty_segments: Vec<&SegmentRef> =
+            closed.iter().filter(|s| s.end > first_dirty).collect();
+        let dirty_bytes: u64 = dirty_segments.iter().map(|s| s.size).sum();
+        let dirty_ratio = if total == 0 {
+            0.0
+        } else {
+            dirty_bytes as f64 / total as f64
+        };
+        let max_lag = state.config.max_compaction_lag_ms;
+        let overdue = max_lag < i64::MAX / 2
+            && match dirty_segments.first() {
+                Some(first) => {
+                    let segment = &state.segments[&first.base];
+                    let newest =
+                        self.guard(self.with_loaded(&state, segment, |l| Ok(l.time_index.last())))?;
+                    // Without timestamps the file time says how old it is.
+                    let newest_ms = newest
+                        .map(|(t, _)| t)
+                        .or_else(|| cleaner::modified_ms(&first.path))
+                        .unwrap_or(now_ms);
+                    now_ms.saturating_sub(newest_ms) > max_lag
+                }
+                None => false,
+            };
+        let due =
+            dirty_bytes > 0 && (dirty_ratio >= state.config.min_cleanable_dirty_ratio || overdue);
+        Ok(Some(Cleanable {
+            dirty_ratio,
+            dirty_bytes,
+            due,
+        }))
+    }
+
+    /// Compacts the log once: maps the dirty part, rewrites every closed
+    /// segment below the mapped end, and swaps the results in. Returns
+    /// `None` when the log is not compacted, has nothing dirty, or another
+    /// clean of it is running. `throttle` is told every batch's bytes read
+    /// or written and may sleep; when it answers false the clean stops
+    /// (with [`LogError::Closed`]) and changes nothing. See `cleaner.rs` for
+    /// the rules.
+    pub fn clean(
+        &self,
+        now_ms: i64,
+        map: &mut OffsetMap,
+        throttle: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<Option<CleanStats>, LogError> {
+        self.clean_with(now_ms, map, throttle, &mut |_| true)
+    }
+
+    /// [`Log::clean`], asking `proceed` before each file operation of each
+    /// swap; when it answers false the clean stops right there, as if the
+    /// process had crashed (crash tests drop the log and reopen it).
+    #[doc(hidden)]
+    pub fn clean_with(
+        &self,
+        now_ms: i64,
+        map: &mut OffsetMap,
+        throttle: &mut dyn FnMut(u64) -> bool,
+        proceed: &mut dyn FnMut(SwapStep) -> bool,
+    ) -> Result<Option<CleanStats>, LogError> {
+        self.check_usable()?;
+        let _cleaning = match self.cleaning.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        let (config, log_start, first_dirty, closed, cleanable_end) = {
+            let state = self.read_state();
+            if !state.config.cleanup_compact {
+                return Ok(None);
+            }
+            let (closed, cleanable_end) = self.cleaner_view(&state, now_ms)?;
+            (
+                state.config.clone(),
+                state.log_start,
+                state.first_dirty,
+                closed,
+                cleanable_end,
+            )
+        };
+        let dirty: Vec<SegmentRef> = closed
+            .iter()
+            .filter(|s| s.end > first_dirty && s.end <= cleanable_end)
+            .cloned()
+            .collect();
+        if dirty.is_empty() {
+            return Ok(None);
+        }
+        let mut stats = CleanStats {
+            first_dirty,
+            ..CleanStats::default()
+        };
+        let map_end = cleaner::build_offset_map(&dirty, first_dirty, map, throttle, &mut stats)
+            .map_err(|f| self.cleaner_fault(f))?;
+        stats.map_end = map_end;
+        if map_end <= first_dirty {
+            return Ok(None);
+        }
+        let to_clean: Vec<SegmentRef> = closed
+            .into_iter()
+            .filter(|s| s.base < map_end && s.end <= cleanable_end)
+            .collect();
+        let producer_last = cleaner::last_batch_per_producer(&to_clean, map_end)
+            .map_err(|f| self.cleaner_fault(f))?;
+        let rules = CleanRules {
+            map,
+            map_end,
+            log_start,
+            tombstone_horizon_ms: now_ms.saturating_sub(config.delete_retention_ms),
+            producer_last: &producer_last,
+        };
+        let max_bytes = config.segment_bytes.min(SEGMENT_BYTES_MAX);
+        for group in cleaner::group_segments(&to_clean, max_bytes) {
+            let cleaned = cleaner::clean_group(&self.dir, &group, &rules, throttle, &mut stats);
+            let cleaned = match cleaned {
+                Ok(cleaned) => cleaned,
+                Err(fault) => {
+                    let path = self.dir.join(format!(
+                        "{}.{}",
+                        crate::segment::file_name(group[0].base, LOG_SUFFIX),
+                        cleaner::CLEANED_SUFFIX
+                    ));
+                    let _ = fs::remove_file(path);
+                    return Err(self.cleaner_fault(fault));
+                }
+            };
+            if !self.swap_in(&group, &cleaned, config.index_interval_bytes, proceed)? {
+                // The log changed under the clean (retention, truncation) or
+                // a test stopped it: what was swapped so far stands.
+                return Ok(Some(stats));
+            }
+            stats.segments_before += group.len();
+            stats.segments_after += 1;
+        }
+        let mut state = self.write_state();
+        state.first_dirty = state.first_dirty.max(map_end).min(state.log_end);
+        let written = checkpoint::write_offset(&self.dir, CLEANER_FILE, state.first_dirty);
+        self.guard(written.map_err(Fault::from))?;
+        Ok(Some(stats))
+    }
+
+    /// An IO failure takes the directory offline as usual; corrupt data only
+    /// fails this clean (the scrub and readers report it on their own).
+    fn cleaner_fault(&self, fault: Fault) -> LogError {
+        let fault = self.guard(Err::<(), _>(fault)).unwrap_err();
+        match fault {
+            Fault::Io(e) => LogError::Io(e),
+            Fault::Offline(e) => LogError::Offline(e),
+            Fault::Corrupt(e) => LogError::Corrupt(e),
+            Fault::Closed { dir } => LogError::Closed { dir },
+        }
+    }
+
+    /// Replaces the segments of `group` by the cleaned file, unless the log
+    /// changed since they were read. Returns false if it did not swap.
+    fn swap_in(
+        &self,
+        group: &[SegmentRef],
+        cleaned: &Cleaned,
+        interval_bytes: u32,
+        proceed: &mut dyn FnMut(SwapStep) -> bool,
+    ) -> Result<bool, LogError> {
+        // Index entries for the new segment, computed before taking the
+        // lock: the cleaned file is complete and nobody else touches it.
+        let scan = scan_file(
+            &cleaned.path,
+            cleaned.base,
+            cleaned.size,
+            interval_bytes,
+            false,
+            ScanStart::beginning(cleaned.base),
+        );
+        let scan = self.guard(scan.map_err(Fault::from))?;
+        let mut state = self.write_state();
+        let unchanged = self.check_usable().is_ok()
+            && group.iter().all(|s| {
+                state
+                    .segments
+                    .get(&s.base)
+                    .is_some_and(|segment| segment.size == s.size && !state.is_active(segment))
+            })
+            && state.segment_end(group[group.len() - 1].base) == cleaned.end;
+        if !unchanged || !proceed(SwapStep::Commit) {
+            let _ = fs::remove_file(&cleaned.path);
+            return Ok(false);
+        }
+        let dir = &self.dir;
+        let swap = dir.join(cleaner::swap_name(cleaned.base, cleaned.end));
+        let committed = fs::rename(&cleaned.path, &swap)
+            .map_err(io_failure("rename", &cleaned.path))
+            .and_then(|()| sync_dir(dir));
+        self.guard(committed.map_err(Fault::from))?;
+        if !proceed(SwapStep::DeleteReplaced) {
+            return Ok(false);
+        }
+        for s in group {
+            if let Some(segment) = state.segments.remove(&s.base) {
+                if segment.lock().take().is_some() {
+                    LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
+                }
+                delete_segment_files(&segment);
+            }
+        }
+        if !proceed(SwapStep::Rename) {
+            return Ok(false);
+        }
+        let segment = Segment::new(dir, cleaned.base, cleaned.size);
+        let log_path = segment.path(LOG_SUFFIX);
+        let renamed = fs::rename(&swap, &log_path)
+            .map_err(io_failure("rename", &swap))
+            .and_then(|()| sync_dir(dir));
+        self.guard(renamed.map_err(Fault::from))?;
+        if !proceed(SwapStep::WriteIndexes) {
+            return Ok(false);
+        }
+        // Through temporary names: a crash midway leaves no index at all
+        // (rebuilt on first use) rather than a torn one.
+        for (suffix, entries) in [
+            (INDEX_SUFFIX, &scan.offset_entries),
+            (TIME_INDEX_SUFFIX, &scan.time_entries),
+        ] {
+            let path = segment.path(suffix);
+            let tmp = path.with_extension(format!("{suffix}.tmp"));
+            let written = IndexFile::write_entries(&tmp, entries)
+                .and_then(|()| fs::rename(&tmp, &path))
+                .map_err(io_failure("write", &path));
+            self.guard(written.map_err(Fault::from))?;
+        }
+        state.segments.insert(cleaned.base, segment);
+        state.max_timestamp = None;
+        tracing::info!(
+            dir = %dir.display(), base = %cleaned.base, end = %cleaned.end,
+            replaced = group.len(), bytes = cleaned.size, "swapped in a cleaned segment"
+        );
+        Ok(true)
     }
 }
 
@@ -1534,11 +1845,13 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         fs::remove_file(&marker).map_err(io_failure("remove", &marker))?;
         sync_dir(dir)?;
     }
+    cleaner::finish_interrupted_swaps(dir)?;
     let files = list_segments(dir)?;
     // A directory with no segment is a new log, not one that crashed.
     let fresh = files.is_empty();
     let log_start_checkpoint = checkpoint::read_offset(dir, LOG_START_FILE)?;
     let recovery_checkpoint = checkpoint::read_offset(dir, RECOVERY_POINT_FILE)?;
+    let cleaner_checkpoint = checkpoint::read_offset(dir, CLEANER_FILE)?;
     let epochs = LeaderEpochCache::from_entries(checkpoint::read_epochs(dir)?);
 
     let mut segments: BTreeMap<Offset, Segment> = files
@@ -1693,6 +2006,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         producers: None,
         truncations: 0,
         max_timestamp: None,
+        first_dirty: Offset(0),
     };
     if state.log_start > state.log_end {
         // Data below the log start was lost (e.g. a torn tail after
@@ -1721,6 +2035,10 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
     }
     let log_end = state.log_end;
     let log_start = state.log_start;
+    state.first_dirty = cleaner_checkpoint
+        .unwrap_or(log_start)
+        .max(log_start)
+        .min(log_end);
     let mut epochs_changed = state.epochs.truncate_from_end(log_end);
     epochs_changed |= state.epochs.truncate_from_start(log_start);
     if epochs_changed {

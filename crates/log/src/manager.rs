@@ -1,18 +1,20 @@
 //! All partition logs of one data directory, and the background threads
-//! that flush, checkpoint, apply retention and scrub them.
+//! that flush, checkpoint, apply retention, clean (compact) and scrub them.
 //!
 //! Thread-safety: `LogManager` is `Send + Sync` and cheap to clone (an
 //! `Arc` inside). The map of open logs sits behind a mutex held only to look
 //! up, insert or remove an entry; opening a log happens under it so two
 //! callers never open the same directory twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::cleaner::{CleanStats, CleanerConfig, OffsetMap};
 use crate::error::LogError;
 use crate::log::{DirHealth, Log};
 use crate::segment::io_failure;
@@ -37,6 +39,8 @@ pub struct BackgroundConfig {
     pub scrub_bytes_per_second: u64,
     /// Pause between two full scrub passes.
     pub scrub_pass_interval: Duration,
+    /// The log cleaner (compaction of `cleanup.policy=compact` logs).
+    pub cleaner: CleanerConfig,
 }
 
 impl Default for BackgroundConfig {
@@ -47,6 +51,7 @@ impl Default for BackgroundConfig {
             checkpoint_interval: Duration::from_secs(60),
             scrub_bytes_per_second: 16 << 20,
             scrub_pass_interval: Duration::from_secs(3600),
+            cleaner: CleanerConfig::default(),
         }
     }
 }
@@ -56,6 +61,35 @@ struct Inner {
     default_config: LogConfig,
     logs: Mutex<HashMap<(String, i32), Arc<Log>>>,
     health: Arc<DirHealth>,
+    cleaner: CleanerTotals,
+}
+
+/// What the cleaner threads did since the process started, for metrics.
+#[derive(Debug, Default)]
+struct CleanerTotals {
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
+    cleans: AtomicU64,
+    /// Wall-clock ms when the last clean finished, 0 before the first.
+    last_clean_ms: AtomicI64,
+    /// Logs a cleaner thread is working on, so threads pick different ones.
+    busy: Mutex<HashSet<PathBuf>>,
+}
+
+impl CleanerTotals {
+    fn busy_set(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A snapshot of the cleaner's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanerMetrics {
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub cleans: u64,
+    /// Wall-clock ms of the last finished clean; `None` before the first.
+    pub last_clean_ms: Option<i64>,
 }
 
 /// The logs of one data directory (`<data_dir>/<topic>-<partition>/`).
@@ -136,6 +170,7 @@ impl LogManager {
                 default_config,
                 logs: Mutex::new(HashMap::new()),
                 health: DirHealth::new(data_dir),
+                cleaner: CleanerTotals::default(),
             }),
         })
     }
@@ -221,6 +256,100 @@ impl LogManager {
 
     fn open_logs(&self) -> Vec<Arc<Log>> {
         self.logs().values().cloned().collect()
+    }
+
+    /// The cleaner's counters since the process started.
+    pub fn cleaner_metrics(&self) -> CleanerMetrics {
+        let totals = &self.inner.cleaner;
+        CleanerMetrics {
+            bytes_read: totals.bytes_read.load(Ordering::Relaxed),
+            bytes_written: totals.bytes_written.load(Ordering::Relaxed),
+            cleans: totals.cleans.load(Ordering::Relaxed),
+            last_clean_ms: match totals.last_clean_ms.load(Ordering::Relaxed) {
+                0 => None,
+                ms => Some(ms),
+            },
+        }
+    }
+
+    /// The dirty ratio of every open compacted log, by partition.
+    pub fn dirty_ratios(&self) -> Vec<((String, i32), f64)> {
+        let now = now_ms();
+        let logs: Vec<_> = self
+            .logs()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        logs.into_iter()
+            .filter_map(|(key, log)| match log.cleanable(now) {
+                Ok(Some(c)) => Some((key, c.dirty_ratio)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Cleans the dirtiest log that is due, if any; returns what it did.
+    /// One pass of a cleaner thread; `throttle` as in [`Log::clean`].
+    pub fn clean_dirtiest(
+        &self,
+        map: &mut OffsetMap,
+        throttle: &mut dyn FnMut(u64) -> bool,
+    ) -> Option<CleanStats> {
+        let now = now_ms();
+        let totals = &self.inner.cleaner;
+        let mut dirtiest: Option<(f64, Arc<Log>)> = None;
+        for log in self.open_logs() {
+            if totals.busy_set().contains(log.dir()) {
+                continue;
+            }
+            match log.cleanable(now) {
+                Ok(Some(c))
+                    if c.due && dirtiest.as_ref().is_none_or(|(r, _)| c.dirty_ratio > *r) =>
+                {
+                    dirtiest = Some((c.dirty_ratio, log));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(dir = %log.dir().display(), error = %e, "cannot rate log for cleaning")
+                }
+            }
+        }
+        let (_, log) = dirtiest?;
+        if !totals.busy_set().insert(log.dir().to_path_buf()) {
+            return None;
+        }
+        let started = Instant::now();
+        let result = log.clean(now, map, throttle);
+        totals.busy_set().remove(log.dir());
+        match result {
+            Ok(Some(stats)) => {
+                totals
+                    .bytes_read
+                    .fetch_add(stats.bytes_read, Ordering::Relaxed);
+                totals
+                    .bytes_written
+                    .fetch_add(stats.bytes_written, Ordering::Relaxed);
+                totals.cleans.fetch_add(1, Ordering::Relaxed);
+                totals.last_clean_ms.store(now_ms(), Ordering::Relaxed);
+                tracing::info!(
+                    dir = %log.dir().display(),
+                    dirty_bytes = stats.dirty_bytes,
+                    read = stats.bytes_read,
+                    written = stats.bytes_written,
+                    removed = stats.records_removed,
+                    segments_before = stats.segments_before,
+                    segments_after = stats.segments_after,
+                    ms = started.elapsed().as_millis() as u64,
+                    "cleaned log"
+                );
+                Some(stats)
+            }
+            Ok(None) | Err(LogError::Closed { .. }) => None,
+            Err(e) => {
+                tracing::error!(dir = %log.dir().display(), error = %e, "cleaning failed");
+                None
+            }
+        }
     }
 
     /// Flushes every open log and writes its clean-shutdown marker. Keeps
@@ -327,7 +456,46 @@ impl LogManager {
                 pass_interval
             }),
         );
-        for thread in [flusher, retention, scrub] {
+        let mut spawned = vec![flusher, retention, scrub];
+        let cleaner = config.cleaner;
+        if cleaner.enabled {
+            let threads = cleaner.threads.max(1);
+            for i in 0..threads {
+                let manager = self.clone();
+                let cleaner_stop = stop.clone();
+                let backoff = cleaner.backoff;
+                let rate = cleaner.io_bytes_per_second;
+                // The buffer is shared out between the threads, as in Kafka;
+                // each thread allocates its map on its first clean.
+                let memory = cleaner.dedupe_buffer_bytes / threads;
+                let mut map: Option<OffsetMap> = None;
+                spawned.push(spawn(
+                    &format!("rill-log-cleaner-{i}"),
+                    Box::new(move || {
+                        let started = Instant::now();
+                        let mut moved = 0u64;
+                        let mut throttle = |bytes: u64| {
+                            if let Some(rate) = rate {
+                                moved += bytes;
+                                let due =
+                                    Duration::from_secs_f64(moved as f64 / rate.max(1) as f64);
+                                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                                    cleaner_stop.wait(wait);
+                                }
+                            }
+                            !cleaner_stop.is_stopped()
+                        };
+                        let map = map.get_or_insert_with(|| OffsetMap::with_memory(memory));
+                        match manager.clean_dirtiest(map, &mut throttle) {
+                            // Another log may be due right away.
+                            Some(_) => Duration::ZERO,
+                            None => backoff,
+                        }
+                    }),
+                ));
+            }
+        }
+        for thread in spawned {
             match thread {
                 Ok(handle) => threads.push(handle),
                 Err(e) => tracing::error!(error = %e, "could not start a log background thread"),

@@ -248,10 +248,11 @@ pub(crate) fn scan_file(
         }
         let first = Offset(view.base_offset());
         let last = Offset(view.last_offset());
-        // Rill has no compaction yet, so a recovered segment's batches must
-        // be contiguous: a gap can only be a corrupt base offset, which the
-        // CRC does not cover. (Index rebuilds of trusted data allow gaps.)
-        if (validate && first != expected) || first < expected || last < first {
+        // Offsets only increase. Gaps are allowed: compaction leaves them
+        // (a batch whose records were all removed disappears). A corrupt
+        // base offset, which the CRC does not cover, is caught when it goes
+        // backwards; one that jumps forward looks like such a gap.
+        if first < expected || last < first {
             scan.invalid = Some(format!(
                 "batch offsets {first}..={last} do not follow offset {expected}"
             ));

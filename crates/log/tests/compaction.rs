@@ -1,0 +1,459 @@
+//! Log compaction: a property test against an in-memory map of the latest
+//! value per key, crash tests at every step of a swap, and the cleaner's
+//! rules (tombstones, keyless records, idempotent producers, compression).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use common::slice_bytes;
+use proptest::prelude::*;
+use rill_log::{Log, LogConfig, LogError, Offset, OffsetMap, SwapStep};
+use rill_records::batch::{BatchIter, Compression};
+use rill_records::builder::BatchBuilder;
+use rill_records::record::decode_batch;
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+fn compacted() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 200,
+        segment_index_bytes: 4096,
+        cleanup_delete: false,
+        cleanup_compact: true,
+        min_cleanable_dirty_ratio: 0.0,
+        delete_retention_ms: DAY_MS,
+        ..LogConfig::default()
+    }
+}
+
+/// A write: a key and a value, `None` for a tombstone.
+type Write = (u8, Option<u16>);
+
+fn encode(writes: &[Write], compression: Compression) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(compression);
+    for (key, value) in writes {
+        builder
+            .append(
+                1_000,
+                Some(Bytes::from(vec![b'k', *key])),
+                value.map(|v| Bytes::from(format!("value-{v}-{}", "x".repeat(v as usize % 40)))),
+                Vec::new(),
+            )
+            .expect("record fits");
+    }
+    builder.build().expect("batch builds")
+}
+
+/// Every record in the log: (offset, key, value), in the order read.
+fn read_records(log: &Log) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
+    let mut out = Vec::new();
+    let mut next = log.log_start_offset();
+    let end = log.log_end_offset();
+    while next < end {
+        let info = log.read(next, 4096, end).expect("read succeeds");
+        if info.slices.is_empty() {
+            break;
+        }
+        for slice in &info.slices {
+            let bytes = slice_bytes(slice);
+            for item in BatchIter::new(&bytes) {
+                let (_, view) = item.expect("whole batches");
+                let decoded = decode_batch(view.bytes(), 1 << 20).expect("served batches decode");
+                for record in decoded.iter() {
+                    out.push((
+                        record.offset,
+                        record.record.key.clone(),
+                        record.record.value.clone(),
+                    ));
+                }
+                assert!(view.next_offset() > next.0, "reads move forward");
+                next = Offset(view.next_offset());
+            }
+        }
+    }
+    out
+}
+
+/// The model: every write by offset, and the latest offset per key.
+#[derive(Default)]
+struct Model {
+    writes: BTreeMap<i64, Write>,
+    latest: BTreeMap<u8, i64>,
+}
+
+impl Model {
+    fn record(&mut self, base: i64, writes: &[Write]) {
+        for (i, write) in writes.iter().enumerate() {
+            let offset = base + i as i64;
+            self.writes.insert(offset, *write);
+            self.latest.insert(write.0, offset);
+        }
+    }
+
+    /// What compaction promises: records come back at their original
+    /// offsets with their original contents, in offset order, and every
+    /// live key's latest value is there. Below `clean_end` a key appears at
+    /// most once. A deleted key is absent or present as its tombstone.
+    fn check(&self, log: &Log, clean_end: i64) -> Result<(), TestCaseError> {
+        let records = read_records(log);
+        let mut last_seen: BTreeMap<u8, i64> = BTreeMap::new();
+        let mut clean_keys = std::collections::BTreeSet::new();
+        let mut previous = -1;
+        for (offset, key, value) in &records {
+            prop_assert!(
+                *offset > previous,
+                "offsets increase: {} after {}",
+                offset,
+                previous
+            );
+            previous = *offset;
+            let Some((want_key, want_value)) = self.writes.get(offset) else {
+                return Err(TestCaseError::fail(format!(
+                    "offset {offset} was never written"
+                )));
+            };
+            let key = key.as_ref().expect("every record has a key");
+            prop_assert_eq!(key.as_ref(), &[b'k', *want_key][..]);
+            prop_assert_eq!(
+                value.is_none(),
+                want_value.is_none(),
+                "tombstone at {}",
+                offset
+            );
+            if *offset < clean_end {
+                prop_assert!(
+                    clean_keys.insert(*want_key),
+                    "key {} twice below {}",
+                    want_key,
+                    clean_end
+                );
+            }
+            last_seen.insert(*want_key, *offset);
+        }
+        for (key, latest) in &self.latest {
+            let deleted = self.writes[latest].1.is_none();
+            match last_seen.get(key) {
+                Some(seen) => prop_assert_eq!(seen, latest, "key {} is not at its latest", key),
+                None => prop_assert!(deleted, "live key {} is missing", key),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<Write>, u8),
+    /// Clean; with `true` the clock is two days on, so tombstones expire.
+    Clean(bool),
+    CloseReopen,
+    CrashReopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let write = (0u8..12, prop::option::weighted(0.85, any::<u16>()));
+    prop_oneof![
+        8 => (prop::collection::vec(write, 1..8), 0u8..4).prop_map(|(w, c)| Op::Append(w, c)),
+        3 => any::<bool>().prop_map(Op::Clean),
+        1 => Just(Op::CloseReopen),
+        1 => Just(Op::CrashReopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compaction_keeps_exactly_the_latest_record_of_every_key(
+        ops in prop::collection::vec(op(), 1..60)
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t-0");
+        let mut log = Log::open(&path, compacted()).unwrap();
+        let mut model = Model::default();
+        let mut map = OffsetMap::with_memory(0);
+        let mut clean_end = 0;
+        for op in ops {
+            match op {
+                Op::Append(writes, codec) => {
+                    let compression = [
+                        Compression::None,
+                        Compression::Gzip,
+                        Compression::Lz4,
+                        Compression::Zstd,
+                    ][codec as usize];
+                    let info = log.append(&encode(&writes, compression), 0, now_ms()).unwrap();
+                    model.record(info.base_offset.0, &writes);
+                }
+                Op::Clean(expire) => {
+                    let now = now_ms() + if expire { 2 * DAY_MS } else { 0 };
+                    if let Some(stats) = log.clean(now, &mut map, &mut |_| true).unwrap() {
+                        clean_end = clean_end.max(stats.map_end.0);
+                    }
+                }
+                Op::CloseReopen => {
+                    log.close().unwrap();
+                    drop(log);
+                    log = Log::open(&path, compacted()).unwrap();
+                }
+                Op::CrashReopen => {
+                    drop(log);
+                    log = Log::open(&path, compacted()).unwrap();
+                }
+            }
+            model.check(&log, clean_end)?;
+        }
+    }
+}
+
+/// A log of several segments where most records are overwritten.
+fn overwritten_log(path: &std::path::Path) -> (Log, Model) {
+    let log = Log::open(path, compacted()).unwrap();
+    let mut model = Model::default();
+    for round in 0..20u16 {
+        let writes: Vec<Write> = (0..6u8)
+            .map(|k| {
+                (
+                    k,
+                    if round == 19 && k == 5 {
+                        None
+                    } else {
+                        Some(round * 10 + u16::from(k))
+                    },
+                )
+            })
+            .collect();
+        let info = log
+            .append(&encode(&writes, Compression::None), 0, now_ms())
+            .unwrap();
+        model.record(info.base_offset.0, &writes);
+    }
+    assert!(log.segment_count() > 3, "the test needs several segments");
+    (log, model)
+}
+
+fn leftover_files(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".swap") || n.ends_with(".cleaned") || n.ends_with(".tmp"))
+        .collect()
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_swap_loses_no_live_key() {
+    for stop_at in [
+        SwapStep::Commit,
+        SwapStep::DeleteReplaced,
+        SwapStep::Rename,
+        SwapStep::WriteIndexes,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t-0");
+        let (log, model) = overwritten_log(&path);
+        let before = log.size_bytes();
+        let mut map = OffsetMap::with_memory(0);
+        let mut proceed = |step: SwapStep| step != stop_at;
+        log.clean_with(now_ms(), &mut map, &mut |_| true, &mut proceed)
+            .unwrap();
+        // Crash: no close, the process's state is gone.
+        drop(log);
+        let log = Log::open(&path, compacted()).unwrap();
+        assert!(
+            leftover_files(&path).is_empty(),
+            "{stop_at:?}: {:?}",
+            leftover_files(&path)
+        );
+        model
+            .check(&log, 0)
+            .unwrap_or_else(|e| panic!("after a crash before {stop_at:?}: {e}"));
+        // A full clean afterwards still works and shrinks the log.
+        let stats = log.clean(now_ms(), &mut map, &mut |_| true).unwrap();
+        assert!(stats.is_some(), "{stop_at:?}");
+        model.check(&log, stats.unwrap().map_end.0).unwrap();
+        assert!(log.size_bytes() < before, "{stop_at:?}");
+        log.close().unwrap();
+    }
+}
+
+#[test]
+fn an_interrupted_rewrite_is_discarded_and_a_stopped_clean_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let (log, model) = overwritten_log(&path);
+    let mut map = OffsetMap::with_memory(0);
+    let mut budget = 3;
+    let result = log.clean(now_ms(), &mut map, &mut |_| {
+        budget -= 1;
+        budget > 0
+    });
+    assert!(matches!(result, Err(LogError::Closed { .. })), "{result:?}");
+    model.check(&log, 0).unwrap();
+    // A crash in the middle of writing a cleaned file leaves it behind.
+    std::fs::write(
+        path.join("00000000000000000000.log.cleaned"),
+        b"half a segment",
+    )
+    .unwrap();
+    drop(log);
+    let log = Log::open(&path, compacted()).unwrap();
+    assert!(leftover_files(&path).is_empty());
+    model.check(&log, 0).unwrap();
+}
+
+#[test]
+fn cleaning_rewrites_into_fewer_segments_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let (log, model) = overwritten_log(&path);
+    let segments = log.segment_count();
+    let mut map = OffsetMap::with_memory(0);
+    let stats = log
+        .clean(now_ms(), &mut map, &mut |_| true)
+        .unwrap()
+        .unwrap();
+    assert!(stats.records_removed > 0);
+    assert!(stats.segments_after < stats.segments_before);
+    assert!(log.segment_count() < segments);
+    assert!(stats.bytes_written < stats.bytes_read);
+    model.check(&log, stats.map_end.0).unwrap();
+    // Nothing new is dirty: a second clean has nothing to do.
+    assert_eq!(log.clean(now_ms(), &mut map, &mut |_| true).unwrap(), None);
+    let dirty = log.cleanable(now_ms()).unwrap().unwrap();
+    assert_eq!(dirty.dirty_bytes, 0);
+    assert!(!dirty.due);
+    // The checkpoint survives a restart.
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(&path, compacted()).unwrap();
+    assert_eq!(log.clean(now_ms(), &mut map, &mut |_| true).unwrap(), None);
+    model.check(&log, stats.map_end.0).unwrap();
+}
+
+#[test]
+fn tombstones_go_only_after_delete_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let (log, model) = overwritten_log(&path);
+    let mut map = OffsetMap::with_memory(0);
+    log.clean(now_ms(), &mut map, &mut |_| true)
+        .unwrap()
+        .unwrap();
+    let has_tombstone = |log: &Log| read_records(log).iter().any(|(_, _, v)| v.is_none());
+    assert!(has_tombstone(&log), "a fresh tombstone stays");
+    // Two days later, with new dirty data to trigger a clean, it goes.
+    let info = log
+        .append(&encode(&[(0, Some(1)); 30], Compression::None), 0, now_ms())
+        .unwrap();
+    let mut model = model;
+    model.record(info.base_offset.0, &[(0, Some(1)); 30]);
+    log.append(&encode(&[(1, Some(2))], Compression::None), 0, now_ms())
+        .map(|info| model.record(info.base_offset.0, &[(1, Some(2))]))
+        .unwrap();
+    let stats = log
+        .clean(now_ms() + 2 * DAY_MS, &mut map, &mut |_| true)
+        .unwrap()
+        .unwrap();
+    assert!(!has_tombstone(&log), "an expired tombstone goes");
+    model.check(&log, stats.map_end.0).unwrap();
+}
+
+#[test]
+fn a_log_with_delete_policy_is_not_cleaned_and_compaction_needs_no_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        cleanup_compact: false,
+        cleanup_delete: true,
+        ..compacted()
+    };
+    let log = Log::open(&dir.path().join("t-0"), config).unwrap();
+    for _ in 0..20 {
+        log.append(&encode(&[(1, Some(1)); 5], Compression::None), 0, now_ms())
+            .unwrap();
+    }
+    let mut map = OffsetMap::with_memory(0);
+    assert_eq!(log.clean(now_ms(), &mut map, &mut |_| true).unwrap(), None);
+    assert_eq!(log.cleanable(now_ms()).unwrap(), None);
+
+    // compact alone: retention.ms does not delete old segments.
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_ms: 1,
+        ..compacted()
+    };
+    let log = Log::open(&dir.path().join("t-0"), config).unwrap();
+    for k in 0..20 {
+        log.append(&encode(&[(k, Some(1)); 5], Compression::None), 0, now_ms())
+            .unwrap();
+    }
+    let segments = log.segment_count();
+    assert_eq!(log.apply_retention(now_ms() + DAY_MS).unwrap(), 0);
+    assert_eq!(log.segment_count(), segments);
+}
+
+#[test]
+fn an_idempotent_producers_last_batch_survives_as_an_empty_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let log = Log::open(&path, compacted()).unwrap();
+    let producer_batch = |key: u8, sequence: i32| {
+        let mut builder = BatchBuilder::new(Compression::None).producer(7, 0, sequence);
+        for _ in 0..3 {
+            builder
+                .append(
+                    1_000,
+                    Some(Bytes::from(vec![b'k', key])),
+                    Some(Bytes::from_static(b"v")),
+                    Vec::new(),
+                )
+                .unwrap();
+        }
+        builder.build().unwrap()
+    };
+    log.append(&producer_batch(1, 0), 0, now_ms()).unwrap();
+    log.append(&producer_batch(1, 3), 0, now_ms()).unwrap();
+    // Another writer supersedes key 1, then fills segments.
+    for _ in 0..40 {
+        log.append(&encode(&[(1, Some(9)); 4], Compression::None), 0, now_ms())
+            .unwrap();
+    }
+    let mut map = OffsetMap::with_memory(0);
+    log.clean(now_ms(), &mut map, &mut |_| true)
+        .unwrap()
+        .unwrap();
+    // The producer's first batch is gone, its last one remains without
+    // records but with its sequence range (what rebuilds producer state
+    // from the log after a restart), and a retry is still detected.
+    let mut found = Vec::new();
+    let info = log.read(Offset(0), 1 << 20, log.log_end_offset()).unwrap();
+    for slice in &info.slices {
+        for item in BatchIter::new(&slice_bytes(slice)) {
+            let (_, view) = item.unwrap();
+            if view.producer_id() == 7 {
+                found.push((
+                    view.base_offset(),
+                    view.record_count(),
+                    view.base_sequence(),
+                ));
+            }
+        }
+    }
+    assert_eq!(found, vec![(3, 0, 3)]);
+    let retry = log.append(&producer_batch(1, 3), 0, now_ms()).unwrap();
+    assert_eq!(
+        retry.base_offset,
+        Offset(3),
+        "a duplicate is acknowledged with its first offset"
+    );
+}
