@@ -79,12 +79,30 @@ async fn answer(
 fn update_log_sizes(shared: &Shared) {
     let corrupt = i64::try_from(rill_log::corrupt_batches_total()).unwrap_or(i64::MAX);
     shared.metrics.log_corrupt_batches.set(corrupt);
+    let cleaner = shared.cluster.logs().cleaner_metrics();
+    let metrics = &shared.metrics;
+    let clamp = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    metrics.cleaner_read_bytes.set(clamp(cleaner.bytes_read));
+    metrics
+        .cleaner_written_bytes
+        .set(clamp(cleaner.bytes_written));
+    metrics.cleaner_cleans.set(clamp(cleaner.cleans));
+    metrics
+        .cleaner_last_clean_seconds
+        .set(cleaner.last_clean_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
+    let now = super::handlers::now_ms();
     for topic in shared.cluster.topics() {
         for partition in &topic.partitions {
             let labels = PartitionLabels {
                 topic: topic.name.clone(),
                 partition: partition.index.to_string(),
             };
+            if let Ok(Some(cleanable)) = partition.log.cleanable(now) {
+                metrics
+                    .log_dirty_ratio
+                    .get_or_create(&labels)
+                    .set(cleanable.dirty_ratio);
+            }
             let size = i64::try_from(partition.log.size_bytes()).unwrap_or(i64::MAX);
             shared
                 .metrics

@@ -201,6 +201,10 @@ impl Cluster {
         &self.cluster_id
     }
 
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
     pub fn logs(&self) -> &LogManager {
         &self.logs
     }
@@ -604,6 +608,15 @@ pub fn log_config(config: &BrokerConfig, overrides: &BTreeMap<String, String>) -
     let timestamp_type = overrides
         .get("message.timestamp.type")
         .unwrap_or(&config.log_message_timestamp_type);
+    let policy = overrides
+        .get("cleanup.policy")
+        .unwrap_or(&config.log_cleanup_policy);
+    let has_policy = |name: &str| policy.split(',').any(|p| p.trim() == name);
+    let ratio = overrides
+        .get("min.cleanable.dirty.ratio")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|r| (0.0..=1.0).contains(r))
+        .unwrap_or(config.log_cleaner_min_cleanable_ratio);
     LogConfig {
         segment_bytes: long("segment.bytes", config.log_segment_bytes as i64).max(1024) as u64,
         segment_ms: long("segment.ms", config.log_segment_ms),
@@ -625,6 +638,21 @@ pub fn log_config(config: &BrokerConfig, overrides: &BTreeMap<String, String>) -
         } else {
             TimestampType::CreateTime
         },
+        cleanup_delete: has_policy("delete"),
+        cleanup_compact: has_policy("compact"),
+        min_cleanable_dirty_ratio: ratio,
+        min_compaction_lag_ms: long(
+            "min.compaction.lag.ms",
+            config.log_cleaner_min_compaction_lag_ms,
+        ),
+        max_compaction_lag_ms: long(
+            "max.compaction.lag.ms",
+            config.log_cleaner_max_compaction_lag_ms,
+        ),
+        delete_retention_ms: long(
+            "delete.retention.ms",
+            config.log_cleaner_delete_retention_ms,
+        ),
     }
 }
 

@@ -63,6 +63,23 @@ pub struct BrokerConfig {
     pub message_max_bytes: u32,
     pub log_message_timestamp_type: String,
     pub log_cleanup_policy: String,
+    /// Topic defaults for compaction (Kafka's `log.cleaner.*` names).
+    pub log_cleaner_min_cleanable_ratio: f64,
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    pub log_cleaner_max_compaction_lag_ms: i64,
+    pub log_cleaner_delete_retention_ms: i64,
+    // The cleaner itself.
+    pub log_cleaner_enable: bool,
+    pub log_cleaner_threads: usize,
+    /// Memory for the cleaner's key maps, all threads together.
+    pub log_cleaner_dedupe_buffer_size: usize,
+    /// Read+write rate of each cleaner thread; absent means unlimited.
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
+    /// Pause when no log needs cleaning.
+    pub log_cleaner_backoff_ms: u64,
+    /// `segment.bytes` of `__consumer_offsets` when it is created (Kafka's
+    /// `offsets.topic.segment.bytes`).
+    pub offsets_topic_segment_bytes: u64,
 }
 
 impl Default for BrokerConfig {
@@ -94,6 +111,16 @@ impl Default for BrokerConfig {
             message_max_bytes: 1024 * 1024 + 12,
             log_message_timestamp_type: "CreateTime".to_string(),
             log_cleanup_policy: "delete".to_string(),
+            log_cleaner_min_cleanable_ratio: 0.5,
+            log_cleaner_min_compaction_lag_ms: 0,
+            log_cleaner_max_compaction_lag_ms: i64::MAX,
+            log_cleaner_delete_retention_ms: 24 * 3600 * 1000,
+            log_cleaner_enable: true,
+            log_cleaner_threads: 1,
+            log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
+            log_cleaner_io_max_bytes_per_second: None,
+            log_cleaner_backoff_ms: 15_000,
+            offsets_topic_segment_bytes: 100 * 1024 * 1024,
         }
     }
 }
@@ -209,6 +236,47 @@ impl BrokerConfig {
         if self.log_segment_bytes < 1024 {
             return invalid("log_segment_bytes", "must be at least 1024");
         }
+        if self.offsets_topic_segment_bytes < 1024 {
+            return invalid("offsets_topic_segment_bytes", "must be at least 1024");
+        }
+        for (key, value) in [
+            ("log_cleanup_policy", self.log_cleanup_policy.as_str()),
+            (
+                "log_cleaner_min_cleanable_ratio",
+                &self.log_cleaner_min_cleanable_ratio.to_string(),
+            ),
+        ] {
+            let topic_key = match key {
+                "log_cleanup_policy" => "cleanup.policy",
+                _ => "min.cleanable.dirty.ratio",
+            };
+            if let Err(message) = rill_metadata::topic::validate_topic_config(topic_key, value) {
+                return invalid(key, &message);
+            }
+        }
+        if self.log_cleaner_threads == 0 || self.log_cleaner_threads > 64 {
+            return invalid("log_cleaner_threads", "must be between 1 and 64");
+        }
+        if self.log_cleaner_dedupe_buffer_size < 1024 * 1024 {
+            return invalid("log_cleaner_dedupe_buffer_size", "must be at least 1048576");
+        }
+        for (key, value) in [
+            (
+                "log_cleaner_min_compaction_lag_ms",
+                self.log_cleaner_min_compaction_lag_ms,
+            ),
+            (
+                "log_cleaner_delete_retention_ms",
+                self.log_cleaner_delete_retention_ms,
+            ),
+        ] {
+            if value < 0 {
+                return invalid(key, "must be zero or positive");
+            }
+        }
+        if self.log_cleaner_max_compaction_lag_ms < 1 {
+            return invalid("log_cleaner_max_compaction_lag_ms", "must be positive");
+        }
         if !matches!(
             self.log_message_timestamp_type.as_str(),
             "CreateTime" | "LogAppendTime"
@@ -235,6 +303,22 @@ impl BrokerConfig {
         };
         BTreeMap::from([
             ("cleanup.policy", self.log_cleanup_policy.clone()),
+            (
+                "delete.retention.ms",
+                self.log_cleaner_delete_retention_ms.to_string(),
+            ),
+            (
+                "max.compaction.lag.ms",
+                self.log_cleaner_max_compaction_lag_ms.to_string(),
+            ),
+            (
+                "min.cleanable.dirty.ratio",
+                self.log_cleaner_min_cleanable_ratio.to_string(),
+            ),
+            (
+                "min.compaction.lag.ms",
+                self.log_cleaner_min_compaction_lag_ms.to_string(),
+            ),
             ("flush.messages", optional(self.log_flush_messages)),
             ("flush.ms", optional(self.log_flush_ms)),
             (

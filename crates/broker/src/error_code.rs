@@ -23,3 +23,4 @@ pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
 pub const FENCED_LEADER_EPOCH: i16 = 74;
 pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+pub const INVALID_RECORD: i16 = 87;

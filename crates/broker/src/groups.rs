@@ -25,7 +25,7 @@ use rill_protocol::messages::{
     JoinGroupRequest, JoinGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
     SyncGroupRequest, SyncGroupResponse,
 };
-use rill_records::batch::Compression;
+use rill_records::batch::{BatchIter, Compression};
 use rill_records::builder::BatchBuilder;
 use rill_records::record::decode_batch;
 use tokio::sync::{oneshot, watch};
@@ -329,7 +329,16 @@ async fn load(cluster: &Cluster) -> Result<(Coordinator, Arc<TopicHandle>), Grou
     let topic = match cluster.topic(OFFSETS_TOPIC) {
         Some(topic) => topic,
         None => {
-            let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+            // Compacted, so only each group's latest offsets and metadata
+            // stay; segments small enough (Kafka's 100 MiB) that the
+            // cleaner gets closed segments to work on.
+            let configs = BTreeMap::from([
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                (
+                    "segment.bytes".to_string(),
+                    cluster.config().offsets_topic_segment_bytes.to_string(),
+                ),
+            ]);
             let partitions = config.offsets_topic_partitions;
             cluster
                 .create_topic(OFFSETS_TOPIC, partitions, -1, configs, false)
@@ -387,24 +396,16 @@ fn replay(mut coordinator: Coordinator, topic: &TopicHandle) -> Result<Coordinat
 /// Replays the batches in `bytes`; returns the offset after the last one.
 fn replay_batches(
     coordinator: &mut Coordinator,
-    mut bytes: &[u8],
+    bytes: &[u8],
     now: i64,
     mut next: Offset,
 ) -> Result<Offset, String> {
-    // A batch starts with its base offset (8 bytes) and its length (4
-    // bytes, counting what follows it).
-    const LENGTH_END: usize = 12;
-    while bytes.len() >= LENGTH_END {
-        let length = i32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        let total = usize::try_from(length)
-            .map_err(|_| format!("batch length {length} is negative"))?
-            .saturating_add(LENGTH_END);
-        if total > bytes.len() {
-            return Err(format!("batch of {total} bytes but {} left", bytes.len()));
-        }
-        let (batch, rest) = bytes.split_at(total);
-        bytes = rest;
-        let decoded = decode_batch(batch, REPLAY_BATCH_BYTES_MAX).map_err(|e| e.to_string())?;
+    // Batches may be compacted: offsets have gaps, and a batch may hold no
+    // record at all; `next` follows each batch's last offset slot.
+    for item in BatchIter::new(bytes) {
+        let (_, view) = item.map_err(|e| e.to_string())?;
+        let decoded =
+            decode_batch(view.bytes(), REPLAY_BATCH_BYTES_MAX).map_err(|e| e.to_string())?;
         next = Offset(decoded.last_offset().saturating_add(1));
         if decoded.is_control {
             continue;

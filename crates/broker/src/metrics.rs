@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -54,6 +55,12 @@ pub struct Metrics {
     pub log_size_bytes: Family<PartitionLabels, Gauge>,
     /// Set from the log store's own counter at every scrape.
     pub log_corrupt_batches: Gauge,
+    /// The cleaner's counters, copied from the log store at every scrape.
+    pub cleaner_read_bytes: Gauge,
+    pub cleaner_written_bytes: Gauge,
+    pub cleaner_cleans: Gauge,
+    pub cleaner_last_clean_seconds: Gauge<f64, AtomicU64>,
+    pub log_dirty_ratio: Family<PartitionLabels, Gauge<f64, AtomicU64>>,
     topics: Mutex<HashMap<String, TopicMetrics>>,
 }
 
@@ -77,6 +84,36 @@ impl Metrics {
         let messages_out = Family::<TopicLabels, Counter>::default();
         let log_size_bytes = Family::<PartitionLabels, Gauge>::default();
         let log_corrupt_batches = Gauge::default();
+        let cleaner_read_bytes = Gauge::default();
+        let cleaner_written_bytes = Gauge::default();
+        let cleaner_cleans = Gauge::default();
+        let cleaner_last_clean_seconds = Gauge::<f64, AtomicU64>::default();
+        let log_dirty_ratio = Family::<PartitionLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "log_cleaner_read_bytes",
+            "Bytes the log cleaner read (dirty data mapped, segments rewritten) since the broker started",
+            cleaner_read_bytes.clone(),
+        );
+        registry.register(
+            "log_cleaner_written_bytes",
+            "Bytes the log cleaner wrote since the broker started",
+            cleaner_written_bytes.clone(),
+        );
+        registry.register(
+            "log_cleaner_cleans",
+            "Logs compacted since the broker started",
+            cleaner_cleans.clone(),
+        );
+        registry.register(
+            "log_cleaner_last_clean_timestamp_seconds",
+            "Unix time when the last compaction finished (0: none yet)",
+            cleaner_last_clean_seconds.clone(),
+        );
+        registry.register(
+            "log_dirty_ratio",
+            "Share of each compacted partition's closed bytes not compacted yet",
+            log_dirty_ratio.clone(),
+        );
         registry.register("requests", "Requests answered, by API", requests.clone());
         registry.register(
             "request_seconds",
@@ -131,6 +168,11 @@ impl Metrics {
         Metrics {
             registry,
             log_corrupt_batches,
+            cleaner_read_bytes,
+            cleaner_written_bytes,
+            cleaner_cleans,
+            cleaner_last_clean_seconds,
+            log_dirty_ratio,
             requests,
             request_seconds,
             connections,

@@ -117,7 +117,18 @@ impl Broker {
         let cluster = tokio::task::spawn_blocking(move || Cluster::open(&opening))
             .await
             .expect("opening the data directory panicked")?;
-        let background = cluster.logs().start_background();
+        let background = cluster
+            .logs()
+            .start_background_with(rill_log::BackgroundConfig {
+                cleaner: rill_log::CleanerConfig {
+                    enabled: config.log_cleaner_enable,
+                    threads: config.log_cleaner_threads,
+                    dedupe_buffer_bytes: config.log_cleaner_dedupe_buffer_size,
+                    io_bytes_per_second: config.log_cleaner_io_max_bytes_per_second,
+                    backoff: std::time::Duration::from_millis(config.log_cleaner_backoff_ms),
+                },
+                ..rill_log::BackgroundConfig::default()
+            });
         let shared = Arc::new(Shared::new(config, cluster, host, i32::from(port)));
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(crate::groups::run(shared.clone(), stop_rx.clone()));

@@ -37,7 +37,7 @@ use std::time::SystemTime;
 
 use memmap2::Mmap;
 use rill_records::batch::{
-    BATCH_HEADER_LEN, BATCH_LENGTH_OFFSET, BatchView, CRC_COVERAGE_START, CRC_OFFSET,
+    BATCH_HEADER_LEN, BATCH_LENGTH_OFFSET, BatchIter, BatchView, CRC_COVERAGE_START, CRC_OFFSET,
     RECORD_COUNT_OFFSET, TimestampType, set_max_timestamp_and_type,
 };
 use rill_records::builder::BatchBuilder;
@@ -234,24 +234,14 @@ fn batches<'a>(
     segment: &'a SegmentRef,
     bytes: &'a [u8],
 ) -> impl Iterator<Item = Result<(u64, BatchView<'a>), Fault>> + 'a {
-    let bytes = &bytes[..bytes.len().min(segment.size as usize)];
-    let mut position = 0usize;
-    let mut failed = false;
+    let mut iter = BatchIter::new(&bytes[..bytes.len().min(segment.size as usize)]);
     std::iter::from_fn(move || {
-        if failed || position >= bytes.len() {
-            return None;
-        }
-        match BatchView::parse(&bytes[position..]) {
-            Ok((view, len)) => {
-                let at = position as u64;
-                position += len;
-                Some(Ok((at, view)))
-            }
-            Err(e) => {
-                failed = true;
-                Some(Err(corrupt(segment, position as u64, e.to_string())))
-            }
-        }
+        let at = iter.position() as u64;
+        let item = iter.next()?;
+        Some(
+            item.map(|(position, view)| (position as u64, view))
+                .map_err(|e| corrupt(segment, at, e.to_string())),
+        )
     })
 }
 
@@ -347,9 +337,17 @@ pub(crate) struct CleanRules<'a> {
     /// are removed.
     pub tombstone_horizon_ms: i64,
     /// Base offset of each idempotent producer's last batch below `map_end`:
-    /// that batch stays, even empty, so its sequence survives a restart.
+    /// that batch stays, even empty, so its sequence survives a restart...
     pub producer_last: &'a HashMap<i64, Offset>,
+    /// ...unless its segment was last written before this (ms since the
+    /// epoch): a producer silent that long is forgotten, as Kafka forgets
+    /// it after `producer.id.expiration.ms`.
+    pub producer_horizon_ms: i64,
 }
+
+/// How long an idempotent producer's last batch is kept once compacted
+/// empty (Kafka's `producer.id.expiration.ms` default, one day).
+pub(crate) const PRODUCER_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Base offset of each producer's last batch in `segments` below `end`,
 /// from batch headers only.
@@ -414,6 +412,7 @@ pub(crate) fn clean_group(
         let segment_ms = modified_ms(&segment.path);
         newest_ms = newest_ms.max(segment_ms);
         let drop_tombstones = segment_ms.is_some_and(|ms| ms < rules.tombstone_horizon_ms);
+        let producers_expired = segment_ms.is_some_and(|ms| ms < rules.producer_horizon_ms);
         let Some(bytes) = map_segment(segment)? else {
             continue;
         };
@@ -424,7 +423,7 @@ pub(crate) fn clean_group(
             if !throttle(batch_len) {
                 return Err(stopped(segment));
             }
-            let kept = filter_batch(&view, rules, drop_tombstones, stats)
+            let kept = filter_batch(&view, rules, drop_tombstones, producers_expired, stats)
                 .map_err(|reason| corrupt(segment, position, reason))?;
             let written = match &kept {
                 Kept::All => view.bytes(),
@@ -466,6 +465,7 @@ fn filter_batch(
     view: &BatchView<'_>,
     rules: &CleanRules<'_>,
     drop_tombstones: bool,
+    producers_expired: bool,
     stats: &mut CleanStats,
 ) -> Result<Kept, String> {
     if view.last_offset() < rules.log_start.0 {
@@ -507,7 +507,8 @@ fn filter_batch(
     if kept.len() == total {
         return Ok(Kept::All);
     }
-    let is_producers_last = view.producer_id() >= 0
+    let is_producers_last = !producers_expired
+        && view.producer_id() >= 0
         && rules.producer_last.get(&view.producer_id()) == Some(&Offset(view.base_offset()));
     if kept.is_empty() {
         return Ok(if is_producers_last {
@@ -536,6 +537,19 @@ fn filter_batch(
         set_max_timestamp_and_type(&mut batch, decoded.max_timestamp).map_err(|e| e.to_string())?;
     }
     Ok(Kept::Rebuilt(batch))
+}
+
+/// Checks that every record of a batch has a key, as a compacted log needs:
+/// `Err(None)` names a keyless record, `Err(Some(reason))` records that
+/// cannot be read at all.
+pub(crate) fn check_keys(view: &BatchView<'_>) -> Result<(), Option<String>> {
+    let decoded =
+        decode_batch(view.bytes(), INFLATED_BATCH_MAX).map_err(|e| Some(e.to_string()))?;
+    if decoded.records.iter().all(|record| record.key.is_some()) {
+        Ok(())
+    } else {
+        Err(None)
+    }
 }
 
 /// The batch's header alone with a record count of 0: what is left when

@@ -101,6 +101,10 @@ pub enum AppendError {
     },
     #[error("the append holds no record batch")]
     Empty,
+    #[error("batch {index} cannot be read: {reason}")]
+    InvalidRecords { index: usize, reason: String },
+    #[error("batch {index} holds a record without a key, which a compacted topic cannot keep")]
+    MissingKey { index: usize },
     #[error(
         "producer {producer_id} sent sequence {received} but {expected} was expected: an earlier batch is missing"
     )]

@@ -356,7 +356,10 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
         self.check_usable()?;
-        let max_message_bytes = self.read_state().config.max_message_bytes;
+        let (max_message_bytes, compact) = {
+            let state = self.read_state();
+            (state.config.max_message_bytes, state.config.cleanup_compact)
+        };
         let mut views = Vec::new();
         for (index, item) in BatchIter::new(batches).enumerate() {
             let (_, view) = item.map_err(|source| AppendError::InvalidBatch { index, source })?;
@@ -368,6 +371,12 @@ impl Log {
             }
             view.validate()
                 .map_err(|source| AppendError::InvalidBatch { index, source })?;
+            if compact && !view.is_control() {
+                cleaner::check_keys(&view).map_err(|reason| match reason {
+                    None => AppendError::MissingKey { index },
+                    Some(reason) => AppendError::InvalidRecords { index, reason },
+                })?;
+            }
             views.push(view);
         }
         if views.is_empty() {
@@ -1445,6 +1454,7 @@ impl Log {
             map_end,
             log_start,
             tombstone_horizon_ms: now_ms.saturating_sub(config.delete_retention_ms),
+            producer_horizon_ms: now_ms.saturating_sub(cleaner::PRODUCER_EXPIRATION_MS),
             producer_last: &producer_last,
         };
         let max_bytes = config.segment_bytes.min(SEGMENT_BYTES_MAX);

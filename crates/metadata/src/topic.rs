@@ -42,6 +42,8 @@ pub enum ConfigKind {
     },
     CleanupPolicy,
     TimestampType,
+    /// A fraction between 0 and 1.
+    Ratio,
     /// Accepted and stored for client compatibility; Rill does not act on it.
     Passive,
 }
@@ -93,7 +95,7 @@ pub const TOPIC_CONFIGS: &[(&str, ConfigKind)] = &[
         },
     ),
     ("message.timestamp.type", ConfigKind::TimestampType),
-    ("min.cleanable.dirty.ratio", ConfigKind::Passive),
+    ("min.cleanable.dirty.ratio", ConfigKind::Ratio),
     (
         "min.compaction.lag.ms",
         ConfigKind::Long {
@@ -180,6 +182,12 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
                 "`message.timestamp.type` must be CreateTime or LogAppendTime, not `{value}`"
             )),
         },
+        ConfigKind::Ratio => match value.trim().parse::<f64>() {
+            Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(()),
+            _ => Err(format!(
+                "`{name}` must be a number between 0 and 1, not `{value}`"
+            )),
+        },
         ConfigKind::Passive => Ok(()),
     }
 }
@@ -206,6 +214,9 @@ mod tests {
         assert!(validate_topic_config("segment.bytes", "-1").is_err());
         assert!(validate_topic_config("cleanup.policy", "compact,delete").is_ok());
         assert!(validate_topic_config("cleanup.policy", "shred").is_err());
+        assert!(validate_topic_config("min.cleanable.dirty.ratio", "0.1").is_ok());
+        assert!(validate_topic_config("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(validate_topic_config("min.cleanable.dirty.ratio", "NaN").is_err());
         assert!(validate_topic_config("no.such.thing", "1").is_err());
     }
 }

@@ -247,6 +247,53 @@ fn broker_configs(
             config.fetch_max_bytes.to_string(),
             TYPE_INT,
         ),
+        (
+            "log.cleaner.enable",
+            config.log_cleaner_enable.to_string(),
+            TYPE_BOOLEAN,
+        ),
+        (
+            "log.cleaner.threads",
+            config.log_cleaner_threads.to_string(),
+            TYPE_INT,
+        ),
+        (
+            "log.cleaner.dedupe.buffer.size",
+            config.log_cleaner_dedupe_buffer_size.to_string(),
+            TYPE_LONG,
+        ),
+        (
+            "log.cleaner.io.max.bytes.per.second",
+            config
+                .log_cleaner_io_max_bytes_per_second
+                .map_or_else(|| f64::MAX.to_string(), |rate| rate.to_string()),
+            TYPE_DOUBLE,
+        ),
+        (
+            "log.cleaner.backoff.ms",
+            config.log_cleaner_backoff_ms.to_string(),
+            TYPE_LONG,
+        ),
+        (
+            "log.cleaner.min.cleanable.ratio",
+            config.log_cleaner_min_cleanable_ratio.to_string(),
+            TYPE_DOUBLE,
+        ),
+        (
+            "log.cleaner.min.compaction.lag.ms",
+            config.log_cleaner_min_compaction_lag_ms.to_string(),
+            TYPE_LONG,
+        ),
+        (
+            "log.cleaner.max.compaction.lag.ms",
+            config.log_cleaner_max_compaction_lag_ms.to_string(),
+            TYPE_LONG,
+        ),
+        (
+            "log.cleaner.delete.retention.ms",
+            config.log_cleaner_delete_retention_ms.to_string(),
+            TYPE_LONG,
+        ),
     ];
     Ok(entries
         .into_iter()

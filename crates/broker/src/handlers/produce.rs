@@ -134,7 +134,10 @@ async fn append(
 /// The Kafka error code a client expects for each way an append can fail.
 fn append_error_code(error: &AppendError) -> i16 {
     match error {
-        AppendError::InvalidBatch { .. } | AppendError::Empty => error_code::CORRUPT_MESSAGE,
+        AppendError::InvalidBatch { .. }
+        | AppendError::InvalidRecords { .. }
+        | AppendError::Empty => error_code::CORRUPT_MESSAGE,
+        AppendError::MissingKey { .. } => error_code::INVALID_RECORD,
         AppendError::TooLarge { .. } => error_code::MESSAGE_TOO_LARGE,
         AppendError::OutOfOrderSequence { .. } => error_code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         AppendError::InvalidProducerEpoch { .. } => error_code::INVALID_PRODUCER_EPOCH,
