@@ -38,10 +38,10 @@ use std::time::SystemTime;
 use memmap2::Mmap;
 use rill_records::batch::{
     BATCH_HEADER_LEN, BATCH_LENGTH_OFFSET, BatchIter, BatchView, CRC_COVERAGE_START, CRC_OFFSET,
-    RECORD_COUNT_OFFSET, TimestampType, set_max_timestamp_and_type,
+    Compression, MAX_TIMESTAMP_OFFSET, RECORD_COUNT_OFFSET, TimestampType,
 };
-use rill_records::builder::BatchBuilder;
-use rill_records::record::decode_batch;
+use rill_records::compression::{compress, decompress};
+use rill_records::record::{RawRecord, decode_batch, raw_records};
 
 use crate::checkpoint::sync_dir;
 use crate::error::{CorruptData, Fault, IoFailure};
@@ -165,8 +165,14 @@ impl OffsetMap {
             slots.next_power_of_two() / 2
         };
         let capacity = slots / 8 * 7;
+        // The table starts small and doubles as keys come, up to `slots`:
+        // a log with few keys gets a table that stays in cache (a full-size
+        // one would be touched at random across all its pages).
         OffsetMap {
-            entries: HashMap::with_capacity_and_hasher(capacity, BuildHasherDefault::default()),
+            entries: HashMap::with_capacity_and_hasher(
+                capacity.min(1 << 16),
+                BuildHasherDefault::default(),
+            ),
             capacity,
             keys: (RandomState::new(), RandomState::new()),
         }
@@ -187,6 +193,8 @@ impl OffsetMap {
 
     fn clear(&mut self) {
         self.entries.clear();
+        // Back to a small table, so this clean's keys decide its size.
+        self.entries.shrink_to(1 << 16);
         self.keys = (RandomState::new(), RandomState::new());
     }
 
@@ -276,6 +284,7 @@ pub(crate) fn build_offset_map(
     stats: &mut CleanStats,
 ) -> Result<Offset, Fault> {
     map.clear();
+    let mut inflated = Vec::new();
     let mut end = from;
     for segment in segments {
         let Some(bytes) = map_segment(segment)? else {
@@ -292,9 +301,8 @@ pub(crate) fn build_offset_map(
                 end = Offset(view.next_offset());
                 continue;
             }
-            let decoded = decode_batch(view.bytes(), INFLATED_BATCH_MAX)
-                .map_err(|e| corrupt(segment, position, e.to_string()))?;
-            if map.len() + decoded.records.len() > map.capacity() {
+            let count = usize::try_from(view.record_count()).unwrap_or(0);
+            if map.len() + count > map.capacity() {
                 if map.is_empty() {
                     return Err(corrupt(
                         segment,
@@ -307,11 +315,16 @@ pub(crate) fn build_offset_map(
                 }
                 return Ok(end);
             }
-            for record in decoded.iter() {
+            let section =
+                records_section(&view, &mut inflated).map_err(|e| corrupt(segment, position, e))?;
+            for record in raw_records(section, view.record_count()) {
+                let record = record.map_err(|e| corrupt(segment, position, e.to_string()))?;
+                let offset =
+                    record_offset(&view, &record).map_err(|e| corrupt(segment, position, e))?;
                 stats.records_read += 1;
-                if let Some(key) = &record.record.key {
+                if let Some(key) = record.key {
                     let hash = map.hash(key);
-                    map.put(hash, record.offset);
+                    map.put(hash, offset);
                 }
             }
             end = Offset(view.next_offset());
@@ -408,6 +421,7 @@ pub(crate) fn clean_group(
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut size = 0u64;
     let mut newest_ms: Option<i64> = None;
+    let mut scratch = Scratch::default();
     for segment in group {
         let segment_ms = modified_ms(&segment.path);
         newest_ms = newest_ms.max(segment_ms);
@@ -423,8 +437,15 @@ pub(crate) fn clean_group(
             if !throttle(batch_len) {
                 return Err(stopped(segment));
             }
-            let kept = filter_batch(&view, rules, drop_tombstones, producers_expired, stats)
-                .map_err(|reason| corrupt(segment, position, reason))?;
+            let kept = filter_batch(
+                &view,
+                rules,
+                drop_tombstones,
+                producers_expired,
+                &mut scratch,
+                stats,
+            )
+            .map_err(|reason| corrupt(segment, position, reason))?;
             let written = match &kept {
                 Kept::All => view.bytes(),
                 Kept::Rebuilt(bytes) => bytes.as_slice(),
@@ -461,11 +482,49 @@ enum Kept {
     Rebuilt(Vec<u8>),
 }
 
+/// Buffers reused from batch to batch.
+#[derive(Default)]
+struct Scratch {
+    inflated: Vec<u8>,
+    records: Vec<u8>,
+}
+
+/// The records section of a batch, uncompressed: the batch's own bytes, or
+/// `inflated` filled with them. Checks the CRC first: corrupt bytes must
+/// neither be copied nor, worse, rebuilt under a fresh CRC.
+fn records_section<'a>(
+    view: &BatchView<'a>,
+    inflated: &'a mut Vec<u8>,
+) -> Result<&'a [u8], String> {
+    view.validate().map_err(|e| e.to_string())?;
+    let codec = view.compression().map_err(|e| e.to_string())?;
+    if codec == Compression::None || view.record_count() == 0 {
+        return Ok(view.records_bytes());
+    }
+    inflated.clear();
+    decompress(codec, view.records_bytes(), INFLATED_BATCH_MAX, inflated)
+        .map_err(|e| e.to_string())?;
+    Ok(inflated)
+}
+
+/// A record's absolute offset, checked to lie in its batch.
+fn record_offset(view: &BatchView<'_>, record: &RawRecord<'_>) -> Result<i64, String> {
+    if !(0..=view.last_offset_delta()).contains(&record.offset_delta) {
+        return Err(format!(
+            "record offset delta {} is outside the batch's 0..={}",
+            record.offset_delta,
+            view.last_offset_delta()
+        ));
+    }
+    Ok(view.base_offset() + i64::from(record.offset_delta))
+}
+
 fn filter_batch(
     view: &BatchView<'_>,
     rules: &CleanRules<'_>,
     drop_tombstones: bool,
     producers_expired: bool,
+    scratch: &mut Scratch,
     stats: &mut CleanStats,
 ) -> Result<Kept, String> {
     if view.last_offset() < rules.log_start.0 {
@@ -477,16 +536,22 @@ fn filter_batch(
     if view.is_control() || view.base_offset() >= rules.map_end.0 {
         return Ok(Kept::All);
     }
-    let decoded = decode_batch(view.bytes(), INFLATED_BATCH_MAX).map_err(|e| e.to_string())?;
-    let total = decoded.records.len();
-    let mut kept = Vec::with_capacity(total);
-    for record in decoded.iter() {
-        let keep = if record.offset < rules.log_start.0 {
+    let Scratch { inflated, records } = scratch;
+    let section = records_section(view, inflated)?;
+    records.clear();
+    let mut total = 0usize;
+    let mut kept = 0usize;
+    let mut max_delta: Option<i64> = None;
+    for record in raw_records(section, view.record_count()) {
+        let record = record.map_err(|e| e.to_string())?;
+        let offset = record_offset(view, &record)?;
+        total += 1;
+        let keep = if offset < rules.log_start.0 {
             false
-        } else if record.offset >= rules.map_end.0 {
+        } else if offset >= rules.map_end.0 {
             true
         } else {
-            match &record.record.key {
+            match record.key {
                 // Keyless records cannot be compacted (produce refuses them
                 // on compacted topics; older data may hold some): keep them.
                 None => true,
@@ -494,48 +559,54 @@ fn filter_batch(
                     let latest = rules
                         .map
                         .get(rules.map.hash(key))
-                        .is_none_or(|last| record.offset >= last);
-                    latest && !(drop_tombstones && record.record.value.is_none())
+                        .is_none_or(|last| offset >= last);
+                    latest && !(drop_tombstones && record.value_is_null)
                 }
             }
         };
         if keep {
-            kept.push(record.record);
+            kept += 1;
+            // Records hold their offset and timestamp relative to the
+            // batch's base, which the rebuilt batch keeps: they are copied
+            // as they are, not re-encoded.
+            records.extend_from_slice(record.bytes);
+            max_delta = max_delta.max(Some(record.timestamp_delta));
         }
     }
-    stats.records_removed += (total - kept.len()) as u64;
-    if kept.len() == total {
+    stats.records_removed += (total - kept) as u64;
+    if kept == total {
         return Ok(Kept::All);
     }
     let is_producers_last = !producers_expired
         && view.producer_id() >= 0
         && rules.producer_last.get(&view.producer_id()) == Some(&Offset(view.base_offset()));
-    if kept.is_empty() {
+    if kept == 0 {
         return Ok(if is_producers_last {
             Kept::Rebuilt(empty_batch(view))
         } else {
             Kept::Nothing
         });
     }
-    let mut builder = BatchBuilder::new(decoded.compression)
-        .base_offset(decoded.base_offset)
-        .partition_leader_epoch(decoded.partition_leader_epoch)
-        .timestamp_type(decoded.timestamp_type)
-        .transactional(decoded.is_transactional)
-        .producer(
-            decoded.producer_id,
-            decoded.producer_epoch,
-            decoded.base_sequence,
-        )
-        .base_timestamp(decoded.base_timestamp)
-        .last_offset_delta(decoded.last_offset_delta);
-    for record in kept {
-        builder.push(record).map_err(|e| e.to_string())?;
+    // The original header with a new length, record count, max timestamp
+    // (with CreateTime, the largest kept) and CRC; every other field (base
+    // offset, last offset delta, producer id/epoch/sequence, base
+    // timestamp, attributes) stays.
+    let codec = view.compression().map_err(|e| e.to_string())?;
+    let mut batch = Vec::with_capacity(BATCH_HEADER_LEN + records.len());
+    batch.extend_from_slice(&view.bytes()[..BATCH_HEADER_LEN]);
+    compress(codec, records, &mut batch).map_err(|e| e.to_string())?;
+    let length = i32::try_from(batch.len() - 12).map_err(|_| "rebuilt batch too large")?;
+    batch[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
+    batch[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4]
+        .copy_from_slice(&(kept as i32).to_be_bytes());
+    if view.timestamp_type() == TimestampType::CreateTime
+        && let Some(delta) = max_delta
+    {
+        let max = view.base_timestamp().saturating_add(delta);
+        batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&max.to_be_bytes());
     }
-    let mut batch = builder.build().map_err(|e| e.to_string())?;
-    if decoded.timestamp_type == TimestampType::LogAppendTime {
-        set_max_timestamp_and_type(&mut batch, decoded.max_timestamp).map_err(|e| e.to_string())?;
-    }
+    let crc = crc32c::crc32c(&batch[CRC_COVERAGE_START..]);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(Kept::Rebuilt(batch))
 }
 

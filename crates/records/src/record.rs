@@ -377,6 +377,133 @@ fn decode_record(
     Ok((record, cursor.end))
 }
 
+/// One record of an uncompressed records section, read in place: its
+/// encoded bytes (length prefix included) and the fields log compaction
+/// needs. Headers are not parsed (only skipped over by the length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawRecord<'a> {
+    /// The whole encoded record, ready to be copied into another batch with
+    /// the same base offset and base timestamp.
+    pub bytes: &'a [u8],
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    pub key: Option<&'a [u8]>,
+    /// A null value: the record is a tombstone.
+    pub value_is_null: bool,
+}
+
+/// Reads `record_count` records from an uncompressed records section
+/// without copying or allocating. Fails on a record that crosses its own
+/// length or the section, and on bytes left after the last record.
+pub fn raw_records(
+    section: &[u8],
+    record_count: i32,
+) -> impl Iterator<Item = Result<RawRecord<'_>, RecordError>> {
+    let count = usize::try_from(record_count).unwrap_or(0);
+    let mut position = 0usize;
+    let mut index = 0usize;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        if index == count {
+            failed = true;
+            if position != section.len() {
+                return Some(Err(RecordError::TrailingBytes {
+                    record_count,
+                    extra: section.len() - position,
+                }));
+            }
+            return None;
+        }
+        let result = raw_record(section, position, index);
+        index += 1;
+        match result {
+            Ok((record, next)) => {
+                position = next;
+                Some(Ok(record))
+            }
+            Err(error) => {
+                failed = true;
+                Some(Err(error))
+            }
+        }
+    })
+}
+
+fn raw_record(
+    section: &[u8],
+    start: usize,
+    index: usize,
+) -> Result<(RawRecord<'_>, usize), RecordError> {
+    let varint_error = |field: &'static str| {
+        move |error: VarintError| RecordError::Varint {
+            index,
+            field,
+            error,
+        }
+    };
+    let truncated = |field: &'static str, needed: usize, available: usize| {
+        RecordError::Truncated {
+            index,
+            field,
+            needed,
+            available,
+        }
+    };
+    let (declared, len) =
+        varint::read_varint(&section[start..]).map_err(varint_error("record length"))?;
+    let declared = usize::try_from(declared).map_err(|_| RecordError::NegativeLength {
+        index,
+        field: "record length",
+        value: declared,
+    })?;
+    let body = start + len;
+    let available = section.len() - body;
+    if declared > available {
+        return Err(truncated("record", declared, available));
+    }
+    let end = body + declared;
+    let record = &section[body..end];
+    // attributes (1 byte), then the deltas, key and value.
+    let mut at = 1usize;
+    if record.is_empty() {
+        return Err(truncated("attributes", 1, 0));
+    }
+    let (timestamp_delta, len) =
+        varint::read_varlong(&record[at..]).map_err(varint_error("timestamp delta"))?;
+    at += len;
+    let (offset_delta, len) =
+        varint::read_varint(&record[at..]).map_err(varint_error("offset delta"))?;
+    at += len;
+    let mut nullable = |field: &'static str| -> Result<Option<&[u8]>, RecordError> {
+        let (field_len, len) = varint::read_varint(&record[at..]).map_err(varint_error(field))?;
+        at += len;
+        let Ok(field_len) = usize::try_from(field_len) else {
+            return Ok(None);
+        };
+        if field_len > record.len() - at {
+            return Err(truncated(field, field_len, record.len() - at));
+        }
+        let bytes = &record[at..at + field_len];
+        at += field_len;
+        Ok(Some(bytes))
+    };
+    let key = nullable("key")?;
+    let value_is_null = nullable("value")?.is_none();
+    Ok((
+        RawRecord {
+            bytes: &section[start..end],
+            offset_delta,
+            timestamp_delta,
+            key,
+            value_is_null,
+        },
+        end,
+    ))
+}
+
 /// A batch taken apart: its header fields and its records.
 ///
 /// [`decode_batch`] guarantees that every record's offset delta lies in

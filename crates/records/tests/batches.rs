@@ -8,7 +8,9 @@ use rill_records::batch::{
     TimestampType,
 };
 use rill_records::builder::{BatchBuilder, BuildError};
-use rill_records::record::{Header, Record, RecordError, decode_batch, decode_records};
+use rill_records::record::{
+    Header, Record, RecordError, decode_batch, decode_records, raw_records,
+};
 
 const CODECS: [Compression; 5] = [
     Compression::None,
@@ -407,7 +409,27 @@ proptest! {
         section in prop::collection::vec(any::<u8>(), 0..200),
         record_count in -2i32..40,
     ) {
+        let _ = raw_records(&section, record_count).count();
         let _ = decode_records(&Bytes::from(section), record_count);
+    }
+
+    #[test]
+    fn raw_records_read_what_decoding_reads_and_copy_back_verbatim(records in records_strategy()) {
+        let batch = build(Compression::None, 0, 0, &records);
+        let view = BatchView::parse(&batch).unwrap().0;
+        let raw: Vec<_> = raw_records(view.records_bytes(), view.record_count())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        prop_assert_eq!(raw.len(), records.len());
+        let mut copied = Vec::new();
+        for (raw, record) in raw.iter().zip(&records) {
+            prop_assert_eq!(raw.offset_delta, record.offset_delta);
+            prop_assert_eq!(raw.timestamp_delta, record.timestamp_delta);
+            prop_assert_eq!(raw.key, record.key.as_deref());
+            prop_assert_eq!(raw.value_is_null, record.value.is_none());
+            copied.extend_from_slice(raw.bytes);
+        }
+        prop_assert_eq!(&copied[..], view.records_bytes());
     }
 
     #[test]
