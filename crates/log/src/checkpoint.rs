@@ -13,7 +13,8 @@ use crate::types::Offset;
 pub(crate) const LOG_START_FILE: &str = "log-start-offset-checkpoint";
 pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 pub(crate) const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
-/// The cleaner's first dirty offset: everything below it was compacted.
+/// The cleaner's first dirty offset (everything below it was compacted) and
+/// its gap horizon (offsets may be missing below it).
 pub(crate) const CLEANER_FILE: &str = "cleaner-offset-checkpoint";
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 const VERSION: &str = "0";
@@ -103,6 +104,33 @@ pub(crate) fn read_offset(dir: &Path, name: &str) -> Result<Option<Offset>, LogE
 
 pub(crate) fn write_offset(dir: &Path, name: &str, offset: Offset) -> Result<(), IoFailure> {
     write_atomic(dir, name, &format!("{VERSION}\n1\n{}\n", offset.0))
+}
+
+/// Reads a checkpoint of one offset per line; `None` if it does not exist.
+pub(crate) fn read_offsets(dir: &Path, name: &str) -> Result<Option<Vec<Offset>>, LogError> {
+    let path = dir.join(name);
+    let Some(lines) = read_lines(&path)? else {
+        return Ok(None);
+    };
+    lines
+        .iter()
+        .map(|value| {
+            value
+                .trim()
+                .parse()
+                .map(Offset)
+                .map_err(|_| bad(&path, format!("offset {value:?} is not a number")))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+pub(crate) fn write_offsets(dir: &Path, name: &str, offsets: &[Offset]) -> Result<(), IoFailure> {
+    let mut body = format!("{VERSION}\n{}\n", offsets.len());
+    for offset in offsets {
+        body.push_str(&format!("{}\n", offset.0));
+    }
+    write_atomic(dir, name, &body)
 }
 
 /// Reads `(epoch, start offset)` pairs; empty if the file does not exist.

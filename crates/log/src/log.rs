@@ -141,6 +141,9 @@ struct State {
     max_timestamp: Option<Option<(i64, Offset)>>,
     /// The cleaner's checkpoint: offsets below it were compacted.
     first_dirty: Offset,
+    /// Offsets may be missing (compacted away) only below this; made
+    /// durable before a clean commits its first swap.
+    gap_horizon: Offset,
 }
 
 impl State {
@@ -1083,6 +1086,10 @@ impl Log {
         let log_end = state.log_end;
         state.recovery_point = state.recovery_point.min(log_end);
         state.first_dirty = state.first_dirty.min(log_end);
+        // What is appended after this point is contiguous again. (The file
+        // keeps the larger horizon until the next clean: more lenient, so
+        // a restart never cuts a compacted gap.)
+        state.gap_horizon = state.gap_horizon.min(log_end);
         let hw = self.high_watermark().min(log_end);
         self.high_watermark.store(hw.0, Ordering::Release);
         if state.epochs.truncate_from_end(log_end) {
@@ -1182,6 +1189,7 @@ impl Log {
             cut_position,
             state.config.index_interval_bytes,
             false,
+            Offset(i64::MAX),
             start,
         )?;
         state.active = Active {
@@ -1199,18 +1207,19 @@ impl Log {
     /// Corrupt batches are logged, counted and fenced off from reads.
     pub fn scrub(&self, throttle: &mut dyn FnMut(u64)) -> Result<ScrubReport, LogError> {
         self.check_usable()?;
-        let targets: Vec<(Offset, u64, PathBuf)> = {
+        let (targets, gap_horizon): (Vec<(Offset, u64, PathBuf)>, Offset) = {
             let state = self.read_state();
-            state
+            let targets = state
                 .segments
                 .values()
                 .filter(|s| !state.is_active(s))
                 .map(|s| (s.base, s.size, s.path(LOG_SUFFIX)))
-                .collect()
+                .collect();
+            (targets, state.gap_horizon)
         };
         let mut report = ScrubReport::default();
         for (base, size, path) in targets {
-            let found = scrub_file(&path, base, size, throttle);
+            let found = scrub_file(&path, base, size, gap_horizon, throttle);
             let found = match found {
                 Ok(found) => found,
                 // Retention may have deleted the segment meanwhile, or a
@@ -1457,6 +1466,16 @@ impl Log {
             producer_horizon_ms: now_ms.saturating_sub(cleaner::PRODUCER_EXPIRATION_MS),
             producer_last: &producer_last,
         };
+        {
+            // Before any swap commits: gaps may now appear below map_end.
+            let mut state = self.write_state();
+            if map_end > state.gap_horizon {
+                state.gap_horizon = map_end;
+                let entries = [state.first_dirty, state.gap_horizon];
+                let written = checkpoint::write_offsets(&self.dir, CLEANER_FILE, &entries);
+                self.guard(written.map_err(Fault::from))?;
+            }
+        }
         let max_bytes = config.segment_bytes.min(SEGMENT_BYTES_MAX);
         for group in cleaner::group_segments(&to_clean, max_bytes) {
             let cleaned = cleaner::clean_group(&self.dir, &group, &rules, throttle, &mut stats);
@@ -1482,7 +1501,8 @@ impl Log {
         }
         let mut state = self.write_state();
         state.first_dirty = state.first_dirty.max(map_end).min(state.log_end);
-        let written = checkpoint::write_offset(&self.dir, CLEANER_FILE, state.first_dirty);
+        let entries = [state.first_dirty, state.gap_horizon];
+        let written = checkpoint::write_offsets(&self.dir, CLEANER_FILE, &entries);
         self.guard(written.map_err(Fault::from))?;
         Ok(Some(stats))
     }
@@ -1516,6 +1536,7 @@ impl Log {
             cleaned.size,
             interval_bytes,
             false,
+            Offset(i64::MAX),
             ScanStart::beginning(cleaned.base),
         );
         let scan = self.guard(scan.map_err(Fault::from))?;
@@ -1748,6 +1769,7 @@ fn scrub_file(
     path: &Path,
     base: Offset,
     size: u64,
+    gaps_below: Offset,
     throttle: &mut dyn FnMut(u64),
 ) -> Result<Option<(Position, String)>, IoFailure> {
     use std::os::unix::fs::FileExt;
@@ -1776,7 +1798,9 @@ fn scrub_file(
                 "batch crosses the segment end".to_string(),
             )));
         }
-        if decoded.base != expected {
+        // Offsets never go back; they skip only where compaction removed
+        // records (see `scan_file`).
+        if decoded.base < expected || (decoded.base > expected && decoded.base > gaps_below) {
             return Ok(Some((
                 Position(position),
                 format!(
@@ -1861,7 +1885,9 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
     let fresh = files.is_empty();
     let log_start_checkpoint = checkpoint::read_offset(dir, LOG_START_FILE)?;
     let recovery_checkpoint = checkpoint::read_offset(dir, RECOVERY_POINT_FILE)?;
-    let cleaner_checkpoint = checkpoint::read_offset(dir, CLEANER_FILE)?;
+    // [first dirty offset, gap horizon]; a single entry is both.
+    let cleaner_checkpoint = checkpoint::read_offsets(dir, CLEANER_FILE)?.unwrap_or_default();
+    let gap_horizon = cleaner_checkpoint.last().copied().unwrap_or(Offset(-1));
     let epochs = LeaderEpochCache::from_entries(checkpoint::read_epochs(dir)?);
 
     let mut segments: BTreeMap<Offset, Segment> = files
@@ -1913,6 +1939,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
                 segment.size,
                 interval,
                 true,
+                gap_horizon,
                 ScanStart::beginning(base),
             )?;
             if let Some(reason) = &scan.invalid {
@@ -1955,6 +1982,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
                 active.size,
                 interval,
                 false,
+                Offset(i64::MAX),
                 start,
             )?;
             if let Some(reason) = &scan.invalid {
@@ -2017,6 +2045,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         truncations: 0,
         max_timestamp: None,
         first_dirty: Offset(0),
+        gap_horizon,
     };
     if state.log_start > state.log_end {
         // Data below the log start was lost (e.g. a torn tail after
@@ -2046,6 +2075,8 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
     let log_end = state.log_end;
     let log_start = state.log_start;
     state.first_dirty = cleaner_checkpoint
+        .first()
+        .copied()
         .unwrap_or(log_start)
         .max(log_start)
         .min(log_end);

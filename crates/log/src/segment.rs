@@ -207,12 +207,18 @@ impl IndexCursor {
 /// Walks the batches of `path` from its start, checking lengths, offset
 /// order and, when `validate`, each batch's CRC and fields; builds index
 /// entries on the way. Stops at the first bad or torn batch.
+///
+/// Offsets must increase. A gap (a batch starting past the offset after the
+/// previous one) is allowed only when the batch starts at or below
+/// `gaps_below`: compaction leaves gaps only below its horizon, and above it
+/// a gap can only be a corrupt base offset, which the CRC does not cover.
 pub(crate) fn scan_file(
     path: &Path,
     base: Offset,
     size: u64,
     interval_bytes: u32,
     validate: bool,
+    gaps_below: Offset,
     start: ScanStart,
 ) -> Result<Scan, IoFailure> {
     let file = File::open(path).map_err(io_failure("open", path))?;
@@ -248,11 +254,7 @@ pub(crate) fn scan_file(
         }
         let first = Offset(view.base_offset());
         let last = Offset(view.last_offset());
-        // Offsets only increase. Gaps are allowed: compaction leaves them
-        // (a batch whose records were all removed disappears). A corrupt
-        // base offset, which the CRC does not cover, is caught when it goes
-        // backwards; one that jumps forward looks like such a gap.
-        if first < expected || last < first {
+        if first < expected || (first > expected && first > gaps_below) || last < first {
             scan.invalid = Some(format!(
                 "batch offsets {first}..={last} do not follow offset {expected}"
             ));
@@ -429,6 +431,7 @@ impl Segment {
             self.size,
             interval_bytes,
             false,
+            Offset(i64::MAX),
             ScanStart::beginning(self.base),
         )?;
         self.write_indexes(&scan)?;
