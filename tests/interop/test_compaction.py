@@ -11,10 +11,11 @@ import urllib.request
 
 import pytest
 from confluent_kafka import KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KpTopicPartition
 
-from helpers import WAIT_S, consumer, create_topic, produce_all, read_partition, unique_topic
+from helpers import WAIT_S, admin, consumer, create_topic, produce_all, read_partition, unique_topic
 
 KEYS = 100
 ROUNDS = 8
@@ -157,19 +158,31 @@ def test_compacted_topic_keeps_the_latest_record_per_key_for_every_client(rill):
     assert got[: len(expected)] == expected
 
 
-def test_keyless_records_on_a_compacted_topic_are_refused_with_invalid_record(rill):
-    topic = compacted_topic(rill)
+def test_keyless_records_are_refused_once_a_topic_is_altered_to_compact(rill):
+    topic = unique_topic("altered")
+    create_topic(rill.bootstrap, topic)
     errors = []
     producer = Producer({"bootstrap.servers": rill.bootstrap, "linger.ms": 5})
-    # Separate batches: a batch holding a keyless record is refused whole.
-    producer.produce(topic, value=b"no key", on_delivery=lambda err, msg: errors.append(err))
-    assert producer.flush(WAIT_S) == 0
-    producer.produce(topic, key=b"k", value=b"keyed", on_delivery=lambda err, msg: errors.append(err))
-    assert producer.flush(WAIT_S) == 0
-    codes = sorted(e.code() if e is not None else 0 for e in errors)
-    assert codes == [0, KafkaError.INVALID_RECORD], errors
+
+    def send(key: bytes | None, value: bytes) -> None:
+        # One message per batch: a batch holding a keyless record is refused whole.
+        producer.produce(topic, key=key, value=value, on_delivery=lambda err, msg: errors.append(err))
+        assert producer.flush(WAIT_S) == 0
+
+    send(None, b"before")  # fine while the policy is delete
+    client = admin(rill.bootstrap)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    resource.add_incremental_config(
+        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)
+    )
+    for future in client.incremental_alter_configs([resource]).values():
+        future.result(timeout=WAIT_S)
+    send(None, b"no key")
+    send(b"k", b"keyed")
+    codes = [e.code() if e is not None else 0 for e in errors]
+    assert codes == [0, KafkaError.INVALID_RECORD, 0], errors
     records = read_partition(rill.bootstrap, topic, 0)
-    assert [(r.key, r.value) for r in records] == [(b"k", b"keyed")]
+    assert [(r.key, r.value) for r in records] == [(None, b"before"), (b"k", b"keyed")]
 
 
 def test_consumer_offsets_are_compacted_and_survive_a_restart(rill):

@@ -640,11 +640,18 @@ impl Log {
         }
         let segment_bytes = state.config.segment_bytes.clamp(1, SEGMENT_BYTES_MAX);
         let too_big = segment.size + append_bytes > segment_bytes;
-        let too_old = state.config.segment_ms >= 0
+        // A compacted log also rolls at `max.compaction.lag.ms`, since the
+        // active segment is never compacted (Kafka's KIP-354).
+        let max_age = if state.config.cleanup_compact {
+            state.config.segment_ms.min(state.config.max_compaction_lag_ms)
+        } else {
+            state.config.segment_ms
+        };
+        let too_old = max_age >= 0
             && state
                 .active
                 .rolling_base_ms
-                .is_some_and(|base| now_ms.saturating_sub(base) > state.config.segment_ms);
+                .is_some_and(|base| now_ms.saturating_sub(base) > max_age);
         let offsets_overflow =
             state.log_end.0 + append_offsets - 1 - segment.base.0 > i64::from(u32::MAX);
         // Each batch may add one entry to each index.
