@@ -15,7 +15,7 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KpTopicPartition
 
-from helpers import WAIT_S, admin, consumer, create_topic, produce_all, read_partition, unique_topic
+from helpers import WAIT_S, admin, consumer, create_topic, produce_all, read_partition, run_node, unique_topic
 
 KEYS = 100
 ROUNDS = 8
@@ -68,7 +68,9 @@ def write_rounds(rill, topic: str) -> dict[bytes, tuple[int, bytes | None]]:
         for k in range(KEYS):
             value = None if round_ == ROUNDS - 1 and k in DELETED else f"value-{k}-{round_}".encode() * 3
             messages.append((key(k), value))
-        acked = produce_all(rill.bootstrap, topic, messages, compression_type="gzip", linger_ms=20)
+        acked = produce_all(
+            rill.bootstrap, topic, messages, compression_type="gzip", linger_ms=20, enable_idempotence=True
+        )
         for (k, value), (_, offset) in zip(messages, acked, strict=True):
             latest[k] = (offset, value)
     return latest
@@ -156,6 +158,14 @@ def test_compacted_topic_keeps_the_latest_record_per_key_for_every_client(rill):
     finally:
         kp.close()
     assert got[: len(expected)] == expected
+
+    # KafkaJS too (a group consumer from the beginning: its only way to read).
+    seen = run_node(
+        "consume_group.js",
+        {"brokers": [rill.bootstrap], "topic": topic, "groupId": unique_topic("js"), "count": len(expected)},
+    )
+    js = [(int(m["offset"]), m["key"].encode(), m["value"] and m["value"].encode()) for m in seen]
+    assert js == expected
 
 
 def test_keyless_records_are_refused_once_a_topic_is_altered_to_compact(rill):

@@ -349,41 +349,6 @@ pub(crate) struct CleanRules<'a> {
     /// Tombstones in segments last written before this (ms since the epoch)
     /// are removed.
     pub tombstone_horizon_ms: i64,
-    /// Base offset of each idempotent producer's last batch below `map_end`:
-    /// that batch stays, even empty, so its sequence survives a restart...
-    pub producer_last: &'a HashMap<i64, Offset>,
-    /// ...unless its segment was last written before this (ms since the
-    /// epoch): a producer silent that long is forgotten, as Kafka forgets
-    /// it after `producer.id.expiration.ms`.
-    pub producer_horizon_ms: i64,
-}
-
-/// How long an idempotent producer's last batch is kept once compacted
-/// empty (Kafka's `producer.id.expiration.ms` default, one day).
-pub(crate) const PRODUCER_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
-
-/// Base offset of each producer's last batch in `segments` below `end`,
-/// from batch headers only.
-pub(crate) fn last_batch_per_producer(
-    segments: &[SegmentRef],
-    end: Offset,
-) -> Result<HashMap<i64, Offset>, Fault> {
-    let mut last = HashMap::new();
-    for segment in segments {
-        let Some(bytes) = map_segment(segment)? else {
-            continue;
-        };
-        for batch in batches(segment, &bytes) {
-            let (_, view) = batch?;
-            if view.base_offset() >= end.0 {
-                break;
-            }
-            if view.producer_id() >= 0 {
-                last.insert(view.producer_id(), Offset(view.base_offset()));
-            }
-        }
-    }
-    Ok(last)
 }
 
 /// A rewritten group, committed or not yet.
@@ -426,7 +391,6 @@ pub(crate) fn clean_group(
         let segment_ms = modified_ms(&segment.path);
         newest_ms = newest_ms.max(segment_ms);
         let drop_tombstones = segment_ms.is_some_and(|ms| ms < rules.tombstone_horizon_ms);
-        let producers_expired = segment_ms.is_some_and(|ms| ms < rules.producer_horizon_ms);
         let Some(bytes) = map_segment(segment)? else {
             continue;
         };
@@ -441,7 +405,6 @@ pub(crate) fn clean_group(
                 &view,
                 rules,
                 drop_tombstones,
-                producers_expired,
                 &mut scratch,
                 stats,
             )
@@ -523,7 +486,6 @@ fn filter_batch(
     view: &BatchView<'_>,
     rules: &CleanRules<'_>,
     drop_tombstones: bool,
-    producers_expired: bool,
     scratch: &mut Scratch,
     stats: &mut CleanStats,
 ) -> Result<Kept, String> {
@@ -577,15 +539,14 @@ fn filter_batch(
     if kept == total {
         return Ok(Kept::All);
     }
-    let is_producers_last = !producers_expired
-        && view.producer_id() >= 0
-        && rules.producer_last.get(&view.producer_id()) == Some(&Offset(view.base_offset()));
+    // A batch left without records goes entirely. Kafka keeps an empty
+    // batch for an idempotent producer's last write (its sequence range),
+    // but KafkaJS cannot get past a fetch answer made only of empty batches
+    // (it advances by the records it sees), and Rill's producer state does
+    // not need it: the live state is in memory, and a producer the log no
+    // longer shows after a restart is accepted at any sequence.
     if kept == 0 {
-        return Ok(if is_producers_last {
-            Kept::Rebuilt(empty_batch(view))
-        } else {
-            Kept::Nothing
-        });
+        return Ok(Kept::Nothing);
     }
     // The original header with a new length, record count, max timestamp
     // (with CreateTime, the largest kept) and CRC; every other field (base
@@ -621,18 +582,6 @@ pub(crate) fn check_keys(view: &BatchView<'_>) -> Result<(), Option<String>> {
     } else {
         Err(None)
     }
-}
-
-/// The batch's header alone with a record count of 0: what is left when
-/// every record of a producer's last batch is compacted away.
-fn empty_batch(view: &BatchView<'_>) -> Vec<u8> {
-    let mut batch = view.bytes()[..BATCH_HEADER_LEN].to_vec();
-    let length = (BATCH_HEADER_LEN - 12) as i32;
-    batch[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
-    batch[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4].copy_from_slice(&0i32.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[CRC_COVERAGE_START..]);
-    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-    batch
 }
 
 /// The swap file name that commits the rewrite of `[base, end)`.

@@ -1463,15 +1463,11 @@ impl Log {
             .into_iter()
             .filter(|s| s.base < map_end && s.end <= cleanable_end)
             .collect();
-        let producer_last = cleaner::last_batch_per_producer(&to_clean, map_end)
-            .map_err(|f| self.cleaner_fault(f))?;
         let rules = CleanRules {
             map,
             map_end,
             log_start,
             tombstone_horizon_ms: now_ms.saturating_sub(config.delete_retention_ms),
-            producer_horizon_ms: now_ms.saturating_sub(cleaner::PRODUCER_EXPIRATION_MS),
-            producer_last: &producer_last,
         };
         {
             // Before any swap commits: gaps may now appear below map_end.
