@@ -114,7 +114,7 @@ pub struct Cleanable {
     /// Dirty bytes over closed bytes (Kafka's dirty ratio).
     pub dirty_ratio: f64,
     pub dirty_bytes: u64,
-    /// The ratio reached `min.cleanable.dirty.ratio`, or dirty data is older
+    /// The ratio is above `min.cleanable.dirty.ratio` (as in Kafka), or dirty data is older
     /// than `max.compaction.lag.ms`.
     pub due: bool,
 }
@@ -401,14 +401,8 @@ pub(crate) fn clean_group(
             if !throttle(batch_len) {
                 return Err(stopped(segment));
             }
-            let kept = filter_batch(
-                &view,
-                rules,
-                drop_tombstones,
-                &mut scratch,
-                stats,
-            )
-            .map_err(|reason| corrupt(segment, position, reason))?;
+            let kept = filter_batch(&view, rules, drop_tombstones, &mut scratch, stats)
+                .map_err(|reason| corrupt(segment, position, reason))?;
             let written = match &kept {
                 Kept::All => view.bytes(),
                 Kept::Rebuilt(bytes) => bytes.as_slice(),

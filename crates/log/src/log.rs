@@ -643,7 +643,10 @@ impl Log {
         // A compacted log also rolls at `max.compaction.lag.ms`, since the
         // active segment is never compacted (Kafka's KIP-354).
         let max_age = if state.config.cleanup_compact {
-            state.config.segment_ms.min(state.config.max_compaction_lag_ms)
+            state
+                .config
+                .segment_ms
+                .min(state.config.max_compaction_lag_ms)
         } else {
             state.config.segment_ms
         };
@@ -1386,7 +1389,7 @@ impl Log {
                 None => false,
             };
         let due =
-            dirty_bytes > 0 && (dirty_ratio >= state.config.min_cleanable_dirty_ratio || overdue);
+            dirty_bytes > 0 && (dirty_ratio > state.config.min_cleanable_dirty_ratio || overdue);
         Ok(Some(Cleanable {
             dirty_ratio,
             dirty_bytes,

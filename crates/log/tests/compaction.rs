@@ -41,11 +41,15 @@ fn compacted() -> LogConfig {
 type Write = (u8, Option<u16>);
 
 fn encode(writes: &[Write], compression: Compression) -> Vec<u8> {
+    encode_at(writes, compression, 1_000)
+}
+
+fn encode_at(writes: &[Write], compression: Compression, timestamp_ms: i64) -> Vec<u8> {
     let mut builder = BatchBuilder::new(compression);
     for (key, value) in writes {
         builder
             .append(
-                1_000,
+                timestamp_ms,
                 Some(Bytes::from(vec![b'k', *key])),
                 value.map(|v| Bytes::from(format!("value-{v}-{}", "x".repeat(v as usize % 40)))),
                 Vec::new(),
@@ -433,19 +437,76 @@ fn an_idempotent_producers_compacted_batches_go_and_a_retry_is_still_detected() 
             .unwrap();
     }
     let mut map = OffsetMap::with_memory(0);
-    log.clean(now_ms(), &mut map, &mut |_| true).unwrap().unwrap();
+    log.clean(now_ms(), &mut map, &mut |_| true)
+        .unwrap()
+        .unwrap();
     // Both of the producer's batches are gone: no batch is ever left
     // without records (KafkaJS could not read past a run of them).
     let info = log.read(Offset(0), 1 << 20, log.log_end_offset()).unwrap();
     for slice in &info.slices {
         for item in BatchIter::new(&slice_bytes(slice)) {
             let (_, view) = item.unwrap();
-            assert!(view.record_count() > 0, "an empty batch at {}", view.base_offset());
+            assert!(
+                view.record_count() > 0,
+                "an empty batch at {}",
+                view.base_offset()
+            );
             assert_ne!(view.producer_id(), 7);
         }
     }
     // The producer's state lives on in memory: a retry is still detected.
     let retry = log.append(&producer_batch(1, 3), 0, now_ms()).unwrap();
-    assert_eq!(retry.base_offset, Offset(3), "a duplicate is acknowledged with its first offset");
+    assert_eq!(
+        retry.base_offset,
+        Offset(3),
+        "a duplicate is acknowledged with its first offset"
+    );
     assert_eq!(retry.record_count, 0);
+}
+
+#[test]
+fn compaction_lags_hold_young_records_back_and_force_old_ones() {
+    // min.compaction.lag.ms: nothing younger than a day is compacted.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let config = LogConfig {
+        min_compaction_lag_ms: DAY_MS,
+        ..compacted()
+    };
+    let log = Log::open(&path, config.clone()).unwrap();
+    for _ in 0..20 {
+        log.append(
+            &encode_at(&[(1, Some(1)); 5], Compression::None, now_ms()),
+            0,
+            now_ms(),
+        )
+        .unwrap();
+    }
+    let mut map = OffsetMap::with_memory(0);
+    assert_eq!(log.clean(now_ms(), &mut map, &mut |_| true).unwrap(), None);
+    assert_eq!(log.cleanable(now_ms()).unwrap().unwrap().dirty_bytes, 0);
+    // Two days on, the same records may go.
+    let later = now_ms() + 2 * DAY_MS;
+    assert!(log.cleanable(later).unwrap().unwrap().due);
+    assert!(log.clean(later, &mut map, &mut |_| true).unwrap().is_some());
+
+    // max.compaction.lag.ms: a log below its dirty ratio is still due once
+    // its dirty records are older than the lag.
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        min_cleanable_dirty_ratio: 1.0,
+        max_compaction_lag_ms: DAY_MS,
+        ..compacted()
+    };
+    let log = Log::open(&dir.path().join("t-0"), config).unwrap();
+    for _ in 0..20 {
+        log.append(
+            &encode_at(&[(1, Some(1)); 5], Compression::None, now_ms()),
+            0,
+            now_ms(),
+        )
+        .unwrap();
+    }
+    assert!(!log.cleanable(now_ms()).unwrap().unwrap().due);
+    assert!(log.cleanable(now_ms() + 2 * DAY_MS).unwrap().unwrap().due);
 }
