@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rill's own client against librdkafka on the same broker in the same run:
 # 200-byte messages, one partition, acks=1, no compression.
-#   - library: rill-client (examples/client_bench.rs) vs librdkafka through kcat
+#   - library: rill-client (`rill bench produce`/`consume`) vs librdkafka through kcat
 #   - command line: `rill produce`/`rill consume` vs `kcat -P`/`kcat -C`
 # A program that prints numbers, not a test.
 #
@@ -11,7 +11,6 @@ cd "$(dirname "$0")/.."
 messages=${1:-2000000}
 size=200
 cargo build --release -q -p rill-cli
-cargo build --release -q -p rill-client --example client_bench
 work=$(mktemp -d)
 trap 'kill $broker 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$((20000 + RANDOM % 20000))
@@ -34,6 +33,11 @@ with open(path, "wb") as f:
 PY
 
 now() { date +%s.%N; }
+# `rill bench ... --json` as the same line `rate` prints.
+bench() {
+    target/release/rill bench "$@" -b $b --json | python3 -c "import json, sys; r = json.load(sys.stdin); \
+print(f\"{r['msgs_per_sec']:,.0f} msg/s  {r['mb_per_sec']:,.1f} MB/s  ({r['seconds']:.2f} s)\")"
+}
 rate() { python3 -c "import sys; n,b,s,e=map(float,sys.argv[1:]); t=e-s; print(f'{n/t:,.0f} msg/s  {b/t/1e6:,.1f} MB/s  ({t:.2f} s)')" "$@"; }
 
 echo "== library"
@@ -47,7 +51,8 @@ kcat -b $b -C -t lib-kcat -o beginning -e -q -X fetch.max.bytes=52428800 \
     -X fetch.message.max.bytes=10485760 -f '%o\n' | tail -1 >/dev/null
 end=$(now)
 echo "consume, one consumer, librdkafka (kcat -C): $(rate "$messages" $((messages * size)) "$start" "$end")"
-target/release/examples/client_bench $b rill-lib "$messages"
+echo "produce, acks=1, rill-client (rill bench produce): $(bench produce -t rill-lib -c "$messages" -s $size --acks 1 --linger-ms 5)"
+echo "consume, one consumer, rill-client (rill bench consume): $(bench consume -t rill-lib -c "$messages")"
 
 echo "== command line (one message per line, output to /dev/null)"
 start=$(now)

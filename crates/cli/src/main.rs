@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use rill_broker::{Broker, BrokerConfig, ConfigSources};
 
+mod bench;
 mod cluster;
 mod consume;
 mod group;
@@ -42,6 +43,10 @@ enum Command {
     /// Show the cluster's brokers and controller
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Load generator for any Kafka-compatible broker: produce, consume
+    /// and end-to-end latency
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(clap::Args)]
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
         Command::Consume(args) => consume::main(args),
         Command::Group(command) => group::main(command),
         Command::Cluster(command) => cluster::main(command),
+        Command::Bench(command) => bench::main(command),
     }
 }
 

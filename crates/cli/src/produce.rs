@@ -46,7 +46,7 @@ pub struct ProduceArgs {
     brokers: Brokers,
 }
 
-fn parse_compression(text: &str) -> Result<Compression, String> {
+pub(crate) fn parse_compression(text: &str) -> Result<Compression, String> {
     match text {
         "none" => Ok(Compression::None),
         "gzip" => Ok(Compression::Gzip),
@@ -59,7 +59,7 @@ fn parse_compression(text: &str) -> Result<Compression, String> {
     }
 }
 
-fn parse_acks(text: &str) -> Result<Acks, String> {
+pub(crate) fn parse_acks(text: &str) -> Result<Acks, String> {
     match text {
         "0" => Ok(Acks::None),
         "1" => Ok(Acks::Leader),

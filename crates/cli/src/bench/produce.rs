@@ -1,0 +1,315 @@
+//! `rill bench produce`: N producers, each its own connection, sending as
+//! fast as `--rate` allows; latency is send → acknowledgement.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rill_client::{Acks, AsyncProducer, Compression, DeliveryFuture, Message, ProducerConfig};
+
+use super::{Common, Latency, Pacer, Stop, Summary, Ticker, ensure_topic, parse_rate, payload};
+use crate::tools::Failure;
+
+/// Deliveries awaited at once per producer. The producer's buffer memory
+/// (32 MiB, ~150,000 messages of 200 B) usually binds first; this bounds
+/// the queue of timestamps when messages are tiny.
+const DELIVERIES_IN_FLIGHT_MAX: usize = 200_000;
+
+/// Producers at most: each is a connection and a task.
+const PRODUCERS_MAX: usize = 1024;
+
+/// The largest message size accepted: the broker's default message limit.
+pub(super) const MESSAGE_BYTES_MAX: usize = 1 << 20;
+
+/// Flags that shape how messages are produced (shared with `e2e`).
+#[derive(clap::Args, Clone)]
+pub struct ProducerFlags {
+    /// Payload size of each message in bytes
+    #[arg(
+        short = 's',
+        long = "size",
+        default_value_t = 200,
+        value_name = "BYTES"
+    )]
+    pub size: usize,
+    /// Acknowledgements to wait for: 0 (none), 1 (leader) or all (-1)
+    #[arg(
+        short = 'a',
+        long,
+        default_value = "1",
+        allow_negative_numbers = true,
+        value_parser = crate::produce::parse_acks
+    )]
+    pub acks: Acks,
+    /// A batch closes when its records reach this many bytes (uncompressed);
+    /// 1 sends every message in its own batch
+    #[arg(long, default_value_t = 512 * 1024, value_name = "BYTES")]
+    pub batch_size: usize,
+    /// Compression codec: none, gzip, snappy, lz4 or zstd
+    #[arg(short = 'z', long, default_value = "none", value_parser = crate::produce::parse_compression)]
+    pub compression: Compression,
+    /// Create the topic with this many partitions if it does not exist
+    /// [default: 1]
+    #[arg(short = 'p', long, value_name = "N")]
+    pub partitions: Option<i32>,
+}
+
+#[derive(clap::Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    producer: ProducerFlags,
+    /// Wait this long to fill a batch before sending it
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    linger_ms: u64,
+    /// Messages per second across all producers; 0 is no limit
+    #[arg(short = 'r', long, default_value = "0", allow_negative_numbers = true, value_parser = parse_rate)]
+    rate: f64,
+    /// Concurrent producers, each with its own connection
+    #[arg(short = 'P', long, default_value_t = 1, value_name = "N")]
+    producers: usize,
+}
+
+/// Checks the producer flags and builds the client settings.
+pub(super) fn producer_config(
+    common: &Common,
+    flags: &ProducerFlags,
+    linger: Duration,
+) -> Result<ProducerConfig, Failure> {
+    if flags.size > MESSAGE_BYTES_MAX {
+        return Err(Failure::usage(format!(
+            "--size must be at most {MESSAGE_BYTES_MAX} bytes (the broker's default message limit)"
+        )));
+    }
+    if flags.batch_size == 0 {
+        return Err(Failure::usage("--batch-size must be at least 1"));
+    }
+    Ok(ProducerConfig {
+        client: common.client_config(),
+        acks: flags.acks,
+        compression: flags.compression,
+        batch_size: flags.batch_size,
+        linger,
+        ..ProducerConfig::default()
+    })
+}
+
+pub(super) fn acks_name(acks: Acks) -> &'static str {
+    match acks {
+        Acks::None => "0",
+        Acks::Leader => "1",
+        Acks::All => "all",
+    }
+}
+
+pub(super) fn compression_name(compression: Compression) -> &'static str {
+    match compression {
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Snappy => "snappy",
+        Compression::Lz4 => "lz4",
+        Compression::Zstd => "zstd",
+    }
+}
+
+pub async fn produce(args: ProduceArgs) -> Result<(), Failure> {
+    let common = &args.common;
+    let failure = common.failure();
+    if args.producers == 0 || args.producers > PRODUCERS_MAX {
+        return Err(Failure::usage(format!(
+            "--producers must be between 1 and {PRODUCERS_MAX}"
+        )));
+    }
+    if args.producer.size == 0 {
+        return Err(Failure::usage("--size must be at least 1 byte"));
+    }
+    let linger = Duration::from_millis(args.linger_ms);
+    let config = producer_config(common, &args.producer, linger)?;
+    // Without --count or --duration: a million messages.
+    let count = match (common.count, common.duration) {
+        (None, None) => Some(1_000_000),
+        (count, _) => count,
+    };
+    let mut producers = Vec::with_capacity(args.producers);
+    for _ in 0..args.producers {
+        producers.push(
+            AsyncProducer::connect(config.clone())
+                .await
+                .map_err(&failure)?,
+        );
+    }
+    let partitions = ensure_topic(common, producers[0].client(), args.producer.partitions).await?;
+    let value = payload(args.producer.size, 0x5eed);
+    let counter = Arc::new(AtomicU64::new(0));
+    let ticker = Ticker::start(count, "messages", counter.clone());
+
+    let started = Instant::now();
+    let n = args.producers as u64;
+    let runs = producers.iter().enumerate().map(|(index, producer)| {
+        // The count and rate are split evenly; the first producers take
+        // the remainder of the count.
+        let share = count.map(|count| count / n + u64::from((index as u64) < count % n));
+        let stop = Stop::new(share, common.duration, started);
+        let pacer = Pacer {
+            start: started,
+            rate: args.rate / n as f64,
+        };
+        run_producer(producer, &common.topic, stop, pacer, &counter, |_| {
+            value.clone()
+        })
+    });
+    // The send loops run on this thread, as in an application calling
+    // `send` from its own thread; the runtime's workers run the producers'
+    // senders and connections.
+    let runs = futures_util::future::try_join_all(runs)
+        .await
+        .map_err(&failure)?;
+    let mut latency = Latency::new();
+    let mut messages = 0;
+    for run in &runs {
+        messages += run.sent;
+        latency.merge(&run.latency);
+    }
+    let elapsed = started.elapsed();
+    drop(ticker);
+    for producer in &producers {
+        producer.close().await.map_err(&failure)?;
+    }
+
+    let flags = &args.producer;
+    Summary {
+        mode: "produce",
+        topic: common.topic.clone(),
+        partitions,
+        settings: vec![
+            ("size", flags.size.into()),
+            ("acks", acks_name(flags.acks).into()),
+            ("batch_size", flags.batch_size.into()),
+            ("linger_ms", args.linger_ms.into()),
+            ("compression", compression_name(flags.compression).into()),
+            ("producers", args.producers.into()),
+            ("rate", args.rate.into()),
+        ],
+        messages,
+        bytes: messages * flags.size as u64,
+        elapsed,
+        latencies: vec![("latency_us", latency_what(flags.acks), latency)],
+    }
+    .print(common.json);
+    Ok(())
+}
+
+/// What "latency" means for these acks.
+pub(super) fn latency_what(acks: Acks) -> &'static str {
+    match acks {
+        // Nothing comes back: the delivery resolves once the request is
+        // written to the socket.
+        Acks::None => "send → written to the socket (acks=0)",
+        _ => "send → ack",
+    }
+}
+
+pub(super) struct ProducerRun {
+    pub sent: u64,
+    pub latency: Latency,
+}
+
+/// Sends messages until `stop`, at the pace of `pacer`, recording each
+/// one's send → acknowledgement time (from the call to `send`, so time spent
+/// waiting for buffer memory counts). `value(now)` makes the payload of a
+/// message sent at `now`.
+pub(super) async fn run_producer(
+    producer: &AsyncProducer,
+    topic: &str,
+    stop: Stop,
+    pacer: Pacer,
+    counter: &AtomicU64,
+    mut value: impl FnMut(Instant) -> Bytes,
+) -> Result<ProducerRun, rill_client::Error> {
+    let mut latency = Latency::new();
+    let mut pending: VecDeque<(Instant, DeliveryFuture)> = VecDeque::new();
+    let mut sent: u64 = 0;
+    loop {
+        let now = Instant::now();
+        if stop.reached(sent, now) {
+            break;
+        }
+        if let Some(due) = pacer.due(sent)
+            && due > now
+        {
+            wait_until(due, &mut pending, &mut latency).await?;
+            continue;
+        }
+        // One clock read per message serves the stop rule, the pacer and
+        // the send time: reading the clock is a visible share of the loop.
+        let delivery = producer.send(topic, Message::new(value(now))).await?;
+        pending.push_back((now, delivery));
+        sent += 1;
+        counter.fetch_add(1, Ordering::Relaxed);
+        harvest(&mut pending, &mut latency)?;
+        if pending.len() >= DELIVERIES_IN_FLIGHT_MAX
+            && let Some((sent_at, oldest)) = pending.pop_front()
+        {
+            oldest.await?;
+            latency.record(sent_at.elapsed());
+        }
+    }
+    producer.flush().await?;
+    for (sent_at, delivery) in pending {
+        delivery.await?;
+        latency.record(sent_at.elapsed());
+    }
+    Ok(ProducerRun { sent, latency })
+}
+
+/// Records every delivery at the front that is already answered, without
+/// waiting. Deliveries of one producer are answered in order per
+/// partition, so the first unanswered one ends the scan.
+fn harvest(
+    pending: &mut VecDeque<(Instant, DeliveryFuture)>,
+    latency: &mut Latency,
+) -> Result<(), rill_client::Error> {
+    let mut context = Context::from_waker(Waker::noop());
+    let mut now = None;
+    while let Some((sent_at, delivery)) = pending.front_mut() {
+        match Pin::new(delivery).poll(&mut context) {
+            Poll::Pending => break,
+            Poll::Ready(result) => {
+                result?;
+                let now = *now.get_or_insert_with(Instant::now);
+                latency.record(now.saturating_duration_since(*sent_at));
+                pending.pop_front();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sleeps until `due`, recording acknowledgements as they arrive.
+async fn wait_until(
+    due: Instant,
+    pending: &mut VecDeque<(Instant, DeliveryFuture)>,
+    latency: &mut Latency,
+) -> Result<(), rill_client::Error> {
+    let sleep = tokio::time::sleep_until(due.into());
+    tokio::pin!(sleep);
+    loop {
+        let Some((sent_at, delivery)) = pending.front_mut() else {
+            sleep.await;
+            return Ok(());
+        };
+        tokio::select! {
+            result = delivery => {
+                result?;
+                latency.record(sent_at.elapsed());
+                pending.pop_front();
+            }
+            () = &mut sleep => return Ok(()),
+        }
+    }
+}
