@@ -268,8 +268,10 @@ pub(super) async fn run_producer(
 }
 
 /// Records every delivery at the front that is already answered, without
-/// waiting. Deliveries of one producer are answered in order per
-/// partition, so the first unanswered one ends the scan.
+/// waiting. Deliveries are answered in order per partition, so the first
+/// unanswered one ends the scan; with several partitions an answer queued
+/// behind another partition's pending one is recorded late, overstating
+/// its latency by at most that other answer's wait.
 fn harvest(
     pending: &mut VecDeque<(Instant, DeliveryFuture)>,
     latency: &mut Latency,
