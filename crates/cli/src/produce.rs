@@ -96,6 +96,9 @@ async fn produce(args: ProduceArgs) -> Result<(), Failure> {
         acks: args.acks,
         compression: args.compression,
         linger: std::time::Duration::from_millis(args.linger_ms),
+        // A typo must not create a topic: the CLI says the topic is missing
+        // and how to create it.
+        auto_create_topics: false,
         ..ProducerConfig::default()
     };
     let producer = AsyncProducer::connect(config).await.map_err(failure)?;

@@ -239,6 +239,19 @@ impl Client {
     /// only), or for every topic with `None`. Topics named are replaced in the
     /// cache; a full reload replaces the whole cache.
     pub async fn refresh_metadata(&self, topics: Option<&[String]>) -> Result<Arc<Metadata>> {
+        self.load_metadata(topics, false)
+            .await
+            .map(|(metadata, _)| metadata)
+    }
+
+    /// [`Client::refresh_metadata`], asking the broker to create topics it
+    /// does not have when `allow_auto_create` (if the broker allows it);
+    /// also returns the error code of each topic the answer refused.
+    async fn load_metadata(
+        &self,
+        topics: Option<&[String]>,
+        allow_auto_create: bool,
+    ) -> Result<(Arc<Metadata>, Vec<(String, i16)>)> {
         let request_topics = topics.map(|topics| {
             topics
                 .iter()
@@ -251,7 +264,7 @@ impl Client {
         let build = |_version| {
             RequestBody::Metadata(MetadataRequest {
                 topics: request_topics.clone(),
-                allow_auto_topic_creation: false,
+                allow_auto_topic_creation: allow_auto_create,
                 ..Default::default()
             })
         };
@@ -295,10 +308,12 @@ impl Client {
                 )
             })
             .collect();
+        let mut refused = Vec::new();
         for topic in response.topics {
             let Some(name) = topic.name else { continue };
             if topic.error_code != code::NONE {
                 metadata.topics.remove(&name);
+                refused.push((name, topic.error_code));
                 continue;
             }
             let mut partitions: Vec<PartitionInfo> = topic
@@ -330,7 +345,63 @@ impl Client {
             Ok(mut cached) => *cached = metadata.clone(),
             Err(poisoned) => *poisoned.into_inner() = metadata.clone(),
         }
-        Ok(metadata)
+        Ok((metadata, refused))
+    }
+
+    /// A topic's metadata for writing to it, as Kafka producers get it: a
+    /// topic the broker does not know is created when `auto_create` and the
+    /// broker allows it, and a topic whose partitions have no leader yet
+    /// (just created, or electing) is waited for, up to `max_wait`. A topic
+    /// the broker refuses to create fails at once with
+    /// [`Error::UnknownTopic`].
+    pub async fn topic_for_write(
+        &self,
+        name: &str,
+        auto_create: bool,
+        max_wait: Duration,
+    ) -> Result<Arc<TopicInfo>> {
+        if let Some(topic) = self.metadata().topics.get(name)
+            && topic.loaded_at.elapsed() < self.inner.config.metadata_max_age
+        {
+            return Ok(topic.clone());
+        }
+        let deadline = Instant::now() + max_wait;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let (metadata, refused) = self
+                .load_metadata(Some(&[name.to_string()]), auto_create)
+                .await?;
+            let waiting = match metadata.topics.get(name) {
+                Some(topic) if topic.partitions.iter().all(|p| p.leader >= 0) => {
+                    return Ok(topic.clone());
+                }
+                Some(_) => "its partitions have no leader yet".to_string(),
+                None => match refused.iter().find(|(topic, _)| topic == name) {
+                    // Kafka answers LEADER_NOT_AVAILABLE while it creates a
+                    // topic; anything else is final.
+                    Some((_, code::LEADER_NOT_AVAILABLE)) => "it is being created".to_string(),
+                    Some((_, code::UNKNOWN_TOPIC_OR_PARTITION)) | None => {
+                        return Err(Error::UnknownTopic(name.to_string()));
+                    }
+                    Some((_, other)) => {
+                        return Err(Error::Kafka {
+                            context: format!("metadata of topic '{name}'"),
+                            code: *other,
+                            message: None,
+                        });
+                    }
+                },
+            };
+            if Instant::now() + pause > deadline {
+                return Err(Error::TopicNotReady {
+                    topic: name.to_string(),
+                    waited_ms: max_wait.as_millis() as u64,
+                    reason: waiting,
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
     }
 
     /// A topic's metadata, from the cache or loaded on a miss.

@@ -35,6 +35,12 @@ pub enum Error {
     },
     #[error("topic '{0}' does not exist")]
     UnknownTopic(String),
+    #[error("topic '{topic}' is not writable after {waited_ms} ms: {reason}")]
+    TopicNotReady {
+        topic: String,
+        waited_ms: u64,
+        reason: String,
+    },
     #[error("partition {partition} of topic '{topic}' does not exist")]
     UnknownPartition { topic: String, partition: i32 },
     #[error("no leader known for partition {partition} of topic '{topic}'")]

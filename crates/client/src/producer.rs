@@ -68,6 +68,13 @@ pub struct ProducerConfig {
     pub retry_backoff_max: Duration,
     /// Give up on a message this long after it was sent.
     pub delivery_timeout: Duration,
+    /// Ask the broker to create a topic it does not have on the first send
+    /// (it does if its `auto_create_topics_enable` is on), as Kafka's
+    /// producers do.
+    pub auto_create_topics: bool,
+    /// How long `send` waits for a topic to become writable (just created,
+    /// or its leader moving) before failing (Kafka's `max.block.ms`).
+    pub max_block: Duration,
     pub partitioner: Arc<dyn Partitioner>,
 }
 
@@ -88,6 +95,8 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             delivery_timeout: Duration::from_secs(120),
+            auto_create_topics: true,
+            max_block: Duration::from_secs(60),
             partitioner: Arc::new(DefaultPartitioner::default()),
         }
     }
@@ -286,7 +295,12 @@ impl AsyncProducer {
         messages: Vec<Message>,
         urgent: bool,
     ) -> Result<Vec<DeliveryFuture>> {
-        let info = self.shared.client.topic(topic).await?;
+        let config = &self.shared.config;
+        let info = self
+            .shared
+            .client
+            .topic_for_write(topic, config.auto_create_topics, config.max_block)
+            .await?;
         let partition_count = info.partitions.len() as i32;
         let mut reserved = Vec::with_capacity(messages.len());
         for message in messages {

@@ -410,3 +410,31 @@ async fn producer_sees_new_partitions_once_its_metadata_ages() {
         .unwrap();
     assert_eq!((delivered[0].partition, delivered[0].offset), (1, 0));
 }
+
+#[test]
+fn sending_to_a_new_topic_creates_it_unless_the_producer_says_not_to() {
+    let broker = Broker::start().unwrap();
+    // As Kafka producers do: the first send asks the broker to create the
+    // topic (the broker's auto_create_topics_enable is on by default).
+    let producer = Producer::connect(&broker.bootstrap()).unwrap();
+    let written = producer
+        .send("born-on-send", vec![Message::new("first")].into())
+        .unwrap();
+    assert_eq!(written[0].offset, 0);
+
+    let config = ProducerConfig {
+        auto_create_topics: false,
+        ..ProducerConfig::new(&broker.bootstrap())
+    };
+    let producer = Producer::new(config).unwrap();
+    let started = std::time::Instant::now();
+    let refused = producer.send("never-created", vec![Message::new("x")].into());
+    assert!(
+        matches!(refused, Err(rill_client::Error::UnknownTopic(ref topic)) if topic == "never-created"),
+        "{refused:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a refused topic fails at once"
+    );
+}
