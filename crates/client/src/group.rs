@@ -72,6 +72,10 @@ struct MemberState {
     protocol: Option<Assignor>,
     topics: Vec<String>,
     owned: Vec<TopicPartition>,
+    /// As the group's leader: the partition count of every subscribed topic
+    /// the last assignment was made with, so a change (partitions added, a
+    /// topic created or deleted) starts a new rebalance.
+    assigned_counts: Option<BTreeMap<String, i32>>,
 }
 
 pub(crate) struct GroupMember {
@@ -234,6 +238,7 @@ impl GroupMember {
             .and_then(Assignor::from_name)
             .ok_or_else(|| self.group_error("the group chose an assignor this client lacks"))?;
         state.protocol = Some(protocol);
+        state.assigned_counts = None;
         let assignments = if joined.leader == joined.member_id {
             let mut subscriptions = BTreeMap::new();
             for member in &joined.members {
@@ -242,7 +247,16 @@ impl GroupMember {
                     decode_subscription(&member.metadata)?,
                 );
             }
-            let plan = self.assign(protocol, &subscriptions).await?;
+            let topics: BTreeSet<String> = subscriptions
+                .values()
+                .flat_map(|subscription| subscription.topics.iter().cloned())
+                .collect();
+            let counts = self.partition_counts(&topics).await?;
+            let plan = match protocol {
+                Assignor::Range => assign_range(&subscriptions, &counts),
+                Assignor::CooperativeSticky => assign_cooperative_sticky(&subscriptions, &counts),
+            };
+            state.assigned_counts = Some(counts);
             plan.into_iter()
                 .map(|(member_id, partitions)| SyncGroupRequestAssignment {
                     member_id,
@@ -307,30 +321,36 @@ impl GroupMember {
         state.protocol != Some(Assignor::CooperativeSticky)
     }
 
-    /// The leader's assignment for every member.
-    async fn assign(
-        &self,
-        protocol: Assignor,
-        subscriptions: &BTreeMap<String, Subscription>,
-    ) -> Result<BTreeMap<String, Vec<TopicPartition>>> {
-        let mut topics: BTreeSet<String> = BTreeSet::new();
-        for subscription in subscriptions.values() {
-            topics.extend(subscription.topics.iter().cloned());
-        }
-        let mut partition_counts = BTreeMap::new();
+    /// The current partition count of each of `topics` that exists, from
+    /// fresh metadata.
+    async fn partition_counts(&self, topics: &BTreeSet<String>) -> Result<BTreeMap<String, i32>> {
         let names: Vec<String> = topics.iter().cloned().collect();
         let metadata = self.client().refresh_metadata(Some(&names)).await?;
-        for topic in &topics {
-            if let Some(info) = metadata.topics.get(topic) {
-                partition_counts.insert(topic.clone(), info.partitions.len() as i32);
+        Ok(topics
+            .iter()
+            .filter_map(|topic| {
+                let info = metadata.topics.get(topic)?;
+                Some((topic.clone(), info.partitions.len() as i32))
+            })
+            .collect())
+    }
+
+    /// As the leader, whether the subscribed topics' partition counts moved
+    /// since the last assignment (as the Java consumer's leader watches its
+    /// metadata snapshot).
+    async fn partitions_changed(&self) -> bool {
+        let assigned = self.state.lock().await.assigned_counts.clone();
+        let Some(assigned) = assigned else {
+            return false;
+        };
+        let topics = assigned.keys().cloned().collect();
+        match self.partition_counts(&topics).await {
+            Ok(now) => now != assigned,
+            Err(error) => {
+                tracing::debug!(group = %self.group_id, %error, "cannot check partition counts");
+                false
             }
         }
-        Ok(match protocol {
-            Assignor::Range => assign_range(subscriptions, &partition_counts),
-            Assignor::CooperativeSticky => {
-                assign_cooperative_sticky(subscriptions, &partition_counts)
-            }
-        })
     }
 
     /// The group's committed offsets for `partitions`.
@@ -402,6 +422,7 @@ impl GroupMember {
     async fn keep_alive(self: Arc<GroupMember>) {
         let config = self.consumer.config.clone();
         let mut last_commit = Instant::now();
+        let mut last_metadata_check = Instant::now();
         loop {
             tokio::time::sleep(config.heartbeat_interval.min(config.auto_commit_interval)).await;
             if config.enable_auto_commit && last_commit.elapsed() >= config.auto_commit_interval {
@@ -410,13 +431,20 @@ impl GroupMember {
                 }
                 last_commit = Instant::now();
             }
-            let rejoin = match self.heartbeat().await {
+            let mut rejoin = match self.heartbeat().await {
                 Ok(()) => false,
                 Err(error) => {
                     tracing::debug!(group = %self.group_id, %error, "heartbeat");
                     self.rejoinable(&error).await
                 }
             };
+            if !rejoin && last_metadata_check.elapsed() >= config.client.metadata_max_age {
+                last_metadata_check = Instant::now();
+                if self.partitions_changed().await {
+                    tracing::info!(group = %self.group_id, "partition counts changed; rebalancing");
+                    rejoin = true;
+                }
+            }
             if rejoin && let Err(error) = self.join().await {
                 tracing::warn!(group = %self.group_id, %error, "rejoining the group failed");
             }

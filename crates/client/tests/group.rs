@@ -120,3 +120,59 @@ async fn range_group_splits_partitions_and_rebalances() {
 async fn cooperative_sticky_group_splits_partitions_and_rebalances() {
     two_members_split_then_one_takes_over(Assignor::CooperativeSticky).await;
 }
+
+async fn added_partitions_are_assigned(assignor: Assignor) {
+    let broker = Broker::start().unwrap();
+    broker.create_topic("grow", 2).unwrap();
+    let config = |broker: &Broker| {
+        let mut config = group_config(broker, "growers", assignor);
+        // The leader looks for new partitions at every metadata refresh.
+        config.client.metadata_max_age = Duration::from_millis(300);
+        config
+    };
+    let a = AsyncConsumer::connect(config(&broker)).await.unwrap();
+    let b = AsyncConsumer::connect(config(&broker)).await.unwrap();
+    let (joined_a, joined_b) = tokio::join!(a.subscribe(&["grow"]), b.subscribe(&["grow"]));
+    joined_a.unwrap();
+    joined_b.unwrap();
+    let admin =
+        rill_client::AdminClient::connect(rill_client::ClientConfig::new(&broker.bootstrap()))
+            .await
+            .unwrap();
+    admin.create_partitions("grow", 4).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut all: Vec<i32> = a
+            .assignment()
+            .iter()
+            .chain(b.assignment().iter())
+            .map(|tp| tp.partition)
+            .collect();
+        all.sort();
+        if all == [0, 1, 2, 3] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "partitions 2 and 3 were never assigned: {all:?}"
+        );
+        // Polling drives nothing here (membership runs in its own task);
+        // it just passes the time.
+        let _ = a.poll(Duration::from_millis(50)).await;
+        let _ = b.poll(Duration::from_millis(50)).await;
+    }
+    // Messages on the new partitions reach the group.
+    produce(&broker, "grow", 0..200).await;
+    let seen = drain(&[&a, &b], 200).await;
+    assert_eq!(seen.len(), 200);
+}
+
+#[tokio::test]
+async fn range_group_picks_up_added_partitions() {
+    added_partitions_are_assigned(Assignor::Range).await;
+}
+
+#[tokio::test]
+async fn cooperative_sticky_group_picks_up_added_partitions() {
+    added_partitions_are_assigned(Assignor::CooperativeSticky).await;
+}
