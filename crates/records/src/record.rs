@@ -444,13 +444,11 @@ fn raw_record(
             error,
         }
     };
-    let truncated = |field: &'static str, needed: usize, available: usize| {
-        RecordError::Truncated {
-            index,
-            field,
-            needed,
-            available,
-        }
+    let truncated = |field: &'static str, needed: usize, available: usize| RecordError::Truncated {
+        index,
+        field,
+        needed,
+        available,
     };
     let (declared, len) =
         varint::read_varint(&section[start..]).map_err(varint_error("record length"))?;
