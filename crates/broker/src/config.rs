@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rill_group::GroupConfig;
 use serde::Deserialize;
 
 /// Everything a broker needs to start.
@@ -80,10 +81,24 @@ pub struct BrokerConfig {
     /// `segment.bytes` of `__consumer_offsets` when it is created (Kafka's
     /// `offsets.topic.segment.bytes`).
     pub offsets_topic_segment_bytes: u64,
+    /// Partitions of `__consumer_offsets` when it is created; an existing
+    /// topic keeps its count (groups are placed by it).
+    pub offsets_topic_num_partitions: i32,
+    // The group coordinator, by Kafka's names; see rill_group::GroupConfig.
+    pub group_initial_rebalance_delay_ms: i64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub group_max_size: usize,
+    pub group_consumer_session_timeout_ms: i32,
+    pub group_consumer_heartbeat_interval_ms: i32,
+    pub offsets_retention_minutes: i64,
+    pub offsets_retention_check_interval_ms: i64,
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
+        let group = GroupConfig::default();
         BrokerConfig {
             node_id: 0,
             data_dir: PathBuf::from("./rill-data"),
@@ -121,6 +136,16 @@ impl Default for BrokerConfig {
             log_cleaner_io_max_bytes_per_second: None,
             log_cleaner_backoff_ms: 15_000,
             offsets_topic_segment_bytes: 100 * 1024 * 1024,
+            offsets_topic_num_partitions: group.offsets_topic_partitions,
+            group_initial_rebalance_delay_ms: group.initial_rebalance_delay_ms,
+            group_min_session_timeout_ms: group.session_timeout_min_ms,
+            group_max_session_timeout_ms: group.session_timeout_max_ms,
+            group_max_size: group.group_size_max,
+            group_consumer_session_timeout_ms: group.consumer_session_timeout_ms,
+            group_consumer_heartbeat_interval_ms: group.consumer_heartbeat_interval_ms,
+            offsets_retention_minutes: group.offsets_retention_ms / 60_000,
+            offsets_retention_check_interval_ms: group.offsets_retention_check_interval_ms,
+            offset_metadata_max_bytes: group.offset_metadata_bytes_max,
         }
     }
 }
@@ -239,6 +264,55 @@ impl BrokerConfig {
         if self.offsets_topic_segment_bytes < 1024 {
             return invalid("offsets_topic_segment_bytes", "must be at least 1024");
         }
+        if !(1..=10_000).contains(&self.offsets_topic_num_partitions) {
+            return invalid(
+                "offsets_topic_num_partitions",
+                "must be between 1 and 10000",
+            );
+        }
+        if self.group_min_session_timeout_ms < 1 {
+            return invalid("group_min_session_timeout_ms", "must be positive");
+        }
+        if self.group_max_session_timeout_ms < self.group_min_session_timeout_ms {
+            return invalid(
+                "group_max_session_timeout_ms",
+                "must be at least group_min_session_timeout_ms",
+            );
+        }
+        if self.group_max_size == 0 {
+            return invalid("group_max_size", "must be at least 1");
+        }
+        for (key, value) in [
+            (
+                "group_consumer_session_timeout_ms",
+                i64::from(self.group_consumer_session_timeout_ms),
+            ),
+            (
+                "group_consumer_heartbeat_interval_ms",
+                i64::from(self.group_consumer_heartbeat_interval_ms),
+            ),
+            ("offsets_retention_minutes", self.offsets_retention_minutes),
+            (
+                "offsets_retention_check_interval_ms",
+                self.offsets_retention_check_interval_ms,
+            ),
+        ] {
+            if value < 1 {
+                return invalid(key, "must be positive");
+            }
+        }
+        if self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms {
+            return invalid(
+                "group_consumer_heartbeat_interval_ms",
+                "must be below group_consumer_session_timeout_ms",
+            );
+        }
+        if self.group_initial_rebalance_delay_ms < 0 {
+            return invalid(
+                "group_initial_rebalance_delay_ms",
+                "must be zero or positive",
+            );
+        }
         for (key, value) in [
             ("log_cleanup_policy", self.log_cleanup_policy.as_str()),
             (
@@ -287,6 +361,23 @@ impl BrokerConfig {
             );
         }
         Ok(())
+    }
+
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> GroupConfig {
+        GroupConfig {
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            session_timeout_min_ms: self.group_min_session_timeout_ms,
+            session_timeout_max_ms: self.group_max_session_timeout_ms,
+            group_size_max: self.group_max_size,
+            offset_metadata_bytes_max: self.offset_metadata_max_bytes,
+            offsets_retention_ms: self.offsets_retention_minutes.saturating_mul(60_000),
+            offsets_retention_check_interval_ms: self.offsets_retention_check_interval_ms,
+            consumer_session_timeout_ms: self.group_consumer_session_timeout_ms,
+            consumer_heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
+            offsets_topic_partitions: self.offsets_topic_num_partitions,
+            ..GroupConfig::default()
+        }
     }
 
     /// The address advertised to clients.
@@ -360,6 +451,13 @@ fn parse_scalar(value: &str) -> toml::Value {
     if let Ok(integer) = value.parse::<i64>() {
         return toml::Value::Integer(integer);
     }
+    // Ratios (`0.5`); not words like `nan` or `inf`, which stay strings.
+    if value.contains('.')
+        && let Ok(float) = value.parse::<f64>()
+        && float.is_finite()
+    {
+        return toml::Value::Float(float);
+    }
     match value {
         "true" => toml::Value::Boolean(true),
         "false" => toml::Value::Boolean(false),
@@ -370,6 +468,58 @@ fn parse_scalar(value: &str) -> toml::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_and_cleaner_settings_reach_their_configs_and_are_checked() {
+        let load = |pairs: &[(&str, &str)]| {
+            BrokerConfig::load(&ConfigSources {
+                overrides: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..ConfigSources::default()
+            })
+        };
+        let config = load(&[
+            ("group_min_session_timeout_ms", "1000"),
+            ("group_max_size", "7"),
+            ("offsets_retention_minutes", "2"),
+            ("log_cleaner_min_cleanable_ratio", "0.25"),
+        ])
+        .unwrap();
+        let group = config.group_config();
+        assert_eq!(group.session_timeout_min_ms, 1000);
+        assert_eq!(group.group_size_max, 7);
+        assert_eq!(group.offsets_retention_ms, 120_000);
+        assert_eq!(
+            config.topic_config_defaults()["min.cleanable.dirty.ratio"],
+            "0.25"
+        );
+        for bad in [
+            [
+                ("group_max_session_timeout_ms", "10"),
+                ("group_min_session_timeout_ms", "20"),
+            ],
+            [
+                ("group_consumer_heartbeat_interval_ms", "50000"),
+                ("group_consumer_session_timeout_ms", "45000"),
+            ],
+            [
+                ("log_cleaner_min_cleanable_ratio", "2"),
+                ("group_max_size", "1"),
+            ],
+            [("log_cleanup_policy", "shred"), ("group_max_size", "1")],
+            [
+                ("offsets_topic_num_partitions", "0"),
+                ("group_max_size", "1"),
+            ],
+        ] {
+            assert!(
+                matches!(load(&bad), Err(ConfigError::Setting { .. })),
+                "{bad:?} was accepted"
+            );
+        }
+    }
 
     #[test]
     fn later_sources_win() {

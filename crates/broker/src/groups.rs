@@ -325,9 +325,21 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 async fn load(cluster: &Cluster) -> Result<(Coordinator, Arc<TopicHandle>), GroupsError> {
-    let config = GroupConfig::default();
+    let mut config = cluster.config().group_config();
     let topic = match cluster.topic(OFFSETS_TOPIC) {
-        Some(topic) => topic,
+        Some(topic) => {
+            // Groups were placed by the existing partition count.
+            let existing = topic.partitions.len() as i32;
+            if existing != config.offsets_topic_partitions {
+                tracing::warn!(
+                    existing,
+                    configured = config.offsets_topic_partitions,
+                    "{OFFSETS_TOPIC} keeps its partition count"
+                );
+                config.offsets_topic_partitions = existing;
+            }
+            topic
+        }
         None => {
             // Compacted, so only each group's latest offsets and metadata
             // stay; segments small enough (Kafka's 100 MiB) that the
