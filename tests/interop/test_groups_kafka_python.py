@@ -97,6 +97,8 @@ def test_kafka_python_admin_lists_describes_and_deletes_a_group(rill):
         [described] = admin.describe_consumer_groups([group])
         assert described.state == "Stable"
         assert len(described.members) == 1
+        # The member's host as Kafka shows it: the connection's address.
+        assert described.members[0].client_host == "/127.0.0.1"
         offsets = admin.list_consumer_group_offsets(group)
         assert offsets[TopicPartition(topic, 0)].offset == 7
         assert offsets[TopicPartition(topic, 0)].metadata == "note"

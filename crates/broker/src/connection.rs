@@ -37,10 +37,15 @@ const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Serves one connection until the client closes it, it breaks a rule, or
 /// the broker shuts down.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
-    let peer = stream
-        .peer_addr()
+    let peer_addr = stream.peer_addr();
+    let peer = peer_addr
+        .as_ref()
         .map(|addr| addr.to_string())
         .unwrap_or_else(|_| "unknown".to_string());
+    // Kafka shows a member's host as Java prints an address: `/127.0.0.1`.
+    let client_host = peer_addr
+        .map(|addr| format!("/{}", addr.ip()))
+        .unwrap_or_default();
     // Responses are written whole; Nagle's algorithm would only delay them.
     let _ = stream.set_nodelay(true);
     let (read_half, mut write_half) = stream.into_split();
@@ -64,7 +69,8 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, mut shutdown: watch::
             }
         };
         let api = request.api_name();
-        let Some(response) = handlers::handle(&shared, request, &mut shutdown).await else {
+        let Some(response) = handlers::handle(&shared, request, &client_host, &mut shutdown).await
+        else {
             // acks=0 produce: the client expects no answer.
             shared.metrics.observe_request(api, started.elapsed());
             continue;

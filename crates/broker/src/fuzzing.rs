@@ -68,7 +68,7 @@ impl Harness {
         self.runtime.block_on(async move {
             let _ = tokio::time::timeout(
                 Duration::from_millis(200),
-                handlers::handle(&shared, request, stop),
+                handlers::handle(&shared, request, "/127.0.0.1", stop),
             )
             .await;
         });

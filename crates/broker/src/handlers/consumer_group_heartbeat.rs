@@ -14,6 +14,7 @@ pub fn handle(
     shared: &Arc<Shared>,
     request: ConsumerGroupHeartbeatRequest,
     client_id: &str,
+    client_host: &str,
 ) -> ConsumerGroupHeartbeatResponse {
     let lookup = |name: &str| {
         let topic = shared.cluster.topic(name)?;
@@ -22,7 +23,7 @@ pub fn handle(
     };
     let client = ClientInfo {
         client_id,
-        client_host: "",
+        client_host,
     };
     shared
         .groups

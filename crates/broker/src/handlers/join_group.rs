@@ -11,11 +11,10 @@ pub async fn handle(
     version: i16,
     request: JoinGroupRequest,
     client_id: &str,
+    client_host: &str,
 ) -> JoinGroupResponse {
-    // The connection's peer address is not known here; Kafka's client host
-    // is informational only (DescribeGroups).
     shared
         .groups
-        .join_group(version, request, client_id, "")
+        .join_group(version, request, client_id, client_host)
         .await
 }

@@ -166,9 +166,12 @@ pub fn parse(_shared: &Shared, frame: Bytes) -> Result<Request, String> {
 }
 
 /// Answers a request; `None` when the client expects no answer (acks=0).
+/// `client_host` is the peer's address as Kafka shows it (`/127.0.0.1`),
+/// which group members report in DescribeGroups.
 pub async fn handle(
     shared: &Arc<Shared>,
     request: Request,
+    client_host: &str,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Response> {
     let (correlation_id, api, version, body) = match request {
@@ -185,7 +188,11 @@ pub async fn handle(
             body,
         } => {
             let client_id = header.client_id.as_deref().unwrap_or("");
-            let body = dispatch(shared, version, body, client_id, shutdown).await?;
+            let client = Client {
+                id: client_id,
+                host: client_host,
+            };
+            let body = dispatch(shared, version, body, client, shutdown).await?;
             (header.correlation_id, api, version, body)
         }
     };
@@ -209,11 +216,18 @@ pub async fn handle(
     }
 }
 
+/// Who sent a request.
+#[derive(Clone, Copy)]
+struct Client<'a> {
+    id: &'a str,
+    host: &'a str,
+}
+
 async fn dispatch(
     shared: &Arc<Shared>,
     version: i16,
     body: RequestBody,
-    client_id: &str,
+    client: Client<'_>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<ResponseBody> {
     Some(match body {
@@ -253,9 +267,11 @@ async fn dispatch(
         RequestBody::FindCoordinator(request) => {
             find_coordinator::handle(shared, version, request).into()
         }
-        RequestBody::JoinGroup(request) => join_group::handle(shared, version, request, client_id)
-            .await
-            .into(),
+        RequestBody::JoinGroup(request) => {
+            join_group::handle(shared, version, request, client.id, client.host)
+                .await
+                .into()
+        }
         RequestBody::SyncGroup(request) => {
             sync_group::handle(shared, version, request).await.into()
         }
@@ -270,7 +286,7 @@ async fn dispatch(
         RequestBody::DescribeGroups(request) => describe_groups::handle(shared, request).into(),
         RequestBody::DeleteGroups(request) => delete_groups::handle(shared, request).into(),
         RequestBody::ConsumerGroupHeartbeat(request) => {
-            consumer_group_heartbeat::handle(shared, request, client_id).into()
+            consumer_group_heartbeat::handle(shared, request, client.id, client.host).into()
         }
         RequestBody::ConsumerGroupDescribe(request) => {
             consumer_group_describe::handle(shared, request).into()
