@@ -209,7 +209,14 @@ impl Coordinator {
                             .map(|t| (t.name, t.partition_indexes))
                             .collect()
                     });
-                    let (error_code, topics) = self.fetch_group(&g.group_id, asked);
+                    let (error_code, topics) = match self.validate_fetch(
+                        &g.group_id,
+                        g.member_id.as_deref(),
+                        g.member_epoch,
+                    ) {
+                        NONE => self.fetch_group(&g.group_id, asked),
+                        refused => (refused, Vec::new()),
+                    };
                     OffsetFetchResponseGroup {
                         group_id: g.group_id,
                         error_code,
@@ -268,6 +275,30 @@ impl Coordinator {
                 })
                 .collect(),
             ..Default::default()
+        }
+    }
+
+    /// OffsetFetch v9+ (KIP-848): a member of a consumer-protocol group
+    /// names itself and its epoch, and is refused if it is not a member
+    /// (UNKNOWN_MEMBER_ID) or its epoch is not the current one
+    /// (STALE_MEMBER_EPOCH), so a fenced member cannot resume from offsets
+    /// its successor is committing. Admin clients send neither and are
+    /// always answered; classic groups check nothing, as in Kafka.
+    fn validate_fetch(&self, group_id: &str, member_id: Option<&str>, member_epoch: i32) -> i16 {
+        if member_id.is_none() && member_epoch < 0 {
+            return NONE;
+        }
+        let Some(state) = self
+            .groups
+            .get(group_id)
+            .and_then(|group| group.consumer.as_ref())
+        else {
+            return NONE;
+        };
+        match state.members.get(member_id.unwrap_or("")) {
+            None => UNKNOWN_MEMBER_ID,
+            Some(member) if member.epoch != member_epoch => STALE_MEMBER_EPOCH,
+            Some(_) => NONE,
         }
     }
 

@@ -187,6 +187,35 @@ fn commits_carry_the_member_epoch_and_classic_joins_are_refused() {
         vec![UNKNOWN_MEMBER_ID]
     );
     assert_eq!(d.fetch("cg", "t", 0), 5);
+    // OffsetFetch v9: a member names itself and its epoch.
+    let fetch_as = |d: &Driver, member: Option<&str>, epoch: i32| {
+        let request = OffsetFetchRequest {
+            groups: vec![offset_fetch_request::OffsetFetchRequestGroup {
+                group_id: "cg".into(),
+                member_id: member.map(str::to_string),
+                member_epoch: epoch,
+                topics: None,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let response = d.coordinator.offset_fetch(9, request);
+        let group = &response.groups[0];
+        let offset = group
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == 0)
+            .map(|p| p.committed_offset);
+        (group.error_code, offset)
+    };
+    assert_eq!(fetch_as(&d, Some(&a.id), a.epoch), (NONE, Some(5)));
+    assert_eq!(fetch_as(&d, None, -1), (NONE, Some(5)), "an admin client");
+    assert_eq!(
+        fetch_as(&d, Some(&a.id), a.epoch - 1),
+        (STALE_MEMBER_EPOCH, None)
+    );
+    assert_eq!(fetch_as(&d, Some("ghost"), 1), (UNKNOWN_MEMBER_ID, None));
     let rill_group::Reply::Now(answer) = d.join(5, join_request("cg", "", &range(&["t"])), 2)
     else {
         panic!("refused at once")
