@@ -10,14 +10,14 @@
 //! - `admin` and `metrics`: the admin HTTP server and Prometheus metrics.
 //! - `groups`: the consumer-group coordinator (`rill_group`) wired to
 //!   `__consumer_offsets`, delayed answers and a timer.
-//! - `error_code`: the Kafka error codes, used only at the protocol edge.
+//! - `error_code` (from rill-protocol): the Kafka error codes, used only at the protocol edge.
 
 pub mod config;
 
 mod admin;
 mod cluster;
 mod connection;
-mod error_code;
+use rill_protocol::error_code;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

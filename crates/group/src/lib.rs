@@ -18,7 +18,7 @@
 //! - `record`: the key/value records of `__consumer_offsets` and their
 //!   bytes (Kafka's layout; docs/FORMAT.md), `partition_for`.
 //! - `config`: [`GroupConfig`], every limit with its reason.
-//! - `error_code`: the Kafka error codes the answers carry.
+//! - `error_code` (re-exported from rill-protocol): the Kafka error codes the answers carry.
 //!
 //! Delayed answers: JoinGroup waits for the rebalance and SyncGroup for the
 //! leader's assignment. Such a call returns [`Reply::Pending`] with a
@@ -39,7 +39,7 @@ mod classic;
 mod config;
 mod consumer;
 mod coordinator;
-pub mod error_code;
+pub use rill_protocol::error_code;
 mod group;
 mod offsets;
 pub mod record;

@@ -9,9 +9,11 @@
 //! - `header`: reading a request header before its API is known.
 //! - `frame`: the 4-byte size prefix of every frame.
 //! - `records`, `uuid`: the `records` field (bytes or file regions) and `Uuid`.
+//! - `error_code`: Kafka's error codes, their names, which are retriable.
 
 pub mod api;
 pub mod codec;
+pub mod error_code;
 pub mod frame;
 pub mod header;
 pub mod messages;
