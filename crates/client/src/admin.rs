@@ -12,7 +12,6 @@ use rill_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use rill_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use rill_protocol::messages::offset_commit_request::OffsetCommitRequestPartition;
 use rill_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
     DescribeConfigsRequest, DescribeGroupsRequest, IncrementalAlterConfigsRequest,
@@ -496,14 +495,7 @@ impl AdminClient {
         let coordinator = find_coordinator(&self.client, group_id).await?;
         let partitions = offsets
             .iter()
-            .map(|(&partition, &offset)| OffsetCommitRequestPartition {
-                partition_index: partition,
-                committed_offset: offset,
-                committed_leader_epoch: -1,
-                commit_timestamp: -1,
-                committed_metadata: Some(String::new()),
-                ..Default::default()
-            })
+            .map(|(&partition, &offset)| crate::group::commit_partition(partition, offset))
             .collect();
         commit_offsets(
             &self.client,

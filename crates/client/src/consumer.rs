@@ -23,6 +23,7 @@ use crate::admin::{Offset, list_offsets};
 use crate::client::{Client, ClientConfig};
 use crate::error::{Error, Result, code};
 use crate::group::{Assignor, GroupMember};
+use crate::group_consumer::ConsumerMember;
 use crate::message::{Header, Message};
 
 /// Fetch answers decoded ahead of the application. With the default 16 MiB
@@ -68,8 +69,26 @@ pub struct ConsumerConfig {
     pub session_timeout: Duration,
     pub rebalance_timeout: Duration,
     pub heartbeat_interval: Duration,
-    /// Assignors offered to the group, preferred first.
+    /// Assignors offered to the group, preferred first (classic protocol).
     pub assignors: Vec<Assignor>,
+    /// Which group protocol to speak (Kafka's `group.protocol`).
+    pub group_protocol: GroupProtocol,
+    /// With [`GroupProtocol::Consumer`], the coordinator's assignor to use
+    /// (`uniform` or `range`); `None` lets the broker choose (Kafka's
+    /// `group.remote.assignor`).
+    pub group_remote_assignor: Option<String>,
+}
+
+/// The consumer group protocol (Kafka's `group.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    /// JoinGroup/SyncGroup with a client-side assignor, rebalances
+    /// stopping the group (eager) or not (cooperative).
+    #[default]
+    Classic,
+    /// KIP-848: the coordinator assigns, members only heartbeat
+    /// (ConsumerGroupHeartbeat) and reconcile; no group-wide pause.
+    Consumer,
 }
 
 impl Default for ConsumerConfig {
@@ -88,6 +107,8 @@ impl Default for ConsumerConfig {
             rebalance_timeout: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(3),
             assignors: vec![Assignor::Range, Assignor::CooperativeSticky],
+            group_protocol: GroupProtocol::Classic,
+            group_remote_assignor: None,
         }
     }
 }
@@ -225,7 +246,47 @@ impl Shared {
 pub struct AsyncConsumer {
     shared: Arc<Shared>,
     fetched: Arc<tokio::sync::Mutex<mpsc::Receiver<Fetched>>>,
-    group: Option<Arc<GroupMember>>,
+    group: Option<Group>,
+}
+
+/// The consumer's group membership, by protocol.
+#[derive(Clone)]
+enum Group {
+    Classic(Arc<GroupMember>),
+    Consumer(Arc<ConsumerMember>),
+}
+
+impl Group {
+    async fn start(&self, topics: Vec<String>) -> Result<()> {
+        match self {
+            Group::Classic(member) => member.clone().start(topics).await,
+            Group::Consumer(member) => member.clone().start(topics).await,
+        }
+    }
+
+    async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, i64>> {
+        match self {
+            Group::Classic(member) => member.committed(partitions).await,
+            Group::Consumer(member) => member.committed(partitions).await,
+        }
+    }
+
+    async fn commit(&self, offsets: HashMap<TopicPartition, i64>) -> Result<()> {
+        match self {
+            Group::Classic(member) => member.commit(offsets).await,
+            Group::Consumer(member) => member.commit(offsets).await,
+        }
+    }
+
+    async fn leave(&self) -> Result<()> {
+        match self {
+            Group::Classic(member) => member.leave().await,
+            Group::Consumer(member) => member.leave().await,
+        }
+    }
 }
 
 impl AsyncConsumer {
@@ -242,7 +303,12 @@ impl AsyncConsumer {
         });
         let (sender, receiver) = mpsc::channel(PREFETCH_RESPONSES);
         tokio::spawn(run_fetcher(shared.clone(), sender));
-        let group = group_id.map(|group_id| GroupMember::new(shared.clone(), group_id));
+        let group = group_id.map(|group_id| match shared.config.group_protocol {
+            GroupProtocol::Classic => Group::Classic(GroupMember::new(shared.clone(), group_id)),
+            GroupProtocol::Consumer => {
+                Group::Consumer(ConsumerMember::new(shared.clone(), group_id))
+            }
+        });
         Ok(AsyncConsumer {
             shared,
             fetched: Arc::new(tokio::sync::Mutex::new(receiver)),
@@ -295,7 +361,6 @@ impl AsyncConsumer {
             self.shared.client.topic(topic).await?;
         }
         group
-            .clone()
             .start(topics.iter().map(|t| t.to_string()).collect())
             .await
     }

@@ -398,14 +398,7 @@ impl GroupMember {
             by_topic
                 .entry(tp.topic)
                 .or_default()
-                .push(OffsetCommitRequestPartition {
-                    partition_index: tp.partition,
-                    committed_offset: offset,
-                    committed_leader_epoch: -1,
-                    commit_timestamp: -1,
-                    committed_metadata: Some(String::new()),
-                    ..Default::default()
-                });
+                .push(commit_partition(tp.partition, offset));
         }
         commit_offsets(
             self.client(),
@@ -613,6 +606,19 @@ pub(crate) async fn fetch_committed(
         }
     }
     Ok(committed)
+}
+
+/// One partition's entry in an OffsetCommit: the offset, no metadata, no
+/// leader epoch, the broker's commit time.
+pub(crate) fn commit_partition(partition: i32, offset: i64) -> OffsetCommitRequestPartition {
+    OffsetCommitRequestPartition {
+        partition_index: partition,
+        committed_offset: offset,
+        committed_leader_epoch: -1,
+        commit_timestamp: -1,
+        committed_metadata: Some(String::new()),
+        ..Default::default()
+    }
 }
 
 /// OffsetCommit to `coordinator`; generation -1 and an empty member id

@@ -19,6 +19,7 @@ mod conn;
 mod consumer;
 mod error;
 mod group;
+mod group_consumer;
 mod message;
 mod partitioner;
 mod producer;
@@ -30,7 +31,9 @@ pub use admin::{
     Offset,
 };
 pub use client::{BrokerInfo, Client, ClientConfig, Metadata, PartitionInfo, TopicInfo};
-pub use consumer::{AsyncConsumer, Consumer, ConsumerConfig, MessageStream, TopicPartition};
+pub use consumer::{
+    AsyncConsumer, Consumer, ConsumerConfig, GroupProtocol, MessageStream, TopicPartition,
+};
 pub use error::{Error, Result, code};
 pub use group::Assignor;
 pub use message::{Header, Message, MessageSet};

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use rill_client::testing::Broker;
 use rill_client::{
-    Assignor, AsyncConsumer, AsyncProducer, ConsumerConfig, Message, MessageSet, ProducerConfig,
+    Assignor, AsyncConsumer, AsyncProducer, ConsumerConfig, GroupProtocol, Message, MessageSet,
+    ProducerConfig,
 };
 
 fn group_config(broker: &Broker, group: &str, assignor: Assignor) -> ConsumerConfig {
@@ -56,15 +57,15 @@ async fn drain(consumers: &[&AsyncConsumer], n: usize) -> BTreeMap<usize, usize>
     seen
 }
 
-async fn two_members_split_then_one_takes_over(assignor: Assignor) {
+async fn two_members_split_then_one_takes_over(assignor: Assignor, protocol: GroupProtocol) {
     let broker = Broker::start().unwrap();
     broker.create_topic("g", 6).unwrap();
-    let a = AsyncConsumer::connect(group_config(&broker, "grp", assignor))
-        .await
-        .unwrap();
-    let b = AsyncConsumer::connect(group_config(&broker, "grp", assignor))
-        .await
-        .unwrap();
+    let config = || ConsumerConfig {
+        group_protocol: protocol,
+        ..group_config(&broker, "grp", assignor)
+    };
+    let a = AsyncConsumer::connect(config()).await.unwrap();
+    let b = AsyncConsumer::connect(config()).await.unwrap();
     let (joined_a, joined_b) = tokio::join!(a.subscribe(&["g"]), b.subscribe(&["g"]));
     joined_a.unwrap();
     joined_b.unwrap();
@@ -84,6 +85,17 @@ async fn two_members_split_then_one_takes_over(assignor: Assignor) {
     }
     assert_eq!(a.assignment().len(), 3);
     assert!(a.assignment().iter().all(|tp| !b.assignment().contains(tp)));
+    if protocol == GroupProtocol::Consumer {
+        // The group really is a KIP-848 group: a classic member is refused.
+        let classic = AsyncConsumer::connect(group_config(&broker, "grp", assignor))
+            .await
+            .unwrap();
+        let refused = classic.subscribe(&["g"]).await;
+        assert!(
+            matches!(refused, Err(rill_client::Error::Kafka { code: 23, .. })),
+            "{refused:?}"
+        );
+    }
 
     produce(&broker, "g", 0..300).await;
     let seen = drain(&[&a, &b], 300).await;
@@ -113,12 +125,19 @@ async fn two_members_split_then_one_takes_over(assignor: Assignor) {
 
 #[tokio::test]
 async fn range_group_splits_partitions_and_rebalances() {
-    two_members_split_then_one_takes_over(Assignor::Range).await;
+    two_members_split_then_one_takes_over(Assignor::Range, GroupProtocol::Classic).await;
 }
 
 #[tokio::test]
 async fn cooperative_sticky_group_splits_partitions_and_rebalances() {
-    two_members_split_then_one_takes_over(Assignor::CooperativeSticky).await;
+    two_members_split_then_one_takes_over(Assignor::CooperativeSticky, GroupProtocol::Classic)
+        .await;
+}
+
+#[tokio::test]
+async fn kip848_group_splits_partitions_and_hands_them_over() {
+    // The coordinator assigns; the assignor field is ignored.
+    two_members_split_then_one_takes_over(Assignor::Range, GroupProtocol::Consumer).await;
 }
 
 async fn added_partitions_are_assigned(assignor: Assignor) {
