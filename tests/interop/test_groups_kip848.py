@@ -70,3 +70,28 @@ def test_kip848_members_share_a_topic_commit_and_take_over_after_a_leave(rill):
     finally:
         for c in consumers:
             c.close()
+
+
+def test_kip848_regex_subscription_takes_matching_topics_including_new_ones(rill):
+    # librdkafka sends a subscription starting with "^" as a regex, which a
+    # KIP-848 coordinator resolves against the cluster's topics.
+    prefix = unique_topic("rx")
+    first = f"{prefix}-a"
+    create_topic(rill.bootstrap, first, partitions=2)
+    create_topic(rill.bootstrap, unique_topic("other"), partitions=2)
+    c = member(rill.bootstrap, unique_topic("g"))
+    try:
+        c.subscribe([f"^{prefix}-.*"])
+        deadline = time.monotonic() + WAIT_S
+        while {(tp.topic, tp.partition) for tp in c.assignment()} != {(first, 0), (first, 1)}:
+            assert time.monotonic() < deadline, c.assignment()
+            c.poll(0.1)
+        # A topic created later that matches is assigned too.
+        second = f"{prefix}-b"
+        create_topic(rill.bootstrap, second, partitions=1)
+        while (second, 0) not in {(tp.topic, tp.partition) for tp in c.assignment()}:
+            assert time.monotonic() < deadline, c.assignment()
+            c.poll(0.1)
+        assert {tp.topic for tp in c.assignment()} == {first, second}
+    finally:
+        c.close()

@@ -37,6 +37,12 @@ pub(crate) type Partitions = BTreeMap<String, BTreeSet<i32>>;
 /// What the broker knows of a topic: its id and partition count.
 pub trait TopicLookup {
     fn topic(&self, name: &str) -> Option<(Uuid, i32)>;
+
+    /// Every topic a regex subscription may match (internal topics left
+    /// out, as in Kafka); none by default.
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl<F: Fn(&str) -> Option<(Uuid, i32)>> TopicLookup for F {
@@ -62,7 +68,12 @@ pub(crate) struct ConsumerMember {
     pub client_host: String,
     pub epoch: i32,
     pub previous_epoch: i32,
+    /// What the member subscribes to: the topics it named, plus those its
+    /// regex matches (resolved in `refresh_target`).
     pub subscribed: BTreeSet<String>,
+    pub subscribed_names: BTreeSet<String>,
+    /// The regex as the member sent it, and compiled to match whole names.
+    pub subscribed_regex: Option<(String, regex::Regex)>,
     pub assignor: Option<String>,
     pub rebalance_timeout_ms: i32,
     pub assigned: Partitions,
@@ -124,6 +135,20 @@ impl ConsumerState {
     }
 }
 
+/// A subscription regex compiled to match whole topic names, as Kafka's
+/// `matches()` does; `None` for the empty regex (no regex).
+fn compile_regex(source: &str) -> Result<Option<regex::Regex>, String> {
+    if source.is_empty() {
+        return Ok(None);
+    }
+    regex::RegexBuilder::new(&format!("^(?:{source})$"))
+        // Bounded, so a hostile pattern cannot take the coordinator's memory.
+        .size_limit(1 << 20)
+        .build()
+        .map(Some)
+        .map_err(|error| format!("invalid subscription regex `{source}`: {error}"))
+}
+
 fn heartbeat_error(code: i16, message: &str) -> ConsumerGroupHeartbeatResponse {
     ConsumerGroupHeartbeatResponse {
         error_code: code,
@@ -159,22 +184,17 @@ impl Coordinator {
                 "Rill has the uniform and range assignors",
             );
         }
-        if request.member_epoch == 0 && request.subscribed_topic_names.is_none() {
+        if request.member_epoch == 0
+            && request.subscribed_topic_names.is_none()
+            && request.subscribed_topic_regex.is_none()
+        {
             return heartbeat_error(
                 INVALID_REQUEST,
                 "a joining member must send its subscription",
             );
         }
-        // librdkafka sends an empty regex when it subscribes by names.
-        if request
-            .subscribed_topic_regex
-            .as_ref()
-            .is_some_and(|r| !r.is_empty())
-        {
-            return heartbeat_error(
-                INVALID_REQUEST,
-                "Rill does not support subscription regexes yet",
-            );
+        if let Some(Err(message)) = request.subscribed_topic_regex.as_deref().map(compile_regex) {
+            return heartbeat_error(INVALID_REGULAR_EXPRESSION, &message);
         }
         if !self.groups.contains_key(&request.group_id) {
             if request.member_epoch != 0 {
@@ -284,8 +304,20 @@ impl Coordinator {
         }
         if let Some(names) = request.subscribed_topic_names {
             let names: BTreeSet<String> = names.into_iter().collect();
-            if names != member.subscribed {
-                member.subscribed = names;
+            if names != member.subscribed_names {
+                member.subscribed_names = names;
+                state.epoch += 1;
+            }
+        }
+        if let Some(source) = request.subscribed_topic_regex {
+            let current = member.subscribed_regex.as_ref().map(|(s, _)| s.as_str());
+            if current.unwrap_or("") != source {
+                // Checked above; an empty regex (librdkafka sends one when it
+                // subscribes by names) is no regex.
+                member.subscribed_regex = compile_regex(&source)
+                    .ok()
+                    .flatten()
+                    .map(|regex| (source, regex));
                 state.epoch += 1;
             }
         }
@@ -442,7 +474,8 @@ fn describe_consumer(id: &str, state: &ConsumerState) -> DescribedGroup {
                 member_epoch: m.epoch,
                 client_id: m.client_id.clone(),
                 client_host: m.client_host.clone(),
-                subscribed_topic_names: m.subscribed.iter().cloned().collect(),
+                subscribed_topic_names: m.subscribed_names.iter().cloned().collect(),
+                subscribed_topic_regex: m.subscribed_regex.as_ref().map(|(s, _)| s.clone()),
                 assignment: assignment(&m.assigned),
                 target_assignment: assignment(
                     state.target.get(&m.id).unwrap_or(&Partitions::new()),
@@ -458,6 +491,22 @@ fn describe_consumer(id: &str, state: &ConsumerState) -> DescribedGroup {
 /// Recomputes the target assignment when the group epoch moved past it or
 /// a subscribed topic appeared, vanished or grew.
 fn refresh_target(state: &mut ConsumerState, lookup: &dyn TopicLookup) {
+    let any_regex = state.members.values().any(|m| m.subscribed_regex.is_some());
+    let all_names = if any_regex {
+        lookup.names()
+    } else {
+        Vec::new()
+    };
+    for member in state.members.values_mut() {
+        let mut subscribed = member.subscribed_names.clone();
+        if let Some((_, regex)) = &member.subscribed_regex {
+            subscribed.extend(all_names.iter().filter(|n| regex.is_match(n)).cloned());
+        }
+        if subscribed != member.subscribed {
+            member.subscribed = subscribed;
+            state.epoch += 1;
+        }
+    }
     let topics: BTreeMap<String, (Uuid, i32)> = state
         .subscribed_topics()
         .into_iter()

@@ -314,3 +314,67 @@ mod random {
         }
     }
 }
+
+/// Three topics, two of which a regex subscription matches.
+struct Orders;
+
+impl rill_group::TopicLookup for Orders {
+    fn topic(&self, name: &str) -> Option<(Uuid, i32)> {
+        match name {
+            "orders-eu" => Some((Uuid([1; 16]), 2)),
+            "orders-us" => Some((Uuid([2; 16]), 3)),
+            "payments" => Some((Uuid([3; 16]), 4)),
+            _ => None,
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        ["orders-eu", "orders-us", "payments"]
+            .map(str::to_string)
+            .to_vec()
+    }
+}
+
+#[test]
+fn a_regex_subscription_takes_every_matching_topic_and_a_bad_regex_is_refused() {
+    let mut c = Coordinator::new(config(), 5);
+    let client = ClientInfo {
+        client_id: "cli",
+        client_host: "",
+    };
+    let join = |c: &mut Coordinator, regex: &str| {
+        let request = ConsumerGroupHeartbeatRequest {
+            group_id: "rx".into(),
+            member_epoch: 0,
+            rebalance_timeout_ms: 30_000,
+            subscribed_topic_regex: Some(regex.into()),
+            topic_partitions: Some(Vec::new()),
+            ..Default::default()
+        };
+        c.consumer_group_heartbeat(request, &Orders, client, 0)
+    };
+    let refused = join(&mut c, "orders-(");
+    assert_eq!(refused.error_code, INVALID_REGULAR_EXPRESSION);
+    // The whole name must match: "orders-e" alone would not.
+    let joined = join(&mut c, "orders-.*");
+    assert_eq!(joined.error_code, NONE);
+    let assigned: BTreeSet<(u8, i32)> = joined
+        .assignment
+        .unwrap()
+        .topic_partitions
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |&p| (t.topic_id.0[0], p)))
+        .collect();
+    assert_eq!(
+        assigned,
+        [(1, 0), (1, 1), (2, 0), (2, 1), (2, 2)].into_iter().collect()
+    );
+    let partial = join(&mut c, "orders-e");
+    assert_eq!(partial.error_code, NONE);
+    assert!(
+        partial
+            .assignment
+            .is_none_or(|a| a.topic_partitions.iter().all(|t| t.partitions.is_empty())),
+        "a regex matching no whole topic name subscribes to nothing"
+    );
+}

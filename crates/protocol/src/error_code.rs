@@ -69,6 +69,7 @@ error_codes! {
     FENCED_MEMBER_EPOCH = 110,
     UNSUPPORTED_ASSIGNOR = 112,
     STALE_MEMBER_EPOCH = 113,
+    INVALID_REGULAR_EXPRESSION = 128,
 }
 
 /// Kafka's own name for an error code (`UNKNOWN_ERROR_CODE` for one this

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use rill_group::ClientInfo;
+use rill_group::{ClientInfo, TopicLookup};
 use rill_protocol::Uuid;
 use rill_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 
+use crate::cluster::Cluster;
 use crate::handlers::now_ms;
 use crate::server::Shared;
 
@@ -16,11 +17,7 @@ pub fn handle(
     client_id: &str,
     client_host: &str,
 ) -> ConsumerGroupHeartbeatResponse {
-    let lookup = |name: &str| {
-        let topic = shared.cluster.topic(name)?;
-        let partitions = i32::try_from(topic.partitions.len()).ok()?;
-        Some((Uuid::from_bytes(topic.id.0), partitions))
-    };
+    let lookup = Topics(&shared.cluster);
     let client = ClientInfo {
         client_id,
         client_host,
@@ -28,4 +25,24 @@ pub fn handle(
     shared
         .groups
         .with(|c| c.consumer_group_heartbeat(request, &lookup, client, now_ms()))
+}
+
+/// The cluster's topics as the coordinator looks them up.
+struct Topics<'a>(&'a Cluster);
+
+impl TopicLookup for Topics<'_> {
+    fn topic(&self, name: &str) -> Option<(Uuid, i32)> {
+        let topic = self.0.topic(name)?;
+        let partitions = i32::try_from(topic.partitions.len()).ok()?;
+        Some((Uuid::from_bytes(topic.id.0), partitions))
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.0
+            .topics()
+            .iter()
+            .filter(|topic| !topic.internal)
+            .map(|topic| topic.name.clone())
+            .collect()
+    }
 }
