@@ -55,8 +55,9 @@ impl<F: Fn(&str) -> Option<(Uuid, i32)>> TopicLookup for F {
 const ASSIGNORS: [&str; 2] = ["uniform", "range"];
 /// A member leaving for good.
 const LEAVE_EPOCH: i32 = -1;
-/// A static member leaving for a moment (treated as a leave: static
-/// membership is not implemented for consumer groups).
+/// A static member (one with an instance id) leaving for a moment: it keeps
+/// its partitions for the session timeout, and a member joining with the
+/// same instance id takes them over without a rebalance.
 const TEMPORARY_LEAVE_EPOCH: i32 = -2;
 
 #[derive(Debug, Clone, Default)]
@@ -84,6 +85,8 @@ pub(crate) struct ConsumerMember {
     /// The assignment last sent, so that it is sent again only if it changed.
     pub sent: Option<Partitions>,
     pub heartbeat_deadline_ms: i64,
+    /// A static member that left with epoch -2 and may be replaced.
+    pub left_temporarily: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -238,6 +241,22 @@ impl Coordinator {
             return heartbeat_error(COORDINATOR_NOT_AVAILABLE, "no consumer group state");
         };
         let member_id = match request.member_epoch {
+            TEMPORARY_LEAVE_EPOCH
+                if state
+                    .members
+                    .get(&request.member_id)
+                    .is_some_and(|m| m.instance_id.is_some()) =>
+            {
+                // Its partitions stay reserved until the session times out.
+                if let Some(member) = state.members.get_mut(&request.member_id) {
+                    member.left_temporarily = true;
+                }
+                return ConsumerGroupHeartbeatResponse {
+                    member_id: Some(request.member_id),
+                    member_epoch: TEMPORARY_LEAVE_EPOCH,
+                    ..Default::default()
+                };
+            }
             LEAVE_EPOCH | TEMPORARY_LEAVE_EPOCH => {
                 if state.members.remove(&request.member_id).is_some() {
                     state.epoch += 1;
@@ -252,29 +271,67 @@ impl Coordinator {
                 };
             }
             0 => {
-                if !state.members.contains_key(&request.member_id)
-                    && state.members.len() >= size_max
-                {
-                    return heartbeat_error(GROUP_MAX_SIZE_REACHED, "the group is full");
-                }
                 let id = if request.member_id.is_empty() {
                     self.member_id(client.client_id)
                 } else {
                     request.member_id.clone()
                 };
-                // A member joining again (with epoch 0) starts afresh.
-                state.members.insert(
-                    id.clone(),
-                    ConsumerMember {
-                        id: id.clone(),
-                        client_id: client.client_id.to_string(),
-                        client_host: client.client_host.to_string(),
-                        rebalance_timeout_ms: 300_000,
-                        ..Default::default()
-                    },
-                );
-                state.epoch += 1;
-                id
+                let previous = request.instance_id.as_deref().and_then(|instance| {
+                    state
+                        .members
+                        .values()
+                        .find(|m| m.id != id && m.instance_id.as_deref() == Some(instance))
+                        .map(|m| (m.id.clone(), m.left_temporarily))
+                });
+                match previous {
+                    Some((_, false)) => {
+                        return heartbeat_error(
+                            UNRELEASED_INSTANCE_ID,
+                            "another member with this instance id is still active",
+                        );
+                    }
+                    Some((old_id, true)) => {
+                        // A static member back within its session: it takes
+                        // over the previous incarnation's epoch and
+                        // partitions, and the group does not rebalance.
+                        let Some(old) = state.members.remove(&old_id) else {
+                            return heartbeat_error(UNKNOWN_MEMBER_ID, "the member vanished");
+                        };
+                        if let Some(target) = state.target.remove(&old_id) {
+                            state.target.insert(id.clone(), target);
+                        }
+                        state.members.insert(
+                            id.clone(),
+                            ConsumerMember {
+                                id: id.clone(),
+                                client_id: client.client_id.to_string(),
+                                client_host: client.client_host.to_string(),
+                                left_temporarily: false,
+                                sent: None,
+                                ..old
+                            },
+                        );
+                        id
+                    }
+                    None => {
+                        if !state.members.contains_key(&id) && state.members.len() >= size_max {
+                            return heartbeat_error(GROUP_MAX_SIZE_REACHED, "the group is full");
+                        }
+                        // A member joining again (with epoch 0) starts afresh.
+                        state.members.insert(
+                            id.clone(),
+                            ConsumerMember {
+                                id: id.clone(),
+                                client_id: client.client_id.to_string(),
+                                client_host: client.client_host.to_string(),
+                                rebalance_timeout_ms: 300_000,
+                                ..Default::default()
+                            },
+                        );
+                        state.epoch += 1;
+                        id
+                    }
+                }
             }
             epoch => {
                 let Some(member) = state.members.get(&request.member_id) else {
@@ -294,6 +351,7 @@ impl Coordinator {
             return heartbeat_error(UNKNOWN_MEMBER_ID, "unknown member");
         };
         member.heartbeat_deadline_ms = now_ms.saturating_add(session_ms);
+        member.left_temporarily = false;
         member.instance_id = request.instance_id.or(member.instance_id.take());
         member.rack_id = request.rack_id.or(member.rack_id.take());
         if request.rebalance_timeout_ms > 0 {

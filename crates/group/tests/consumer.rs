@@ -367,7 +367,9 @@ fn a_regex_subscription_takes_every_matching_topic_and_a_bad_regex_is_refused() 
         .collect();
     assert_eq!(
         assigned,
-        [(1, 0), (1, 1), (2, 0), (2, 1), (2, 2)].into_iter().collect()
+        [(1, 0), (1, 1), (2, 0), (2, 1), (2, 2)]
+            .into_iter()
+            .collect()
     );
     let partial = join(&mut c, "orders-e");
     assert_eq!(partial.error_code, NONE);
@@ -377,4 +379,65 @@ fn a_regex_subscription_takes_every_matching_topic_and_a_bad_regex_is_refused() 
             .is_none_or(|a| a.topic_partitions.iter().all(|t| t.partitions.is_empty())),
         "a regex matching no whole topic name subscribes to nothing"
     );
+}
+
+#[test]
+fn a_static_member_back_within_its_session_keeps_its_partitions_without_a_rebalance() {
+    let mut c = Coordinator::new(config(), 9);
+    let client = ClientInfo {
+        client_id: "cli",
+        client_host: "",
+    };
+    let beat = |c: &mut Coordinator, member_id: &str, epoch: i32, owned: &[i32], now: i64| {
+        let request = ConsumerGroupHeartbeatRequest {
+            group_id: "static".into(),
+            member_id: member_id.into(),
+            member_epoch: epoch,
+            instance_id: Some("host-1".into()),
+            rebalance_timeout_ms: 30_000,
+            subscribed_topic_names: (epoch == 0).then(|| vec!["t".into()]),
+            topic_partitions: Some(vec![TopicPartitions {
+                topic_id: TOPIC_ID,
+                partitions: owned.to_vec(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        c.consumer_group_heartbeat(request, &lookup, client, now)
+    };
+    let first = beat(&mut c, "", 0, &[], 0);
+    assert_eq!(first.error_code, NONE);
+    let id = first.member_id.clone().unwrap();
+    let epoch = first.member_epoch;
+    let owned: Vec<i32> = first.assignment.unwrap().topic_partitions[0].partitions.clone();
+    assert_eq!(owned.len(), 6);
+    assert_eq!(beat(&mut c, &id, epoch, &owned, 100).error_code, NONE);
+
+    // Another process claiming the instance id while it is active is refused.
+    assert_eq!(beat(&mut c, "", 0, &[], 200).error_code, UNRELEASED_INSTANCE_ID);
+
+    // The member leaves for a moment (a restart) ...
+    let left = beat(&mut c, &id, -2, &owned, 300);
+    assert_eq!((left.error_code, left.member_epoch), (NONE, -2));
+    // ... and its next incarnation gets the same epoch and partitions at once.
+    let back = beat(&mut c, "", 0, &[], 400);
+    assert_eq!(back.error_code, NONE);
+    assert_ne!(back.member_id.as_deref(), Some(id.as_str()));
+    assert_eq!(back.member_epoch, epoch, "no rebalance");
+    assert_eq!(back.assignment.unwrap().topic_partitions[0].partitions, owned);
+
+    // Left for longer than the session timeout, it is gone for good.
+    let back_id = back.member_id.unwrap();
+    assert_eq!(beat(&mut c, &back_id, -2, &owned, 500).error_code, NONE);
+    let state = |c: &Coordinator| {
+        let listed = c.list_groups(&ListGroupsRequest {
+            types_filter: vec!["consumer".into()],
+            ..Default::default()
+        });
+        listed.groups[0].group_state.clone()
+    };
+    c.tick(1_000);
+    assert_eq!(state(&c), "Stable", "still reserved within the session");
+    c.tick(500 + i64::from(config().consumer_session_timeout_ms) + 1);
+    assert_eq!(state(&c), "Empty", "gone after the session timeout");
 }
