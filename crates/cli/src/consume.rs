@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rill_client::{AsyncConsumer, ConsumerConfig, Message, Offset, TopicPartition};
+use rill_client::{AsyncConsumer, ConsumerConfig, GroupProtocol, Message, Offset, TopicPartition};
 
 use crate::tools::{Brokers, Failure, progress, run};
 
@@ -51,6 +51,10 @@ pub struct ConsumeArgs {
     /// handing its partitions to others
     #[arg(long, default_value_t = 45_000, value_name = "MS")]
     session_timeout_ms: u64,
+    /// With --group: the group protocol, `classic` (JoinGroup/SyncGroup) or
+    /// `consumer` (KIP-848, the broker assigns; Kafka's group.protocol)
+    #[arg(long, value_enum, default_value = "classic")]
+    group_protocol: Protocol,
     /// Separator between key and value with --format kv
     #[arg(
         short = 'K',
@@ -61,6 +65,30 @@ pub struct ConsumeArgs {
     key_separator: String,
     #[command(flatten)]
     brokers: Brokers,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Protocol {
+    Classic,
+    Consumer,
+}
+
+/// The consumer settings both ways of consuming share.
+fn consumer_config(args: &ConsumeArgs, reset: Offset) -> ConsumerConfig {
+    ConsumerConfig {
+        client: args.brokers.client_config(),
+        group_id: args.group.clone(),
+        auto_offset_reset: reset,
+        fetch_max_wait: Duration::from_millis(200),
+        heartbeat_interval: Duration::from_secs(1),
+        auto_commit_interval: Duration::from_secs(1),
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
+        group_protocol: match args.group_protocol {
+            Protocol::Classic => GroupProtocol::Classic,
+            Protocol::Consumer => GroupProtocol::Consumer,
+        },
+        ..ConsumerConfig::default()
+    }
 }
 
 /// `beginning`, `end`, an offset, or `@` and a timestamp in milliseconds.
@@ -89,6 +117,10 @@ pub fn parse_offset(text: &str) -> Result<Offset, String> {
 }
 
 pub fn main(args: ConsumeArgs) -> ExitCode {
+    if matches!(args.group_protocol, Protocol::Consumer) && args.group.is_none() {
+        eprintln!("rill: --group-protocol applies to a group: give one with --group");
+        return ExitCode::from(2);
+    }
     match args.streams {
         Some(n) => match consume_streams(&args, n) {
             Ok(()) => ExitCode::SUCCESS,
@@ -117,17 +149,7 @@ fn consume_streams(args: &ConsumeArgs, n: usize) -> Result<(), Failure> {
             ));
         }
     };
-    let config = ConsumerConfig {
-        client: brokers.client_config(),
-        group_id: args.group.clone(),
-        auto_offset_reset: reset,
-        fetch_max_wait: Duration::from_millis(200),
-        heartbeat_interval: Duration::from_secs(1),
-        auto_commit_interval: Duration::from_secs(1),
-        session_timeout: Duration::from_millis(args.session_timeout_ms),
-        ..ConsumerConfig::default()
-    };
-    let consumer = rill_client::Consumer::new(config).map_err(failure)?;
+    let consumer = rill_client::Consumer::new(consumer_config(args, reset)).map_err(failure)?;
     let streams = consumer
         .create_message_streams(&args.topic, n)
         .map_err(failure)?;
@@ -178,16 +200,9 @@ async fn consume(args: ConsumeArgs) -> Result<(), Failure> {
         Offset::At(_) | Offset::Timestamp(_) => Offset::Beginning,
         other => other,
     };
-    let config = ConsumerConfig {
-        client: brokers.client_config(),
-        group_id: args.group.clone(),
-        auto_offset_reset: reset,
-        fetch_max_wait: Duration::from_millis(200),
-        heartbeat_interval: Duration::from_secs(1),
-        session_timeout: Duration::from_millis(args.session_timeout_ms),
-        ..ConsumerConfig::default()
-    };
-    let consumer = AsyncConsumer::connect(config).await.map_err(failure)?;
+    let consumer = AsyncConsumer::connect(consumer_config(&args, reset))
+        .await
+        .map_err(failure)?;
     let topic = consumer
         .client()
         .topic(&args.topic)

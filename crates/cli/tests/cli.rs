@@ -231,3 +231,42 @@ fn group_commands_show_lag_reset_and_delete() {
         "group 'readers' does not exist",
     );
 }
+
+#[test]
+fn a_group_can_consume_with_the_kip848_protocol() {
+    let broker = Broker::start().unwrap();
+    broker.create_topic("n", 2).unwrap();
+    ok(&rill(
+        &broker,
+        &["produce", "n", "-K", ":"],
+        b"a:1\nb:2\nc:3\nd:4\n",
+    ));
+    let args = [
+        "consume",
+        "n",
+        "-g",
+        "new-readers",
+        "--group-protocol",
+        "consumer",
+        "-c",
+        "4",
+    ];
+    let consumed = ok(&rill(&broker, &args, b""));
+    let mut values: Vec<&str> = consumed.lines().collect();
+    values.sort();
+    assert_eq!(values, ["1", "2", "3", "4"]);
+    // The offsets were committed under the member epoch: lag 0.
+    let described = ok(&rill(&broker, &["group", "describe", "new-readers"], b""));
+    let lags: Vec<&str> = described
+        .lines()
+        .skip_while(|l| !l.starts_with("TOPIC"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .collect();
+    assert_eq!(lags, ["0", "0"], "{described}");
+    fails(
+        &rill(&broker, &["consume", "n", "--group-protocol", "consumer"], b""),
+        2,
+        "--group",
+    );
+}
