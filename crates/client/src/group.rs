@@ -114,22 +114,15 @@ impl GroupMember {
         self.state.lock().await.topics = topics;
         self.join().await?;
         let member = self.clone();
-        let task = tokio::spawn(async move { member.keep_alive().await });
-        if let Ok(mut slot) = self.task.lock()
-            && let Some(previous) = slot.replace(task)
-        {
-            previous.abort();
-        }
+        replace_task(
+            &self.task,
+            tokio::spawn(async move { member.keep_alive().await }),
+        );
         Ok(())
     }
 
     async fn coordinator(&self, state: &mut MemberState) -> Result<i32> {
-        if let Some(node) = state.coordinator {
-            return Ok(node);
-        }
-        let node_id = find_coordinator(self.client(), &self.group_id).await?;
-        state.coordinator = Some(node_id);
-        Ok(node_id)
+        cached_coordinator(self.client(), &self.group_id, &mut state.coordinator).await
     }
 
     /// Runs one rebalance: JoinGroup, assignment if leader, SyncGroup, and
@@ -477,11 +470,7 @@ impl GroupMember {
     /// Commits (with auto-commit) and leaves, so the group rebalances now
     /// rather than after the session timeout.
     pub(crate) async fn leave(&self) -> Result<()> {
-        if let Ok(mut slot) = self.task.lock()
-            && let Some(task) = slot.take()
-        {
-            task.abort();
-        }
+        stop_task(&self.task);
         let state = self.state.lock().await;
         if state.member_id.is_empty() {
             return Ok(());
@@ -515,6 +504,38 @@ impl GroupMember {
 }
 
 /// The broker that coordinates `group_id`.
+/// Makes `task` the member's background task, stopping the one it replaces.
+pub(crate) fn replace_task(slot: &std::sync::Mutex<Option<JoinHandle<()>>>, task: JoinHandle<()>) {
+    if let Ok(mut slot) = slot.lock()
+        && let Some(previous) = slot.replace(task)
+    {
+        previous.abort();
+    }
+}
+
+/// Stops the member's background task, if it has one.
+pub(crate) fn stop_task(slot: &std::sync::Mutex<Option<JoinHandle<()>>>) {
+    if let Ok(mut slot) = slot.lock()
+        && let Some(task) = slot.take()
+    {
+        task.abort();
+    }
+}
+
+/// The group's coordinator: `cached`, or looked up and remembered there.
+pub(crate) async fn cached_coordinator(
+    client: &Client,
+    group_id: &str,
+    cached: &mut Option<i32>,
+) -> Result<i32> {
+    if let Some(node) = *cached {
+        return Ok(node);
+    }
+    let node = find_coordinator(client, group_id).await?;
+    *cached = Some(node);
+    Ok(node)
+}
+
 pub(crate) async fn find_coordinator(client: &Client, group_id: &str) -> Result<i32> {
     let response = client
         .call_any(ApiKey::FindCoordinator, |_| {

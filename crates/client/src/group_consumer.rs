@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use crate::client::Client;
 use crate::consumer::{Shared, TopicPartition};
 use crate::error::{Error, Result, code};
-use crate::group::{commit_offsets, fetch_committed, find_coordinator};
+use crate::group::{cached_coordinator, commit_offsets, fetch_committed, replace_task, stop_task};
 
 /// The epoch a member sends to leave the group.
 const LEAVE_EPOCH: i32 = -1;
@@ -78,22 +78,15 @@ impl ConsumerMember {
         }
         self.heartbeat().await?;
         let member = self.clone();
-        let task = tokio::spawn(async move { member.keep_alive().await });
-        if let Ok(mut slot) = self.task.lock()
-            && let Some(previous) = slot.replace(task)
-        {
-            previous.abort();
-        }
+        replace_task(
+            &self.task,
+            tokio::spawn(async move { member.keep_alive().await }),
+        );
         Ok(())
     }
 
     async fn coordinator(&self, state: &mut MemberState) -> Result<i32> {
-        if let Some(node) = state.coordinator {
-            return Ok(node);
-        }
-        let node = find_coordinator(self.client(), &self.group_id).await?;
-        state.coordinator = Some(node);
-        Ok(node)
+        cached_coordinator(self.client(), &self.group_id, &mut state.coordinator).await
     }
 
     /// One heartbeat, and the reconciliation of any assignment it brings.
@@ -352,11 +345,7 @@ impl ConsumerMember {
     /// Commits (with auto-commit) and leaves with epoch -1, so the
     /// coordinator hands the partitions on now.
     pub(crate) async fn leave(&self) -> Result<()> {
-        if let Ok(mut slot) = self.task.lock()
-            && let Some(task) = slot.take()
-        {
-            task.abort();
-        }
+        stop_task(&self.task);
         let mut state = self.state.lock().await;
         if state.member_id.is_empty() || state.epoch <= 0 {
             return Ok(());
