@@ -13,6 +13,8 @@
 # program (its own workspace, outside CI), starts `rill serve` on free
 # ports with a temporary data directory, runs, and stops it. Exits non-zero
 # when any step fails; the broker's log is printed then.
+# The client and the broker share the machine's cores: run it on a quiet
+# machine (the header prints the load average) or read the figures as noisy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 messages=${1:-5000000}
@@ -61,5 +63,5 @@ for _ in $(seq 100); do
 done
 (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null || { echo "rill serve is not listening on $port" >&2; exit 1; }
 
-echo "rill $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (crates/ modified)'), $(nproc) cores"
+echo "rill $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (crates/ modified)'), $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg)"
 "$bench" --brokers 127.0.0.1:$port --messages "$messages" --rounds "$rounds" --size 200
