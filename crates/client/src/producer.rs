@@ -180,7 +180,9 @@ struct PartitionQueue {
 }
 
 struct State {
-    queues: HashMap<TopicPartition, PartitionQueue>,
+    /// By topic, then partition: a send looks its queue up by `&str`,
+    /// without building an owned key per message.
+    queues: HashMap<String, HashMap<i32, PartitionQueue>>,
     flushing: bool,
     closed: bool,
     producer_id: i64,
@@ -243,8 +245,57 @@ impl AsyncProducer {
     /// Queues one message for `topic`; waits only while buffer memory is
     /// full. Await the returned future for its partition and offset.
     pub async fn send(&self, topic: &str, message: Message) -> Result<DeliveryFuture> {
-        let mut futures = self.enqueue(topic, vec![message], false).await?;
-        Ok(futures.remove(0))
+        // The hot path of a sending loop: no vectors, one lock.
+        let config = &self.shared.config;
+        let info = self
+            .shared
+            .client
+            .topic_for_write(topic, config.auto_create_topics, config.max_block)
+            .await?;
+        let (size, permit) = self.reserve(&message).await?;
+        let mut wake = false;
+        let future = {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return Err(Error::ProducerClosed);
+            }
+            let partitions = info.partitions.len() as i32;
+            self.queue_one(
+                &mut state,
+                topic,
+                partitions,
+                message,
+                size,
+                permit,
+                now_ms(),
+                false,
+                &mut wake,
+            )?
+        };
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        Ok(future)
+    }
+
+    /// Checks a message's size and waits for buffer memory for it.
+    async fn reserve(&self, message: &Message) -> Result<(usize, OwnedSemaphorePermit)> {
+        let size = message.encoded_len_estimate();
+        if size > self.shared.config.max_message_size {
+            return Err(Error::MessageTooLarge {
+                size,
+                limit: self.shared.config.max_message_size,
+            });
+        }
+        // Back-pressure: wait for acknowledged messages to free memory.
+        let permit = self
+            .shared
+            .memory
+            .clone()
+            .acquire_many_owned(size as u32)
+            .await
+            .map_err(|_| Error::ProducerClosed)?;
+        Ok((size, permit))
     }
 
     /// Sends a set of messages at once, in as few requests as there are
@@ -264,12 +315,16 @@ impl AsyncProducer {
             let progress = self.shared.progress.notified();
             {
                 let mut state = self.shared.lock();
-                let idle = state.queues.values().all(|queue| {
-                    queue.open.is_empty()
-                        && queue.full.is_empty()
-                        && queue.retry.is_none()
-                        && !queue.in_flight
-                });
+                let idle = state
+                    .queues
+                    .values()
+                    .flat_map(HashMap::values)
+                    .all(|queue| {
+                        queue.open.is_empty()
+                            && queue.full.is_empty()
+                            && queue.retry.is_none()
+                            && !queue.in_flight
+                    });
                 if idle {
                     state.flushing = false;
                     return Ok(());
@@ -304,21 +359,7 @@ impl AsyncProducer {
         let partition_count = info.partitions.len() as i32;
         let mut reserved = Vec::with_capacity(messages.len());
         for message in messages {
-            let size = message.encoded_len_estimate();
-            if size > self.shared.config.max_message_size {
-                return Err(Error::MessageTooLarge {
-                    size,
-                    limit: self.shared.config.max_message_size,
-                });
-            }
-            // Back-pressure: wait for acknowledged messages to free memory.
-            let permit = self
-                .shared
-                .memory
-                .clone()
-                .acquire_many_owned(size as u32)
-                .await
-                .map_err(|_| Error::ProducerClosed)?;
+            let (size, permit) = self.reserve(&message).await?;
             reserved.push((message, size, permit));
         }
         let now_ms = now_ms();
@@ -330,6 +371,42 @@ impl AsyncProducer {
                 return Err(Error::ProducerClosed);
             }
             for (message, size, permit) in reserved {
+                futures.push(self.queue_one(
+                    &mut state,
+                    topic,
+                    partition_count,
+                    message,
+                    size,
+                    permit,
+                    now_ms,
+                    urgent,
+                    &mut wake,
+                )?);
+            }
+        }
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        Ok(futures)
+    }
+
+    /// Puts one message on its partition's queue (the caller holds the
+    /// state lock); sets `wake` when the sender has something new to do.
+    #[allow(clippy::too_many_arguments)]
+    fn queue_one(
+        &self,
+        state: &mut State,
+        topic: &str,
+        partition_count: i32,
+        message: Message,
+        size: usize,
+        permit: OwnedSemaphorePermit,
+        now_ms: i64,
+        urgent: bool,
+        wake: &mut bool,
+    ) -> Result<DeliveryFuture> {
+        {
+            {
                 let partition = if message.partition >= 0 {
                     if message.partition >= partition_count {
                         return Err(Error::UnknownPartition {
@@ -346,13 +423,11 @@ impl AsyncProducer {
                     )
                 };
                 let (reply, answer) = oneshot::channel();
-                let queue = state
-                    .queues
-                    .entry(TopicPartition {
-                        topic: topic.to_string(),
-                        partition,
-                    })
-                    .or_default();
+                let by_partition = match state.queues.get_mut(topic) {
+                    Some(by_partition) => by_partition,
+                    None => state.queues.entry(topic.to_string()).or_default(),
+                };
+                let queue = by_partition.entry(partition).or_default();
                 if !queue.open.is_empty() && queue.open_bytes + size > self.shared.config.batch_size
                 {
                     let closed = std::mem::take(&mut queue.open);
@@ -366,11 +441,11 @@ impl AsyncProducer {
                             partition_count,
                         );
                     }
-                    wake = true;
+                    *wake = true;
                 }
                 if queue.open.is_empty() {
                     queue.open_since = Some(Instant::now());
-                    wake = true;
+                    *wake = true;
                 }
                 queue.open_bytes += size;
                 queue.urgent |= urgent;
@@ -389,13 +464,9 @@ impl AsyncProducer {
                     reply,
                     _memory: permit,
                 });
-                futures.push(DeliveryFuture { answer });
+                Ok(DeliveryFuture { answer })
             }
         }
-        if wake {
-            self.shared.wake.notify_one();
-        }
-        Ok(futures)
     }
 }
 
@@ -447,7 +518,14 @@ impl Shared {
         let mut earliest = |at: Instant| {
             next_wake = Some(next_wake.map_or(at, |current| current.min(at)));
         };
-        for (tp, queue) in state.queues.iter_mut() {
+        let queues = state.queues.iter_mut().flat_map(|(topic, by_partition)| {
+            by_partition.iter_mut().map(move |(p, q)| (topic, *p, q))
+        });
+        for (topic, partition, queue) in queues {
+            let tp = || TopicPartition {
+                topic: topic.clone(),
+                partition,
+            };
             if queue.in_flight {
                 continue;
             }
@@ -457,7 +535,7 @@ impl Shared {
                     _ => {
                         if let Some(batch) = queue.retry.take() {
                             queue.in_flight = true;
-                            ready.push((tp.clone(), batch));
+                            ready.push((tp(), batch));
                         }
                     }
                 }
@@ -479,7 +557,7 @@ impl Shared {
                 continue;
             };
             queue.in_flight = true;
-            to_build.push((tp.clone(), records, queue.next_sequence));
+            to_build.push((tp(), records, queue.next_sequence));
         }
         drop(state);
         // Building (copying, compressing, CRC) happens outside the lock, so
@@ -510,7 +588,11 @@ impl Shared {
     /// Records the outcome of one batch.
     fn complete(&self, tp: &TopicPartition, mut batch: Batch, outcome: Outcome) {
         let mut state = self.lock();
-        let Some(queue) = state.queues.get_mut(tp) else {
+        let Some(queue) = state
+            .queues
+            .get_mut(&tp.topic)
+            .and_then(|by_partition| by_partition.get_mut(&tp.partition))
+        else {
             return;
         };
         queue.in_flight = false;
@@ -614,7 +696,13 @@ async fn run_sender(shared: Arc<Shared>) {
         }
         {
             let state = shared.lock();
-            if state.closed && state.queues.values().all(|queue| !queue.in_flight) {
+            if state.closed
+                && state
+                    .queues
+                    .values()
+                    .flat_map(HashMap::values)
+                    .all(|queue| !queue.in_flight)
+            {
                 return;
             }
         }
