@@ -87,6 +87,9 @@ pub struct TopicInfo {
     pub partitions: Vec<PartitionInfo>,
     /// When this client loaded it.
     pub loaded_at: Instant,
+    /// The same moment as wall-clock ms, for hot paths that read the wall
+    /// clock anyway (a producer stamping records).
+    pub loaded_at_ms: i64,
 }
 
 /// The cached cluster metadata.
@@ -337,6 +340,7 @@ impl Client {
                     is_internal: topic.is_internal,
                     partitions,
                     loaded_at: Instant::now(),
+                    loaded_at_ms: wall_clock_ms(),
                 }),
             );
         }
@@ -346,6 +350,17 @@ impl Client {
             Err(poisoned) => *poisoned.into_inner() = metadata.clone(),
         }
         Ok((metadata, refused))
+    }
+
+    /// A topic's cached metadata if it is fresh at `now_ms` (wall clock),
+    /// without reading the clock again: the producer's per-message check.
+    pub(crate) fn fresh_topic_at(&self, name: &str, now_ms: i64) -> Option<Arc<TopicInfo>> {
+        let max_age = self.inner.config.metadata_max_age.as_millis() as i64;
+        self.metadata()
+            .topics
+            .get(name)
+            .filter(|topic| now_ms.saturating_sub(topic.loaded_at_ms) < max_age)
+            .cloned()
     }
 
     /// A topic's metadata for writing to it, as Kafka producers get it: a
@@ -457,4 +472,11 @@ impl Client {
     pub async fn broker_versions(&self, api: ApiKey) -> Result<Option<(i16, i16)>> {
         Ok(self.any_connection().await?.broker_versions(api))
     }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rill_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -21,7 +21,7 @@ use rill_records::batch::Compression;
 use rill_records::builder::BatchBuilder;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::client::{Client, ClientConfig};
+use crate::client::{Client, ClientConfig, wall_clock_ms as now_ms};
 use crate::error::{Error, Result, code};
 use crate::message::{Message, MessageSet};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
@@ -245,13 +245,19 @@ impl AsyncProducer {
     /// Queues one message for `topic`; waits only while buffer memory is
     /// full. Await the returned future for its partition and offset.
     pub async fn send(&self, topic: &str, message: Message) -> Result<DeliveryFuture> {
-        // The hot path of a sending loop: no vectors, one lock.
+        // The hot path of a sending loop: no vectors, one lock, one clock
+        // read (the record's timestamp, also used to judge the metadata).
         let config = &self.shared.config;
-        let info = self
-            .shared
-            .client
-            .topic_for_write(topic, config.auto_create_topics, config.max_block)
-            .await?;
+        let now = now_ms();
+        let info = match self.shared.client.fresh_topic_at(topic, now) {
+            Some(info) => info,
+            None => {
+                self.shared
+                    .client
+                    .topic_for_write(topic, config.auto_create_topics, config.max_block)
+                    .await?
+            }
+        };
         let (size, permit) = self.reserve(&message).await?;
         let mut wake = false;
         let future = {
@@ -261,15 +267,7 @@ impl AsyncProducer {
             }
             let partitions = info.partitions.len() as i32;
             self.queue_one(
-                &mut state,
-                topic,
-                partitions,
-                message,
-                size,
-                permit,
-                now_ms(),
-                false,
-                &mut wake,
+                &mut state, topic, partitions, message, size, permit, now, false, &mut wake,
             )?
         };
         if wake {
@@ -657,12 +655,6 @@ fn fail_records(records: Vec<PendingRecord>, error: &str) {
             message: Some(error.to_string()),
         }));
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64)
 }
 
 fn build_batch(
