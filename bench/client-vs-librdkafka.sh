@@ -46,21 +46,37 @@ finish() {
 }
 trap finish EXIT
 
-# Free ports: ask the kernel for two, then hand them to the broker.
-read -r port admin_port < <(python3 -c '
-import socket
-sockets = [socket.socket() for _ in range(2)]
-for s in sockets:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in sockets))')
-target/release/rill serve --data-dir "$work/data" --listen 127.0.0.1:$port \
-    --admin-listen 127.0.0.1:$admin_port >/dev/null 2>"$work/broker.log" &
-broker=$!
-for _ in $(seq 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
-    kill -0 "$broker" 2>/dev/null || { echo "rill serve exited at start" >&2; exit 1; }
-    sleep 0.1
+# Free ports below the ephemeral range (32768 and up on Linux), so no
+# outgoing connection takes one between the check and the bind; a few tries
+# in case another program binds it meanwhile.
+free_ports() {
+    python3 -c '
+import random, socket
+while True:
+    port = random.randrange(20000, 32000, 2)
+    try:
+        for p in (port, port + 1):
+            socket.socket().bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    print(port, port + 1)
+    break'
+}
+for attempt in 1 2 3 4 5; do
+    read -r port admin_port < <(free_ports)
+    target/release/rill serve --data-dir "$work/data" --listen 127.0.0.1:$port \
+        --admin-listen 127.0.0.1:$admin_port >/dev/null 2>"$work/broker.log" &
+    broker=$!
+    for _ in $(seq 100); do
+        (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+        kill -0 "$broker" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$broker" 2>/dev/null && break
+    broker=""
+    grep -q "Address already in use" "$work/broker.log" || { echo "rill serve exited at start" >&2; exit 1; }
 done
+[ -n "$broker" ] || { echo "rill serve found no free port in 5 tries" >&2; exit 1; }
 (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null || { echo "rill serve is not listening on $port" >&2; exit 1; }
 
 echo "rill $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (crates/ modified)'), $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg)"
