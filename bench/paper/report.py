@@ -236,7 +236,8 @@ def chart(results, path):
         values = [PAPER[test]] + [
             results.get((s, test), {}).get("msgs_per_sec") for s in SYSTEMS
         ]
-        rows.append(f'<text x="10" y="{y + 2 * bar}" font-weight="bold">{label}</text>')
+        rows.append(f'<text x="10" y="{y + bar - 4}" font-weight="bold">{label}</text>')
+        y += bar + 4
         for (name, color), value in zip(series, values):
             if value:
                 rows.append(

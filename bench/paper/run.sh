@@ -108,11 +108,10 @@ record() { # SYSTEM TEST JSON
 try_record() { # SYSTEM TEST LOG COMMAND...
     local system=$1 test=$2 log=$3 out
     shift 3
-    # A broker that stops answering must not hang the run.
-    if out=$(timeout --kill-after=10 $((2 * peer_seconds + 120)) "$@" 2>"$work/error"); then
+    if out=$("$@" 2>"$work/error"); then
         record "$system" "$test" "$out"
     else
-        [ -s "$work/error" ] || echo "no answer within $((2 * peer_seconds + 120)) s" >"$work/error"
+        [ -s "$work/error" ] || echo "no answer within $peer_timeout s" >"$work/error"
         echo "$system $test FAILED: $(cat "$work/error")" >&2
         tail -5 "$log" >&2
         error=$(python3 -c 'import json, sys; print(json.dumps(sys.stdin.read().strip()))' <"$work/error")
@@ -197,7 +196,9 @@ echo '[].' >"$rabbit/enabled_plugins"
 pids+=($!)
 wait_port "$amqp_port" 120 "rabbitmq-server" "$rabbit/out.log"
 url=amqp://guest:guest@127.0.0.1:$amqp_port/%2f
-amqp() { "$load" "$@" --target "$url" --seconds-max "$peer_seconds"; }
+# A broker that stops answering must not hang the run.
+peer_timeout=$((2 * peer_seconds + 120))
+amqp() { timeout --kill-after=10 "$peer_timeout" "$load" "$@" --target "$url" --seconds-max "$peer_seconds"; }
 rlog=$rabbit/out.log
 try_record rabbitmq produce-b1 "$rlog" amqp amqp-produce --queue b1 --persistent --messages "$messages" --burst 1
 try_record rabbitmq produce-b50 "$rlog" amqp amqp-produce --queue b50 --persistent --messages "$messages" --burst 50
@@ -254,7 +255,10 @@ EOF
     pids+=("$amq_pid")
     wait_port "$stomp_port" 120 "activemq" "$work/activemq.log"
 }
-stomp() { "$load" "$@" --target 127.0.0.1:"$stomp_port" --seconds-max "$peer_seconds"; }
+stomp() {
+    timeout --kill-after=10 "$peer_timeout" "$load" "$@" --target 127.0.0.1:"$stomp_port" \
+        --seconds-max "$peer_seconds"
+}
 alog=$work/activemq.log
 start_activemq
 try_record activemq produce-b1 "$alog" stomp stomp-produce --queue b1 --persistent --messages "$messages" --burst 1
