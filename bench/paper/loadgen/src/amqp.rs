@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -59,7 +58,8 @@ async fn queue_count(channel: &Channel, run: &Run) -> Result<u64> {
 pub async fn produce(run: Run) -> Result<Outcome> {
     let (_connection, channel) = channel(&run).await?;
     let before = queue_count(&channel, &run).await?;
-    let properties = BasicProperties::default().with_delivery_mode(if run.persistent { 2 } else { 1 });
+    let properties =
+        BasicProperties::default().with_delivery_mode(if run.persistent { 2 } else { 1 });
     let payload = vec![b'x'; run.size];
     let start = Instant::now();
     let deadline = run.deadline(start);
@@ -207,7 +207,14 @@ mod sink {
         Ok((String::from_utf8_lossy(text).into_owned(), at + 1 + len))
     }
 
-    fn deliver(out: &mut Vec<u8>, channel: u16, tag: &str, delivery_tag: u64, queue: &str, body: &[u8]) {
+    fn deliver(
+        out: &mut Vec<u8>,
+        channel: u16,
+        tag: &str,
+        delivery_tag: u64,
+        queue: &str,
+        body: &[u8],
+    ) {
         let mut args = Vec::with_capacity(64);
         short_string(&mut args, tag);
         args.extend_from_slice(&delivery_tag.to_be_bytes());

@@ -46,7 +46,11 @@ pub fn disk_write(dir: &str, mib: u64, sync: &str) -> Result<serde_json::Value> 
     let seconds = start.elapsed().as_secs_f64();
     drop(file);
     std::fs::remove_file(&path)?;
-    Ok(figure(&format!("disk-write sync={sync}"), mib * CHUNK as u64, seconds))
+    Ok(figure(
+        &format!("disk-write sync={sync}"),
+        mib * CHUNK as u64,
+        seconds,
+    ))
 }
 
 /// Sends `mib` MiB over loopback TCP to a thread that reads and discards.
@@ -75,7 +79,10 @@ pub fn tcp_loopback(mib: u64) -> Result<serde_json::Value> {
     let received = reader.join().expect("the reader thread does not panic")?;
     let seconds = start.elapsed().as_secs_f64();
     if received != mib * CHUNK as u64 {
-        bail!("loopback: sent {} bytes, received {received}", mib * CHUNK as u64);
+        bail!(
+            "loopback: sent {} bytes, received {received}",
+            mib * CHUNK as u64
+        );
     }
     Ok(figure("tcp-loopback", received, seconds))
 }

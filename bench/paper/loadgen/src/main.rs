@@ -80,7 +80,9 @@ impl Flags {
             if SWITCHES.contains(&name.as_str()) {
                 switches.push(name.clone());
             } else if name.starts_with("--") {
-                let value = rest.next().with_context(|| format!("{name} needs a value"))?;
+                let value = rest
+                    .next()
+                    .with_context(|| format!("{name} needs a value"))?;
                 pairs.push((name.clone(), value.clone()));
             } else {
                 bail!("unexpected argument `{name}`");

@@ -96,7 +96,11 @@ impl FrameReader {
         };
         let head = std::str::from_utf8(&data[..head_len]).context("frame head is not UTF-8")?;
         let mut lines = head.lines();
-        let command = lines.next().unwrap_or_default().trim_end_matches('\r').to_string();
+        let command = lines
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('\r')
+            .to_string();
         let headers: Vec<(String, String)> = lines
             .filter_map(|line| line.split_once(':'))
             .map(|(key, value)| (key.to_string(), value.trim_end_matches('\r').to_string()))
@@ -141,11 +145,17 @@ async fn connect(run: &Run) -> Result<(FrameReader, tokio::net::tcp::OwnedWriteH
     let (reader, mut writer) = socket.into_split();
     let mut reader = FrameReader::new(reader);
     writer
-        .write_all(b"CONNECT\naccept-version:1.2\nhost:localhost\nlogin:admin\npasscode:admin\n\n\0")
+        .write_all(
+            b"CONNECT\naccept-version:1.2\nhost:localhost\nlogin:admin\npasscode:admin\n\n\0",
+        )
         .await?;
     match reader.next().await? {
         Some(frame) if frame.command == "CONNECTED" => Ok((reader, writer)),
-        Some(frame) => bail!("CONNECT answered with {} {:?}", frame.command, frame.headers),
+        Some(frame) => bail!(
+            "CONNECT answered with {} {:?}",
+            frame.command,
+            frame.headers
+        ),
         None => bail!("the broker closed the connection after CONNECT"),
     }
 }
@@ -244,8 +254,12 @@ pub async fn consume(run: Run) -> Result<Outcome> {
         bytes += frame.body_len as u64;
         last = Instant::now();
         if received % ack_every == 0 || received == run.messages {
-            let id = frame.header("ack").context("MESSAGE without an ack header")?;
-            writer.write_all(format!("ACK\nid:{id}\n\n\0").as_bytes()).await?;
+            let id = frame
+                .header("ack")
+                .context("MESSAGE without an ack header")?;
+            writer
+                .write_all(format!("ACK\nid:{id}\n\n\0").as_bytes())
+                .await?;
             if last >= deadline {
                 capped = true;
                 break;
