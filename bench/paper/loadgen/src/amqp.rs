@@ -136,7 +136,7 @@ pub async fn consume(run: Run) -> Result<Outcome> {
         received += 1;
         bytes += delivery.data.len() as u64;
         last = Instant::now();
-        if received % ack_every == 0 || received == run.messages {
+        if received.is_multiple_of(ack_every) || received == run.messages {
             channel
                 .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
                 .await?;
@@ -169,10 +169,10 @@ mod sink {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         tokio::spawn(async move {
-            if let Ok((socket, _)) = listener.accept().await {
-                if let Err(error) = serve(socket, run).await {
-                    eprintln!("amqp sink: {error:#}");
-                }
+            if let Ok((socket, _)) = listener.accept().await
+                && let Err(error) = serve(socket, run).await
+            {
+                eprintln!("amqp sink: {error:#}");
             }
         });
         Ok(port)
