@@ -265,7 +265,11 @@ fn a_group_can_consume_with_the_kip848_protocol() {
         .collect();
     assert_eq!(lags, ["0", "0"], "{described}");
     fails(
-        &rill(&broker, &["consume", "n", "--group-protocol", "consumer"], b""),
+        &rill(
+            &broker,
+            &["consume", "n", "--group-protocol", "consumer"],
+            b"",
+        ),
         2,
         "--group",
     );

@@ -409,12 +409,17 @@ fn a_static_member_back_within_its_session_keeps_its_partitions_without_a_rebala
     assert_eq!(first.error_code, NONE);
     let id = first.member_id.clone().unwrap();
     let epoch = first.member_epoch;
-    let owned: Vec<i32> = first.assignment.unwrap().topic_partitions[0].partitions.clone();
+    let owned: Vec<i32> = first.assignment.unwrap().topic_partitions[0]
+        .partitions
+        .clone();
     assert_eq!(owned.len(), 6);
     assert_eq!(beat(&mut c, &id, epoch, &owned, 100).error_code, NONE);
 
     // Another process claiming the instance id while it is active is refused.
-    assert_eq!(beat(&mut c, "", 0, &[], 200).error_code, UNRELEASED_INSTANCE_ID);
+    assert_eq!(
+        beat(&mut c, "", 0, &[], 200).error_code,
+        UNRELEASED_INSTANCE_ID
+    );
 
     // The member leaves for a moment (a restart) ...
     let left = beat(&mut c, &id, -2, &owned, 300);
@@ -424,7 +429,10 @@ fn a_static_member_back_within_its_session_keeps_its_partitions_without_a_rebala
     assert_eq!(back.error_code, NONE);
     assert_ne!(back.member_id.as_deref(), Some(id.as_str()));
     assert_eq!(back.member_epoch, epoch, "no rebalance");
-    assert_eq!(back.assignment.unwrap().topic_partitions[0].partitions, owned);
+    assert_eq!(
+        back.assignment.unwrap().topic_partitions[0].partitions,
+        owned
+    );
 
     // Left for longer than the session timeout, it is gone for good.
     let back_id = back.member_id.unwrap();
