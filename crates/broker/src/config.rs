@@ -313,17 +313,20 @@ impl BrokerConfig {
                 "must be zero or positive",
             );
         }
-        for (key, value) in [
-            ("log_cleanup_policy", self.log_cleanup_policy.as_str()),
+        // The topic defaults follow the topic configs' own rules.
+        let ratio = self.log_cleaner_min_cleanable_ratio.to_string();
+        for (key, topic_key, value) in [
+            (
+                "log_cleanup_policy",
+                "cleanup.policy",
+                self.log_cleanup_policy.as_str(),
+            ),
             (
                 "log_cleaner_min_cleanable_ratio",
-                &self.log_cleaner_min_cleanable_ratio.to_string(),
+                "min.cleanable.dirty.ratio",
+                &ratio,
             ),
         ] {
-            let topic_key = match key {
-                "log_cleanup_policy" => "cleanup.policy",
-                _ => "min.cleanable.dirty.ratio",
-            };
             if let Err(message) = rill_metadata::topic::validate_topic_config(topic_key, value) {
                 return invalid(key, &message);
             }

@@ -375,10 +375,8 @@ impl Client {
         auto_create: bool,
         max_wait: Duration,
     ) -> Result<Arc<TopicInfo>> {
-        if let Some(topic) = self.metadata().topics.get(name)
-            && topic.loaded_at.elapsed() < self.inner.config.metadata_max_age
-        {
-            return Ok(topic.clone());
+        if let Some(topic) = self.fresh_topic_at(name, wall_clock_ms()) {
+            return Ok(topic);
         }
         let deadline = Instant::now() + max_wait;
         let mut pause = Duration::from_millis(50);

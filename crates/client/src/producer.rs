@@ -403,68 +403,61 @@ impl AsyncProducer {
         urgent: bool,
         wake: &mut bool,
     ) -> Result<DeliveryFuture> {
-        {
-            {
-                let partition = if message.partition >= 0 {
-                    if message.partition >= partition_count {
-                        return Err(Error::UnknownPartition {
-                            topic: topic.to_string(),
-                            partition: message.partition,
-                        });
-                    }
-                    message.partition
-                } else {
-                    self.shared.config.partitioner.partition(
-                        topic,
-                        message.key.as_deref(),
-                        partition_count,
-                    )
-                };
-                let (reply, answer) = oneshot::channel();
-                let by_partition = match state.queues.get_mut(topic) {
-                    Some(by_partition) => by_partition,
-                    None => state.queues.entry(topic.to_string()).or_default(),
-                };
-                let queue = by_partition.entry(partition).or_default();
-                if !queue.open.is_empty() && queue.open_bytes + size > self.shared.config.batch_size
-                {
-                    let closed = std::mem::take(&mut queue.open);
-                    queue.full.push_back(closed);
-                    queue.open_bytes = 0;
-                    queue.open_since = None;
-                    if message.key.is_none() {
-                        self.shared.config.partitioner.on_new_batch(
-                            topic,
-                            partition,
-                            partition_count,
-                        );
-                    }
-                    *wake = true;
-                }
-                if queue.open.is_empty() {
-                    queue.open_since = Some(Instant::now());
-                    *wake = true;
-                }
-                queue.open_bytes += size;
-                queue.urgent |= urgent;
-                queue.open.push(PendingRecord {
-                    key: message.key,
-                    value: message.value,
-                    headers: message
-                        .headers
-                        .into_iter()
-                        .map(|header| rill_records::record::Header {
-                            key: Bytes::from(header.key),
-                            value: header.value,
-                        })
-                        .collect(),
-                    timestamp: message.timestamp.unwrap_or(now_ms),
-                    reply,
-                    _memory: permit,
+        let partition = if message.partition >= 0 {
+            if message.partition >= partition_count {
+                return Err(Error::UnknownPartition {
+                    topic: topic.to_string(),
+                    partition: message.partition,
                 });
-                Ok(DeliveryFuture { answer })
             }
+            message.partition
+        } else {
+            self.shared
+                .config
+                .partitioner
+                .partition(topic, message.key.as_deref(), partition_count)
+        };
+        let (reply, answer) = oneshot::channel();
+        let by_partition = match state.queues.get_mut(topic) {
+            Some(by_partition) => by_partition,
+            None => state.queues.entry(topic.to_string()).or_default(),
+        };
+        let queue = by_partition.entry(partition).or_default();
+        if !queue.open.is_empty() && queue.open_bytes + size > self.shared.config.batch_size {
+            let closed = std::mem::take(&mut queue.open);
+            queue.full.push_back(closed);
+            queue.open_bytes = 0;
+            queue.open_since = None;
+            if message.key.is_none() {
+                self.shared
+                    .config
+                    .partitioner
+                    .on_new_batch(topic, partition, partition_count);
+            }
+            *wake = true;
         }
+        if queue.open.is_empty() {
+            queue.open_since = Some(Instant::now());
+            *wake = true;
+        }
+        queue.open_bytes += size;
+        queue.urgent |= urgent;
+        queue.open.push(PendingRecord {
+            key: message.key,
+            value: message.value,
+            headers: message
+                .headers
+                .into_iter()
+                .map(|header| rill_records::record::Header {
+                    key: Bytes::from(header.key),
+                    value: header.value,
+                })
+                .collect(),
+            timestamp: message.timestamp.unwrap_or(now_ms),
+            reply,
+            _memory: permit,
+        });
+        Ok(DeliveryFuture { answer })
     }
 }
 

@@ -283,7 +283,10 @@ impl Coordinator {
                         .find(|m| m.id != id && m.instance_id.as_deref() == Some(instance))
                         .map(|m| (m.id.clone(), m.left_temporarily))
                 });
-                match previous {
+                // A static member back within its session takes over the
+                // previous incarnation's epoch and partitions, and the group
+                // does not rebalance; anyone else joining starts afresh.
+                let base = match previous {
                     Some((_, false)) => {
                         return heartbeat_error(
                             UNRELEASED_INSTANCE_ID,
@@ -291,47 +294,39 @@ impl Coordinator {
                         );
                     }
                     Some((old_id, true)) => {
-                        // A static member back within its session: it takes
-                        // over the previous incarnation's epoch and
-                        // partitions, and the group does not rebalance.
                         let Some(old) = state.members.remove(&old_id) else {
                             return heartbeat_error(UNKNOWN_MEMBER_ID, "the member vanished");
                         };
                         if let Some(target) = state.target.remove(&old_id) {
                             state.target.insert(id.clone(), target);
                         }
-                        state.members.insert(
-                            id.clone(),
-                            ConsumerMember {
-                                id: id.clone(),
-                                client_id: client.client_id.to_string(),
-                                client_host: client.client_host.to_string(),
-                                left_temporarily: false,
-                                sent: None,
-                                ..old
-                            },
-                        );
-                        id
+                        ConsumerMember {
+                            left_temporarily: false,
+                            sent: None,
+                            ..old
+                        }
                     }
                     None => {
                         if !state.members.contains_key(&id) && state.members.len() >= size_max {
                             return heartbeat_error(GROUP_MAX_SIZE_REACHED, "the group is full");
                         }
-                        // A member joining again (with epoch 0) starts afresh.
-                        state.members.insert(
-                            id.clone(),
-                            ConsumerMember {
-                                id: id.clone(),
-                                client_id: client.client_id.to_string(),
-                                client_host: client.client_host.to_string(),
-                                rebalance_timeout_ms: 300_000,
-                                ..Default::default()
-                            },
-                        );
                         state.epoch += 1;
-                        id
+                        ConsumerMember {
+                            rebalance_timeout_ms: 300_000,
+                            ..Default::default()
+                        }
                     }
-                }
+                };
+                state.members.insert(
+                    id.clone(),
+                    ConsumerMember {
+                        id: id.clone(),
+                        client_id: client.client_id.to_string(),
+                        client_host: client.client_host.to_string(),
+                        ..base
+                    },
+                );
+                id
             }
             epoch => {
                 let Some(member) = state.members.get(&request.member_id) else {

@@ -382,7 +382,29 @@ pub(crate) fn clean_group(
     let base = group[0].base;
     let end = group[group.len() - 1].end;
     let path = dir.join(format!("{}.{CLEANED_SUFFIX}", file_name(base, LOG_SUFFIX)));
-    let file = File::create(&path).map_err(io_failure("create", &path))?;
+    let written = write_group(&path, group, rules, throttle, stats);
+    if written.is_err() {
+        // Uncommitted: nobody else will ever look at it.
+        let _ = fs::remove_file(&path);
+    }
+    let size = written?;
+    Ok(Cleaned {
+        base,
+        end,
+        size,
+        path,
+    })
+}
+
+/// Writes the kept batches of `group` to `path`, fsynced; returns its size.
+fn write_group(
+    path: &Path,
+    group: &[SegmentRef],
+    rules: &CleanRules<'_>,
+    throttle: &mut dyn FnMut(u64) -> bool,
+    stats: &mut CleanStats,
+) -> Result<u64, Fault> {
+    let file = File::create(path).map_err(io_failure("create", path))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut size = 0u64;
     let mut newest_ms: Option<i64> = None;
@@ -408,7 +430,7 @@ pub(crate) fn clean_group(
                 Kept::Rebuilt(bytes) => bytes.as_slice(),
                 Kept::Nothing => continue,
             };
-            out.write_all(written).map_err(io_failure("write", &path))?;
+            out.write_all(written).map_err(io_failure("write", path))?;
             size += written.len() as u64;
             stats.bytes_written += written.len() as u64;
             if !throttle(written.len() as u64) {
@@ -418,19 +440,14 @@ pub(crate) fn clean_group(
     }
     let file = out
         .into_inner()
-        .map_err(|e| io_failure("write", &path)(e.into_error()))?;
+        .map_err(|e| io_failure("write", path)(e.into_error()))?;
     if let Some(ms) = newest_ms {
         let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
         file.set_modified(time)
-            .map_err(io_failure("set modification time", &path))?;
+            .map_err(io_failure("set modification time", path))?;
     }
-    file.sync_all().map_err(io_failure("fsync", &path))?;
-    Ok(Cleaned {
-        base,
-        end,
-        size,
-        path,
-    })
+    file.sync_all().map_err(io_failure("fsync", path))?;
+    Ok(size)
 }
 
 enum Kept {

@@ -974,7 +974,7 @@ impl Log {
                 let newest = self.with_loaded(&state, segment, |l| Ok(l.time_index.last()));
                 let newest_ms = match self.guard(newest)? {
                     Some((t, _)) => t,
-                    None => file_mtime_ms(&segment.path(LOG_SUFFIX)).unwrap_or(now_ms),
+                    None => cleaner::modified_ms(&segment.path(LOG_SUFFIX)).unwrap_or(now_ms),
                 };
                 now_ms.saturating_sub(newest_ms) > state.config.retention_ms
             };
@@ -1484,19 +1484,8 @@ impl Log {
         }
         let max_bytes = config.segment_bytes.min(SEGMENT_BYTES_MAX);
         for group in cleaner::group_segments(&to_clean, max_bytes) {
-            let cleaned = cleaner::clean_group(&self.dir, &group, &rules, throttle, &mut stats);
-            let cleaned = match cleaned {
-                Ok(cleaned) => cleaned,
-                Err(fault) => {
-                    let path = self.dir.join(format!(
-                        "{}.{}",
-                        crate::segment::file_name(group[0].base, LOG_SUFFIX),
-                        cleaner::CLEANED_SUFFIX
-                    ));
-                    let _ = fs::remove_file(path);
-                    return Err(self.cleaner_fault(fault));
-                }
-            };
+            let cleaned = cleaner::clean_group(&self.dir, &group, &rules, throttle, &mut stats)
+                .map_err(|fault| self.cleaner_fault(fault))?;
             if !self.swap_in(&group, &cleaned, config.index_interval_bytes, proceed)? {
                 // The log changed under the clean (retention, truncation) or
                 // a test stopped it: what was swapped so far stands.
@@ -1516,13 +1505,10 @@ impl Log {
     /// An IO failure takes the directory offline as usual; corrupt data only
     /// fails this clean (the scrub and readers report it on their own).
     fn cleaner_fault(&self, fault: Fault) -> LogError {
-        let fault = self.guard(Err::<(), _>(fault)).unwrap_err();
-        match fault {
-            Fault::Io(e) => LogError::Io(e),
-            Fault::Offline(e) => LogError::Offline(e),
-            Fault::Corrupt(e) => LogError::Corrupt(e),
-            Fault::Closed { dir } => LogError::Closed { dir },
+        if let Fault::Io(failure) = &fault {
+            self.health.fail(failure);
         }
+        LogError::from(fault)
     }
 
     /// Replaces the segments of `group` by the cleaned file, unless the log
@@ -1588,19 +1574,7 @@ impl Log {
         if !proceed(SwapStep::WriteIndexes) {
             return Ok(false);
         }
-        // Through temporary names: a crash midway leaves no index at all
-        // (rebuilt on first use) rather than a torn one.
-        for (suffix, entries) in [
-            (INDEX_SUFFIX, &scan.offset_entries),
-            (TIME_INDEX_SUFFIX, &scan.time_entries),
-        ] {
-            let path = segment.path(suffix);
-            let tmp = path.with_extension(format!("{suffix}.tmp"));
-            let written = IndexFile::write_entries(&tmp, entries)
-                .and_then(|()| fs::rename(&tmp, &path))
-                .map_err(io_failure("write", &path));
-            self.guard(written.map_err(Fault::from))?;
-        }
+        self.guard(segment.write_indexes(&scan).map_err(Fault::from))?;
         state.segments.insert(cleaned.base, segment);
         state.max_timestamp = None;
         tracing::info!(
@@ -1735,12 +1709,6 @@ fn write_all_vectored(mut file: &File, mut slices: &mut [IoSlice<'_>]) -> std::i
         }
     }
     Ok(())
-}
-
-fn file_mtime_ms(path: &Path) -> Option<i64> {
-    let modified = fs::metadata(path).ok()?.modified().ok()?;
-    let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
-    i64::try_from(since.as_millis()).ok()
 }
 
 fn delete_segment_files(segment: &Segment) {

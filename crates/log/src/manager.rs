@@ -272,22 +272,6 @@ impl LogManager {
         }
     }
 
-    /// The dirty ratio of every open compacted log, by partition.
-    pub fn dirty_ratios(&self) -> Vec<((String, i32), f64)> {
-        let now = now_ms();
-        let logs: Vec<_> = self
-            .logs()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        logs.into_iter()
-            .filter_map(|(key, log)| match log.cleanable(now) {
-                Ok(Some(c)) => Some((key, c.dirty_ratio)),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// Cleans the dirtiest log that is due, if any; returns what it did.
     /// One pass of a cleaner thread; `throttle` as in [`Log::clean`].
     pub fn clean_dirtiest(

@@ -438,12 +438,21 @@ impl Segment {
         Ok(scan)
     }
 
+    /// Replaces both index files, each through a temporary name: a crash
+    /// midway leaves an index missing (rebuilt on first use, and the `.tmp`
+    /// removed at open), never a torn one.
     pub(crate) fn write_indexes(&self, scan: &Scan) -> Result<(), IoFailure> {
-        let index = self.path(INDEX_SUFFIX);
-        IndexFile::write_entries(&index, &scan.offset_entries)
-            .map_err(io_failure("write", &index))?;
-        let times = self.path(TIME_INDEX_SUFFIX);
-        IndexFile::write_entries(&times, &scan.time_entries).map_err(io_failure("write", &times))
+        for (suffix, entries) in [
+            (INDEX_SUFFIX, &scan.offset_entries),
+            (TIME_INDEX_SUFFIX, &scan.time_entries),
+        ] {
+            let path = self.path(suffix);
+            let tmp = path.with_extension(format!("{suffix}.tmp"));
+            IndexFile::write_entries(&tmp, entries)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(io_failure("write", &path))?;
+        }
+        Ok(())
     }
 
     /// Reads the header of the batch at `position`, which must lie before
