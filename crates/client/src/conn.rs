@@ -17,7 +17,7 @@ use rill_protocol::{ApiKey, Decode, Decoder, Encode, Encoder, RequestBody, Respo
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::error::{Error, Result};
 
@@ -92,7 +92,7 @@ pub(crate) struct Connection {
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
     pending: Arc<Mutex<Pending>>,
     next_correlation_id: AtomicI32,
-    in_flight: Semaphore,
+    in_flight: Arc<Semaphore>,
     /// The broker's version range per API key, from ApiVersions.
     broker_versions: HashMap<i16, (i16, i16)>,
 }
@@ -126,7 +126,7 @@ impl Connection {
             writer: tokio::sync::Mutex::new(writer),
             pending,
             next_correlation_id: AtomicI32::new(0),
-            in_flight: Semaphore::new(IN_FLIGHT_MAX),
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT_MAX)),
             broker_versions: HashMap::new(),
         };
         let request = RequestBody::ApiVersions(ApiVersionsRequest {
@@ -233,9 +233,43 @@ impl Connection {
             .acquire()
             .await
             .map_err(|_| self.disconnected())?;
+        let (correlation_id, answer) = self.post(version, &body).await?;
+        self.answer(correlation_id, answer, timeout).await
+    }
+
+    /// Writes a request and returns at once, with its answer to be awaited
+    /// later: requests written one after another from one task reach the
+    /// broker in that order (a producer with several batches of a
+    /// partition in flight relies on it).
+    pub(crate) async fn write_request(
+        self: &Arc<Self>,
+        version: i16,
+        body: RequestBody,
+    ) -> Result<PendingAnswer> {
+        let permit = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| self.disconnected())?;
+        let (correlation_id, answer) = self.post(version, &body).await?;
+        Ok(PendingAnswer {
+            connection: self.clone(),
+            correlation_id,
+            answer,
+            _permit: permit,
+        })
+    }
+
+    /// Registers a waiter for a new correlation id and writes the request.
+    async fn post(
+        &self,
+        version: i16,
+        body: &RequestBody,
+    ) -> Result<(i32, oneshot::Receiver<Result<ResponseBody>>)> {
         let api = body.api_key();
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
-        let frame = self.encode(correlation_id, version, &body)?;
+        let frame = self.encode(correlation_id, version, body)?;
         let (reply, answer) = oneshot::channel();
         {
             let mut pending = self.pending.lock().map_err(|_| self.disconnected())?;
@@ -255,6 +289,16 @@ impl Connection {
             self.forget(correlation_id);
             return Err(error);
         }
+        Ok((correlation_id, answer))
+    }
+
+    /// Waits for the answer to a written request, up to `timeout`.
+    async fn answer(
+        &self,
+        correlation_id: i32,
+        answer: oneshot::Receiver<Result<ResponseBody>>,
+        timeout: Duration,
+    ) -> Result<ResponseBody> {
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(self.disconnected()),
@@ -325,6 +369,26 @@ impl Connection {
             addr: self.addr.clone(),
             reason: reason.to_string(),
         }
+    }
+}
+
+/// A request on the wire whose answer is still to come
+/// ([`Connection::write_request`]).
+pub(crate) struct PendingAnswer {
+    connection: Arc<Connection>,
+    correlation_id: i32,
+    answer: oneshot::Receiver<Result<ResponseBody>>,
+    /// Holds the request's place among the connection's `IN_FLIGHT_MAX`.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl PendingAnswer {
+    /// Waits for the answer, up to the connection's request timeout.
+    pub(crate) async fn wait(self) -> Result<ResponseBody> {
+        let timeout = self.connection.request_timeout;
+        self.connection
+            .answer(self.correlation_id, self.answer, timeout)
+            .await
     }
 }
 

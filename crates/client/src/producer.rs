@@ -1,16 +1,29 @@
 //! The producer: messages go into a per-partition accumulator; a sender task
 //! closes batches by size (`batch_size`) or age (`linger`), builds each as
 //! one record batch (compressed, with the idempotent producer's sequence),
-//! and sends one Produce request per leader.
+//! and writes one Produce request per leader and round (a request carries
+//! one batch per partition; up to `max_in_flight` batches of a partition
+//! are on the wire at once, written in order on one connection).
 //!
-//! Ordering and safe retries: each partition has at most one batch in flight.
-//! A batch's sequence numbers are fixed when it is built and the same bytes
-//! are resent on a retriable error, so the broker's duplicate check drops a
-//! retry of a batch it already wrote. A partition's next sequence advances
-//! only when its batch succeeded, so a batch that finally fails leaves no gap.
+//! Ordering and safe retries: a batch's sequence numbers are fixed when it
+//! is built and the same bytes are resent on a retriable error, so the
+//! broker's duplicate check drops a retry of a batch it already wrote. A
+//! partition with a batch to retry sends nothing new and resends its failed
+//! batches one at a time, in order; batches refused as out of order behind
+//! it are retried too. A batch that fails for good leaves a hole in its
+//! partition's sequence, so the producer then takes a fresh producer id and
+//! restarts every sequence at 0 before sending on (Kafka's producer resets
+//! the same way).
+//!
+//! Each message's future shares its batch's outcome ([`BatchSlot`]), and
+//! buffer memory is one atomic counter given back per batch: a send costs
+//! no channel and no semaphore permit of its own.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,7 +32,7 @@ use rill_protocol::messages::{InitProducerIdRequest, ProduceRequest};
 use rill_protocol::{ApiKey, Records, RequestBody, ResponseBody};
 use rill_records::batch::Compression;
 use rill_records::builder::BatchBuilder;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::Notify;
 
 use crate::client::{Client, ClientConfig, wall_clock_ms as now_ms};
 use crate::error::{Error, Result, code};
@@ -61,6 +74,13 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// Bytes of messages not yet acknowledged; `send` waits when it is full.
     pub buffer_memory: usize,
+    /// Batches of one partition on the wire at once (Kafka's
+    /// `max.in.flight.requests.per.connection`). More than one keeps a
+    /// partition's pipe full when batches are small; order still holds,
+    /// since a failed batch and everything after it are resent in order
+    /// (with idempotence the broker's sequence check enforces it; without,
+    /// a retry can land after a later batch, as in Kafka).
+    pub max_in_flight: usize,
     /// The largest single message accepted.
     pub max_message_size: usize,
     /// First pause before a retry; doubles up to `retry_backoff_max`.
@@ -85,12 +105,13 @@ impl Default for ProducerConfig {
             acks: Acks::All,
             idempotence: true,
             compression: Compression::None,
-            // One in-flight batch per partition, so batches are larger than
-            // the Java client's 16 KiB: a batch grows while the previous one
-            // is on the wire, and stays under the broker's 1 MiB limit.
+            // Larger than the Java client's 16 KiB: a batch grows while the
+            // previous ones are on the wire, and stays under the broker's
+            // 1 MiB limit.
             batch_size: 512 * 1024,
             linger: Duration::from_millis(5),
             buffer_memory: 32 << 20,
+            max_in_flight: 5,
             max_message_size: 1 << 20,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
@@ -114,7 +135,8 @@ impl ProducerConfig {
 /// Where a message was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
-    pub topic: String,
+    /// Shared by every message of a batch (no string copied per message).
+    pub topic: Arc<str>,
     pub partition: i32,
     /// -1 with `Acks::None`: the broker does not say.
     pub offset: i64,
@@ -122,21 +144,235 @@ pub struct RecordMetadata {
 }
 
 /// The answer to one [`AsyncProducer::send`]; await it for the offset.
+///
+/// Every message of a batch shares one [`BatchSlot`]: the future holds the
+/// slot and its place in the batch, so a send allocates no channel of its
+/// own (a channel per message was a visible share of the send path).
 pub struct DeliveryFuture {
-    answer: oneshot::Receiver<Result<RecordMetadata>>,
+    slot: Arc<BatchSlot>,
+    index: u32,
+    timestamp: i64,
+    /// The waker this future left in the slot, and where: a future polled
+    /// again by the same task takes no lock.
+    registered: Option<(usize, Waker)>,
+}
+
+impl DeliveryFuture {
+    fn answer(&self, outcome: &BatchOutcome) -> Result<RecordMetadata> {
+        match outcome {
+            Ok(base_offset) => Ok(RecordMetadata {
+                topic: self.slot.topic.clone(),
+                partition: self.slot.partition,
+                offset: if *base_offset < 0 {
+                    -1
+                } else {
+                    base_offset + i64::from(self.index)
+                },
+                timestamp: self.timestamp,
+            }),
+            Err(failure) => Err(failure.to_error()),
+        }
+    }
 }
 
 impl std::future::Future for DeliveryFuture {
     type Output = Result<RecordMetadata>;
 
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.answer)
-            .poll(cx)
-            .map(|answer| answer.unwrap_or(Err(Error::ProducerClosed)))
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Some(outcome) = this.slot.outcome.get() {
+            return Poll::Ready(this.answer(outcome));
+        }
+        if let Some((_, waker)) = &this.registered
+            && waker.will_wake(cx.waker())
+        {
+            return Poll::Pending;
+        }
+        let mut wakers = lock(&this.slot.wakers);
+        // Checked again under the lock: the batch's completion sets the
+        // outcome before it takes the wakers, so either it is visible here
+        // or the waker left below is woken.
+        if let Some(outcome) = this.slot.outcome.get() {
+            drop(wakers);
+            return Poll::Ready(this.answer(outcome));
+        }
+        let waker = cx.waker().clone();
+        match &mut this.registered {
+            Some((at, registered)) if *at < wakers.len() => {
+                wakers[*at] = waker.clone();
+                *registered = waker;
+            }
+            registered => {
+                wakers.push(waker.clone());
+                *registered = Some((wakers.len() - 1, waker));
+            }
+        }
+        Poll::Pending
     }
+}
+
+/// A batch's outcome: its base offset (-1 with `Acks::None`), or why it
+/// failed.
+type BatchOutcome = std::result::Result<i64, Failure>;
+
+/// The part of an [`Error`] every message of a failed batch gets a copy
+/// of ([`Error`] itself cannot be cloned: it may hold an `io::Error`).
+#[derive(Debug)]
+enum Failure {
+    Kafka {
+        context: String,
+        code: i16,
+        message: Option<String>,
+    },
+    Timeout {
+        timeout_ms: u64,
+        last: String,
+    },
+    Closed,
+    Other(String),
+}
+
+impl Failure {
+    fn new(error: &Error) -> Failure {
+        match error {
+            Error::Kafka {
+                context,
+                code,
+                message,
+            } => Failure::Kafka {
+                context: context.clone(),
+                code: *code,
+                message: message.clone(),
+            },
+            Error::DeliveryTimeout { timeout_ms, last } => Failure::Timeout {
+                timeout_ms: *timeout_ms,
+                last: last.clone(),
+            },
+            Error::ProducerClosed => Failure::Closed,
+            other => Failure::Other(other.to_string()),
+        }
+    }
+
+    fn to_error(&self) -> Error {
+        match self {
+            Failure::Kafka {
+                context,
+                code,
+                message,
+            } => Error::Kafka {
+                context: context.clone(),
+                code: *code,
+                message: message.clone(),
+            },
+            Failure::Timeout { timeout_ms, last } => Error::DeliveryTimeout {
+                timeout_ms: *timeout_ms,
+                last: last.clone(),
+            },
+            Failure::Closed => Error::ProducerClosed,
+            Failure::Other(reason) => Error::Kafka {
+                context: "produce".into(),
+                code: -1,
+                message: Some(reason.clone()),
+            },
+        }
+    }
+}
+
+/// Where the futures of one batch's messages wait for its outcome.
+struct BatchSlot {
+    topic: Arc<str>,
+    partition: i32,
+    outcome: OnceLock<BatchOutcome>,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+/// The producer's side of a [`BatchSlot`]: completing it wakes every
+/// message's future; dropping it uncompleted (the producer went away)
+/// answers them with [`Error::ProducerClosed`], as a dropped channel would.
+struct Completion(Arc<BatchSlot>);
+
+impl Completion {
+    fn new(topic: Arc<str>, partition: i32) -> Completion {
+        Completion(Arc::new(BatchSlot {
+            topic,
+            partition,
+            outcome: OnceLock::new(),
+            wakers: Mutex::new(Vec::new()),
+        }))
+    }
+
+    fn complete(&self, outcome: BatchOutcome) {
+        if self.0.outcome.set(outcome).is_ok() {
+            let wakers = std::mem::take(&mut *lock(&self.0.wakers));
+            for waker in wakers {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        self.complete(Err(Failure::Closed));
+    }
+}
+
+/// Bytes of messages not yet acknowledged (`buffer_memory`): a send takes
+/// its share with one atomic operation, a batch gives back all of its
+/// messages' shares at once when it is answered.
+struct Memory {
+    used: AtomicUsize,
+    limit: usize,
+    freed: Notify,
+}
+
+impl Memory {
+    fn try_take(&self, size: usize) -> bool {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            // A message always fits an empty buffer (`limit` is at least
+            // `max_message_size`, checked at connect).
+            if used != 0 && used + size > self.limit {
+                return false;
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + size,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Waits until `size` bytes fit (back-pressure on `send`).
+    async fn take(&self, size: usize) {
+        loop {
+            if self.try_take(size) {
+                return;
+            }
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.try_take(size) {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    fn give_back(&self, size: usize) {
+        self.used.fetch_sub(size, Ordering::AcqRel);
+        self.freed.notify_waiters();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -150,33 +386,60 @@ struct PendingRecord {
     value: Option<Bytes>,
     headers: Vec<rill_records::record::Header>,
     timestamp: i64,
-    reply: oneshot::Sender<Result<RecordMetadata>>,
-    _memory: OwnedSemaphorePermit,
 }
 
-/// A closed batch, built once and resent as is on retries.
-struct Batch {
+/// The records of a batch still being filled or waiting to be built.
+struct OpenBatch {
     records: Vec<PendingRecord>,
+    /// Their share of `buffer_memory`.
+    memory: usize,
+    completion: Completion,
+}
+
+/// A closed batch, built once and resent as is on retries (an idempotent
+/// producer's reset rewrites only its producer fields).
+struct Batch {
+    completion: Completion,
+    count: i32,
+    /// Its messages' share of `buffer_memory`, given back when answered.
+    memory: usize,
     bytes: Bytes,
-    first_sent: Option<Instant>,
+    /// The idempotent producer's sequence of its first record; -1 without
+    /// idempotence.
+    base_sequence: i32,
+    /// Its place among its partition's batches, in the order they were
+    /// built (sequences wrap; this does not).
+    order: u64,
+    first_sent: Instant,
     attempts: u32,
     retry_at: Option<Instant>,
-    last_error: Option<String>,
 }
 
 #[derive(Default)]
 struct PartitionQueue {
-    open: Vec<PendingRecord>,
-    open_bytes: usize,
+    open: Option<OpenBatch>,
     open_since: Option<Instant>,
-    /// Records closed by size, waiting for the batch in flight to finish.
-    full: VecDeque<Vec<PendingRecord>>,
-    /// A batch that failed with a retriable error, sent before anything else.
-    retry: Option<Batch>,
-    in_flight: bool,
+    /// Batches closed by size, waiting for a free in-flight slot.
+    full: VecDeque<OpenBatch>,
+    /// Batches that failed with a retriable error, in the order they were
+    /// built: resent one at a time, before anything new, so a partition's
+    /// order holds across retries.
+    retry: VecDeque<Batch>,
+    /// The `order` of each batch on the wire, oldest first.
+    in_flight: VecDeque<u64>,
+    next_order: u64,
     next_sequence: i32,
     /// Send now without waiting for `linger` (a flush or a message set).
     urgent: bool,
+}
+
+impl PartitionQueue {
+    fn is_idle(&self) -> bool {
+        self.open.is_none()
+            && self.full.is_empty()
+            && self.retry.is_empty()
+            && self.in_flight.is_empty()
+    }
 }
 
 struct State {
@@ -187,6 +450,17 @@ struct State {
     closed: bool,
     producer_id: i64,
     producer_epoch: i16,
+    /// An idempotent batch failed for good (or the broker forgot this
+    /// producer): the sequences after it can never be written, so nothing
+    /// new goes out until a fresh producer id restarts every partition's
+    /// sequence at 0 ([`Shared::reset_producer`]).
+    reset: bool,
+}
+
+impl State {
+    fn queues(&self) -> impl Iterator<Item = &PartitionQueue> {
+        self.queues.values().flat_map(HashMap::values)
+    }
 }
 
 struct Shared {
@@ -197,7 +471,7 @@ struct Shared {
     wake: Notify,
     /// Wakes `flush` callers whenever a batch completes.
     progress: Notify,
-    memory: Arc<Semaphore>,
+    memory: Memory,
 }
 
 /// The async producer. Cheap to clone; all clones share one sender task.
@@ -209,9 +483,12 @@ pub struct AsyncProducer {
 impl AsyncProducer {
     /// Connects to the cluster and starts the sender task.
     pub async fn connect(config: ProducerConfig) -> Result<AsyncProducer> {
-        if config.batch_size == 0 || config.buffer_memory < config.max_message_size {
+        if config.batch_size == 0
+            || config.buffer_memory < config.max_message_size
+            || config.max_in_flight == 0
+        {
             return Err(Error::Config(
-                "batch_size must be positive and buffer_memory at least max_message_size".into(),
+                "batch_size and max_in_flight must be positive and buffer_memory at least max_message_size".into(),
             ));
         }
         let client = Client::connect(config.client.clone()).await?;
@@ -219,7 +496,11 @@ impl AsyncProducer {
         let shared = Arc::new(Shared {
             client,
             idempotent,
-            memory: Arc::new(Semaphore::new(config.buffer_memory)),
+            memory: Memory {
+                used: AtomicUsize::new(0),
+                limit: config.buffer_memory,
+                freed: Notify::new(),
+            },
             config,
             state: Mutex::new(State {
                 queues: HashMap::new(),
@@ -227,6 +508,7 @@ impl AsyncProducer {
                 closed: false,
                 producer_id: -1,
                 producer_epoch: -1,
+                reset: false,
             }),
             wake: Notify::new(),
             progress: Notify::new(),
@@ -245,8 +527,9 @@ impl AsyncProducer {
     /// Queues one message for `topic`; waits only while buffer memory is
     /// full. Await the returned future for its partition and offset.
     pub async fn send(&self, topic: &str, message: Message) -> Result<DeliveryFuture> {
-        // The hot path of a sending loop: no vectors, one lock, one clock
-        // read (the record's timestamp, also used to judge the metadata).
+        // The hot path of a sending loop: no vectors, no channel, one lock,
+        // one clock read (the record's timestamp, also used to judge the
+        // metadata).
         let config = &self.shared.config;
         let now = now_ms();
         let info = match self.shared.client.fresh_topic_at(topic, now) {
@@ -258,26 +541,30 @@ impl AsyncProducer {
                     .await?
             }
         };
-        let (size, permit) = self.reserve(&message).await?;
+        let size = self.reserve(&message).await?;
         let mut wake = false;
-        let future = {
+        let queued = {
             let mut state = self.shared.lock();
             if state.closed {
-                return Err(Error::ProducerClosed);
+                Err(Error::ProducerClosed)
+            } else {
+                let partitions = info.partitions.len() as i32;
+                self.queue_one(
+                    &mut state, topic, partitions, message, size, now, false, &mut wake,
+                )
             }
-            let partitions = info.partitions.len() as i32;
-            self.queue_one(
-                &mut state, topic, partitions, message, size, permit, now, false, &mut wake,
-            )?
         };
+        if queued.is_err() {
+            self.shared.memory.give_back(size);
+        }
         if wake {
             self.shared.wake.notify_one();
         }
-        Ok(future)
+        queued
     }
 
     /// Checks a message's size and waits for buffer memory for it.
-    async fn reserve(&self, message: &Message) -> Result<(usize, OwnedSemaphorePermit)> {
+    async fn reserve(&self, message: &Message) -> Result<usize> {
         let size = message.encoded_len_estimate();
         if size > self.shared.config.max_message_size {
             return Err(Error::MessageTooLarge {
@@ -286,14 +573,8 @@ impl AsyncProducer {
             });
         }
         // Back-pressure: wait for acknowledged messages to free memory.
-        let permit = self
-            .shared
-            .memory
-            .clone()
-            .acquire_many_owned(size as u32)
-            .await
-            .map_err(|_| Error::ProducerClosed)?;
-        Ok((size, permit))
+        self.shared.memory.take(size).await;
+        Ok(size)
     }
 
     /// Sends a set of messages at once, in as few requests as there are
@@ -313,17 +594,7 @@ impl AsyncProducer {
             let progress = self.shared.progress.notified();
             {
                 let mut state = self.shared.lock();
-                let idle = state
-                    .queues
-                    .values()
-                    .flat_map(HashMap::values)
-                    .all(|queue| {
-                        queue.open.is_empty()
-                            && queue.full.is_empty()
-                            && queue.retry.is_none()
-                            && !queue.in_flight
-                    });
-                if idle {
+                if state.queues().all(PartitionQueue::is_idle) {
                     state.flushing = false;
                     return Ok(());
                 }
@@ -357,35 +628,57 @@ impl AsyncProducer {
         let partition_count = info.partitions.len() as i32;
         let mut reserved = Vec::with_capacity(messages.len());
         for message in messages {
-            let (size, permit) = self.reserve(&message).await?;
-            reserved.push((message, size, permit));
+            match self.reserve(&message).await {
+                Ok(size) => reserved.push((message, size)),
+                Err(error) => {
+                    let taken = reserved.iter().map(|(_, size)| size).sum();
+                    self.shared.memory.give_back(taken);
+                    return Err(error);
+                }
+            }
         }
         let now_ms = now_ms();
         let mut futures = Vec::with_capacity(reserved.len());
         let mut wake = urgent;
+        let mut failure = None;
         {
             let mut state = self.shared.lock();
-            if state.closed {
-                return Err(Error::ProducerClosed);
-            }
-            for (message, size, permit) in reserved {
-                futures.push(self.queue_one(
-                    &mut state,
-                    topic,
-                    partition_count,
-                    message,
-                    size,
-                    permit,
-                    now_ms,
-                    urgent,
-                    &mut wake,
-                )?);
+            let mut reserved = reserved.into_iter();
+            while let Some((message, size)) = reserved.next() {
+                let queued = if state.closed {
+                    Err(Error::ProducerClosed)
+                } else {
+                    self.queue_one(
+                        &mut state,
+                        topic,
+                        partition_count,
+                        message,
+                        size,
+                        now_ms,
+                        urgent,
+                        &mut wake,
+                    )
+                };
+                match queued {
+                    Ok(future) => futures.push(future),
+                    Err(error) => {
+                        // What is queued stays queued; the rest gives its
+                        // memory back.
+                        let rest: usize = reserved.map(|(_, size)| size).sum();
+                        self.shared.memory.give_back(size + rest);
+                        failure = Some(error);
+                        break;
+                    }
+                }
             }
         }
         if wake {
             self.shared.wake.notify_one();
         }
-        Ok(futures)
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(futures),
+        }
     }
 
     /// Puts one message on its partition's queue (the caller holds the
@@ -398,11 +691,11 @@ impl AsyncProducer {
         partition_count: i32,
         message: Message,
         size: usize,
-        permit: OwnedSemaphorePermit,
         now_ms: i64,
         urgent: bool,
         wake: &mut bool,
     ) -> Result<DeliveryFuture> {
+        let config = &self.shared.config;
         let partition = if message.partition >= 0 {
             if message.partition >= partition_count {
                 return Err(Error::UnknownPartition {
@@ -412,37 +705,44 @@ impl AsyncProducer {
             }
             message.partition
         } else {
-            self.shared
-                .config
+            config
                 .partitioner
                 .partition(topic, message.key.as_deref(), partition_count)
         };
-        let (reply, answer) = oneshot::channel();
         let by_partition = match state.queues.get_mut(topic) {
             Some(by_partition) => by_partition,
             None => state.queues.entry(topic.to_string()).or_default(),
         };
         let queue = by_partition.entry(partition).or_default();
-        if !queue.open.is_empty() && queue.open_bytes + size > self.shared.config.batch_size {
-            let closed = std::mem::take(&mut queue.open);
+        if let Some(open) = &queue.open
+            && open.memory + size > config.batch_size
+            && let Some(closed) = queue.open.take()
+        {
             queue.full.push_back(closed);
-            queue.open_bytes = 0;
             queue.open_since = None;
             if message.key.is_none() {
-                self.shared
-                    .config
+                config
                     .partitioner
                     .on_new_batch(topic, partition, partition_count);
             }
             *wake = true;
         }
-        if queue.open.is_empty() {
-            queue.open_since = Some(Instant::now());
-            *wake = true;
-        }
-        queue.open_bytes += size;
-        queue.urgent |= urgent;
-        queue.open.push(PendingRecord {
+        let open = match &mut queue.open {
+            Some(open) => open,
+            None => {
+                queue.open_since = Some(Instant::now());
+                *wake = true;
+                queue.open.insert(OpenBatch {
+                    records: Vec::new(),
+                    memory: 0,
+                    completion: Completion::new(Arc::from(topic), partition),
+                })
+            }
+        };
+        let index = open.records.len() as u32;
+        let timestamp = message.timestamp.unwrap_or(now_ms);
+        open.memory += size;
+        open.records.push(PendingRecord {
             key: message.key,
             value: message.value,
             headers: message
@@ -453,19 +753,21 @@ impl AsyncProducer {
                     value: header.value,
                 })
                 .collect(),
-            timestamp: message.timestamp.unwrap_or(now_ms),
-            reply,
-            _memory: permit,
+            timestamp,
         });
-        Ok(DeliveryFuture { answer })
+        queue.urgent |= urgent;
+        Ok(DeliveryFuture {
+            slot: open.completion.0.clone(),
+            index,
+            timestamp,
+            registered: None,
+        })
     }
 }
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
     }
 
     async fn init_producer_id(&self) -> Result<()> {
@@ -496,11 +798,51 @@ impl Shared {
         Ok(())
     }
 
-    /// Takes every batch that may go now, and when the next one may.
+    /// Whether a reset is due: asked for, and nothing is on the wire.
+    fn reset_due(&self) -> bool {
+        let state = self.lock();
+        state.reset && state.queues().all(|queue| queue.in_flight.is_empty())
+    }
+
+    /// Takes a fresh producer id and restarts every partition's sequence at
+    /// 0, renumbering the batches waiting to be retried in their order (a
+    /// batch's producer fields are under its CRC, so they are rewritten).
+    async fn reset_producer(&self) {
+        if let Err(error) = self.init_producer_id().await {
+            tracing::warn!(%error, "cannot reset the idempotent producer; trying again");
+            tokio::time::sleep(self.config.retry_backoff).await;
+            return;
+        }
+        let mut state = self.lock();
+        let (producer_id, producer_epoch) = (state.producer_id, state.producer_epoch);
+        for queue in state.queues.values_mut().flat_map(HashMap::values_mut) {
+            let mut sequence = 0i32;
+            for batch in &mut queue.retry {
+                let mut bytes = batch.bytes.to_vec();
+                if set_producer(&mut bytes, producer_id, producer_epoch, sequence).is_ok() {
+                    batch.bytes = Bytes::from(bytes);
+                }
+                batch.base_sequence = sequence;
+                sequence = sequence.wrapping_add(batch.count) & i32::MAX;
+            }
+            queue.next_sequence = sequence;
+        }
+        state.reset = false;
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Takes every batch that may go now (up to `max_in_flight` per
+    /// partition, oldest first), and when the next one may.
     fn drain(&self) -> (Vec<(TopicPartition, Batch)>, Option<Instant>) {
         let now = Instant::now();
         let linger = self.config.linger;
+        let max_in_flight = self.config.max_in_flight;
+        let idempotent = self.idempotent;
         let mut state = self.lock();
+        if state.reset {
+            return (Vec::new(), None);
+        }
         let flushing = state.flushing || state.closed;
         let (producer_id, producer_epoch) = (state.producer_id, state.producer_epoch);
         let mut ready = Vec::new();
@@ -517,56 +859,77 @@ impl Shared {
                 topic: topic.clone(),
                 partition,
             };
-            if queue.in_flight {
-                continue;
-            }
-            if let Some(retry) = &queue.retry {
-                match retry.retry_at {
-                    Some(at) if at > now => earliest(at),
-                    _ => {
-                        if let Some(batch) = queue.retry.take() {
-                            queue.in_flight = true;
-                            ready.push((tp(), batch));
-                        }
-                    }
-                }
-                continue;
-            }
-            let records = if let Some(records) = queue.full.pop_front() {
-                records
-            } else if !queue.open.is_empty() {
-                let deadline = queue.open_since.map_or(now, |since| since + linger);
-                if deadline > now && !flushing && !queue.urgent {
-                    earliest(deadline);
+            if let Some(retry) = queue.retry.front() {
+                if !queue.in_flight.is_empty() {
                     continue;
                 }
-                queue.open_bytes = 0;
-                queue.open_since = None;
-                queue.urgent = false;
-                std::mem::take(&mut queue.open)
-            } else {
+                if let Some(at) = retry.retry_at.filter(|at| *at > now) {
+                    earliest(at);
+                    continue;
+                }
+                if let Some(batch) = queue.retry.pop_front() {
+                    queue.in_flight.push_back(batch.order);
+                    ready.push((tp(), batch));
+                }
                 continue;
-            };
-            queue.in_flight = true;
-            to_build.push((tp(), records, queue.next_sequence));
+            }
+            while queue.in_flight.len() < max_in_flight {
+                let open = if let Some(open) = queue.full.pop_front() {
+                    open
+                } else if queue.open.is_some() {
+                    let deadline = queue.open_since.map_or(now, |since| since + linger);
+                    if deadline > now && !flushing && !queue.urgent {
+                        earliest(deadline);
+                        break;
+                    }
+                    queue.open_since = None;
+                    queue.urgent = false;
+                    match queue.open.take() {
+                        Some(open) => open,
+                        None => break,
+                    }
+                } else {
+                    break;
+                };
+                let base_sequence = if idempotent {
+                    let sequence = queue.next_sequence;
+                    queue.next_sequence =
+                        sequence.wrapping_add(open.records.len() as i32) & i32::MAX;
+                    sequence
+                } else {
+                    -1
+                };
+                let order = queue.next_order;
+                queue.next_order += 1;
+                queue.in_flight.push_back(order);
+                to_build.push((tp(), open, base_sequence, order));
+            }
         }
         drop(state);
         // Building (copying, compressing, CRC) happens outside the lock, so
         // `send` callers are not held up by it.
-        let producer = self.idempotent.then_some((producer_id, producer_epoch));
-        for (tp, records, base_sequence) in to_build {
-            let built = build_batch(&records, self.config.compression, producer, base_sequence);
+        let producer = idempotent.then_some((producer_id, producer_epoch));
+        for (tp, open, base_sequence, order) in to_build {
+            let built = build_batch(
+                &open.records,
+                self.config.compression,
+                producer,
+                base_sequence,
+            );
             let (bytes, failure) = match built {
                 Ok(bytes) => (bytes, None),
                 Err(error) => (Bytes::new(), Some(error)),
             };
             let batch = Batch {
-                records,
+                completion: open.completion,
+                count: open.records.len() as i32,
+                memory: open.memory,
                 bytes,
-                first_sent: Some(now),
+                base_sequence,
+                order,
+                first_sent: now,
                 attempts: 0,
                 retry_at: None,
-                last_error: None,
             };
             match failure {
                 None => ready.push((tp, batch)),
@@ -579,6 +942,44 @@ impl Shared {
     /// Records the outcome of one batch.
     fn complete(&self, tp: &TopicPartition, mut batch: Batch, outcome: Outcome) {
         let mut state = self.lock();
+        let reset_pending = state.reset;
+        let Some(queue) = state
+            .queues
+            .get_mut(&tp.topic)
+            .and_then(|by_partition| by_partition.get_mut(&tp.partition))
+        else {
+            drop(state);
+            self.memory.give_back(batch.memory);
+            return;
+        };
+        let position = queue
+            .in_flight
+            .iter()
+            .position(|order| *order == batch.order);
+        if let Some(position) = position {
+            queue.in_flight.remove(position);
+        }
+        let outcome = match outcome {
+            // The broker refused this batch because one before it is
+            // missing: retriable while that one is still to be resolved
+            // (in flight before it, waiting to be retried, or about to be
+            // renumbered by a reset); otherwise this producer's sequence is
+            // broken and only a reset repairs it.
+            Outcome::OutOfOrder(error) => {
+                if reset_pending || position.is_some_and(|at| at > 0) || !queue.retry.is_empty() {
+                    Outcome::Retry(error)
+                } else {
+                    Outcome::Failed(error)
+                }
+            }
+            Outcome::UnknownProducer(error) => {
+                state.reset = true;
+                Outcome::Retry(error)
+            }
+            other => other,
+        };
+        // The borrow of `state` above ends with the reset flag; look the
+        // queue up again.
         let Some(queue) = state
             .queues
             .get_mut(&tp.topic)
@@ -586,68 +987,89 @@ impl Shared {
         else {
             return;
         };
-        queue.in_flight = false;
-        match outcome {
+        let failed = match outcome {
             Outcome::Written { base_offset } => {
-                let count = batch.records.len() as i32;
-                if self.idempotent {
-                    queue.next_sequence = queue.next_sequence.wrapping_add(count) & i32::MAX;
-                }
-                for (index, record) in batch.records.into_iter().enumerate() {
-                    let offset = if base_offset < 0 {
-                        -1
-                    } else {
-                        base_offset + index as i64
-                    };
-                    let _ = record.reply.send(Ok(RecordMetadata {
-                        topic: tp.topic.clone(),
-                        partition: tp.partition,
-                        offset,
-                        timestamp: record.timestamp,
-                    }));
-                }
+                batch.completion.complete(Ok(base_offset));
+                None
             }
-            Outcome::Retry(error) => {
-                let first_sent = batch.first_sent.unwrap_or_else(Instant::now);
-                if first_sent.elapsed() >= self.config.delivery_timeout {
-                    let error = Error::DeliveryTimeout {
-                        timeout_ms: self.config.delivery_timeout.as_millis() as u64,
-                        last: error.to_string(),
-                    };
-                    fail_records(batch.records, &error.to_string());
-                } else {
-                    let backoff = self
-                        .config
-                        .retry_backoff
-                        .saturating_mul(1 << batch.attempts.min(10))
-                        .min(self.config.retry_backoff_max);
-                    batch.retry_at = Some(Instant::now() + backoff);
-                    batch.last_error = Some(error.to_string());
-                    queue.retry = Some(batch);
-                }
+            Outcome::Retry(error) if batch.first_sent.elapsed() < self.config.delivery_timeout => {
+                let backoff = self
+                    .config
+                    .retry_backoff
+                    .saturating_mul(1 << batch.attempts.min(10))
+                    .min(self.config.retry_backoff_max);
+                batch.retry_at = Some(Instant::now() + backoff);
+                tracing::debug!(%error, topic = %tp.topic, partition = tp.partition, "produce will be retried");
+                let at = queue
+                    .retry
+                    .partition_point(|queued| queued.order < batch.order);
+                queue.retry.insert(at, batch);
+                drop(state);
+                self.wake.notify_one();
+                return;
             }
-            Outcome::Failed(error) => fail_records(batch.records, &error.to_string()),
+            Outcome::Retry(error) => Some(Error::DeliveryTimeout {
+                timeout_ms: self.config.delivery_timeout.as_millis() as u64,
+                last: error.to_string(),
+            }),
+            Outcome::Failed(error)
+            | Outcome::OutOfOrder(error)
+            | Outcome::UnknownProducer(error) => Some(error),
+        };
+        if let Some(error) = failed {
+            batch.completion.complete(Err(Failure::new(&error)));
+            if self.idempotent {
+                // Its sequences may or may not be on the broker: a fresh
+                // producer id is the only safe way on.
+                state.reset = true;
+            }
         }
         drop(state);
+        self.memory.give_back(batch.memory);
         self.progress.notify_waiters();
         self.wake.notify_one();
     }
 }
 
 enum Outcome {
-    Written { base_offset: i64 },
+    Written {
+        base_offset: i64,
+    },
     Retry(Error),
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER from the broker.
+    OutOfOrder(Error),
+    /// UNKNOWN_PRODUCER_ID: the broker no longer knows this producer.
+    UnknownProducer(Error),
     Failed(Error),
 }
 
-fn fail_records(records: Vec<PendingRecord>, error: &str) {
-    for record in records {
-        let _ = record.reply.send(Err(Error::Kafka {
-            context: "produce".into(),
-            code: -1,
-            message: Some(error.to_string()),
-        }));
+/// Rewrites a built batch's producer id, epoch and base sequence, and its
+/// CRC (which covers them).
+fn set_producer(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> std::result::Result<(), rill_records::batch::BatchError> {
+    use rill_records::batch::{
+        BASE_SEQUENCE_OFFSET, BATCH_HEADER_LEN, BatchError, CRC_OFFSET, PRODUCER_EPOCH_OFFSET,
+        PRODUCER_ID_OFFSET,
+    };
+    if batch.len() < BATCH_HEADER_LEN {
+        return Err(BatchError::HeaderTooShort {
+            available: batch.len(),
+        });
     }
+    batch[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH_OFFSET..PRODUCER_EPOCH_OFFSET + 2]
+        .copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4]
+        .copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = rill_records::batch::BatchView::parse(batch)?
+        .0
+        .computed_crc();
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
 }
 
 fn build_batch(
@@ -674,6 +1096,10 @@ fn build_batch(
 async fn run_sender(shared: Arc<Shared>) {
     loop {
         let wake = shared.wake.notified();
+        if shared.reset_due() {
+            shared.reset_producer().await;
+            continue;
+        }
         let (ready, next_wake) = shared.drain();
         if !ready.is_empty() {
             send_batches(&shared, ready).await;
@@ -681,13 +1107,7 @@ async fn run_sender(shared: Arc<Shared>) {
         }
         {
             let state = shared.lock();
-            if state.closed
-                && state
-                    .queues
-                    .values()
-                    .flat_map(HashMap::values)
-                    .all(|queue| !queue.in_flight)
-            {
+            if state.closed && state.queues().all(|queue| queue.in_flight.is_empty()) {
                 return;
             }
         }
@@ -700,14 +1120,29 @@ async fn run_sender(shared: Arc<Shared>) {
     }
 }
 
-/// Groups batches by leader and sends one request to each leader; each
-/// request's answer is handled in its own task, so the sender goes back to
-/// draining at once.
+/// The batches for one leader, as requests: a request carries at most one
+/// batch per partition (as Kafka requires), so a partition's second batch
+/// goes in the second request, written after the first.
+type Rounds = Vec<Vec<(TopicPartition, Batch)>>;
+
+/// Groups batches by leader and writes each leader's requests in order,
+/// from this task (so a partition's batches reach the broker in the order
+/// they were built); each leader's answers are awaited in a task of their
+/// own, so the sender goes back to draining at once.
 async fn send_batches(shared: &Arc<Shared>, ready: Vec<(TopicPartition, Batch)>) {
-    let mut by_leader: HashMap<i32, Vec<(TopicPartition, Batch)>> = HashMap::new();
+    let mut by_leader: HashMap<i32, Rounds> = HashMap::new();
     for (tp, batch) in ready {
         match shared.client.leader(&tp.topic, tp.partition).await {
-            Ok(leader) => by_leader.entry(leader).or_default().push((tp, batch)),
+            Ok(leader) => {
+                let rounds = by_leader.entry(leader).or_default();
+                match rounds
+                    .iter_mut()
+                    .find(|round| round.iter().all(|(queued, _)| *queued != tp))
+                {
+                    Some(round) => round.push((tp, batch)),
+                    None => rounds.push(vec![(tp, batch)]),
+                }
+            }
             Err(error) => {
                 let outcome = if error.is_retriable() {
                     let _ = shared.client.refresh_topic(&tp.topic).await;
@@ -719,18 +1154,60 @@ async fn send_batches(shared: &Arc<Shared>, ready: Vec<(TopicPartition, Batch)>)
             }
         }
     }
-    for (leader, batches) in by_leader {
-        tokio::spawn(send_to_leader(shared.clone(), leader, batches));
+    for (leader, rounds) in by_leader {
+        send_to_leader(shared, leader, rounds).await;
     }
 }
 
-async fn send_to_leader(
-    shared: Arc<Shared>,
-    leader: i32,
-    mut batches: Vec<(TopicPartition, Batch)>,
-) {
+async fn send_to_leader(shared: &Arc<Shared>, leader: i32, rounds: Rounds) {
+    let connection = match shared.client.connection(leader).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            for round in rounds {
+                request_failed(shared, leader, round, &error).await;
+            }
+            return;
+        }
+    };
+    let version = match connection.version(ApiKey::Produce) {
+        Ok(version) => version,
+        Err(error) => {
+            for round in rounds {
+                request_failed(shared, leader, round, &error).await;
+            }
+            return;
+        }
+    };
+    if shared.config.acks == Acks::None {
+        for mut round in rounds {
+            let request = produce_request(shared, &mut round);
+            let written = connection.send_oneway(version, request).await;
+            answered(shared, leader, round, written.map(|()| None)).await;
+        }
+        return;
+    }
+    let mut written = Vec::with_capacity(rounds.len());
+    for mut round in rounds {
+        let request = produce_request(shared, &mut round);
+        let answer = connection.write_request(version, request).await;
+        written.push((round, answer));
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        for (round, answer) in written {
+            let result = match answer {
+                Ok(answer) => answer.wait().await.map(Some),
+                Err(error) => Err(error),
+            };
+            answered(&shared, leader, round, result).await;
+        }
+    });
+}
+
+/// The Produce request for one round of batches (one per partition).
+fn produce_request(shared: &Shared, round: &mut [(TopicPartition, Batch)]) -> RequestBody {
     let mut topics: Vec<TopicProduceData> = Vec::new();
-    for (tp, batch) in batches.iter_mut() {
+    for (tp, batch) in round.iter_mut() {
         batch.attempts += 1;
         let data = PartitionProduceData {
             index: tp.partition,
@@ -746,27 +1223,23 @@ async fn send_to_leader(
             }),
         }
     }
-    let acks = shared.config.acks;
-    let request = |_version| {
-        RequestBody::Produce(ProduceRequest {
-            transactional_id: None,
-            acks: acks.wire(),
-            timeout_ms: shared.config.client.request_timeout.as_millis() as i32,
-            topic_data: topics,
-            ..Default::default()
-        })
-    };
-    let result = match shared.client.connection(leader).await {
-        Err(error) => Err(error),
-        Ok(connection) if acks == Acks::None => match connection.version(ApiKey::Produce) {
-            Ok(version) => connection
-                .send_oneway(version, request(version))
-                .await
-                .map(|()| None),
-            Err(error) => Err(error),
-        },
-        Ok(connection) => connection.call(ApiKey::Produce, request).await.map(Some),
-    };
+    RequestBody::Produce(ProduceRequest {
+        transactional_id: None,
+        acks: shared.config.acks.wire(),
+        timeout_ms: shared.config.client.request_timeout.as_millis() as i32,
+        topic_data: topics,
+        ..Default::default()
+    })
+}
+
+/// Handles the answer to one request: `Ok(None)` when none was asked for
+/// (acks=0) and the request was written.
+async fn answered(
+    shared: &Shared,
+    leader: i32,
+    batches: Vec<(TopicPartition, Batch)>,
+    result: Result<Option<ResponseBody>>,
+) {
     match result {
         Ok(None) => {
             for (tp, batch) in batches {
@@ -787,28 +1260,29 @@ async fn send_to_leader(
                         addr: format!("broker {leader}"),
                         reason: format!("no answer for {}-{}", tp.topic, tp.partition),
                     }),
-                    Some(answer) => match answer.error_code {
-                        code::NONE => Outcome::Written {
-                            base_offset: answer.base_offset,
-                        },
-                        // A retry of a batch the broker already wrote.
-                        code::DUPLICATE_SEQUENCE_NUMBER => Outcome::Written {
-                            base_offset: answer.base_offset,
-                        },
-                        error_code => {
-                            let error = Error::kafka(
+                    Some(answer) => {
+                        let error = || {
+                            Error::kafka(
                                 format!("produce to {}-{}", tp.topic, tp.partition),
-                                error_code,
-                                answer.error_message,
-                            );
-                            if code::is_retriable(error_code) {
+                                answer.error_code,
+                                answer.error_message.clone(),
+                            )
+                        };
+                        match answer.error_code {
+                            // DUPLICATE: a retry of a batch the broker
+                            // already wrote.
+                            code::NONE | code::DUPLICATE_SEQUENCE_NUMBER => Outcome::Written {
+                                base_offset: answer.base_offset,
+                            },
+                            code::OUT_OF_ORDER_SEQUENCE_NUMBER => Outcome::OutOfOrder(error()),
+                            code::UNKNOWN_PRODUCER_ID => Outcome::UnknownProducer(error()),
+                            error_code if code::is_retriable(error_code) => {
                                 refresh.push(tp.topic.clone());
-                                Outcome::Retry(error)
-                            } else {
-                                Outcome::Failed(error)
+                                Outcome::Retry(error())
                             }
+                            _ => Outcome::Failed(error()),
                         }
-                    },
+                    }
                 };
                 shared.complete(&tp, batch, outcome);
             }
@@ -827,26 +1301,34 @@ async fn send_to_leader(
                 shared.complete(&tp, batch, Outcome::Failed(error));
             }
         }
-        Err(error) => {
-            let retriable = error.is_retriable()
-                || matches!(error, Error::Protocol { .. } | Error::UnknownBroker(_));
-            let topics: Vec<String> = batches.iter().map(|(tp, _)| tp.topic.clone()).collect();
-            let _ = shared.client.refresh_metadata(Some(&topics)).await;
-            for (tp, batch) in batches {
-                let outcome = if retriable {
-                    Outcome::Retry(Error::Protocol {
-                        addr: format!("broker {leader}"),
-                        reason: error.to_string(),
-                    })
-                } else {
-                    Outcome::Failed(Error::Protocol {
-                        addr: format!("broker {leader}"),
-                        reason: error.to_string(),
-                    })
-                };
-                shared.complete(&tp, batch, outcome);
-            }
-        }
+        Err(error) => request_failed(shared, leader, batches, &error).await,
+    }
+}
+
+/// A request that got no answer: its batches are retried when the cause
+/// may pass (a dropped connection, a moved leader), after a metadata
+/// refresh.
+async fn request_failed(
+    shared: &Shared,
+    leader: i32,
+    batches: Vec<(TopicPartition, Batch)>,
+    error: &Error,
+) {
+    let retriable =
+        error.is_retriable() || matches!(error, Error::Protocol { .. } | Error::UnknownBroker(_));
+    let topics: Vec<String> = batches.iter().map(|(tp, _)| tp.topic.clone()).collect();
+    let _ = shared.client.refresh_metadata(Some(&topics)).await;
+    for (tp, batch) in batches {
+        let error = Error::Protocol {
+            addr: format!("broker {leader}"),
+            reason: error.to_string(),
+        };
+        let outcome = if retriable {
+            Outcome::Retry(error)
+        } else {
+            Outcome::Failed(error)
+        };
+        shared.complete(&tp, batch, outcome);
     }
 }
 

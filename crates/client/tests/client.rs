@@ -438,3 +438,108 @@ fn sending_to_a_new_topic_creates_it_unless_the_producer_says_not_to() {
         "a refused topic fails at once"
     );
 }
+
+/// A producer with one-message batches and several of them on the wire at
+/// once: every message lands at the offset of its place in the send order,
+/// with and without idempotence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_in_flight_together_keep_their_order() {
+    let broker = Broker::start().unwrap();
+    for (topic, acks) in [("inflight-all", Acks::All), ("inflight-one", Acks::Leader)] {
+        broker.create_topic(topic, 1).unwrap();
+        let producer = AsyncProducer::connect(ProducerConfig {
+            acks,
+            batch_size: 1,
+            linger: Duration::ZERO,
+            max_in_flight: 5,
+            ..ProducerConfig::new(&broker.bootstrap())
+        })
+        .await
+        .unwrap();
+        let mut futures = Vec::new();
+        for i in 0..2000 {
+            futures.push(
+                producer
+                    .send(topic, Message::new(i.to_string()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        for (i, future) in futures.into_iter().enumerate() {
+            assert_eq!(future.await.unwrap().offset, i as i64, "{topic}");
+        }
+        let consumer =
+            AsyncConsumer::connect(ConsumerConfig::new(&broker.bootstrap()).from_beginning())
+                .await
+                .unwrap();
+        consumer.assign_topic(topic).await.unwrap();
+        for (i, message) in consume_n(&consumer, 2000).await.iter().enumerate() {
+            assert_eq!(message.payload(), i.to_string().as_bytes(), "{topic}");
+        }
+    }
+}
+
+/// An idempotent producer whose batch is refused for good (a keyless
+/// message on a compacted topic) has a hole in its sequence: the batches
+/// behind it are refused as out of order, and the producer must take a new
+/// producer id and resend them, in order, rather than fail them or stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_for_good_resets_the_idempotent_producer() {
+    let broker = Broker::start().unwrap();
+    let admin = AdminClient::connect(ClientConfig::new(&broker.bootstrap()))
+        .await
+        .unwrap();
+    admin
+        .create_topics(vec![
+            NewTopic::new("hole", 1).config("cleanup.policy", "compact"),
+        ])
+        .await
+        .unwrap();
+    let producer = AsyncProducer::connect(ProducerConfig {
+        batch_size: 1,
+        linger: Duration::ZERO,
+        max_in_flight: 5,
+        ..ProducerConfig::new(&broker.bootstrap())
+    })
+    .await
+    .unwrap();
+    let keyed = |i: usize| Message::with_key(format!("k{i}"), format!("v{i}"));
+    let mut futures = vec![producer.send("hole", keyed(0)).await.unwrap()];
+    let refused = producer.send("hole", Message::new("no key")).await.unwrap();
+    for i in 1..=40 {
+        futures.push(producer.send("hole", keyed(i)).await.unwrap());
+    }
+    let error = refused.await.unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(rill_client::code::INVALID_RECORD),
+        "{error}"
+    );
+    let mut offsets = Vec::new();
+    for future in futures {
+        offsets.push(future.await.unwrap().offset);
+    }
+    assert!(
+        offsets.windows(2).all(|pair| pair[0] < pair[1]),
+        "{offsets:?}"
+    );
+    // And it goes on working after the reset.
+    let after = producer
+        .send_set("hole", MessageSet::new(keyed(41)))
+        .await
+        .unwrap();
+    assert!(after[0].offset > *offsets.last().unwrap());
+
+    let consumer =
+        AsyncConsumer::connect(ConsumerConfig::new(&broker.bootstrap()).from_beginning())
+            .await
+            .unwrap();
+    consumer.assign_topic("hole").await.unwrap();
+    let keys: Vec<Vec<u8>> = consume_n(&consumer, 42)
+        .await
+        .iter()
+        .map(|message| message.key().unwrap().to_vec())
+        .collect();
+    let expected: Vec<Vec<u8>> = (0..=41).map(|i| format!("k{i}").into_bytes()).collect();
+    assert_eq!(keys, expected);
+}
