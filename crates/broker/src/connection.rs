@@ -6,6 +6,15 @@
 //! record bytes straight from the log files with `sendfile(2)`. The queue
 //! bound (`max_in_flight_requests_per_connection`) is how many requests a
 //! pipelining client may have read ahead of the one being answered.
+//!
+//! Responses to a pipelined run of produce requests are written together:
+//! while the next request is already waiting and is a produce that will not
+//! wait (acks 0 or 1), a small response stays in a buffer, and the buffer is
+//! written when nothing more is waiting, before any request that may wait
+//! (a long-polling fetch, a produce with acks=all) and when it is full. A
+//! producer with many small batches in flight then costs the broker one
+//! write(2) per run of requests instead of one per request; a response is
+//! held only while the broker works on requests that were already there.
 
 use std::io;
 use std::sync::Arc;
@@ -34,6 +43,9 @@ const FRAME_INITIAL_CAPACITY_MAX: usize = 1024 * 1024;
 /// its buffers and the log files it was being sent forever.
 const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Produce responses buffered before a write; a few hundred of them.
+const COALESCED_RESPONSES_MAX_BYTES: usize = 64 * 1024;
+
 /// Serves one connection until the client closes it, it breaks a rule, or
 /// the broker shuts down.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
@@ -59,6 +71,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, mut shutdown: watch::
         peer.clone(),
     ));
 
+    let mut held = Vec::new();
     while let Some(frame) = frames_rx.recv().await {
         let started = Instant::now();
         let request = match handlers::parse(&shared, frame) {
@@ -68,25 +81,48 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, mut shutdown: watch::
                 break;
             }
         };
+        if !held.is_empty()
+            && !answers_at_once(&request)
+            && let Err(error) = write_held(&mut write_half, &mut held).await
+        {
+            tracing::debug!(%peer, %error, "closing connection: write failed");
+            break;
+        }
         let api = request.api_name();
-        let Some(response) = handlers::handle(&shared, request, &client_host, &mut shutdown).await
-        else {
+        let response = handlers::handle(&shared, request, &client_host, &mut shutdown).await;
+        let written = match response {
             // acks=0 produce: the client expects no answer.
-            shared.metrics.observe_request(api, started.elapsed());
-            continue;
+            None => Ok(()),
+            Some(response) => {
+                let frame = &response.frame;
+                if frame.regions.is_empty()
+                    && held.len() + frame.buf.len() <= COALESCED_RESPONSES_MAX_BYTES
+                {
+                    held.extend_from_slice(&frame.buf);
+                    Ok(())
+                } else {
+                    match write_held(&mut write_half, &mut held).await {
+                        Ok(()) => write_timed(&mut write_half, &response).await,
+                        Err(error) => Err(error),
+                    }
+                }
+            }
         };
-        let written = tokio::time::timeout(
-            RESPONSE_WRITE_TIMEOUT,
-            write_response(&mut write_half, &response),
-        )
-        .await
-        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+        let written = match written {
+            // Held only while another request is already waiting; once it
+            // is parsed, the check above writes them if it may wait.
+            Ok(()) if !held.is_empty() && frames_rx.is_empty() => {
+                write_held(&mut write_half, &mut held).await
+            }
+            other => other,
+        };
         shared.metrics.observe_request(api, started.elapsed());
         if let Err(error) = written {
             tracing::debug!(%peer, %error, "closing connection: write failed");
             break;
         }
     }
+    let _ = write_held(&mut write_half, &mut held).await;
     reader.abort();
     let _ = write_half.shutdown().await;
 }
@@ -189,6 +225,37 @@ impl Response {
             frame: encoder.finish(),
         })
     }
+}
+
+/// Whether a request is answered without waiting on anything but this
+/// broker's own work: a produce with acks 0 or 1. Responses held back for
+/// a run of such requests are not delayed by more than that work.
+fn answers_at_once(request: &handlers::Request) -> bool {
+    matches!(
+        request,
+        handlers::Request::Api {
+            body: rill_protocol::RequestBody::Produce(produce),
+            ..
+        } if produce.acks != -1
+    )
+}
+
+/// Writes the held responses, if any.
+async fn write_held(write_half: &mut OwnedWriteHalf, held: &mut Vec<u8>) -> io::Result<()> {
+    if held.is_empty() {
+        return Ok(());
+    }
+    let written = tokio::time::timeout(RESPONSE_WRITE_TIMEOUT, write_half.write_all(held))
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+    held.clear();
+    written
+}
+
+async fn write_timed(write_half: &mut OwnedWriteHalf, response: &Response) -> io::Result<()> {
+    tokio::time::timeout(RESPONSE_WRITE_TIMEOUT, write_response(write_half, response))
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
 async fn write_response(write_half: &mut OwnedWriteHalf, response: &Response) -> io::Result<()> {

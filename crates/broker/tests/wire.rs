@@ -597,3 +597,49 @@ async fn the_admin_server_reports_health_and_what_flowed() {
     assert_eq!(value("rill_log_corrupt_batches"), 0.0);
     broker.broker.shutdown().await;
 }
+
+/// Pipelined produce requests get their answers in order (the broker may
+/// write a run of them together), and a long-polling fetch pipelined
+/// behind them does not hold them back.
+#[tokio::test]
+async fn pipelined_produce_answers_come_in_order_and_before_a_parked_fetch() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "piped", 1).await;
+    create_topic(&mut client, "idle", 1).await;
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let body = RequestBody::Produce(ProduceRequest {
+            acks: 1,
+            timeout_ms: 1000,
+            topic_data: vec![TopicProduceData {
+                name: "piped".into(),
+                partition_data: vec![PartitionProduceData {
+                    index: 0,
+                    records: Some(Records::Bytes(batch(&[&format!("m{i}")]))),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        ids.push(client.send(9, body).await);
+    }
+    let started = Instant::now();
+    let fetch_id = client.send(12, fetch_request("idle", 0, 3_000)).await;
+    for (i, id) in ids.into_iter().enumerate() {
+        let ResponseBody::Produce(response) = client.receive(ApiKey::Produce, 9, id).await else {
+            panic!("not a Produce response")
+        };
+        let partition = &response.responses[0].partition_responses[0];
+        assert_eq!((partition.error_code, partition.base_offset), (0, i as i64));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "produce answers waited for the parked fetch"
+    );
+    let ResponseBody::Fetch(_) = client.receive(ApiKey::Fetch, 12, fetch_id).await else {
+        panic!("not a Fetch response")
+    };
+    broker.broker.shutdown().await;
+}

@@ -7,6 +7,7 @@
 //! at once (pipelining), and Kafka answers them in order on each connection.
 
 use std::collections::HashMap;
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -215,13 +216,6 @@ impl Connection {
         self.send_timed(version, body, self.request_timeout).await
     }
 
-    /// Writes a request nobody waits an answer for (Produce with acks=0).
-    pub(crate) async fn send_oneway(&self, version: i16, body: RequestBody) -> Result<()> {
-        let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
-        let frame = self.encode(correlation_id, version, &body)?;
-        self.write(&frame).await
-    }
-
     pub(crate) async fn send_timed(
         &self,
         version: i16,
@@ -233,63 +227,98 @@ impl Connection {
             .acquire()
             .await
             .map_err(|_| self.disconnected())?;
-        let (correlation_id, answer) = self.post(version, &body).await?;
-        self.answer(correlation_id, answer, timeout).await
+        let posted = self
+            .post(version, std::slice::from_ref(&body), true)
+            .await?;
+        match posted.into_iter().next() {
+            Some((correlation_id, Some(answer))) => {
+                self.answer(correlation_id, answer, timeout).await
+            }
+            _ => Err(self.disconnected()),
+        }
     }
 
-    /// Writes a request and returns at once, with its answer to be awaited
-    /// later: requests written one after another from one task reach the
-    /// broker in that order (a producer with several batches of a
-    /// partition in flight relies on it).
-    pub(crate) async fn write_request(
+    /// Writes requests with as few system calls as the socket allows and
+    /// returns at once, with their answers to be awaited later. Requests
+    /// written one after another from one task reach the broker in that
+    /// order (a producer with several batches of a partition in flight
+    /// relies on it).
+    pub(crate) async fn write_requests(
         self: &Arc<Self>,
         version: i16,
-        body: RequestBody,
-    ) -> Result<PendingAnswer> {
-        let permit = self
-            .in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| self.disconnected())?;
-        let (correlation_id, answer) = self.post(version, &body).await?;
-        Ok(PendingAnswer {
-            connection: self.clone(),
-            correlation_id,
-            answer,
-            _permit: permit,
-        })
+        bodies: &[RequestBody],
+    ) -> Result<Vec<PendingAnswer>> {
+        let mut permits = Vec::with_capacity(bodies.len());
+        for _ in bodies {
+            let permit = self
+                .in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| self.disconnected())?;
+            permits.push(permit);
+        }
+        let posted = self.post(version, bodies, true).await?;
+        Ok(posted
+            .into_iter()
+            .zip(permits)
+            .filter_map(|((correlation_id, answer), permit)| {
+                Some(PendingAnswer {
+                    connection: self.clone(),
+                    correlation_id,
+                    answer: answer?,
+                    _permit: permit,
+                })
+            })
+            .collect())
     }
 
-    /// Registers a waiter for a new correlation id and writes the request.
+    /// Writes requests nobody waits an answer for (Produce with acks=0),
+    /// with as few system calls as the socket allows.
+    pub(crate) async fn send_oneway(&self, version: i16, bodies: &[RequestBody]) -> Result<()> {
+        self.post(version, bodies, false).await.map(drop)
+    }
+
+    /// Encodes requests under new correlation ids, registers a waiter for
+    /// each when `answered`, and writes them all.
     async fn post(
         &self,
         version: i16,
-        body: &RequestBody,
-    ) -> Result<(i32, oneshot::Receiver<Result<ResponseBody>>)> {
-        let api = body.api_key();
-        let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
-        let frame = self.encode(correlation_id, version, body)?;
-        let (reply, answer) = oneshot::channel();
-        {
+        bodies: &[RequestBody],
+        answered: bool,
+    ) -> Result<Vec<(i32, Option<oneshot::Receiver<Result<ResponseBody>>>)>> {
+        let mut frames = Vec::with_capacity(bodies.len());
+        let mut posted = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
+            frames.push(self.encode(correlation_id, version, body)?);
+            posted.push((correlation_id, None));
+        }
+        if answered {
             let mut pending = self.pending.lock().map_err(|_| self.disconnected())?;
             if pending.closed.is_some() {
                 return Err(self.disconnected());
             }
-            pending.waiters.insert(
-                correlation_id,
-                Waiter {
-                    api,
-                    version,
-                    reply,
-                },
-            );
+            for ((correlation_id, answer), body) in posted.iter_mut().zip(bodies) {
+                let (reply, receiver) = oneshot::channel();
+                pending.waiters.insert(
+                    *correlation_id,
+                    Waiter {
+                        api: body.api_key(),
+                        version,
+                        reply,
+                    },
+                );
+                *answer = Some(receiver);
+            }
         }
-        if let Err(error) = self.write(&frame).await {
-            self.forget(correlation_id);
+        if let Err(error) = self.write(&frames).await {
+            for (correlation_id, _) in &posted {
+                self.forget(*correlation_id);
+            }
             return Err(error);
         }
-        Ok((correlation_id, answer))
+        Ok(posted)
     }
 
     /// Waits for the answer to a written request, up to `timeout`.
@@ -337,15 +366,28 @@ impl Connection {
         Ok(encoder.finish().buf)
     }
 
-    async fn write(&self, frame: &[u8]) -> Result<()> {
+    /// Writes whole frames, several per system call (`writev`).
+    async fn write(&self, frames: &[Bytes]) -> Result<()> {
         let mut writer = self.writer.lock().await;
-        writer.write_all(frame).await.map_err(|source| {
-            self.close(format!("write failed: {source}"));
-            Error::Io {
-                addr: self.addr.clone(),
-                source,
-            }
-        })
+        let mut slices: Vec<IoSlice<'_>> = frames.iter().map(|frame| IoSlice::new(frame)).collect();
+        let mut unwritten = &mut slices[..];
+        while !unwritten.is_empty() {
+            // Linux takes at most IOV_MAX (1024) slices per call.
+            let take = unwritten.len().min(1024);
+            let written = match writer.write_vectored(&unwritten[..take]).await {
+                Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
+                other => other,
+            };
+            let written = written.map_err(|source| {
+                self.close(format!("write failed: {source}"));
+                Error::Io {
+                    addr: self.addr.clone(),
+                    source,
+                }
+            })?;
+            IoSlice::advance_slices(&mut unwritten, written);
+        }
+        Ok(())
     }
 
     fn forget(&self, correlation_id: i32) {

@@ -38,5 +38,8 @@ pub use error::{Error, Result, code};
 pub use group::Assignor;
 pub use message::{Header, Message, MessageSet};
 pub use partitioner::{DefaultPartitioner, Partitioner, key_partition, murmur2};
-pub use producer::{Acks, AsyncProducer, DeliveryFuture, Producer, ProducerConfig, RecordMetadata};
+pub use producer::{
+    Acks, AsyncProducer, DeliveryFuture, MAX_IN_FLIGHT_LIMIT, Producer, ProducerConfig,
+    RecordMetadata,
+};
 pub use rill_records::batch::Compression;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Picks the partition of a message that did not name one.
 pub trait Partitioner: Send + Sync {
@@ -55,15 +56,40 @@ pub fn key_partition(key: &[u8], partition_count: i32) -> i32 {
 
 /// Keyed messages by murmur2; keyless ones stick to one partition per topic
 /// until its batch closes (Kafka's KIP-480).
-#[derive(Default)]
 pub struct DefaultPartitioner {
     sticky: Mutex<HashMap<String, i32>>,
+    /// xorshift64* state: a new batch picks its partition often (once per
+    /// message with one-message batches), too often for a getrandom(2)
+    /// system call each time; the spread only needs to be fair, not secret.
+    random: AtomicU64,
+}
+
+impl Default for DefaultPartitioner {
+    fn default() -> DefaultPartitioner {
+        DefaultPartitioner {
+            sticky: Mutex::new(HashMap::new()),
+            random: AtomicU64::new(getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15) | 1),
+        }
+    }
 }
 
 impl DefaultPartitioner {
-    fn random_partition(partition_count: i32, avoid: Option<i32>) -> i32 {
+    fn next_random(&self) -> u32 {
+        // A racing caller may reuse a state: harmless for spreading load.
+        let mut x = self.random.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.random.store(x, Ordering::Relaxed);
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    }
+
+    fn random_partition(&self, partition_count: i32, avoid: Option<i32>) -> i32 {
         let count = partition_count.max(1);
-        let pick = (getrandom::u32().unwrap_or(0) % count as u32) as i32;
+        if count == 1 {
+            return 0;
+        }
+        let pick = (self.next_random() % count as u32) as i32;
         match avoid {
             // Move to another partition when there is one.
             Some(previous) if pick == previous && count > 1 => (pick + 1) % count,
@@ -78,12 +104,12 @@ impl Partitioner for DefaultPartitioner {
             return key_partition(key, partition_count);
         }
         let Ok(mut sticky) = self.sticky.lock() else {
-            return DefaultPartitioner::random_partition(partition_count, None);
+            return self.random_partition(partition_count, None);
         };
         match sticky.get(topic) {
             Some(&partition) if partition < partition_count => partition,
             _ => {
-                let partition = DefaultPartitioner::random_partition(partition_count, None);
+                let partition = self.random_partition(partition_count, None);
                 sticky.insert(topic.to_string(), partition);
                 partition
             }
@@ -94,7 +120,7 @@ impl Partitioner for DefaultPartitioner {
         if let Ok(mut sticky) = self.sticky.lock()
             && sticky.get(topic) == Some(&previous)
         {
-            let next = DefaultPartitioner::random_partition(partition_count, Some(previous));
+            let next = self.random_partition(partition_count, Some(previous));
             sticky.insert(topic.to_string(), next);
         }
     }

@@ -39,6 +39,11 @@ use crate::error::{Error, Result, code};
 use crate::message::{Message, MessageSet};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 
+/// The most batches of one partition on the wire at once: a connection
+/// holds at most 64 requests in flight, and one write of this many rounds
+/// must fit in it beside the other callers' requests.
+pub const MAX_IN_FLIGHT_LIMIT: usize = 16;
+
 /// How many brokers must have a message before it counts as sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acks {
@@ -483,13 +488,15 @@ pub struct AsyncProducer {
 impl AsyncProducer {
     /// Connects to the cluster and starts the sender task.
     pub async fn connect(config: ProducerConfig) -> Result<AsyncProducer> {
-        if config.batch_size == 0
-            || config.buffer_memory < config.max_message_size
-            || config.max_in_flight == 0
-        {
+        if config.batch_size == 0 || config.buffer_memory < config.max_message_size {
             return Err(Error::Config(
-                "batch_size and max_in_flight must be positive and buffer_memory at least max_message_size".into(),
+                "batch_size must be positive and buffer_memory at least max_message_size".into(),
             ));
+        }
+        if !(1..=MAX_IN_FLIGHT_LIMIT).contains(&config.max_in_flight) {
+            return Err(Error::Config(format!(
+                "max_in_flight must be between 1 and {MAX_IN_FLIGHT_LIMIT}"
+            )));
         }
         let client = Client::connect(config.client.clone()).await?;
         let idempotent = config.idempotence && config.acks == Acks::All;
@@ -1178,27 +1185,37 @@ async fn send_to_leader(shared: &Arc<Shared>, leader: i32, rounds: Rounds) {
             return;
         }
     };
+    let mut rounds = rounds;
+    let requests: Vec<RequestBody> = rounds
+        .iter_mut()
+        .map(|round| produce_request(shared, round))
+        .collect();
+    // All rounds in one write: with small batches this is what keeps the
+    // producer from paying a system call per message.
     if shared.config.acks == Acks::None {
-        for mut round in rounds {
-            let request = produce_request(shared, &mut round);
-            let written = connection.send_oneway(version, request).await;
-            answered(shared, leader, round, written.map(|()| None)).await;
+        let written = connection.send_oneway(version, &requests).await;
+        for round in rounds {
+            match &written {
+                Ok(()) => answered(shared, leader, round, Ok(None)).await,
+                Err(error) => request_failed(shared, leader, round, error).await,
+            }
         }
         return;
     }
-    let mut written = Vec::with_capacity(rounds.len());
-    for mut round in rounds {
-        let request = produce_request(shared, &mut round);
-        let answer = connection.write_request(version, request).await;
-        written.push((round, answer));
-    }
+    let answers = match connection.write_requests(version, &requests).await {
+        Ok(answers) => answers,
+        Err(error) => {
+            for round in rounds {
+                request_failed(shared, leader, round, &error).await;
+            }
+            return;
+        }
+    };
+    drop(requests);
     let shared = shared.clone();
     tokio::spawn(async move {
-        for (round, answer) in written {
-            let result = match answer {
-                Ok(answer) => answer.wait().await.map(Some),
-                Err(error) => Err(error),
-            };
+        for (round, answer) in rounds.into_iter().zip(answers) {
+            let result = answer.wait().await.map(Some);
             answered(&shared, leader, round, result).await;
         }
     });

@@ -52,6 +52,10 @@ pub struct ProducerFlags {
     /// Compression codec: none, gzip, snappy, lz4 or zstd
     #[arg(short = 'z', long, default_value = "none", value_parser = crate::produce::parse_compression)]
     pub compression: Compression,
+    /// Batches of one partition on the wire at once (Kafka's
+    /// max.in.flight.requests.per.connection)
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_in_flight: usize,
     /// Create the topic with this many partitions if it does not exist
     /// [default: 1]
     #[arg(short = 'p', long, value_name = "N")]
@@ -89,11 +93,18 @@ pub(super) fn producer_config(
     if flags.batch_size == 0 {
         return Err(Failure::usage("--batch-size must be at least 1"));
     }
+    if !(1..=rill_client::MAX_IN_FLIGHT_LIMIT).contains(&flags.max_in_flight) {
+        return Err(Failure::usage(format!(
+            "--max-in-flight must be between 1 and {}",
+            rill_client::MAX_IN_FLIGHT_LIMIT
+        )));
+    }
     Ok(ProducerConfig {
         client: common.client_config(),
         acks: flags.acks,
         compression: flags.compression,
         batch_size: flags.batch_size,
+        max_in_flight: flags.max_in_flight,
         linger,
         ..ProducerConfig::default()
     })
@@ -190,6 +201,7 @@ pub async fn produce(args: ProduceArgs) -> Result<(), Failure> {
             ("size", flags.size.into()),
             ("acks", acks_name(flags.acks).into()),
             ("batch_size", flags.batch_size.into()),
+            ("max_in_flight", flags.max_in_flight.into()),
             ("linger_ms", args.linger_ms.into()),
             ("compression", compression_name(flags.compression).into()),
             ("producers", args.producers.into()),
