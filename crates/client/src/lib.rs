@@ -20,6 +20,7 @@ mod consumer;
 mod error;
 mod group;
 mod group_consumer;
+mod hash;
 mod message;
 mod partitioner;
 mod producer;
@@ -40,6 +41,6 @@ pub use message::{Header, Message, MessageSet};
 pub use partitioner::{DefaultPartitioner, Partitioner, key_partition, murmur2};
 pub use producer::{
     Acks, AsyncProducer, DeliveryFuture, MAX_IN_FLIGHT_LIMIT, Producer, ProducerConfig,
-    RecordMetadata,
+    RecordMetadata, SendFuture,
 };
 pub use rill_records::batch::Compression;

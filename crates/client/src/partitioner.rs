@@ -2,9 +2,10 @@
 //! (so a key lands on the same partition whichever client wrote it), and a
 //! sticky choice for keyless messages that fills one batch at a time.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::hash::FastMap;
 
 /// Picks the partition of a message that did not name one.
 pub trait Partitioner: Send + Sync {
@@ -57,7 +58,7 @@ pub fn key_partition(key: &[u8], partition_count: i32) -> i32 {
 /// Keyed messages by murmur2; keyless ones stick to one partition per topic
 /// until its batch closes (Kafka's KIP-480).
 pub struct DefaultPartitioner {
-    sticky: Mutex<HashMap<String, i32>>,
+    sticky: Mutex<FastMap<String, i32>>,
     /// xorshift64* state: a new batch picks its partition often (once per
     /// message with one-message batches), too often for a getrandom(2)
     /// system call each time; the spread only needs to be fair, not secret.
@@ -67,7 +68,7 @@ pub struct DefaultPartitioner {
 impl Default for DefaultPartitioner {
     fn default() -> DefaultPartitioner {
         DefaultPartitioner {
-            sticky: Mutex::new(HashMap::new()),
+            sticky: Mutex::new(FastMap::default()),
             random: AtomicU64::new(getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15) | 1),
         }
     }

@@ -34,8 +34,9 @@ use rill_records::batch::Compression;
 use rill_records::builder::BatchBuilder;
 use tokio::sync::Notify;
 
-use crate::client::{Client, ClientConfig, wall_clock_ms as now_ms};
+use crate::client::{Client, ClientConfig, TopicInfo, wall_clock_ms as now_ms};
 use crate::error::{Error, Result, code};
+use crate::hash::FastMap;
 use crate::message::{Message, MessageSet};
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 
@@ -401,6 +402,38 @@ struct OpenBatch {
     completion: Completion,
 }
 
+/// The future of [`AsyncProducer::send`]: ready at its first poll when the
+/// message could be queued at once (the common case, which then costs no
+/// allocation), boxed only when it must wait.
+pub struct SendFuture<'a>(SendState<'a>);
+
+type Waiting<'a> = Pin<Box<dyn std::future::Future<Output = Result<DeliveryFuture>> + Send + 'a>>;
+
+enum SendState<'a> {
+    Ready(Option<Result<DeliveryFuture>>),
+    Waiting(Waiting<'a>),
+}
+
+impl SendFuture<'_> {
+    fn ready(result: Result<DeliveryFuture>) -> SendFuture<'static> {
+        SendFuture(SendState::Ready(Some(result)))
+    }
+}
+
+impl std::future::Future for SendFuture<'_> {
+    type Output = Result<DeliveryFuture>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            // Polled again after it was ready: nothing more to give.
+            SendState::Ready(result) => {
+                Poll::Ready(result.take().unwrap_or(Err(Error::ProducerClosed)))
+            }
+            SendState::Waiting(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
 /// A closed batch, built once and resent as is on retries (an idempotent
 /// producer's reset rewrites only its producer fields).
 struct Batch {
@@ -450,7 +483,7 @@ impl PartitionQueue {
 struct State {
     /// By topic, then partition: a send looks its queue up by `&str`,
     /// without building an owned key per message.
-    queues: HashMap<String, HashMap<i32, PartitionQueue>>,
+    queues: FastMap<String, FastMap<i32, PartitionQueue>>,
     flushing: bool,
     closed: bool,
     producer_id: i64,
@@ -464,7 +497,7 @@ struct State {
 
 impl State {
     fn queues(&self) -> impl Iterator<Item = &PartitionQueue> {
-        self.queues.values().flat_map(HashMap::values)
+        self.queues.values().flat_map(FastMap::values)
     }
 }
 
@@ -510,7 +543,7 @@ impl AsyncProducer {
             },
             config,
             state: Mutex::new(State {
-                queues: HashMap::new(),
+                queues: FastMap::default(),
                 flushing: false,
                 closed: false,
                 producer_id: -1,
@@ -532,23 +565,54 @@ impl AsyncProducer {
     }
 
     /// Queues one message for `topic`; waits only while buffer memory is
-    /// full. Await the returned future for its partition and offset.
-    pub async fn send(&self, topic: &str, message: Message) -> Result<DeliveryFuture> {
-        // The hot path of a sending loop: no vectors, no channel, one lock,
-        // one clock read (the record's timestamp, also used to judge the
-        // metadata).
+    /// full or the topic's metadata must be loaded. Await the returned
+    /// future to queue it, then the [`DeliveryFuture`] for its partition
+    /// and offset.
+    pub fn send<'a>(&'a self, topic: &'a str, message: Message) -> SendFuture<'a> {
+        // The hot path of a sending loop, done before the first poll: no
+        // vectors, no channel, one lock, one clock read (the record's
+        // timestamp, also used to judge the metadata), and a future that
+        // holds only the answer.
         let config = &self.shared.config;
+        let size = message.encoded_len_estimate();
+        if size > config.max_message_size {
+            return SendFuture::ready(Err(Error::MessageTooLarge {
+                size,
+                limit: config.max_message_size,
+            }));
+        }
         let now = now_ms();
-        let info = match self.shared.client.fresh_topic_at(topic, now) {
-            Some(info) => info,
-            None => {
-                self.shared
-                    .client
-                    .topic_for_write(topic, config.auto_create_topics, config.max_block)
-                    .await?
-            }
-        };
+        if let Some(info) = self.shared.client.fresh_topic_at(topic, now)
+            && self.shared.memory.try_take(size)
+        {
+            return SendFuture::ready(self.queue_taken(topic, &info, message, size, now));
+        }
+        SendFuture(SendState::Waiting(Box::pin(
+            self.send_waiting(topic, message),
+        )))
+    }
+
+    /// [`AsyncProducer::send`] when it has to wait for metadata or memory.
+    async fn send_waiting(&self, topic: &str, message: Message) -> Result<DeliveryFuture> {
+        let config = &self.shared.config;
+        let info = self
+            .shared
+            .client
+            .topic_for_write(topic, config.auto_create_topics, config.max_block)
+            .await?;
         let size = self.reserve(&message).await?;
+        self.queue_taken(topic, &info, message, size, now_ms())
+    }
+
+    /// Queues a message whose memory is taken; gives it back on failure.
+    fn queue_taken(
+        &self,
+        topic: &str,
+        info: &TopicInfo,
+        message: Message,
+        size: usize,
+        now: i64,
+    ) -> Result<DeliveryFuture> {
         let mut wake = false;
         let queued = {
             let mut state = self.shared.lock();
@@ -739,8 +803,11 @@ impl AsyncProducer {
             None => {
                 queue.open_since = Some(Instant::now());
                 *wake = true;
+                // Sized for the batch up front: growing it by doubling
+                // moved every record again (a visible memmove in a send).
+                let expected = (config.batch_size / size.max(1)).clamp(1, 4096);
                 queue.open.insert(OpenBatch {
-                    records: Vec::new(),
+                    records: Vec::with_capacity(expected),
                     memory: 0,
                     completion: Completion::new(Arc::from(topic), partition),
                 })
@@ -822,7 +889,7 @@ impl Shared {
         }
         let mut state = self.lock();
         let (producer_id, producer_epoch) = (state.producer_id, state.producer_epoch);
-        for queue in state.queues.values_mut().flat_map(HashMap::values_mut) {
+        for queue in state.queues.values_mut().flat_map(FastMap::values_mut) {
             let mut sequence = 0i32;
             for batch in &mut queue.retry {
                 let mut bytes = batch.bytes.to_vec();
