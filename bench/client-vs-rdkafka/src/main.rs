@@ -215,10 +215,12 @@ fn run(runtime: &tokio::runtime::Runtime, args: &Args) -> BenchResult<()> {
                     .block_on(admin.create_topics(vec![NewTopic::new(&topic, 1)]))
                     .map_err(|e| format!("cannot create topic {topic}: {e}"))?;
                 topics.push(topic.clone());
+                let cpu_before = process_cpu_seconds();
                 let seconds = match client {
                     Client::Rill => runtime.block_on(produce_rill(args, &topic, &payload))?,
                     Client::Rdkafka => produce_rdkafka(args, &topic, &payload)?,
                 };
+                let cpu = process_cpu_seconds() - cpu_before;
                 let end = runtime
                     .block_on(admin.list_offsets(&topic, Offset::End))
                     .map_err(|e| format!("cannot list offsets of {topic}: {e}"))?;
@@ -230,8 +232,8 @@ fn run(runtime: &tokio::runtime::Runtime, args: &Args) -> BenchResult<()> {
                         args.messages
                     ));
                 }
-                print_run("produce", round, client, args, seconds);
-                produced.record(client, args.messages as f64 / seconds);
+                print_run("produce", round, client, args, seconds, cpu);
+                produced.record(client, args.messages as f64 / seconds, cpu);
                 if round == 0 && client == Client::Rdkafka {
                     source = Some(topic);
                 }
@@ -241,17 +243,19 @@ fn run(runtime: &tokio::runtime::Runtime, args: &Args) -> BenchResult<()> {
         let mut consumed = Results::default();
         for round in 0..args.rounds {
             for client in order(round) {
+                let cpu_before = process_cpu_seconds();
                 let seconds = match client {
                     Client::Rill => runtime.block_on(consume_rill(args, &source))?,
                     Client::Rdkafka => consume_rdkafka(args, &source)?,
                 };
-                print_run("consume", round, client, args, seconds);
-                consumed.record(client, args.messages as f64 / seconds);
+                let cpu = process_cpu_seconds() - cpu_before;
+                print_run("consume", round, client, args, seconds, cpu);
+                consumed.record(client, args.messages as f64 / seconds, cpu);
             }
         }
         println!("summary (msgs/s; best and median of {} runs)", args.rounds);
-        produced.print("produce", args.size);
-        consumed.print("consume", args.size);
+        produced.print("produce", args.size, args.messages);
+        consumed.print("consume", args.size, args.messages);
         Ok(())
     })();
     // Topics go even after a failure, so a shared broker is not left
@@ -285,14 +289,37 @@ fn payload(size: usize) -> Bytes {
         .into()
 }
 
-fn print_run(side: &str, round: usize, client: Client, args: &Args, seconds: f64) {
+/// CPU time (user + system) this process has used, from /proc/self/stat
+/// (in USER_HZ ticks, 100 per second on Linux). Both clients run in this
+/// process one after the other, so the difference across a run is that
+/// client's CPU: a figure the other load on a shared machine does not
+/// change much, unlike msgs/s.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // The command name (field 2) is in parentheses and may hold spaces;
+    // utime and stime are fields 14 and 15, the 12th and 13th after it.
+    let Some(after) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+fn print_run(side: &str, round: usize, client: Client, args: &Args, seconds: f64, cpu: f64) {
     let rate = args.messages as f64 / seconds;
     println!(
-        "round {} {side:<7} {:<7} {:>12} msg/s {:>7.1} MB/s ({seconds:.2} s)",
+        "round {} {side:<7} {:<7} {:>12} msg/s {:>7.1} MB/s ({seconds:.2} s, client CPU {cpu:.2} s = {:.2} us/msg)",
         round + 1,
         client.name(),
         group_digits(rate),
         rate * args.size as f64 / 1e6,
+        cpu * 1e6 / args.messages as f64,
     );
 }
 
@@ -300,17 +327,35 @@ fn print_run(side: &str, round: usize, client: Client, args: &Args, seconds: f64
 struct Results {
     rill: Vec<f64>,
     rdkafka: Vec<f64>,
+    rill_cpu: Vec<f64>,
+    rdkafka_cpu: Vec<f64>,
 }
 
 impl Results {
-    fn record(&mut self, client: Client, rate: f64) {
+    fn record(&mut self, client: Client, rate: f64, cpu: f64) {
         match client {
-            Client::Rill => self.rill.push(rate),
-            Client::Rdkafka => self.rdkafka.push(rate),
+            Client::Rill => {
+                self.rill.push(rate);
+                self.rill_cpu.push(cpu);
+            }
+            Client::Rdkafka => {
+                self.rdkafka.push(rate);
+                self.rdkafka_cpu.push(cpu);
+            }
         }
     }
 
-    fn print(&self, side: &str, size: usize) {
+    fn print(&self, side: &str, size: usize, messages: u64) {
+        let per_message = |cpu: &[f64]| {
+            let mut cpu = cpu.to_vec();
+            cpu.sort_by(f64::total_cmp);
+            cpu.get(cpu.len() / 2).copied().unwrap_or(f64::NAN) * 1e6 / messages as f64
+        };
+        let (rill_cpu, rd_cpu) = (per_message(&self.rill_cpu), per_message(&self.rdkafka_cpu));
+        println!(
+            "{side:<7} client CPU per message (median): rill {rill_cpu:.2} us, rdkafka {rd_cpu:.2} us, rdkafka/rill {:.2}",
+            rd_cpu / rill_cpu
+        );
         let (rill_best, rill_median) = best_median(&self.rill);
         let (rd_best, rd_median) = best_median(&self.rdkafka);
         for (name, best, median) in [

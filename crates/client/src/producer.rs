@@ -986,6 +986,7 @@ impl Shared {
         for (tp, open, base_sequence, order) in to_build {
             let built = build_batch(
                 &open.records,
+                open.memory,
                 self.config.compression,
                 producer,
                 base_sequence,
@@ -1146,13 +1147,17 @@ fn set_producer(
     Ok(())
 }
 
+/// Encodes a batch; `estimate` (the messages' share of buffer memory)
+/// bounds its records' encoded size, so the buffer is allocated once.
 fn build_batch(
     records: &[PendingRecord],
+    estimate: usize,
     compression: Compression,
     producer: Option<(i64, i16)>,
     base_sequence: i32,
 ) -> Result<Bytes> {
     let mut builder = BatchBuilder::new(compression);
+    builder.reserve(estimate);
     if let Some((producer_id, producer_epoch)) = producer {
         builder = builder.producer(producer_id, producer_epoch, base_sequence);
     }

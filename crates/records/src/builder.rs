@@ -83,7 +83,9 @@ pub struct BatchBuilder {
     base_sequence: i32,
     base_timestamp: Option<i64>,
     last_offset_delta: Option<i32>,
-    /// The records section so far, uncompressed.
+    /// Room for the batch header (`BATCH_HEADER_LEN` bytes, written by
+    /// `build`), then the records section so far, uncompressed: an
+    /// uncompressed batch is built in place, without copying its records.
     records: Vec<u8>,
     record_count: i32,
     last_record_offset_delta: Option<i32>,
@@ -106,7 +108,7 @@ impl BatchBuilder {
             base_sequence: NO_SEQUENCE,
             base_timestamp: None,
             last_offset_delta: None,
-            records: Vec::new(),
+            records: vec![0; BATCH_HEADER_LEN],
             record_count: 0,
             last_record_offset_delta: None,
             timestamp_delta_range: None,
@@ -173,7 +175,13 @@ impl BatchBuilder {
 
     /// The batch's size if it were not compressed.
     pub fn uncompressed_len(&self) -> usize {
-        BATCH_HEADER_LEN + self.records.len()
+        self.records.len()
+    }
+
+    /// Makes room for `additional` more bytes of records, so that adding
+    /// records of about that size does not grow the buffer again.
+    pub fn reserve(&mut self, additional: usize) {
+        self.records.reserve(additional);
     }
 
     /// Adds a record at the next offset with an absolute timestamp.
@@ -277,23 +285,35 @@ impl BatchBuilder {
             }
         };
 
-        let mut batch = Vec::with_capacity(BATCH_HEADER_LEN + self.records.len());
-        batch.extend_from_slice(&self.base_offset.to_be_bytes());
-        batch.extend_from_slice(&0i32.to_be_bytes()); // batch length, set below
-        batch.extend_from_slice(&self.partition_leader_epoch.to_be_bytes());
-        batch.extend_from_slice(&MAGIC_V2.to_be_bytes());
-        batch.extend_from_slice(&0u32.to_be_bytes()); // CRC, set below
-        batch.extend_from_slice(&self.attributes().to_be_bytes());
-        batch.extend_from_slice(&last_offset_delta.to_be_bytes());
-        batch.extend_from_slice(&base_timestamp.to_be_bytes());
-        batch.extend_from_slice(&max_timestamp.to_be_bytes());
-        batch.extend_from_slice(&self.producer_id.to_be_bytes());
-        batch.extend_from_slice(&self.producer_epoch.to_be_bytes());
-        batch.extend_from_slice(&self.base_sequence.to_be_bytes());
-        batch.extend_from_slice(&self.record_count.to_be_bytes());
-        debug_assert_eq!(batch.len(), BATCH_HEADER_LEN);
+        let mut header = Vec::with_capacity(BATCH_HEADER_LEN);
+        header.extend_from_slice(&self.base_offset.to_be_bytes());
+        header.extend_from_slice(&0i32.to_be_bytes()); // batch length, set below
+        header.extend_from_slice(&self.partition_leader_epoch.to_be_bytes());
+        header.extend_from_slice(&MAGIC_V2.to_be_bytes());
+        header.extend_from_slice(&0u32.to_be_bytes()); // CRC, set below
+        header.extend_from_slice(&self.attributes().to_be_bytes());
+        header.extend_from_slice(&last_offset_delta.to_be_bytes());
+        header.extend_from_slice(&base_timestamp.to_be_bytes());
+        header.extend_from_slice(&max_timestamp.to_be_bytes());
+        header.extend_from_slice(&self.producer_id.to_be_bytes());
+        header.extend_from_slice(&self.producer_epoch.to_be_bytes());
+        header.extend_from_slice(&self.base_sequence.to_be_bytes());
+        header.extend_from_slice(&self.record_count.to_be_bytes());
+        debug_assert_eq!(header.len(), BATCH_HEADER_LEN);
 
-        compression::compress(self.compression, &self.records, &mut batch)?;
+        let mut batch = match self.compression {
+            // In place: the header goes into the room left for it.
+            Compression::None => {
+                let mut batch = self.records;
+                batch[..BATCH_HEADER_LEN].copy_from_slice(&header);
+                batch
+            }
+            codec => {
+                let mut batch = header;
+                compression::compress(codec, &self.records[BATCH_HEADER_LEN..], &mut batch)?;
+                batch
+            }
+        };
 
         let batch_length = i32::try_from(batch.len() - LOG_OVERHEAD)
             .map_err(|_| BuildError::BatchTooLarge { len: batch.len() })?;
