@@ -99,6 +99,36 @@ fn produce_consume_and_e2e_count_every_message() {
     );
     assert_eq!(grouped["messages"], 20_000);
     assert_eq!(grouped["settings"]["group"], "smokers");
+    // The newest 1,000 of each partition.
+    let newest = bench(
+        &broker,
+        &[
+            "bench", "consume", "-t", "smoke", "--last", "1000", "--json",
+        ],
+    );
+    assert_eq!(newest["messages"], 2_000);
+    assert_eq!(newest["settings"]["last"], 1_000);
+    // One-message batches, several on the wire at once.
+    let small = bench(
+        &broker,
+        &[
+            "bench",
+            "produce",
+            "-t",
+            "small",
+            "-c",
+            "3000",
+            "--batch-size",
+            "1",
+            "--linger-ms",
+            "0",
+            "--max-in-flight",
+            "16",
+            "--json",
+        ],
+    );
+    assert_eq!(small["messages"], 3_000);
+    assert_eq!(small["settings"]["max_in_flight"], 16);
 
     let e2e = bench(
         &broker,
@@ -136,6 +166,10 @@ fn bad_flags_are_usage_errors() {
     usage_error(
         &rill(&broker, &["bench", "produce", "--duration", "soon"]),
         "not a duration",
+    );
+    usage_error(
+        &rill(&broker, &["bench", "produce", "--max-in-flight", "17"]),
+        "--max-in-flight must be between 1 and 16",
     );
     usage_error(
         &rill(&broker, &["bench", "produce", "--rate", "-1"]),

@@ -35,6 +35,10 @@ pub struct ConsumeArgs {
     /// Longest the broker may hold a fetch waiting for data
     #[arg(long, default_value_t = 500, value_name = "MS")]
     fetch_max_wait_ms: u64,
+    /// Start each partition this many messages before its end instead of at
+    /// the beginning (reads the newest data; not with --group)
+    #[arg(long, value_name = "N", conflicts_with = "group")]
+    last: Option<u64>,
     /// Fail when no message arrived for this long before the count was reached
     #[arg(long, default_value = "10s", value_name = "TIME", value_parser = super::parse_duration)]
     idle_timeout: Duration,
@@ -80,10 +84,11 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), Failure> {
         args.partitions.clone()
     };
 
-    // Without --count or --duration: what the partitions hold now.
+    // Without --count or --duration: what the partitions hold now (from
+    // the starting point).
     let count = match (common.count, common.duration) {
         (None, None) => {
-            let held = held(&consumer, &common.topic, &partitions)
+            let held = held(&consumer, &common.topic, &partitions, args.last)
                 .await
                 .map_err(&failure)?;
             if held == 0 {
@@ -110,6 +115,25 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), Failure> {
             )
             .await
             .map_err(&failure)?,
+    }
+    if let Some(last) = args.last {
+        let admin = AdminClient::from_client(consumer.client().clone());
+        let ends = admin
+            .list_offsets(&common.topic, Offset::End)
+            .await
+            .map_err(&failure)?;
+        for &partition in &partitions {
+            let end = ends.get(&partition).copied().unwrap_or(0);
+            let start = end
+                .saturating_sub(i64::try_from(last).unwrap_or(i64::MAX))
+                .max(0);
+            consumer
+                .seek(
+                    &TopicPartition::new(&common.topic, partition),
+                    Offset::At(start),
+                )
+                .map_err(&failure)?;
+        }
     }
 
     let counter = Arc::new(AtomicU64::new(0));
@@ -157,6 +181,9 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), Failure> {
     if let Some(group) = &args.group {
         settings.insert(0, ("group", group.clone().into()));
     }
+    if let Some(last) = args.last {
+        settings.push(("last", last.into()));
+    }
     Summary {
         mode: "consume",
         topic: common.topic.clone(),
@@ -171,11 +198,13 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Messages the partitions hold now: end offset − start offset, summed.
+/// Messages the partitions hold now: end offset − start offset, summed,
+/// counting at most `last` per partition when given.
 async fn held(
     consumer: &AsyncConsumer,
     topic: &str,
     partitions: &[i32],
+    last: Option<u64>,
 ) -> Result<u64, rill_client::Error> {
     let admin = AdminClient::from_client(consumer.client().clone());
     let starts = admin.list_offsets(topic, Offset::Beginning).await?;
@@ -185,7 +214,7 @@ async fn held(
         .map(|p| {
             let start = starts.get(p).copied().unwrap_or(0);
             let end = ends.get(p).copied().unwrap_or(start);
-            (end - start).max(0) as u64
+            ((end - start).max(0) as u64).min(last.unwrap_or(u64::MAX))
         })
         .sum())
 }
