@@ -103,6 +103,13 @@ impl IndexFile {
         // SAFETY: as in `open_read_only`; the active segment's index is
         // written only through this map and resized only after it is dropped.
         let map = unsafe { MmapMut::map_mut(&file)? };
+        // The preallocated tail is a hole: without this, the first write
+        // into it faults in a whole readahead window of zeroed pages, which
+        // for thousands of partitions getting their first batches was most
+        // of the broker's CPU and hundreds of MiB of page cache. Index
+        // access is one page at a time anyway (appends at the end, binary
+        // searches).
+        let _ = map.advise(memmap2::Advice::Random);
         Ok(IndexFile {
             path: path.to_path_buf(),
             map: Map::Writable(map),

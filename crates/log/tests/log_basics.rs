@@ -400,3 +400,27 @@ fn real_client_batches_are_stored_verbatim() {
         }
     }
 }
+
+/// The periodic checkpoint rewrites a partition's files only when what they
+/// hold changed: idle partitions cost nothing (at 10,000 partitions a pass
+/// rewrote 30,000 files).
+#[test]
+fn checkpoint_rewrites_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    log.append(&batch(2, 10, 1), 0, 0).unwrap();
+    log.flush().unwrap();
+    log.checkpoint().unwrap();
+    let file = dir.path().join("recovery-point-offset-checkpoint");
+    assert!(file.exists());
+    std::fs::remove_file(&file).unwrap();
+    // Nothing changed: nothing written.
+    log.checkpoint().unwrap();
+    assert!(!file.exists());
+    // The recovery point moved: written again, with the new value.
+    log.append(&batch(1, 10, 2), 0, 0).unwrap();
+    log.flush().unwrap();
+    log.checkpoint().unwrap();
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(written.lines().last(), Some("3"), "{written}");
+}
