@@ -242,6 +242,12 @@ fn read_partition(
             },
             0,
         ),
+        // Deleted (or the broker stopping) while the fetch waited: the
+        // client refreshes its metadata, as after a leader move.
+        Err(ReadError::Closed { .. }) => (
+            error(partition.index, error_code::NOT_LEADER_OR_FOLLOWER),
+            0,
+        ),
         Err(failure) => {
             tracing::error!(partition = partition.index, error = %failure, "read failed");
             (
