@@ -33,6 +33,7 @@ start_rill
 rill() { target/release/rill "$@" -b 127.0.0.1:$port; }
 # One figure from a `rill bench --json` summary.
 field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+rss() { awk '/VmRSS/ {r = $2} /RssAnon/ {a = $2} /RssFile/ {f = $2} END {printf "broker RSS %.0f MiB (anonymous %.0f, file-backed %.0f)", r / 1024, a / 1024, f / 1024}' /proc/$broker/status; }
 rate() { python3 -c "import sys; print(f\"{float(sys.argv[1]):,.0f}\")" "$1"; }
 
 echo "rill $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (crates/ modified)'), $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg)"
@@ -52,6 +53,7 @@ for partitions in 1 100 10000; do
     consumed=$(rill bench consume -t "$topic" -c "$messages" --json)
     printf "%6d partitions (created in %5s s): produce %12s msg/s   consume %12s msg/s\n" "$partitions" "$created" \
         "$(rate "$(field msgs_per_sec <<<"$produced")")" "$(rate "$(field msgs_per_sec <<<"$consumed")")"
+    echo "        $(rss)"
     rill topic delete "$topic" >/dev/null
 done
 
@@ -63,7 +65,7 @@ for spec in "small 1" "large $large_gib"; do
     started=$(date +%s)
     rill bench produce -t "retained-$name" -c "$count" --acks 1 --json >/dev/null
     stored=$(du -sb "$work/data/retained-$name-0" | cut -f1)
-    echo "retained-$name: $count messages, $(( stored / 1024 / 1024 )) MiB on disk, written in $(( $(date +%s) - started )) s"
+    echo "retained-$name: $count messages, $(( stored / 1024 / 1024 )) MiB on disk, written in $(( $(date +%s) - started )) s; $(rss)"
 done
 small=()
 large=()
