@@ -72,46 +72,89 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, mut shutdown: watch::
     ));
 
     let mut held = Vec::new();
-    while let Some(frame) = frames_rx.recv().await {
+    // A request read from the queue while gathering a run of produce
+    // requests, and not part of it: handled next.
+    let mut stashed: Option<Result<handlers::Request, String>> = None;
+    loop {
+        let parsed = match stashed.take() {
+            Some(parsed) => parsed,
+            None => match frames_rx.recv().await {
+                Some(frame) => handlers::parse(&shared, frame),
+                None => break,
+            },
+        };
         let started = Instant::now();
-        let request = match handlers::parse(&shared, frame) {
+        let request = match parsed {
             Ok(request) => request,
             Err(reason) => {
                 tracing::info!(%peer, %reason, "closing connection: bad request");
                 break;
             }
         };
-        if !held.is_empty()
-            && !answers_at_once(&request)
-            && let Err(error) = write_held(&mut write_half, &mut held).await
-        {
-            tracing::debug!(%peer, %error, "closing connection: write failed");
-            break;
-        }
-        let api = request.api_name();
-        let response = handlers::handle(&shared, request, &client_host, &mut shutdown).await;
-        let written = match response {
-            // acks=0 produce: the client expects no answer.
-            None => Ok(()),
-            Some(response) => {
-                let frame = &response.frame;
-                if frame.regions.is_empty()
-                    && held.len() + frame.buf.len() <= COALESCED_RESPONSES_MAX_BYTES
-                {
-                    held.extend_from_slice(&frame.buf);
-                    Ok(())
-                } else {
-                    match write_held(&mut write_half, &mut held).await {
-                        Ok(()) => write_timed(&mut write_half, &response).await,
-                        Err(error) => Err(error),
+        let (api, responses) = match handlers::FastProduce::from_request(request) {
+            Ok(first) => {
+                // Produce requests already waiting behind this one are
+                // answered as one run: their batches for a partition are
+                // appended together (handlers::produce::handle_run).
+                let mut run = vec![first];
+                while run.len() < handlers::produce::RUN_REQUESTS_MAX {
+                    let Ok(frame) = frames_rx.try_recv() else {
+                        break;
+                    };
+                    match handlers::parse(&shared, frame).map(handlers::FastProduce::from_request) {
+                        Ok(Ok(next)) => run.push(next),
+                        Ok(Err(other)) => {
+                            stashed = Some(Ok(other));
+                            break;
+                        }
+                        Err(reason) => {
+                            stashed = Some(Err(reason));
+                            break;
+                        }
                     }
                 }
+                let count = run.len();
+                let responses = handlers::handle_produce_run(&shared, run).await;
+                debug_assert_eq!(responses.len(), count);
+                ("Produce", responses)
+            }
+            Err(request) => {
+                // It may wait (a fetch, acks=all, a join): what is held goes
+                // out first.
+                if let Err(error) = write_held(&mut write_half, &mut held).await {
+                    tracing::debug!(%peer, %error, "closing connection: write failed");
+                    break;
+                }
+                let api = request.api_name();
+                let response =
+                    handlers::handle(&shared, request, &client_host, &mut shutdown).await;
+                (api, vec![response])
             }
         };
+        let mut written = Ok(());
+        for response in responses {
+            // None: acks=0 produce, the client expects no answer.
+            let Some(response) = response else { continue };
+            let frame = &response.frame;
+            written = if frame.regions.is_empty()
+                && held.len() + frame.buf.len() <= COALESCED_RESPONSES_MAX_BYTES
+            {
+                held.extend_from_slice(&frame.buf);
+                Ok(())
+            } else {
+                match write_held(&mut write_half, &mut held).await {
+                    Ok(()) => write_timed(&mut write_half, &response).await,
+                    Err(error) => Err(error),
+                }
+            };
+            if written.is_err() {
+                break;
+            }
+        }
         let written = match written {
             // Held only while another request is already waiting; once it
-            // is parsed, the check above writes them if it may wait.
-            Ok(()) if !held.is_empty() && frames_rx.is_empty() => {
+            // is parsed, a request that may wait writes them first.
+            Ok(()) if !held.is_empty() && stashed.is_none() && frames_rx.is_empty() => {
                 write_held(&mut write_half, &mut held).await
             }
             other => other,
@@ -225,19 +268,6 @@ impl Response {
             frame: encoder.finish(),
         })
     }
-}
-
-/// Whether a request is answered without waiting on anything but this
-/// broker's own work: a produce with acks 0 or 1. Responses held back for
-/// a run of such requests are not delayed by more than that work.
-fn answers_at_once(request: &handlers::Request) -> bool {
-    matches!(
-        request,
-        handlers::Request::Api {
-            body: rill_protocol::RequestBody::Produce(produce),
-            ..
-        } if produce.acks != -1
-    )
 }
 
 /// Writes the held responses, if any.

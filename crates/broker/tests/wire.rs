@@ -52,6 +52,13 @@ impl Client {
     }
 
     async fn send(&mut self, version: i16, body: RequestBody) -> i32 {
+        let (id, frame) = self.frame(version, body);
+        self.stream.write_all(&frame).await.unwrap();
+        id
+    }
+
+    /// Encodes a request under the next correlation id, without sending it.
+    fn frame(&mut self, version: i16, body: RequestBody) -> (i32, Vec<u8>) {
         let api = body.api_key();
         self.correlation_id += 1;
         let header = RequestHeader {
@@ -69,8 +76,7 @@ impl Client {
         body.encode(&mut encoder, version).unwrap();
         let frame = encoder.finish();
         assert!(frame.regions.is_empty());
-        self.stream.write_all(&frame.buf).await.unwrap();
-        self.correlation_id
+        (self.correlation_id, frame.buf.to_vec())
     }
 
     async fn receive(&mut self, api: ApiKey, version: i16, correlation_id: i32) -> ResponseBody {
@@ -642,4 +648,109 @@ async fn pipelined_produce_answers_come_in_order_and_before_a_parked_fetch() {
         panic!("not a Fetch response")
     };
     broker.broker.shutdown().await;
+}
+
+fn produce_body(acks: i16, topic: &str, records: Bytes) -> RequestBody {
+    RequestBody::Produce(ProduceRequest {
+        acks,
+        timeout_ms: 1000,
+        topic_data: vec![TopicProduceData {
+            name: topic.into(),
+            partition_data: vec![PartitionProduceData {
+                index: 0,
+                records: Some(Records::Bytes(records)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+/// A run of produce requests that reaches the broker in one write is
+/// appended partition by partition in one go (handlers::produce::handle_run),
+/// yet every request is answered as if handled alone, in order: its own
+/// base offset, its own error for a corrupt batch, the original offsets for
+/// an idempotent retry, nothing for acks=0; and the log holds exactly the
+/// accepted batches, in request order.
+#[tokio::test]
+async fn a_pipelined_run_of_produce_requests_is_answered_request_by_request() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "run", 1).await;
+    let mut wire = Vec::new();
+    let mut expected = Vec::new(); // (correlation id, acks, answer: Ok(base) | Err(code))
+    let mut stored = Vec::new(); // values in log order
+    let mut next_offset = 0i64;
+    for i in 0..40usize {
+        let values: Vec<String> = (0..1 + i % 3).map(|j| format!("m{i}-{j}")).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let (acks, records, answer) = match i {
+            // A corrupt batch: refused alone.
+            13 => {
+                let mut bad = batch(&refs).to_vec();
+                let last = bad.len() - 1;
+                bad[last] ^= 1;
+                (
+                    1,
+                    Bytes::from(bad),
+                    Err(rill_protocol::error_code::CORRUPT_MESSAGE),
+                )
+            }
+            // An idempotent producer, then its retry of the same batch.
+            20 | 21 => (1, idempotent_batch(1000, 0, 0, &["idem"]), Ok(None)),
+            // Fire and forget.
+            30 => (0, batch(&refs), Ok(Some(0))),
+            _ => (1, batch(&refs), Ok(Some(0))),
+        };
+        let answer = match answer {
+            Err(code) => Err(code),
+            Ok(None) if i == 21 => Ok(expected_base(&expected, 20)),
+            Ok(_) => {
+                let base = next_offset;
+                if i == 20 {
+                    stored.push("idem".to_string());
+                    next_offset += 1;
+                } else {
+                    stored.extend(values.iter().cloned());
+                    next_offset += values.len() as i64;
+                }
+                Ok(base)
+            }
+        };
+        let (id, frame) = client.frame(9, produce_body(acks, "run", records));
+        wire.extend_from_slice(&frame);
+        expected.push((id, acks, answer));
+    }
+    client.stream.write_all(&wire).await.unwrap();
+    for (id, acks, answer) in &expected {
+        if *acks == 0 {
+            continue;
+        }
+        let ResponseBody::Produce(response) = client.receive(ApiKey::Produce, 9, *id).await else {
+            panic!("not a Produce response")
+        };
+        let partition = &response.responses[0].partition_responses[0];
+        match answer {
+            Ok(base) => assert_eq!(
+                (partition.error_code, partition.base_offset),
+                (0, *base),
+                "request {id}"
+            ),
+            Err(code) => assert_eq!(partition.error_code, *code, "request {id}"),
+        }
+    }
+    let ResponseBody::Fetch(response) = client.call(12, fetch_request("run", 0, 0)).await else {
+        panic!("not a Fetch response")
+    };
+    let (code, fetched) = fetched_values(&response);
+    assert_eq!(code, 0);
+    let values: Vec<String> = fetched.into_iter().map(|(_, value)| value).collect();
+    assert_eq!(values, stored);
+    broker.broker.shutdown().await;
+}
+
+/// The base offset expected for the request at `index` of a run.
+fn expected_base(expected: &[(i32, i16, Result<i64, i16>)], index: usize) -> i64 {
+    *expected[index].2.as_ref().unwrap()
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rill_protocol::codec::Decoder;
-use rill_protocol::messages::{RequestHeader, ResponseHeader};
+use rill_protocol::messages::{ProduceRequest, RequestHeader, ResponseHeader};
 use rill_protocol::{ApiKey, RequestBody, ResponseBody};
 use tokio::sync::watch;
 
@@ -39,7 +39,7 @@ mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
-mod produce;
+pub(crate) mod produce;
 mod sync_group;
 
 /// The APIs Rill answers and the versions of each, from which ApiVersions
@@ -196,16 +196,20 @@ pub async fn handle(
             (header.correlation_id, api, version, body)
         }
     };
+    encode_response(correlation_id, api, version, &body)
+}
+
+fn encode_response(
+    correlation_id: i32,
+    api: ApiKey,
+    version: i16,
+    body: &ResponseBody,
+) -> Option<Response> {
     let header = ResponseHeader {
         correlation_id,
         ..Default::default()
     };
-    match Response::encode(
-        &header,
-        api.response_header_version(version),
-        &body,
-        version,
-    ) {
+    match Response::encode(&header, api.response_header_version(version), body, version) {
         Ok(response) => Some(response),
         Err(error) => {
             // A handler built a response its version cannot carry: a bug.
@@ -214,6 +218,57 @@ pub async fn handle(
             None
         }
     }
+}
+
+/// A produce request answered without waiting on anything but this
+/// broker's own work (acks 0 or 1), split into what a run of them needs;
+/// any other request is given back.
+pub struct FastProduce {
+    correlation_id: i32,
+    version: i16,
+    request: ProduceRequest,
+}
+
+impl FastProduce {
+    // The request comes back by value, as it came: one per call, moved, as
+    // `Request` itself is (see its note on size).
+    #[allow(clippy::result_large_err)]
+    pub fn from_request(request: Request) -> Result<FastProduce, Request> {
+        match request {
+            Request::Api {
+                header,
+                version,
+                body: RequestBody::Produce(produce),
+                ..
+            } if produce.acks == 0 || produce.acks == 1 => Ok(FastProduce {
+                correlation_id: header.correlation_id,
+                version,
+                request: produce,
+            }),
+            other => Err(other),
+        }
+    }
+}
+
+/// Answers a run of pipelined fast produce requests, in order
+/// ([`produce::handle_run`]); `None` where no answer is sent (acks=0).
+pub async fn handle_produce_run(
+    shared: &Arc<Shared>,
+    run: Vec<FastProduce>,
+) -> Vec<Option<Response>> {
+    let ids: Vec<(i32, i16)> = run.iter().map(|r| (r.correlation_id, r.version)).collect();
+    let bodies = produce::handle_run(
+        shared,
+        run.into_iter().map(|r| (r.version, r.request)).collect(),
+    )
+    .await;
+    ids.into_iter()
+        .zip(bodies)
+        .map(|((correlation_id, version), body)| {
+            let body = ResponseBody::Produce(body?);
+            encode_response(correlation_id, ApiKey::Produce, version, &body)
+        })
+        .collect()
 }
 
 /// Who sent a request.

@@ -13,6 +13,7 @@ use rill_protocol::Records;
 use rill_protocol::messages::produce_request::PartitionProduceData;
 use rill_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use rill_protocol::messages::{ProduceRequest, ProduceResponse};
+use rill_records::batch::BatchIter;
 
 use super::now_ms;
 use crate::cluster::TopicHandle;
@@ -159,4 +160,166 @@ fn error(index: i32, code: i16, message: Option<String>) -> PartitionProduceResp
         error_message: message,
         ..Default::default()
     }
+}
+
+/// Where a partition's data sits in a run (request, topic, partition).
+type Entry = ((usize, usize, usize), PartitionProduceData);
+
+/// A partition (topic name, index) and its data from each request, in order.
+type PartitionEntries = ((String, i32), Vec<Entry>);
+
+/// The most requests answered as one run, and the most bytes appended in
+/// one write by a run: bounds the work done before any answer is written.
+pub const RUN_REQUESTS_MAX: usize = 64;
+const RUN_BYTES_MAX: usize = 1 << 20;
+
+/// A run of pipelined produce requests from one connection, each with acks
+/// 0 or 1, answered exactly as if handled one by one in order, but with the
+/// batches that consecutive requests carry for the same partition appended
+/// in one write: a producer sending one small batch per request otherwise
+/// costs the broker one `writev(2)` per message.
+///
+/// A partition's batches are merged only when every one of them is plain
+/// (no producer id: an idempotent batch needs the log's per-batch duplicate
+/// check) and the log need not fsync; otherwise, or when the merged append
+/// is refused (the log is then unchanged), they are appended one request
+/// at a time, in order, so each request gets its own answer.
+pub async fn handle_run(
+    shared: &Arc<Shared>,
+    requests: Vec<(i16, ProduceRequest)>,
+) -> Vec<Option<ProduceResponse>> {
+    let now = now_ms();
+    // Answers in the requests' shape, filled in below; and each partition's
+    // batches in request order: (request, topic, partition) → data.
+    let mut answers: Vec<Vec<TopicProduceResponse>> = Vec::with_capacity(requests.len());
+    let mut by_partition: Vec<PartitionEntries> = Vec::new();
+    let mut acks = Vec::with_capacity(requests.len());
+    for (r, (version, request)) in requests.into_iter().enumerate() {
+        let refusal = refusal(version, &request);
+        acks.push(request.acks);
+        let mut topics = Vec::with_capacity(request.topic_data.len());
+        for (t, topic_data) in request.topic_data.into_iter().enumerate() {
+            let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+            for (p, data) in topic_data.partition_data.into_iter().enumerate() {
+                match refusal {
+                    Some(code) => partitions.push(error(data.index, code, None)),
+                    None => {
+                        partitions.push(error(data.index, error_code::UNKNOWN_SERVER_ERROR, None));
+                        let key = (topic_data.name.clone(), data.index);
+                        match by_partition.iter_mut().find(|(k, _)| *k == key) {
+                            Some((_, entries)) => entries.push(((r, t, p), data)),
+                            None => by_partition.push((key, vec![((r, t, p), data)])),
+                        }
+                    }
+                }
+            }
+            topics.push(TopicProduceResponse {
+                name: topic_data.name,
+                partition_responses: partitions,
+                ..Default::default()
+            });
+        }
+        answers.push(topics);
+    }
+    for ((name, _), entries) in by_partition {
+        let topic = shared.cluster.topic(&name);
+        let merged = match topic.as_deref() {
+            Some(topic) => append_merged(shared, topic, &entries, now),
+            None => None,
+        };
+        let results = match merged {
+            Some(results) => results,
+            None => {
+                let mut results = Vec::with_capacity(entries.len());
+                for (_, data) in &entries {
+                    results.push(append(shared, topic.as_deref(), data.clone(), now).await);
+                }
+                results
+            }
+        };
+        for (((r, t, p), _), result) in entries.iter().zip(results) {
+            answers[*r][*t].partition_responses[*p] = result;
+        }
+    }
+    answers
+        .into_iter()
+        .zip(acks)
+        .map(|(responses, acks)| {
+            (acks != 0).then(|| ProduceResponse {
+                responses,
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// Appends several requests' batches for one partition in one write, and
+/// gives each request its base offset; `None` when they must go one by one
+/// (see [`handle_run`]).
+fn append_merged(
+    shared: &Shared,
+    topic: &TopicHandle,
+    entries: &[Entry],
+    now: i64,
+) -> Option<Vec<PartitionProduceResponse>> {
+    if entries.len() < 2 || topic.append_may_sync {
+        return None;
+    }
+    let index = entries[0].1.index;
+    let partition = topic.partition(index)?;
+    let mut parts = Vec::with_capacity(entries.len());
+    let mut total = 0;
+    for (_, data) in entries {
+        let Some(Records::Bytes(bytes)) = &data.records else {
+            return None;
+        };
+        // Offsets each request's batches take, and whether all are plain.
+        let mut span = 0i64;
+        let mut seen = 0;
+        for item in BatchIter::new(bytes) {
+            let (_, view) = item.ok()?;
+            if view.producer_id() >= 0 {
+                return None;
+            }
+            span += i64::from(view.last_offset_delta()) + 1;
+            seen += view.total_len();
+        }
+        if bytes.is_empty() || seen != bytes.len() {
+            return None;
+        }
+        total += bytes.len();
+        parts.push((bytes.clone(), span));
+    }
+    if total > RUN_BYTES_MAX {
+        return None;
+    }
+    let mut combined = Vec::with_capacity(total);
+    for (bytes, _) in &parts {
+        combined.extend_from_slice(bytes);
+    }
+    // Refused (an invalid batch, a keyless record on a compacted topic…):
+    // the log is unchanged, and one-by-one appends give each request its
+    // own error.
+    let info = partition.append(&combined, now).ok()?;
+    let metrics = shared.metrics.topic(&topic.name);
+    metrics.bytes_in.inc_by(total as u64);
+    metrics.messages_in.inc_by(info.record_count);
+    let mut base = info.base_offset.0;
+    Some(
+        parts
+            .iter()
+            .map(|(_, span)| {
+                let answer = PartitionProduceResponse {
+                    index,
+                    error_code: error_code::NONE,
+                    base_offset: base,
+                    log_append_time_ms: info.log_append_time_ms,
+                    log_start_offset: info.log_start_offset.0,
+                    ..Default::default()
+                };
+                base += span;
+                answer
+            })
+            .collect(),
+    )
 }
