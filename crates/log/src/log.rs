@@ -1316,8 +1316,8 @@ impl Log {
                 let trimmed = loaded
                     .offset_index
                     .file_mut()
-                    .trim()
-                    .and_then(|()| loaded.time_index.file_mut().trim())
+                    .trim(true)
+                    .and_then(|()| loaded.time_index.file_mut().trim(true))
                     .map_err(io_failure("trim", &segment.path(INDEX_SUFFIX)));
                 drop(guard);
                 self.guard(trimmed.map_err(Fault::from))?;
