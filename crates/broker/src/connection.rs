@@ -1,15 +1,17 @@
 //! One client connection: framing, ordering and limits.
 //!
 //! A reader task reads frames (size checked before any allocation) into a
-//! bounded queue; the connection task answers them one at a time, in order,
-//! as Kafka does, and writes each response — header bytes from a buffer,
-//! record bytes straight from the log files with `sendfile(2)`. The queue
+//! bounded queue; the connection task answers them in order, as Kafka does
+//! (one at a time, except that produce requests with acks 0 or 1 already
+//! queued behind one another are handled as one run whose batches for a
+//! partition are appended together, `handlers::produce::handle_run`), and
+//! writes each response: header bytes from a buffer, record bytes straight
+//! from the log files with `sendfile(2)`. The queue
 //! bound (`max_in_flight_requests_per_connection`) is how many requests a
 //! pipelining client may have read ahead of the one being answered.
 //!
-//! Responses to a pipelined run of produce requests are written together:
-//! while the next request is already waiting and is a produce that will not
-//! wait (acks 0 or 1), a small response stays in a buffer, and the buffer is
+//! Responses to such runs are written together: a small response stays in a
+//! buffer while another request is already waiting, and the buffer is
 //! written when nothing more is waiting, before any request that may wait
 //! (a long-polling fetch, a produce with acks=all) and when it is full. A
 //! producer with many small batches in flight then costs the broker one

@@ -415,7 +415,7 @@ impl Connection {
 }
 
 /// A request on the wire whose answer is still to come
-/// ([`Connection::write_request`]).
+/// ([`Connection::write_requests`]).
 pub(crate) struct PendingAnswer {
     connection: Arc<Connection>,
     correlation_id: i32,

@@ -93,7 +93,7 @@ impl DefaultPartitioner {
         let pick = (self.next_random() % count as u32) as i32;
         match avoid {
             // Move to another partition when there is one.
-            Some(previous) if pick == previous && count > 1 => (pick + 1) % count,
+            Some(previous) if pick == previous => (pick + 1) % count,
             _ => pick,
         }
     }

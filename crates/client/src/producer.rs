@@ -30,7 +30,7 @@ use bytes::Bytes;
 use rill_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use rill_protocol::messages::{InitProducerIdRequest, ProduceRequest};
 use rill_protocol::{ApiKey, Records, RequestBody, ResponseBody};
-use rill_records::batch::Compression;
+use rill_records::batch::{Compression, set_producer};
 use rill_records::builder::BatchBuilder;
 use tokio::sync::Notify;
 
@@ -176,7 +176,7 @@ impl DeliveryFuture {
                 },
                 timestamp: self.timestamp,
             }),
-            Err(failure) => Err(failure.to_error()),
+            Err(error) => Err(copy_of(error)),
         }
     }
 }
@@ -218,69 +218,33 @@ impl std::future::Future for DeliveryFuture {
 }
 
 /// A batch's outcome: its base offset (-1 with `Acks::None`), or why it
-/// failed.
-type BatchOutcome = std::result::Result<i64, Failure>;
+/// failed (each message gets a [`copy_of`] the error).
+type BatchOutcome = std::result::Result<i64, Error>;
 
-/// The part of an [`Error`] every message of a failed batch gets a copy
-/// of ([`Error`] itself cannot be cloned: it may hold an `io::Error`).
-#[derive(Debug)]
-enum Failure {
-    Kafka {
-        context: String,
-        code: i16,
-        message: Option<String>,
-    },
-    Timeout {
-        timeout_ms: u64,
-        last: String,
-    },
-    Closed,
-    Other(String),
-}
-
-impl Failure {
-    fn new(error: &Error) -> Failure {
-        match error {
-            Error::Kafka {
-                context,
-                code,
-                message,
-            } => Failure::Kafka {
-                context: context.clone(),
-                code: *code,
-                message: message.clone(),
-            },
-            Error::DeliveryTimeout { timeout_ms, last } => Failure::Timeout {
-                timeout_ms: *timeout_ms,
-                last: last.clone(),
-            },
-            Error::ProducerClosed => Failure::Closed,
-            other => Failure::Other(other.to_string()),
-        }
-    }
-
-    fn to_error(&self) -> Error {
-        match self {
-            Failure::Kafka {
-                context,
-                code,
-                message,
-            } => Error::Kafka {
-                context: context.clone(),
-                code: *code,
-                message: message.clone(),
-            },
-            Failure::Timeout { timeout_ms, last } => Error::DeliveryTimeout {
-                timeout_ms: *timeout_ms,
-                last: last.clone(),
-            },
-            Failure::Closed => Error::ProducerClosed,
-            Failure::Other(reason) => Error::Kafka {
-                context: "produce".into(),
-                code: -1,
-                message: Some(reason.clone()),
-            },
-        }
+/// The error every message of a failed batch gets. [`Error`] cannot be
+/// cloned (it may hold an `io::Error`): the variants a batch fails with
+/// are copied as they are, any other becomes its sentence.
+fn copy_of(error: &Error) -> Error {
+    match error {
+        Error::Kafka {
+            context,
+            code,
+            message,
+        } => Error::Kafka {
+            context: context.clone(),
+            code: *code,
+            message: message.clone(),
+        },
+        Error::DeliveryTimeout { timeout_ms, last } => Error::DeliveryTimeout {
+            timeout_ms: *timeout_ms,
+            last: last.clone(),
+        },
+        Error::ProducerClosed => Error::ProducerClosed,
+        other => Error::Kafka {
+            context: "produce".into(),
+            code: -1,
+            message: Some(other.to_string()),
+        },
     }
 }
 
@@ -319,7 +283,7 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        self.complete(Err(Failure::Closed));
+        self.complete(Err(Error::ProducerClosed));
     }
 }
 
@@ -573,14 +537,10 @@ impl AsyncProducer {
         // vectors, no channel, one lock, one clock read (the record's
         // timestamp, also used to judge the metadata), and a future that
         // holds only the answer.
-        let config = &self.shared.config;
-        let size = message.encoded_len_estimate();
-        if size > config.max_message_size {
-            return SendFuture::ready(Err(Error::MessageTooLarge {
-                size,
-                limit: config.max_message_size,
-            }));
-        }
+        let size = match self.checked_size(&message) {
+            Ok(size) => size,
+            Err(error) => return SendFuture::ready(Err(error)),
+        };
         let now = now_ms();
         if let Some(info) = self.shared.client.fresh_topic_at(topic, now)
             && self.shared.memory.try_take(size)
@@ -588,19 +548,25 @@ impl AsyncProducer {
             return SendFuture::ready(self.queue_taken(topic, &info, message, size, now));
         }
         SendFuture(SendState::Waiting(Box::pin(
-            self.send_waiting(topic, message),
+            self.send_waiting(topic, message, size),
         )))
     }
 
     /// [`AsyncProducer::send`] when it has to wait for metadata or memory.
-    async fn send_waiting(&self, topic: &str, message: Message) -> Result<DeliveryFuture> {
+    async fn send_waiting(
+        &self,
+        topic: &str,
+        message: Message,
+        size: usize,
+    ) -> Result<DeliveryFuture> {
         let config = &self.shared.config;
         let info = self
             .shared
             .client
             .topic_for_write(topic, config.auto_create_topics, config.max_block)
             .await?;
-        let size = self.reserve(&message).await?;
+        // Back-pressure: wait for acknowledged messages to free memory.
+        self.shared.memory.take(size).await;
         self.queue_taken(topic, &info, message, size, now_ms())
     }
 
@@ -634,17 +600,13 @@ impl AsyncProducer {
         queued
     }
 
-    /// Checks a message's size and waits for buffer memory for it.
-    async fn reserve(&self, message: &Message) -> Result<usize> {
+    /// A message's share of buffer memory, if it is not too large.
+    fn checked_size(&self, message: &Message) -> Result<usize> {
         let size = message.encoded_len_estimate();
-        if size > self.shared.config.max_message_size {
-            return Err(Error::MessageTooLarge {
-                size,
-                limit: self.shared.config.max_message_size,
-            });
+        let limit = self.shared.config.max_message_size;
+        if size > limit {
+            return Err(Error::MessageTooLarge { size, limit });
         }
-        // Back-pressure: wait for acknowledged messages to free memory.
-        self.shared.memory.take(size).await;
         Ok(size)
     }
 
@@ -699,8 +661,11 @@ impl AsyncProducer {
         let partition_count = info.partitions.len() as i32;
         let mut reserved = Vec::with_capacity(messages.len());
         for message in messages {
-            match self.reserve(&message).await {
-                Ok(size) => reserved.push((message, size)),
+            match self.checked_size(&message) {
+                Ok(size) => {
+                    self.shared.memory.take(size).await;
+                    reserved.push((message, size));
+                }
                 Err(error) => {
                     let taken = reserved.iter().map(|(_, size)| size).sum();
                     self.shared.memory.give_back(taken);
@@ -1016,14 +981,13 @@ impl Shared {
 
     /// Records the outcome of one batch.
     fn complete(&self, tp: &TopicPartition, mut batch: Batch, outcome: Outcome) {
-        let mut state = self.lock();
-        let reset_pending = state.reset;
-        let Some(queue) = state
-            .queues
+        let mut guard = self.lock();
+        let State { queues, reset, .. } = &mut *guard;
+        let Some(queue) = queues
             .get_mut(&tp.topic)
             .and_then(|by_partition| by_partition.get_mut(&tp.partition))
         else {
-            drop(state);
+            drop(guard);
             self.memory.give_back(batch.memory);
             return;
         };
@@ -1041,26 +1005,17 @@ impl Shared {
             // renumbered by a reset); otherwise this producer's sequence is
             // broken and only a reset repairs it.
             Outcome::OutOfOrder(error) => {
-                if reset_pending || position.is_some_and(|at| at > 0) || !queue.retry.is_empty() {
+                if *reset || position.is_some_and(|at| at > 0) || !queue.retry.is_empty() {
                     Outcome::Retry(error)
                 } else {
                     Outcome::Failed(error)
                 }
             }
             Outcome::UnknownProducer(error) => {
-                state.reset = true;
+                *reset = true;
                 Outcome::Retry(error)
             }
             other => other,
-        };
-        // The borrow of `state` above ends with the reset flag; look the
-        // queue up again.
-        let Some(queue) = state
-            .queues
-            .get_mut(&tp.topic)
-            .and_then(|by_partition| by_partition.get_mut(&tp.partition))
-        else {
-            return;
         };
         let failed = match outcome {
             Outcome::Written { base_offset } => {
@@ -1079,7 +1034,7 @@ impl Shared {
                     .retry
                     .partition_point(|queued| queued.order < batch.order);
                 queue.retry.insert(at, batch);
-                drop(state);
+                drop(guard);
                 self.wake.notify_one();
                 return;
             }
@@ -1092,14 +1047,14 @@ impl Shared {
             | Outcome::UnknownProducer(error) => Some(error),
         };
         if let Some(error) = failed {
-            batch.completion.complete(Err(Failure::new(&error)));
+            batch.completion.complete(Err(error));
             if self.idempotent {
                 // Its sequences may or may not be on the broker: a fresh
                 // producer id is the only safe way on.
-                state.reset = true;
+                *reset = true;
             }
         }
-        drop(state);
+        drop(guard);
         self.memory.give_back(batch.memory);
         self.progress.notify_waiters();
         self.wake.notify_one();
@@ -1116,35 +1071,6 @@ enum Outcome {
     /// UNKNOWN_PRODUCER_ID: the broker no longer knows this producer.
     UnknownProducer(Error),
     Failed(Error),
-}
-
-/// Rewrites a built batch's producer id, epoch and base sequence, and its
-/// CRC (which covers them).
-fn set_producer(
-    batch: &mut [u8],
-    producer_id: i64,
-    producer_epoch: i16,
-    base_sequence: i32,
-) -> std::result::Result<(), rill_records::batch::BatchError> {
-    use rill_records::batch::{
-        BASE_SEQUENCE_OFFSET, BATCH_HEADER_LEN, BatchError, CRC_OFFSET, PRODUCER_EPOCH_OFFSET,
-        PRODUCER_ID_OFFSET,
-    };
-    if batch.len() < BATCH_HEADER_LEN {
-        return Err(BatchError::HeaderTooShort {
-            available: batch.len(),
-        });
-    }
-    batch[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8].copy_from_slice(&producer_id.to_be_bytes());
-    batch[PRODUCER_EPOCH_OFFSET..PRODUCER_EPOCH_OFFSET + 2]
-        .copy_from_slice(&producer_epoch.to_be_bytes());
-    batch[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4]
-        .copy_from_slice(&base_sequence.to_be_bytes());
-    let crc = rill_records::batch::BatchView::parse(batch)?
-        .0
-        .computed_crc();
-    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-    Ok(())
 }
 
 /// Encodes a batch; `estimate` (the messages' share of buffer memory)

@@ -192,14 +192,29 @@ pub struct Log {
     /// Held while the cleaner works on this log (one cleaner at a time) and
     /// by truncation, which must not shrink a segment the cleaner maps.
     cleaning: Mutex<()>,
-    /// What the last [`Log::checkpoint`] wrote: an idle partition's files
-    /// are not rewritten (with 10,000 partitions, rewriting them all every
+    /// What the checkpoint files hold, as this process last wrote (or, at
+    /// open, found) them: [`Log::checkpoint`] rewrites only a file whose
+    /// value changed (with 10,000 idle partitions, rewriting them all every
     /// interval was 30,000 file replacements and their fsyncs a minute).
-    checkpointed: Mutex<Option<Checkpointed>>,
+    /// Every write of these files goes through [`Log::write_checkpoint`],
+    /// which also serializes them.
+    on_disk: Mutex<OnDisk>,
 }
 
-/// The values a checkpoint pass wrote.
-type Checkpointed = (Offset, Offset, Vec<(i32, Offset)>);
+/// The values in a log's checkpoint files; `None` when not known (a write
+/// in progress or failed).
+struct OnDisk {
+    recovery_point: Option<Offset>,
+    log_start: Option<Offset>,
+    epochs: Option<Vec<(i32, Offset)>>,
+}
+
+/// Which checkpoint file a write is for.
+enum CheckpointFile<'a> {
+    RecoveryPoint(Offset),
+    LogStart(Offset),
+    Epochs(&'a [(i32, Offset)]),
+}
 
 /// The file operations of a compaction swap, in order; a test can stop a
 /// clean just before one of them to simulate a crash there.
@@ -249,6 +264,13 @@ impl Log {
             health.fail(failure);
         }
         let state = result?;
+        // Opening left the files holding the state's values (or absent,
+        // which reads as the same defaults).
+        let on_disk = OnDisk {
+            recovery_point: Some(state.recovery_point),
+            log_start: Some(state.log_start),
+            epochs: Some(state.epochs.entries().to_vec()),
+        };
         Ok(Log {
             dir: dir.to_path_buf(),
             high_watermark: AtomicI64::new(state.log_end.0),
@@ -258,7 +280,7 @@ impl Log {
             flush_lock: Mutex::new(()),
             clock: AtomicU64::new(0),
             cleaning: Mutex::new(()),
-            checkpointed: Mutex::new(None),
+            on_disk: Mutex::new(on_disk),
         })
     }
 
@@ -590,8 +612,8 @@ impl Log {
         }
         if state.epochs.assign(leader_epoch, log_end) {
             let epochs = state.epochs.entries().to_vec();
-            self.forget_checkpointed();
-            self.guard(checkpoint::write_epochs(&self.dir, &epochs).map_err(Fault::from))?;
+            let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs), false);
+            self.guard(written.map_err(Fault::from))?;
         }
         state.unflushed_records += record_count;
         state.unflushed_since_ms.get_or_insert(now_ms);
@@ -945,20 +967,11 @@ impl Log {
         Ok(due)
     }
 
-    /// Makes the next [`Log::checkpoint`] write: another path is about to
-    /// write one of its files directly.
-    fn forget_checkpointed(&self) {
-        *self
-            .checkpointed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
-    }
-
-    /// Writes the recovery-point, log-start and leader-epoch checkpoints,
-    /// unless they hold what the last call wrote.
+    /// Writes the recovery-point, log-start and leader-epoch checkpoints
+    /// whose values changed since they were last written.
     pub fn checkpoint(&self) -> Result<(), LogError> {
         self.check_usable()?;
-        let current: Checkpointed = {
+        let (recovery_point, log_start, epochs) = {
             let state = self.read_state();
             (
                 state.recovery_point,
@@ -966,20 +979,39 @@ impl Log {
                 state.epochs.entries().to_vec(),
             )
         };
-        let mut checkpointed = self
-            .checkpointed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if checkpointed.as_ref() == Some(&current) {
-            return Ok(());
-        }
-        let (recovery_point, log_start, epochs) = &current;
-        let written = checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, *recovery_point)
-            .and_then(|()| checkpoint::write_offset(&self.dir, LOG_START_FILE, *log_start))
-            .and_then(|()| checkpoint::write_epochs(&self.dir, epochs));
+        let written = self
+            .write_checkpoint(CheckpointFile::RecoveryPoint(recovery_point), true)
+            .and_then(|()| self.write_checkpoint(CheckpointFile::LogStart(log_start), true))
+            .and_then(|()| self.write_checkpoint(CheckpointFile::Epochs(&epochs), true));
         self.guard(written.map_err(Fault::from))?;
-        *checkpointed = Some(current);
         Ok(())
+    }
+
+    /// Writes one checkpoint file and records what it holds; with
+    /// `if_changed`, only when its value differs from the recorded one.
+    fn write_checkpoint(
+        &self,
+        file: CheckpointFile<'_>,
+        if_changed: bool,
+    ) -> Result<(), IoFailure> {
+        let mut on_disk = self.on_disk.lock().unwrap_or_else(|p| p.into_inner());
+        match file {
+            CheckpointFile::RecoveryPoint(value) => {
+                record_write(&mut on_disk.recovery_point, value, if_changed, |v| {
+                    checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, *v)
+                })
+            }
+            CheckpointFile::LogStart(value) => {
+                record_write(&mut on_disk.log_start, value, if_changed, |v| {
+                    checkpoint::write_offset(&self.dir, LOG_START_FILE, *v)
+                })
+            }
+            CheckpointFile::Epochs(entries) => {
+                record_write(&mut on_disk.epochs, entries.to_vec(), if_changed, |v| {
+                    checkpoint::write_epochs(&self.dir, v)
+                })
+            }
+        }
     }
 
     /// Deletes closed segments that retention no longer keeps: those wholly
@@ -1042,14 +1074,13 @@ impl Log {
         state.log_start = state.log_start.max(first);
         if state.epochs.truncate_from_start(state.log_start) {
             let epochs = state.epochs.entries().to_vec();
-            self.forget_checkpointed();
-            self.guard(checkpoint::write_epochs(&self.dir, &epochs).map_err(Fault::from))?;
+            let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs), false);
+            self.guard(written.map_err(Fault::from))?;
         }
         state.max_timestamp = None;
         let hw = self.high_watermark().max(state.log_start);
         self.high_watermark.store(hw.0, Ordering::Release);
-        self.forget_checkpointed();
-        let written = checkpoint::write_offset(&self.dir, LOG_START_FILE, state.log_start);
+        let written = self.write_checkpoint(CheckpointFile::LogStart(state.log_start), false);
         self.guard(written.map_err(Fault::from))?;
         for segment in removed {
             if segment.lock().take().is_some() {
@@ -1134,13 +1165,12 @@ impl Log {
         self.high_watermark.store(hw.0, Ordering::Release);
         if state.epochs.truncate_from_end(log_end) {
             let epochs = state.epochs.entries().to_vec();
-            self.forget_checkpointed();
-            self.guard(checkpoint::write_epochs(&self.dir, &epochs).map_err(Fault::from))?;
+            let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs), false);
+            self.guard(written.map_err(Fault::from))?;
         }
         result?;
-        self.forget_checkpointed();
         let written =
-            checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, state.recovery_point);
+            self.write_checkpoint(CheckpointFile::RecoveryPoint(state.recovery_point), false);
         self.guard(written.map_err(Fault::from))?;
         tracing::info!(dir = %self.dir.display(), %offset, %log_end, "truncated log");
         Ok(())
@@ -1169,8 +1199,7 @@ impl Log {
         };
         let active = state.active_segment();
         self.with_loaded(state, active, |_| Ok(()))?;
-        self.forget_checkpointed();
-        let written = checkpoint::write_offset(&self.dir, LOG_START_FILE, start);
+        let written = self.write_checkpoint(CheckpointFile::LogStart(start), false);
         written.map_err(Fault::from)
     }
 
@@ -2110,6 +2139,23 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         );
     }
     Ok(state)
+}
+
+/// Writes `value` with `write` unless `if_changed` and `slot` already holds
+/// it; `slot` is unknown while the write is under way and after a failure.
+fn record_write<T: PartialEq>(
+    slot: &mut Option<T>,
+    value: T,
+    if_changed: bool,
+    write: impl FnOnce(&T) -> Result<(), IoFailure>,
+) -> Result<(), IoFailure> {
+    if if_changed && slot.as_ref() == Some(&value) {
+        return Ok(());
+    }
+    *slot = None;
+    write(&value)?;
+    *slot = Some(value);
+    Ok(())
 }
 
 #[cfg(test)]

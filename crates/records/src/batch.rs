@@ -453,6 +453,26 @@ pub fn set_max_timestamp_and_type(batch: &mut [u8], timestamp_ms: i64) -> Result
     set_log_append_time_split(header, records, timestamp_ms)
 }
 
+/// Rewrites a whole batch's producer id, epoch and base sequence, and its
+/// CRC (which covers them): an idempotent producer renumbering a batch it
+/// has to resend under a new producer id.
+pub fn set_producer(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<(), BatchError> {
+    check_header(batch, BATCH_HEADER_LEN)?;
+    batch[PRODUCER_ID_OFFSET..PRODUCER_ID_OFFSET + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH_OFFSET..PRODUCER_EPOCH_OFFSET + 2]
+        .copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4]
+        .copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_COVERAGE_START..]);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
 /// Iterates over consecutive batches in a buffer, yielding each batch's
 /// position in the buffer and its (parsed, not validated) view. After the
 /// first error (including a partial batch at the end) it yields nothing more.
@@ -676,6 +696,19 @@ mod tests {
         assert_eq!(v.timestamp_type(), TimestampType::LogAppendTime);
         assert_eq!(v.compression(), Ok(Compression::None));
         assert_eq!(v.validate(), Ok(()));
+    }
+
+    #[test]
+    fn producer_rewrite_sets_the_fields_and_recomputes_crc() {
+        let mut b = build(0, 2, 1, &[3u8; 14]);
+        set_producer(&mut b, 42, 3, 1000).unwrap();
+        let (v, _) = BatchView::parse(&b).unwrap();
+        assert_eq!(
+            (v.producer_id(), v.producer_epoch(), v.base_sequence()),
+            (42, 3, 1000)
+        );
+        assert_eq!(v.validate(), Ok(()));
+        assert!(set_producer(&mut b[..20], 1, 1, 1).is_err());
     }
 
     #[test]

@@ -5,7 +5,12 @@
 //! rewriting the header's base offset and writes them in one write. On a
 //! single node the in-sync replica set is this broker, so an append is
 //! committed at once: the high watermark moves and parked fetches wake.
+//!
+//! Every produce request goes through [`handle_run`]: a connection hands it
+//! a run of the pipelined requests already queued (acks 0 or 1), or a run
+//! of one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rill_log::AppendError;
@@ -20,36 +25,16 @@ use crate::cluster::TopicHandle;
 use crate::error_code;
 use crate::server::Shared;
 
+/// One produce request: a run of one ([`handle_run`]).
 pub async fn handle(
     shared: &Arc<Shared>,
     version: i16,
     request: ProduceRequest,
 ) -> Option<ProduceResponse> {
-    let now = now_ms();
-    let refusal = refusal(version, &request);
-    let mut responses = Vec::with_capacity(request.topic_data.len());
-    for topic_data in request.topic_data {
-        let topic = shared.cluster.topic(&topic_data.name);
-        let mut partition_responses = Vec::with_capacity(topic_data.partition_data.len());
-        for data in topic_data.partition_data {
-            partition_responses.push(match refusal {
-                Some(code) => error(data.index, code, None),
-                None => append(shared, topic.as_deref(), data, now).await,
-            });
-        }
-        responses.push(TopicProduceResponse {
-            name: topic_data.name,
-            partition_responses,
-            ..Default::default()
-        });
-    }
-    if request.acks == 0 {
-        return None;
-    }
-    Some(ProduceResponse {
-        responses,
-        ..Default::default()
-    })
+    handle_run(shared, vec![(version, request)])
+        .await
+        .pop()
+        .flatten()
 }
 
 /// A reason to refuse the whole request, as a per-partition error code.
@@ -193,6 +178,9 @@ pub async fn handle_run(
     // batches in request order: (request, topic, partition) → data.
     let mut answers: Vec<Vec<TopicProduceResponse>> = Vec::with_capacity(requests.len());
     let mut by_partition: Vec<PartitionEntries> = Vec::new();
+    // Where each partition is in `by_partition`: a request may name
+    // thousands of partitions.
+    let mut position: HashMap<(String, i32), usize> = HashMap::new();
     let mut acks = Vec::with_capacity(requests.len());
     for (r, (version, request)) in requests.into_iter().enumerate() {
         let refusal = refusal(version, &request);
@@ -206,9 +194,12 @@ pub async fn handle_run(
                     None => {
                         partitions.push(error(data.index, error_code::UNKNOWN_SERVER_ERROR, None));
                         let key = (topic_data.name.clone(), data.index);
-                        match by_partition.iter_mut().find(|(k, _)| *k == key) {
-                            Some((_, entries)) => entries.push(((r, t, p), data)),
-                            None => by_partition.push((key, vec![((r, t, p), data)])),
+                        match position.get(&key) {
+                            Some(&at) => by_partition[at].1.push(((r, t, p), data)),
+                            None => {
+                                position.insert(key.clone(), by_partition.len());
+                                by_partition.push((key, vec![((r, t, p), data)]));
+                            }
                         }
                     }
                 }
