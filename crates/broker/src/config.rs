@@ -41,6 +41,11 @@ pub struct BrokerConfig {
     /// Kafka answers a connection's requests strictly in order; reading a few
     /// ahead keeps pipelined producers busy without buffering unboundedly.
     pub max_in_flight_requests_per_connection: usize,
+    /// Bytes the requests read ahead on one connection, and those being
+    /// answered, may hold together (a frame larger than this waits until
+    /// the connection holds nothing else). Bounds a pipelining producer's
+    /// share of the broker's memory; a few MiB keep the appends busy.
+    pub max_queued_request_bytes_per_connection: usize,
     /// A connection that sends nothing for this long is closed (Kafka's
     /// `connections.max.idle.ms`).
     pub connections_max_idle_ms: u64,
@@ -110,6 +115,7 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: 100 * 1024 * 1024,
             max_connections: 4096,
             max_in_flight_requests_per_connection: 16,
+            max_queued_request_bytes_per_connection: 8 * 1024 * 1024,
             connections_max_idle_ms: 10 * 60 * 1000,
             request_receive_timeout_ms: 30_000,
             fetch_max_bytes: 55 * 1024 * 1024,
@@ -253,6 +259,14 @@ impl BrokerConfig {
             return invalid(
                 "max_in_flight_requests_per_connection",
                 "must be at least 1",
+            );
+        }
+        if self.max_queued_request_bytes_per_connection == 0
+            || self.max_queued_request_bytes_per_connection > i32::MAX as usize
+        {
+            return invalid(
+                "max_queued_request_bytes_per_connection",
+                "must be between 1 and 2147483647",
             );
         }
         if self.fetch_max_bytes < 1 {

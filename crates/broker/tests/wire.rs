@@ -25,13 +25,18 @@ struct TestBroker {
 }
 
 async fn start() -> TestBroker {
+    start_with(|_| {}).await
+}
+
+async fn start_with(adjust: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
     let dir = tempfile::tempdir().unwrap();
-    let config = BrokerConfig {
+    let mut config = BrokerConfig {
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".into(),
         admin_listen: "127.0.0.1:0".into(),
         ..Default::default()
     };
+    adjust(&mut config);
     let broker = Broker::start(config).await.unwrap();
     TestBroker { broker, _dir: dir }
 }
@@ -747,6 +752,54 @@ async fn a_pipelined_run_of_produce_requests_is_answered_request_by_request() {
     assert_eq!(code, 0);
     let values: Vec<String> = fetched.into_iter().map(|(_, value)| value).collect();
     assert_eq!(values, stored);
+    broker.broker.shutdown().await;
+}
+
+/// A connection's queued requests are bounded in bytes: with a 64 KiB
+/// budget, 60 pipelined requests of 20 KiB and one of 200 KiB (larger than
+/// the whole budget, so it waits until the connection holds nothing else)
+/// are all read, appended and answered in order.
+#[tokio::test]
+async fn pipelined_requests_beyond_the_byte_budget_are_all_answered_in_order() {
+    let broker =
+        start_with(|config| config.max_queued_request_bytes_per_connection = 64 * 1024).await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "budget", 1).await;
+    let mut wire = Vec::new();
+    let mut ids = Vec::new();
+    let mut values = Vec::new();
+    for i in 0..61usize {
+        let len = if i == 30 { 200 * 1024 } else { 20 * 1024 };
+        let value = format!("{i}-{}", "x".repeat(len));
+        let (id, frame) = client.frame(9, produce_body(1, "budget", batch(&[&value])));
+        wire.extend_from_slice(&frame);
+        ids.push(id);
+        values.push(value);
+    }
+    // The answers are small enough to wait in the socket buffers while
+    // the broker reads the rest.
+    client.stream.write_all(&wire).await.unwrap();
+    for (i, id) in ids.into_iter().enumerate() {
+        let ResponseBody::Produce(response) = client.receive(ApiKey::Produce, 9, id).await else {
+            panic!("not a Produce response")
+        };
+        let partition = &response.responses[0].partition_responses[0];
+        assert_eq!((partition.error_code, partition.base_offset), (0, i as i64));
+    }
+    let mut fetched = Vec::new();
+    while fetched.len() < values.len() {
+        let offset = fetched.len() as i64;
+        let ResponseBody::Fetch(response) =
+            client.call(12, fetch_request("budget", offset, 0)).await
+        else {
+            panic!("not a Fetch response")
+        };
+        let (code, got) = fetched_values(&response);
+        assert_eq!(code, 0);
+        assert!(!got.is_empty());
+        fetched.extend(got.into_iter().map(|(_, value)| value));
+    }
+    assert_eq!(fetched, values);
     broker.broker.shutdown().await;
 }
 

@@ -2,7 +2,7 @@
 //! closes batches by size (`batch_size`) or age (`linger`), builds each as
 //! one record batch (compressed, with the idempotent producer's sequence),
 //! and writes one Produce request per leader and round (a request carries
-//! one batch per partition; up to `max_in_flight` batches of a partition
+//! one batch per partition and at most `max_request_size` bytes; up to `max_in_flight` batches of a partition
 //! are on the wire at once, written in order on one connection).
 //!
 //! Ordering and safe retries: a batch's sequence numbers are fixed when it
@@ -20,6 +20,7 @@
 //! no channel and no semaphore permit of its own.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -89,6 +90,12 @@ pub struct ProducerConfig {
     pub max_in_flight: usize,
     /// The largest single message accepted.
     pub max_message_size: usize,
+    /// Bytes of record batches in one Produce request (Kafka's
+    /// `max.request.size`): a drain's batches for one broker are split into
+    /// requests of at most this, and a larger batch goes alone. Without
+    /// it a producer to thousands of partitions sent one request of every
+    /// ready batch, tens of MiB that the broker must buffer whole.
+    pub max_request_size: usize,
     /// First pause before a retry; doubles up to `retry_backoff_max`.
     pub retry_backoff: Duration,
     pub retry_backoff_max: Duration,
@@ -119,6 +126,7 @@ impl Default for ProducerConfig {
             buffer_memory: 32 << 20,
             max_in_flight: 5,
             max_message_size: 1 << 20,
+            max_request_size: 1 << 20,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             delivery_timeout: Duration::from_secs(120),
@@ -1127,26 +1135,76 @@ async fn run_sender(shared: Arc<Shared>) {
 
 /// The batches for one leader, as requests: a request carries at most one
 /// batch per partition (as Kafka requires), so a partition's second batch
-/// goes in the second request, written after the first.
+/// goes in a later request, written after the first.
 type Rounds = Vec<Vec<(TopicPartition, Batch)>>;
+
+/// Places batches into rounds in the order given: each in the first round
+/// after its partition's previous batch that has room for it under
+/// `max_bytes` (an empty round always has room). Rounds before `first_open`
+/// were found too full for a batch and are skipped, so placing is about
+/// constant time per batch, whatever the number of partitions.
+struct RoundPlanner<T> {
+    rounds: Vec<Vec<(TopicPartition, T)>>,
+    bytes: Vec<usize>,
+    first_open: usize,
+    /// A partition's next possible round, keyed by a hash of the topic and
+    /// the partition (no allocation per batch): a collision only makes a
+    /// batch wait for a later round than it had to.
+    next: FastMap<(u64, i32), usize>,
+}
+
+impl<T> RoundPlanner<T> {
+    fn new() -> RoundPlanner<T> {
+        RoundPlanner {
+            rounds: Vec::new(),
+            bytes: Vec::new(),
+            first_open: 0,
+            next: FastMap::default(),
+        }
+    }
+
+    fn place(&mut self, tp: TopicPartition, item: T, len: usize, max_bytes: usize) {
+        let key = (self.next.hasher().hash_one(&tp.topic), tp.partition);
+        let mut r = self
+            .next
+            .get(&key)
+            .copied()
+            .unwrap_or(0)
+            .max(self.first_open);
+        loop {
+            if r == self.rounds.len() {
+                self.rounds.push(Vec::new());
+                self.bytes.push(0);
+            }
+            if self.rounds[r].is_empty() || self.bytes[r] + len <= max_bytes {
+                break;
+            }
+            if r == self.first_open {
+                self.first_open += 1;
+            }
+            r += 1;
+        }
+        self.bytes[r] += len;
+        self.rounds[r].push((tp, item));
+        self.next.insert(key, r + 1);
+    }
+}
 
 /// Groups batches by leader and writes each leader's requests in order,
 /// from this task (so a partition's batches reach the broker in the order
 /// they were built); each leader's answers are awaited in a task of their
 /// own, so the sender goes back to draining at once.
 async fn send_batches(shared: &Arc<Shared>, ready: Vec<(TopicPartition, Batch)>) {
-    let mut by_leader: HashMap<i32, Rounds> = HashMap::new();
+    let mut by_leader: HashMap<i32, RoundPlanner<Batch>> = HashMap::new();
+    let max_bytes = shared.config.max_request_size;
     for (tp, batch) in ready {
         match shared.client.leader(&tp.topic, tp.partition).await {
             Ok(leader) => {
-                let rounds = by_leader.entry(leader).or_default();
-                match rounds
-                    .iter_mut()
-                    .find(|round| round.iter().all(|(queued, _)| *queued != tp))
-                {
-                    Some(round) => round.push((tp, batch)),
-                    None => rounds.push(vec![(tp, batch)]),
-                }
+                let len = batch.bytes.len();
+                by_leader
+                    .entry(leader)
+                    .or_insert_with(RoundPlanner::new)
+                    .place(tp, batch, len, max_bytes);
             }
             Err(error) => {
                 let outcome = if error.is_retriable() {
@@ -1159,8 +1217,8 @@ async fn send_batches(shared: &Arc<Shared>, ready: Vec<(TopicPartition, Batch)>)
             }
         }
     }
-    for (leader, rounds) in by_leader {
-        send_to_leader(shared, leader, rounds).await;
+    for (leader, planner) in by_leader {
+        send_to_leader(shared, leader, planner.rounds).await;
     }
 }
 
@@ -1388,5 +1446,65 @@ impl Producer {
 impl Drop for Producer {
     fn drop(&mut self) {
         let _ = self.runtime.block_on(self.inner.close());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(topic: &str, partition: i32) -> TopicPartition {
+        TopicPartition {
+            topic: topic.to_string(),
+            partition,
+        }
+    }
+
+    /// Requests stay under the size limit (a larger batch alone), carry a
+    /// partition at most once, and a partition's batches go out in order.
+    #[test]
+    fn rounds_respect_the_request_size_and_keep_each_partitions_order() {
+        let mut planner = RoundPlanner::new();
+        let mut placed = Vec::new();
+        for n in 0..3_000usize {
+            let partition = (n * 7 % 1_000) as i32;
+            let topic = if n % 2 == 0 { "a" } else { "b" };
+            let len = if n == 1_234 { 5_000 } else { 100 + n % 300 };
+            planner.place(tp(topic, partition), (n, len), len, 4_096);
+            placed.push(n);
+        }
+        let mut last_round: HashMap<TopicPartition, (usize, usize)> = HashMap::new();
+        let mut seen = 0;
+        for (r, round) in planner.rounds.iter().enumerate() {
+            let bytes: usize = round.iter().map(|(_, (_, len))| len).sum();
+            assert!(
+                bytes <= 4_096 || round.len() == 1,
+                "round {r}: {bytes} bytes"
+            );
+            let mut in_round = std::collections::HashSet::new();
+            for (tp, (n, _)) in round {
+                assert!(in_round.insert(tp.clone()), "{tp:?} twice in round {r}");
+                if let Some((previous_round, previous_n)) = last_round.get(tp) {
+                    assert!(
+                        *previous_round < r && *previous_n < *n,
+                        "{tp:?} out of order"
+                    );
+                }
+                last_round.insert(tp.clone(), (r, *n));
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, placed.len());
+        let total: usize = planner
+            .rounds
+            .iter()
+            .flatten()
+            .map(|(_, (_, len))| len)
+            .sum();
+        assert!(
+            planner.rounds.len() <= total / 3_500 + 3,
+            "{} rounds for {total} bytes: rounds are filled",
+            planner.rounds.len()
+        );
     }
 }

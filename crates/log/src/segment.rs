@@ -375,10 +375,13 @@ impl Segment {
             File::open(&log_path)
         }
         .map_err(io_failure("open", &log_path))?;
+        // Every entry names a different batch, and a batch is at least a
+        // header long (the time index has one entry more at close).
+        let max_entries = self.size / BATCH_HEADER_LEN as u64 + 2;
         let open = |suffix: &str, entry_len: usize| {
             let path = self.path(suffix);
             if active {
-                IndexFile::open_writable(&path, entry_len, index_bytes)
+                IndexFile::open_active(&path, entry_len, index_bytes, max_entries)
             } else {
                 IndexFile::open_read_only(&path, entry_len)
             }
@@ -405,7 +408,7 @@ impl Segment {
                     problem = problem.as_deref().unwrap_or("unknown"),
                     "rebuilding the segment's indexes"
                 );
-                self.rebuild_indexes(interval_bytes)?;
+                self.rebuild_indexes(interval_bytes, false)?;
                 let offsets = open(INDEX_SUFFIX, OFFSET_ENTRY_LEN)
                     .map_err(io_failure("open", &self.path(INDEX_SUFFIX)))?;
                 let times = open(TIME_INDEX_SUFFIX, TIME_ENTRY_LEN)
@@ -423,8 +426,13 @@ impl Segment {
         })
     }
 
-    /// Rewrites both index files from a scan of the batches.
-    pub(crate) fn rebuild_indexes(&self, interval_bytes: u32) -> Result<Scan, IoFailure> {
+    /// Rewrites both index files from a scan of the batches (`sync`: as in
+    /// `write_indexes`).
+    pub(crate) fn rebuild_indexes(
+        &self,
+        interval_bytes: u32,
+        sync: bool,
+    ) -> Result<Scan, IoFailure> {
         let scan = scan_file(
             &self.path(LOG_SUFFIX),
             self.base,
@@ -434,21 +442,25 @@ impl Segment {
             Offset(i64::MAX),
             ScanStart::beginning(self.base),
         )?;
-        self.write_indexes(&scan)?;
+        self.write_indexes(&scan, sync)?;
         Ok(scan)
     }
 
     /// Replaces both index files, each through a temporary name: a crash
     /// midway leaves an index missing (rebuilt on first use, and the `.tmp`
-    /// removed at open), never a torn one.
-    pub(crate) fn write_indexes(&self, scan: &Scan) -> Result<(), IoFailure> {
+    /// removed at open), never a torn one. With `sync` each is fsynced
+    /// before its rename (the caller syncs the directory); without, an OS
+    /// crash may leave a prefix, which costs lookups a longer scan but
+    /// misleads nobody: callers that rely on the indexes surviving one
+    /// (recovery, compaction, the flush after a roll) sync them.
+    pub(crate) fn write_indexes(&self, scan: &Scan, sync: bool) -> Result<(), IoFailure> {
         for (suffix, entries) in [
             (INDEX_SUFFIX, &scan.offset_entries),
             (TIME_INDEX_SUFFIX, &scan.time_entries),
         ] {
             let path = self.path(suffix);
             let tmp = path.with_extension(format!("{suffix}.tmp"));
-            IndexFile::write_entries(&tmp, entries)
+            IndexFile::write_entries(&tmp, entries, sync)
                 .and_then(|()| std::fs::rename(&tmp, &path))
                 .map_err(io_failure("write", &path))?;
         }

@@ -314,8 +314,8 @@ fn close_and_reopen_keeps_everything_and_missing_indexes_are_rebuilt() {
     names.sort();
     std::fs::remove_file(dir.path().join(&names[0])).unwrap();
     std::fs::write(dir.path().join(&names[1]), [0xff; 16]).unwrap();
-    // A roll trims an index without fsync: after an OS crash the trim may
-    // be lost, leaving the preallocated tail of zeros behind the entries.
+    // Zeros behind the entries (what an OS crash could leave of an older
+    // version's preallocated index) are found out of order.
     let untrimmed = dir.path().join(&names[2]);
     let mut bytes = std::fs::read(&untrimmed).unwrap();
     assert!(bytes.len() >= 16, "the third segment's index has entries");
@@ -325,6 +325,84 @@ fn close_and_reopen_keeps_everything_and_missing_indexes_are_rebuilt() {
     assert_eq!(log.log_end_offset(), end);
     assert_eq!(read_all(&log, Offset(0)), before);
     assert_eq!(log.end_offset_for_epoch(1), Some((1, end)));
+}
+
+fn files_ending(dir: &std::path::Path, suffix: &str) -> Vec<String> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The active segment's index entries are kept in memory: its index files
+/// are written when it rolls (and the flush that a roll asks for syncs
+/// them) or when the log closes, and a truncation inside it keeps them.
+#[test]
+fn index_files_are_written_at_roll_and_close_and_a_roll_asks_for_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(files_ending(dir.path(), ".log").len(), 1);
+    assert!(
+        files_ending(dir.path(), "index").is_empty(),
+        "a new segment has no index files yet"
+    );
+    let mut i = 0i64;
+    while files_ending(dir.path(), ".log").len() < 2 {
+        log.append(&batch(1, 60, i), 0, 0).unwrap();
+        i += 1;
+    }
+    let closed = files_ending(dir.path(), ".index");
+    assert_eq!(closed.len(), 1, "only the rolled segment has its index");
+    let len = std::fs::metadata(dir.path().join(&closed[0]))
+        .unwrap()
+        .len();
+    assert!(len >= 8 && len.is_multiple_of(8), "{len} bytes of entries");
+    assert_eq!(files_ending(dir.path(), ".timeindex").len(), 1);
+
+    assert!(log.recovery_point() < log.log_end_offset());
+    assert!(
+        log.flush_if_due(0).unwrap(),
+        "a roll asks for a flush without a flush policy"
+    );
+    assert_eq!(log.recovery_point(), log.log_end_offset());
+    assert!(!log.flush_if_due(0).unwrap(), "and only once");
+
+    // Give the active segment index entries, then cut inside it.
+    let active_base = Offset(
+        files_ending(dir.path(), ".log")[1]
+            .trim_end_matches(".log")
+            .parse()
+            .unwrap(),
+    );
+    for _ in 0..20 {
+        log.append(&batch(1, 60, i), 0, 0).unwrap();
+        i += 1;
+    }
+    let cut = Offset(active_base.0 + 12);
+    log.truncate_to(cut).unwrap();
+    assert_eq!(log.log_end_offset(), cut);
+    let before = read_all(&log, Offset(0));
+    log.close().unwrap();
+    drop(log);
+    let index = files_ending(dir.path(), ".index");
+    assert_eq!(index.len(), 2, "close wrote the active segment's index");
+    let entries = std::fs::read(dir.path().join(&index[1])).unwrap();
+    assert!(
+        !entries.is_empty(),
+        "the truncation kept the entries below the cut"
+    );
+    for entry in entries.chunks(8) {
+        let relative = u32::from_be_bytes(entry[..4].try_into().unwrap());
+        assert!(
+            i64::from(relative) < cut.0 - active_base.0,
+            "entry past the cut"
+        );
+    }
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(read_all(&log, Offset(0)), before);
 }
 
 #[test]

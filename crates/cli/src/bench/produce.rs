@@ -56,6 +56,9 @@ pub struct ProducerFlags {
     /// max.in.flight.requests.per.connection)
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub max_in_flight: usize,
+    /// Bytes of batches in one Produce request (Kafka's max.request.size)
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub max_request_size: usize,
     /// Create the topic with this many partitions if it does not exist
     /// [default: 1]
     #[arg(short = 'p', long, value_name = "N")]
@@ -93,6 +96,9 @@ pub(super) fn producer_config(
     if flags.batch_size == 0 {
         return Err(Failure::usage("--batch-size must be at least 1"));
     }
+    if flags.max_request_size == 0 {
+        return Err(Failure::usage("--max-request-size must be at least 1"));
+    }
     if !(1..=rill_client::MAX_IN_FLIGHT_LIMIT).contains(&flags.max_in_flight) {
         return Err(Failure::usage(format!(
             "--max-in-flight must be between 1 and {}",
@@ -105,6 +111,7 @@ pub(super) fn producer_config(
         compression: flags.compression,
         batch_size: flags.batch_size,
         max_in_flight: flags.max_in_flight,
+        max_request_size: flags.max_request_size,
         linger,
         ..ProducerConfig::default()
     })
@@ -202,6 +209,7 @@ pub async fn produce(args: ProduceArgs) -> Result<(), Failure> {
             ("acks", acks_name(flags.acks).into()),
             ("batch_size", flags.batch_size.into()),
             ("max_in_flight", flags.max_in_flight.into()),
+            ("max_request_size", flags.max_request_size.into()),
             ("linger_ms", args.linger_ms.into()),
             ("compression", compression_name(flags.compression).into()),
             ("producers", args.producers.into()),
