@@ -186,9 +186,9 @@ impl IndexFile {
     /// Without syncing: a roll happens on the append path, and an fsync
     /// there waited on the filesystem's journal and the writeback of
     /// everything else dirty (40–50 ms stalls in end-to-end latency at each
-    /// roll, measured). The flush that follows a roll syncs the closed
-    /// segment's indexes before the recovery point passes it; until then a
-    /// crash makes recovery rebuild them.
+    /// roll, measured). A flush syncs the closed segment's indexes before
+    /// the recovery point passes it; until then a crash makes recovery
+    /// rebuild them.
     pub(crate) fn into_read_only(mut self) -> io::Result<IndexFile> {
         self.write_out(false)?;
         IndexFile::open_read_only(&self.path, self.entry_len)
