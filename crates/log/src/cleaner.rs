@@ -577,7 +577,7 @@ fn filter_batch(
         let max = view.base_timestamp().saturating_add(delta);
         batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&max.to_be_bytes());
     }
-    let crc = crc32c::crc32c(&batch[CRC_COVERAGE_START..]);
+    let crc = rill_records::crc::crc32c(&batch[CRC_COVERAGE_START..]);
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(Kept::Rebuilt(batch))
 }

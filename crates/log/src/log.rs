@@ -1888,14 +1888,14 @@ fn scrub_file(
             header[CRC_OFFSET + 2],
             header[CRC_OFFSET + 3],
         ]);
-        let mut crc = crc32c::crc32c(&header[CRC_COVERAGE_START..]);
+        let mut crc = rill_records::crc::crc32c(&header[CRC_COVERAGE_START..]);
         let mut at = position + BATCH_HEADER_LEN as u64;
         let batch_end = position + len;
         while at < batch_end {
             let n = CHUNK.min((batch_end - at) as usize);
             file.read_exact_at(&mut buf[..n], at)
                 .map_err(io_failure("read", path))?;
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            crc = rill_records::crc::crc32c_append(crc, &buf[..n]);
             at += n as u64;
         }
         throttle(len);

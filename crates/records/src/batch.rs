@@ -320,7 +320,7 @@ impl<'a> BatchView<'a> {
 
     /// The CRC32C of the bytes the header's CRC covers.
     pub fn computed_crc(&self) -> u32 {
-        crc32c::crc32c(&self.bytes[CRC_COVERAGE_START..])
+        crate::crc::crc32c(&self.bytes[CRC_COVERAGE_START..])
     }
 
     /// Checks everything `parse` does not: the CRC, the compression code, the
@@ -441,7 +441,7 @@ pub fn set_log_append_time_split(
     header[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
     header[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
         .copy_from_slice(&timestamp_ms.to_be_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[CRC_COVERAGE_START..]), records);
+    let crc = crate::crc::crc32c_append(crate::crc::crc32c(&header[CRC_COVERAGE_START..]), records);
     header[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(())
 }
@@ -468,7 +468,7 @@ pub fn set_producer(
         .copy_from_slice(&producer_epoch.to_be_bytes());
     batch[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4]
         .copy_from_slice(&base_sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[CRC_COVERAGE_START..]);
+    let crc = crate::crc::crc32c(&batch[CRC_COVERAGE_START..]);
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(())
 }
@@ -553,7 +553,7 @@ mod tests {
     }
 
     fn fix_crc(b: &mut [u8]) {
-        let crc = crc32c::crc32c(&b[CRC_COVERAGE_START..]);
+        let crc = crate::crc::crc32c(&b[CRC_COVERAGE_START..]);
         b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     }
 

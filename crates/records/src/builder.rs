@@ -319,7 +319,7 @@ impl BatchBuilder {
             .map_err(|_| BuildError::BatchTooLarge { len: batch.len() })?;
         batch[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4]
             .copy_from_slice(&batch_length.to_be_bytes());
-        let crc = crc32c::crc32c(&batch[CRC_COVERAGE_START..]);
+        let crc = crate::crc::crc32c(&batch[CRC_COVERAGE_START..]);
         batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         Ok(batch)
     }

@@ -3,6 +3,7 @@
 //! - [`batch`]: a zero-copy view of a record batch header, its validation
 //!   (length, magic, CRC32C, counts) and the in-place rewrites the log does.
 //! - [`varint`]: the zigzag varints records are made of.
+//! - [`crc`]: CRC32C, folded with carry-less multiplication on long inputs.
 //! - [`compression`]: the gzip, snappy, lz4 and zstd codecs, framed as Kafka
 //!   clients frame them, with a bound on decompressed size.
 //! - [`record`]: records and their encoding; [`record::decode_batch`] takes a
@@ -12,5 +13,6 @@
 pub mod batch;
 pub mod builder;
 pub mod compression;
+pub mod crc;
 pub mod record;
 pub mod varint;
