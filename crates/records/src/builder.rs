@@ -57,6 +57,8 @@ pub enum BuildError {
     },
     #[error("timestamp {timestamp} is too far from the batch's base timestamp {base_timestamp}")]
     TimestampOutOfRange { timestamp: i64, base_timestamp: i64 },
+    #[error("the batch's {which} timestamp {timestamp} is negative (only -1, none, may be)")]
+    NegativeTimestamp { which: &'static str, timestamp: i64 },
     #[error("base timestamp {base_timestamp} plus delta {timestamp_delta} overflows")]
     TimestampOverflow {
         base_timestamp: i64,
@@ -284,6 +286,12 @@ impl BatchBuilder {
                 absolute(max)?
             }
         };
+        // A reader refuses these (`BatchView::validate`), so never write one.
+        for (which, timestamp) in [("base", base_timestamp), ("max", max_timestamp)] {
+            if timestamp < NO_TIMESTAMP {
+                return Err(BuildError::NegativeTimestamp { which, timestamp });
+            }
+        }
 
         let mut header = Vec::with_capacity(BATCH_HEADER_LEN);
         header.extend_from_slice(&self.base_offset.to_be_bytes());
