@@ -441,6 +441,9 @@ struct PartitionQueue {
     next_sequence: i32,
     /// Send now without waiting for `linger` (a flush or a message set).
     urgent: bool,
+    /// The topic's partition count when a message last joined the queue:
+    /// what the partitioner picks from when `drain` closes a batch.
+    partition_count: i32,
 }
 
 impl PartitionQueue {
@@ -758,6 +761,7 @@ impl AsyncProducer {
             None => state.queues.entry(topic.to_string()).or_default(),
         };
         let queue = by_partition.entry(partition).or_default();
+        queue.partition_count = partition_count;
         if let Some(open) = &queue.open
             && open.memory + size > config.batch_size
             && let Some(closed) = queue.open.take()
@@ -931,10 +935,18 @@ impl Shared {
                     }
                     queue.open_since = None;
                     queue.urgent = false;
-                    match queue.open.take() {
-                        Some(open) => open,
-                        None => break,
-                    }
+                    let Some(open) = queue.open.take() else {
+                        break;
+                    };
+                    // A batch sent before it filled (linger, flush) ends
+                    // the partition's turn too, as one closed by size
+                    // does: keyless messages move on (KIP-480), or a
+                    // producer slower than its batches would keep one
+                    // partition forever.
+                    self.config
+                        .partitioner
+                        .on_new_batch(topic, partition, queue.partition_count);
+                    open
                 } else {
                     break;
                 };

@@ -479,6 +479,29 @@ async fn batches_in_flight_together_keep_their_order() {
     }
 }
 
+/// Keyless messages stick to a partition until its batch is sent, whether
+/// the batch filled or its linger ran out: a producer slower than its
+/// batch size still spreads over every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_messages_move_on_when_a_batch_goes_out_by_linger() {
+    let broker = Broker::start().unwrap();
+    broker.create_topic("spread", 4).unwrap();
+    let producer = AsyncProducer::connect(ProducerConfig {
+        linger: Duration::from_millis(1),
+        ..ProducerConfig::new(&broker.bootstrap())
+    })
+    .await
+    .unwrap();
+    let mut partitions = BTreeSet::new();
+    for i in 0..40 {
+        // Each message waits for its delivery: every batch holds one and
+        // goes out by linger, far below the batch size.
+        let sent = producer.send("spread", Message::new(i.to_string())).await;
+        partitions.insert(sent.unwrap().await.unwrap().partition);
+    }
+    assert!(partitions.len() >= 3, "40 batches went to {partitions:?}");
+}
+
 /// An idempotent producer whose batch is refused for good (a keyless
 /// message on a compacted topic) has a hole in its sequence: the batches
 /// behind it are refused as out of order, and the producer must take a new
