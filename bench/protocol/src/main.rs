@@ -86,8 +86,8 @@ fn metadata_response() -> MetadataResponse {
                         partition_index: partition,
                         leader_id: partition % 3,
                         leader_epoch: 7,
-                        replica_nodes: vec![0, 1, 2],
-                        isr_nodes: vec![0, 1, 2],
+                        replica_nodes: [0, 1, 2][..].into(),
+                        isr_nodes: [0, 1, 2][..].into(),
                         ..MetadataResponsePartition::default()
                     })
                     .collect(),
@@ -223,8 +223,12 @@ fn main() {
         "{:<58} {:>7} {:>12} {:>12} {:>7}",
         "decode", "bytes", "rill op/s", "peer op/s", "ratio"
     );
+    // (case, rill op/s, peer op/s) per phase, for the combined figure.
+    let mut decoded = Vec::new();
+    let mut encoded = Vec::new();
     for case in cases.iter().filter(|case| wanted("decode", case)) {
         let (rill, peer) = compare(budget, || rill_decode(case), || peer_decode(case));
+        decoded.push((case.name, rill, peer));
         println!(
             "{:<58} {:>7} {:>12.0} {:>12.0} {:>6.2}x",
             case.name,
@@ -279,6 +283,7 @@ fn main() {
                 },
             )
         };
+        encoded.push((case.name, rill, peer));
         println!(
             "{:<58} {:>7} {:>12.0} {:>12.0} {:>6.2}x",
             case.name,
@@ -287,6 +292,34 @@ fn main() {
             peer,
             rill / peer
         );
+    }
+
+    // One decode plus one encode of the same message: the time of each
+    // added, as a rate.
+    let both: Vec<_> = decoded
+        .iter()
+        .filter_map(|&(name, rill_d, peer_d)| {
+            let &(_, rill_e, peer_e) = encoded.iter().find(|(n, ..)| *n == name)?;
+            Some((
+                name,
+                1.0 / (1.0 / rill_d + 1.0 / rill_e),
+                1.0 / (1.0 / peer_d + 1.0 / peer_e),
+            ))
+        })
+        .collect();
+    if !both.is_empty() {
+        println!(
+            "
+{:<58} {:>7} {:>12} {:>12} {:>7}",
+            "decode + encode (one of each)", "", "rill op/s", "peer op/s", "ratio"
+        );
+        for (name, rill, peer) in both {
+            println!(
+                "{name:<58} {:>7} {rill:>12.0} {peer:>12.0} {:>6.2}x",
+                "",
+                rill / peer
+            );
+        }
     }
 
     let Some(produce) = cases.iter().find(|case| case.key == ApiKey::Produce) else {

@@ -162,7 +162,7 @@ impl Client {
                         group_id: g.to_string(),
                         topics: Some(vec![OffsetFetchRequestTopics {
                             name: "t".into(),
-                            partition_indexes: vec![0],
+                            partition_indexes: [0][..].into(),
                             ..Default::default()
                         }]),
                         ..Default::default()

@@ -326,8 +326,8 @@ impl Client {
                     partition: partition.partition_index,
                     leader: partition.leader_id,
                     leader_epoch: partition.leader_epoch,
-                    replicas: partition.replica_nodes,
-                    isr: partition.isr_nodes,
+                    replicas: partition.replica_nodes.into_vec(),
+                    isr: partition.isr_nodes.into_vec(),
                     error_code: partition.error_code,
                 })
                 .collect();

@@ -586,7 +586,7 @@ pub(crate) async fn fetch_committed(
             .into_iter()
             .map(|(name, partition_indexes)| OffsetFetchRequestTopic {
                 name,
-                partition_indexes,
+                partition_indexes: partition_indexes.into(),
                 ..Default::default()
             })
             .collect()
@@ -707,7 +707,10 @@ fn encode_subscription(topics: &[String], owned: &[TopicPartition], generation: 
         user_data: None,
         owned_partitions: group_by_topic(owned)
             .into_iter()
-            .map(|(topic, partitions)| OwnedTopic { topic, partitions })
+            .map(|(topic, partitions)| OwnedTopic {
+                topic,
+                partitions: partitions.into(),
+            })
             .collect(),
         generation_id: generation,
         rack_id: None,
@@ -752,7 +755,10 @@ fn encode_assignment(partitions: &[TopicPartition]) -> Bytes {
     let assignment = ConsumerProtocolAssignment {
         assigned_partitions: group_by_topic(partitions)
             .into_iter()
-            .map(|(topic, partitions)| AssignedTopic { topic, partitions })
+            .map(|(topic, partitions)| AssignedTopic {
+                topic,
+                partitions: partitions.into(),
+            })
             .collect(),
         user_data: None,
     };

@@ -253,7 +253,7 @@ impl ConsumerMember {
             let info = self.client().topic(topic).await?;
             out.push(TopicPartitions {
                 topic_id: info.id,
-                partitions,
+                partitions: partitions.into(),
                 ..Default::default()
             });
         }

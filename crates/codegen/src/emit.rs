@@ -224,9 +224,22 @@ impl<'a> FileEmitter<'a> {
         })
     }
 
+    /// Arrays of integers of at most 4 bytes (replica lists, partition
+    /// indexes) are usually a handful of elements: they are decoded into an
+    /// `InlineVec`, which holds up to 4 without a heap allocation.
+    fn is_inline(element: &Type) -> bool {
+        matches!(
+            element,
+            Type::Int8 | Type::Int16 | Type::Uint16 | Type::Int32 | Type::Uint32
+        )
+    }
+
     pub fn rust_type(field: &Field) -> Result<String, String> {
         let base = match &field.ty {
             Type::Records => return Ok("Option<Records>".to_owned()),
+            Type::Array(element) if Self::is_inline(element) => {
+                format!("InlineVec<{}>", Self::element_type(element)?)
+            }
             Type::Array(element) => format!("Vec<{}>", Self::element_type(element)?),
             other => Self::element_type(other)?,
         };
@@ -291,6 +304,7 @@ impl<'a> FileEmitter<'a> {
             Type::Uuid => "Uuid::ZERO".to_owned(),
             Type::Records => "None".to_owned(),
             Type::Struct(name) => wrap(format!("{name}::default()")),
+            Type::Array(element) if Self::is_inline(element) => wrap("InlineVec::new()".to_owned()),
             Type::Array(_) => wrap("Vec::new()".to_owned()),
         })
     }
@@ -307,6 +321,7 @@ impl<'a> FileEmitter<'a> {
                 | "Uuid::ZERO"
                 | "None"
                 | "Vec::new()"
+                | "InlineVec::new()"
         ) || expr.ends_with("::default()") && !expr.starts_with("Some("))
     }
 
@@ -318,7 +333,9 @@ impl<'a> FileEmitter<'a> {
             "None" => format!("{value}.is_some()"),
             "false" => value.to_owned(),
             "true" => format!("!{value}"),
-            "Vec::new()" | "String::new()" | "Bytes::new()" => format!("!{value}.is_empty()"),
+            "Vec::new()" | "InlineVec::new()" | "String::new()" | "Bytes::new()" => {
+                format!("!{value}.is_empty()")
+            }
             _ => format!("{value} != {default}"),
         })
     }
@@ -611,6 +628,7 @@ impl<'a> FileEmitter<'a> {
              fn encoded_len(&self, {ver_l}: i16) -> Result<usize, EncodeError> {{\n{len}}}\n\
              }}\n\n\
              impl Decode for {name} {{\n\
+             #[inline]\n\
              fn decode(dec: &mut Decoder, {ver_d}: i16) -> Result<Self, DecodeError> {{\n{decode}}}\n\
              }}\n",
             name = def.name,
@@ -823,6 +841,9 @@ impl<'a> FileEmitter<'a> {
             "EncodeError",
             "Encoder",
         ]);
+        if uses_ident(&code, "InlineVec") {
+            codec_items.push("InlineVec");
+        }
         if uses_ident(&code, "RawTaggedField") {
             codec_items.push("RawTaggedField");
         }

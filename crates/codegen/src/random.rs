@@ -82,7 +82,7 @@ fn emit_file(spec: &Spec, out: &mut String) -> Result<(), String> {
     if uses_ident(&code, "Bytes") {
         out.push_str("use bytes::Bytes;\n");
     }
-    for item in ["Records", "Uuid"] {
+    for item in ["InlineVec", "Records", "Uuid"] {
         if uses_ident(&code, item) {
             writeln!(out, "use rill_protocol::{item};").ok();
         }

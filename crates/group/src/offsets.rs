@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use rill_protocol::codec::{Decode, Decoder};
+use rill_protocol::codec::{Decode, Decoder, InlineVec};
 use rill_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -306,7 +306,7 @@ impl Coordinator {
     fn fetch_group(
         &self,
         group_id: &str,
-        asked: Option<Vec<(String, Vec<i32>)>>,
+        asked: Option<Vec<(String, InlineVec<i32>)>>,
     ) -> (i16, Vec<(String, Vec<Fetched>)>) {
         // Versions 0-1 have no group-level error: the partitions carry it.
         let group_error = if !self.loaded {

@@ -398,7 +398,7 @@ fn a_static_member_back_within_its_session_keeps_its_partitions_without_a_rebala
             subscribed_topic_names: (epoch == 0).then(|| vec!["t".into()]),
             topic_partitions: Some(vec![TopicPartitions {
                 topic_id: TOPIC_ID,
-                partitions: owned.to_vec(),
+                partitions: owned.into(),
                 ..Default::default()
             }]),
             ..Default::default()
@@ -411,7 +411,7 @@ fn a_static_member_back_within_its_session_keeps_its_partitions_without_a_rebala
     let epoch = first.member_epoch;
     let owned: Vec<i32> = first.assignment.unwrap().topic_partitions[0]
         .partitions
-        .clone();
+        .to_vec();
     assert_eq!(owned.len(), 6);
     assert_eq!(beat(&mut c, &id, epoch, &owned, 100).error_code, NONE);
 
@@ -430,8 +430,8 @@ fn a_static_member_back_within_its_session_keeps_its_partitions_without_a_rebala
     assert_ne!(back.member_id.as_deref(), Some(id.as_str()));
     assert_eq!(back.member_epoch, epoch, "no rebalance");
     assert_eq!(
-        back.assignment.unwrap().topic_partitions[0].partitions,
-        owned
+        back.assignment.unwrap().topic_partitions[0].partitions[..],
+        owned[..]
     );
 
     // Left for longer than the session timeout, it is gone for good.

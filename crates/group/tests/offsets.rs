@@ -152,7 +152,7 @@ fn fetch_all_and_multi_group_fetch() {
                 group_id: "g2".into(),
                 topics: Some(vec![OffsetFetchRequestTopics {
                     name: "a".into(),
-                    partition_indexes: vec![0, 1],
+                    partition_indexes: [0, 1][..].into(),
                     ..Default::default()
                 }]),
                 ..Default::default()

@@ -77,6 +77,13 @@ pub trait Decode: Sized {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError>;
 }
 
+/// An array of small integers (replica lists, ISRs, partition indexes):
+/// the first four elements live inline, so decoding the usual handful costs
+/// no heap allocation (in a Metadata response, two per partition were most
+/// of the decode time). It derefs to a slice; build one with `collect`,
+/// `from_slice` or `Vec::into`.
+pub type InlineVec<T> = smallvec::SmallVec<[T; 4]>;
+
 /// Reads values from one frame. Byte and record fields come out as slices of
 /// the frame (`Bytes::slice`), never copies.
 #[derive(Debug, Clone)]
@@ -421,11 +428,11 @@ impl Decoder {
     /// Reads `count` fixed-size elements whose bytes `array_count` has
     /// already found in the frame, without a check per element.
     #[inline]
-    fn fixed_elements<T, const N: usize>(
+    fn fixed_elements<C: FromIterator<T>, T, const N: usize>(
         &mut self,
         count: usize,
         convert: impl Fn([u8; N]) -> T,
-    ) -> Result<Vec<T>, DecodeError> {
+    ) -> Result<C, DecodeError> {
         let start = self.position;
         let end = start + count * N;
         let bytes = self.buf.get(start..end).ok_or(DecodeError::Truncated {
@@ -446,12 +453,12 @@ impl Decoder {
 
     /// An array of a fixed-size primitive, e.g. `fixed_array(c, "Isr", i32::from_be_bytes)`.
     #[inline]
-    pub fn fixed_array<T, const N: usize>(
+    pub fn fixed_array<C: FromIterator<T>, T, const N: usize>(
         &mut self,
         compact: bool,
         what: &'static str,
         convert: impl Fn([u8; N]) -> T,
-    ) -> Result<Vec<T>, DecodeError> {
+    ) -> Result<C, DecodeError> {
         match self.array_count(false, compact, N, what)? {
             Some(count) => self.fixed_elements(count, convert),
             None => Err(DecodeError::NullNotAllowed(what)),
@@ -459,13 +466,13 @@ impl Decoder {
     }
 
     #[inline]
-    pub fn opt_fixed_array<T, const N: usize>(
+    pub fn opt_fixed_array<C: FromIterator<T>, T, const N: usize>(
         &mut self,
         nullable: bool,
         compact: bool,
         what: &'static str,
         convert: impl Fn([u8; N]) -> T,
-    ) -> Result<Option<Vec<T>>, DecodeError> {
+    ) -> Result<Option<C>, DecodeError> {
         match self.array_count(nullable, compact, N, what)? {
             Some(count) => self.fixed_elements(count, convert).map(Some),
             None => Ok(None),

@@ -22,7 +22,8 @@ pub mod uuid;
 
 pub use api::{ApiKey, RequestBody, ResponseBody};
 pub use codec::{
-    Decode, DecodeError, Decoder, Encode, EncodeError, EncodedFrame, Encoder, RawTaggedField,
+    Decode, DecodeError, Decoder, Encode, EncodeError, EncodedFrame, Encoder, InlineVec,
+    RawTaggedField,
 };
 pub use header::{HeaderError, decode_request_header};
 pub use records::{FileRegion, Records};

@@ -66,7 +66,7 @@ impl Rng {
         let len = self.below(200);
         (0..len).map(|_| self.next() as u8).collect()
     }
-    pub fn vec<T>(&mut self, mut element: impl FnMut(&mut Rng) -> T) -> Vec<T> {
+    pub fn vec<C: FromIterator<T>, T>(&mut self, mut element: impl FnMut(&mut Rng) -> T) -> C {
         let len = self.below(3);
         (0..len).map(|_| element(self)).collect()
     }

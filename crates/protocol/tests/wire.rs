@@ -9,13 +9,16 @@ use rill_protocol::codec::{Decode, DecodeError, Decoder, Encode, Encoder};
 use rill_protocol::frame::{FrameError, frame_len};
 use rill_protocol::messages::api_versions_response::ApiVersion;
 use rill_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use rill_protocol::messages::metadata_response::{
+    MetadataResponsePartition, MetadataResponseTopic,
+};
 use rill_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use rill_protocol::messages::{
-    ApiVersionsResponse, FetchResponse, MetadataRequest, ProduceRequest, RequestHeader,
-    ResponseHeader,
+    ApiVersionsResponse, FetchResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    RequestHeader, ResponseHeader,
 };
 use rill_protocol::{
-    ApiKey, FileRegion, HeaderError, Records, RequestBody, ResponseBody, Uuid,
+    ApiKey, FileRegion, HeaderError, InlineVec, Records, RequestBody, ResponseBody, Uuid,
     decode_request_header,
 };
 
@@ -297,4 +300,34 @@ fn uuid_displays_as_base64url() {
         0x41,
     ]);
     assert_eq!(id.to_string(), "-_-_ABCDEFGHIJKLMNOPQQ");
+}
+
+/// Replica lists are `InlineVec`s: up to four stay inline, longer ones move
+/// to the heap, and both round-trip in classic and compact encodings.
+#[test]
+fn replica_lists_of_any_length_round_trip() {
+    for len in 0..10 {
+        let nodes: Vec<i32> = (0..len).map(|n| n * 1000 + 7).collect();
+        let response = MetadataResponse {
+            topics: vec![MetadataResponseTopic {
+                name: Some("t".into()),
+                partitions: vec![MetadataResponsePartition {
+                    replica_nodes: nodes.clone().into(),
+                    isr_nodes: InlineVec::from_slice(&nodes),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        for version in [1, 9, 12] {
+            let frame = encode(&response, version);
+            let back = MetadataResponse::decode(&mut Decoder::new(frame), version).unwrap();
+            let partition = &back.topics[0].partitions[0];
+            assert_eq!(partition.replica_nodes[..], nodes[..], "v{version}");
+            assert_eq!(partition.isr_nodes[..], nodes[..], "v{version}");
+            assert_eq!(partition.replica_nodes.spilled(), len > 4);
+            assert_eq!(back, response);
+        }
+    }
 }

@@ -78,8 +78,8 @@ fn answer(body: &RequestBody, port: u16) -> Option<ResponseBody> {
                         name: Some(name),
                         topic_id,
                         partitions: vec![MetadataResponsePartition {
-                            replica_nodes: vec![0],
-                            isr_nodes: vec![0],
+                            replica_nodes: [0][..].into(),
+                            isr_nodes: [0][..].into(),
                             ..MetadataResponsePartition::default()
                         }],
                         ..MetadataResponseTopic::default()

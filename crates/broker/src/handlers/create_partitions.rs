@@ -18,7 +18,7 @@ pub async fn handle(
         let assignments_ok = topic
             .assignments
             .as_ref()
-            .is_none_or(|assignments| assignments.iter().all(|a| a.broker_ids == [node_id]));
+            .is_none_or(|assignments| assignments.iter().all(|a| a.broker_ids[..] == [node_id]));
         let outcome = if !assignments_ok {
             Err((
                 error_code::INVALID_REPLICATION_FACTOR,

@@ -107,7 +107,7 @@ fn assignments_check(
                 "assignments must cover partitions 0..n in order".to_string(),
             ));
         }
-        if assignment.broker_ids != [node_id] {
+        if assignment.broker_ids[..] != [node_id] {
             return Err((
                 error_code::INVALID_REPLICATION_FACTOR,
                 format!(

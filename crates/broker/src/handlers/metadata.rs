@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rill_protocol::Uuid;
 use rill_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use rill_protocol::messages::{MetadataRequest, MetadataResponse};
+use rill_protocol::{InlineVec, Uuid};
 
 use crate::cluster::TopicHandle;
 use crate::error_code;
@@ -174,9 +174,9 @@ pub fn describe(topic: &TopicHandle, node_id: i32) -> MetadataResponseTopic {
                 partition_index: partition.index,
                 leader_id: node_id,
                 leader_epoch: 0,
-                replica_nodes: vec![node_id],
-                isr_nodes: vec![node_id],
-                offline_replicas: Vec::new(),
+                replica_nodes: InlineVec::from_slice(&[node_id]),
+                isr_nodes: InlineVec::from_slice(&[node_id]),
+                offline_replicas: InlineVec::new(),
                 ..Default::default()
             })
             .collect(),

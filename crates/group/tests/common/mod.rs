@@ -273,7 +273,7 @@ impl Driver {
             group_id: group.into(),
             topics: Some(vec![OffsetFetchRequestTopic {
                 name: topic.into(),
-                partition_indexes: vec![partition],
+                partition_indexes: [partition][..].into(),
                 ..Default::default()
             }]),
             ..Default::default()

@@ -62,6 +62,7 @@ impl Encode for AddPartitionsToTxnResponse {
 }
 
 impl Decode for AddPartitionsToTxnResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
@@ -139,6 +140,7 @@ impl Encode for AddPartitionsToTxnResult {
 }
 
 impl Decode for AddPartitionsToTxnResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
@@ -202,6 +204,7 @@ impl Encode for AddPartitionsToTxnTopicResult {
 }
 
 impl Decode for AddPartitionsToTxnTopicResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
@@ -253,6 +256,7 @@ impl Encode for AddPartitionsToTxnPartitionResult {
 }
 
 impl Decode for AddPartitionsToTxnPartitionResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

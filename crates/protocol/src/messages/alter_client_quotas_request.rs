@@ -36,6 +36,7 @@ impl Encode for AlterClientQuotasRequest {
 }
 
 impl Decode for AlterClientQuotasRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
@@ -89,6 +90,7 @@ impl Encode for EntryData {
 }
 
 impl Decode for EntryData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
@@ -150,6 +152,7 @@ impl Encode for EntityData {
 }
 
 impl Decode for EntityData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
@@ -202,6 +205,7 @@ impl Encode for OpData {
 }
 
 impl Decode for OpData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

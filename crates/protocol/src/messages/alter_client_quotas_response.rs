@@ -36,6 +36,7 @@ impl Encode for AlterClientQuotasResponse {
 }
 
 impl Decode for AlterClientQuotasResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
@@ -108,6 +109,7 @@ impl Encode for EntryData {
 }
 
 impl Decode for EntryData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
@@ -171,6 +173,7 @@ impl Encode for EntityData {
 }
 
 impl Decode for EntityData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

@@ -36,6 +36,7 @@ impl Encode for AlterConfigsRequest {
 }
 
 impl Decode for AlterConfigsRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -92,6 +93,7 @@ impl Encode for AlterConfigsResource {
 }
 
 impl Decode for AlterConfigsResource {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -155,6 +157,7 @@ impl Encode for AlterableConfig {
 }
 
 impl Decode for AlterableConfig {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

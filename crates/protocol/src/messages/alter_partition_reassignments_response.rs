@@ -46,6 +46,7 @@ impl Encode for AlterPartitionReassignmentsResponse {
 }
 
 impl Decode for AlterPartitionReassignmentsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
@@ -92,6 +93,7 @@ impl Encode for ReassignableTopicResponse {
 }
 
 impl Decode for ReassignableTopicResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(true, "Name")?;
@@ -146,6 +148,7 @@ impl Encode for ReassignablePartitionResponse {
 }
 
 impl Decode for ReassignablePartitionResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition_index = dec.i32()?;

@@ -36,6 +36,7 @@ impl Encode for AlterReplicaLogDirsResponse {
 }
 
 impl Decode for AlterReplicaLogDirsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -89,6 +90,7 @@ impl Encode for AlterReplicaLogDirTopicResult {
 }
 
 impl Decode for AlterReplicaLogDirTopicResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -140,6 +142,7 @@ impl Encode for AlterReplicaLogDirPartitionResult {
 }
 
 impl Decode for AlterReplicaLogDirPartitionResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -32,6 +32,7 @@ impl Encode for AlterUserScramCredentialsRequest {
 }
 
 impl Decode for AlterUserScramCredentialsRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let deletions = dec.array(true, 3, "Deletions", |dec| {
@@ -74,6 +75,7 @@ impl Encode for ScramCredentialDeletion {
 }
 
 impl Decode for ScramCredentialDeletion {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(true, "Name")?;
@@ -121,6 +123,7 @@ impl Encode for ScramCredentialUpsertion {
 }
 
 impl Decode for ScramCredentialUpsertion {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(true, "Name")?;

@@ -28,6 +28,7 @@ impl Encode for AlterUserScramCredentialsResponse {
 }
 
 impl Decode for AlterUserScramCredentialsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
@@ -82,6 +83,7 @@ impl Encode for AlterUserScramCredentialsResult {
 }
 
 impl Decode for AlterUserScramCredentialsResult {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let user = dec.string(true, "User")?;

@@ -42,6 +42,7 @@ impl Encode for ApiVersionsRequest {
 }
 
 impl Decode for ApiVersionsRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

@@ -136,6 +136,7 @@ impl Encode for ApiVersionsResponse {
 }
 
 impl Decode for ApiVersionsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
@@ -222,6 +223,7 @@ impl Encode for ApiVersion {
 }
 
 impl Decode for ApiVersion {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
@@ -288,6 +290,7 @@ impl Encode for SupportedFeatureKey {
 }
 
 impl Decode for SupportedFeatureKey {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
@@ -358,6 +361,7 @@ impl Encode for FinalizedFeatureKey {
 }
 
 impl Decode for FinalizedFeatureKey {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::codec::{self, Decode, DecodeError, Decoder, Encode, EncodeError, Encoder};
+use crate::codec::{self, Decode, DecodeError, Decoder, Encode, EncodeError, Encoder, InlineVec};
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ConsumerProtocolAssignment {
@@ -29,6 +29,7 @@ impl Encode for ConsumerProtocolAssignment {
 }
 
 impl Decode for ConsumerProtocolAssignment {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let assigned_partitions = dec.array(false, 6, "AssignedPartitions", |dec| {
@@ -46,7 +47,7 @@ impl Decode for ConsumerProtocolAssignment {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicPartition {
     pub topic: String,
-    pub partitions: Vec<i32>,
+    pub partitions: InlineVec<i32>,
 }
 
 impl Encode for TopicPartition {
@@ -67,6 +68,7 @@ impl Encode for TopicPartition {
 }
 
 impl Decode for TopicPartition {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic = dec.string(false, "Topic")?;

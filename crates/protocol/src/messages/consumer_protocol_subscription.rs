@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::codec::{self, Decode, DecodeError, Decoder, Encode, EncodeError, Encoder};
+use crate::codec::{self, Decode, DecodeError, Decoder, Encode, EncodeError, Encoder, InlineVec};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerProtocolSubscription {
@@ -64,6 +64,7 @@ impl Encode for ConsumerProtocolSubscription {
 }
 
 impl Decode for ConsumerProtocolSubscription {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topics = dec.array(false, 2, "Topics", |dec| dec.string(false, "Topics"))?;
@@ -95,7 +96,7 @@ impl Decode for ConsumerProtocolSubscription {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicPartition {
     pub topic: String,
-    pub partitions: Vec<i32>,
+    pub partitions: InlineVec<i32>,
 }
 
 impl Encode for TopicPartition {
@@ -124,6 +125,7 @@ impl Encode for TopicPartition {
 }
 
 impl Decode for TopicPartition {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic = if version >= 1 {
@@ -134,7 +136,7 @@ impl Decode for TopicPartition {
         let partitions = if version >= 1 {
             dec.fixed_array(false, "Partitions", i32::from_be_bytes)?
         } else {
-            Vec::new()
+            InlineVec::new()
         };
         dec.leave();
         Ok(Self { topic, partitions })

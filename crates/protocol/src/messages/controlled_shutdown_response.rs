@@ -38,6 +38,7 @@ impl Encode for ControlledShutdownResponse {
 }
 
 impl Decode for ControlledShutdownResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
@@ -89,6 +90,7 @@ impl Encode for RemainingPartition {
 }
 
 impl Decode for RemainingPartition {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

@@ -38,6 +38,7 @@ impl Encode for ControllerRegistrationRequest {
 }
 
 impl Decode for ControllerRegistrationRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let controller_id = dec.i32()?;
@@ -88,6 +89,7 @@ impl Encode for Listener {
 }
 
 impl Decode for Listener {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(true, "Name")?;
@@ -133,6 +135,7 @@ impl Encode for Feature {
 }
 
 impl Decode for Feature {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(true, "Name")?;

@@ -33,6 +33,7 @@ impl Encode for CreateAclsRequest {
 }
 
 impl Decode for CreateAclsRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -116,6 +117,7 @@ impl Encode for AclCreation {
 }
 
 impl Decode for AclCreation {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

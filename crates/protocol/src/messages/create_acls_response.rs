@@ -36,6 +36,7 @@ impl Encode for CreateAclsResponse {
 }
 
 impl Decode for CreateAclsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -102,6 +103,7 @@ impl Encode for AclCreationResult {
 }
 
 impl Decode for AclCreationResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -72,6 +72,7 @@ impl Encode for CreateDelegationTokenRequest {
 }
 
 impl Decode for CreateDelegationTokenRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -135,6 +136,7 @@ impl Encode for CreatableRenewers {
 }
 
 impl Decode for CreatableRenewers {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -71,6 +71,7 @@ impl Encode for CreateDelegationTokenResponse {
 }
 
 impl Decode for CreateDelegationTokenResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -36,6 +36,7 @@ impl Encode for CreatePartitionsResponse {
 }
 
 impl Decode for CreatePartitionsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -95,6 +96,7 @@ impl Encode for CreatePartitionsTopicResult {
 }
 
 impl Decode for CreatePartitionsTopicResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

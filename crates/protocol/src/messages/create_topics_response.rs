@@ -41,6 +41,7 @@ impl Encode for CreateTopicsResponse {
 }
 
 impl Decode for CreateTopicsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;
@@ -171,6 +172,7 @@ impl Encode for CreatableTopicResult {
 }
 
 impl Decode for CreatableTopicResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;
@@ -294,6 +296,7 @@ impl Encode for CreatableTopicConfigs {
 }
 
 impl Decode for CreatableTopicConfigs {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;

@@ -33,6 +33,7 @@ impl Encode for DeleteAclsRequest {
 }
 
 impl Decode for DeleteAclsRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -126,6 +127,7 @@ impl Encode for DeleteAclsFilter {
 }
 
 impl Decode for DeleteAclsFilter {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -38,6 +38,7 @@ impl Encode for DeleteAclsResponse {
 }
 
 impl Decode for DeleteAclsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -112,6 +113,7 @@ impl Encode for DeleteAclsFilterResult {
 }
 
 impl Decode for DeleteAclsFilterResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -212,6 +214,7 @@ impl Encode for DeleteAclsMatchingAcl {
 }
 
 impl Decode for DeleteAclsMatchingAcl {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -36,6 +36,7 @@ impl Encode for DeleteGroupsResponse {
 }
 
 impl Decode for DeleteGroupsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -87,6 +88,7 @@ impl Encode for DeletableGroupResult {
 }
 
 impl Decode for DeletableGroupResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

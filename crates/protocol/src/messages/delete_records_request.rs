@@ -36,6 +36,7 @@ impl Encode for DeleteRecordsRequest {
 }
 
 impl Decode for DeleteRecordsRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -89,6 +90,7 @@ impl Encode for DeleteRecordsTopic {
 }
 
 impl Decode for DeleteRecordsTopic {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -140,6 +142,7 @@ impl Encode for DeleteRecordsPartition {
 }
 
 impl Decode for DeleteRecordsPartition {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -36,6 +36,7 @@ impl Encode for DeleteRecordsResponse {
 }
 
 impl Decode for DeleteRecordsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -89,6 +90,7 @@ impl Encode for DeleteRecordsTopicResult {
 }
 
 impl Decode for DeleteRecordsTopicResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -143,6 +145,7 @@ impl Encode for DeleteRecordsPartitionResult {
 }
 
 impl Decode for DeleteRecordsPartitionResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

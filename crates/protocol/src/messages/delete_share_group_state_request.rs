@@ -29,6 +29,7 @@ impl Encode for DeleteShareGroupStateRequest {
 }
 
 impl Decode for DeleteShareGroupStateRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let group_id = dec.string(true, "GroupId")?;
@@ -71,6 +72,7 @@ impl Encode for DeleteStateData {
 }
 
 impl Decode for DeleteStateData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic_id = dec.uuid()?;
@@ -108,6 +110,7 @@ impl Encode for PartitionData {
 }
 
 impl Decode for PartitionData {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition = dec.i32()?;

@@ -52,6 +52,7 @@ impl Encode for DeleteTopicsRequest {
 }
 
 impl Decode for DeleteTopicsRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -123,6 +124,7 @@ impl Encode for DeleteTopicState {
 }
 
 impl Decode for DeleteTopicState {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

@@ -41,6 +41,7 @@ impl Encode for DeleteTopicsResponse {
 }
 
 impl Decode for DeleteTopicsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -123,6 +124,7 @@ impl Encode for DeletableTopicResult {
 }
 
 impl Decode for DeletableTopicResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

@@ -59,6 +59,7 @@ impl Encode for DescribeAclsResponse {
 }
 
 impl Decode for DescribeAclsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -136,6 +137,7 @@ impl Encode for DescribeAclsResource {
 }
 
 impl Decode for DescribeAclsResource {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -197,6 +199,7 @@ impl Encode for AclDescription {
 }
 
 impl Decode for AclDescription {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -36,6 +36,7 @@ impl Encode for DescribeClientQuotasRequest {
 }
 
 impl Decode for DescribeClientQuotasRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
@@ -101,6 +102,7 @@ impl Encode for ComponentData {
 }
 
 impl Decode for ComponentData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

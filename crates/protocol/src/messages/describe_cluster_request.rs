@@ -42,6 +42,7 @@ impl Encode for DescribeClusterRequest {
 }
 
 impl Decode for DescribeClusterRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let include_cluster_authorized_operations = dec.bool()?;

@@ -66,6 +66,7 @@ impl Encode for DescribeClusterResponse {
 }
 
 impl Decode for DescribeClusterResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
@@ -124,6 +125,7 @@ impl Encode for DescribeClusterBroker {
 }
 
 impl Decode for DescribeClusterBroker {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let broker_id = dec.i32()?;

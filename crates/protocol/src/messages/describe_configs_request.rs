@@ -47,6 +47,7 @@ impl Encode for DescribeConfigsRequest {
 }
 
 impl Decode for DescribeConfigsRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -122,6 +123,7 @@ impl Encode for DescribeConfigsResource {
 }
 
 impl Decode for DescribeConfigsResource {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

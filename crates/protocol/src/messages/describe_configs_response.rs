@@ -36,6 +36,7 @@ impl Encode for DescribeConfigsResponse {
 }
 
 impl Decode for DescribeConfigsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -116,6 +117,7 @@ impl Encode for DescribeConfigsResult {
 }
 
 impl Decode for DescribeConfigsResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -238,6 +240,7 @@ impl Encode for DescribeConfigsResourceResult {
 }
 
 impl Decode for DescribeConfigsResourceResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -337,6 +340,7 @@ impl Encode for DescribeConfigsSynonym {
 }
 
 impl Decode for DescribeConfigsSynonym {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

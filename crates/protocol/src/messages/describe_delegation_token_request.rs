@@ -48,6 +48,7 @@ impl Encode for DescribeDelegationTokenRequest {
 }
 
 impl Decode for DescribeDelegationTokenRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -97,6 +98,7 @@ impl Encode for DescribeDelegationTokenOwner {
 }
 
 impl Decode for DescribeDelegationTokenOwner {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -41,6 +41,7 @@ impl Encode for DescribeDelegationTokenResponse {
 }
 
 impl Decode for DescribeDelegationTokenResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -128,6 +129,7 @@ impl Encode for DescribedDelegationToken {
 }
 
 impl Decode for DescribedDelegationToken {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -203,6 +205,7 @@ impl Encode for DescribedDelegationTokenRenewer {
 }
 
 impl Decode for DescribedDelegationTokenRenewer {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

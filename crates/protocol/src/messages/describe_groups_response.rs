@@ -42,6 +42,7 @@ impl Encode for DescribeGroupsResponse {
 }
 
 impl Decode for DescribeGroupsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;
@@ -129,6 +130,7 @@ impl Encode for DescribedGroup {
 }
 
 impl Decode for DescribedGroup {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;
@@ -215,6 +217,7 @@ impl Encode for DescribedGroupMember {
 }
 
 impl Decode for DescribedGroupMember {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;

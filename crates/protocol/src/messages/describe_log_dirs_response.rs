@@ -43,6 +43,7 @@ impl Encode for DescribeLogDirsResponse {
 }
 
 impl Decode for DescribeLogDirsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -128,6 +129,7 @@ impl Encode for DescribeLogDirsResult {
 }
 
 impl Decode for DescribeLogDirsResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -187,6 +189,7 @@ impl Encode for DescribeLogDirsTopic {
 }
 
 impl Decode for DescribeLogDirsTopic {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -244,6 +247,7 @@ impl Encode for DescribeLogDirsPartition {
 }
 
 impl Decode for DescribeLogDirsPartition {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -28,6 +28,7 @@ impl Encode for DescribeProducersResponse {
 }
 
 impl Decode for DescribeProducersResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
@@ -68,6 +69,7 @@ impl Encode for TopicResponse {
 }
 
 impl Decode for TopicResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(true, "Name")?;
@@ -118,6 +120,7 @@ impl Encode for PartitionResponse {
 }
 
 impl Decode for PartitionResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition_index = dec.i32()?;
@@ -188,6 +191,7 @@ impl Encode for ProducerState {
 }
 
 impl Decode for ProducerState {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let producer_id = dec.i64()?;

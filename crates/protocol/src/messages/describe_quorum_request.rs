@@ -25,6 +25,7 @@ impl Encode for DescribeQuorumRequest {
 }
 
 impl Decode for DescribeQuorumRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topics = dec.array(true, 3, "Topics", |dec| TopicData::decode(dec, version))?;
@@ -63,6 +64,7 @@ impl Encode for TopicData {
 }
 
 impl Decode for TopicData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic_name = dec.string(true, "TopicName")?;
@@ -100,6 +102,7 @@ impl Encode for PartitionData {
 }
 
 impl Decode for PartitionData {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition_index = dec.i32()?;

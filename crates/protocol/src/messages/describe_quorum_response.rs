@@ -60,6 +60,7 @@ impl Encode for DescribeQuorumResponse {
 }
 
 impl Decode for DescribeQuorumResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let error_code = dec.i16()?;
@@ -112,6 +113,7 @@ impl Encode for TopicData {
 }
 
 impl Decode for TopicData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic_name = dec.string(true, "TopicName")?;
@@ -197,6 +199,7 @@ impl Encode for PartitionData {
 }
 
 impl Decode for PartitionData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition_index = dec.i32()?;
@@ -263,6 +266,7 @@ impl Encode for Node {
 }
 
 impl Decode for Node {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let node_id = if version >= 2 { dec.i32()? } else { 0 };
@@ -320,6 +324,7 @@ impl Encode for Listener {
 }
 
 impl Decode for Listener {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = if version >= 2 {
@@ -402,6 +407,7 @@ impl Encode for ReplicaState {
 }
 
 impl Decode for ReplicaState {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let replica_id = dec.i32()?;

@@ -44,6 +44,7 @@ impl Encode for DescribeTopicPartitionsRequest {
 }
 
 impl Decode for DescribeTopicPartitionsRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topics = dec.array(true, 2, "Topics", |dec| TopicRequest::decode(dec, version))?;
@@ -81,6 +82,7 @@ impl Encode for TopicRequest {
 }
 
 impl Decode for TopicRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(true, "Name")?;
@@ -117,6 +119,7 @@ impl Encode for Cursor {
 }
 
 impl Decode for Cursor {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic_name = dec.string(true, "TopicName")?;

@@ -38,6 +38,7 @@ impl Encode for DescribeUserScramCredentialsRequest {
 }
 
 impl Decode for DescribeUserScramCredentialsRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let users = dec.opt_array(true, true, 2, "Users", |dec| UserName::decode(dec, version))?;
@@ -71,6 +72,7 @@ impl Encode for UserName {
 }
 
 impl Decode for UserName {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(true, "Name")?;

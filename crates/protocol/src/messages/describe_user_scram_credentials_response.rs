@@ -46,6 +46,7 @@ impl Encode for DescribeUserScramCredentialsResponse {
 }
 
 impl Decode for DescribeUserScramCredentialsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
@@ -112,6 +113,7 @@ impl Encode for DescribeUserScramCredentialsResult {
 }
 
 impl Decode for DescribeUserScramCredentialsResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let user = dec.string(true, "User")?;
@@ -156,6 +158,7 @@ impl Encode for CredentialInfo {
 }
 
 impl Decode for CredentialInfo {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let mechanism = dec.i8()?;

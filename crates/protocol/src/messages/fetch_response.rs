@@ -83,6 +83,7 @@ impl Encode for FetchResponse {
 }
 
 impl Decode for FetchResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
@@ -161,6 +162,7 @@ impl Encode for FetchableTopicResponse {
 }
 
 impl Decode for FetchableTopicResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
@@ -325,6 +327,7 @@ impl Encode for PartitionData {
 }
 
 impl Decode for PartitionData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
@@ -430,6 +433,7 @@ impl Encode for EpochEndOffset {
 }
 
 impl Decode for EpochEndOffset {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
@@ -497,6 +501,7 @@ impl Encode for LeaderIdAndEpoch {
 }
 
 impl Decode for LeaderIdAndEpoch {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
@@ -556,6 +561,7 @@ impl Encode for SnapshotId {
 }
 
 impl Decode for SnapshotId {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
@@ -613,6 +619,7 @@ impl Encode for AbortedTransaction {
 }
 
 impl Decode for AbortedTransaction {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
@@ -684,6 +691,7 @@ impl Encode for NodeEndpoint {
 }
 
 impl Decode for NodeEndpoint {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;

@@ -60,6 +60,7 @@ impl Encode for FetchSnapshotRequest {
 }
 
 impl Decode for FetchSnapshotRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let replica_id = dec.i32()?;
@@ -110,6 +111,7 @@ impl Encode for TopicSnapshot {
 }
 
 impl Decode for TopicSnapshot {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(true, "Name")?;
@@ -171,6 +173,7 @@ impl Encode for PartitionSnapshot {
 }
 
 impl Decode for PartitionSnapshot {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition = dec.i32()?;
@@ -221,6 +224,7 @@ impl Encode for SnapshotId {
 }
 
 impl Decode for SnapshotId {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let end_offset = dec.i64()?;

@@ -101,6 +101,7 @@ impl Encode for FindCoordinatorResponse {
 }
 
 impl Decode for FindCoordinatorResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
@@ -229,6 +230,7 @@ impl Encode for Coordinator {
 }
 
 impl Decode for Coordinator {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

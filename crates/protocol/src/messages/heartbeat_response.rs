@@ -38,6 +38,7 @@ impl Encode for HeartbeatResponse {
 }
 
 impl Decode for HeartbeatResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

@@ -36,6 +36,7 @@ impl Encode for IncrementalAlterConfigsRequest {
 }
 
 impl Decode for IncrementalAlterConfigsRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
@@ -92,6 +93,7 @@ impl Encode for AlterConfigsResource {
 }
 
 impl Decode for AlterConfigsResource {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
@@ -159,6 +161,7 @@ impl Encode for AlterableConfig {
 }
 
 impl Decode for AlterableConfig {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

@@ -36,6 +36,7 @@ impl Encode for IncrementalAlterConfigsResponse {
 }
 
 impl Decode for IncrementalAlterConfigsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
@@ -110,6 +111,7 @@ impl Encode for AlterConfigsResourceResponse {
 }
 
 impl Decode for AlterConfigsResourceResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

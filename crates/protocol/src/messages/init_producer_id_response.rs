@@ -52,6 +52,7 @@ impl Encode for InitProducerIdResponse {
 }
 
 impl Decode for InitProducerIdResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -29,6 +29,7 @@ impl Encode for InitializeShareGroupStateRequest {
 }
 
 impl Decode for InitializeShareGroupStateRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let group_id = dec.string(true, "GroupId")?;
@@ -71,6 +72,7 @@ impl Encode for InitializeStateData {
 }
 
 impl Decode for InitializeStateData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic_id = dec.uuid()?;
@@ -114,6 +116,7 @@ impl Encode for PartitionData {
 }
 
 impl Decode for PartitionData {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition = dec.i32()?;

@@ -89,6 +89,7 @@ impl Encode for JoinGroupRequest {
 }
 
 impl Decode for JoinGroupRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
@@ -160,6 +161,7 @@ impl Encode for JoinGroupRequestProtocol {
 }
 
 impl Decode for JoinGroupRequestProtocol {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;

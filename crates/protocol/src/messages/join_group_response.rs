@@ -98,6 +98,7 @@ impl Encode for JoinGroupResponse {
 }
 
 impl Decode for JoinGroupResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
@@ -179,6 +180,7 @@ impl Encode for JoinGroupResponseMember {
 }
 
 impl Decode for JoinGroupResponseMember {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;

@@ -52,6 +52,7 @@ impl Encode for LeaderAndIsrResponse {
 }
 
 impl Decode for LeaderAndIsrResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -127,6 +128,7 @@ impl Encode for LeaderAndIsrTopicError {
 }
 
 impl Decode for LeaderAndIsrTopicError {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -193,6 +195,7 @@ impl Encode for LeaderAndIsrPartitionError {
 }
 
 impl Decode for LeaderAndIsrPartitionError {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

@@ -39,6 +39,7 @@ impl Encode for LeaderChangeMessage {
 }
 
 impl Decode for LeaderChangeMessage {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let field_version = dec.i16()?;
@@ -86,6 +87,7 @@ impl Encode for Voter {
 }
 
 impl Decode for Voter {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let voter_id = dec.i32()?;

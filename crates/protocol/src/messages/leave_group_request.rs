@@ -47,6 +47,7 @@ impl Encode for LeaveGroupRequest {
 }
 
 impl Decode for LeaveGroupRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -128,6 +129,7 @@ impl Encode for MemberIdentity {
 }
 
 impl Decode for MemberIdentity {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

@@ -47,6 +47,7 @@ impl Encode for LeaveGroupResponse {
 }
 
 impl Decode for LeaveGroupResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -135,6 +136,7 @@ impl Encode for MemberResponse {
 }
 
 impl Decode for MemberResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

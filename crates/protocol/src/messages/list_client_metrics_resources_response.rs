@@ -35,6 +35,7 @@ impl Encode for ListClientMetricsResourcesResponse {
 }
 
 impl Decode for ListClientMetricsResourcesResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
@@ -74,6 +75,7 @@ impl Encode for ClientMetricsResource {
 }
 
 impl Decode for ClientMetricsResource {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(true, "Name")?;

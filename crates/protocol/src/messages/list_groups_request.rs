@@ -50,6 +50,7 @@ impl Encode for ListGroupsRequest {
 }
 
 impl Decode for ListGroupsRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

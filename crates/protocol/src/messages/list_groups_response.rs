@@ -43,6 +43,7 @@ impl Encode for ListGroupsResponse {
 }
 
 impl Decode for ListGroupsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
@@ -110,6 +111,7 @@ impl Encode for ListedGroup {
 }
 
 impl Decode for ListedGroup {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

@@ -50,6 +50,7 @@ impl Encode for ListOffsetsRequest {
 }
 
 impl Decode for ListOffsetsRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
@@ -107,6 +108,7 @@ impl Encode for ListOffsetsTopic {
 }
 
 impl Decode for ListOffsetsTopic {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
@@ -184,6 +186,7 @@ impl Encode for ListOffsetsPartition {
 }
 
 impl Decode for ListOffsetsPartition {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;

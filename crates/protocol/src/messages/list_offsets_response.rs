@@ -40,6 +40,7 @@ impl Encode for ListOffsetsResponse {
 }
 
 impl Decode for ListOffsetsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
@@ -93,6 +94,7 @@ impl Encode for ListOffsetsTopicResponse {
 }
 
 impl Decode for ListOffsetsTopicResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
@@ -189,6 +191,7 @@ impl Encode for ListOffsetsPartitionResponse {
 }
 
 impl Decode for ListOffsetsPartitionResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;

@@ -42,6 +42,7 @@ impl Encode for ListTransactionsResponse {
 }
 
 impl Decode for ListTransactionsResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
@@ -91,6 +92,7 @@ impl Encode for TransactionState {
 }
 
 impl Decode for TransactionState {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let transactional_id = dec.string(true, "TransactionalId")?;

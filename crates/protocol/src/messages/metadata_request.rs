@@ -73,6 +73,7 @@ impl Encode for MetadataRequest {
 }
 
 impl Decode for MetadataRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
@@ -146,6 +147,7 @@ impl Encode for MetadataRequestTopic {
 }
 
 impl Decode for MetadataRequestTopic {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;

@@ -83,6 +83,7 @@ impl Encode for OffsetCommitRequest {
 }
 
 impl Decode for OffsetCommitRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
         dec.enter()?;
@@ -156,6 +157,7 @@ impl Encode for OffsetCommitRequestTopic {
 }
 
 impl Decode for OffsetCommitRequestTopic {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
         dec.enter()?;
@@ -242,6 +244,7 @@ impl Encode for OffsetCommitRequestPartition {
 }
 
 impl Decode for OffsetCommitRequestPartition {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
         dec.enter()?;

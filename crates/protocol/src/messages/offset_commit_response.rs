@@ -40,6 +40,7 @@ impl Encode for OffsetCommitResponse {
 }
 
 impl Decode for OffsetCommitResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
         dec.enter()?;
@@ -93,6 +94,7 @@ impl Encode for OffsetCommitResponseTopic {
 }
 
 impl Decode for OffsetCommitResponseTopic {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
         dec.enter()?;
@@ -144,6 +146,7 @@ impl Encode for OffsetCommitResponsePartition {
 }
 
 impl Decode for OffsetCommitResponsePartition {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
         dec.enter()?;

@@ -23,6 +23,7 @@ impl Encode for OffsetDeleteRequest {
 }
 
 impl Decode for OffsetDeleteRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let group_id = dec.string(false, "GroupId")?;
@@ -57,6 +58,7 @@ impl Encode for OffsetDeleteRequestTopic {
 }
 
 impl Decode for OffsetDeleteRequestTopic {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(false, "Name")?;
@@ -86,6 +88,7 @@ impl Encode for OffsetDeleteRequestPartition {
 }
 
 impl Decode for OffsetDeleteRequestPartition {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition_index = dec.i32()?;

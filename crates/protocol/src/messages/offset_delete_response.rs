@@ -26,6 +26,7 @@ impl Encode for OffsetDeleteResponse {
 }
 
 impl Decode for OffsetDeleteResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let error_code = dec.i16()?;
@@ -65,6 +66,7 @@ impl Encode for OffsetDeleteResponseTopic {
 }
 
 impl Decode for OffsetDeleteResponseTopic {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(false, "Name")?;
@@ -97,6 +99,7 @@ impl Encode for OffsetDeleteResponsePartition {
 }
 
 impl Decode for OffsetDeleteResponsePartition {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition_index = dec.i32()?;

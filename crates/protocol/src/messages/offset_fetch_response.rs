@@ -60,6 +60,7 @@ impl Encode for OffsetFetchResponse {
 }
 
 impl Decode for OffsetFetchResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
@@ -139,6 +140,7 @@ impl Encode for OffsetFetchResponseTopic {
 }
 
 impl Decode for OffsetFetchResponseTopic {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
@@ -240,6 +242,7 @@ impl Encode for OffsetFetchResponsePartition {
 }
 
 impl Decode for OffsetFetchResponsePartition {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
@@ -320,6 +323,7 @@ impl Encode for OffsetFetchResponseGroup {
 }
 
 impl Decode for OffsetFetchResponseGroup {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
@@ -391,6 +395,7 @@ impl Encode for OffsetFetchResponseTopics {
 }
 
 impl Decode for OffsetFetchResponseTopics {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
@@ -492,6 +497,7 @@ impl Encode for OffsetFetchResponsePartitions {
 }
 
 impl Decode for OffsetFetchResponsePartitions {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;

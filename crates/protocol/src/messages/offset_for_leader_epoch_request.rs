@@ -50,6 +50,7 @@ impl Encode for OffsetForLeaderEpochRequest {
 }
 
 impl Decode for OffsetForLeaderEpochRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -103,6 +104,7 @@ impl Encode for OffsetForLeaderTopic {
 }
 
 impl Decode for OffsetForLeaderTopic {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -172,6 +174,7 @@ impl Encode for OffsetForLeaderPartition {
 }
 
 impl Decode for OffsetForLeaderPartition {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

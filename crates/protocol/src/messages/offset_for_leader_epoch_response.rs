@@ -40,6 +40,7 @@ impl Encode for OffsetForLeaderEpochResponse {
 }
 
 impl Decode for OffsetForLeaderEpochResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -93,6 +94,7 @@ impl Encode for OffsetForLeaderTopicResult {
 }
 
 impl Decode for OffsetForLeaderTopicResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -166,6 +168,7 @@ impl Encode for EpochEndOffset {
 }
 
 impl Decode for EpochEndOffset {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

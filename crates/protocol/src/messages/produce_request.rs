@@ -52,6 +52,7 @@ impl Encode for ProduceRequest {
 }
 
 impl Decode for ProduceRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
@@ -115,6 +116,7 @@ impl Encode for TopicProduceData {
 }
 
 impl Decode for TopicProduceData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
@@ -166,6 +168,7 @@ impl Encode for PartitionProduceData {
 }
 
 impl Decode for PartitionProduceData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;

@@ -67,6 +67,7 @@ impl Encode for ProduceResponse {
 }
 
 impl Decode for ProduceResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
@@ -132,6 +133,7 @@ impl Encode for TopicProduceResponse {
 }
 
 impl Decode for TopicProduceResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
@@ -254,6 +256,7 @@ impl Encode for PartitionProduceResponse {
 }
 
 impl Decode for PartitionProduceResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
@@ -344,6 +347,7 @@ impl Encode for BatchIndexAndErrorMessage {
 }
 
 impl Decode for BatchIndexAndErrorMessage {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
@@ -415,6 +419,7 @@ impl Encode for LeaderIdAndEpoch {
 }
 
 impl Decode for LeaderIdAndEpoch {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
@@ -486,6 +491,7 @@ impl Encode for NodeEndpoint {
 }
 
 impl Decode for NodeEndpoint {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;

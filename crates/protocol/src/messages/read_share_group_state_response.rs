@@ -26,6 +26,7 @@ impl Encode for ReadShareGroupStateResponse {
 }
 
 impl Decode for ReadShareGroupStateResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let results = dec.array(true, 18, "Results", |dec| {
@@ -66,6 +67,7 @@ impl Encode for ReadStateResult {
 }
 
 impl Decode for ReadStateResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic_id = dec.uuid()?;
@@ -120,6 +122,7 @@ impl Encode for PartitionResult {
 }
 
 impl Decode for PartitionResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition = dec.i32()?;
@@ -174,6 +177,7 @@ impl Encode for StateBatch {
 }
 
 impl Decode for StateBatch {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let first_offset = dec.i64()?;

@@ -26,6 +26,7 @@ impl Encode for ReadShareGroupStateSummaryResponse {
 }
 
 impl Decode for ReadShareGroupStateSummaryResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let results = dec.array(true, 18, "Results", |dec| {
@@ -66,6 +67,7 @@ impl Encode for ReadStateSummaryResult {
 }
 
 impl Decode for ReadStateSummaryResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic_id = dec.uuid()?;
@@ -115,6 +117,7 @@ impl Encode for PartitionResult {
 }
 
 impl Decode for PartitionResult {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition = dec.i32()?;

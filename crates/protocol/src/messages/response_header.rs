@@ -31,6 +31,7 @@ impl Encode for ResponseHeader {
 }
 
 impl Decode for ResponseHeader {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

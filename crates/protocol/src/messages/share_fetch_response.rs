@@ -41,6 +41,7 @@ impl Encode for ShareFetchResponse {
 }
 
 impl Decode for ShareFetchResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
@@ -91,6 +92,7 @@ impl Encode for ShareFetchableTopicResponse {
 }
 
 impl Decode for ShareFetchableTopicResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic_id = dec.uuid()?;
@@ -158,6 +160,7 @@ impl Encode for PartitionData {
 }
 
 impl Decode for PartitionData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition_index = dec.i32()?;
@@ -210,6 +213,7 @@ impl Encode for LeaderIdAndEpoch {
 }
 
 impl Decode for LeaderIdAndEpoch {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let leader_id = dec.i32()?;
@@ -251,6 +255,7 @@ impl Encode for AcquiredRecords {
 }
 
 impl Decode for AcquiredRecords {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let first_offset = dec.i64()?;
@@ -297,6 +302,7 @@ impl Encode for NodeEndpoint {
 }
 
 impl Decode for NodeEndpoint {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let node_id = dec.i32()?;

@@ -38,6 +38,7 @@ impl Encode for StopReplicaResponse {
 }
 
 impl Decode for StopReplicaResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
@@ -92,6 +93,7 @@ impl Encode for StopReplicaPartitionError {
 }
 
 impl Decode for StopReplicaPartitionError {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

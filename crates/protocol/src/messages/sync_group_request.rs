@@ -82,6 +82,7 @@ impl Encode for SyncGroupRequest {
 }
 
 impl Decode for SyncGroupRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
@@ -155,6 +156,7 @@ impl Encode for SyncGroupRequestAssignment {
 }
 
 impl Decode for SyncGroupRequestAssignment {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

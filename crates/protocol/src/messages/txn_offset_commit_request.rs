@@ -87,6 +87,7 @@ impl Encode for TxnOffsetCommitRequest {
 }
 
 impl Decode for TxnOffsetCommitRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
@@ -160,6 +161,7 @@ impl Encode for TxnOffsetCommitRequestTopic {
 }
 
 impl Decode for TxnOffsetCommitRequestTopic {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
@@ -238,6 +240,7 @@ impl Encode for TxnOffsetCommitRequestPartition {
 }
 
 impl Decode for TxnOffsetCommitRequestPartition {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

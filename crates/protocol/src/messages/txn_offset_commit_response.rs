@@ -36,6 +36,7 @@ impl Encode for TxnOffsetCommitResponse {
 }
 
 impl Decode for TxnOffsetCommitResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
@@ -89,6 +90,7 @@ impl Encode for TxnOffsetCommitResponseTopic {
 }
 
 impl Decode for TxnOffsetCommitResponseTopic {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
@@ -140,6 +142,7 @@ impl Encode for TxnOffsetCommitResponsePartition {
 }
 
 impl Decode for TxnOffsetCommitResponsePartition {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

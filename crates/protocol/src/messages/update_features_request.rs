@@ -50,6 +50,7 @@ impl Encode for UpdateFeaturesRequest {
 }
 
 impl Decode for UpdateFeaturesRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let timeout_ms = dec.i32()?;
@@ -118,6 +119,7 @@ impl Encode for FeatureUpdateKey {
 }
 
 impl Decode for FeatureUpdateKey {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let feature = dec.string(true, "Feature")?;

@@ -50,6 +50,7 @@ impl Encode for UpdateFeaturesResponse {
 }
 
 impl Decode for UpdateFeaturesResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
@@ -112,6 +113,7 @@ impl Encode for UpdatableFeatureResult {
 }
 
 impl Decode for UpdatableFeatureResult {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let feature = dec.string(true, "Feature")?;

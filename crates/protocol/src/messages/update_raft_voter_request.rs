@@ -55,6 +55,7 @@ impl Encode for UpdateRaftVoterRequest {
 }
 
 impl Decode for UpdateRaftVoterRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let cluster_id = dec.opt_string(true, true, "ClusterId")?;
@@ -104,6 +105,7 @@ impl Encode for Listener {
 }
 
 impl Decode for Listener {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(true, "Name")?;
@@ -144,6 +146,7 @@ impl Encode for KRaftVersionFeature {
 }
 
 impl Decode for KRaftVersionFeature {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let min_supported_version = dec.i16()?;

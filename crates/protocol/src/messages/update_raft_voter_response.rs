@@ -43,6 +43,7 @@ impl Encode for UpdateRaftVoterResponse {
 }
 
 impl Decode for UpdateRaftVoterResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
@@ -107,6 +108,7 @@ impl Encode for CurrentLeader {
 }
 
 impl Decode for CurrentLeader {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let leader_id = dec.i32()?;

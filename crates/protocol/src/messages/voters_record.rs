@@ -29,6 +29,7 @@ impl Encode for VotersRecord {
 }
 
 impl Decode for VotersRecord {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let field_version = dec.i16()?;
@@ -73,6 +74,7 @@ impl Encode for Voter {
 }
 
 impl Decode for Voter {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let voter_id = dec.i32()?;
@@ -118,6 +120,7 @@ impl Encode for Endpoint {
 }
 
 impl Decode for Endpoint {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let name = dec.string(true, "Name")?;
@@ -158,6 +161,7 @@ impl Encode for KRaftVersionFeature {
 }
 
 impl Decode for KRaftVersionFeature {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let min_supported_version = dec.i16()?;

@@ -29,6 +29,7 @@ impl Encode for WriteShareGroupStateRequest {
 }
 
 impl Decode for WriteShareGroupStateRequest {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let group_id = dec.string(true, "GroupId")?;
@@ -71,6 +72,7 @@ impl Encode for WriteStateData {
 }
 
 impl Decode for WriteStateData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic_id = dec.uuid()?;
@@ -122,6 +124,7 @@ impl Encode for PartitionData {
 }
 
 impl Decode for PartitionData {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition = dec.i32()?;
@@ -174,6 +177,7 @@ impl Encode for StateBatch {
 }
 
 impl Decode for StateBatch {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let first_offset = dec.i64()?;

@@ -26,6 +26,7 @@ impl Encode for WriteShareGroupStateResponse {
 }
 
 impl Decode for WriteShareGroupStateResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let results = dec.array(true, 18, "Results", |dec| {
@@ -66,6 +67,7 @@ impl Encode for WriteStateResult {
 }
 
 impl Decode for WriteStateResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topic_id = dec.uuid()?;
@@ -109,6 +111,7 @@ impl Encode for PartitionResult {
 }
 
 impl Decode for PartitionResult {
+    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let partition = dec.i32()?;

@@ -33,6 +33,7 @@ impl Encode for WriteTxnMarkersResponse {
 }
 
 impl Decode for WriteTxnMarkersResponse {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
@@ -84,6 +85,7 @@ impl Encode for WritableTxnMarkerResult {
 }
 
 impl Decode for WritableTxnMarkerResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
@@ -137,6 +139,7 @@ impl Encode for WritableTxnMarkerTopicResult {
 }
 
 impl Decode for WritableTxnMarkerTopicResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
@@ -188,6 +191,7 @@ impl Encode for WritableTxnMarkerPartitionResult {
 }
 
 impl Decode for WritableTxnMarkerPartitionResult {
+    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

@@ -538,6 +538,7 @@ mod alter_partition_reassignments_response {
 
 mod alter_partition_request {
     use crate::{Random, Rng};
+    use rill_protocol::InlineVec;
     use rill_protocol::Uuid;
     use rill_protocol::messages::alter_partition_request::*;
 
@@ -575,7 +576,7 @@ mod alter_partition_request {
                 new_isr: if version <= 2 {
                     rng.vec(|rng| rng.i32())
                 } else {
-                    Vec::new()
+                    InlineVec::new()
                 },
                 new_isr_with_epochs: if version >= 3 {
                     rng.vec(|rng| BrokerState::random(rng, version))
@@ -1453,6 +1454,7 @@ mod consumer_protocol_assignment {
 
 mod consumer_protocol_subscription {
     use crate::{Random, Rng};
+    use rill_protocol::InlineVec;
     use rill_protocol::messages::consumer_protocol_subscription::*;
 
     impl Random for ConsumerProtocolSubscription {
@@ -1486,7 +1488,7 @@ mod consumer_protocol_subscription {
                 partitions: if version >= 1 {
                     rng.vec(|rng| rng.i32())
                 } else {
-                    Vec::new()
+                    InlineVec::new()
                 },
             }
         }
@@ -3516,6 +3518,7 @@ mod elect_leaders_response {
 
 mod end_quorum_epoch_request {
     use crate::{Random, Rng};
+    use rill_protocol::InlineVec;
     use rill_protocol::Uuid;
     use rill_protocol::messages::end_quorum_epoch_request::*;
 
@@ -3561,7 +3564,7 @@ mod end_quorum_epoch_request {
                 preferred_successors: if version == 0 {
                     rng.vec(|rng| rng.i32())
                 } else {
-                    Vec::new()
+                    InlineVec::new()
                 },
                 preferred_candidates: if version >= 1 {
                     rng.vec(|rng| ReplicaInfo::random(rng, version))
@@ -3802,6 +3805,7 @@ mod expire_delegation_token_response {
 
 mod fetch_request {
     use crate::{Random, Rng};
+    use rill_protocol::InlineVec;
     use rill_protocol::Uuid;
     use rill_protocol::messages::fetch_request::*;
 
@@ -3921,7 +3925,7 @@ mod fetch_request {
                 partitions: if version >= 7 {
                     rng.vec(|rng| rng.i32())
                 } else {
-                    Vec::new()
+                    InlineVec::new()
                 },
                 unknown_tagged_fields: if version >= 12 {
                     rng.raw_tags()
@@ -4722,6 +4726,7 @@ mod k_raft_version_record {
 
 mod leader_and_isr_request {
     use crate::{Random, Rng};
+    use rill_protocol::InlineVec;
     use rill_protocol::Uuid;
     use rill_protocol::messages::leader_and_isr_request::*;
 
@@ -4809,12 +4814,12 @@ mod leader_and_isr_request {
                 adding_replicas: if version >= 3 {
                     rng.vec(|rng| rng.i32())
                 } else {
-                    Vec::new()
+                    InlineVec::new()
                 },
                 removing_replicas: if version >= 3 {
                     rng.vec(|rng| rng.i32())
                 } else {
-                    Vec::new()
+                    InlineVec::new()
                 },
                 is_new: if version >= 1 { rng.bool() } else { false },
                 leader_recovery_state: if version >= 6 { rng.i8() } else { 0 },
@@ -5398,6 +5403,7 @@ mod metadata_request {
 
 mod metadata_response {
     use crate::{Random, Rng};
+    use rill_protocol::InlineVec;
     use rill_protocol::Uuid;
     use rill_protocol::messages::metadata_response::*;
 
@@ -5481,7 +5487,7 @@ mod metadata_response {
                 offline_replicas: if version >= 5 {
                     rng.vec(|rng| rng.i32())
                 } else {
-                    Vec::new()
+                    InlineVec::new()
                 },
                 unknown_tagged_fields: if version >= 9 {
                     rng.raw_tags()
@@ -5672,6 +5678,7 @@ mod offset_delete_response {
 
 mod offset_fetch_request {
     use crate::{Random, Rng};
+    use rill_protocol::InlineVec;
     use rill_protocol::messages::offset_fetch_request::*;
 
     impl Random for OffsetFetchRequest {
@@ -5715,7 +5722,7 @@ mod offset_fetch_request {
                 partition_indexes: if version <= 7 {
                     rng.vec(|rng| rng.i32())
                 } else {
-                    Vec::new()
+                    InlineVec::new()
                 },
                 unknown_tagged_fields: if version >= 6 {
                     rng.raw_tags()
@@ -5767,7 +5774,7 @@ mod offset_fetch_request {
                 partition_indexes: if version >= 8 {
                     rng.vec(|rng| rng.i32())
                 } else {
-                    Vec::new()
+                    InlineVec::new()
                 },
                 unknown_tagged_fields: if version >= 6 {
                     rng.raw_tags()
@@ -6993,6 +7000,7 @@ mod snapshot_header_record {
 
 mod stop_replica_request {
     use crate::{Random, Rng};
+    use rill_protocol::InlineVec;
     use rill_protocol::messages::stop_replica_request::*;
 
     impl Random for StopReplicaRequest {
@@ -7056,7 +7064,7 @@ mod stop_replica_request {
                 partition_indexes: if (1..=2).contains(&version) {
                     rng.vec(|rng| rng.i32())
                 } else {
-                    Vec::new()
+                    InlineVec::new()
                 },
                 unknown_tagged_fields: if version >= 2 {
                     rng.raw_tags()
@@ -7421,6 +7429,7 @@ mod update_features_response {
 
 mod update_metadata_request {
     use crate::{Random, Rng};
+    use rill_protocol::InlineVec;
     use rill_protocol::Uuid;
     use rill_protocol::messages::update_metadata_request::*;
 
@@ -7546,7 +7555,7 @@ mod update_metadata_request {
                 offline_replicas: if version >= 4 {
                     rng.vec(|rng| rng.i32())
                 } else {
-                    Vec::new()
+                    InlineVec::new()
                 },
                 unknown_tagged_fields: if version >= 6 {
                     rng.raw_tags()
