@@ -14,7 +14,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use memmap2::Mmap;
 use rill_records::batch::{
@@ -222,81 +222,216 @@ pub(crate) fn scan_file(
     start: ScanStart,
 ) -> Result<Scan, IoFailure> {
     let file = File::open(path).map_err(io_failure("open", path))?;
-    let mut scan = Scan {
-        valid_bytes: start.position,
-        max_timestamp: start.cursor.max_timestamp,
-        bytes_since_index_entry: start.cursor.bytes_since_index_entry,
-        last_time_entry: start.cursor.max_timestamp.map_or(i64::MIN, |(t, _)| t),
-        ..Scan::default()
-    };
     if size <= start.position {
-        return Ok(scan);
+        return Ok(Walk::new(base, interval_bytes, gaps_below, start).scan);
     }
     // SAFETY: the segment is not being appended to or truncated while it is
     // scanned (scans run at open, on closed segments, or under the log's
     // write lock), and the directory belongs to this process.
     let map = unsafe { Mmap::map(&file) }.map_err(io_failure("mmap", path))?;
     let bytes = &map[..map.len().min(size as usize)];
-    let mut cursor = start.cursor;
-    let mut expected = start.expected;
-    let mut position = start.position as usize;
-    while position < bytes.len() {
-        let (view, len) = match BatchView::parse(&bytes[position..]) {
-            Ok(parsed) => parsed,
-            Err(e) => {
+    let walk = || Walk::new(base, interval_bytes, gaps_below, start);
+    if !validate || bytes.len() - (start.position as usize) < PARALLEL_VALIDATION_MIN {
+        return Ok(walk().run(bytes, validate, None));
+    }
+    // A long validating scan (recovery) hands the checks to a thread per
+    // core, a chunk at a time, as this thread walks the headers and builds
+    // the index entries: the CRC check is most of the work.
+    let found = Mutex::new(None);
+    let (chunks, to_check) = mpsc::sync_channel::<(usize, usize)>(64);
+    let to_check = Mutex::new(to_check);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let scan = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| check_chunks(bytes, &to_check, &found));
+        }
+        let scan = walk().run(bytes, false, Some(&chunks));
+        // The checkers stop when the channel closes; the scope waits for
+        // them.
+        drop(chunks);
+        scan
+    });
+    match found.into_inner().ok().flatten() {
+        // A bad batch the walk went past: walk again up to it (rare, and
+        // the pages are in memory now).
+        Some((position, reason)) => {
+            let mut scan = walk().run(&bytes[..position], false, None);
+            scan.invalid.get_or_insert(reason);
+            Ok(scan)
+        }
+        None => Ok(scan),
+    }
+}
+
+/// Below this a validating scan checks batches on its own thread: starting
+/// threads (tens of microseconds) costs what checking a quarter MiB does,
+/// so a few MiB gain little.
+const PARALLEL_VALIDATION_MIN: usize = 4 << 20;
+
+/// The bytes `scan_file` hands a checking thread at a time: large enough
+/// that handing out chunks costs nothing, small enough that the threads
+/// finish together.
+const VALIDATION_CHUNK: usize = 1 << 20;
+
+/// A checking thread of `scan_file`: takes chunks (whole batches) until the
+/// walk ends, checks each batch's CRC and fields, and keeps the position of
+/// the earliest bad batch found and why. Chunks past it are skipped.
+fn check_chunks(
+    bytes: &[u8],
+    to_check: &Mutex<mpsc::Receiver<(usize, usize)>>,
+    found: &Mutex<Option<(usize, String)>>,
+) {
+    let earliest = || {
+        found
+            .lock()
+            .map_or(0, |f| f.as_ref().map_or(usize::MAX, |(at, _)| *at))
+    };
+    loop {
+        let next = match to_check.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        let Ok((start, end)) = next else {
+            return;
+        };
+        if start >= earliest() {
+            continue;
+        }
+        let mut at = start;
+        while at < end {
+            let Ok((view, len)) = BatchView::parse(&bytes[at..end]) else {
+                break;
+            };
+            if let Err(e) = view.validate() {
+                if let Ok(mut found) = found.lock()
+                    && found.as_ref().is_none_or(|(first, _)| at < *first)
+                {
+                    *found = Some((at, e.to_string()));
+                }
+                break;
+            }
+            at += len;
+        }
+    }
+}
+
+/// The state of one walk over a segment's batches.
+struct Walk {
+    scan: Scan,
+    base: Offset,
+    interval_bytes: u32,
+    gaps_below: Offset,
+    cursor: IndexCursor,
+    expected: Offset,
+    position: usize,
+}
+
+impl Walk {
+    fn new(base: Offset, interval_bytes: u32, gaps_below: Offset, start: ScanStart) -> Walk {
+        Walk {
+            scan: Scan {
+                valid_bytes: start.position,
+                max_timestamp: start.cursor.max_timestamp,
+                bytes_since_index_entry: start.cursor.bytes_since_index_entry,
+                last_time_entry: start.cursor.max_timestamp.map_or(i64::MIN, |(t, _)| t),
+                ..Scan::default()
+            },
+            base,
+            interval_bytes,
+            gaps_below,
+            cursor: start.cursor,
+            expected: start.expected,
+            position: start.position as usize,
+        }
+    }
+
+    /// Walks `bytes` from the start position; sends each run of about
+    /// `VALIDATION_CHUNK` bytes of whole batches it has passed to `chunks`.
+    fn run(
+        mut self,
+        bytes: &[u8],
+        validate: bool,
+        chunks: Option<&mpsc::SyncSender<(usize, usize)>>,
+    ) -> Scan {
+        let base = self.base;
+        let scan = &mut self.scan;
+        let mut chunk_start = self.position;
+        while self.position < bytes.len() {
+            let position = self.position;
+            let (view, len) = match BatchView::parse(&bytes[position..]) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    scan.invalid = Some(e.to_string());
+                    break;
+                }
+            };
+            if validate && let Err(e) = view.validate() {
                 scan.invalid = Some(e.to_string());
                 break;
             }
-        };
-        if validate && let Err(e) = view.validate() {
-            scan.invalid = Some(e.to_string());
-            break;
-        }
-        let first = Offset(view.base_offset());
-        let last = Offset(view.last_offset());
-        if first < expected || (first > expected && first > gaps_below) || last < first {
-            scan.invalid = Some(format!(
-                "batch offsets {first}..={last} do not follow offset {expected}"
-            ));
-            break;
-        }
-        if last.0 - base.0 > i64::from(u32::MAX) || position + len > u32::MAX as usize {
-            scan.invalid = Some("batch lies beyond what 32-bit index entries address".into());
-            break;
-        }
-        let max_timestamp = view.max_timestamp();
-        let (due, time_entry) = cursor.step(interval_bytes, len as u64, last, max_timestamp);
-        if due {
-            scan.offset_entries.extend_from_slice(&OffsetIndex::encode(
-                base,
-                first,
-                Position(position as u64),
-            ));
-            if let Some((t, o)) = time_entry.filter(|&(t, _)| t > scan.last_time_entry) {
-                scan.time_entries
-                    .extend_from_slice(&TimeIndex::encode(base, t, o));
-                scan.last_time_entry = t;
+            let first = Offset(view.base_offset());
+            let last = Offset(view.last_offset());
+            let expected = self.expected;
+            if first < expected || (first > expected && first > self.gaps_below) || last < first {
+                scan.invalid = Some(format!(
+                    "batch offsets {first}..={last} do not follow offset {expected}"
+                ));
+                break;
+            }
+            if last.0 - base.0 > i64::from(u32::MAX) || position + len > u32::MAX as usize {
+                scan.invalid = Some("batch lies beyond what 32-bit index entries address".into());
+                break;
+            }
+            let max_timestamp = view.max_timestamp();
+            let (due, time_entry) =
+                self.cursor
+                    .step(self.interval_bytes, len as u64, last, max_timestamp);
+            if due {
+                scan.offset_entries.extend_from_slice(&OffsetIndex::encode(
+                    base,
+                    first,
+                    Position(position as u64),
+                ));
+                if let Some((t, o)) = time_entry.filter(|&(t, _)| t > scan.last_time_entry) {
+                    scan.time_entries
+                        .extend_from_slice(&TimeIndex::encode(base, t, o));
+                    scan.last_time_entry = t;
+                }
+            }
+            scan.first_timestamp.get_or_insert(max_timestamp);
+            self.expected = Offset(last.0 + 1);
+            scan.next_offset = Some(self.expected);
+            self.position = position + len;
+            if let Some(chunks) = chunks
+                && self.position - chunk_start >= VALIDATION_CHUNK
+            {
+                // A checker gone (it panicked) leaves fewer checkers; the
+                // scope reports the panic.
+                let _ = chunks.send((chunk_start, self.position));
+                chunk_start = self.position;
             }
         }
-        scan.first_timestamp.get_or_insert(max_timestamp);
-        expected = Offset(last.0 + 1);
-        scan.next_offset = Some(expected);
-        position += len;
+        if let Some(chunks) = chunks
+            && chunk_start < self.position
+        {
+            let _ = chunks.send((chunk_start, self.position));
+        }
+        scan.valid_bytes = self.position as u64;
+        // As when a segment closes, the last time entry holds the largest
+        // timestamp, so retention and time lookups see the whole segment.
+        if let Some((t, o)) = self
+            .cursor
+            .max_timestamp
+            .filter(|&(t, _)| t > scan.last_time_entry)
+        {
+            scan.time_entries
+                .extend_from_slice(&TimeIndex::encode(base, t, o));
+            scan.last_time_entry = t;
+        }
+        scan.max_timestamp = self.cursor.max_timestamp;
+        scan.bytes_since_index_entry = self.cursor.bytes_since_index_entry;
+        self.scan
     }
-    scan.valid_bytes = position as u64;
-    // As when a segment closes, the last time entry holds the largest
-    // timestamp, so retention and time lookups see the whole segment.
-    if let Some((t, o)) = cursor
-        .max_timestamp
-        .filter(|&(t, _)| t > scan.last_time_entry)
-    {
-        scan.time_entries
-            .extend_from_slice(&TimeIndex::encode(base, t, o));
-        scan.last_time_entry = t;
-    }
-    scan.max_timestamp = cursor.max_timestamp;
-    scan.bytes_since_index_entry = cursor.bytes_since_index_entry;
-    Ok(scan)
 }
 
 /// One segment of a partition.

@@ -190,3 +190,52 @@ fn flipped_bytes_are_cut_at_recovery_or_fenced_by_the_scrub() {
         assert_prefix(&got, &written, 0, &format!("round {round}"));
     }
 }
+
+/// A tail long enough that recovery checks its batches on several threads
+/// (over 4 MiB after the recovery point): with a flipped byte in a batch
+/// near the start, the middle or the end, recovery keeps exactly the
+/// batches before it, as the one-thread walk does; untouched, all of them.
+#[test]
+fn a_long_tail_is_checked_in_parallel_and_cut_at_its_first_bad_batch() {
+    let config = || LogConfig {
+        segment_bytes: 64 << 20,
+        ..LogConfig::default()
+    };
+    let source = tempfile::tempdir().unwrap();
+    let mut written = Vec::new();
+    let mut positions = Vec::new();
+    {
+        let log = Log::open(source.path(), config()).unwrap();
+        let mut position = 0;
+        for i in 0..400u32 {
+            // ~16 KiB batches, 6.4 MiB in all, none of it flushed.
+            let b = batch_with_fill(8, 2000, i64::from(i), i as u8);
+            let info = log.append(&b, 1, 0).unwrap();
+            written.push((info.base_offset.0, without_rewritten(&b)));
+            positions.push(position);
+            position += b.len();
+        }
+        assert_eq!(log.segment_count(), 1);
+    }
+    let all = Written {
+        batches: written,
+        durable: 0,
+    };
+    for victim in [None, Some(3), Some(150), Some(260), Some(399)] {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(source.path(), dir.path());
+        if let Some(victim) = victim {
+            let path = active_segment(dir.path());
+            let mut bytes = std::fs::read(&path).unwrap();
+            // A byte inside the records, which only the CRC covers.
+            bytes[positions[victim] + 100] ^= 0x40;
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let log = Log::open(dir.path(), config()).unwrap();
+        let got = served(&log);
+        let kept = victim.unwrap_or(all.batches.len());
+        assert_eq!(got.len(), kept, "flipped batch {victim:?}");
+        assert_prefix(&got, &all, kept, &format!("flipped batch {victim:?}"));
+        assert_eq!(log.log_end_offset(), Offset(8 * kept as i64));
+    }
+}
