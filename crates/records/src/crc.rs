@@ -59,12 +59,17 @@ const POLY: u64 = 0x1EDC_6F41;
 /// `x^n mod POLY`, bit-reflected and shifted left by one: the folding
 /// constant for moving data `n - 32` or `n + 32` bits.
 const fn fold_constant(n: u32) -> u64 {
+    fold_constant_for(POLY, n)
+}
+
+/// `fold_constant` for any 32-bit CRC polynomial `poly` (normal form).
+const fn fold_constant_for(poly: u64, n: u32) -> u64 {
     let mut r: u64 = 1;
     let mut i = 0;
     while i < n {
         r <<= 1;
         if r & (1 << 32) != 0 {
-            r ^= (1 << 32) | POLY;
+            r ^= (1 << 32) | poly;
         }
         i += 1;
     }
@@ -356,16 +361,7 @@ mod tests {
     #[test]
     fn the_constant_method_gives_zlibs_published_constants() {
         const fn zlib(n: u32) -> u64 {
-            let mut r: u64 = 1;
-            let mut i = 0;
-            while i < n {
-                r <<= 1;
-                if r & (1 << 32) != 0 {
-                    r ^= (1 << 32) | 0x04C1_1DB7;
-                }
-                i += 1;
-            }
-            ((r as u32).reverse_bits() as u64) << 1
+            fold_constant_for(0x04C1_1DB7, n)
         }
         assert_eq!(zlib(512 + 32), 0x1_5444_2bd4);
         assert_eq!(zlib(512 - 32), 0x1_c6e4_1596);
@@ -375,16 +371,22 @@ mod tests {
         assert_eq!(fold_constant(128 - 32), 0x1_4cd0_0bd6);
     }
 
+    /// `len` bytes of xorshift output.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
     #[test]
     fn matches_the_crate_at_every_length_and_split() {
-        let mut data = vec![0u8; 5000];
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        for byte in &mut data {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *byte = x as u8;
-        }
+        let data = noise(5000);
         for len in (0..1200).chain([4095, 4096, 4097, 4999, 5000]) {
             let expected = crc32c::crc32c(&data[..len]);
             assert_eq!(crc32c(&data[..len]), expected, "length {len}");
@@ -418,36 +420,22 @@ mod tests {
     #[test]
     fn every_kernel_this_cpu_runs_matches_the_crate() {
         use std::arch::is_x86_feature_detected as has;
-        let mut data = vec![0u8; 70_000];
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        for byte in &mut data {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *byte = x as u8;
-        }
-        let lengths = (fold::MIN_LEN..2000).chain([16_356, 16_384, 65_536, 70_000]);
+        let data = noise(70_000);
+        let fused = has!("pclmulqdq") && has!("sse4.2");
+        let wide = fused && has!("vpclmulqdq") && has!("avx2");
+        type Kernel = unsafe fn(u32, &[u8]) -> u32;
+        let kernels: [(&str, bool, Kernel); 2] =
+            [("fused", fused, fold::fused), ("wide", wide, fold::wide)];
         let mut ran = Vec::new();
-        if has!("pclmulqdq") && has!("sse4.2") {
-            ran.push("fused");
-            for len in lengths.clone() {
+        for (name, _, kernel) in kernels.into_iter().filter(|(_, runs, _)| *runs) {
+            ran.push(name);
+            for len in (fold::MIN_LEN..2000).chain([16_356, 16_384, 65_536, 70_000]) {
                 for start in [0, 0xdead_beef] {
                     let expected = crc32c::crc32c_append(start, &data[..len]);
-                    // SAFETY: the CPU has the instructions (checked above)
-                    // and `len` is at least `MIN_LEN`.
-                    let got = unsafe { fold::fused(start, &data[..len]) };
-                    assert_eq!(got, expected, "fused, length {len}");
-                }
-            }
-        }
-        if has!("vpclmulqdq") && has!("pclmulqdq") && has!("avx2") && has!("sse4.2") {
-            ran.push("wide");
-            for len in lengths {
-                for start in [0, 0xdead_beef] {
-                    let expected = crc32c::crc32c_append(start, &data[..len]);
-                    // SAFETY: as above.
-                    let got = unsafe { fold::wide(start, &data[..len]) };
-                    assert_eq!(got, expected, "wide, length {len}");
+                    // SAFETY: the CPU has the kernel's instructions (checked
+                    // above) and `len` is at least `MIN_LEN`.
+                    let got = unsafe { kernel(start, &data[..len]) };
+                    assert_eq!(got, expected, "{name}, length {len}");
                 }
             }
         }
