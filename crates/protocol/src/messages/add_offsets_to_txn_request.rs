@@ -40,7 +40,6 @@ impl Encode for AddOffsetsToTxnRequest {
 }
 
 impl Decode for AddOffsetsToTxnRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

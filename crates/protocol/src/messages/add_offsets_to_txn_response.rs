@@ -34,7 +34,6 @@ impl Encode for AddOffsetsToTxnResponse {
 }
 
 impl Decode for AddOffsetsToTxnResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

@@ -71,7 +71,6 @@ impl Encode for AddPartitionsToTxnRequest {
 }
 
 impl Decode for AddPartitionsToTxnRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

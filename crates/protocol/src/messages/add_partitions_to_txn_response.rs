@@ -62,7 +62,6 @@ impl Encode for AddPartitionsToTxnResponse {
 }
 
 impl Decode for AddPartitionsToTxnResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

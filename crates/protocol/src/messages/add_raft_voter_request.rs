@@ -51,7 +51,6 @@ impl Encode for AddRaftVoterRequest {
 }
 
 impl Decode for AddRaftVoterRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let cluster_id = dec.opt_string(true, true, "ClusterId")?;

@@ -38,7 +38,6 @@ impl Encode for AllocateProducerIdsRequest {
 }
 
 impl Decode for AllocateProducerIdsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let broker_id = dec.i32()?;

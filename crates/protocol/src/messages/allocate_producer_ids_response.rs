@@ -34,7 +34,6 @@ impl Encode for AllocateProducerIdsResponse {
 }
 
 impl Decode for AllocateProducerIdsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

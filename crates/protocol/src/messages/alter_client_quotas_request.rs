@@ -36,7 +36,6 @@ impl Encode for AlterClientQuotasRequest {
 }
 
 impl Decode for AlterClientQuotasRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

@@ -36,7 +36,6 @@ impl Encode for AlterClientQuotasResponse {
 }
 
 impl Decode for AlterClientQuotasResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

@@ -36,7 +36,6 @@ impl Encode for AlterConfigsRequest {
 }
 
 impl Decode for AlterConfigsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -38,7 +38,6 @@ impl Encode for AlterPartitionReassignmentsRequest {
 }
 
 impl Decode for AlterPartitionReassignmentsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let timeout_ms = dec.i32()?;

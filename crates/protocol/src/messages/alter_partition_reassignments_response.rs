@@ -46,7 +46,6 @@ impl Encode for AlterPartitionReassignmentsResponse {
 }
 
 impl Decode for AlterPartitionReassignmentsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

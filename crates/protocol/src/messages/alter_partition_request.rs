@@ -43,7 +43,6 @@ impl Encode for AlterPartitionRequest {
 }
 
 impl Decode for AlterPartitionRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let broker_id = dec.i32()?;

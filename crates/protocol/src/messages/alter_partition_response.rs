@@ -32,7 +32,6 @@ impl Encode for AlterPartitionResponse {
 }
 
 impl Decode for AlterPartitionResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

@@ -31,7 +31,6 @@ impl Encode for AlterReplicaLogDirsRequest {
 }
 
 impl Decode for AlterReplicaLogDirsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -32,7 +32,6 @@ impl Encode for AlterUserScramCredentialsRequest {
 }
 
 impl Decode for AlterUserScramCredentialsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let deletions = dec.array(true, 3, "Deletions", |dec| {

@@ -42,7 +42,6 @@ impl Encode for ApiVersionsRequest {
 }
 
 impl Decode for ApiVersionsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

@@ -136,7 +136,6 @@ impl Encode for ApiVersionsResponse {
 }
 
 impl Decode for ApiVersionsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

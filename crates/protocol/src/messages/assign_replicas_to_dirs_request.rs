@@ -45,7 +45,6 @@ impl Encode for AssignReplicasToDirsRequest {
 }
 
 impl Decode for AssignReplicasToDirsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let broker_id = dec.i32()?;

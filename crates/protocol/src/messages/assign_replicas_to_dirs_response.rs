@@ -34,7 +34,6 @@ impl Encode for AssignReplicasToDirsResponse {
 }
 
 impl Decode for AssignReplicasToDirsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

@@ -67,7 +67,6 @@ impl Encode for BeginQuorumEpochRequest {
 }
 
 impl Decode for BeginQuorumEpochRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

@@ -63,7 +63,6 @@ impl Encode for BeginQuorumEpochResponse {
 }
 
 impl Decode for BeginQuorumEpochResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

@@ -76,7 +76,6 @@ impl Encode for BrokerHeartbeatRequest {
 }
 
 impl Decode for BrokerHeartbeatRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let broker_id = dec.i32()?;

@@ -50,7 +50,6 @@ impl Encode for BrokerHeartbeatResponse {
 }
 
 impl Decode for BrokerHeartbeatResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

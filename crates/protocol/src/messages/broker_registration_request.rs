@@ -82,7 +82,6 @@ impl Encode for BrokerRegistrationRequest {
 }
 
 impl Decode for BrokerRegistrationRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let broker_id = dec.i32()?;

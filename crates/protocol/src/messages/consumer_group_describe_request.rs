@@ -32,7 +32,6 @@ impl Encode for ConsumerGroupDescribeRequest {
 }
 
 impl Decode for ConsumerGroupDescribeRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let group_ids = dec.array(true, 1, "GroupIds", |dec| dec.string(true, "GroupIds"))?;

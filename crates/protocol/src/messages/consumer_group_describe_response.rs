@@ -29,7 +29,6 @@ impl Encode for ConsumerGroupDescribeResponse {
 }
 
 impl Decode for ConsumerGroupDescribeResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

@@ -101,7 +101,6 @@ impl Encode for ConsumerGroupHeartbeatRequest {
 }
 
 impl Decode for ConsumerGroupHeartbeatRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let group_id = dec.string(true, "GroupId")?;

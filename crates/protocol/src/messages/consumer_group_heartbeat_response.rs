@@ -48,7 +48,6 @@ impl Encode for ConsumerGroupHeartbeatResponse {
 }
 
 impl Decode for ConsumerGroupHeartbeatResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

@@ -29,7 +29,6 @@ impl Encode for ConsumerProtocolAssignment {
 }
 
 impl Decode for ConsumerProtocolAssignment {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let assigned_partitions = dec.array(false, 6, "AssignedPartitions", |dec| {

@@ -64,7 +64,6 @@ impl Encode for ConsumerProtocolSubscription {
 }
 
 impl Decode for ConsumerProtocolSubscription {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topics = dec.array(false, 2, "Topics", |dec| dec.string(false, "Topics"))?;

@@ -48,7 +48,6 @@ impl Encode for ControlledShutdownRequest {
 }
 
 impl Decode for ControlledShutdownRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

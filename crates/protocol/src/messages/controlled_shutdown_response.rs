@@ -38,7 +38,6 @@ impl Encode for ControlledShutdownResponse {
 }
 
 impl Decode for ControlledShutdownResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

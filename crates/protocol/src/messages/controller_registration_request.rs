@@ -38,7 +38,6 @@ impl Encode for ControllerRegistrationRequest {
 }
 
 impl Decode for ControllerRegistrationRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let controller_id = dec.i32()?;

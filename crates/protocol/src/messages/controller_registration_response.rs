@@ -42,7 +42,6 @@ impl Encode for ControllerRegistrationResponse {
 }
 
 impl Decode for ControllerRegistrationResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

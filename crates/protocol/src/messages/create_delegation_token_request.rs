@@ -72,7 +72,6 @@ impl Encode for CreateDelegationTokenRequest {
 }
 
 impl Decode for CreateDelegationTokenRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

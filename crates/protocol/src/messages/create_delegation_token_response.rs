@@ -71,7 +71,6 @@ impl Encode for CreateDelegationTokenResponse {
 }
 
 impl Decode for CreateDelegationTokenResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -39,7 +39,6 @@ impl Encode for CreatePartitionsRequest {
 }
 
 impl Decode for CreatePartitionsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -54,7 +54,6 @@ impl Encode for CreateTopicsRequest {
 }
 
 impl Decode for CreateTopicsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;

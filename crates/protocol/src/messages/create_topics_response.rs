@@ -41,7 +41,6 @@ impl Encode for CreateTopicsResponse {
 }
 
 impl Decode for CreateTopicsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;

@@ -31,7 +31,6 @@ impl Encode for DefaultPrincipalData {
 }
 
 impl Decode for DefaultPrincipalData {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let r#type = dec.string(true, "Type")?;

@@ -33,7 +33,6 @@ impl Encode for DeleteAclsRequest {
 }
 
 impl Decode for DeleteAclsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

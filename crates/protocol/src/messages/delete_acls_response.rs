@@ -38,7 +38,6 @@ impl Encode for DeleteAclsResponse {
 }
 
 impl Decode for DeleteAclsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

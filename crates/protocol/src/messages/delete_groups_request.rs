@@ -35,7 +35,6 @@ impl Encode for DeleteGroupsRequest {
 }
 
 impl Decode for DeleteGroupsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

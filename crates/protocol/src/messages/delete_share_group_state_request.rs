@@ -29,7 +29,6 @@ impl Encode for DeleteShareGroupStateRequest {
 }
 
 impl Decode for DeleteShareGroupStateRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let group_id = dec.string(true, "GroupId")?;

@@ -52,7 +52,6 @@ impl Encode for DeleteTopicsRequest {
 }
 
 impl Decode for DeleteTopicsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

@@ -41,7 +41,6 @@ impl Encode for DeleteTopicsResponse {
 }
 
 impl Decode for DeleteTopicsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

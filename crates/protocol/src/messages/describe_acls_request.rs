@@ -78,7 +78,6 @@ impl Encode for DescribeAclsRequest {
 }
 
 impl Decode for DescribeAclsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -59,7 +59,6 @@ impl Encode for DescribeAclsResponse {
 }
 
 impl Decode for DescribeAclsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

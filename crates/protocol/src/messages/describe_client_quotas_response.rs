@@ -65,7 +65,6 @@ impl Encode for DescribeClientQuotasResponse {
 }
 
 impl Decode for DescribeClientQuotasResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

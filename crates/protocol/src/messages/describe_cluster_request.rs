@@ -42,7 +42,6 @@ impl Encode for DescribeClusterRequest {
 }
 
 impl Decode for DescribeClusterRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let include_cluster_authorized_operations = dec.bool()?;

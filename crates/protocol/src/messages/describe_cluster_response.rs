@@ -66,7 +66,6 @@ impl Encode for DescribeClusterResponse {
 }
 
 impl Decode for DescribeClusterResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

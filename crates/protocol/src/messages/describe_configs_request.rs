@@ -47,7 +47,6 @@ impl Encode for DescribeConfigsRequest {
 }
 
 impl Decode for DescribeConfigsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

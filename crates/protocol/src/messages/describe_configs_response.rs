@@ -36,7 +36,6 @@ impl Encode for DescribeConfigsResponse {
 }
 
 impl Decode for DescribeConfigsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

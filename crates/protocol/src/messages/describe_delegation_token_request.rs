@@ -48,7 +48,6 @@ impl Encode for DescribeDelegationTokenRequest {
 }
 
 impl Decode for DescribeDelegationTokenRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -41,7 +41,6 @@ impl Encode for DescribeDelegationTokenResponse {
 }
 
 impl Decode for DescribeDelegationTokenResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -42,7 +42,6 @@ impl Encode for DescribeGroupsResponse {
 }
 
 impl Decode for DescribeGroupsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;

@@ -48,7 +48,6 @@ impl Encode for DescribeLogDirsRequest {
 }
 
 impl Decode for DescribeLogDirsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

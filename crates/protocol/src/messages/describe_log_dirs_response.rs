@@ -43,7 +43,6 @@ impl Encode for DescribeLogDirsResponse {
 }
 
 impl Decode for DescribeLogDirsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -25,7 +25,6 @@ impl Encode for DescribeProducersRequest {
 }
 
 impl Decode for DescribeProducersRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topics = dec.array(true, 3, "Topics", |dec| TopicRequest::decode(dec, version))?;

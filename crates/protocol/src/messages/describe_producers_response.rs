@@ -28,7 +28,6 @@ impl Encode for DescribeProducersResponse {
 }
 
 impl Decode for DescribeProducersResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

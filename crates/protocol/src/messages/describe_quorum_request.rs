@@ -25,7 +25,6 @@ impl Encode for DescribeQuorumRequest {
 }
 
 impl Decode for DescribeQuorumRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topics = dec.array(true, 3, "Topics", |dec| TopicData::decode(dec, version))?;

@@ -60,7 +60,6 @@ impl Encode for DescribeQuorumResponse {
 }
 
 impl Decode for DescribeQuorumResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let error_code = dec.i16()?;

@@ -44,7 +44,6 @@ impl Encode for DescribeTopicPartitionsRequest {
 }
 
 impl Decode for DescribeTopicPartitionsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let topics = dec.array(true, 2, "Topics", |dec| TopicRequest::decode(dec, version))?;

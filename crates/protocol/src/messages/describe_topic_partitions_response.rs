@@ -39,7 +39,6 @@ impl Encode for DescribeTopicPartitionsResponse {
 }
 
 impl Decode for DescribeTopicPartitionsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

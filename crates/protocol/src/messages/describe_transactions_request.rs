@@ -29,7 +29,6 @@ impl Encode for DescribeTransactionsRequest {
 }
 
 impl Decode for DescribeTransactionsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let transactional_ids = dec.array(true, 1, "TransactionalIds", |dec| {

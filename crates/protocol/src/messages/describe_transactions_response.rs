@@ -32,7 +32,6 @@ impl Encode for DescribeTransactionsResponse {
 }
 
 impl Decode for DescribeTransactionsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

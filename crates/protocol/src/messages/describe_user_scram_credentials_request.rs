@@ -38,7 +38,6 @@ impl Encode for DescribeUserScramCredentialsRequest {
 }
 
 impl Decode for DescribeUserScramCredentialsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let users = dec.opt_array(true, true, 2, "Users", |dec| UserName::decode(dec, version))?;

@@ -60,7 +60,6 @@ impl Encode for ElectLeadersRequest {
 }
 
 impl Decode for ElectLeadersRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

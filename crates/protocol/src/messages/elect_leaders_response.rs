@@ -45,7 +45,6 @@ impl Encode for ElectLeadersResponse {
 }
 
 impl Decode for ElectLeadersResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

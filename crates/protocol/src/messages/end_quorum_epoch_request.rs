@@ -48,7 +48,6 @@ impl Encode for EndQuorumEpochRequest {
 }
 
 impl Decode for EndQuorumEpochRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

@@ -63,7 +63,6 @@ impl Encode for EndQuorumEpochResponse {
 }
 
 impl Decode for EndQuorumEpochResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

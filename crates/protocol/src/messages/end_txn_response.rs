@@ -60,7 +60,6 @@ impl Encode for EndTxnResponse {
 }
 
 impl Decode for EndTxnResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

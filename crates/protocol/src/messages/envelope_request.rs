@@ -49,7 +49,6 @@ impl Encode for EnvelopeRequest {
 }
 
 impl Decode for EnvelopeRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let request_data = dec.bytes(true, "RequestData")?;

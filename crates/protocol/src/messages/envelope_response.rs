@@ -30,7 +30,6 @@ impl Encode for EnvelopeResponse {
 }
 
 impl Decode for EnvelopeResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let response_data = dec.opt_bytes(true, true, "ResponseData")?;

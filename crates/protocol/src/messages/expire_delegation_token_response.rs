@@ -37,7 +37,6 @@ impl Encode for ExpireDelegationTokenResponse {
 }
 
 impl Decode for ExpireDelegationTokenResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

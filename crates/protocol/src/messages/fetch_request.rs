@@ -152,7 +152,6 @@ impl Encode for FetchRequest {
 }
 
 impl Decode for FetchRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;

@@ -83,7 +83,6 @@ impl Encode for FetchResponse {
 }
 
 impl Decode for FetchResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;

@@ -60,7 +60,6 @@ impl Encode for FetchSnapshotRequest {
 }
 
 impl Decode for FetchSnapshotRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let replica_id = dec.i32()?;

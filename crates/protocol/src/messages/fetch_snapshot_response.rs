@@ -55,7 +55,6 @@ impl Encode for FetchSnapshotResponse {
 }
 
 impl Decode for FetchSnapshotResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

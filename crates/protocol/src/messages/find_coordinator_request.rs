@@ -53,7 +53,6 @@ impl Encode for FindCoordinatorRequest {
 }
 
 impl Decode for FindCoordinatorRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

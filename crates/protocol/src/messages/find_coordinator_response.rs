@@ -101,7 +101,6 @@ impl Encode for FindCoordinatorResponse {
 }
 
 impl Decode for FindCoordinatorResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

@@ -26,7 +26,6 @@ impl Encode for GetTelemetrySubscriptionsRequest {
 }
 
 impl Decode for GetTelemetrySubscriptionsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let client_instance_id = dec.uuid()?;

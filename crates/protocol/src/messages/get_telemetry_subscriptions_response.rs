@@ -57,7 +57,6 @@ impl Encode for GetTelemetrySubscriptionsResponse {
 }
 
 impl Decode for GetTelemetrySubscriptionsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

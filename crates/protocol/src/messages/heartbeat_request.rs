@@ -49,7 +49,6 @@ impl Encode for HeartbeatRequest {
 }
 
 impl Decode for HeartbeatRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

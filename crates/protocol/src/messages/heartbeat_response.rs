@@ -38,7 +38,6 @@ impl Encode for HeartbeatResponse {
 }
 
 impl Decode for HeartbeatResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

@@ -65,7 +65,6 @@ impl Encode for InitProducerIdRequest {
 }
 
 impl Decode for InitProducerIdRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -52,7 +52,6 @@ impl Encode for InitProducerIdResponse {
 }
 
 impl Decode for InitProducerIdResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -89,7 +89,6 @@ impl Encode for JoinGroupRequest {
 }
 
 impl Decode for JoinGroupRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;

@@ -98,7 +98,6 @@ impl Encode for JoinGroupResponse {
 }
 
 impl Decode for JoinGroupResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;

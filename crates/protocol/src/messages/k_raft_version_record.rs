@@ -28,7 +28,6 @@ impl Encode for KRaftVersionRecord {
 }
 
 impl Decode for KRaftVersionRecord {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let field_version = dec.i16()?;

@@ -101,7 +101,6 @@ impl Encode for LeaderAndIsrRequest {
 }
 
 impl Decode for LeaderAndIsrRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

@@ -39,7 +39,6 @@ impl Encode for LeaderChangeMessage {
 }
 
 impl Decode for LeaderChangeMessage {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let field_version = dec.i16()?;

@@ -47,7 +47,6 @@ impl Encode for LeaveGroupRequest {
 }
 
 impl Decode for LeaveGroupRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

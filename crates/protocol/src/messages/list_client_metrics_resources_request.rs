@@ -22,7 +22,6 @@ impl Encode for ListClientMetricsResourcesRequest {
 }
 
 impl Decode for ListClientMetricsResourcesRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;

@@ -35,7 +35,6 @@ impl Encode for ListClientMetricsResourcesResponse {
 }
 
 impl Decode for ListClientMetricsResourcesResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

@@ -50,7 +50,6 @@ impl Encode for ListGroupsRequest {
 }
 
 impl Decode for ListGroupsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

@@ -43,7 +43,6 @@ impl Encode for ListGroupsResponse {
 }
 
 impl Decode for ListGroupsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

@@ -50,7 +50,6 @@ impl Encode for ListOffsetsRequest {
 }
 
 impl Decode for ListOffsetsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;

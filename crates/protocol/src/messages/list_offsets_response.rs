@@ -40,7 +40,6 @@ impl Encode for ListOffsetsResponse {
 }
 
 impl Decode for ListOffsetsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;

@@ -42,7 +42,6 @@ impl Encode for ListPartitionReassignmentsRequest {
 }
 
 impl Decode for ListPartitionReassignmentsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let timeout_ms = dec.i32()?;

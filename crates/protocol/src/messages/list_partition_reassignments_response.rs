@@ -46,7 +46,6 @@ impl Encode for ListPartitionReassignmentsResponse {
 }
 
 impl Decode for ListPartitionReassignmentsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

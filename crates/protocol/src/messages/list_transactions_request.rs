@@ -53,7 +53,6 @@ impl Encode for ListTransactionsRequest {
 }
 
 impl Decode for ListTransactionsRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let state_filters = dec.array(true, 1, "StateFilters", |dec| {

@@ -42,7 +42,6 @@ impl Encode for ListTransactionsResponse {
 }
 
 impl Decode for ListTransactionsResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

@@ -73,7 +73,6 @@ impl Encode for MetadataRequest {
 }
 
 impl Decode for MetadataRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;

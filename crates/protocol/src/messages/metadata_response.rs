@@ -86,7 +86,6 @@ impl Encode for MetadataResponse {
 }
 
 impl Decode for MetadataResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;

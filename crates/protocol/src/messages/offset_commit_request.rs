@@ -83,7 +83,6 @@ impl Encode for OffsetCommitRequest {
 }
 
 impl Decode for OffsetCommitRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
         dec.enter()?;

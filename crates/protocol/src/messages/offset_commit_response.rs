@@ -40,7 +40,6 @@ impl Encode for OffsetCommitResponse {
 }
 
 impl Decode for OffsetCommitResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
         dec.enter()?;

@@ -23,7 +23,6 @@ impl Encode for OffsetDeleteRequest {
 }
 
 impl Decode for OffsetDeleteRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let group_id = dec.string(false, "GroupId")?;

@@ -26,7 +26,6 @@ impl Encode for OffsetDeleteResponse {
 }
 
 impl Decode for OffsetDeleteResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let error_code = dec.i16()?;

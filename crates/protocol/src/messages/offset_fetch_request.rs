@@ -78,7 +78,6 @@ impl Encode for OffsetFetchRequest {
 }
 
 impl Decode for OffsetFetchRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;

@@ -60,7 +60,6 @@ impl Encode for OffsetFetchResponse {
 }
 
 impl Decode for OffsetFetchResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;

@@ -50,7 +50,6 @@ impl Encode for OffsetForLeaderEpochRequest {
 }
 
 impl Decode for OffsetForLeaderEpochRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

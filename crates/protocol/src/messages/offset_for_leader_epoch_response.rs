@@ -40,7 +40,6 @@ impl Encode for OffsetForLeaderEpochResponse {
 }
 
 impl Decode for OffsetForLeaderEpochResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

@@ -52,7 +52,6 @@ impl Encode for ProduceRequest {
 }
 
 impl Decode for ProduceRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;

@@ -67,7 +67,6 @@ impl Encode for ProduceResponse {
 }
 
 impl Decode for ProduceResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;

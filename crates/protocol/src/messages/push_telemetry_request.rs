@@ -40,7 +40,6 @@ impl Encode for PushTelemetryRequest {
 }
 
 impl Decode for PushTelemetryRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let client_instance_id = dec.uuid()?;

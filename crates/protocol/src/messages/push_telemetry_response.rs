@@ -28,7 +28,6 @@ impl Encode for PushTelemetryResponse {
 }
 
 impl Decode for PushTelemetryResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

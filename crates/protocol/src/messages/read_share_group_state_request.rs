@@ -29,7 +29,6 @@ impl Encode for ReadShareGroupStateRequest {
 }
 
 impl Decode for ReadShareGroupStateRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let group_id = dec.string(true, "GroupId")?;

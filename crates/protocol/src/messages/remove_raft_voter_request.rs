@@ -43,7 +43,6 @@ impl Encode for RemoveRaftVoterRequest {
 }
 
 impl Decode for RemoveRaftVoterRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let cluster_id = dec.opt_string(true, true, "ClusterId")?;

@@ -37,7 +37,6 @@ impl Encode for RenewDelegationTokenResponse {
 }
 
 impl Decode for RenewDelegationTokenResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -56,7 +56,6 @@ impl Encode for RequestHeader {
 }
 
 impl Decode for RequestHeader {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

@@ -31,7 +31,6 @@ impl Encode for ResponseHeader {
 }
 
 impl Decode for ResponseHeader {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

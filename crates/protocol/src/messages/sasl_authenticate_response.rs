@@ -63,7 +63,6 @@ impl Encode for SaslAuthenticateResponse {
 }
 
 impl Decode for SaslAuthenticateResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

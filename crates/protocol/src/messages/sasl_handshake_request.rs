@@ -20,7 +20,6 @@ impl Encode for SaslHandshakeRequest {
 }
 
 impl Decode for SaslHandshakeRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let mechanism = dec.string(false, "Mechanism")?;

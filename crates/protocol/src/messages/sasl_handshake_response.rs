@@ -27,7 +27,6 @@ impl Encode for SaslHandshakeResponse {
 }
 
 impl Decode for SaslHandshakeResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let error_code = dec.i16()?;

@@ -47,7 +47,6 @@ impl Encode for ShareAcknowledgeRequest {
 }
 
 impl Decode for ShareAcknowledgeRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let group_id = dec.opt_string(true, true, "GroupId")?;

@@ -40,7 +40,6 @@ impl Encode for ShareAcknowledgeResponse {
 }
 
 impl Decode for ShareAcknowledgeResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

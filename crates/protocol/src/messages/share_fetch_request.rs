@@ -67,7 +67,6 @@ impl Encode for ShareFetchRequest {
 }
 
 impl Decode for ShareFetchRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let group_id = dec.opt_string(true, true, "GroupId")?;

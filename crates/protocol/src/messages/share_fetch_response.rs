@@ -41,7 +41,6 @@ impl Encode for ShareFetchResponse {
 }
 
 impl Decode for ShareFetchResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

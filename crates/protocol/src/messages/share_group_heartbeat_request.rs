@@ -45,7 +45,6 @@ impl Encode for ShareGroupHeartbeatRequest {
 }
 
 impl Decode for ShareGroupHeartbeatRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let group_id = dec.string(true, "GroupId")?;

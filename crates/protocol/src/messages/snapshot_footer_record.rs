@@ -25,7 +25,6 @@ impl Encode for SnapshotFooterRecord {
 }
 
 impl Decode for SnapshotFooterRecord {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let field_version = dec.i16()?;

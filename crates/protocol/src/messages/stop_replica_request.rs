@@ -102,7 +102,6 @@ impl Encode for StopReplicaRequest {
 }
 
 impl Decode for StopReplicaRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

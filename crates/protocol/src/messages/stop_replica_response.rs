@@ -38,7 +38,6 @@ impl Encode for StopReplicaResponse {
 }
 
 impl Decode for StopReplicaResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;

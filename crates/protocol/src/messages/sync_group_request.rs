@@ -82,7 +82,6 @@ impl Encode for SyncGroupRequest {
 }
 
 impl Decode for SyncGroupRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

@@ -67,7 +67,6 @@ impl Encode for SyncGroupResponse {
 }
 
 impl Decode for SyncGroupResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;

@@ -87,7 +87,6 @@ impl Encode for TxnOffsetCommitRequest {
 }
 
 impl Decode for TxnOffsetCommitRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

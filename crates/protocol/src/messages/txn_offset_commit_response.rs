@@ -36,7 +36,6 @@ impl Encode for TxnOffsetCommitResponse {
 }
 
 impl Decode for TxnOffsetCommitResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;

@@ -25,7 +25,6 @@ impl Encode for UnregisterBrokerRequest {
 }
 
 impl Decode for UnregisterBrokerRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let broker_id = dec.i32()?;

@@ -50,7 +50,6 @@ impl Encode for UpdateFeaturesRequest {
 }
 
 impl Decode for UpdateFeaturesRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let timeout_ms = dec.i32()?;

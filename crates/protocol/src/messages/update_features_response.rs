@@ -50,7 +50,6 @@ impl Encode for UpdateFeaturesResponse {
 }
 
 impl Decode for UpdateFeaturesResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

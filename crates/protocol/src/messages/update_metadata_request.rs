@@ -109,7 +109,6 @@ impl Encode for UpdateMetadataRequest {
 }
 
 impl Decode for UpdateMetadataRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;

@@ -31,7 +31,6 @@ impl Encode for UpdateMetadataResponse {
 }
 
 impl Decode for UpdateMetadataResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;

@@ -55,7 +55,6 @@ impl Encode for UpdateRaftVoterRequest {
 }
 
 impl Decode for UpdateRaftVoterRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let cluster_id = dec.opt_string(true, true, "ClusterId")?;

@@ -43,7 +43,6 @@ impl Encode for UpdateRaftVoterResponse {
 }
 
 impl Decode for UpdateRaftVoterResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;

@@ -47,7 +47,6 @@ impl Encode for VoteRequest {
 }
 
 impl Decode for VoteRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let cluster_id = dec.opt_string(true, true, "ClusterId")?;

@@ -51,7 +51,6 @@ impl Encode for VoteResponse {
 }
 
 impl Decode for VoteResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let error_code = dec.i16()?;

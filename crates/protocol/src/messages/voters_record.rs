@@ -29,7 +29,6 @@ impl Encode for VotersRecord {
 }
 
 impl Decode for VotersRecord {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let field_version = dec.i16()?;

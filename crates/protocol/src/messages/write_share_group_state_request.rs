@@ -29,7 +29,6 @@ impl Encode for WriteShareGroupStateRequest {
 }
 
 impl Decode for WriteShareGroupStateRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let group_id = dec.string(true, "GroupId")?;

@@ -26,7 +26,6 @@ impl Encode for WriteShareGroupStateResponse {
 }
 
 impl Decode for WriteShareGroupStateResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let results = dec.array(true, 18, "Results", |dec| {

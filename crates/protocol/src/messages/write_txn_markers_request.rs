@@ -33,7 +33,6 @@ impl Encode for WriteTxnMarkersRequest {
 }
 
 impl Decode for WriteTxnMarkersRequest {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;

@@ -33,7 +33,6 @@ impl Encode for WriteTxnMarkersResponse {
 }
 
 impl Decode for WriteTxnMarkersResponse {
-    #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
