@@ -118,11 +118,16 @@ impl Partitioner for DefaultPartitioner {
     }
 
     fn on_new_batch(&self, topic: &str, previous: i32, partition_count: i32) {
+        // Called for every batch sent (for each message with one-message
+        // batches): no lock where there is nowhere to move, and no new key.
+        if partition_count <= 1 {
+            return;
+        }
         if let Ok(mut sticky) = self.sticky.lock()
-            && sticky.get(topic) == Some(&previous)
+            && let Some(current) = sticky.get_mut(topic)
+            && *current == previous
         {
-            let next = self.random_partition(partition_count, Some(previous));
-            sticky.insert(topic.to_string(), next);
+            *current = self.random_partition(partition_count, Some(previous));
         }
     }
 }
