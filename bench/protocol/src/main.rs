@@ -309,8 +309,7 @@ fn main() {
         .collect();
     if !both.is_empty() {
         println!(
-            "
-{:<58} {:>7} {:>12} {:>12} {:>7}",
+            "\n{:<58} {:>7} {:>12} {:>12} {:>7}",
             "decode + encode (one of each)", "", "rill op/s", "peer op/s", "ratio"
         );
         for (name, rill, peer) in both {

@@ -239,12 +239,17 @@ pub(crate) fn scan_file(
     // the index entries: the CRC check is most of the work.
     let found = Mutex::new(None);
     let (chunks, to_check) = mpsc::sync_channel::<(usize, usize)>(64);
-    let to_check = Mutex::new(to_check);
+    // Only the checkers hold the receiver: should they all stop (a panic),
+    // it drops and the walk's sends fail instead of blocking.
+    let to_check = Arc::new(Mutex::new(to_check));
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let scan = std::thread::scope(|scope| {
         for _ in 0..workers {
-            scope.spawn(|| check_chunks(bytes, &to_check, &found));
+            let to_check = Arc::clone(&to_check);
+            let found = &found;
+            scope.spawn(move || check_chunks(bytes, &to_check, found));
         }
+        drop(to_check);
         let scan = walk().run(bytes, false, Some(&chunks));
         // The checkers stop when the channel closes; the scope waits for
         // them.

@@ -10,6 +10,8 @@
 
 use thiserror::Error;
 
+use crate::crc;
+
 /// `baseOffset: int64` — the offset of the first record; rewritten by the log.
 pub const BASE_OFFSET_OFFSET: usize = 0;
 /// `batchLength: int32` — number of bytes that follow this field.
@@ -320,7 +322,7 @@ impl<'a> BatchView<'a> {
 
     /// The CRC32C of the bytes the header's CRC covers.
     pub fn computed_crc(&self) -> u32 {
-        crate::crc::crc32c(&self.bytes[CRC_COVERAGE_START..])
+        crc::crc32c(&self.bytes[CRC_COVERAGE_START..])
     }
 
     /// Checks everything `parse` does not: the CRC, the compression code, the
@@ -441,7 +443,7 @@ pub fn set_log_append_time_split(
     header[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
     header[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
         .copy_from_slice(&timestamp_ms.to_be_bytes());
-    let crc = crate::crc::crc32c_append(crate::crc::crc32c(&header[CRC_COVERAGE_START..]), records);
+    let crc = crc::crc32c_append(crc::crc32c(&header[CRC_COVERAGE_START..]), records);
     header[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(())
 }
@@ -468,7 +470,7 @@ pub fn set_producer(
         .copy_from_slice(&producer_epoch.to_be_bytes());
     batch[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4]
         .copy_from_slice(&base_sequence.to_be_bytes());
-    let crc = crate::crc::crc32c(&batch[CRC_COVERAGE_START..]);
+    let crc = crc::crc32c(&batch[CRC_COVERAGE_START..]);
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(())
 }
@@ -553,7 +555,7 @@ mod tests {
     }
 
     fn fix_crc(b: &mut [u8]) {
-        let crc = crate::crc::crc32c(&b[CRC_COVERAGE_START..]);
+        let crc = crc::crc32c(&b[CRC_COVERAGE_START..]);
         b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     }
 
