@@ -129,6 +129,22 @@ impl Header {
     }
 }
 
+/// Frees the blocks an active segment reserved beyond its length (see
+/// `reserve_ahead` in log.rs): truncating a file to its own length releases
+/// them and changes no byte. The truncate is a journaled change, so it is
+/// skipped when the allocated blocks show nothing held beyond the length
+/// (the slack covers the file system's own extent blocks).
+pub(crate) fn release_reserve(file: &File) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    const SLACK: u64 = 64 << 10;
+    let meta = file.metadata()?;
+    let len = meta.len();
+    if meta.blocks() * 512 > len.next_multiple_of(4096) + SLACK {
+        file.set_len(len)?;
+    }
+    Ok(())
+}
+
 /// The open handles of a segment.
 pub(crate) struct Loaded {
     pub file: Arc<File>,
@@ -515,6 +531,10 @@ impl Segment {
             File::open(&log_path)
         }
         .map_err(io_failure("open", &log_path))?;
+        if active {
+            // A crash leaves the blocks reserved ahead of the appends.
+            release_reserve(&file).map_err(io_failure("truncate", &log_path))?;
+        }
         // Every entry names a different batch, and a batch is at least a
         // header long (the time index has one entry more at close).
         let max_entries = self.size / BATCH_HEADER_LEN as u64 + 2;
