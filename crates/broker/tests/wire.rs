@@ -551,6 +551,53 @@ async fn idempotent_producers_get_duplicates_acknowledged_and_gaps_refused() {
     broker.broker.shutdown().await;
 }
 
+/// InitProducerId with an existing id bumps its epoch; at the top of the
+/// epoch range (including an epoch no client holds, i16::MAX, which once
+/// overflowed the bump) it hands out a fresh id at epoch 0 instead.
+#[tokio::test]
+async fn an_epoch_bump_at_the_end_of_the_range_gives_a_fresh_id() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    let (code, id, epoch) = init_producer(&mut client, -1, -1).await;
+    assert_eq!((code, epoch), (0, 0));
+    assert_eq!(init_producer(&mut client, id, 7).await, (0, id, 8));
+    for exhausted in [i16::MAX - 1, i16::MAX] {
+        let (code, fresh, epoch) = init_producer(&mut client, id, exhausted).await;
+        assert_eq!((code, epoch), (0, 0));
+        assert!(fresh >= 0 && fresh != id, "{fresh} after {id}");
+    }
+    assert_eq!(
+        init_producer(&mut client, id, -5).await.0,
+        42,
+        "INVALID_REQUEST"
+    );
+    broker.broker.shutdown().await;
+}
+
+/// InitProducerId (v4) for an existing producer id and epoch, or -1 and -1
+/// for a new one: (error code, producer id, epoch).
+async fn init_producer(
+    client: &mut Client,
+    producer_id: i64,
+    producer_epoch: i16,
+) -> (i16, i64, i16) {
+    let request = RequestBody::InitProducerId(InitProducerIdRequest {
+        transactional_id: None,
+        transaction_timeout_ms: 60_000,
+        producer_id,
+        producer_epoch,
+        ..Default::default()
+    });
+    let ResponseBody::InitProducerId(response) = client.call(4, request).await else {
+        panic!("not an InitProducerId response")
+    };
+    (
+        response.error_code,
+        response.producer_id,
+        response.producer_epoch,
+    )
+}
+
 async fn http_get(broker: &TestBroker, path: &str) -> String {
     let mut stream = TcpStream::connect(broker.broker.admin_addr())
         .await

@@ -28,8 +28,9 @@ pub async fn handle(
         if request.producer_epoch < 0 {
             return refuse(error_code::INVALID_REQUEST);
         }
-        if request.producer_epoch == i16::MAX - 1 {
-            // Epochs are exhausted: start over with a fresh id.
+        if request.producer_epoch >= i16::MAX - 1 {
+            // Epochs are exhausted (a client never holds i16::MAX, but a
+            // request may claim it): start over with a fresh id.
             return fresh(shared).await;
         }
         return InitProducerIdResponse {
