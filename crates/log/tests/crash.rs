@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{batch_with_fill, slice_bytes, without_rewritten};
+use common::{active_segment, batch_with_fill, slice_bytes, without_rewritten};
 use rill_log::{Log, LogConfig, Offset, ReadError};
 use rill_records::batch::BatchIter;
 
@@ -59,16 +59,6 @@ fn copy_dir(from: &Path, to: &Path) {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
-}
-
-fn active_segment(dir: &Path) -> PathBuf {
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
-    logs.pop().unwrap()
 }
 
 /// Reads everything the log serves, stopping at a storage error; every

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{batch, read_all, slice_bytes, view, without_rewritten};
+use common::{active_segment, batch, read_all, slice_bytes, view, without_rewritten};
 use rill_log::{AppendError, Log, LogConfig, Offset, ReadError, TimestampType};
 
 fn small_config() -> LogConfig {
@@ -524,17 +524,6 @@ fn reserves_blocks(dir: &std::path::Path) -> bool {
     reserved
 }
 
-/// The newest `.log` file in a partition directory.
-fn active_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut logs: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
-    logs.pop().unwrap()
-}
-
 /// A busy active segment reserves blocks ahead of its appends (the file's
 /// length still ends at the last batch); a roll, a clean close and a reopen
 /// after a crash each give them back, and every batch reads back intact.
@@ -554,7 +543,7 @@ fn blocks_reserved_ahead_of_appends_are_given_back() {
     // A segment starts reserving at 8 MiB (an eighth of it is 1 MiB): fill
     // the active one to there, then one more append reserves.
     let fill_to_reserve = |log: &Log| {
-        while std::fs::metadata(active_file(&data)).unwrap().len() < 8 * MIB {
+        while std::fs::metadata(active_segment(&data)).unwrap().len() < 8 * MIB {
             log.append(&b, 0, 5_000).unwrap();
         }
         log.append(&b, 0, 5_000).unwrap();
@@ -566,7 +555,7 @@ fn blocks_reserved_ahead_of_appends_are_given_back() {
 
     let log = Log::open(&data, config.clone()).unwrap();
     fill_to_reserve(&log);
-    let first = active_file(&data);
+    let first = active_segment(&data);
     assert_eq!(
         std::fs::metadata(&first).unwrap().len() % b.len() as u64,
         0,
@@ -583,7 +572,7 @@ fn blocks_reserved_ahead_of_appends_are_given_back() {
     // A crash (drop without close) leaves the new segment's reserve; the
     // reopen gives it back.
     fill_to_reserve(&log);
-    let second = active_file(&data);
+    let second = active_segment(&data);
     assert_ne!(second, first);
     if reserving {
         assert!(allocated_beyond(&second) >= HELD);

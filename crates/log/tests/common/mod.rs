@@ -4,9 +4,21 @@
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 use rill_log::{FileSlice, Log, Offset};
 use rill_records::batch::{BatchIter, BatchView, CRC_COVERAGE_START, CRC_OFFSET};
+
+/// The newest `.log` file in a partition directory: the active segment's.
+pub fn active_segment(dir: &Path) -> PathBuf {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
 
 fn varint(out: &mut Vec<u8>, value: i64) {
     let mut v = ((value << 1) ^ (value >> 63)) as u64;
