@@ -358,7 +358,7 @@ impl Decoder {
     /// Reads an array length and checks that `count` elements of at least
     /// `element_len_min` bytes each (counted as one byte when zero) fit in
     /// what remains, so neither the check nor the allocation can be fooled.
-    #[inline]
+    #[inline(always)]
     fn array_count(
         &mut self,
         nullable: bool,
@@ -408,6 +408,52 @@ impl Decoder {
             Some(count) => self.elements(count, read),
             None => Err(DecodeError::NullNotAllowed(what)),
         }
+    }
+
+    /// An array of structs, each decoded by `read` into an element already
+    /// in the array (see the generator: no element is built elsewhere and
+    /// moved). `array_count` has bounded `count` by the bytes left.
+    #[inline]
+    pub fn array_in_place<T: Default>(
+        &mut self,
+        compact: bool,
+        element_len_min: usize,
+        what: &'static str,
+        read: impl FnMut(&mut Decoder, &mut T) -> Result<(), DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        match self.array_count(false, compact, element_len_min, what)? {
+            Some(count) => self.elements_in_place(count, read),
+            None => Err(DecodeError::NullNotAllowed(what)),
+        }
+    }
+
+    #[inline]
+    pub fn opt_array_in_place<T: Default>(
+        &mut self,
+        nullable: bool,
+        compact: bool,
+        element_len_min: usize,
+        what: &'static str,
+        read: impl FnMut(&mut Decoder, &mut T) -> Result<(), DecodeError>,
+    ) -> Result<Option<Vec<T>>, DecodeError> {
+        match self.array_count(nullable, compact, element_len_min, what)? {
+            Some(count) => self.elements_in_place(count, read).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    #[inline]
+    fn elements_in_place<T: Default>(
+        &mut self,
+        count: usize,
+        mut read: impl FnMut(&mut Decoder, &mut T) -> Result<(), DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        let mut out = Vec::with_capacity(count);
+        out.resize_with(count, T::default);
+        for item in &mut out {
+            read(self, item)?;
+        }
+        Ok(out)
     }
 
     #[inline]

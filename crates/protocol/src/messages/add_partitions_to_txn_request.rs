@@ -75,9 +75,12 @@ impl Decode for AddPartitionsToTxnRequest {
         let flexible = version >= 3;
         dec.enter()?;
         let transactions = if version >= 4 {
-            dec.array(flexible, 14, "Transactions", |dec| {
-                AddPartitionsToTxnTransaction::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                14,
+                "Transactions",
+                |dec, item: &mut AddPartitionsToTxnTransaction| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -89,9 +92,12 @@ impl Decode for AddPartitionsToTxnRequest {
         let v3_and_below_producer_id = if version <= 3 { dec.i64()? } else { 0 };
         let v3_and_below_producer_epoch = if version <= 3 { dec.i16()? } else { 0 };
         let v3_and_below_topics = if version <= 3 {
-            dec.array(flexible, 3, "V3AndBelowTopics", |dec| {
-                AddPartitionsToTxnTopic::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                3,
+                "V3AndBelowTopics",
+                |dec, item: &mut AddPartitionsToTxnTopic| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -172,23 +178,26 @@ impl Encode for AddPartitionsToTxnTransaction {
     }
 }
 
-impl Decode for AddPartitionsToTxnTransaction {
+impl AddPartitionsToTxnTransaction {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let transactional_id = if version >= 4 {
+        self.transactional_id = if version >= 4 {
             dec.string(flexible, "TransactionalId")?
         } else {
             String::new()
         };
-        let producer_id = if version >= 4 { dec.i64()? } else { 0 };
-        let producer_epoch = if version >= 4 { dec.i16()? } else { 0 };
-        let verify_only = if version >= 4 { dec.bool()? } else { false };
-        let topics = if version >= 4 {
-            dec.array(flexible, 3, "Topics", |dec| {
-                AddPartitionsToTxnTopic::decode(dec, version)
-            })?
+        self.producer_id = if version >= 4 { dec.i64()? } else { 0 };
+        self.producer_epoch = if version >= 4 { dec.i16()? } else { 0 };
+        self.verify_only = if version >= 4 { dec.bool()? } else { false };
+        self.topics = if version >= 4 {
+            dec.array_in_place(
+                flexible,
+                3,
+                "Topics",
+                |dec, item: &mut AddPartitionsToTxnTopic| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -198,14 +207,17 @@ impl Decode for AddPartitionsToTxnTransaction {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            verify_only,
-            topics,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AddPartitionsToTxnTransaction {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -241,23 +253,29 @@ impl Encode for AddPartitionsToTxnTopic {
     }
 }
 
-impl Decode for AddPartitionsToTxnTopic {
+impl AddPartitionsToTxnTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let partitions = dec.fixed_array(flexible, "Partitions", i32::from_be_bytes)?;
+        self.name = dec.string(flexible, "Name")?;
+        self.partitions = dec.fixed_array(flexible, "Partitions", i32::from_be_bytes)?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AddPartitionsToTxnTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

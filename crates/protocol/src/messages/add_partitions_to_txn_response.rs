@@ -68,16 +68,22 @@ impl Decode for AddPartitionsToTxnResponse {
         let throttle_time_ms = dec.i32()?;
         let error_code = if version >= 4 { dec.i16()? } else { 0 };
         let results_by_transaction = if version >= 4 {
-            dec.array(flexible, 3, "ResultsByTransaction", |dec| {
-                AddPartitionsToTxnResult::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                3,
+                "ResultsByTransaction",
+                |dec, item: &mut AddPartitionsToTxnResult| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
         let results_by_topic_v3_and_below = if version <= 3 {
-            dec.array(flexible, 3, "ResultsByTopicV3AndBelow", |dec| {
-                AddPartitionsToTxnTopicResult::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                3,
+                "ResultsByTopicV3AndBelow",
+                |dec, item: &mut AddPartitionsToTxnTopicResult| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -138,20 +144,23 @@ impl Encode for AddPartitionsToTxnResult {
     }
 }
 
-impl Decode for AddPartitionsToTxnResult {
+impl AddPartitionsToTxnResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let transactional_id = if version >= 4 {
+        self.transactional_id = if version >= 4 {
             dec.string(flexible, "TransactionalId")?
         } else {
             String::new()
         };
-        let topic_results = if version >= 4 {
-            dec.array(flexible, 3, "TopicResults", |dec| {
-                AddPartitionsToTxnTopicResult::decode(dec, version)
-            })?
+        self.topic_results = if version >= 4 {
+            dec.array_in_place(
+                flexible,
+                3,
+                "TopicResults",
+                |dec, item: &mut AddPartitionsToTxnTopicResult| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -161,11 +170,17 @@ impl Decode for AddPartitionsToTxnResult {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            transactional_id,
-            topic_results,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AddPartitionsToTxnResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -202,26 +217,35 @@ impl Encode for AddPartitionsToTxnTopicResult {
     }
 }
 
-impl Decode for AddPartitionsToTxnTopicResult {
+impl AddPartitionsToTxnTopicResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let results_by_partition = dec.array(flexible, 6, "ResultsByPartition", |dec| {
-            AddPartitionsToTxnPartitionResult::decode(dec, version)
-        })?;
+        self.name = dec.string(flexible, "Name")?;
+        self.results_by_partition = dec.array_in_place(
+            flexible,
+            6,
+            "ResultsByPartition",
+            |dec, item: &mut AddPartitionsToTxnPartitionResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            results_by_partition,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AddPartitionsToTxnTopicResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -254,23 +278,29 @@ impl Encode for AddPartitionsToTxnPartitionResult {
     }
 }
 
-impl Decode for AddPartitionsToTxnPartitionResult {
+impl AddPartitionsToTxnPartitionResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let partition_error_code = dec.i16()?;
+        self.partition_index = dec.i32()?;
+        self.partition_error_code = dec.i16()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            partition_error_code,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AddPartitionsToTxnPartitionResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

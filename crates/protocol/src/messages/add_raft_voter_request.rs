@@ -57,7 +57,9 @@ impl Decode for AddRaftVoterRequest {
         let timeout_ms = dec.i32()?;
         let voter_id = dec.i32()?;
         let voter_directory_id = dec.uuid()?;
-        let listeners = dec.array(true, 5, "Listeners", |dec| Listener::decode(dec, version))?;
+        let listeners = dec.array_in_place(true, 5, "Listeners", |dec, item: &mut Listener| {
+            item.decode_into(dec, version)
+        })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -97,20 +99,25 @@ impl Encode for Listener {
     }
 }
 
-impl Decode for Listener {
+impl Listener {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let name = dec.string(true, "Name")?;
-        let host = dec.string(true, "Host")?;
-        let port = dec.u16()?;
+        self.name = dec.string(true, "Name")?;
+        self.host = dec.string(true, "Host")?;
+        self.port = dec.u16()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            name,
-            host,
-            port,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for Listener {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

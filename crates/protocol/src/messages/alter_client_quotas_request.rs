@@ -39,8 +39,8 @@ impl Decode for AlterClientQuotasRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let entries = dec.array(flexible, 3, "Entries", |dec| {
-            EntryData::decode(dec, version)
+        let entries = dec.array_in_place(flexible, 3, "Entries", |dec, item: &mut EntryData| {
+            item.decode_into(dec, version)
         })?;
         let validate_only = dec.bool()?;
         let unknown_tagged_fields = if flexible {
@@ -88,26 +88,34 @@ impl Encode for EntryData {
     }
 }
 
-impl Decode for EntryData {
+impl EntryData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let entity = dec.array(flexible, 3, "Entity", |dec| {
-            EntityData::decode(dec, version)
+        self.entity = dec.array_in_place(flexible, 3, "Entity", |dec, item: &mut EntityData| {
+            item.decode_into(dec, version)
         })?;
-        let ops = dec.array(flexible, 11, "Ops", |dec| OpData::decode(dec, version))?;
+        self.ops = dec.array_in_place(flexible, 11, "Ops", |dec, item: &mut OpData| {
+            item.decode_into(dec, version)
+        })?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            entity,
-            ops,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for EntryData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -150,24 +158,30 @@ impl Encode for EntityData {
     }
 }
 
-impl Decode for EntityData {
+impl EntityData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let entity_type = dec.string(flexible, "EntityType")?;
-        let entity_name = dec.opt_string(true, flexible, "EntityName")?;
+        self.entity_type = dec.string(flexible, "EntityType")?;
+        self.entity_name = dec.opt_string(true, flexible, "EntityName")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            entity_type,
-            entity_name,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for EntityData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -203,25 +217,30 @@ impl Encode for OpData {
     }
 }
 
-impl Decode for OpData {
+impl OpData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let key = dec.string(flexible, "Key")?;
-        let field_value = dec.f64()?;
-        let remove = dec.bool()?;
+        self.key = dec.string(flexible, "Key")?;
+        self.value = dec.f64()?;
+        self.remove = dec.bool()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            key,
-            value: field_value,
-            remove,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OpData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

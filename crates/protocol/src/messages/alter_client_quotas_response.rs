@@ -40,8 +40,8 @@ impl Decode for AlterClientQuotasResponse {
         let flexible = version >= 1;
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
-        let entries = dec.array(flexible, 5, "Entries", |dec| {
-            EntryData::decode(dec, version)
+        let entries = dec.array_in_place(flexible, 5, "Entries", |dec, item: &mut EntryData| {
+            item.decode_into(dec, version)
         })?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
@@ -107,15 +107,15 @@ impl Encode for EntryData {
     }
 }
 
-impl Decode for EntryData {
+impl EntryData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
-        let entity = dec.array(flexible, 3, "Entity", |dec| {
-            EntityData::decode(dec, version)
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
+        self.entity = dec.array_in_place(flexible, 3, "Entity", |dec, item: &mut EntityData| {
+            item.decode_into(dec, version)
         })?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
@@ -123,12 +123,17 @@ impl Decode for EntryData {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            error_code,
-            error_message,
-            entity,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for EntryData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -171,23 +176,29 @@ impl Encode for EntityData {
     }
 }
 
-impl Decode for EntityData {
+impl EntityData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let entity_type = dec.string(flexible, "EntityType")?;
-        let entity_name = dec.opt_string(true, flexible, "EntityName")?;
+        self.entity_type = dec.string(flexible, "EntityType")?;
+        self.entity_name = dec.opt_string(true, flexible, "EntityName")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            entity_type,
-            entity_name,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for EntityData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

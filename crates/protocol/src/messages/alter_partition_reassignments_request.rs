@@ -41,9 +41,10 @@ impl Decode for AlterPartitionReassignmentsRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let timeout_ms = dec.i32()?;
-        let topics = dec.array(true, 3, "Topics", |dec| {
-            ReassignableTopic::decode(dec, version)
-        })?;
+        let topics =
+            dec.array_in_place(true, 3, "Topics", |dec, item: &mut ReassignableTopic| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -79,21 +80,30 @@ impl Encode for ReassignableTopic {
     }
 }
 
+impl ReassignableTopic {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.name = dec.string(true, "Name")?;
+        self.partitions = dec.array_in_place(
+            true,
+            6,
+            "Partitions",
+            |dec, item: &mut ReassignablePartition| item.decode_into(dec, version),
+        )?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for ReassignableTopic {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let name = dec.string(true, "Name")?;
-        let partitions = dec.array(true, 6, "Partitions", |dec| {
-            ReassignablePartition::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -129,18 +139,24 @@ impl Encode for ReassignablePartition {
     }
 }
 
-impl Decode for ReassignablePartition {
+impl ReassignablePartition {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let replicas = dec.opt_fixed_array(true, true, "Replicas", i32::from_be_bytes)?;
+        self.partition_index = dec.i32()?;
+        self.replicas = dec.opt_fixed_array(true, true, "Replicas", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            partition_index,
-            replicas,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ReassignablePartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -51,9 +51,12 @@ impl Decode for AlterPartitionReassignmentsResponse {
         let throttle_time_ms = dec.i32()?;
         let error_code = dec.i16()?;
         let error_message = dec.opt_string(true, true, "ErrorMessage")?;
-        let responses = dec.array(true, 3, "Responses", |dec| {
-            ReassignableTopicResponse::decode(dec, version)
-        })?;
+        let responses = dec.array_in_place(
+            true,
+            3,
+            "Responses",
+            |dec, item: &mut ReassignableTopicResponse| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -91,21 +94,30 @@ impl Encode for ReassignableTopicResponse {
     }
 }
 
+impl ReassignableTopicResponse {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.name = dec.string(true, "Name")?;
+        self.partitions = dec.array_in_place(
+            true,
+            8,
+            "Partitions",
+            |dec, item: &mut ReassignablePartitionResponse| item.decode_into(dec, version),
+        )?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for ReassignableTopicResponse {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let name = dec.string(true, "Name")?;
-        let partitions = dec.array(true, 8, "Partitions", |dec| {
-            ReassignablePartitionResponse::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -146,20 +158,25 @@ impl Encode for ReassignablePartitionResponse {
     }
 }
 
-impl Decode for ReassignablePartitionResponse {
+impl ReassignablePartitionResponse {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, true, "ErrorMessage")?;
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, true, "ErrorMessage")?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            partition_index,
-            error_code,
-            error_message,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ReassignablePartitionResponse {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

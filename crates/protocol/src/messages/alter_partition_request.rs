@@ -47,7 +47,9 @@ impl Decode for AlterPartitionRequest {
         dec.enter()?;
         let broker_id = dec.i32()?;
         let broker_epoch = dec.i64()?;
-        let topics = dec.array(true, 3, "Topics", |dec| TopicData::decode(dec, version))?;
+        let topics = dec.array_in_place(true, 3, "Topics", |dec, item: &mut TopicData| {
+            item.decode_into(dec, version)
+        })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -95,31 +97,37 @@ impl Encode for TopicData {
     }
 }
 
-impl Decode for TopicData {
+impl TopicData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let topic_name = if version <= 1 {
+        self.topic_name = if version <= 1 {
             dec.string(true, "TopicName")?
         } else {
             String::new()
         };
-        let topic_id = if version >= 2 {
+        self.topic_id = if version >= 2 {
             dec.uuid()?
         } else {
             Uuid::ZERO
         };
-        let partitions = dec.array(true, 14, "Partitions", |dec| {
-            PartitionData::decode(dec, version)
-        })?;
+        self.partitions =
+            dec.array_in_place(true, 14, "Partitions", |dec, item: &mut PartitionData| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            topic_name,
-            topic_id,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TopicData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -177,37 +185,42 @@ impl Encode for PartitionData {
     }
 }
 
-impl Decode for PartitionData {
+impl PartitionData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let leader_epoch = dec.i32()?;
-        let new_isr = if version <= 2 {
+        self.partition_index = dec.i32()?;
+        self.leader_epoch = dec.i32()?;
+        self.new_isr = if version <= 2 {
             dec.fixed_array(true, "NewIsr", i32::from_be_bytes)?
         } else {
             InlineVec::new()
         };
-        let new_isr_with_epochs = if version >= 3 {
-            dec.array(true, 13, "NewIsrWithEpochs", |dec| {
-                BrokerState::decode(dec, version)
-            })?
+        self.new_isr_with_epochs = if version >= 3 {
+            dec.array_in_place(
+                true,
+                13,
+                "NewIsrWithEpochs",
+                |dec, item: &mut BrokerState| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
-        let leader_recovery_state = if version >= 1 { dec.i8()? } else { 0 };
-        let partition_epoch = dec.i32()?;
+        self.leader_recovery_state = if version >= 1 { dec.i8()? } else { 0 };
+        self.partition_epoch = dec.i32()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            partition_index,
-            leader_epoch,
-            new_isr,
-            new_isr_with_epochs,
-            leader_recovery_state,
-            partition_epoch,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for PartitionData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -252,18 +265,24 @@ impl Encode for BrokerState {
     }
 }
 
+impl BrokerState {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.broker_id = if version >= 3 { dec.i32()? } else { 0 };
+        self.broker_epoch = if version >= 3 { dec.i64()? } else { -1 };
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for BrokerState {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let broker_id = if version >= 3 { dec.i32()? } else { 0 };
-        let broker_epoch = if version >= 3 { dec.i64()? } else { -1 };
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            broker_id,
-            broker_epoch,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

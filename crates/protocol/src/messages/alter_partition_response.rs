@@ -36,7 +36,9 @@ impl Decode for AlterPartitionResponse {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
         let error_code = dec.i16()?;
-        let topics = dec.array(true, 3, "Topics", |dec| TopicData::decode(dec, version))?;
+        let topics = dec.array_in_place(true, 3, "Topics", |dec, item: &mut TopicData| {
+            item.decode_into(dec, version)
+        })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -84,31 +86,37 @@ impl Encode for TopicData {
     }
 }
 
-impl Decode for TopicData {
+impl TopicData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let topic_name = if version <= 1 {
+        self.topic_name = if version <= 1 {
             dec.string(true, "TopicName")?
         } else {
             String::new()
         };
-        let topic_id = if version >= 2 {
+        self.topic_id = if version >= 2 {
             dec.uuid()?
         } else {
             Uuid::ZERO
         };
-        let partitions = dec.array(true, 20, "Partitions", |dec| {
-            PartitionData::decode(dec, version)
-        })?;
+        self.partitions =
+            dec.array_in_place(true, 20, "Partitions", |dec, item: &mut PartitionData| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            topic_name,
-            topic_id,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TopicData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -157,28 +165,29 @@ impl Encode for PartitionData {
     }
 }
 
+impl PartitionData {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
+        self.leader_id = dec.i32()?;
+        self.leader_epoch = dec.i32()?;
+        self.isr = dec.fixed_array(true, "Isr", i32::from_be_bytes)?;
+        self.leader_recovery_state = if version >= 1 { dec.i8()? } else { 0 };
+        self.partition_epoch = dec.i32()?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for PartitionData {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
-        let leader_id = dec.i32()?;
-        let leader_epoch = dec.i32()?;
-        let isr = dec.fixed_array(true, "Isr", i32::from_be_bytes)?;
-        let leader_recovery_state = if version >= 1 { dec.i8()? } else { 0 };
-        let partition_epoch = dec.i32()?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            partition_index,
-            error_code,
-            leader_id,
-            leader_epoch,
-            isr,
-            leader_recovery_state,
-            partition_epoch,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

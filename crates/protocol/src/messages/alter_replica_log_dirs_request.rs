@@ -34,9 +34,10 @@ impl Decode for AlterReplicaLogDirsRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let dirs = dec.array(flexible, 3, "Dirs", |dec| {
-            AlterReplicaLogDir::decode(dec, version)
-        })?;
+        let dirs =
+            dec.array_in_place(flexible, 3, "Dirs", |dec, item: &mut AlterReplicaLogDir| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -81,26 +82,35 @@ impl Encode for AlterReplicaLogDir {
     }
 }
 
-impl Decode for AlterReplicaLogDir {
+impl AlterReplicaLogDir {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let path = dec.string(flexible, "Path")?;
-        let topics = dec.array(flexible, 3, "Topics", |dec| {
-            AlterReplicaLogDirTopic::decode(dec, version)
-        })?;
+        self.path = dec.string(flexible, "Path")?;
+        self.topics = dec.array_in_place(
+            flexible,
+            3,
+            "Topics",
+            |dec, item: &mut AlterReplicaLogDirTopic| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            path,
-            topics,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AlterReplicaLogDir {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -136,23 +146,29 @@ impl Encode for AlterReplicaLogDirTopic {
     }
 }
 
-impl Decode for AlterReplicaLogDirTopic {
+impl AlterReplicaLogDirTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let partitions = dec.fixed_array(flexible, "Partitions", i32::from_be_bytes)?;
+        self.name = dec.string(flexible, "Name")?;
+        self.partitions = dec.fixed_array(flexible, "Partitions", i32::from_be_bytes)?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AlterReplicaLogDirTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -40,9 +40,12 @@ impl Decode for AlterReplicaLogDirsResponse {
         let flexible = version >= 2;
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
-        let results = dec.array(flexible, 3, "Results", |dec| {
-            AlterReplicaLogDirTopicResult::decode(dec, version)
-        })?;
+        let results = dec.array_in_place(
+            flexible,
+            3,
+            "Results",
+            |dec, item: &mut AlterReplicaLogDirTopicResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -88,26 +91,35 @@ impl Encode for AlterReplicaLogDirTopicResult {
     }
 }
 
-impl Decode for AlterReplicaLogDirTopicResult {
+impl AlterReplicaLogDirTopicResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let topic_name = dec.string(flexible, "TopicName")?;
-        let partitions = dec.array(flexible, 6, "Partitions", |dec| {
-            AlterReplicaLogDirPartitionResult::decode(dec, version)
-        })?;
+        self.topic_name = dec.string(flexible, "TopicName")?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            6,
+            "Partitions",
+            |dec, item: &mut AlterReplicaLogDirPartitionResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic_name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AlterReplicaLogDirTopicResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -140,23 +152,29 @@ impl Encode for AlterReplicaLogDirPartitionResult {
     }
 }
 
-impl Decode for AlterReplicaLogDirPartitionResult {
+impl AlterReplicaLogDirPartitionResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            error_code,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AlterReplicaLogDirPartitionResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

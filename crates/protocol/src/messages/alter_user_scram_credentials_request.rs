@@ -34,12 +34,18 @@ impl Encode for AlterUserScramCredentialsRequest {
 impl Decode for AlterUserScramCredentialsRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
-        let deletions = dec.array(true, 3, "Deletions", |dec| {
-            ScramCredentialDeletion::decode(dec, version)
-        })?;
-        let upsertions = dec.array(true, 9, "Upsertions", |dec| {
-            ScramCredentialUpsertion::decode(dec, version)
-        })?;
+        let deletions = dec.array_in_place(
+            true,
+            3,
+            "Deletions",
+            |dec, item: &mut ScramCredentialDeletion| item.decode_into(dec, version),
+        )?;
+        let upsertions = dec.array_in_place(
+            true,
+            9,
+            "Upsertions",
+            |dec, item: &mut ScramCredentialUpsertion| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -73,19 +79,25 @@ impl Encode for ScramCredentialDeletion {
     }
 }
 
-impl Decode for ScramCredentialDeletion {
+impl ScramCredentialDeletion {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let name = dec.string(true, "Name")?;
-        let mechanism = dec.i8()?;
+        self.name = dec.string(true, "Name")?;
+        self.mechanism = dec.i8()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            name,
-            mechanism,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ScramCredentialDeletion {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -121,24 +133,27 @@ impl Encode for ScramCredentialUpsertion {
     }
 }
 
-impl Decode for ScramCredentialUpsertion {
+impl ScramCredentialUpsertion {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let name = dec.string(true, "Name")?;
-        let mechanism = dec.i8()?;
-        let iterations = dec.i32()?;
-        let salt = dec.bytes(true, "Salt")?;
-        let salted_password = dec.bytes(true, "SaltedPassword")?;
+        self.name = dec.string(true, "Name")?;
+        self.mechanism = dec.i8()?;
+        self.iterations = dec.i32()?;
+        self.salt = dec.bytes(true, "Salt")?;
+        self.salted_password = dec.bytes(true, "SaltedPassword")?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            name,
-            mechanism,
-            iterations,
-            salt,
-            salted_password,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ScramCredentialUpsertion {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

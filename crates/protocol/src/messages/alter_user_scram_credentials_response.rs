@@ -31,9 +31,12 @@ impl Decode for AlterUserScramCredentialsResponse {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
-        let results = dec.array(true, 5, "Results", |dec| {
-            AlterUserScramCredentialsResult::decode(dec, version)
-        })?;
+        let results = dec.array_in_place(
+            true,
+            5,
+            "Results",
+            |dec, item: &mut AlterUserScramCredentialsResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -81,20 +84,25 @@ impl Encode for AlterUserScramCredentialsResult {
     }
 }
 
-impl Decode for AlterUserScramCredentialsResult {
+impl AlterUserScramCredentialsResult {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let user = dec.string(true, "User")?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, true, "ErrorMessage")?;
+        self.user = dec.string(true, "User")?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, true, "ErrorMessage")?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            user,
-            error_code,
-            error_message,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AlterUserScramCredentialsResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -140,9 +140,10 @@ impl Decode for ApiVersionsResponse {
         let flexible = version >= 3;
         dec.enter()?;
         let error_code = dec.i16()?;
-        let api_keys = dec.array(flexible, 6, "ApiKeys", |dec| {
-            ApiVersion::decode(dec, version)
-        })?;
+        let api_keys =
+            dec.array_in_place(flexible, 6, "ApiKeys", |dec, item: &mut ApiVersion| {
+                item.decode_into(dec, version)
+            })?;
         let throttle_time_ms = if version >= 1 { dec.i32()? } else { 0 };
         let mut supported_features = Vec::new();
         let mut finalized_features_epoch = -1;
@@ -151,9 +152,12 @@ impl Decode for ApiVersionsResponse {
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|tag, dec| match tag {
                 0 if version >= 3 => {
-                    supported_features = dec.array(flexible, 6, "SupportedFeatures", |dec| {
-                        SupportedFeatureKey::decode(dec, version)
-                    })?;
+                    supported_features = dec.array_in_place(
+                        flexible,
+                        6,
+                        "SupportedFeatures",
+                        |dec, item: &mut SupportedFeatureKey| item.decode_into(dec, version),
+                    )?;
                     Ok(true)
                 }
                 1 if version >= 3 => {
@@ -161,9 +165,12 @@ impl Decode for ApiVersionsResponse {
                     Ok(true)
                 }
                 2 if version >= 3 => {
-                    finalized_features = dec.array(flexible, 6, "FinalizedFeatures", |dec| {
-                        FinalizedFeatureKey::decode(dec, version)
-                    })?;
+                    finalized_features = dec.array_in_place(
+                        flexible,
+                        6,
+                        "FinalizedFeatures",
+                        |dec, item: &mut FinalizedFeatureKey| item.decode_into(dec, version),
+                    )?;
                     Ok(true)
                 }
                 3 if version >= 3 => {
@@ -221,26 +228,31 @@ impl Encode for ApiVersion {
     }
 }
 
-impl Decode for ApiVersion {
+impl ApiVersion {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let api_key = dec.i16()?;
-        let min_version = dec.i16()?;
-        let max_version = dec.i16()?;
+        self.api_key = dec.i16()?;
+        self.min_version = dec.i16()?;
+        self.max_version = dec.i16()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            api_key,
-            min_version,
-            max_version,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ApiVersion {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -288,30 +300,35 @@ impl Encode for SupportedFeatureKey {
     }
 }
 
-impl Decode for SupportedFeatureKey {
+impl SupportedFeatureKey {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let name = if version >= 3 {
+        self.name = if version >= 3 {
             dec.string(flexible, "Name")?
         } else {
             String::new()
         };
-        let min_version = if version >= 3 { dec.i16()? } else { 0 };
-        let max_version = if version >= 3 { dec.i16()? } else { 0 };
+        self.min_version = if version >= 3 { dec.i16()? } else { 0 };
+        self.max_version = if version >= 3 { dec.i16()? } else { 0 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            min_version,
-            max_version,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for SupportedFeatureKey {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -359,29 +376,34 @@ impl Encode for FinalizedFeatureKey {
     }
 }
 
-impl Decode for FinalizedFeatureKey {
+impl FinalizedFeatureKey {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let name = if version >= 3 {
+        self.name = if version >= 3 {
             dec.string(flexible, "Name")?
         } else {
             String::new()
         };
-        let max_version_level = if version >= 3 { dec.i16()? } else { 0 };
-        let min_version_level = if version >= 3 { dec.i16()? } else { 0 };
+        self.max_version_level = if version >= 3 { dec.i16()? } else { 0 };
+        self.min_version_level = if version >= 3 { dec.i16()? } else { 0 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            max_version_level,
-            min_version_level,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for FinalizedFeatureKey {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -38,9 +38,10 @@ impl Decode for AssignReplicasToDirsResponse {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
         let error_code = dec.i16()?;
-        let directories = dec.array(true, 18, "Directories", |dec| {
-            DirectoryData::decode(dec, version)
-        })?;
+        let directories =
+            dec.array_in_place(true, 18, "Directories", |dec, item: &mut DirectoryData| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -75,19 +76,27 @@ impl Encode for DirectoryData {
     }
 }
 
+impl DirectoryData {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.id = dec.uuid()?;
+        self.topics = dec.array_in_place(true, 18, "Topics", |dec, item: &mut TopicData| {
+            item.decode_into(dec, version)
+        })?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for DirectoryData {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let id = dec.uuid()?;
-        let topics = dec.array(true, 18, "Topics", |dec| TopicData::decode(dec, version))?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            id,
-            topics,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -116,21 +125,28 @@ impl Encode for TopicData {
     }
 }
 
+impl TopicData {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.topic_id = dec.uuid()?;
+        self.partitions =
+            dec.array_in_place(true, 7, "Partitions", |dec, item: &mut PartitionData| {
+                item.decode_into(dec, version)
+            })?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for TopicData {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let topic_id = dec.uuid()?;
-        let partitions = dec.array(true, 7, "Partitions", |dec| {
-            PartitionData::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            topic_id,
-            partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -157,18 +173,24 @@ impl Encode for PartitionData {
     }
 }
 
-impl Decode for PartitionData {
+impl PartitionData {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            partition_index,
-            error_code,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for PartitionData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -31,9 +31,12 @@ impl Encode for ConsumerProtocolAssignment {
 impl Decode for ConsumerProtocolAssignment {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
-        let assigned_partitions = dec.array(false, 6, "AssignedPartitions", |dec| {
-            TopicPartition::decode(dec, version)
-        })?;
+        let assigned_partitions = dec.array_in_place(
+            false,
+            6,
+            "AssignedPartitions",
+            |dec, item: &mut TopicPartition| item.decode_into(dec, version),
+        )?;
         let user_data = dec.opt_bytes(true, false, "UserData")?;
         dec.leave();
         Ok(Self {
@@ -66,13 +69,22 @@ impl Encode for TopicPartition {
     }
 }
 
+impl TopicPartition {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.topic = dec.string(false, "Topic")?;
+        self.partitions = dec.fixed_array(false, "Partitions", i32::from_be_bytes)?;
+        dec.leave();
+        Ok(())
+    }
+}
+
 impl Decode for TopicPartition {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let topic = dec.string(false, "Topic")?;
-        let partitions = dec.fixed_array(false, "Partitions", i32::from_be_bytes)?;
-        dec.leave();
-        Ok(Self { topic, partitions })
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -69,9 +69,12 @@ impl Decode for ConsumerProtocolSubscription {
         let topics = dec.array(false, 2, "Topics", |dec| dec.string(false, "Topics"))?;
         let user_data = dec.opt_bytes(true, false, "UserData")?;
         let owned_partitions = if version >= 1 {
-            dec.array(false, 6, "OwnedPartitions", |dec| {
-                TopicPartition::decode(dec, version)
-            })?
+            dec.array_in_place(
+                false,
+                6,
+                "OwnedPartitions",
+                |dec, item: &mut TopicPartition| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -123,21 +126,30 @@ impl Encode for TopicPartition {
     }
 }
 
-impl Decode for TopicPartition {
+impl TopicPartition {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let topic = if version >= 1 {
+        self.topic = if version >= 1 {
             dec.string(false, "Topic")?
         } else {
             String::new()
         };
-        let partitions = if version >= 1 {
+        self.partitions = if version >= 1 {
             dec.fixed_array(false, "Partitions", i32::from_be_bytes)?
         } else {
             InlineVec::new()
         };
         dec.leave();
-        Ok(Self { topic, partitions })
+        Ok(())
+    }
+}
+
+impl Decode for TopicPartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

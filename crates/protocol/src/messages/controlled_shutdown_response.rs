@@ -42,9 +42,12 @@ impl Decode for ControlledShutdownResponse {
         let flexible = version >= 3;
         dec.enter()?;
         let error_code = dec.i16()?;
-        let remaining_partitions = dec.array(flexible, 6, "RemainingPartitions", |dec| {
-            RemainingPartition::decode(dec, version)
-        })?;
+        let remaining_partitions = dec.array_in_place(
+            flexible,
+            6,
+            "RemainingPartitions",
+            |dec, item: &mut RemainingPartition| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -88,23 +91,29 @@ impl Encode for RemainingPartition {
     }
 }
 
-impl Decode for RemainingPartition {
+impl RemainingPartition {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let topic_name = dec.string(flexible, "TopicName")?;
-        let partition_index = dec.i32()?;
+        self.topic_name = dec.string(flexible, "TopicName")?;
+        self.partition_index = dec.i32()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic_name,
-            partition_index,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for RemainingPartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -43,8 +43,12 @@ impl Decode for ControllerRegistrationRequest {
         let controller_id = dec.i32()?;
         let incarnation_id = dec.uuid()?;
         let zk_migration_ready = dec.bool()?;
-        let listeners = dec.array(true, 7, "Listeners", |dec| Listener::decode(dec, version))?;
-        let features = dec.array(true, 6, "Features", |dec| Feature::decode(dec, version))?;
+        let listeners = dec.array_in_place(true, 7, "Listeners", |dec, item: &mut Listener| {
+            item.decode_into(dec, version)
+        })?;
+        let features = dec.array_in_place(true, 6, "Features", |dec, item: &mut Feature| {
+            item.decode_into(dec, version)
+        })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -87,23 +91,27 @@ impl Encode for Listener {
     }
 }
 
-impl Decode for Listener {
+impl Listener {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let name = dec.string(true, "Name")?;
-        let host = dec.string(true, "Host")?;
-        let port = dec.u16()?;
-        let security_protocol = dec.i16()?;
+        self.name = dec.string(true, "Name")?;
+        self.host = dec.string(true, "Host")?;
+        self.port = dec.u16()?;
+        self.security_protocol = dec.i16()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            name,
-            host,
-            port,
-            security_protocol,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for Listener {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -133,20 +141,25 @@ impl Encode for Feature {
     }
 }
 
-impl Decode for Feature {
+impl Feature {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let name = dec.string(true, "Name")?;
-        let min_supported_version = dec.i16()?;
-        let max_supported_version = dec.i16()?;
+        self.name = dec.string(true, "Name")?;
+        self.min_supported_version = dec.i16()?;
+        self.max_supported_version = dec.i16()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            name,
-            min_supported_version,
-            max_supported_version,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for Feature {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

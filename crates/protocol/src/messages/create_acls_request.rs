@@ -36,9 +36,10 @@ impl Decode for CreateAclsRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let creations = dec.array(flexible, 8, "Creations", |dec| {
-            AclCreation::decode(dec, version)
-        })?;
+        let creations =
+            dec.array_in_place(flexible, 8, "Creations", |dec, item: &mut AclCreation| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -115,33 +116,34 @@ impl Encode for AclCreation {
     }
 }
 
-impl Decode for AclCreation {
+impl AclCreation {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let resource_type = dec.i8()?;
-        let resource_name = dec.string(flexible, "ResourceName")?;
-        let resource_pattern_type = if version >= 1 { dec.i8()? } else { 3 };
-        let principal = dec.string(flexible, "Principal")?;
-        let host = dec.string(flexible, "Host")?;
-        let operation = dec.i8()?;
-        let permission_type = dec.i8()?;
+        self.resource_type = dec.i8()?;
+        self.resource_name = dec.string(flexible, "ResourceName")?;
+        self.resource_pattern_type = if version >= 1 { dec.i8()? } else { 3 };
+        self.principal = dec.string(flexible, "Principal")?;
+        self.host = dec.string(flexible, "Host")?;
+        self.operation = dec.i8()?;
+        self.permission_type = dec.i8()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            resource_type,
-            resource_name,
-            resource_pattern_type,
-            principal,
-            host,
-            operation,
-            permission_type,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AclCreation {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

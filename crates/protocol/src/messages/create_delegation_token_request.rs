@@ -85,9 +85,12 @@ impl Decode for CreateDelegationTokenRequest {
         } else {
             Some(String::new())
         };
-        let renewers = dec.array(flexible, 3, "Renewers", |dec| {
-            CreatableRenewers::decode(dec, version)
-        })?;
+        let renewers = dec.array_in_place(
+            flexible,
+            3,
+            "Renewers",
+            |dec, item: &mut CreatableRenewers| item.decode_into(dec, version),
+        )?;
         let max_lifetime_ms = dec.i64()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
@@ -134,23 +137,29 @@ impl Encode for CreatableRenewers {
     }
 }
 
-impl Decode for CreatableRenewers {
+impl CreatableRenewers {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let principal_type = dec.string(flexible, "PrincipalType")?;
-        let principal_name = dec.string(flexible, "PrincipalName")?;
+        self.principal_type = dec.string(flexible, "PrincipalType")?;
+        self.principal_name = dec.string(flexible, "PrincipalName")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            principal_type,
-            principal_name,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for CreatableRenewers {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -42,9 +42,12 @@ impl Decode for CreatePartitionsRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let topics = dec.array(flexible, 7, "Topics", |dec| {
-            CreatePartitionsTopic::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            flexible,
+            7,
+            "Topics",
+            |dec, item: &mut CreatePartitionsTopic| item.decode_into(dec, version),
+        )?;
         let timeout_ms = dec.i32()?;
         let validate_only = dec.bool()?;
         let unknown_tagged_fields = if flexible {
@@ -113,28 +116,37 @@ impl Encode for CreatePartitionsTopic {
     }
 }
 
-impl Decode for CreatePartitionsTopic {
+impl CreatePartitionsTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let count = dec.i32()?;
-        let assignments = dec.opt_array(true, flexible, 2, "Assignments", |dec| {
-            CreatePartitionsAssignment::decode(dec, version)
-        })?;
+        self.name = dec.string(flexible, "Name")?;
+        self.count = dec.i32()?;
+        self.assignments = dec.opt_array_in_place(
+            true,
+            flexible,
+            2,
+            "Assignments",
+            |dec, item: &mut CreatePartitionsAssignment| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            count,
-            assignments,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for CreatePartitionsTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -167,21 +179,28 @@ impl Encode for CreatePartitionsAssignment {
     }
 }
 
-impl Decode for CreatePartitionsAssignment {
+impl CreatePartitionsAssignment {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let broker_ids = dec.fixed_array(flexible, "BrokerIds", i32::from_be_bytes)?;
+        self.broker_ids = dec.fixed_array(flexible, "BrokerIds", i32::from_be_bytes)?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            broker_ids,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for CreatePartitionsAssignment {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -40,9 +40,12 @@ impl Decode for CreatePartitionsResponse {
         let flexible = version >= 2;
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
-        let results = dec.array(flexible, 5, "Results", |dec| {
-            CreatePartitionsTopicResult::decode(dec, version)
-        })?;
+        let results = dec.array_in_place(
+            flexible,
+            5,
+            "Results",
+            |dec, item: &mut CreatePartitionsTopicResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -94,25 +97,30 @@ impl Encode for CreatePartitionsTopicResult {
     }
 }
 
-impl Decode for CreatePartitionsTopicResult {
+impl CreatePartitionsTopicResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
+        self.name = dec.string(flexible, "Name")?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            error_code,
-            error_message,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for CreatePartitionsTopicResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -57,9 +57,10 @@ impl Decode for CreateTopicsRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;
-        let topics = dec.array(flexible, 10, "Topics", |dec| {
-            CreatableTopic::decode(dec, version)
-        })?;
+        let topics =
+            dec.array_in_place(flexible, 10, "Topics", |dec, item: &mut CreatableTopic| {
+                item.decode_into(dec, version)
+            })?;
         let timeout_ms = dec.i32()?;
         let validate_only = if version >= 1 { dec.bool()? } else { false };
         let unknown_tagged_fields = if flexible {
@@ -121,34 +122,43 @@ impl Encode for CreatableTopic {
     }
 }
 
-impl Decode for CreatableTopic {
+impl CreatableTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let num_partitions = dec.i32()?;
-        let replication_factor = dec.i16()?;
-        let assignments = dec.array(flexible, 6, "Assignments", |dec| {
-            CreatableReplicaAssignment::decode(dec, version)
-        })?;
-        let configs = dec.array(flexible, 3, "Configs", |dec| {
-            CreatableTopicConfig::decode(dec, version)
-        })?;
+        self.name = dec.string(flexible, "Name")?;
+        self.num_partitions = dec.i32()?;
+        self.replication_factor = dec.i16()?;
+        self.assignments = dec.array_in_place(
+            flexible,
+            6,
+            "Assignments",
+            |dec, item: &mut CreatableReplicaAssignment| item.decode_into(dec, version),
+        )?;
+        self.configs = dec.array_in_place(
+            flexible,
+            3,
+            "Configs",
+            |dec, item: &mut CreatableTopicConfig| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            num_partitions,
-            replication_factor,
-            assignments,
-            configs,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for CreatableTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -184,24 +194,30 @@ impl Encode for CreatableReplicaAssignment {
     }
 }
 
-impl Decode for CreatableReplicaAssignment {
+impl CreatableReplicaAssignment {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let broker_ids = dec.fixed_array(flexible, "BrokerIds", i32::from_be_bytes)?;
+        self.partition_index = dec.i32()?;
+        self.broker_ids = dec.fixed_array(flexible, "BrokerIds", i32::from_be_bytes)?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            broker_ids,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for CreatableReplicaAssignment {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -244,23 +260,29 @@ impl Encode for CreatableTopicConfig {
     }
 }
 
-impl Decode for CreatableTopicConfig {
+impl CreatableTopicConfig {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let field_value = dec.opt_string(true, flexible, "Value")?;
+        self.name = dec.string(flexible, "Name")?;
+        self.value = dec.opt_string(true, flexible, "Value")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            value: field_value,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for CreatableTopicConfig {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -45,9 +45,12 @@ impl Decode for CreateTopicsResponse {
         let flexible = version >= 5;
         dec.enter()?;
         let throttle_time_ms = if version >= 2 { dec.i32()? } else { 0 };
-        let topics = dec.array(flexible, 4, "Topics", |dec| {
-            CreatableTopicResult::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            flexible,
+            4,
+            "Topics",
+            |dec, item: &mut CreatableTopicResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -170,29 +173,33 @@ impl Encode for CreatableTopicResult {
     }
 }
 
-impl Decode for CreatableTopicResult {
+impl CreatableTopicResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let topic_id = if version >= 7 {
+        self.name = dec.string(flexible, "Name")?;
+        self.topic_id = if version >= 7 {
             dec.uuid()?
         } else {
             Uuid::ZERO
         };
-        let error_code = dec.i16()?;
-        let error_message = if version >= 1 {
+        self.error_code = dec.i16()?;
+        self.error_message = if version >= 1 {
             dec.opt_string(true, flexible, "ErrorMessage")?
         } else {
             Some(String::new())
         };
-        let num_partitions = if version >= 5 { dec.i32()? } else { -1 };
-        let replication_factor = if version >= 5 { dec.i16()? } else { -1 };
-        let configs = if version >= 5 {
-            dec.opt_array(version >= 5, flexible, 6, "Configs", |dec| {
-                CreatableTopicConfigs::decode(dec, version)
-            })?
+        self.num_partitions = if version >= 5 { dec.i32()? } else { -1 };
+        self.replication_factor = if version >= 5 { dec.i16()? } else { -1 };
+        self.configs = if version >= 5 {
+            dec.opt_array_in_place(
+                version >= 5,
+                flexible,
+                6,
+                "Configs",
+                |dec, item: &mut CreatableTopicConfigs| item.decode_into(dec, version),
+            )?
         } else {
             Some(Vec::new())
         };
@@ -209,17 +216,18 @@ impl Decode for CreatableTopicResult {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            topic_id,
-            error_code,
-            error_message,
-            topic_config_error_code,
-            num_partitions,
-            replication_factor,
-            configs,
-            unknown_tagged_fields,
-        })
+        self.topic_config_error_code = topic_config_error_code;
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for CreatableTopicResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -294,37 +302,40 @@ impl Encode for CreatableTopicConfigs {
     }
 }
 
-impl Decode for CreatableTopicConfigs {
+impl CreatableTopicConfigs {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;
-        let name = if version >= 5 {
+        self.name = if version >= 5 {
             dec.string(flexible, "Name")?
         } else {
             String::new()
         };
-        let field_value = if version >= 5 {
+        self.value = if version >= 5 {
             dec.opt_string(version >= 5, flexible, "Value")?
         } else {
             Some(String::new())
         };
-        let read_only = if version >= 5 { dec.bool()? } else { false };
-        let config_source = if version >= 5 { dec.i8()? } else { -1 };
-        let is_sensitive = if version >= 5 { dec.bool()? } else { false };
+        self.read_only = if version >= 5 { dec.bool()? } else { false };
+        self.config_source = if version >= 5 { dec.i8()? } else { -1 };
+        self.is_sensitive = if version >= 5 { dec.bool()? } else { false };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            value: field_value,
-            read_only,
-            config_source,
-            is_sensitive,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for CreatableTopicConfigs {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

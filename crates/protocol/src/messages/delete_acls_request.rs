@@ -36,9 +36,12 @@ impl Decode for DeleteAclsRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let filters = dec.array(flexible, 8, "Filters", |dec| {
-            DeleteAclsFilter::decode(dec, version)
-        })?;
+        let filters = dec.array_in_place(
+            flexible,
+            8,
+            "Filters",
+            |dec, item: &mut DeleteAclsFilter| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -125,33 +128,34 @@ impl Encode for DeleteAclsFilter {
     }
 }
 
-impl Decode for DeleteAclsFilter {
+impl DeleteAclsFilter {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let resource_type_filter = dec.i8()?;
-        let resource_name_filter = dec.opt_string(true, flexible, "ResourceNameFilter")?;
-        let pattern_type_filter = if version >= 1 { dec.i8()? } else { 3 };
-        let principal_filter = dec.opt_string(true, flexible, "PrincipalFilter")?;
-        let host_filter = dec.opt_string(true, flexible, "HostFilter")?;
-        let operation = dec.i8()?;
-        let permission_type = dec.i8()?;
+        self.resource_type_filter = dec.i8()?;
+        self.resource_name_filter = dec.opt_string(true, flexible, "ResourceNameFilter")?;
+        self.pattern_type_filter = if version >= 1 { dec.i8()? } else { 3 };
+        self.principal_filter = dec.opt_string(true, flexible, "PrincipalFilter")?;
+        self.host_filter = dec.opt_string(true, flexible, "HostFilter")?;
+        self.operation = dec.i8()?;
+        self.permission_type = dec.i8()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            resource_type_filter,
-            resource_name_filter,
-            pattern_type_filter,
-            principal_filter,
-            host_filter,
-            operation,
-            permission_type,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DeleteAclsFilter {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -42,9 +42,12 @@ impl Decode for DeleteAclsResponse {
         let flexible = version >= 2;
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
-        let filter_results = dec.array(flexible, 5, "FilterResults", |dec| {
-            DeleteAclsFilterResult::decode(dec, version)
-        })?;
+        let filter_results = dec.array_in_place(
+            flexible,
+            5,
+            "FilterResults",
+            |dec, item: &mut DeleteAclsFilterResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -111,28 +114,36 @@ impl Encode for DeleteAclsFilterResult {
     }
 }
 
-impl Decode for DeleteAclsFilterResult {
+impl DeleteAclsFilterResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
-        let matching_acls = dec.array(flexible, 11, "MatchingAcls", |dec| {
-            DeleteAclsMatchingAcl::decode(dec, version)
-        })?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
+        self.matching_acls = dec.array_in_place(
+            flexible,
+            11,
+            "MatchingAcls",
+            |dec, item: &mut DeleteAclsMatchingAcl| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            error_code,
-            error_message,
-            matching_acls,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DeleteAclsFilterResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -212,37 +223,36 @@ impl Encode for DeleteAclsMatchingAcl {
     }
 }
 
-impl Decode for DeleteAclsMatchingAcl {
+impl DeleteAclsMatchingAcl {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
-        let resource_type = dec.i8()?;
-        let resource_name = dec.string(flexible, "ResourceName")?;
-        let pattern_type = if version >= 1 { dec.i8()? } else { 3 };
-        let principal = dec.string(flexible, "Principal")?;
-        let host = dec.string(flexible, "Host")?;
-        let operation = dec.i8()?;
-        let permission_type = dec.i8()?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
+        self.resource_type = dec.i8()?;
+        self.resource_name = dec.string(flexible, "ResourceName")?;
+        self.pattern_type = if version >= 1 { dec.i8()? } else { 3 };
+        self.principal = dec.string(flexible, "Principal")?;
+        self.host = dec.string(flexible, "Host")?;
+        self.operation = dec.i8()?;
+        self.permission_type = dec.i8()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            error_code,
-            error_message,
-            resource_type,
-            resource_name,
-            pattern_type,
-            principal,
-            host,
-            operation,
-            permission_type,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DeleteAclsMatchingAcl {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

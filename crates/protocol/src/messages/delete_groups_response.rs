@@ -40,9 +40,12 @@ impl Decode for DeleteGroupsResponse {
         let flexible = version >= 2;
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
-        let results = dec.array(flexible, 4, "Results", |dec| {
-            DeletableGroupResult::decode(dec, version)
-        })?;
+        let results = dec.array_in_place(
+            flexible,
+            4,
+            "Results",
+            |dec, item: &mut DeletableGroupResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -86,23 +89,29 @@ impl Encode for DeletableGroupResult {
     }
 }
 
-impl Decode for DeletableGroupResult {
+impl DeletableGroupResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let group_id = dec.string(flexible, "GroupId")?;
-        let error_code = dec.i16()?;
+        self.group_id = dec.string(flexible, "GroupId")?;
+        self.error_code = dec.i16()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            group_id,
-            error_code,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DeletableGroupResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -39,9 +39,12 @@ impl Decode for DeleteRecordsRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let topics = dec.array(flexible, 3, "Topics", |dec| {
-            DeleteRecordsTopic::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            flexible,
+            3,
+            "Topics",
+            |dec, item: &mut DeleteRecordsTopic| item.decode_into(dec, version),
+        )?;
         let timeout_ms = dec.i32()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
@@ -88,26 +91,35 @@ impl Encode for DeleteRecordsTopic {
     }
 }
 
-impl Decode for DeleteRecordsTopic {
+impl DeleteRecordsTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let partitions = dec.array(flexible, 12, "Partitions", |dec| {
-            DeleteRecordsPartition::decode(dec, version)
-        })?;
+        self.name = dec.string(flexible, "Name")?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            12,
+            "Partitions",
+            |dec, item: &mut DeleteRecordsPartition| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DeleteRecordsTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -140,23 +152,29 @@ impl Encode for DeleteRecordsPartition {
     }
 }
 
-impl Decode for DeleteRecordsPartition {
+impl DeleteRecordsPartition {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let offset = dec.i64()?;
+        self.partition_index = dec.i32()?;
+        self.offset = dec.i64()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            offset,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DeleteRecordsPartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

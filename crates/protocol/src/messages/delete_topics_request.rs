@@ -56,9 +56,12 @@ impl Decode for DeleteTopicsRequest {
         let flexible = version >= 4;
         dec.enter()?;
         let topics = if version >= 6 {
-            dec.array(flexible, 18, "Topics", |dec| {
-                DeleteTopicState::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                18,
+                "Topics",
+                |dec, item: &mut DeleteTopicState| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -122,17 +125,17 @@ impl Encode for DeleteTopicState {
     }
 }
 
-impl Decode for DeleteTopicState {
+impl DeleteTopicState {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let name = if version >= 6 {
+        self.name = if version >= 6 {
             dec.opt_string(version >= 6, flexible, "Name")?
         } else {
             None
         };
-        let topic_id = if version >= 6 {
+        self.topic_id = if version >= 6 {
             dec.uuid()?
         } else {
             Uuid::ZERO
@@ -143,10 +146,16 @@ impl Decode for DeleteTopicState {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            topic_id,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DeleteTopicState {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

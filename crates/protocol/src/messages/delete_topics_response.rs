@@ -45,9 +45,12 @@ impl Decode for DeleteTopicsResponse {
         let flexible = version >= 4;
         dec.enter()?;
         let throttle_time_ms = if version >= 1 { dec.i32()? } else { 0 };
-        let responses = dec.array(flexible, 4, "Responses", |dec| {
-            DeletableTopicResult::decode(dec, version)
-        })?;
+        let responses = dec.array_in_place(
+            flexible,
+            4,
+            "Responses",
+            |dec, item: &mut DeletableTopicResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -122,19 +125,19 @@ impl Encode for DeletableTopicResult {
     }
 }
 
-impl Decode for DeletableTopicResult {
+impl DeletableTopicResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let name = dec.opt_string(version >= 6, flexible, "Name")?;
-        let topic_id = if version >= 6 {
+        self.name = dec.opt_string(version >= 6, flexible, "Name")?;
+        self.topic_id = if version >= 6 {
             dec.uuid()?
         } else {
             Uuid::ZERO
         };
-        let error_code = dec.i16()?;
-        let error_message = if version >= 5 {
+        self.error_code = dec.i16()?;
+        self.error_message = if version >= 5 {
             dec.opt_string(version >= 5, flexible, "ErrorMessage")?
         } else {
             None
@@ -145,12 +148,16 @@ impl Decode for DeletableTopicResult {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            topic_id,
-            error_code,
-            error_message,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DeletableTopicResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

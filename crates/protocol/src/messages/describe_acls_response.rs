@@ -65,9 +65,12 @@ impl Decode for DescribeAclsResponse {
         let throttle_time_ms = dec.i32()?;
         let error_code = dec.i16()?;
         let error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
-        let resources = dec.array(flexible, 5, "Resources", |dec| {
-            DescribeAclsResource::decode(dec, version)
-        })?;
+        let resources = dec.array_in_place(
+            flexible,
+            5,
+            "Resources",
+            |dec, item: &mut DescribeAclsResource| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -135,16 +138,16 @@ impl Encode for DescribeAclsResource {
     }
 }
 
-impl Decode for DescribeAclsResource {
+impl DescribeAclsResource {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let resource_type = dec.i8()?;
-        let resource_name = dec.string(flexible, "ResourceName")?;
-        let pattern_type = if version >= 1 { dec.i8()? } else { 3 };
-        let acls = dec.array(flexible, 5, "Acls", |dec| {
-            AclDescription::decode(dec, version)
+        self.resource_type = dec.i8()?;
+        self.resource_name = dec.string(flexible, "ResourceName")?;
+        self.pattern_type = if version >= 1 { dec.i8()? } else { 3 };
+        self.acls = dec.array_in_place(flexible, 5, "Acls", |dec, item: &mut AclDescription| {
+            item.decode_into(dec, version)
         })?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
@@ -152,13 +155,17 @@ impl Decode for DescribeAclsResource {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            resource_type,
-            resource_name,
-            pattern_type,
-            acls,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribeAclsResource {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -197,27 +204,31 @@ impl Encode for AclDescription {
     }
 }
 
-impl Decode for AclDescription {
+impl AclDescription {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let principal = dec.string(flexible, "Principal")?;
-        let host = dec.string(flexible, "Host")?;
-        let operation = dec.i8()?;
-        let permission_type = dec.i8()?;
+        self.principal = dec.string(flexible, "Principal")?;
+        self.host = dec.string(flexible, "Host")?;
+        self.operation = dec.i8()?;
+        self.permission_type = dec.i8()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            principal,
-            host,
-            operation,
-            permission_type,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AclDescription {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

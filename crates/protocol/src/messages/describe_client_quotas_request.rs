@@ -39,9 +39,12 @@ impl Decode for DescribeClientQuotasRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let components = dec.array(flexible, 4, "Components", |dec| {
-            ComponentData::decode(dec, version)
-        })?;
+        let components = dec.array_in_place(
+            flexible,
+            4,
+            "Components",
+            |dec, item: &mut ComponentData| item.decode_into(dec, version),
+        )?;
         let strict = dec.bool()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
@@ -100,25 +103,30 @@ impl Encode for ComponentData {
     }
 }
 
-impl Decode for ComponentData {
+impl ComponentData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let entity_type = dec.string(flexible, "EntityType")?;
-        let match_type = dec.i8()?;
-        let r#match = dec.opt_string(true, flexible, "Match")?;
+        self.entity_type = dec.string(flexible, "EntityType")?;
+        self.match_type = dec.i8()?;
+        self.r#match = dec.opt_string(true, flexible, "Match")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            entity_type,
-            match_type,
-            r#match,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ComponentData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

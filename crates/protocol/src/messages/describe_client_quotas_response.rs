@@ -71,9 +71,10 @@ impl Decode for DescribeClientQuotasResponse {
         let throttle_time_ms = dec.i32()?;
         let error_code = dec.i16()?;
         let error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
-        let entries = dec.opt_array(true, flexible, 3, "Entries", |dec| {
-            EntryData::decode(dec, version)
-        })?;
+        let entries =
+            dec.opt_array_in_place(true, flexible, 3, "Entries", |dec, item: &mut EntryData| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -123,16 +124,16 @@ impl Encode for EntryData {
     }
 }
 
-impl Decode for EntryData {
+impl EntryData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let entity = dec.array(flexible, 3, "Entity", |dec| {
-            EntityData::decode(dec, version)
+        self.entity = dec.array_in_place(flexible, 3, "Entity", |dec, item: &mut EntityData| {
+            item.decode_into(dec, version)
         })?;
-        let values = dec.array(flexible, 10, "Values", |dec| {
-            ValueData::decode(dec, version)
+        self.values = dec.array_in_place(flexible, 10, "Values", |dec, item: &mut ValueData| {
+            item.decode_into(dec, version)
         })?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
@@ -140,11 +141,17 @@ impl Decode for EntryData {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            entity,
-            values,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for EntryData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -187,24 +194,30 @@ impl Encode for EntityData {
     }
 }
 
-impl Decode for EntityData {
+impl EntityData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let entity_type = dec.string(flexible, "EntityType")?;
-        let entity_name = dec.opt_string(true, flexible, "EntityName")?;
+        self.entity_type = dec.string(flexible, "EntityType")?;
+        self.entity_name = dec.opt_string(true, flexible, "EntityName")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            entity_type,
-            entity_name,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for EntityData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -237,23 +250,29 @@ impl Encode for ValueData {
     }
 }
 
-impl Decode for ValueData {
+impl ValueData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let key = dec.string(flexible, "Key")?;
-        let field_value = dec.f64()?;
+        self.key = dec.string(flexible, "Key")?;
+        self.value = dec.f64()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            key,
-            value: field_value,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ValueData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

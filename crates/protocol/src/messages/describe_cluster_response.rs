@@ -74,9 +74,12 @@ impl Decode for DescribeClusterResponse {
         let endpoint_type = if version >= 1 { dec.i8()? } else { 1 };
         let cluster_id = dec.string(true, "ClusterId")?;
         let controller_id = dec.i32()?;
-        let brokers = dec.array(true, 11, "Brokers", |dec| {
-            DescribeClusterBroker::decode(dec, version)
-        })?;
+        let brokers = dec.array_in_place(
+            true,
+            11,
+            "Brokers",
+            |dec, item: &mut DescribeClusterBroker| item.decode_into(dec, version),
+        )?;
         let cluster_authorized_operations = dec.i32()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
@@ -123,22 +126,26 @@ impl Encode for DescribeClusterBroker {
     }
 }
 
-impl Decode for DescribeClusterBroker {
+impl DescribeClusterBroker {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let broker_id = dec.i32()?;
-        let host = dec.string(true, "Host")?;
-        let port = dec.i32()?;
-        let rack = dec.opt_string(true, true, "Rack")?;
+        self.broker_id = dec.i32()?;
+        self.host = dec.string(true, "Host")?;
+        self.port = dec.i32()?;
+        self.rack = dec.opt_string(true, true, "Rack")?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            broker_id,
-            host,
-            port,
-            rack,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribeClusterBroker {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

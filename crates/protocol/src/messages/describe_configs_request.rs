@@ -50,9 +50,12 @@ impl Decode for DescribeConfigsRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let resources = dec.array(flexible, 4, "Resources", |dec| {
-            DescribeConfigsResource::decode(dec, version)
-        })?;
+        let resources = dec.array_in_place(
+            flexible,
+            4,
+            "Resources",
+            |dec, item: &mut DescribeConfigsResource| item.decode_into(dec, version),
+        )?;
         let include_synonyms = if version >= 1 { dec.bool()? } else { false };
         let include_documentation = if version >= 3 { dec.bool()? } else { false };
         let unknown_tagged_fields = if flexible {
@@ -121,14 +124,14 @@ impl Encode for DescribeConfigsResource {
     }
 }
 
-impl Decode for DescribeConfigsResource {
+impl DescribeConfigsResource {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let resource_type = dec.i8()?;
-        let resource_name = dec.string(flexible, "ResourceName")?;
-        let configuration_keys = dec.opt_array(true, flexible, 1, "ConfigurationKeys", |dec| {
+        self.resource_type = dec.i8()?;
+        self.resource_name = dec.string(flexible, "ResourceName")?;
+        self.configuration_keys = dec.opt_array(true, flexible, 1, "ConfigurationKeys", |dec| {
             dec.string(flexible, "ConfigurationKeys")
         })?;
         let unknown_tagged_fields = if flexible {
@@ -137,11 +140,16 @@ impl Decode for DescribeConfigsResource {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            resource_type,
-            resource_name,
-            configuration_keys,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribeConfigsResource {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -40,9 +40,12 @@ impl Decode for DescribeConfigsResponse {
         let flexible = version >= 4;
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
-        let results = dec.array(flexible, 7, "Results", |dec| {
-            DescribeConfigsResult::decode(dec, version)
-        })?;
+        let results = dec.array_in_place(
+            flexible,
+            7,
+            "Results",
+            |dec, item: &mut DescribeConfigsResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -115,32 +118,38 @@ impl Encode for DescribeConfigsResult {
     }
 }
 
-impl Decode for DescribeConfigsResult {
+impl DescribeConfigsResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
-        let resource_type = dec.i8()?;
-        let resource_name = dec.string(flexible, "ResourceName")?;
-        let configs = dec.array(flexible, 7, "Configs", |dec| {
-            DescribeConfigsResourceResult::decode(dec, version)
-        })?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
+        self.resource_type = dec.i8()?;
+        self.resource_name = dec.string(flexible, "ResourceName")?;
+        self.configs = dec.array_in_place(
+            flexible,
+            7,
+            "Configs",
+            |dec, item: &mut DescribeConfigsResourceResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            error_code,
-            error_message,
-            resource_type,
-            resource_name,
-            configs,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribeConfigsResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -238,26 +247,29 @@ impl Encode for DescribeConfigsResourceResult {
     }
 }
 
-impl Decode for DescribeConfigsResourceResult {
+impl DescribeConfigsResourceResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let field_value = dec.opt_string(true, flexible, "Value")?;
-        let read_only = dec.bool()?;
-        let is_default = if version == 0 { dec.bool()? } else { false };
-        let config_source = if version >= 1 { dec.i8()? } else { -1 };
-        let is_sensitive = dec.bool()?;
-        let synonyms = if version >= 1 {
-            dec.array(flexible, 4, "Synonyms", |dec| {
-                DescribeConfigsSynonym::decode(dec, version)
-            })?
+        self.name = dec.string(flexible, "Name")?;
+        self.value = dec.opt_string(true, flexible, "Value")?;
+        self.read_only = dec.bool()?;
+        self.is_default = if version == 0 { dec.bool()? } else { false };
+        self.config_source = if version >= 1 { dec.i8()? } else { -1 };
+        self.is_sensitive = dec.bool()?;
+        self.synonyms = if version >= 1 {
+            dec.array_in_place(
+                flexible,
+                4,
+                "Synonyms",
+                |dec, item: &mut DescribeConfigsSynonym| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
-        let config_type = if version >= 3 { dec.i8()? } else { 0 };
-        let documentation = if version >= 3 {
+        self.config_type = if version >= 3 { dec.i8()? } else { 0 };
+        self.documentation = if version >= 3 {
             dec.opt_string(true, flexible, "Documentation")?
         } else {
             Some(String::new())
@@ -268,18 +280,17 @@ impl Decode for DescribeConfigsResourceResult {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            value: field_value,
-            read_only,
-            is_default,
-            config_source,
-            is_sensitive,
-            synonyms,
-            config_type,
-            documentation,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribeConfigsResourceResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -338,33 +349,38 @@ impl Encode for DescribeConfigsSynonym {
     }
 }
 
-impl Decode for DescribeConfigsSynonym {
+impl DescribeConfigsSynonym {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let name = if version >= 1 {
+        self.name = if version >= 1 {
             dec.string(flexible, "Name")?
         } else {
             String::new()
         };
-        let field_value = if version >= 1 {
+        self.value = if version >= 1 {
             dec.opt_string(true, flexible, "Value")?
         } else {
             Some(String::new())
         };
-        let source = if version >= 1 { dec.i8()? } else { 0 };
+        self.source = if version >= 1 { dec.i8()? } else { 0 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            value: field_value,
-            source,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribeConfigsSynonym {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

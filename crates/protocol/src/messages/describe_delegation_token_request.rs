@@ -51,9 +51,13 @@ impl Decode for DescribeDelegationTokenRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let owners = dec.opt_array(true, flexible, 3, "Owners", |dec| {
-            DescribeDelegationTokenOwner::decode(dec, version)
-        })?;
+        let owners = dec.opt_array_in_place(
+            true,
+            flexible,
+            3,
+            "Owners",
+            |dec, item: &mut DescribeDelegationTokenOwner| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -96,23 +100,29 @@ impl Encode for DescribeDelegationTokenOwner {
     }
 }
 
-impl Decode for DescribeDelegationTokenOwner {
+impl DescribeDelegationTokenOwner {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let principal_type = dec.string(flexible, "PrincipalType")?;
-        let principal_name = dec.string(flexible, "PrincipalName")?;
+        self.principal_type = dec.string(flexible, "PrincipalType")?;
+        self.principal_name = dec.string(flexible, "PrincipalName")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            principal_type,
-            principal_name,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribeDelegationTokenOwner {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

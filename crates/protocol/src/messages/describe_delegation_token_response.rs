@@ -45,9 +45,12 @@ impl Decode for DescribeDelegationTokenResponse {
         let flexible = version >= 2;
         dec.enter()?;
         let error_code = dec.i16()?;
-        let tokens = dec.array(flexible, 30, "Tokens", |dec| {
-            DescribedDelegationToken::decode(dec, version)
-        })?;
+        let tokens = dec.array_in_place(
+            flexible,
+            30,
+            "Tokens",
+            |dec, item: &mut DescribedDelegationToken| item.decode_into(dec, version),
+        )?;
         let throttle_time_ms = dec.i32()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
@@ -127,50 +130,51 @@ impl Encode for DescribedDelegationToken {
     }
 }
 
-impl Decode for DescribedDelegationToken {
+impl DescribedDelegationToken {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let principal_type = dec.string(flexible, "PrincipalType")?;
-        let principal_name = dec.string(flexible, "PrincipalName")?;
-        let token_requester_principal_type = if version >= 3 {
+        self.principal_type = dec.string(flexible, "PrincipalType")?;
+        self.principal_name = dec.string(flexible, "PrincipalName")?;
+        self.token_requester_principal_type = if version >= 3 {
             dec.string(flexible, "TokenRequesterPrincipalType")?
         } else {
             String::new()
         };
-        let token_requester_principal_name = if version >= 3 {
+        self.token_requester_principal_name = if version >= 3 {
             dec.string(flexible, "TokenRequesterPrincipalName")?
         } else {
             String::new()
         };
-        let issue_timestamp = dec.i64()?;
-        let expiry_timestamp = dec.i64()?;
-        let max_timestamp = dec.i64()?;
-        let token_id = dec.string(flexible, "TokenId")?;
-        let hmac = dec.bytes(flexible, "Hmac")?;
-        let renewers = dec.array(flexible, 3, "Renewers", |dec| {
-            DescribedDelegationTokenRenewer::decode(dec, version)
-        })?;
+        self.issue_timestamp = dec.i64()?;
+        self.expiry_timestamp = dec.i64()?;
+        self.max_timestamp = dec.i64()?;
+        self.token_id = dec.string(flexible, "TokenId")?;
+        self.hmac = dec.bytes(flexible, "Hmac")?;
+        self.renewers = dec.array_in_place(
+            flexible,
+            3,
+            "Renewers",
+            |dec, item: &mut DescribedDelegationTokenRenewer| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            principal_type,
-            principal_name,
-            token_requester_principal_type,
-            token_requester_principal_name,
-            issue_timestamp,
-            expiry_timestamp,
-            max_timestamp,
-            token_id,
-            hmac,
-            renewers,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribedDelegationToken {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -203,23 +207,29 @@ impl Encode for DescribedDelegationTokenRenewer {
     }
 }
 
-impl Decode for DescribedDelegationTokenRenewer {
+impl DescribedDelegationTokenRenewer {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let principal_type = dec.string(flexible, "PrincipalType")?;
-        let principal_name = dec.string(flexible, "PrincipalName")?;
+        self.principal_type = dec.string(flexible, "PrincipalType")?;
+        self.principal_name = dec.string(flexible, "PrincipalName")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            principal_type,
-            principal_name,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribedDelegationTokenRenewer {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -46,9 +46,10 @@ impl Decode for DescribeGroupsResponse {
         let flexible = version >= 5;
         dec.enter()?;
         let throttle_time_ms = if version >= 1 { dec.i32()? } else { 0 };
-        let groups = dec.array(flexible, 12, "Groups", |dec| {
-            DescribedGroup::decode(dec, version)
-        })?;
+        let groups =
+            dec.array_in_place(flexible, 12, "Groups", |dec, item: &mut DescribedGroup| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -128,20 +129,23 @@ impl Encode for DescribedGroup {
     }
 }
 
-impl Decode for DescribedGroup {
+impl DescribedGroup {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;
-        let error_code = dec.i16()?;
-        let group_id = dec.string(flexible, "GroupId")?;
-        let group_state = dec.string(flexible, "GroupState")?;
-        let protocol_type = dec.string(flexible, "ProtocolType")?;
-        let protocol_data = dec.string(flexible, "ProtocolData")?;
-        let members = dec.array(flexible, 7, "Members", |dec| {
-            DescribedGroupMember::decode(dec, version)
-        })?;
-        let authorized_operations = if version >= 3 {
+        self.error_code = dec.i16()?;
+        self.group_id = dec.string(flexible, "GroupId")?;
+        self.group_state = dec.string(flexible, "GroupState")?;
+        self.protocol_type = dec.string(flexible, "ProtocolType")?;
+        self.protocol_data = dec.string(flexible, "ProtocolData")?;
+        self.members = dec.array_in_place(
+            flexible,
+            7,
+            "Members",
+            |dec, item: &mut DescribedGroupMember| item.decode_into(dec, version),
+        )?;
+        self.authorized_operations = if version >= 3 {
             dec.i32()?
         } else {
             -2147483648
@@ -152,16 +156,17 @@ impl Decode for DescribedGroup {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            error_code,
-            group_id,
-            group_state,
-            protocol_type,
-            protocol_data,
-            members,
-            authorized_operations,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribedGroup {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -215,35 +220,37 @@ impl Encode for DescribedGroupMember {
     }
 }
 
-impl Decode for DescribedGroupMember {
+impl DescribedGroupMember {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 5;
         dec.enter()?;
-        let member_id = dec.string(flexible, "MemberId")?;
-        let group_instance_id = if version >= 4 {
+        self.member_id = dec.string(flexible, "MemberId")?;
+        self.group_instance_id = if version >= 4 {
             dec.opt_string(version >= 4, flexible, "GroupInstanceId")?
         } else {
             None
         };
-        let client_id = dec.string(flexible, "ClientId")?;
-        let client_host = dec.string(flexible, "ClientHost")?;
-        let member_metadata = dec.bytes(flexible, "MemberMetadata")?;
-        let member_assignment = dec.bytes(flexible, "MemberAssignment")?;
+        self.client_id = dec.string(flexible, "ClientId")?;
+        self.client_host = dec.string(flexible, "ClientHost")?;
+        self.member_metadata = dec.bytes(flexible, "MemberMetadata")?;
+        self.member_assignment = dec.bytes(flexible, "MemberAssignment")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            member_id,
-            group_instance_id,
-            client_id,
-            client_host,
-            member_metadata,
-            member_assignment,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribedGroupMember {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

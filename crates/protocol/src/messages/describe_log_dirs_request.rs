@@ -51,9 +51,13 @@ impl Decode for DescribeLogDirsRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let topics = dec.opt_array(true, flexible, 3, "Topics", |dec| {
-            DescribableLogDirTopic::decode(dec, version)
-        })?;
+        let topics = dec.opt_array_in_place(
+            true,
+            flexible,
+            3,
+            "Topics",
+            |dec, item: &mut DescribableLogDirTopic| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -99,23 +103,29 @@ impl Encode for DescribableLogDirTopic {
     }
 }
 
-impl Decode for DescribableLogDirTopic {
+impl DescribableLogDirTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let topic = dec.string(flexible, "Topic")?;
-        let partitions = dec.fixed_array(flexible, "Partitions", i32::from_be_bytes)?;
+        self.topic = dec.string(flexible, "Topic")?;
+        self.partitions = dec.fixed_array(flexible, "Partitions", i32::from_be_bytes)?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribableLogDirTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -48,9 +48,12 @@ impl Decode for DescribeLogDirsResponse {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
         let error_code = if version >= 3 { dec.i16()? } else { 0 };
-        let results = dec.array(flexible, 5, "Results", |dec| {
-            DescribeLogDirsResult::decode(dec, version)
-        })?;
+        let results = dec.array_in_place(
+            flexible,
+            5,
+            "Results",
+            |dec, item: &mut DescribeLogDirsResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -127,32 +130,38 @@ impl Encode for DescribeLogDirsResult {
     }
 }
 
-impl Decode for DescribeLogDirsResult {
+impl DescribeLogDirsResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let error_code = dec.i16()?;
-        let log_dir = dec.string(flexible, "LogDir")?;
-        let topics = dec.array(flexible, 3, "Topics", |dec| {
-            DescribeLogDirsTopic::decode(dec, version)
-        })?;
-        let total_bytes = if version >= 4 { dec.i64()? } else { -1 };
-        let usable_bytes = if version >= 4 { dec.i64()? } else { -1 };
+        self.error_code = dec.i16()?;
+        self.log_dir = dec.string(flexible, "LogDir")?;
+        self.topics = dec.array_in_place(
+            flexible,
+            3,
+            "Topics",
+            |dec, item: &mut DescribeLogDirsTopic| item.decode_into(dec, version),
+        )?;
+        self.total_bytes = if version >= 4 { dec.i64()? } else { -1 };
+        self.usable_bytes = if version >= 4 { dec.i64()? } else { -1 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            error_code,
-            log_dir,
-            topics,
-            total_bytes,
-            usable_bytes,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribeLogDirsResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -187,26 +196,35 @@ impl Encode for DescribeLogDirsTopic {
     }
 }
 
-impl Decode for DescribeLogDirsTopic {
+impl DescribeLogDirsTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let partitions = dec.array(flexible, 21, "Partitions", |dec| {
-            DescribeLogDirsPartition::decode(dec, version)
-        })?;
+        self.name = dec.string(flexible, "Name")?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            21,
+            "Partitions",
+            |dec, item: &mut DescribeLogDirsPartition| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribeLogDirsTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -245,27 +263,31 @@ impl Encode for DescribeLogDirsPartition {
     }
 }
 
-impl Decode for DescribeLogDirsPartition {
+impl DescribeLogDirsPartition {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let partition_size = dec.i64()?;
-        let offset_lag = dec.i64()?;
-        let is_future_key = dec.bool()?;
+        self.partition_index = dec.i32()?;
+        self.partition_size = dec.i64()?;
+        self.offset_lag = dec.i64()?;
+        self.is_future_key = dec.bool()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            partition_size,
-            offset_lag,
-            is_future_key,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribeLogDirsPartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

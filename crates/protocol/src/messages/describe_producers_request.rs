@@ -27,7 +27,9 @@ impl Encode for DescribeProducersRequest {
 impl Decode for DescribeProducersRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
-        let topics = dec.array(true, 3, "Topics", |dec| TopicRequest::decode(dec, version))?;
+        let topics = dec.array_in_place(true, 3, "Topics", |dec, item: &mut TopicRequest| {
+            item.decode_into(dec, version)
+        })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -63,18 +65,24 @@ impl Encode for TopicRequest {
     }
 }
 
-impl Decode for TopicRequest {
+impl TopicRequest {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let name = dec.string(true, "Name")?;
-        let partition_indexes = dec.fixed_array(true, "PartitionIndexes", i32::from_be_bytes)?;
+        self.name = dec.string(true, "Name")?;
+        self.partition_indexes = dec.fixed_array(true, "PartitionIndexes", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            name,
-            partition_indexes,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TopicRequest {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -68,9 +68,13 @@ impl Decode for DescribeQuorumResponse {
         } else {
             Some(String::new())
         };
-        let topics = dec.array(true, 3, "Topics", |dec| TopicData::decode(dec, version))?;
+        let topics = dec.array_in_place(true, 3, "Topics", |dec, item: &mut TopicData| {
+            item.decode_into(dec, version)
+        })?;
         let nodes = if version >= 2 {
-            dec.array(true, 6, "Nodes", |dec| Node::decode(dec, version))?
+            dec.array_in_place(true, 6, "Nodes", |dec, item: &mut Node| {
+                item.decode_into(dec, version)
+            })?
         } else {
             Vec::new()
         };
@@ -111,21 +115,28 @@ impl Encode for TopicData {
     }
 }
 
+impl TopicData {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.topic_name = dec.string(true, "TopicName")?;
+        self.partitions =
+            dec.array_in_place(true, 25, "Partitions", |dec, item: &mut PartitionData| {
+                item.decode_into(dec, version)
+            })?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for TopicData {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let topic_name = dec.string(true, "TopicName")?;
-        let partitions = dec.array(true, 25, "Partitions", |dec| {
-            PartitionData::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            topic_name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -197,39 +208,41 @@ impl Encode for PartitionData {
     }
 }
 
-impl Decode for PartitionData {
+impl PartitionData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
-        let error_message = if version >= 2 {
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
+        self.error_message = if version >= 2 {
             dec.opt_string(version >= 2, true, "ErrorMessage")?
         } else {
             Some(String::new())
         };
-        let leader_id = dec.i32()?;
-        let leader_epoch = dec.i32()?;
-        let high_watermark = dec.i64()?;
-        let current_voters = dec.array(true, 13, "CurrentVoters", |dec| {
-            ReplicaState::decode(dec, version)
-        })?;
-        let observers = dec.array(true, 13, "Observers", |dec| {
-            ReplicaState::decode(dec, version)
-        })?;
+        self.leader_id = dec.i32()?;
+        self.leader_epoch = dec.i32()?;
+        self.high_watermark = dec.i64()?;
+        self.current_voters =
+            dec.array_in_place(true, 13, "CurrentVoters", |dec, item: &mut ReplicaState| {
+                item.decode_into(dec, version)
+            })?;
+        self.observers =
+            dec.array_in_place(true, 13, "Observers", |dec, item: &mut ReplicaState| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            partition_index,
-            error_code,
-            error_message,
-            leader_id,
-            leader_epoch,
-            high_watermark,
-            current_voters,
-            observers,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for PartitionData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -264,23 +277,31 @@ impl Encode for Node {
     }
 }
 
-impl Decode for Node {
+impl Node {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let node_id = if version >= 2 { dec.i32()? } else { 0 };
-        let listeners = if version >= 2 {
-            dec.array(true, 5, "Listeners", |dec| Listener::decode(dec, version))?
+        self.node_id = if version >= 2 { dec.i32()? } else { 0 };
+        self.listeners = if version >= 2 {
+            dec.array_in_place(true, 5, "Listeners", |dec, item: &mut Listener| {
+                item.decode_into(dec, version)
+            })?
         } else {
             Vec::new()
         };
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            node_id,
-            listeners,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for Node {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -322,29 +343,34 @@ impl Encode for Listener {
     }
 }
 
-impl Decode for Listener {
+impl Listener {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let name = if version >= 2 {
+        self.name = if version >= 2 {
             dec.string(true, "Name")?
         } else {
             String::new()
         };
-        let host = if version >= 2 {
+        self.host = if version >= 2 {
             dec.string(true, "Host")?
         } else {
             String::new()
         };
-        let port = if version >= 2 { dec.u16()? } else { 0 };
+        self.port = if version >= 2 { dec.u16()? } else { 0 };
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            name,
-            host,
-            port,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for Listener {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -405,28 +431,31 @@ impl Encode for ReplicaState {
     }
 }
 
-impl Decode for ReplicaState {
+impl ReplicaState {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let replica_id = dec.i32()?;
-        let replica_directory_id = if version >= 2 {
+        self.replica_id = dec.i32()?;
+        self.replica_directory_id = if version >= 2 {
             dec.uuid()?
         } else {
             Uuid::ZERO
         };
-        let log_end_offset = dec.i64()?;
-        let last_fetch_timestamp = if version >= 1 { dec.i64()? } else { -1 };
-        let last_caught_up_timestamp = if version >= 1 { dec.i64()? } else { -1 };
+        self.log_end_offset = dec.i64()?;
+        self.last_fetch_timestamp = if version >= 1 { dec.i64()? } else { -1 };
+        self.last_caught_up_timestamp = if version >= 1 { dec.i64()? } else { -1 };
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            replica_id,
-            replica_directory_id,
-            log_end_offset,
-            last_fetch_timestamp,
-            last_caught_up_timestamp,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ReplicaState {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -46,7 +46,9 @@ impl Encode for DescribeTopicPartitionsRequest {
 impl Decode for DescribeTopicPartitionsRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
-        let topics = dec.array(true, 2, "Topics", |dec| TopicRequest::decode(dec, version))?;
+        let topics = dec.array_in_place(true, 2, "Topics", |dec, item: &mut TopicRequest| {
+            item.decode_into(dec, version)
+        })?;
         let response_partition_limit = dec.i32()?;
         let cursor = dec.opt_struct(true, |dec| Cursor::decode(dec, version))?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
@@ -80,17 +82,24 @@ impl Encode for TopicRequest {
     }
 }
 
-impl Decode for TopicRequest {
+impl TopicRequest {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let name = dec.string(true, "Name")?;
+        self.name = dec.string(true, "Name")?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            name,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TopicRequest {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -117,18 +126,24 @@ impl Encode for Cursor {
     }
 }
 
-impl Decode for Cursor {
+impl Cursor {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let topic_name = dec.string(true, "TopicName")?;
-        let partition_index = dec.i32()?;
+        self.topic_name = dec.string(true, "TopicName")?;
+        self.partition_index = dec.i32()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            topic_name,
-            partition_index,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for Cursor {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

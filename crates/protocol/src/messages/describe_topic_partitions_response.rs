@@ -42,9 +42,12 @@ impl Decode for DescribeTopicPartitionsResponse {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
-        let topics = dec.array(true, 26, "Topics", |dec| {
-            DescribeTopicPartitionsResponseTopic::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            true,
+            26,
+            "Topics",
+            |dec, item: &mut DescribeTopicPartitionsResponseTopic| item.decode_into(dec, version),
+        )?;
         let next_cursor = dec.opt_struct(true, |dec| Cursor::decode(dec, version))?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
@@ -108,29 +111,36 @@ impl Encode for DescribeTopicPartitionsResponseTopic {
     }
 }
 
+impl DescribeTopicPartitionsResponseTopic {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.error_code = dec.i16()?;
+        self.name = dec.opt_string(true, true, "Name")?;
+        self.topic_id = dec.uuid()?;
+        self.is_internal = dec.bool()?;
+        self.partitions = dec.array_in_place(
+            true,
+            20,
+            "Partitions",
+            |dec, item: &mut DescribeTopicPartitionsResponsePartition| {
+                item.decode_into(dec, version)
+            },
+        )?;
+        self.topic_authorized_operations = dec.i32()?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for DescribeTopicPartitionsResponseTopic {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let error_code = dec.i16()?;
-        let name = dec.opt_string(true, true, "Name")?;
-        let topic_id = dec.uuid()?;
-        let is_internal = dec.bool()?;
-        let partitions = dec.array(true, 20, "Partitions", |dec| {
-            DescribeTopicPartitionsResponsePartition::decode(dec, version)
-        })?;
-        let topic_authorized_operations = dec.i32()?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            error_code,
-            name,
-            topic_id,
-            is_internal,
-            partitions,
-            topic_authorized_operations,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -222,34 +232,34 @@ impl Encode for DescribeTopicPartitionsResponsePartition {
     }
 }
 
-impl Decode for DescribeTopicPartitionsResponsePartition {
+impl DescribeTopicPartitionsResponsePartition {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let error_code = dec.i16()?;
-        let partition_index = dec.i32()?;
-        let leader_id = dec.i32()?;
-        let leader_epoch = dec.i32()?;
-        let replica_nodes = dec.fixed_array(true, "ReplicaNodes", i32::from_be_bytes)?;
-        let isr_nodes = dec.fixed_array(true, "IsrNodes", i32::from_be_bytes)?;
-        let eligible_leader_replicas =
+        self.error_code = dec.i16()?;
+        self.partition_index = dec.i32()?;
+        self.leader_id = dec.i32()?;
+        self.leader_epoch = dec.i32()?;
+        self.replica_nodes = dec.fixed_array(true, "ReplicaNodes", i32::from_be_bytes)?;
+        self.isr_nodes = dec.fixed_array(true, "IsrNodes", i32::from_be_bytes)?;
+        self.eligible_leader_replicas =
             dec.opt_fixed_array(true, true, "EligibleLeaderReplicas", i32::from_be_bytes)?;
-        let last_known_elr = dec.opt_fixed_array(true, true, "LastKnownElr", i32::from_be_bytes)?;
-        let offline_replicas = dec.fixed_array(true, "OfflineReplicas", i32::from_be_bytes)?;
+        self.last_known_elr =
+            dec.opt_fixed_array(true, true, "LastKnownElr", i32::from_be_bytes)?;
+        self.offline_replicas = dec.fixed_array(true, "OfflineReplicas", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            error_code,
-            partition_index,
-            leader_id,
-            leader_epoch,
-            replica_nodes,
-            isr_nodes,
-            eligible_leader_replicas,
-            last_known_elr,
-            offline_replicas,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for DescribeTopicPartitionsResponsePartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -276,18 +286,24 @@ impl Encode for Cursor {
     }
 }
 
-impl Decode for Cursor {
+impl Cursor {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let topic_name = dec.string(true, "TopicName")?;
-        let partition_index = dec.i32()?;
+        self.topic_name = dec.string(true, "TopicName")?;
+        self.partition_index = dec.i32()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            topic_name,
-            partition_index,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for Cursor {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -35,9 +35,12 @@ impl Decode for DescribeTransactionsResponse {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
-        let transaction_states = dec.array(true, 28, "TransactionStates", |dec| {
-            TransactionState::decode(dec, version)
-        })?;
+        let transaction_states = dec.array_in_place(
+            true,
+            28,
+            "TransactionStates",
+            |dec, item: &mut TransactionState| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -89,31 +92,33 @@ impl Encode for TransactionState {
     }
 }
 
+impl TransactionState {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.error_code = dec.i16()?;
+        self.transactional_id = dec.string(true, "TransactionalId")?;
+        self.transaction_state = dec.string(true, "TransactionState")?;
+        self.transaction_timeout_ms = dec.i32()?;
+        self.transaction_start_time_ms = dec.i64()?;
+        self.producer_id = dec.i64()?;
+        self.producer_epoch = dec.i16()?;
+        self.topics = dec.array_in_place(true, 3, "Topics", |dec, item: &mut TopicData| {
+            item.decode_into(dec, version)
+        })?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for TransactionState {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let error_code = dec.i16()?;
-        let transactional_id = dec.string(true, "TransactionalId")?;
-        let transaction_state = dec.string(true, "TransactionState")?;
-        let transaction_timeout_ms = dec.i32()?;
-        let transaction_start_time_ms = dec.i64()?;
-        let producer_id = dec.i64()?;
-        let producer_epoch = dec.i16()?;
-        let topics = dec.array(true, 3, "Topics", |dec| TopicData::decode(dec, version))?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            error_code,
-            transactional_id,
-            transaction_state,
-            transaction_timeout_ms,
-            transaction_start_time_ms,
-            producer_id,
-            producer_epoch,
-            topics,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -143,18 +148,24 @@ impl Encode for TopicData {
     }
 }
 
-impl Decode for TopicData {
+impl TopicData {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let topic = dec.string(true, "Topic")?;
-        let partitions = dec.fixed_array(true, "Partitions", i32::from_be_bytes)?;
+        self.topic = dec.string(true, "Topic")?;
+        self.partitions = dec.fixed_array(true, "Partitions", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            topic,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TopicData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -40,7 +40,10 @@ impl Encode for DescribeUserScramCredentialsRequest {
 impl Decode for DescribeUserScramCredentialsRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
-        let users = dec.opt_array(true, true, 2, "Users", |dec| UserName::decode(dec, version))?;
+        let users =
+            dec.opt_array_in_place(true, true, 2, "Users", |dec, item: &mut UserName| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -70,16 +73,23 @@ impl Encode for UserName {
     }
 }
 
-impl Decode for UserName {
+impl UserName {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let name = dec.string(true, "Name")?;
+        self.name = dec.string(true, "Name")?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            name,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for UserName {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

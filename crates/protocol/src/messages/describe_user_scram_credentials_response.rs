@@ -51,9 +51,12 @@ impl Decode for DescribeUserScramCredentialsResponse {
         let throttle_time_ms = dec.i32()?;
         let error_code = dec.i16()?;
         let error_message = dec.opt_string(true, true, "ErrorMessage")?;
-        let results = dec.array(true, 6, "Results", |dec| {
-            DescribeUserScramCredentialsResult::decode(dec, version)
-        })?;
+        let results = dec.array_in_place(
+            true,
+            6,
+            "Results",
+            |dec, item: &mut DescribeUserScramCredentialsResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -111,25 +114,32 @@ impl Encode for DescribeUserScramCredentialsResult {
     }
 }
 
+impl DescribeUserScramCredentialsResult {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.user = dec.string(true, "User")?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, true, "ErrorMessage")?;
+        self.credential_infos = dec.array_in_place(
+            true,
+            6,
+            "CredentialInfos",
+            |dec, item: &mut CredentialInfo| item.decode_into(dec, version),
+        )?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for DescribeUserScramCredentialsResult {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let user = dec.string(true, "User")?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, true, "ErrorMessage")?;
-        let credential_infos = dec.array(true, 6, "CredentialInfos", |dec| {
-            CredentialInfo::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            user,
-            error_code,
-            error_message,
-            credential_infos,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -156,18 +166,24 @@ impl Encode for CredentialInfo {
     }
 }
 
-impl Decode for CredentialInfo {
+impl CredentialInfo {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let mechanism = dec.i8()?;
-        let iterations = dec.i32()?;
+        self.mechanism = dec.i8()?;
+        self.iterations = dec.i32()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            mechanism,
-            iterations,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for CredentialInfo {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -64,9 +64,13 @@ impl Decode for ElectLeadersRequest {
         let flexible = version >= 2;
         dec.enter()?;
         let election_type = if version >= 1 { dec.i8()? } else { 0 };
-        let topic_partitions = dec.opt_array(true, flexible, 3, "TopicPartitions", |dec| {
-            TopicPartitions::decode(dec, version)
-        })?;
+        let topic_partitions = dec.opt_array_in_place(
+            true,
+            flexible,
+            3,
+            "TopicPartitions",
+            |dec, item: &mut TopicPartitions| item.decode_into(dec, version),
+        )?;
         let timeout_ms = dec.i32()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
@@ -115,23 +119,29 @@ impl Encode for TopicPartitions {
     }
 }
 
-impl Decode for TopicPartitions {
+impl TopicPartitions {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let topic = dec.string(flexible, "Topic")?;
-        let partitions = dec.fixed_array(flexible, "Partitions", i32::from_be_bytes)?;
+        self.topic = dec.string(flexible, "Topic")?;
+        self.partitions = dec.fixed_array(flexible, "Partitions", i32::from_be_bytes)?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TopicPartitions {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

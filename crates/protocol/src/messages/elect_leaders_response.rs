@@ -50,9 +50,12 @@ impl Decode for ElectLeadersResponse {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
         let error_code = if version >= 1 { dec.i16()? } else { 0 };
-        let replica_election_results = dec.array(flexible, 3, "ReplicaElectionResults", |dec| {
-            ReplicaElectionResult::decode(dec, version)
-        })?;
+        let replica_election_results = dec.array_in_place(
+            flexible,
+            3,
+            "ReplicaElectionResults",
+            |dec, item: &mut ReplicaElectionResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -101,26 +104,35 @@ impl Encode for ReplicaElectionResult {
     }
 }
 
-impl Decode for ReplicaElectionResult {
+impl ReplicaElectionResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let topic = dec.string(flexible, "Topic")?;
-        let partition_result = dec.array(flexible, 8, "PartitionResult", |dec| {
-            PartitionResult::decode(dec, version)
-        })?;
+        self.topic = dec.string(flexible, "Topic")?;
+        self.partition_result = dec.array_in_place(
+            flexible,
+            8,
+            "PartitionResult",
+            |dec, item: &mut PartitionResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic,
-            partition_result,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ReplicaElectionResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -172,25 +184,30 @@ impl Encode for PartitionResult {
     }
 }
 
-impl Decode for PartitionResult {
+impl PartitionResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let partition_id = dec.i32()?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
+        self.partition_id = dec.i32()?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_id,
-            error_code,
-            error_message,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for PartitionResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -52,11 +52,16 @@ impl Decode for EndQuorumEpochRequest {
         let flexible = version >= 1;
         dec.enter()?;
         let cluster_id = dec.opt_string(true, flexible, "ClusterId")?;
-        let topics = dec.array(flexible, 3, "Topics", |dec| TopicData::decode(dec, version))?;
+        let topics = dec.array_in_place(flexible, 3, "Topics", |dec, item: &mut TopicData| {
+            item.decode_into(dec, version)
+        })?;
         let leader_endpoints = if version >= 1 {
-            dec.array(flexible, 5, "LeaderEndpoints", |dec| {
-                LeaderEndpoint::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                5,
+                "LeaderEndpoints",
+                |dec, item: &mut LeaderEndpoint| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -106,26 +111,35 @@ impl Encode for TopicData {
     }
 }
 
-impl Decode for TopicData {
+impl TopicData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let topic_name = dec.string(flexible, "TopicName")?;
-        let partitions = dec.array(flexible, 14, "Partitions", |dec| {
-            PartitionData::decode(dec, version)
-        })?;
+        self.topic_name = dec.string(flexible, "TopicName")?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            14,
+            "Partitions",
+            |dec, item: &mut PartitionData| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic_name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TopicData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -182,23 +196,26 @@ impl Encode for PartitionData {
     }
 }
 
-impl Decode for PartitionData {
+impl PartitionData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let leader_id = dec.i32()?;
-        let leader_epoch = dec.i32()?;
-        let preferred_successors = if version == 0 {
+        self.partition_index = dec.i32()?;
+        self.leader_id = dec.i32()?;
+        self.leader_epoch = dec.i32()?;
+        self.preferred_successors = if version == 0 {
             dec.fixed_array(flexible, "PreferredSuccessors", i32::from_be_bytes)?
         } else {
             InlineVec::new()
         };
-        let preferred_candidates = if version >= 1 {
-            dec.array(flexible, 21, "PreferredCandidates", |dec| {
-                ReplicaInfo::decode(dec, version)
-            })?
+        self.preferred_candidates = if version >= 1 {
+            dec.array_in_place(
+                flexible,
+                21,
+                "PreferredCandidates",
+                |dec, item: &mut ReplicaInfo| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -208,14 +225,17 @@ impl Decode for PartitionData {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            leader_id,
-            leader_epoch,
-            preferred_successors,
-            preferred_candidates,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for PartitionData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -256,13 +276,13 @@ impl Encode for ReplicaInfo {
     }
 }
 
-impl Decode for ReplicaInfo {
+impl ReplicaInfo {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let candidate_id = if version >= 1 { dec.i32()? } else { 0 };
-        let candidate_directory_id = if version >= 1 {
+        self.candidate_id = if version >= 1 { dec.i32()? } else { 0 };
+        self.candidate_directory_id = if version >= 1 {
             dec.uuid()?
         } else {
             Uuid::ZERO
@@ -273,11 +293,17 @@ impl Decode for ReplicaInfo {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            candidate_id,
-            candidate_directory_id,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ReplicaInfo {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -325,33 +351,38 @@ impl Encode for LeaderEndpoint {
     }
 }
 
-impl Decode for LeaderEndpoint {
+impl LeaderEndpoint {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let name = if version >= 1 {
+        self.name = if version >= 1 {
             dec.string(flexible, "Name")?
         } else {
             String::new()
         };
-        let host = if version >= 1 {
+        self.host = if version >= 1 {
             dec.string(flexible, "Host")?
         } else {
             String::new()
         };
-        let port = if version >= 1 { dec.u16()? } else { 0 };
+        self.port = if version >= 1 { dec.u16()? } else { 0 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            host,
-            port,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for LeaderEndpoint {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

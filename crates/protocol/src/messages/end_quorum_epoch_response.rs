@@ -67,14 +67,19 @@ impl Decode for EndQuorumEpochResponse {
         let flexible = version >= 1;
         dec.enter()?;
         let error_code = dec.i16()?;
-        let topics = dec.array(flexible, 3, "Topics", |dec| TopicData::decode(dec, version))?;
+        let topics = dec.array_in_place(flexible, 3, "Topics", |dec, item: &mut TopicData| {
+            item.decode_into(dec, version)
+        })?;
         let mut node_endpoints = Vec::new();
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|tag, dec| match tag {
                 0 if version >= 1 => {
-                    node_endpoints = dec.array(flexible, 8, "NodeEndpoints", |dec| {
-                        NodeEndpoint::decode(dec, version)
-                    })?;
+                    node_endpoints = dec.array_in_place(
+                        flexible,
+                        8,
+                        "NodeEndpoints",
+                        |dec, item: &mut NodeEndpoint| item.decode_into(dec, version),
+                    )?;
                     Ok(true)
                 }
                 _ => Ok(false),
@@ -123,26 +128,35 @@ impl Encode for TopicData {
     }
 }
 
-impl Decode for TopicData {
+impl TopicData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let topic_name = dec.string(flexible, "TopicName")?;
-        let partitions = dec.array(flexible, 14, "Partitions", |dec| {
-            PartitionData::decode(dec, version)
-        })?;
+        self.topic_name = dec.string(flexible, "TopicName")?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            14,
+            "Partitions",
+            |dec, item: &mut PartitionData| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic_name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TopicData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -181,28 +195,32 @@ impl Encode for PartitionData {
     }
 }
 
-impl Decode for PartitionData {
+impl PartitionData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
-        let leader_id = dec.i32()?;
-        let leader_epoch = dec.i32()?;
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
+        self.leader_id = dec.i32()?;
+        self.leader_epoch = dec.i32()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            error_code,
-            leader_id,
-            leader_epoch,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for PartitionData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -250,29 +268,34 @@ impl Encode for NodeEndpoint {
     }
 }
 
-impl Decode for NodeEndpoint {
+impl NodeEndpoint {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let node_id = if version >= 1 { dec.i32()? } else { 0 };
-        let host = if version >= 1 {
+        self.node_id = if version >= 1 { dec.i32()? } else { 0 };
+        self.host = if version >= 1 {
             dec.string(flexible, "Host")?
         } else {
             String::new()
         };
-        let port = if version >= 1 { dec.u16()? } else { 0 };
+        self.port = if version >= 1 { dec.u16()? } else { 0 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            node_id,
-            host,
-            port,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for NodeEndpoint {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

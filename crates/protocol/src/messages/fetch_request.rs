@@ -162,13 +162,16 @@ impl Decode for FetchRequest {
         let isolation_level = if version >= 4 { dec.i8()? } else { 0 };
         let session_id = if version >= 7 { dec.i32()? } else { 0 };
         let session_epoch = if version >= 7 { dec.i32()? } else { -1 };
-        let topics = dec.array(flexible, 3, "Topics", |dec| {
-            FetchTopic::decode(dec, version)
+        let topics = dec.array_in_place(flexible, 3, "Topics", |dec, item: &mut FetchTopic| {
+            item.decode_into(dec, version)
         })?;
         let forgotten_topics_data = if version >= 7 {
-            dec.array(flexible, 3, "ForgottenTopicsData", |dec| {
-                ForgottenTopic::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                3,
+                "ForgottenTopicsData",
+                |dec, item: &mut ForgottenTopic| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -260,24 +263,30 @@ impl Encode for ReplicaState {
     }
 }
 
-impl Decode for ReplicaState {
+impl ReplicaState {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
-        let replica_id = if version >= 15 { dec.i32()? } else { -1 };
-        let replica_epoch = if version >= 15 { dec.i64()? } else { -1 };
+        self.replica_id = if version >= 15 { dec.i32()? } else { -1 };
+        self.replica_epoch = if version >= 15 { dec.i64()? } else { -1 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            replica_id,
-            replica_epoch,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ReplicaState {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -323,36 +332,44 @@ impl Encode for FetchTopic {
     }
 }
 
-impl Decode for FetchTopic {
+impl FetchTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
-        let topic = if version <= 12 {
+        self.topic = if version <= 12 {
             dec.string(flexible, "Topic")?
         } else {
             String::new()
         };
-        let topic_id = if version >= 13 {
+        self.topic_id = if version >= 13 {
             dec.uuid()?
         } else {
             Uuid::ZERO
         };
-        let partitions = dec.array(flexible, 16, "Partitions", |dec| {
-            FetchPartition::decode(dec, version)
-        })?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            16,
+            "Partitions",
+            |dec, item: &mut FetchPartition| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic,
-            topic_id,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for FetchTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -439,17 +456,17 @@ impl Encode for FetchPartition {
     }
 }
 
-impl Decode for FetchPartition {
+impl FetchPartition {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
-        let partition = dec.i32()?;
-        let current_leader_epoch = if version >= 9 { dec.i32()? } else { -1 };
-        let fetch_offset = dec.i64()?;
-        let last_fetched_epoch = if version >= 12 { dec.i32()? } else { -1 };
-        let log_start_offset = if version >= 5 { dec.i64()? } else { -1 };
-        let partition_max_bytes = dec.i32()?;
+        self.partition = dec.i32()?;
+        self.current_leader_epoch = if version >= 9 { dec.i32()? } else { -1 };
+        self.fetch_offset = dec.i64()?;
+        self.last_fetched_epoch = if version >= 12 { dec.i32()? } else { -1 };
+        self.log_start_offset = if version >= 5 { dec.i64()? } else { -1 };
+        self.partition_max_bytes = dec.i32()?;
         let mut replica_directory_id = Uuid::ZERO;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|tag, dec| match tag {
@@ -463,16 +480,18 @@ impl Decode for FetchPartition {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition,
-            current_leader_epoch,
-            fetch_offset,
-            last_fetched_epoch,
-            log_start_offset,
-            partition_max_bytes,
-            replica_directory_id,
-            unknown_tagged_fields,
-        })
+        self.replica_directory_id = replica_directory_id;
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for FetchPartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -523,22 +542,22 @@ impl Encode for ForgottenTopic {
     }
 }
 
-impl Decode for ForgottenTopic {
+impl ForgottenTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
-        let topic = if (7..=12).contains(&version) {
+        self.topic = if (7..=12).contains(&version) {
             dec.string(flexible, "Topic")?
         } else {
             String::new()
         };
-        let topic_id = if version >= 13 {
+        self.topic_id = if version >= 13 {
             dec.uuid()?
         } else {
             Uuid::ZERO
         };
-        let partitions = if version >= 7 {
+        self.partitions = if version >= 7 {
             dec.fixed_array(flexible, "Partitions", i32::from_be_bytes)?
         } else {
             InlineVec::new()
@@ -549,11 +568,16 @@ impl Decode for ForgottenTopic {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic,
-            topic_id,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ForgottenTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

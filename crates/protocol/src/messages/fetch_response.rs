@@ -89,16 +89,22 @@ impl Decode for FetchResponse {
         let throttle_time_ms = if version >= 1 { dec.i32()? } else { 0 };
         let error_code = if version >= 7 { dec.i16()? } else { 0 };
         let session_id = if version >= 7 { dec.i32()? } else { 0 };
-        let responses = dec.array(flexible, 3, "Responses", |dec| {
-            FetchableTopicResponse::decode(dec, version)
-        })?;
+        let responses = dec.array_in_place(
+            flexible,
+            3,
+            "Responses",
+            |dec, item: &mut FetchableTopicResponse| item.decode_into(dec, version),
+        )?;
         let mut node_endpoints = Vec::new();
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|tag, dec| match tag {
                 0 if version >= 16 => {
-                    node_endpoints = dec.array(flexible, 11, "NodeEndpoints", |dec| {
-                        NodeEndpoint::decode(dec, version)
-                    })?;
+                    node_endpoints = dec.array_in_place(
+                        flexible,
+                        11,
+                        "NodeEndpoints",
+                        |dec, item: &mut NodeEndpoint| item.decode_into(dec, version),
+                    )?;
                     Ok(true)
                 }
                 _ => Ok(false),
@@ -160,36 +166,44 @@ impl Encode for FetchableTopicResponse {
     }
 }
 
-impl Decode for FetchableTopicResponse {
+impl FetchableTopicResponse {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
-        let topic = if version <= 12 {
+        self.topic = if version <= 12 {
             dec.string(flexible, "Topic")?
         } else {
             String::new()
         };
-        let topic_id = if version >= 13 {
+        self.topic_id = if version >= 13 {
             dec.uuid()?
         } else {
             Uuid::ZERO
         };
-        let partitions = dec.array(flexible, 18, "Partitions", |dec| {
-            PartitionData::decode(dec, version)
-        })?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            18,
+            "Partitions",
+            |dec, item: &mut PartitionData| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic,
-            topic_id,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for FetchableTopicResponse {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -325,25 +339,29 @@ impl Encode for PartitionData {
     }
 }
 
-impl Decode for PartitionData {
+impl PartitionData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
-        let high_watermark = dec.i64()?;
-        let last_stable_offset = if version >= 4 { dec.i64()? } else { -1 };
-        let log_start_offset = if version >= 5 { dec.i64()? } else { -1 };
-        let aborted_transactions = if version >= 4 {
-            dec.opt_array(version >= 4, flexible, 16, "AbortedTransactions", |dec| {
-                AbortedTransaction::decode(dec, version)
-            })?
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
+        self.high_watermark = dec.i64()?;
+        self.last_stable_offset = if version >= 4 { dec.i64()? } else { -1 };
+        self.log_start_offset = if version >= 5 { dec.i64()? } else { -1 };
+        self.aborted_transactions = if version >= 4 {
+            dec.opt_array_in_place(
+                version >= 4,
+                flexible,
+                16,
+                "AbortedTransactions",
+                |dec, item: &mut AbortedTransaction| item.decode_into(dec, version),
+            )?
         } else {
             Some(Vec::new())
         };
-        let preferred_read_replica = if version >= 11 { dec.i32()? } else { -1 };
-        let records = dec.opt_records(true, flexible, "Records")?;
+        self.preferred_read_replica = if version >= 11 { dec.i32()? } else { -1 };
+        self.records = dec.opt_records(true, flexible, "Records")?;
         let mut diverging_epoch = EpochEndOffset::default();
         let mut current_leader = LeaderIdAndEpoch::default();
         let mut snapshot_id = SnapshotId::default();
@@ -367,20 +385,20 @@ impl Decode for PartitionData {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            error_code,
-            high_watermark,
-            last_stable_offset,
-            log_start_offset,
-            diverging_epoch,
-            current_leader,
-            snapshot_id,
-            aborted_transactions,
-            preferred_read_replica,
-            records,
-            unknown_tagged_fields,
-        })
+        self.diverging_epoch = diverging_epoch;
+        self.current_leader = current_leader;
+        self.snapshot_id = snapshot_id;
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for PartitionData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -431,24 +449,30 @@ impl Encode for EpochEndOffset {
     }
 }
 
-impl Decode for EpochEndOffset {
+impl EpochEndOffset {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
-        let epoch = if version >= 12 { dec.i32()? } else { -1 };
-        let end_offset = if version >= 12 { dec.i64()? } else { -1 };
+        self.epoch = if version >= 12 { dec.i32()? } else { -1 };
+        self.end_offset = if version >= 12 { dec.i64()? } else { -1 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            epoch,
-            end_offset,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for EpochEndOffset {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -499,24 +523,30 @@ impl Encode for LeaderIdAndEpoch {
     }
 }
 
-impl Decode for LeaderIdAndEpoch {
+impl LeaderIdAndEpoch {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
-        let leader_id = if version >= 12 { dec.i32()? } else { -1 };
-        let leader_epoch = if version >= 12 { dec.i32()? } else { -1 };
+        self.leader_id = if version >= 12 { dec.i32()? } else { -1 };
+        self.leader_epoch = if version >= 12 { dec.i32()? } else { -1 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            leader_id,
-            leader_epoch,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for LeaderIdAndEpoch {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -559,24 +589,30 @@ impl Encode for SnapshotId {
     }
 }
 
-impl Decode for SnapshotId {
+impl SnapshotId {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
-        let end_offset = dec.i64()?;
-        let epoch = dec.i32()?;
+        self.end_offset = dec.i64()?;
+        self.epoch = dec.i32()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            end_offset,
-            epoch,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for SnapshotId {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -617,24 +653,30 @@ impl Encode for AbortedTransaction {
     }
 }
 
-impl Decode for AbortedTransaction {
+impl AbortedTransaction {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
-        let producer_id = if version >= 4 { dec.i64()? } else { 0 };
-        let first_offset = if version >= 4 { dec.i64()? } else { 0 };
+        self.producer_id = if version >= 4 { dec.i64()? } else { 0 };
+        self.first_offset = if version >= 4 { dec.i64()? } else { 0 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            producer_id,
-            first_offset,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AbortedTransaction {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -689,19 +731,19 @@ impl Encode for NodeEndpoint {
     }
 }
 
-impl Decode for NodeEndpoint {
+impl NodeEndpoint {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 12;
         dec.enter()?;
-        let node_id = if version >= 16 { dec.i32()? } else { 0 };
-        let host = if version >= 16 {
+        self.node_id = if version >= 16 { dec.i32()? } else { 0 };
+        self.host = if version >= 16 {
             dec.string(flexible, "Host")?
         } else {
             String::new()
         };
-        let port = if version >= 16 { dec.i32()? } else { 0 };
-        let rack = if version >= 16 {
+        self.port = if version >= 16 { dec.i32()? } else { 0 };
+        self.rack = if version >= 16 {
             dec.opt_string(version >= 16, flexible, "Rack")?
         } else {
             None
@@ -712,12 +754,16 @@ impl Decode for NodeEndpoint {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            node_id,
-            host,
-            port,
-            rack,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for NodeEndpoint {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -64,7 +64,9 @@ impl Decode for FetchSnapshotRequest {
         dec.enter()?;
         let replica_id = dec.i32()?;
         let max_bytes = dec.i32()?;
-        let topics = dec.array(true, 3, "Topics", |dec| TopicSnapshot::decode(dec, version))?;
+        let topics = dec.array_in_place(true, 3, "Topics", |dec, item: &mut TopicSnapshot| {
+            item.decode_into(dec, version)
+        })?;
         let mut cluster_id = None;
         let unknown_tagged_fields = dec.tagged_fields(|tag, dec| match tag {
             0 => {
@@ -109,21 +111,30 @@ impl Encode for TopicSnapshot {
     }
 }
 
+impl TopicSnapshot {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.name = dec.string(true, "Name")?;
+        self.partitions = dec.array_in_place(
+            true,
+            30,
+            "Partitions",
+            |dec, item: &mut PartitionSnapshot| item.decode_into(dec, version),
+        )?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for TopicSnapshot {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let name = dec.string(true, "Name")?;
-        let partitions = dec.array(true, 30, "Partitions", |dec| {
-            PartitionSnapshot::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -171,14 +182,14 @@ impl Encode for PartitionSnapshot {
     }
 }
 
-impl Decode for PartitionSnapshot {
+impl PartitionSnapshot {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let partition = dec.i32()?;
-        let current_leader_epoch = dec.i32()?;
-        let snapshot_id = SnapshotId::decode(dec, version)?;
-        let position = dec.i64()?;
+        self.partition = dec.i32()?;
+        self.current_leader_epoch = dec.i32()?;
+        self.snapshot_id = SnapshotId::decode(dec, version)?;
+        self.position = dec.i64()?;
         let mut replica_directory_id = Uuid::ZERO;
         let unknown_tagged_fields = dec.tagged_fields(|tag, dec| match tag {
             0 if version >= 1 => {
@@ -188,14 +199,18 @@ impl Decode for PartitionSnapshot {
             _ => Ok(false),
         })?;
         dec.leave();
-        Ok(Self {
-            partition,
-            current_leader_epoch,
-            snapshot_id,
-            position,
-            replica_directory_id,
-            unknown_tagged_fields,
-        })
+        self.replica_directory_id = replica_directory_id;
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for PartitionSnapshot {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -222,18 +237,24 @@ impl Encode for SnapshotId {
     }
 }
 
-impl Decode for SnapshotId {
+impl SnapshotId {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let end_offset = dec.i64()?;
-        let epoch = dec.i32()?;
+        self.end_offset = dec.i64()?;
+        self.epoch = dec.i32()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            end_offset,
-            epoch,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for SnapshotId {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -59,13 +59,18 @@ impl Decode for FetchSnapshotResponse {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
         let error_code = dec.i16()?;
-        let topics = dec.array(true, 3, "Topics", |dec| TopicSnapshot::decode(dec, version))?;
+        let topics = dec.array_in_place(true, 3, "Topics", |dec, item: &mut TopicSnapshot| {
+            item.decode_into(dec, version)
+        })?;
         let mut node_endpoints = Vec::new();
         let unknown_tagged_fields = dec.tagged_fields(|tag, dec| match tag {
             0 if version >= 1 => {
-                node_endpoints = dec.array(true, 8, "NodeEndpoints", |dec| {
-                    NodeEndpoint::decode(dec, version)
-                })?;
+                node_endpoints = dec.array_in_place(
+                    true,
+                    8,
+                    "NodeEndpoints",
+                    |dec, item: &mut NodeEndpoint| item.decode_into(dec, version),
+                )?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -106,21 +111,30 @@ impl Encode for TopicSnapshot {
     }
 }
 
+impl TopicSnapshot {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.name = dec.string(true, "Name")?;
+        self.partitions = dec.array_in_place(
+            true,
+            37,
+            "Partitions",
+            |dec, item: &mut PartitionSnapshot| item.decode_into(dec, version),
+        )?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for TopicSnapshot {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let name = dec.string(true, "Name")?;
-        let partitions = dec.array(true, 37, "Partitions", |dec| {
-            PartitionSnapshot::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -179,16 +193,16 @@ impl Encode for PartitionSnapshot {
     }
 }
 
-impl Decode for PartitionSnapshot {
+impl PartitionSnapshot {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let index = dec.i32()?;
-        let error_code = dec.i16()?;
-        let snapshot_id = SnapshotId::decode(dec, version)?;
-        let size = dec.i64()?;
-        let position = dec.i64()?;
-        let unaligned_records = dec.opt_records(false, true, "UnalignedRecords")?;
+        self.index = dec.i32()?;
+        self.error_code = dec.i16()?;
+        self.snapshot_id = SnapshotId::decode(dec, version)?;
+        self.size = dec.i64()?;
+        self.position = dec.i64()?;
+        self.unaligned_records = dec.opt_records(false, true, "UnalignedRecords")?;
         let mut current_leader = LeaderIdAndEpoch::default();
         let unknown_tagged_fields = dec.tagged_fields(|tag, dec| match tag {
             0 => {
@@ -198,16 +212,18 @@ impl Decode for PartitionSnapshot {
             _ => Ok(false),
         })?;
         dec.leave();
-        Ok(Self {
-            index,
-            error_code,
-            snapshot_id,
-            current_leader,
-            size,
-            position,
-            unaligned_records,
-            unknown_tagged_fields,
-        })
+        self.current_leader = current_leader;
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for PartitionSnapshot {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -234,19 +250,25 @@ impl Encode for SnapshotId {
     }
 }
 
-impl Decode for SnapshotId {
+impl SnapshotId {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let end_offset = dec.i64()?;
-        let epoch = dec.i32()?;
+        self.end_offset = dec.i64()?;
+        self.epoch = dec.i32()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            end_offset,
-            epoch,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for SnapshotId {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -273,19 +295,25 @@ impl Encode for LeaderIdAndEpoch {
     }
 }
 
-impl Decode for LeaderIdAndEpoch {
+impl LeaderIdAndEpoch {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let leader_id = dec.i32()?;
-        let leader_epoch = dec.i32()?;
+        self.leader_id = dec.i32()?;
+        self.leader_epoch = dec.i32()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            leader_id,
-            leader_epoch,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for LeaderIdAndEpoch {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -327,24 +355,29 @@ impl Encode for NodeEndpoint {
     }
 }
 
-impl Decode for NodeEndpoint {
+impl NodeEndpoint {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let node_id = if version >= 1 { dec.i32()? } else { 0 };
-        let host = if version >= 1 {
+        self.node_id = if version >= 1 { dec.i32()? } else { 0 };
+        self.host = if version >= 1 {
             dec.string(true, "Host")?
         } else {
             String::new()
         };
-        let port = if version >= 1 { dec.u16()? } else { 0 };
+        self.port = if version >= 1 { dec.u16()? } else { 0 };
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            node_id,
-            host,
-            port,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for NodeEndpoint {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -119,9 +119,12 @@ impl Decode for FindCoordinatorResponse {
         };
         let port = if version <= 3 { dec.i32()? } else { 0 };
         let coordinators = if version >= 4 {
-            dec.array(flexible, 14, "Coordinators", |dec| {
-                Coordinator::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                14,
+                "Coordinators",
+                |dec, item: &mut Coordinator| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -228,25 +231,25 @@ impl Encode for Coordinator {
     }
 }
 
-impl Decode for Coordinator {
+impl Coordinator {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let key = if version >= 4 {
+        self.key = if version >= 4 {
             dec.string(flexible, "Key")?
         } else {
             String::new()
         };
-        let node_id = if version >= 4 { dec.i32()? } else { 0 };
-        let host = if version >= 4 {
+        self.node_id = if version >= 4 { dec.i32()? } else { 0 };
+        self.host = if version >= 4 {
             dec.string(flexible, "Host")?
         } else {
             String::new()
         };
-        let port = if version >= 4 { dec.i32()? } else { 0 };
-        let error_code = if version >= 4 { dec.i16()? } else { 0 };
-        let error_message = if version >= 4 {
+        self.port = if version >= 4 { dec.i32()? } else { 0 };
+        self.error_code = if version >= 4 { dec.i16()? } else { 0 };
+        self.error_message = if version >= 4 {
             dec.opt_string(version >= 4, flexible, "ErrorMessage")?
         } else {
             Some(String::new())
@@ -257,14 +260,16 @@ impl Decode for Coordinator {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            key,
-            node_id,
-            host,
-            port,
-            error_code,
-            error_message,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for Coordinator {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

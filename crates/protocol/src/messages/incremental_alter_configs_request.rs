@@ -39,9 +39,12 @@ impl Decode for IncrementalAlterConfigsRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let resources = dec.array(flexible, 4, "Resources", |dec| {
-            AlterConfigsResource::decode(dec, version)
-        })?;
+        let resources = dec.array_in_place(
+            flexible,
+            4,
+            "Resources",
+            |dec, item: &mut AlterConfigsResource| item.decode_into(dec, version),
+        )?;
         let validate_only = dec.bool()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
@@ -91,28 +94,34 @@ impl Encode for AlterConfigsResource {
     }
 }
 
-impl Decode for AlterConfigsResource {
+impl AlterConfigsResource {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let resource_type = dec.i8()?;
-        let resource_name = dec.string(flexible, "ResourceName")?;
-        let configs = dec.array(flexible, 4, "Configs", |dec| {
-            AlterableConfig::decode(dec, version)
-        })?;
+        self.resource_type = dec.i8()?;
+        self.resource_name = dec.string(flexible, "ResourceName")?;
+        self.configs =
+            dec.array_in_place(flexible, 4, "Configs", |dec, item: &mut AlterableConfig| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            resource_type,
-            resource_name,
-            configs,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AlterConfigsResource {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -159,25 +168,30 @@ impl Encode for AlterableConfig {
     }
 }
 
-impl Decode for AlterableConfig {
+impl AlterableConfig {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let config_operation = dec.i8()?;
-        let field_value = dec.opt_string(true, flexible, "Value")?;
+        self.name = dec.string(flexible, "Name")?;
+        self.config_operation = dec.i8()?;
+        self.value = dec.opt_string(true, flexible, "Value")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            config_operation,
-            value: field_value,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AlterableConfig {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -40,9 +40,12 @@ impl Decode for IncrementalAlterConfigsResponse {
         let flexible = version >= 1;
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
-        let responses = dec.array(flexible, 6, "Responses", |dec| {
-            AlterConfigsResourceResponse::decode(dec, version)
-        })?;
+        let responses = dec.array_in_place(
+            flexible,
+            6,
+            "Responses",
+            |dec, item: &mut AlterConfigsResourceResponse| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -109,27 +112,31 @@ impl Encode for AlterConfigsResourceResponse {
     }
 }
 
-impl Decode for AlterConfigsResourceResponse {
+impl AlterConfigsResourceResponse {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
-        let resource_type = dec.i8()?;
-        let resource_name = dec.string(flexible, "ResourceName")?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, flexible, "ErrorMessage")?;
+        self.resource_type = dec.i8()?;
+        self.resource_name = dec.string(flexible, "ResourceName")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            error_code,
-            error_message,
-            resource_type,
-            resource_name,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AlterConfigsResourceResponse {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

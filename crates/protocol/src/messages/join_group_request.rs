@@ -102,9 +102,12 @@ impl Decode for JoinGroupRequest {
             None
         };
         let protocol_type = dec.string(flexible, "ProtocolType")?;
-        let protocols = dec.array(flexible, 3, "Protocols", |dec| {
-            JoinGroupRequestProtocol::decode(dec, version)
-        })?;
+        let protocols = dec.array_in_place(
+            flexible,
+            3,
+            "Protocols",
+            |dec, item: &mut JoinGroupRequestProtocol| item.decode_into(dec, version),
+        )?;
         let reason = if version >= 8 {
             dec.opt_string(version >= 8, flexible, "Reason")?
         } else {
@@ -159,23 +162,29 @@ impl Encode for JoinGroupRequestProtocol {
     }
 }
 
-impl Decode for JoinGroupRequestProtocol {
+impl JoinGroupRequestProtocol {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let metadata = dec.bytes(flexible, "Metadata")?;
+        self.name = dec.string(flexible, "Name")?;
+        self.metadata = dec.bytes(flexible, "Metadata")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            metadata,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for JoinGroupRequestProtocol {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

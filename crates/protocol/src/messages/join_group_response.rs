@@ -113,9 +113,12 @@ impl Decode for JoinGroupResponse {
         let leader = dec.string(flexible, "Leader")?;
         let skip_assignment = if version >= 9 { dec.bool()? } else { false };
         let member_id = dec.string(flexible, "MemberId")?;
-        let members = dec.array(flexible, 4, "Members", |dec| {
-            JoinGroupResponseMember::decode(dec, version)
-        })?;
+        let members = dec.array_in_place(
+            flexible,
+            4,
+            "Members",
+            |dec, item: &mut JoinGroupResponseMember| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -178,29 +181,34 @@ impl Encode for JoinGroupResponseMember {
     }
 }
 
-impl Decode for JoinGroupResponseMember {
+impl JoinGroupResponseMember {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let member_id = dec.string(flexible, "MemberId")?;
-        let group_instance_id = if version >= 5 {
+        self.member_id = dec.string(flexible, "MemberId")?;
+        self.group_instance_id = if version >= 5 {
             dec.opt_string(version >= 5, flexible, "GroupInstanceId")?
         } else {
             None
         };
-        let metadata = dec.bytes(flexible, "Metadata")?;
+        self.metadata = dec.bytes(flexible, "Metadata")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            member_id,
-            group_instance_id,
-            metadata,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for JoinGroupResponseMember {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

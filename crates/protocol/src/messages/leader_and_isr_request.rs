@@ -110,22 +110,31 @@ impl Decode for LeaderAndIsrRequest {
         let broker_epoch = if version >= 2 { dec.i64()? } else { -1 };
         let r#type = if version >= 5 { dec.i8()? } else { 0 };
         let ungrouped_partition_states = if version <= 1 {
-            dec.array(flexible, 30, "UngroupedPartitionStates", |dec| {
-                LeaderAndIsrPartitionState::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                30,
+                "UngroupedPartitionStates",
+                |dec, item: &mut LeaderAndIsrPartitionState| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
         let topic_states = if version >= 2 {
-            dec.array(flexible, 3, "TopicStates", |dec| {
-                LeaderAndIsrTopicState::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                3,
+                "TopicStates",
+                |dec, item: &mut LeaderAndIsrTopicState| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
-        let live_leaders = dec.array(flexible, 10, "LiveLeaders", |dec| {
-            LeaderAndIsrLiveLeader::decode(dec, version)
-        })?;
+        let live_leaders = dec.array_in_place(
+            flexible,
+            10,
+            "LiveLeaders",
+            |dec, item: &mut LeaderAndIsrLiveLeader| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -194,25 +203,28 @@ impl Encode for LeaderAndIsrTopicState {
     }
 }
 
-impl Decode for LeaderAndIsrTopicState {
+impl LeaderAndIsrTopicState {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let topic_name = if version >= 2 {
+        self.topic_name = if version >= 2 {
             dec.string(flexible, "TopicName")?
         } else {
             String::new()
         };
-        let topic_id = if version >= 5 {
+        self.topic_id = if version >= 5 {
             dec.uuid()?
         } else {
             Uuid::ZERO
         };
-        let partition_states = if version >= 2 {
-            dec.array(flexible, 26, "PartitionStates", |dec| {
-                LeaderAndIsrPartitionState::decode(dec, version)
-            })?
+        self.partition_states = if version >= 2 {
+            dec.array_in_place(
+                flexible,
+                26,
+                "PartitionStates",
+                |dec, item: &mut LeaderAndIsrPartitionState| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -222,12 +234,17 @@ impl Decode for LeaderAndIsrTopicState {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic_name,
-            topic_id,
-            partition_states,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for LeaderAndIsrTopicState {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -263,26 +280,31 @@ impl Encode for LeaderAndIsrLiveLeader {
     }
 }
 
-impl Decode for LeaderAndIsrLiveLeader {
+impl LeaderAndIsrLiveLeader {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let broker_id = dec.i32()?;
-        let host_name = dec.string(flexible, "HostName")?;
-        let port = dec.i32()?;
+        self.broker_id = dec.i32()?;
+        self.host_name = dec.string(flexible, "HostName")?;
+        self.port = dec.i32()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            broker_id,
-            host_name,
-            port,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for LeaderAndIsrLiveLeader {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -377,55 +399,51 @@ impl Encode for LeaderAndIsrPartitionState {
     }
 }
 
-impl Decode for LeaderAndIsrPartitionState {
+impl LeaderAndIsrPartitionState {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let topic_name = if version <= 1 {
+        self.topic_name = if version <= 1 {
             dec.string(flexible, "TopicName")?
         } else {
             String::new()
         };
-        let partition_index = dec.i32()?;
-        let controller_epoch = dec.i32()?;
-        let leader = dec.i32()?;
-        let leader_epoch = dec.i32()?;
-        let isr = dec.fixed_array(flexible, "Isr", i32::from_be_bytes)?;
-        let partition_epoch = dec.i32()?;
-        let replicas = dec.fixed_array(flexible, "Replicas", i32::from_be_bytes)?;
-        let adding_replicas = if version >= 3 {
+        self.partition_index = dec.i32()?;
+        self.controller_epoch = dec.i32()?;
+        self.leader = dec.i32()?;
+        self.leader_epoch = dec.i32()?;
+        self.isr = dec.fixed_array(flexible, "Isr", i32::from_be_bytes)?;
+        self.partition_epoch = dec.i32()?;
+        self.replicas = dec.fixed_array(flexible, "Replicas", i32::from_be_bytes)?;
+        self.adding_replicas = if version >= 3 {
             dec.fixed_array(flexible, "AddingReplicas", i32::from_be_bytes)?
         } else {
             InlineVec::new()
         };
-        let removing_replicas = if version >= 3 {
+        self.removing_replicas = if version >= 3 {
             dec.fixed_array(flexible, "RemovingReplicas", i32::from_be_bytes)?
         } else {
             InlineVec::new()
         };
-        let is_new = if version >= 1 { dec.bool()? } else { false };
-        let leader_recovery_state = if version >= 6 { dec.i8()? } else { 0 };
+        self.is_new = if version >= 1 { dec.bool()? } else { false };
+        self.leader_recovery_state = if version >= 6 { dec.i8()? } else { 0 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic_name,
-            partition_index,
-            controller_epoch,
-            leader,
-            leader_epoch,
-            isr,
-            partition_epoch,
-            replicas,
-            adding_replicas,
-            removing_replicas,
-            is_new,
-            leader_recovery_state,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for LeaderAndIsrPartitionState {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

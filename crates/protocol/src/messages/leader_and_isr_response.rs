@@ -57,16 +57,22 @@ impl Decode for LeaderAndIsrResponse {
         dec.enter()?;
         let error_code = dec.i16()?;
         let partition_errors = if version <= 4 {
-            dec.array(flexible, 8, "PartitionErrors", |dec| {
-                LeaderAndIsrPartitionError::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                8,
+                "PartitionErrors",
+                |dec, item: &mut LeaderAndIsrPartitionError| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
         let topics = if version >= 5 {
-            dec.array(flexible, 18, "Topics", |dec| {
-                LeaderAndIsrTopicError::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                18,
+                "Topics",
+                |dec, item: &mut LeaderAndIsrTopicError| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -126,20 +132,23 @@ impl Encode for LeaderAndIsrTopicError {
     }
 }
 
-impl Decode for LeaderAndIsrTopicError {
+impl LeaderAndIsrTopicError {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let topic_id = if version >= 5 {
+        self.topic_id = if version >= 5 {
             dec.uuid()?
         } else {
             Uuid::ZERO
         };
-        let partition_errors = if version >= 5 {
-            dec.array(flexible, 7, "PartitionErrors", |dec| {
-                LeaderAndIsrPartitionError::decode(dec, version)
-            })?
+        self.partition_errors = if version >= 5 {
+            dec.array_in_place(
+                flexible,
+                7,
+                "PartitionErrors",
+                |dec, item: &mut LeaderAndIsrPartitionError| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -149,11 +158,17 @@ impl Decode for LeaderAndIsrTopicError {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic_id,
-            partition_errors,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for LeaderAndIsrTopicError {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -193,29 +208,34 @@ impl Encode for LeaderAndIsrPartitionError {
     }
 }
 
-impl Decode for LeaderAndIsrPartitionError {
+impl LeaderAndIsrPartitionError {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let topic_name = if version <= 4 {
+        self.topic_name = if version <= 4 {
             dec.string(flexible, "TopicName")?
         } else {
             String::new()
         };
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic_name,
-            partition_index,
-            error_code,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for LeaderAndIsrPartitionError {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -43,9 +43,13 @@ impl Decode for LeaderChangeMessage {
         dec.enter()?;
         let field_version = dec.i16()?;
         let leader_id = dec.i32()?;
-        let voters = dec.array(true, 5, "Voters", |dec| Voter::decode(dec, version))?;
+        let voters = dec.array_in_place(true, 5, "Voters", |dec, item: &mut Voter| {
+            item.decode_into(dec, version)
+        })?;
         let granting_voters =
-            dec.array(true, 5, "GrantingVoters", |dec| Voter::decode(dec, version))?;
+            dec.array_in_place(true, 5, "GrantingVoters", |dec, item: &mut Voter| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -85,22 +89,28 @@ impl Encode for Voter {
     }
 }
 
-impl Decode for Voter {
+impl Voter {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let voter_id = dec.i32()?;
-        let voter_directory_id = if version >= 1 {
+        self.voter_id = dec.i32()?;
+        self.voter_directory_id = if version >= 1 {
             dec.uuid()?
         } else {
             Uuid::ZERO
         };
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            voter_id,
-            voter_directory_id,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for Voter {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

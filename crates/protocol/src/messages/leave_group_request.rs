@@ -57,8 +57,8 @@ impl Decode for LeaveGroupRequest {
             String::new()
         };
         let members = if version >= 3 {
-            dec.array(flexible, 3, "Members", |dec| {
-                MemberIdentity::decode(dec, version)
+            dec.array_in_place(flexible, 3, "Members", |dec, item: &mut MemberIdentity| {
+                item.decode_into(dec, version)
             })?
         } else {
             Vec::new()
@@ -127,22 +127,22 @@ impl Encode for MemberIdentity {
     }
 }
 
-impl Decode for MemberIdentity {
+impl MemberIdentity {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let member_id = if version >= 3 {
+        self.member_id = if version >= 3 {
             dec.string(flexible, "MemberId")?
         } else {
             String::new()
         };
-        let group_instance_id = if version >= 3 {
+        self.group_instance_id = if version >= 3 {
             dec.opt_string(version >= 3, flexible, "GroupInstanceId")?
         } else {
             None
         };
-        let reason = if version >= 5 {
+        self.reason = if version >= 5 {
             dec.opt_string(version >= 5, flexible, "Reason")?
         } else {
             None
@@ -153,11 +153,16 @@ impl Decode for MemberIdentity {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            member_id,
-            group_instance_id,
-            reason,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for MemberIdentity {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -53,8 +53,8 @@ impl Decode for LeaveGroupResponse {
         let throttle_time_ms = if version >= 1 { dec.i32()? } else { 0 };
         let error_code = dec.i16()?;
         let members = if version >= 3 {
-            dec.array(flexible, 5, "Members", |dec| {
-                MemberResponse::decode(dec, version)
+            dec.array_in_place(flexible, 5, "Members", |dec, item: &mut MemberResponse| {
+                item.decode_into(dec, version)
             })?
         } else {
             Vec::new()
@@ -134,33 +134,38 @@ impl Encode for MemberResponse {
     }
 }
 
-impl Decode for MemberResponse {
+impl MemberResponse {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let member_id = if version >= 3 {
+        self.member_id = if version >= 3 {
             dec.string(flexible, "MemberId")?
         } else {
             String::new()
         };
-        let group_instance_id = if version >= 3 {
+        self.group_instance_id = if version >= 3 {
             dec.opt_string(version >= 3, flexible, "GroupInstanceId")?
         } else {
             Some(String::new())
         };
-        let error_code = if version >= 3 { dec.i16()? } else { 0 };
+        self.error_code = if version >= 3 { dec.i16()? } else { 0 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            member_id,
-            group_instance_id,
-            error_code,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for MemberResponse {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -39,9 +39,12 @@ impl Decode for ListClientMetricsResourcesResponse {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
         let error_code = dec.i16()?;
-        let client_metrics_resources = dec.array(true, 2, "ClientMetricsResources", |dec| {
-            ClientMetricsResource::decode(dec, version)
-        })?;
+        let client_metrics_resources = dec.array_in_place(
+            true,
+            2,
+            "ClientMetricsResources",
+            |dec, item: &mut ClientMetricsResource| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -73,16 +76,23 @@ impl Encode for ClientMetricsResource {
     }
 }
 
-impl Decode for ClientMetricsResource {
+impl ClientMetricsResource {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let name = dec.string(true, "Name")?;
+        self.name = dec.string(true, "Name")?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            name,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ClientMetricsResource {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -48,8 +48,8 @@ impl Decode for ListGroupsResponse {
         dec.enter()?;
         let throttle_time_ms = if version >= 1 { dec.i32()? } else { 0 };
         let error_code = dec.i16()?;
-        let groups = dec.array(flexible, 3, "Groups", |dec| {
-            ListedGroup::decode(dec, version)
+        let groups = dec.array_in_place(flexible, 3, "Groups", |dec, item: &mut ListedGroup| {
+            item.decode_into(dec, version)
         })?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
@@ -109,19 +109,19 @@ impl Encode for ListedGroup {
     }
 }
 
-impl Decode for ListedGroup {
+impl ListedGroup {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let group_id = dec.string(flexible, "GroupId")?;
-        let protocol_type = dec.string(flexible, "ProtocolType")?;
-        let group_state = if version >= 4 {
+        self.group_id = dec.string(flexible, "GroupId")?;
+        self.protocol_type = dec.string(flexible, "ProtocolType")?;
+        self.group_state = if version >= 4 {
             dec.string(flexible, "GroupState")?
         } else {
             String::new()
         };
-        let group_type = if version >= 5 {
+        self.group_type = if version >= 5 {
             dec.string(flexible, "GroupType")?
         } else {
             String::new()
@@ -132,12 +132,16 @@ impl Decode for ListedGroup {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            group_id,
-            protocol_type,
-            group_state,
-            group_type,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ListedGroup {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

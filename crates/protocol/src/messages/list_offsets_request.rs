@@ -55,9 +55,10 @@ impl Decode for ListOffsetsRequest {
         dec.enter()?;
         let replica_id = dec.i32()?;
         let isolation_level = if version >= 2 { dec.i8()? } else { 0 };
-        let topics = dec.array(flexible, 3, "Topics", |dec| {
-            ListOffsetsTopic::decode(dec, version)
-        })?;
+        let topics =
+            dec.array_in_place(flexible, 3, "Topics", |dec, item: &mut ListOffsetsTopic| {
+                item.decode_into(dec, version)
+            })?;
         let timeout_ms = if version >= 10 { dec.i32()? } else { 0 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
@@ -106,26 +107,35 @@ impl Encode for ListOffsetsTopic {
     }
 }
 
-impl Decode for ListOffsetsTopic {
+impl ListOffsetsTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let partitions = dec.array(flexible, 12, "Partitions", |dec| {
-            ListOffsetsPartition::decode(dec, version)
-        })?;
+        self.name = dec.string(flexible, "Name")?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            12,
+            "Partitions",
+            |dec, item: &mut ListOffsetsPartition| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ListOffsetsTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -184,27 +194,31 @@ impl Encode for ListOffsetsPartition {
     }
 }
 
-impl Decode for ListOffsetsPartition {
+impl ListOffsetsPartition {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let current_leader_epoch = if version >= 4 { dec.i32()? } else { -1 };
-        let timestamp = dec.i64()?;
-        let max_num_offsets = if version == 0 { dec.i32()? } else { 1 };
+        self.partition_index = dec.i32()?;
+        self.current_leader_epoch = if version >= 4 { dec.i32()? } else { -1 };
+        self.timestamp = dec.i64()?;
+        self.max_num_offsets = if version == 0 { dec.i32()? } else { 1 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            current_leader_epoch,
-            timestamp,
-            max_num_offsets,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ListOffsetsPartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -44,9 +44,12 @@ impl Decode for ListOffsetsResponse {
         let flexible = version >= 6;
         dec.enter()?;
         let throttle_time_ms = if version >= 2 { dec.i32()? } else { 0 };
-        let topics = dec.array(flexible, 3, "Topics", |dec| {
-            ListOffsetsTopicResponse::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            flexible,
+            3,
+            "Topics",
+            |dec, item: &mut ListOffsetsTopicResponse| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -92,26 +95,35 @@ impl Encode for ListOffsetsTopicResponse {
     }
 }
 
-impl Decode for ListOffsetsTopicResponse {
+impl ListOffsetsTopicResponse {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let partitions = dec.array(flexible, 10, "Partitions", |dec| {
-            ListOffsetsPartitionResponse::decode(dec, version)
-        })?;
+        self.name = dec.string(flexible, "Name")?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            10,
+            "Partitions",
+            |dec, item: &mut ListOffsetsPartitionResponse| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ListOffsetsTopicResponse {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -189,35 +201,37 @@ impl Encode for ListOffsetsPartitionResponse {
     }
 }
 
-impl Decode for ListOffsetsPartitionResponse {
+impl ListOffsetsPartitionResponse {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
-        let old_style_offsets = if version == 0 {
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
+        self.old_style_offsets = if version == 0 {
             dec.fixed_array(flexible, "OldStyleOffsets", i64::from_be_bytes)?
         } else {
             Vec::new()
         };
-        let timestamp = if version >= 1 { dec.i64()? } else { -1 };
-        let offset = if version >= 1 { dec.i64()? } else { -1 };
-        let leader_epoch = if version >= 4 { dec.i32()? } else { -1 };
+        self.timestamp = if version >= 1 { dec.i64()? } else { -1 };
+        self.offset = if version >= 1 { dec.i64()? } else { -1 };
+        self.leader_epoch = if version >= 4 { dec.i32()? } else { -1 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            error_code,
-            old_style_offsets,
-            timestamp,
-            offset,
-            leader_epoch,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ListOffsetsPartitionResponse {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

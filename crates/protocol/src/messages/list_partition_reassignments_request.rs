@@ -45,9 +45,13 @@ impl Decode for ListPartitionReassignmentsRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let timeout_ms = dec.i32()?;
-        let topics = dec.opt_array(true, true, 3, "Topics", |dec| {
-            ListPartitionReassignmentsTopics::decode(dec, version)
-        })?;
+        let topics = dec.opt_array_in_place(
+            true,
+            true,
+            3,
+            "Topics",
+            |dec, item: &mut ListPartitionReassignmentsTopics| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -84,18 +88,24 @@ impl Encode for ListPartitionReassignmentsTopics {
     }
 }
 
-impl Decode for ListPartitionReassignmentsTopics {
+impl ListPartitionReassignmentsTopics {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let name = dec.string(true, "Name")?;
-        let partition_indexes = dec.fixed_array(true, "PartitionIndexes", i32::from_be_bytes)?;
+        self.name = dec.string(true, "Name")?;
+        self.partition_indexes = dec.fixed_array(true, "PartitionIndexes", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            name,
-            partition_indexes,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ListPartitionReassignmentsTopics {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

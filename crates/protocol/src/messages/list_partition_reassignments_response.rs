@@ -51,9 +51,12 @@ impl Decode for ListPartitionReassignmentsResponse {
         let throttle_time_ms = dec.i32()?;
         let error_code = dec.i16()?;
         let error_message = dec.opt_string(true, true, "ErrorMessage")?;
-        let topics = dec.array(true, 3, "Topics", |dec| {
-            OngoingTopicReassignment::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            true,
+            3,
+            "Topics",
+            |dec, item: &mut OngoingTopicReassignment| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -91,21 +94,30 @@ impl Encode for OngoingTopicReassignment {
     }
 }
 
+impl OngoingTopicReassignment {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.name = dec.string(true, "Name")?;
+        self.partitions = dec.array_in_place(
+            true,
+            8,
+            "Partitions",
+            |dec, item: &mut OngoingPartitionReassignment| item.decode_into(dec, version),
+        )?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for OngoingTopicReassignment {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let name = dec.string(true, "Name")?;
-        let partitions = dec.array(true, 8, "Partitions", |dec| {
-            OngoingPartitionReassignment::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -147,22 +159,26 @@ impl Encode for OngoingPartitionReassignment {
     }
 }
 
-impl Decode for OngoingPartitionReassignment {
+impl OngoingPartitionReassignment {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let replicas = dec.fixed_array(true, "Replicas", i32::from_be_bytes)?;
-        let adding_replicas = dec.fixed_array(true, "AddingReplicas", i32::from_be_bytes)?;
-        let removing_replicas = dec.fixed_array(true, "RemovingReplicas", i32::from_be_bytes)?;
+        self.partition_index = dec.i32()?;
+        self.replicas = dec.fixed_array(true, "Replicas", i32::from_be_bytes)?;
+        self.adding_replicas = dec.fixed_array(true, "AddingReplicas", i32::from_be_bytes)?;
+        self.removing_replicas = dec.fixed_array(true, "RemovingReplicas", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            partition_index,
-            replicas,
-            adding_replicas,
-            removing_replicas,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OngoingPartitionReassignment {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -49,9 +49,12 @@ impl Decode for ListTransactionsResponse {
         let unknown_state_filters = dec.array(true, 1, "UnknownStateFilters", |dec| {
             dec.string(true, "UnknownStateFilters")
         })?;
-        let transaction_states = dec.array(true, 11, "TransactionStates", |dec| {
-            TransactionState::decode(dec, version)
-        })?;
+        let transaction_states = dec.array_in_place(
+            true,
+            11,
+            "TransactionStates",
+            |dec, item: &mut TransactionState| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -90,20 +93,25 @@ impl Encode for TransactionState {
     }
 }
 
-impl Decode for TransactionState {
+impl TransactionState {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let transactional_id = dec.string(true, "TransactionalId")?;
-        let producer_id = dec.i64()?;
-        let transaction_state = dec.string(true, "TransactionState")?;
+        self.transactional_id = dec.string(true, "TransactionalId")?;
+        self.producer_id = dec.i64()?;
+        self.transaction_state = dec.string(true, "TransactionState")?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            transactional_id,
-            producer_id,
-            transaction_state,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TransactionState {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

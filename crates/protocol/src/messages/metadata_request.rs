@@ -76,9 +76,13 @@ impl Decode for MetadataRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
-        let topics = dec.opt_array(version >= 1, flexible, 2, "Topics", |dec| {
-            MetadataRequestTopic::decode(dec, version)
-        })?;
+        let topics = dec.opt_array_in_place(
+            version >= 1,
+            flexible,
+            2,
+            "Topics",
+            |dec, item: &mut MetadataRequestTopic| item.decode_into(dec, version),
+        )?;
         let allow_auto_topic_creation = if version >= 4 { dec.bool()? } else { true };
         let include_cluster_authorized_operations = if (8..=10).contains(&version) {
             dec.bool()?
@@ -145,27 +149,33 @@ impl Encode for MetadataRequestTopic {
     }
 }
 
-impl Decode for MetadataRequestTopic {
+impl MetadataRequestTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
-        let topic_id = if version >= 10 {
+        self.topic_id = if version >= 10 {
             dec.uuid()?
         } else {
             Uuid::ZERO
         };
-        let name = dec.opt_string(version >= 10, flexible, "Name")?;
+        self.name = dec.opt_string(version >= 10, flexible, "Name")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic_id,
-            name,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for MetadataRequestTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -90,18 +90,24 @@ impl Decode for MetadataResponse {
         let flexible = version >= 9;
         dec.enter()?;
         let throttle_time_ms = if version >= 3 { dec.i32()? } else { 0 };
-        let brokers = dec.array(flexible, 10, "Brokers", |dec| {
-            MetadataResponseBroker::decode(dec, version)
-        })?;
+        let brokers = dec.array_in_place(
+            flexible,
+            10,
+            "Brokers",
+            |dec, item: &mut MetadataResponseBroker| item.decode_into(dec, version),
+        )?;
         let cluster_id = if version >= 2 {
             dec.opt_string(version >= 2, flexible, "ClusterId")?
         } else {
             None
         };
         let controller_id = if version >= 1 { dec.i32()? } else { -1 };
-        let topics = dec.array(flexible, 8, "Topics", |dec| {
-            MetadataResponseTopic::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            flexible,
+            8,
+            "Topics",
+            |dec, item: &mut MetadataResponseTopic| item.decode_into(dec, version),
+        )?;
         let cluster_authorized_operations = if (8..=10).contains(&version) {
             dec.i32()?
         } else {
@@ -164,15 +170,15 @@ impl Encode for MetadataResponseBroker {
     }
 }
 
-impl Decode for MetadataResponseBroker {
+impl MetadataResponseBroker {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
-        let node_id = dec.i32()?;
-        let host = dec.string(flexible, "Host")?;
-        let port = dec.i32()?;
-        let rack = if version >= 1 {
+        self.node_id = dec.i32()?;
+        self.host = dec.string(flexible, "Host")?;
+        self.port = dec.i32()?;
+        self.rack = if version >= 1 {
             dec.opt_string(version >= 1, flexible, "Rack")?
         } else {
             None
@@ -183,13 +189,17 @@ impl Decode for MetadataResponseBroker {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            node_id,
-            host,
-            port,
-            rack,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for MetadataResponseBroker {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -262,23 +272,26 @@ impl Encode for MetadataResponseTopic {
     }
 }
 
-impl Decode for MetadataResponseTopic {
+impl MetadataResponseTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
-        let error_code = dec.i16()?;
-        let name = dec.opt_string(version >= 12, flexible, "Name")?;
-        let topic_id = if version >= 10 {
+        self.error_code = dec.i16()?;
+        self.name = dec.opt_string(version >= 12, flexible, "Name")?;
+        self.topic_id = if version >= 10 {
             dec.uuid()?
         } else {
             Uuid::ZERO
         };
-        let is_internal = if version >= 1 { dec.bool()? } else { false };
-        let partitions = dec.array(flexible, 18, "Partitions", |dec| {
-            MetadataResponsePartition::decode(dec, version)
-        })?;
-        let topic_authorized_operations = if version >= 8 {
+        self.is_internal = if version >= 1 { dec.bool()? } else { false };
+        self.partitions = dec.array_in_place(
+            flexible,
+            18,
+            "Partitions",
+            |dec, item: &mut MetadataResponsePartition| item.decode_into(dec, version),
+        )?;
+        self.topic_authorized_operations = if version >= 8 {
             dec.i32()?
         } else {
             -2147483648
@@ -289,15 +302,17 @@ impl Decode for MetadataResponseTopic {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            error_code,
-            name,
-            topic_id,
-            is_internal,
-            partitions,
-            topic_authorized_operations,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for MetadataResponseTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -377,18 +392,18 @@ impl Encode for MetadataResponsePartition {
     }
 }
 
-impl Decode for MetadataResponsePartition {
+impl MetadataResponsePartition {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
-        let error_code = dec.i16()?;
-        let partition_index = dec.i32()?;
-        let leader_id = dec.i32()?;
-        let leader_epoch = if version >= 7 { dec.i32()? } else { -1 };
-        let replica_nodes = dec.fixed_array(flexible, "ReplicaNodes", i32::from_be_bytes)?;
-        let isr_nodes = dec.fixed_array(flexible, "IsrNodes", i32::from_be_bytes)?;
-        let offline_replicas = if version >= 5 {
+        self.error_code = dec.i16()?;
+        self.partition_index = dec.i32()?;
+        self.leader_id = dec.i32()?;
+        self.leader_epoch = if version >= 7 { dec.i32()? } else { -1 };
+        self.replica_nodes = dec.fixed_array(flexible, "ReplicaNodes", i32::from_be_bytes)?;
+        self.isr_nodes = dec.fixed_array(flexible, "IsrNodes", i32::from_be_bytes)?;
+        self.offline_replicas = if version >= 5 {
             dec.fixed_array(flexible, "OfflineReplicas", i32::from_be_bytes)?
         } else {
             InlineVec::new()
@@ -399,15 +414,16 @@ impl Decode for MetadataResponsePartition {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            error_code,
-            partition_index,
-            leader_id,
-            leader_epoch,
-            replica_nodes,
-            isr_nodes,
-            offline_replicas,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for MetadataResponsePartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -103,9 +103,12 @@ impl Decode for OffsetCommitRequest {
         } else {
             -1
         };
-        let topics = dec.array(flexible, 3, "Topics", |dec| {
-            OffsetCommitRequestTopic::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            flexible,
+            3,
+            "Topics",
+            |dec, item: &mut OffsetCommitRequestTopic| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -155,26 +158,35 @@ impl Encode for OffsetCommitRequestTopic {
     }
 }
 
-impl Decode for OffsetCommitRequestTopic {
+impl OffsetCommitRequestTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 8;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let partitions = dec.array(flexible, 14, "Partitions", |dec| {
-            OffsetCommitRequestPartition::decode(dec, version)
-        })?;
+        self.name = dec.string(flexible, "Name")?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            14,
+            "Partitions",
+            |dec, item: &mut OffsetCommitRequestPartition| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetCommitRequestTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -242,29 +254,32 @@ impl Encode for OffsetCommitRequestPartition {
     }
 }
 
-impl Decode for OffsetCommitRequestPartition {
+impl OffsetCommitRequestPartition {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 8;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let committed_offset = dec.i64()?;
-        let committed_leader_epoch = if version >= 6 { dec.i32()? } else { -1 };
-        let commit_timestamp = if version == 1 { dec.i64()? } else { -1 };
-        let committed_metadata = dec.opt_string(true, flexible, "CommittedMetadata")?;
+        self.partition_index = dec.i32()?;
+        self.committed_offset = dec.i64()?;
+        self.committed_leader_epoch = if version >= 6 { dec.i32()? } else { -1 };
+        self.commit_timestamp = if version == 1 { dec.i64()? } else { -1 };
+        self.committed_metadata = dec.opt_string(true, flexible, "CommittedMetadata")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            committed_offset,
-            committed_leader_epoch,
-            commit_timestamp,
-            committed_metadata,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetCommitRequestPartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -44,9 +44,12 @@ impl Decode for OffsetCommitResponse {
         let flexible = version >= 8;
         dec.enter()?;
         let throttle_time_ms = if version >= 3 { dec.i32()? } else { 0 };
-        let topics = dec.array(flexible, 3, "Topics", |dec| {
-            OffsetCommitResponseTopic::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            flexible,
+            3,
+            "Topics",
+            |dec, item: &mut OffsetCommitResponseTopic| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -92,26 +95,35 @@ impl Encode for OffsetCommitResponseTopic {
     }
 }
 
-impl Decode for OffsetCommitResponseTopic {
+impl OffsetCommitResponseTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 8;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let partitions = dec.array(flexible, 6, "Partitions", |dec| {
-            OffsetCommitResponsePartition::decode(dec, version)
-        })?;
+        self.name = dec.string(flexible, "Name")?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            6,
+            "Partitions",
+            |dec, item: &mut OffsetCommitResponsePartition| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetCommitResponseTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -144,23 +156,29 @@ impl Encode for OffsetCommitResponsePartition {
     }
 }
 
-impl Decode for OffsetCommitResponsePartition {
+impl OffsetCommitResponsePartition {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 8;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            error_code,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetCommitResponsePartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -26,9 +26,12 @@ impl Decode for OffsetDeleteRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let group_id = dec.string(false, "GroupId")?;
-        let topics = dec.array(false, 6, "Topics", |dec| {
-            OffsetDeleteRequestTopic::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            false,
+            6,
+            "Topics",
+            |dec, item: &mut OffsetDeleteRequestTopic| item.decode_into(dec, version),
+        )?;
         dec.leave();
         Ok(Self { group_id, topics })
     }
@@ -56,16 +59,28 @@ impl Encode for OffsetDeleteRequestTopic {
     }
 }
 
+impl OffsetDeleteRequestTopic {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.name = dec.string(false, "Name")?;
+        self.partitions = dec.array_in_place(
+            false,
+            4,
+            "Partitions",
+            |dec, item: &mut OffsetDeleteRequestPartition| item.decode_into(dec, version),
+        )?;
+        dec.leave();
+        Ok(())
+    }
+}
+
 impl Decode for OffsetDeleteRequestTopic {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let name = dec.string(false, "Name")?;
-        let partitions = dec.array(false, 4, "Partitions", |dec| {
-            OffsetDeleteRequestPartition::decode(dec, version)
-        })?;
-        dec.leave();
-        Ok(Self { name, partitions })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -86,12 +101,21 @@ impl Encode for OffsetDeleteRequestPartition {
     }
 }
 
+impl OffsetDeleteRequestPartition {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.partition_index = dec.i32()?;
+        dec.leave();
+        Ok(())
+    }
+}
+
 impl Decode for OffsetDeleteRequestPartition {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let partition_index = dec.i32()?;
-        dec.leave();
-        Ok(Self { partition_index })
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -30,9 +30,12 @@ impl Decode for OffsetDeleteResponse {
         dec.enter()?;
         let error_code = dec.i16()?;
         let throttle_time_ms = dec.i32()?;
-        let topics = dec.array(false, 6, "Topics", |dec| {
-            OffsetDeleteResponseTopic::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            false,
+            6,
+            "Topics",
+            |dec, item: &mut OffsetDeleteResponseTopic| item.decode_into(dec, version),
+        )?;
         dec.leave();
         Ok(Self {
             error_code,
@@ -64,16 +67,28 @@ impl Encode for OffsetDeleteResponseTopic {
     }
 }
 
+impl OffsetDeleteResponseTopic {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.name = dec.string(false, "Name")?;
+        self.partitions = dec.array_in_place(
+            false,
+            6,
+            "Partitions",
+            |dec, item: &mut OffsetDeleteResponsePartition| item.decode_into(dec, version),
+        )?;
+        dec.leave();
+        Ok(())
+    }
+}
+
 impl Decode for OffsetDeleteResponseTopic {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let name = dec.string(false, "Name")?;
-        let partitions = dec.array(false, 6, "Partitions", |dec| {
-            OffsetDeleteResponsePartition::decode(dec, version)
-        })?;
-        dec.leave();
-        Ok(Self { name, partitions })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -97,16 +112,22 @@ impl Encode for OffsetDeleteResponsePartition {
     }
 }
 
+impl OffsetDeleteResponsePartition {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
+        dec.leave();
+        Ok(())
+    }
+}
+
 impl Decode for OffsetDeleteResponsePartition {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
-        dec.leave();
-        Ok(Self {
-            partition_index,
-            error_code,
-        })
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -87,16 +87,23 @@ impl Decode for OffsetFetchRequest {
             String::new()
         };
         let topics = if version <= 7 {
-            dec.opt_array((2..=7).contains(&version), flexible, 3, "Topics", |dec| {
-                OffsetFetchRequestTopic::decode(dec, version)
-            })?
+            dec.opt_array_in_place(
+                (2..=7).contains(&version),
+                flexible,
+                3,
+                "Topics",
+                |dec, item: &mut OffsetFetchRequestTopic| item.decode_into(dec, version),
+            )?
         } else {
             Some(Vec::new())
         };
         let groups = if version >= 8 {
-            dec.array(flexible, 3, "Groups", |dec| {
-                OffsetFetchRequestGroup::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                3,
+                "Groups",
+                |dec, item: &mut OffsetFetchRequestGroup| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -157,17 +164,17 @@ impl Encode for OffsetFetchRequestTopic {
     }
 }
 
-impl Decode for OffsetFetchRequestTopic {
+impl OffsetFetchRequestTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let name = if version <= 7 {
+        self.name = if version <= 7 {
             dec.string(flexible, "Name")?
         } else {
             String::new()
         };
-        let partition_indexes = if version <= 7 {
+        self.partition_indexes = if version <= 7 {
             dec.fixed_array(flexible, "PartitionIndexes", i32::from_be_bytes)?
         } else {
             InlineVec::new()
@@ -178,11 +185,17 @@ impl Decode for OffsetFetchRequestTopic {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partition_indexes,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetFetchRequestTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -262,26 +275,30 @@ impl Encode for OffsetFetchRequestGroup {
     }
 }
 
-impl Decode for OffsetFetchRequestGroup {
+impl OffsetFetchRequestGroup {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let group_id = if version >= 8 {
+        self.group_id = if version >= 8 {
             dec.string(flexible, "GroupId")?
         } else {
             String::new()
         };
-        let member_id = if version >= 9 {
+        self.member_id = if version >= 9 {
             dec.opt_string(version >= 9, flexible, "MemberId")?
         } else {
             None
         };
-        let member_epoch = if version >= 9 { dec.i32()? } else { -1 };
-        let topics = if version >= 8 {
-            dec.opt_array(version >= 8, flexible, 3, "Topics", |dec| {
-                OffsetFetchRequestTopics::decode(dec, version)
-            })?
+        self.member_epoch = if version >= 9 { dec.i32()? } else { -1 };
+        self.topics = if version >= 8 {
+            dec.opt_array_in_place(
+                version >= 8,
+                flexible,
+                3,
+                "Topics",
+                |dec, item: &mut OffsetFetchRequestTopics| item.decode_into(dec, version),
+            )?
         } else {
             Some(Vec::new())
         };
@@ -291,13 +308,17 @@ impl Decode for OffsetFetchRequestGroup {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            group_id,
-            member_id,
-            member_epoch,
-            topics,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetFetchRequestGroup {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -341,17 +362,17 @@ impl Encode for OffsetFetchRequestTopics {
     }
 }
 
-impl Decode for OffsetFetchRequestTopics {
+impl OffsetFetchRequestTopics {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let name = if version >= 8 {
+        self.name = if version >= 8 {
             dec.string(flexible, "Name")?
         } else {
             String::new()
         };
-        let partition_indexes = if version >= 8 {
+        self.partition_indexes = if version >= 8 {
             dec.fixed_array(flexible, "PartitionIndexes", i32::from_be_bytes)?
         } else {
             InlineVec::new()
@@ -362,10 +383,16 @@ impl Decode for OffsetFetchRequestTopics {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partition_indexes,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetFetchRequestTopics {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

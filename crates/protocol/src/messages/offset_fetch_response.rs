@@ -65,9 +65,12 @@ impl Decode for OffsetFetchResponse {
         dec.enter()?;
         let throttle_time_ms = if version >= 3 { dec.i32()? } else { 0 };
         let topics = if version <= 7 {
-            dec.array(flexible, 3, "Topics", |dec| {
-                OffsetFetchResponseTopic::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                3,
+                "Topics",
+                |dec, item: &mut OffsetFetchResponseTopic| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -77,9 +80,12 @@ impl Decode for OffsetFetchResponse {
             0
         };
         let groups = if version >= 8 {
-            dec.array(flexible, 5, "Groups", |dec| {
-                OffsetFetchResponseGroup::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                5,
+                "Groups",
+                |dec, item: &mut OffsetFetchResponseGroup| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -138,20 +144,23 @@ impl Encode for OffsetFetchResponseTopic {
     }
 }
 
-impl Decode for OffsetFetchResponseTopic {
+impl OffsetFetchResponseTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let name = if version <= 7 {
+        self.name = if version <= 7 {
             dec.string(flexible, "Name")?
         } else {
             String::new()
         };
-        let partitions = if version <= 7 {
-            dec.array(flexible, 16, "Partitions", |dec| {
-                OffsetFetchResponsePartition::decode(dec, version)
-            })?
+        self.partitions = if version <= 7 {
+            dec.array_in_place(
+                flexible,
+                16,
+                "Partitions",
+                |dec, item: &mut OffsetFetchResponsePartition| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -161,11 +170,17 @@ impl Decode for OffsetFetchResponseTopic {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetFetchResponseTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -240,38 +255,41 @@ impl Encode for OffsetFetchResponsePartition {
     }
 }
 
-impl Decode for OffsetFetchResponsePartition {
+impl OffsetFetchResponsePartition {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let partition_index = if version <= 7 { dec.i32()? } else { 0 };
-        let committed_offset = if version <= 7 { dec.i64()? } else { 0 };
-        let committed_leader_epoch = if (5..=7).contains(&version) {
+        self.partition_index = if version <= 7 { dec.i32()? } else { 0 };
+        self.committed_offset = if version <= 7 { dec.i64()? } else { 0 };
+        self.committed_leader_epoch = if (5..=7).contains(&version) {
             dec.i32()?
         } else {
             -1
         };
-        let metadata = if version <= 7 {
+        self.metadata = if version <= 7 {
             dec.opt_string(version <= 7, flexible, "Metadata")?
         } else {
             Some(String::new())
         };
-        let error_code = if version <= 7 { dec.i16()? } else { 0 };
+        self.error_code = if version <= 7 { dec.i16()? } else { 0 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            committed_offset,
-            committed_leader_epoch,
-            metadata,
-            error_code,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetFetchResponsePartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -321,36 +339,44 @@ impl Encode for OffsetFetchResponseGroup {
     }
 }
 
-impl Decode for OffsetFetchResponseGroup {
+impl OffsetFetchResponseGroup {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let group_id = if version >= 8 {
+        self.group_id = if version >= 8 {
             dec.string(flexible, "GroupId")?
         } else {
             String::new()
         };
-        let topics = if version >= 8 {
-            dec.array(flexible, 3, "Topics", |dec| {
-                OffsetFetchResponseTopics::decode(dec, version)
-            })?
+        self.topics = if version >= 8 {
+            dec.array_in_place(
+                flexible,
+                3,
+                "Topics",
+                |dec, item: &mut OffsetFetchResponseTopics| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
-        let error_code = if version >= 8 { dec.i16()? } else { 0 };
+        self.error_code = if version >= 8 { dec.i16()? } else { 0 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            group_id,
-            topics,
-            error_code,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetFetchResponseGroup {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -393,20 +419,23 @@ impl Encode for OffsetFetchResponseTopics {
     }
 }
 
-impl Decode for OffsetFetchResponseTopics {
+impl OffsetFetchResponseTopics {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let name = if version >= 8 {
+        self.name = if version >= 8 {
             dec.string(flexible, "Name")?
         } else {
             String::new()
         };
-        let partitions = if version >= 8 {
-            dec.array(flexible, 20, "Partitions", |dec| {
-                OffsetFetchResponsePartitions::decode(dec, version)
-            })?
+        self.partitions = if version >= 8 {
+            dec.array_in_place(
+                flexible,
+                20,
+                "Partitions",
+                |dec, item: &mut OffsetFetchResponsePartitions| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -416,11 +445,17 @@ impl Decode for OffsetFetchResponseTopics {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetFetchResponseTopics {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -495,33 +530,36 @@ impl Encode for OffsetFetchResponsePartitions {
     }
 }
 
-impl Decode for OffsetFetchResponsePartitions {
+impl OffsetFetchResponsePartitions {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let partition_index = if version >= 8 { dec.i32()? } else { 0 };
-        let committed_offset = if version >= 8 { dec.i64()? } else { 0 };
-        let committed_leader_epoch = if version >= 8 { dec.i32()? } else { -1 };
-        let metadata = if version >= 8 {
+        self.partition_index = if version >= 8 { dec.i32()? } else { 0 };
+        self.committed_offset = if version >= 8 { dec.i64()? } else { 0 };
+        self.committed_leader_epoch = if version >= 8 { dec.i32()? } else { -1 };
+        self.metadata = if version >= 8 {
             dec.opt_string(version >= 8, flexible, "Metadata")?
         } else {
             Some(String::new())
         };
-        let error_code = if version >= 8 { dec.i16()? } else { 0 };
+        self.error_code = if version >= 8 { dec.i16()? } else { 0 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            committed_offset,
-            committed_leader_epoch,
-            metadata,
-            error_code,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetFetchResponsePartitions {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

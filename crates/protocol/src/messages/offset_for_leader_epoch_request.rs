@@ -54,9 +54,12 @@ impl Decode for OffsetForLeaderEpochRequest {
         let flexible = version >= 4;
         dec.enter()?;
         let replica_id = if version >= 3 { dec.i32()? } else { -2 };
-        let topics = dec.array(flexible, 3, "Topics", |dec| {
-            OffsetForLeaderTopic::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            flexible,
+            3,
+            "Topics",
+            |dec, item: &mut OffsetForLeaderTopic| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -102,26 +105,35 @@ impl Encode for OffsetForLeaderTopic {
     }
 }
 
-impl Decode for OffsetForLeaderTopic {
+impl OffsetForLeaderTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let topic = dec.string(flexible, "Topic")?;
-        let partitions = dec.array(flexible, 8, "Partitions", |dec| {
-            OffsetForLeaderPartition::decode(dec, version)
-        })?;
+        self.topic = dec.string(flexible, "Topic")?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            8,
+            "Partitions",
+            |dec, item: &mut OffsetForLeaderPartition| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetForLeaderTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -172,25 +184,30 @@ impl Encode for OffsetForLeaderPartition {
     }
 }
 
-impl Decode for OffsetForLeaderPartition {
+impl OffsetForLeaderPartition {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let partition = dec.i32()?;
-        let current_leader_epoch = if version >= 2 { dec.i32()? } else { -1 };
-        let leader_epoch = dec.i32()?;
+        self.partition = dec.i32()?;
+        self.current_leader_epoch = if version >= 2 { dec.i32()? } else { -1 };
+        self.leader_epoch = dec.i32()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition,
-            current_leader_epoch,
-            leader_epoch,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetForLeaderPartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

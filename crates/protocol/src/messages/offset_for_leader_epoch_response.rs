@@ -44,9 +44,12 @@ impl Decode for OffsetForLeaderEpochResponse {
         let flexible = version >= 4;
         dec.enter()?;
         let throttle_time_ms = if version >= 2 { dec.i32()? } else { 0 };
-        let topics = dec.array(flexible, 3, "Topics", |dec| {
-            OffsetForLeaderTopicResult::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            flexible,
+            3,
+            "Topics",
+            |dec, item: &mut OffsetForLeaderTopicResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -92,26 +95,35 @@ impl Encode for OffsetForLeaderTopicResult {
     }
 }
 
-impl Decode for OffsetForLeaderTopicResult {
+impl OffsetForLeaderTopicResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let topic = dec.string(flexible, "Topic")?;
-        let partitions = dec.array(flexible, 14, "Partitions", |dec| {
-            EpochEndOffset::decode(dec, version)
-        })?;
+        self.topic = dec.string(flexible, "Topic")?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            14,
+            "Partitions",
+            |dec, item: &mut EpochEndOffset| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for OffsetForLeaderTopicResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -166,27 +178,31 @@ impl Encode for EpochEndOffset {
     }
 }
 
-impl Decode for EpochEndOffset {
+impl EpochEndOffset {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let error_code = dec.i16()?;
-        let partition = dec.i32()?;
-        let leader_epoch = if version >= 1 { dec.i32()? } else { -1 };
-        let end_offset = dec.i64()?;
+        self.error_code = dec.i16()?;
+        self.partition = dec.i32()?;
+        self.leader_epoch = if version >= 1 { dec.i32()? } else { -1 };
+        self.end_offset = dec.i64()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            error_code,
-            partition,
-            leader_epoch,
-            end_offset,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for EpochEndOffset {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -62,9 +62,12 @@ impl Decode for ProduceRequest {
         };
         let acks = dec.i16()?;
         let timeout_ms = dec.i32()?;
-        let topic_data = dec.array(flexible, 3, "TopicData", |dec| {
-            TopicProduceData::decode(dec, version)
-        })?;
+        let topic_data = dec.array_in_place(
+            flexible,
+            3,
+            "TopicData",
+            |dec, item: &mut TopicProduceData| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -114,26 +117,35 @@ impl Encode for TopicProduceData {
     }
 }
 
-impl Decode for TopicProduceData {
+impl TopicProduceData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let partition_data = dec.array(flexible, 6, "PartitionData", |dec| {
-            PartitionProduceData::decode(dec, version)
-        })?;
+        self.name = dec.string(flexible, "Name")?;
+        self.partition_data = dec.array_in_place(
+            flexible,
+            6,
+            "PartitionData",
+            |dec, item: &mut PartitionProduceData| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partition_data,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TopicProduceData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -166,23 +178,29 @@ impl Encode for PartitionProduceData {
     }
 }
 
-impl Decode for PartitionProduceData {
+impl PartitionProduceData {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
-        let index = dec.i32()?;
-        let records = dec.opt_records(true, flexible, "Records")?;
+        self.index = dec.i32()?;
+        self.records = dec.opt_records(true, flexible, "Records")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            index,
-            records,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for PartitionProduceData {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

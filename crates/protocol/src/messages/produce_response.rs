@@ -70,17 +70,23 @@ impl Decode for ProduceResponse {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
-        let responses = dec.array(flexible, 3, "Responses", |dec| {
-            TopicProduceResponse::decode(dec, version)
-        })?;
+        let responses = dec.array_in_place(
+            flexible,
+            3,
+            "Responses",
+            |dec, item: &mut TopicProduceResponse| item.decode_into(dec, version),
+        )?;
         let throttle_time_ms = if version >= 1 { dec.i32()? } else { 0 };
         let mut node_endpoints = Vec::new();
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|tag, dec| match tag {
                 0 if version >= 10 => {
-                    node_endpoints = dec.array(flexible, 11, "NodeEndpoints", |dec| {
-                        NodeEndpoint::decode(dec, version)
-                    })?;
+                    node_endpoints = dec.array_in_place(
+                        flexible,
+                        11,
+                        "NodeEndpoints",
+                        |dec, item: &mut NodeEndpoint| item.decode_into(dec, version),
+                    )?;
                     Ok(true)
                 }
                 _ => Ok(false),
@@ -131,26 +137,35 @@ impl Encode for TopicProduceResponse {
     }
 }
 
-impl Decode for TopicProduceResponse {
+impl TopicProduceResponse {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let partition_responses = dec.array(flexible, 14, "PartitionResponses", |dec| {
-            PartitionProduceResponse::decode(dec, version)
-        })?;
+        self.name = dec.string(flexible, "Name")?;
+        self.partition_responses = dec.array_in_place(
+            flexible,
+            14,
+            "PartitionResponses",
+            |dec, item: &mut PartitionProduceResponse| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partition_responses,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TopicProduceResponse {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -254,24 +269,27 @@ impl Encode for PartitionProduceResponse {
     }
 }
 
-impl Decode for PartitionProduceResponse {
+impl PartitionProduceResponse {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
-        let index = dec.i32()?;
-        let error_code = dec.i16()?;
-        let base_offset = dec.i64()?;
-        let log_append_time_ms = if version >= 2 { dec.i64()? } else { -1 };
-        let log_start_offset = if version >= 5 { dec.i64()? } else { -1 };
-        let record_errors = if version >= 8 {
-            dec.array(flexible, 6, "RecordErrors", |dec| {
-                BatchIndexAndErrorMessage::decode(dec, version)
-            })?
+        self.index = dec.i32()?;
+        self.error_code = dec.i16()?;
+        self.base_offset = dec.i64()?;
+        self.log_append_time_ms = if version >= 2 { dec.i64()? } else { -1 };
+        self.log_start_offset = if version >= 5 { dec.i64()? } else { -1 };
+        self.record_errors = if version >= 8 {
+            dec.array_in_place(
+                flexible,
+                6,
+                "RecordErrors",
+                |dec, item: &mut BatchIndexAndErrorMessage| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
-        let error_message = if version >= 8 {
+        self.error_message = if version >= 8 {
             dec.opt_string(version >= 8, flexible, "ErrorMessage")?
         } else {
             None
@@ -289,17 +307,18 @@ impl Decode for PartitionProduceResponse {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            index,
-            error_code,
-            base_offset,
-            log_append_time_ms,
-            log_start_offset,
-            record_errors,
-            error_message,
-            current_leader,
-            unknown_tagged_fields,
-        })
+        self.current_leader = current_leader;
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for PartitionProduceResponse {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -345,13 +364,13 @@ impl Encode for BatchIndexAndErrorMessage {
     }
 }
 
-impl Decode for BatchIndexAndErrorMessage {
+impl BatchIndexAndErrorMessage {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
-        let batch_index = if version >= 8 { dec.i32()? } else { 0 };
-        let batch_index_error_message = if version >= 8 {
+        self.batch_index = if version >= 8 { dec.i32()? } else { 0 };
+        self.batch_index_error_message = if version >= 8 {
             dec.opt_string(version >= 8, flexible, "BatchIndexErrorMessage")?
         } else {
             None
@@ -362,11 +381,17 @@ impl Decode for BatchIndexAndErrorMessage {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            batch_index,
-            batch_index_error_message,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for BatchIndexAndErrorMessage {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -417,24 +442,30 @@ impl Encode for LeaderIdAndEpoch {
     }
 }
 
-impl Decode for LeaderIdAndEpoch {
+impl LeaderIdAndEpoch {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
-        let leader_id = if version >= 10 { dec.i32()? } else { -1 };
-        let leader_epoch = if version >= 10 { dec.i32()? } else { -1 };
+        self.leader_id = if version >= 10 { dec.i32()? } else { -1 };
+        self.leader_epoch = if version >= 10 { dec.i32()? } else { -1 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            leader_id,
-            leader_epoch,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for LeaderIdAndEpoch {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -489,19 +520,19 @@ impl Encode for NodeEndpoint {
     }
 }
 
-impl Decode for NodeEndpoint {
+impl NodeEndpoint {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 9;
         dec.enter()?;
-        let node_id = if version >= 10 { dec.i32()? } else { 0 };
-        let host = if version >= 10 {
+        self.node_id = if version >= 10 { dec.i32()? } else { 0 };
+        self.host = if version >= 10 {
             dec.string(flexible, "Host")?
         } else {
             String::new()
         };
-        let port = if version >= 10 { dec.i32()? } else { 0 };
-        let rack = if version >= 10 {
+        self.port = if version >= 10 { dec.i32()? } else { 0 };
+        self.rack = if version >= 10 {
             dec.opt_string(version >= 10, flexible, "Rack")?
         } else {
             None
@@ -512,12 +543,16 @@ impl Decode for NodeEndpoint {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            node_id,
-            host,
-            port,
-            rack,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for NodeEndpoint {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

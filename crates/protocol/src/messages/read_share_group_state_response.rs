@@ -28,9 +28,10 @@ impl Encode for ReadShareGroupStateResponse {
 impl Decode for ReadShareGroupStateResponse {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
-        let results = dec.array(true, 18, "Results", |dec| {
-            ReadStateResult::decode(dec, version)
-        })?;
+        let results =
+            dec.array_in_place(true, 18, "Results", |dec, item: &mut ReadStateResult| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -65,21 +66,28 @@ impl Encode for ReadStateResult {
     }
 }
 
+impl ReadStateResult {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.topic_id = dec.uuid()?;
+        self.partitions =
+            dec.array_in_place(true, 21, "Partitions", |dec, item: &mut PartitionResult| {
+                item.decode_into(dec, version)
+            })?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for ReadStateResult {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let topic_id = dec.uuid()?;
-        let partitions = dec.array(true, 21, "Partitions", |dec| {
-            PartitionResult::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            topic_id,
-            partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -120,29 +128,32 @@ impl Encode for PartitionResult {
     }
 }
 
+impl PartitionResult {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.partition = dec.i32()?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, true, "ErrorMessage")?;
+        self.state_epoch = dec.i32()?;
+        self.start_offset = dec.i64()?;
+        self.state_batches =
+            dec.array_in_place(true, 20, "StateBatches", |dec, item: &mut StateBatch| {
+                item.decode_into(dec, version)
+            })?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for PartitionResult {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let partition = dec.i32()?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, true, "ErrorMessage")?;
-        let state_epoch = dec.i32()?;
-        let start_offset = dec.i64()?;
-        let state_batches = dec.array(true, 20, "StateBatches", |dec| {
-            StateBatch::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            partition,
-            error_code,
-            error_message,
-            state_epoch,
-            start_offset,
-            state_batches,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -175,22 +186,26 @@ impl Encode for StateBatch {
     }
 }
 
-impl Decode for StateBatch {
+impl StateBatch {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let first_offset = dec.i64()?;
-        let last_offset = dec.i64()?;
-        let delivery_state = dec.i8()?;
-        let delivery_count = dec.i16()?;
+        self.first_offset = dec.i64()?;
+        self.last_offset = dec.i64()?;
+        self.delivery_state = dec.i8()?;
+        self.delivery_count = dec.i16()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            first_offset,
-            last_offset,
-            delivery_state,
-            delivery_count,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for StateBatch {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

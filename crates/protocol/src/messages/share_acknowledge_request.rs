@@ -52,9 +52,10 @@ impl Decode for ShareAcknowledgeRequest {
         let group_id = dec.opt_string(true, true, "GroupId")?;
         let member_id = dec.opt_string(true, true, "MemberId")?;
         let share_session_epoch = dec.i32()?;
-        let topics = dec.array(true, 18, "Topics", |dec| {
-            AcknowledgeTopic::decode(dec, version)
-        })?;
+        let topics =
+            dec.array_in_place(true, 18, "Topics", |dec, item: &mut AcknowledgeTopic| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -92,21 +93,30 @@ impl Encode for AcknowledgeTopic {
     }
 }
 
+impl AcknowledgeTopic {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.topic_id = dec.uuid()?;
+        self.partitions = dec.array_in_place(
+            true,
+            6,
+            "Partitions",
+            |dec, item: &mut AcknowledgePartition| item.decode_into(dec, version),
+        )?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for AcknowledgeTopic {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let topic_id = dec.uuid()?;
-        let partitions = dec.array(true, 6, "Partitions", |dec| {
-            AcknowledgePartition::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            topic_id,
-            partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -137,21 +147,30 @@ impl Encode for AcknowledgePartition {
     }
 }
 
+impl AcknowledgePartition {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.partition_index = dec.i32()?;
+        self.acknowledgement_batches = dec.array_in_place(
+            true,
+            18,
+            "AcknowledgementBatches",
+            |dec, item: &mut AcknowledgementBatch| item.decode_into(dec, version),
+        )?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for AcknowledgePartition {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let partition_index = dec.i32()?;
-        let acknowledgement_batches = dec.array(true, 18, "AcknowledgementBatches", |dec| {
-            AcknowledgementBatch::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            partition_index,
-            acknowledgement_batches,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -184,20 +203,25 @@ impl Encode for AcknowledgementBatch {
     }
 }
 
-impl Decode for AcknowledgementBatch {
+impl AcknowledgementBatch {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let first_offset = dec.i64()?;
-        let last_offset = dec.i64()?;
-        let acknowledge_types = dec.fixed_array(true, "AcknowledgeTypes", i8::from_be_bytes)?;
+        self.first_offset = dec.i64()?;
+        self.last_offset = dec.i64()?;
+        self.acknowledge_types = dec.fixed_array(true, "AcknowledgeTypes", i8::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            first_offset,
-            last_offset,
-            acknowledge_types,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AcknowledgementBatch {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -45,12 +45,16 @@ impl Decode for ShareAcknowledgeResponse {
         let throttle_time_ms = dec.i32()?;
         let error_code = dec.i16()?;
         let error_message = dec.opt_string(true, true, "ErrorMessage")?;
-        let responses = dec.array(true, 18, "Responses", |dec| {
-            ShareAcknowledgeTopicResponse::decode(dec, version)
-        })?;
-        let node_endpoints = dec.array(true, 11, "NodeEndpoints", |dec| {
-            NodeEndpoint::decode(dec, version)
-        })?;
+        let responses = dec.array_in_place(
+            true,
+            18,
+            "Responses",
+            |dec, item: &mut ShareAcknowledgeTopicResponse| item.decode_into(dec, version),
+        )?;
+        let node_endpoints =
+            dec.array_in_place(true, 11, "NodeEndpoints", |dec, item: &mut NodeEndpoint| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -89,21 +93,28 @@ impl Encode for ShareAcknowledgeTopicResponse {
     }
 }
 
+impl ShareAcknowledgeTopicResponse {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.topic_id = dec.uuid()?;
+        self.partitions =
+            dec.array_in_place(true, 17, "Partitions", |dec, item: &mut PartitionData| {
+                item.decode_into(dec, version)
+            })?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for ShareAcknowledgeTopicResponse {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let topic_id = dec.uuid()?;
-        let partitions = dec.array(true, 17, "Partitions", |dec| {
-            PartitionData::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            topic_id,
-            partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -136,23 +147,27 @@ impl Encode for PartitionData {
     }
 }
 
+impl PartitionData {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, true, "ErrorMessage")?;
+        self.current_leader = LeaderIdAndEpoch::decode(dec, version)?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for PartitionData {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, true, "ErrorMessage")?;
-        let current_leader = LeaderIdAndEpoch::decode(dec, version)?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            partition_index,
-            error_code,
-            error_message,
-            current_leader,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -179,19 +194,25 @@ impl Encode for LeaderIdAndEpoch {
     }
 }
 
-impl Decode for LeaderIdAndEpoch {
+impl LeaderIdAndEpoch {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let leader_id = dec.i32()?;
-        let leader_epoch = dec.i32()?;
+        self.leader_id = dec.i32()?;
+        self.leader_epoch = dec.i32()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            leader_id,
-            leader_epoch,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for LeaderIdAndEpoch {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -224,22 +245,26 @@ impl Encode for NodeEndpoint {
     }
 }
 
-impl Decode for NodeEndpoint {
+impl NodeEndpoint {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let node_id = dec.i32()?;
-        let host = dec.string(true, "Host")?;
-        let port = dec.i32()?;
-        let rack = dec.opt_string(true, true, "Rack")?;
+        self.node_id = dec.i32()?;
+        self.host = dec.string(true, "Host")?;
+        self.port = dec.i32()?;
+        self.rack = dec.opt_string(true, true, "Rack")?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            node_id,
-            host,
-            port,
-            rack,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for NodeEndpoint {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -75,10 +75,15 @@ impl Decode for ShareFetchRequest {
         let max_wait_ms = dec.i32()?;
         let min_bytes = dec.i32()?;
         let max_bytes = dec.i32()?;
-        let topics = dec.array(true, 18, "Topics", |dec| FetchTopic::decode(dec, version))?;
-        let forgotten_topics_data = dec.array(true, 18, "ForgottenTopicsData", |dec| {
-            ForgottenTopic::decode(dec, version)
+        let topics = dec.array_in_place(true, 18, "Topics", |dec, item: &mut FetchTopic| {
+            item.decode_into(dec, version)
         })?;
+        let forgotten_topics_data = dec.array_in_place(
+            true,
+            18,
+            "ForgottenTopicsData",
+            |dec, item: &mut ForgottenTopic| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -120,21 +125,28 @@ impl Encode for FetchTopic {
     }
 }
 
+impl FetchTopic {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.topic_id = dec.uuid()?;
+        self.partitions =
+            dec.array_in_place(true, 10, "Partitions", |dec, item: &mut FetchPartition| {
+                item.decode_into(dec, version)
+            })?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for FetchTopic {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let topic_id = dec.uuid()?;
-        let partitions = dec.array(true, 10, "Partitions", |dec| {
-            FetchPartition::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            topic_id,
-            partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -168,23 +180,31 @@ impl Encode for FetchPartition {
     }
 }
 
+impl FetchPartition {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.partition_index = dec.i32()?;
+        self.partition_max_bytes = dec.i32()?;
+        self.acknowledgement_batches = dec.array_in_place(
+            true,
+            18,
+            "AcknowledgementBatches",
+            |dec, item: &mut AcknowledgementBatch| item.decode_into(dec, version),
+        )?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for FetchPartition {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let partition_index = dec.i32()?;
-        let partition_max_bytes = dec.i32()?;
-        let acknowledgement_batches = dec.array(true, 18, "AcknowledgementBatches", |dec| {
-            AcknowledgementBatch::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            partition_index,
-            partition_max_bytes,
-            acknowledgement_batches,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -217,21 +237,26 @@ impl Encode for AcknowledgementBatch {
     }
 }
 
-impl Decode for AcknowledgementBatch {
+impl AcknowledgementBatch {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let first_offset = dec.i64()?;
-        let last_offset = dec.i64()?;
-        let acknowledge_types = dec.fixed_array(true, "AcknowledgeTypes", i8::from_be_bytes)?;
+        self.first_offset = dec.i64()?;
+        self.last_offset = dec.i64()?;
+        self.acknowledge_types = dec.fixed_array(true, "AcknowledgeTypes", i8::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            first_offset,
-            last_offset,
-            acknowledge_types,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AcknowledgementBatch {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -261,18 +286,24 @@ impl Encode for ForgottenTopic {
     }
 }
 
-impl Decode for ForgottenTopic {
+impl ForgottenTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let topic_id = dec.uuid()?;
-        let partitions = dec.fixed_array(true, "Partitions", i32::from_be_bytes)?;
+        self.topic_id = dec.uuid()?;
+        self.partitions = dec.fixed_array(true, "Partitions", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            topic_id,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for ForgottenTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

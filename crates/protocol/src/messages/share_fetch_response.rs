@@ -46,12 +46,16 @@ impl Decode for ShareFetchResponse {
         let throttle_time_ms = dec.i32()?;
         let error_code = dec.i16()?;
         let error_message = dec.opt_string(true, true, "ErrorMessage")?;
-        let responses = dec.array(true, 18, "Responses", |dec| {
-            ShareFetchableTopicResponse::decode(dec, version)
-        })?;
-        let node_endpoints = dec.array(true, 11, "NodeEndpoints", |dec| {
-            NodeEndpoint::decode(dec, version)
-        })?;
+        let responses = dec.array_in_place(
+            true,
+            18,
+            "Responses",
+            |dec, item: &mut ShareFetchableTopicResponse| item.decode_into(dec, version),
+        )?;
+        let node_endpoints =
+            dec.array_in_place(true, 11, "NodeEndpoints", |dec, item: &mut NodeEndpoint| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -90,21 +94,28 @@ impl Encode for ShareFetchableTopicResponse {
     }
 }
 
+impl ShareFetchableTopicResponse {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.topic_id = dec.uuid()?;
+        self.partitions =
+            dec.array_in_place(true, 22, "Partitions", |dec, item: &mut PartitionData| {
+                item.decode_into(dec, version)
+            })?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for ShareFetchableTopicResponse {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let topic_id = dec.uuid()?;
-        let partitions = dec.array(true, 22, "Partitions", |dec| {
-            PartitionData::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            topic_id,
-            partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -158,33 +169,36 @@ impl Encode for PartitionData {
     }
 }
 
+impl PartitionData {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, true, "ErrorMessage")?;
+        self.acknowledge_error_code = dec.i16()?;
+        self.acknowledge_error_message = dec.opt_string(true, true, "AcknowledgeErrorMessage")?;
+        self.current_leader = LeaderIdAndEpoch::decode(dec, version)?;
+        self.records = dec.opt_records(true, true, "Records")?;
+        self.acquired_records = dec.array_in_place(
+            true,
+            19,
+            "AcquiredRecords",
+            |dec, item: &mut AcquiredRecords| item.decode_into(dec, version),
+        )?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for PartitionData {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, true, "ErrorMessage")?;
-        let acknowledge_error_code = dec.i16()?;
-        let acknowledge_error_message = dec.opt_string(true, true, "AcknowledgeErrorMessage")?;
-        let current_leader = LeaderIdAndEpoch::decode(dec, version)?;
-        let records = dec.opt_records(true, true, "Records")?;
-        let acquired_records = dec.array(true, 19, "AcquiredRecords", |dec| {
-            AcquiredRecords::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            partition_index,
-            error_code,
-            error_message,
-            acknowledge_error_code,
-            acknowledge_error_message,
-            current_leader,
-            records,
-            acquired_records,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -211,19 +225,25 @@ impl Encode for LeaderIdAndEpoch {
     }
 }
 
-impl Decode for LeaderIdAndEpoch {
+impl LeaderIdAndEpoch {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let leader_id = dec.i32()?;
-        let leader_epoch = dec.i32()?;
+        self.leader_id = dec.i32()?;
+        self.leader_epoch = dec.i32()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            leader_id,
-            leader_epoch,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for LeaderIdAndEpoch {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -253,21 +273,26 @@ impl Encode for AcquiredRecords {
     }
 }
 
-impl Decode for AcquiredRecords {
+impl AcquiredRecords {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let first_offset = dec.i64()?;
-        let last_offset = dec.i64()?;
-        let delivery_count = dec.i16()?;
+        self.first_offset = dec.i64()?;
+        self.last_offset = dec.i64()?;
+        self.delivery_count = dec.i16()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            first_offset,
-            last_offset,
-            delivery_count,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for AcquiredRecords {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -300,22 +325,26 @@ impl Encode for NodeEndpoint {
     }
 }
 
-impl Decode for NodeEndpoint {
+impl NodeEndpoint {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let node_id = dec.i32()?;
-        let host = dec.string(true, "Host")?;
-        let port = dec.i32()?;
-        let rack = dec.opt_string(true, true, "Rack")?;
+        self.node_id = dec.i32()?;
+        self.host = dec.string(true, "Host")?;
+        self.port = dec.i32()?;
+        self.rack = dec.opt_string(true, true, "Rack")?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            node_id,
-            host,
-            port,
-            rack,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for NodeEndpoint {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -32,8 +32,8 @@ impl Decode for ShareGroupDescribeResponse {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
-        let groups = dec.array(true, 20, "Groups", |dec| {
-            DescribedGroup::decode(dec, version)
+        let groups = dec.array_in_place(true, 20, "Groups", |dec, item: &mut DescribedGroup| {
+            item.decode_into(dec, version)
         })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
@@ -106,33 +106,34 @@ impl Encode for DescribedGroup {
     }
 }
 
+impl DescribedGroup {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, true, "ErrorMessage")?;
+        self.group_id = dec.string(true, "GroupId")?;
+        self.group_state = dec.string(true, "GroupState")?;
+        self.group_epoch = dec.i32()?;
+        self.assignment_epoch = dec.i32()?;
+        self.assignor_name = dec.string(true, "AssignorName")?;
+        self.members = dec.array_in_place(true, 12, "Members", |dec, item: &mut Member| {
+            item.decode_into(dec, version)
+        })?;
+        self.authorized_operations = dec.i32()?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for DescribedGroup {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, true, "ErrorMessage")?;
-        let group_id = dec.string(true, "GroupId")?;
-        let group_state = dec.string(true, "GroupState")?;
-        let group_epoch = dec.i32()?;
-        let assignment_epoch = dec.i32()?;
-        let assignor_name = dec.string(true, "AssignorName")?;
-        let members = dec.array(true, 12, "Members", |dec| Member::decode(dec, version))?;
-        let authorized_operations = dec.i32()?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            error_code,
-            error_message,
-            group_id,
-            group_state,
-            group_epoch,
-            assignment_epoch,
-            assignor_name,
-            members,
-            authorized_operations,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -178,31 +179,32 @@ impl Encode for Member {
     }
 }
 
+impl Member {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.member_id = dec.string(true, "MemberId")?;
+        self.rack_id = dec.opt_string(true, true, "RackId")?;
+        self.member_epoch = dec.i32()?;
+        self.client_id = dec.string(true, "ClientId")?;
+        self.client_host = dec.string(true, "ClientHost")?;
+        self.subscribed_topic_names = dec.array(true, 1, "SubscribedTopicNames", |dec| {
+            dec.string(true, "SubscribedTopicNames")
+        })?;
+        self.assignment = Assignment::decode(dec, version)?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for Member {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let member_id = dec.string(true, "MemberId")?;
-        let rack_id = dec.opt_string(true, true, "RackId")?;
-        let member_epoch = dec.i32()?;
-        let client_id = dec.string(true, "ClientId")?;
-        let client_host = dec.string(true, "ClientHost")?;
-        let subscribed_topic_names = dec.array(true, 1, "SubscribedTopicNames", |dec| {
-            dec.string(true, "SubscribedTopicNames")
-        })?;
-        let assignment = Assignment::decode(dec, version)?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            member_id,
-            rack_id,
-            member_epoch,
-            client_id,
-            client_host,
-            subscribed_topic_names,
-            assignment,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -235,21 +237,26 @@ impl Encode for TopicPartitions {
     }
 }
 
-impl Decode for TopicPartitions {
+impl TopicPartitions {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let topic_id = dec.uuid()?;
-        let topic_name = dec.string(true, "TopicName")?;
-        let partitions = dec.fixed_array(true, "Partitions", i32::from_be_bytes)?;
+        self.topic_id = dec.uuid()?;
+        self.topic_name = dec.string(true, "TopicName")?;
+        self.partitions = dec.fixed_array(true, "Partitions", i32::from_be_bytes)?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            topic_id,
-            topic_name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TopicPartitions {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -277,18 +284,28 @@ impl Encode for Assignment {
     }
 }
 
+impl Assignment {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.topic_partitions = dec.array_in_place(
+            true,
+            19,
+            "TopicPartitions",
+            |dec, item: &mut TopicPartitions| item.decode_into(dec, version),
+        )?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for Assignment {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let topic_partitions = dec.array(true, 19, "TopicPartitions", |dec| {
-            TopicPartitions::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            topic_partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -111,23 +111,32 @@ impl Decode for StopReplicaRequest {
         let broker_epoch = if version >= 1 { dec.i64()? } else { -1 };
         let delete_partitions = if version <= 2 { dec.bool()? } else { false };
         let ungrouped_partitions = if version == 0 {
-            dec.array(flexible, 6, "UngroupedPartitions", |dec| {
-                StopReplicaPartitionV0::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                6,
+                "UngroupedPartitions",
+                |dec, item: &mut StopReplicaPartitionV0| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
         let topics = if (1..=2).contains(&version) {
-            dec.array(flexible, 3, "Topics", |dec| {
-                StopReplicaTopicV1::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                3,
+                "Topics",
+                |dec, item: &mut StopReplicaTopicV1| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
         let topic_states = if version >= 3 {
-            dec.array(flexible, 3, "TopicStates", |dec| {
-                StopReplicaTopicState::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                3,
+                "TopicStates",
+                |dec, item: &mut StopReplicaTopicState| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -188,28 +197,34 @@ impl Encode for StopReplicaPartitionV0 {
     }
 }
 
-impl Decode for StopReplicaPartitionV0 {
+impl StopReplicaPartitionV0 {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let topic_name = if version == 0 {
+        self.topic_name = if version == 0 {
             dec.string(flexible, "TopicName")?
         } else {
             String::new()
         };
-        let partition_index = if version == 0 { dec.i32()? } else { 0 };
+        self.partition_index = if version == 0 { dec.i32()? } else { 0 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic_name,
-            partition_index,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for StopReplicaPartitionV0 {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -253,17 +268,17 @@ impl Encode for StopReplicaTopicV1 {
     }
 }
 
-impl Decode for StopReplicaTopicV1 {
+impl StopReplicaTopicV1 {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let name = if (1..=2).contains(&version) {
+        self.name = if (1..=2).contains(&version) {
             dec.string(flexible, "Name")?
         } else {
             String::new()
         };
-        let partition_indexes = if (1..=2).contains(&version) {
+        self.partition_indexes = if (1..=2).contains(&version) {
             dec.fixed_array(flexible, "PartitionIndexes", i32::from_be_bytes)?
         } else {
             InlineVec::new()
@@ -274,11 +289,17 @@ impl Decode for StopReplicaTopicV1 {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partition_indexes,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for StopReplicaTopicV1 {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -323,20 +344,23 @@ impl Encode for StopReplicaTopicState {
     }
 }
 
-impl Decode for StopReplicaTopicState {
+impl StopReplicaTopicState {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let topic_name = if version >= 3 {
+        self.topic_name = if version >= 3 {
             dec.string(flexible, "TopicName")?
         } else {
             String::new()
         };
-        let partition_states = if version >= 3 {
-            dec.array(flexible, 10, "PartitionStates", |dec| {
-                StopReplicaPartitionState::decode(dec, version)
-            })?
+        self.partition_states = if version >= 3 {
+            dec.array_in_place(
+                flexible,
+                10,
+                "PartitionStates",
+                |dec, item: &mut StopReplicaPartitionState| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -346,11 +370,17 @@ impl Decode for StopReplicaTopicState {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic_name,
-            partition_states,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for StopReplicaTopicState {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -409,25 +439,30 @@ impl Encode for StopReplicaPartitionState {
     }
 }
 
-impl Decode for StopReplicaPartitionState {
+impl StopReplicaPartitionState {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let partition_index = if version >= 3 { dec.i32()? } else { 0 };
-        let leader_epoch = if version >= 3 { dec.i32()? } else { -1 };
-        let delete_partition = if version >= 3 { dec.bool()? } else { false };
+        self.partition_index = if version >= 3 { dec.i32()? } else { 0 };
+        self.leader_epoch = if version >= 3 { dec.i32()? } else { -1 };
+        self.delete_partition = if version >= 3 { dec.bool()? } else { false };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            leader_epoch,
-            delete_partition,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for StopReplicaPartitionState {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

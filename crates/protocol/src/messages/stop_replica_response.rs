@@ -42,9 +42,12 @@ impl Decode for StopReplicaResponse {
         let flexible = version >= 2;
         dec.enter()?;
         let error_code = dec.i16()?;
-        let partition_errors = dec.array(flexible, 8, "PartitionErrors", |dec| {
-            StopReplicaPartitionError::decode(dec, version)
-        })?;
+        let partition_errors = dec.array_in_place(
+            flexible,
+            8,
+            "PartitionErrors",
+            |dec, item: &mut StopReplicaPartitionError| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -91,25 +94,30 @@ impl Encode for StopReplicaPartitionError {
     }
 }
 
-impl Decode for StopReplicaPartitionError {
+impl StopReplicaPartitionError {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 2;
         dec.enter()?;
-        let topic_name = dec.string(flexible, "TopicName")?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
+        self.topic_name = dec.string(flexible, "TopicName")?;
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic_name,
-            partition_index,
-            error_code,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for StopReplicaPartitionError {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -103,9 +103,12 @@ impl Decode for SyncGroupRequest {
         } else {
             None
         };
-        let assignments = dec.array(flexible, 3, "Assignments", |dec| {
-            SyncGroupRequestAssignment::decode(dec, version)
-        })?;
+        let assignments = dec.array_in_place(
+            flexible,
+            3,
+            "Assignments",
+            |dec, item: &mut SyncGroupRequestAssignment| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -154,23 +157,29 @@ impl Encode for SyncGroupRequestAssignment {
     }
 }
 
-impl Decode for SyncGroupRequestAssignment {
+impl SyncGroupRequestAssignment {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 4;
         dec.enter()?;
-        let member_id = dec.string(flexible, "MemberId")?;
-        let assignment = dec.bytes(flexible, "Assignment")?;
+        self.member_id = dec.string(flexible, "MemberId")?;
+        self.assignment = dec.bytes(flexible, "Assignment")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            member_id,
-            assignment,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for SyncGroupRequestAssignment {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -105,9 +105,12 @@ impl Decode for TxnOffsetCommitRequest {
         } else {
             None
         };
-        let topics = dec.array(flexible, 3, "Topics", |dec| {
-            TxnOffsetCommitRequestTopic::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            flexible,
+            3,
+            "Topics",
+            |dec, item: &mut TxnOffsetCommitRequestTopic| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -159,26 +162,35 @@ impl Encode for TxnOffsetCommitRequestTopic {
     }
 }
 
-impl Decode for TxnOffsetCommitRequestTopic {
+impl TxnOffsetCommitRequestTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let partitions = dec.array(flexible, 14, "Partitions", |dec| {
-            TxnOffsetCommitRequestPartition::decode(dec, version)
-        })?;
+        self.name = dec.string(flexible, "Name")?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            14,
+            "Partitions",
+            |dec, item: &mut TxnOffsetCommitRequestPartition| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TxnOffsetCommitRequestTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -238,27 +250,31 @@ impl Encode for TxnOffsetCommitRequestPartition {
     }
 }
 
-impl Decode for TxnOffsetCommitRequestPartition {
+impl TxnOffsetCommitRequestPartition {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let committed_offset = dec.i64()?;
-        let committed_leader_epoch = if version >= 2 { dec.i32()? } else { -1 };
-        let committed_metadata = dec.opt_string(true, flexible, "CommittedMetadata")?;
+        self.partition_index = dec.i32()?;
+        self.committed_offset = dec.i64()?;
+        self.committed_leader_epoch = if version >= 2 { dec.i32()? } else { -1 };
+        self.committed_metadata = dec.opt_string(true, flexible, "CommittedMetadata")?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            committed_offset,
-            committed_leader_epoch,
-            committed_metadata,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TxnOffsetCommitRequestPartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -40,9 +40,12 @@ impl Decode for TxnOffsetCommitResponse {
         let flexible = version >= 3;
         dec.enter()?;
         let throttle_time_ms = dec.i32()?;
-        let topics = dec.array(flexible, 3, "Topics", |dec| {
-            TxnOffsetCommitResponseTopic::decode(dec, version)
-        })?;
+        let topics = dec.array_in_place(
+            flexible,
+            3,
+            "Topics",
+            |dec, item: &mut TxnOffsetCommitResponseTopic| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -88,26 +91,35 @@ impl Encode for TxnOffsetCommitResponseTopic {
     }
 }
 
-impl Decode for TxnOffsetCommitResponseTopic {
+impl TxnOffsetCommitResponseTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let partitions = dec.array(flexible, 6, "Partitions", |dec| {
-            TxnOffsetCommitResponsePartition::decode(dec, version)
-        })?;
+        self.name = dec.string(flexible, "Name")?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            6,
+            "Partitions",
+            |dec, item: &mut TxnOffsetCommitResponsePartition| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TxnOffsetCommitResponseTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -140,23 +152,29 @@ impl Encode for TxnOffsetCommitResponsePartition {
     }
 }
 
-impl Decode for TxnOffsetCommitResponsePartition {
+impl TxnOffsetCommitResponsePartition {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 3;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            error_code,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for TxnOffsetCommitResponsePartition {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -53,9 +53,12 @@ impl Decode for UpdateFeaturesRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let timeout_ms = dec.i32()?;
-        let feature_updates = dec.array(true, 5, "FeatureUpdates", |dec| {
-            FeatureUpdateKey::decode(dec, version)
-        })?;
+        let feature_updates = dec.array_in_place(
+            true,
+            5,
+            "FeatureUpdates",
+            |dec, item: &mut FeatureUpdateKey| item.decode_into(dec, version),
+        )?;
         let validate_only = if version >= 1 { dec.bool()? } else { false };
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
@@ -117,22 +120,26 @@ impl Encode for FeatureUpdateKey {
     }
 }
 
+impl FeatureUpdateKey {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.feature = dec.string(true, "Feature")?;
+        self.max_version_level = dec.i16()?;
+        self.allow_downgrade = if version == 0 { dec.bool()? } else { false };
+        self.upgrade_type = if version >= 1 { dec.i8()? } else { 1 };
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for FeatureUpdateKey {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let feature = dec.string(true, "Feature")?;
-        let max_version_level = dec.i16()?;
-        let allow_downgrade = if version == 0 { dec.bool()? } else { false };
-        let upgrade_type = if version >= 1 { dec.i8()? } else { 1 };
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            feature,
-            max_version_level,
-            allow_downgrade,
-            upgrade_type,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -56,9 +56,12 @@ impl Decode for UpdateFeaturesResponse {
         let error_code = dec.i16()?;
         let error_message = dec.opt_string(true, true, "ErrorMessage")?;
         let results = if version <= 1 {
-            dec.array(true, 5, "Results", |dec| {
-                UpdatableFeatureResult::decode(dec, version)
-            })?
+            dec.array_in_place(
+                true,
+                5,
+                "Results",
+                |dec, item: &mut UpdatableFeatureResult| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -111,20 +114,25 @@ impl Encode for UpdatableFeatureResult {
     }
 }
 
-impl Decode for UpdatableFeatureResult {
+impl UpdatableFeatureResult {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let feature = dec.string(true, "Feature")?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, true, "ErrorMessage")?;
+        self.feature = dec.string(true, "Feature")?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, true, "ErrorMessage")?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            feature,
-            error_code,
-            error_message,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for UpdatableFeatureResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

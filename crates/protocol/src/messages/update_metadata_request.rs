@@ -117,22 +117,31 @@ impl Decode for UpdateMetadataRequest {
         let controller_epoch = dec.i32()?;
         let broker_epoch = if version >= 5 { dec.i64()? } else { -1 };
         let ungrouped_partition_states = if version <= 4 {
-            dec.array(flexible, 30, "UngroupedPartitionStates", |dec| {
-                UpdateMetadataPartitionState::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                30,
+                "UngroupedPartitionStates",
+                |dec, item: &mut UpdateMetadataPartitionState| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
         let topic_states = if version >= 5 {
-            dec.array(flexible, 3, "TopicStates", |dec| {
-                UpdateMetadataTopicState::decode(dec, version)
-            })?
+            dec.array_in_place(
+                flexible,
+                3,
+                "TopicStates",
+                |dec, item: &mut UpdateMetadataTopicState| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
-        let live_brokers = dec.array(flexible, 7, "LiveBrokers", |dec| {
-            UpdateMetadataBroker::decode(dec, version)
-        })?;
+        let live_brokers = dec.array_in_place(
+            flexible,
+            7,
+            "LiveBrokers",
+            |dec, item: &mut UpdateMetadataBroker| item.decode_into(dec, version),
+        )?;
         let mut r#type = 0;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|tag, dec| match tag {
@@ -208,25 +217,28 @@ impl Encode for UpdateMetadataTopicState {
     }
 }
 
-impl Decode for UpdateMetadataTopicState {
+impl UpdateMetadataTopicState {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let topic_name = if version >= 5 {
+        self.topic_name = if version >= 5 {
             dec.string(flexible, "TopicName")?
         } else {
             String::new()
         };
-        let topic_id = if version >= 7 {
+        self.topic_id = if version >= 7 {
             dec.uuid()?
         } else {
             Uuid::ZERO
         };
-        let partition_states = if version >= 5 {
-            dec.array(flexible, 24, "PartitionStates", |dec| {
-                UpdateMetadataPartitionState::decode(dec, version)
-            })?
+        self.partition_states = if version >= 5 {
+            dec.array_in_place(
+                flexible,
+                24,
+                "PartitionStates",
+                |dec, item: &mut UpdateMetadataPartitionState| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
@@ -236,12 +248,17 @@ impl Decode for UpdateMetadataTopicState {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic_name,
-            topic_id,
-            partition_states,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for UpdateMetadataTopicState {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -314,26 +331,29 @@ impl Encode for UpdateMetadataBroker {
     }
 }
 
-impl Decode for UpdateMetadataBroker {
+impl UpdateMetadataBroker {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let id = dec.i32()?;
-        let v0_host = if version == 0 {
+        self.id = dec.i32()?;
+        self.v0_host = if version == 0 {
             dec.string(flexible, "V0Host")?
         } else {
             String::new()
         };
-        let v0_port = if version == 0 { dec.i32()? } else { 0 };
-        let endpoints = if version >= 1 {
-            dec.array(flexible, 8, "Endpoints", |dec| {
-                UpdateMetadataEndpoint::decode(dec, version)
-            })?
+        self.v0_port = if version == 0 { dec.i32()? } else { 0 };
+        self.endpoints = if version >= 1 {
+            dec.array_in_place(
+                flexible,
+                8,
+                "Endpoints",
+                |dec, item: &mut UpdateMetadataEndpoint| item.decode_into(dec, version),
+            )?
         } else {
             Vec::new()
         };
-        let rack = if version >= 2 {
+        self.rack = if version >= 2 {
             dec.opt_string(true, flexible, "Rack")?
         } else {
             Some(String::new())
@@ -344,14 +364,17 @@ impl Decode for UpdateMetadataBroker {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            id,
-            v0_host,
-            v0_port,
-            endpoints,
-            rack,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for UpdateMetadataBroker {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -406,36 +429,40 @@ impl Encode for UpdateMetadataEndpoint {
     }
 }
 
-impl Decode for UpdateMetadataEndpoint {
+impl UpdateMetadataEndpoint {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let port = if version >= 1 { dec.i32()? } else { 0 };
-        let host = if version >= 1 {
+        self.port = if version >= 1 { dec.i32()? } else { 0 };
+        self.host = if version >= 1 {
             dec.string(flexible, "Host")?
         } else {
             String::new()
         };
-        let listener = if version >= 3 {
+        self.listener = if version >= 3 {
             dec.string(flexible, "Listener")?
         } else {
             String::new()
         };
-        let security_protocol = if version >= 1 { dec.i16()? } else { 0 };
+        self.security_protocol = if version >= 1 { dec.i16()? } else { 0 };
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            port,
-            host,
-            listener,
-            security_protocol,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for UpdateMetadataEndpoint {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -506,24 +533,24 @@ impl Encode for UpdateMetadataPartitionState {
     }
 }
 
-impl Decode for UpdateMetadataPartitionState {
+impl UpdateMetadataPartitionState {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 6;
         dec.enter()?;
-        let topic_name = if version <= 4 {
+        self.topic_name = if version <= 4 {
             dec.string(flexible, "TopicName")?
         } else {
             String::new()
         };
-        let partition_index = dec.i32()?;
-        let controller_epoch = dec.i32()?;
-        let leader = dec.i32()?;
-        let leader_epoch = dec.i32()?;
-        let isr = dec.fixed_array(flexible, "Isr", i32::from_be_bytes)?;
-        let zk_version = dec.i32()?;
-        let replicas = dec.fixed_array(flexible, "Replicas", i32::from_be_bytes)?;
-        let offline_replicas = if version >= 4 {
+        self.partition_index = dec.i32()?;
+        self.controller_epoch = dec.i32()?;
+        self.leader = dec.i32()?;
+        self.leader_epoch = dec.i32()?;
+        self.isr = dec.fixed_array(flexible, "Isr", i32::from_be_bytes)?;
+        self.zk_version = dec.i32()?;
+        self.replicas = dec.fixed_array(flexible, "Replicas", i32::from_be_bytes)?;
+        self.offline_replicas = if version >= 4 {
             dec.fixed_array(flexible, "OfflineReplicas", i32::from_be_bytes)?
         } else {
             InlineVec::new()
@@ -534,17 +561,16 @@ impl Decode for UpdateMetadataPartitionState {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            topic_name,
-            partition_index,
-            controller_epoch,
-            leader,
-            leader_epoch,
-            isr,
-            zk_version,
-            replicas,
-            offline_replicas,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for UpdateMetadataPartitionState {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -51,7 +51,9 @@ impl Decode for VoteRequest {
         dec.enter()?;
         let cluster_id = dec.opt_string(true, true, "ClusterId")?;
         let voter_id = if version >= 1 { dec.i32()? } else { -1 };
-        let topics = dec.array(true, 3, "Topics", |dec| TopicData::decode(dec, version))?;
+        let topics = dec.array_in_place(true, 3, "Topics", |dec, item: &mut TopicData| {
+            item.decode_into(dec, version)
+        })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -88,21 +90,28 @@ impl Encode for TopicData {
     }
 }
 
+impl TopicData {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.topic_name = dec.string(true, "TopicName")?;
+        self.partitions =
+            dec.array_in_place(true, 25, "Partitions", |dec, item: &mut PartitionData| {
+                item.decode_into(dec, version)
+            })?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for TopicData {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let topic_name = dec.string(true, "TopicName")?;
-        let partitions = dec.array(true, 25, "Partitions", |dec| {
-            PartitionData::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            topic_name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -152,36 +161,37 @@ impl Encode for PartitionData {
     }
 }
 
+impl PartitionData {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.partition_index = dec.i32()?;
+        self.candidate_epoch = dec.i32()?;
+        self.candidate_id = dec.i32()?;
+        self.candidate_directory_id = if version >= 1 {
+            dec.uuid()?
+        } else {
+            Uuid::ZERO
+        };
+        self.voter_directory_id = if version >= 1 {
+            dec.uuid()?
+        } else {
+            Uuid::ZERO
+        };
+        self.last_offset_epoch = dec.i32()?;
+        self.last_offset = dec.i64()?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for PartitionData {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let partition_index = dec.i32()?;
-        let candidate_epoch = dec.i32()?;
-        let candidate_id = dec.i32()?;
-        let candidate_directory_id = if version >= 1 {
-            dec.uuid()?
-        } else {
-            Uuid::ZERO
-        };
-        let voter_directory_id = if version >= 1 {
-            dec.uuid()?
-        } else {
-            Uuid::ZERO
-        };
-        let last_offset_epoch = dec.i32()?;
-        let last_offset = dec.i64()?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            partition_index,
-            candidate_epoch,
-            candidate_id,
-            candidate_directory_id,
-            voter_directory_id,
-            last_offset_epoch,
-            last_offset,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

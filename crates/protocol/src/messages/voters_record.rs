@@ -32,7 +32,9 @@ impl Decode for VotersRecord {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
         let field_version = dec.i16()?;
-        let voters = dec.array(true, 27, "Voters", |dec| Voter::decode(dec, version))?;
+        let voters = dec.array_in_place(true, 27, "Voters", |dec, item: &mut Voter| {
+            item.decode_into(dec, version)
+        })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -72,23 +74,29 @@ impl Encode for Voter {
     }
 }
 
+impl Voter {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.voter_id = dec.i32()?;
+        self.voter_directory_id = dec.uuid()?;
+        self.endpoints = dec.array_in_place(true, 5, "Endpoints", |dec, item: &mut Endpoint| {
+            item.decode_into(dec, version)
+        })?;
+        self.k_raft_version_feature = KRaftVersionFeature::decode(dec, version)?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for Voter {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let voter_id = dec.i32()?;
-        let voter_directory_id = dec.uuid()?;
-        let endpoints = dec.array(true, 5, "Endpoints", |dec| Endpoint::decode(dec, version))?;
-        let k_raft_version_feature = KRaftVersionFeature::decode(dec, version)?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            voter_id,
-            voter_directory_id,
-            endpoints,
-            k_raft_version_feature,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -118,21 +126,26 @@ impl Encode for Endpoint {
     }
 }
 
-impl Decode for Endpoint {
+impl Endpoint {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let name = dec.string(true, "Name")?;
-        let host = dec.string(true, "Host")?;
-        let port = dec.u16()?;
+        self.name = dec.string(true, "Name")?;
+        self.host = dec.string(true, "Host")?;
+        self.port = dec.u16()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            name,
-            host,
-            port,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for Endpoint {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -159,18 +172,24 @@ impl Encode for KRaftVersionFeature {
     }
 }
 
-impl Decode for KRaftVersionFeature {
+impl KRaftVersionFeature {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let min_supported_version = dec.i16()?;
-        let max_supported_version = dec.i16()?;
+        self.min_supported_version = dec.i16()?;
+        self.max_supported_version = dec.i16()?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            min_supported_version,
-            max_supported_version,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for KRaftVersionFeature {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

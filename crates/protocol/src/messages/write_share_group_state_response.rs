@@ -28,9 +28,10 @@ impl Encode for WriteShareGroupStateResponse {
 impl Decode for WriteShareGroupStateResponse {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         dec.enter()?;
-        let results = dec.array(true, 18, "Results", |dec| {
-            WriteStateResult::decode(dec, version)
-        })?;
+        let results =
+            dec.array_in_place(true, 18, "Results", |dec, item: &mut WriteStateResult| {
+                item.decode_into(dec, version)
+            })?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
         Ok(Self {
@@ -65,21 +66,28 @@ impl Encode for WriteStateResult {
     }
 }
 
+impl WriteStateResult {
+    #[inline]
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
+        dec.enter()?;
+        self.topic_id = dec.uuid()?;
+        self.partitions =
+            dec.array_in_place(true, 8, "Partitions", |dec, item: &mut PartitionResult| {
+                item.decode_into(dec, version)
+            })?;
+        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
+        dec.leave();
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
 impl Decode for WriteStateResult {
     #[inline]
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        dec.enter()?;
-        let topic_id = dec.uuid()?;
-        let partitions = dec.array(true, 8, "Partitions", |dec| {
-            PartitionResult::decode(dec, version)
-        })?;
-        let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
-        dec.leave();
-        Ok(Self {
-            topic_id,
-            partitions,
-            unknown_tagged_fields,
-        })
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -109,20 +117,25 @@ impl Encode for PartitionResult {
     }
 }
 
-impl Decode for PartitionResult {
+impl PartitionResult {
     #[inline]
-    fn decode(dec: &mut Decoder, _version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, _version: i16) -> Result<(), DecodeError> {
         dec.enter()?;
-        let partition = dec.i32()?;
-        let error_code = dec.i16()?;
-        let error_message = dec.opt_string(true, true, "ErrorMessage")?;
+        self.partition = dec.i32()?;
+        self.error_code = dec.i16()?;
+        self.error_message = dec.opt_string(true, true, "ErrorMessage")?;
         let unknown_tagged_fields = dec.tagged_fields(|_, _| Ok(false))?;
         dec.leave();
-        Ok(Self {
-            partition,
-            error_code,
-            error_message,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for PartitionResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -36,9 +36,12 @@ impl Decode for WriteTxnMarkersRequest {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let markers = dec.array(flexible, 17, "Markers", |dec| {
-            WritableTxnMarker::decode(dec, version)
-        })?;
+        let markers = dec.array_in_place(
+            flexible,
+            17,
+            "Markers",
+            |dec, item: &mut WritableTxnMarker| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -92,32 +95,38 @@ impl Encode for WritableTxnMarker {
     }
 }
 
-impl Decode for WritableTxnMarker {
+impl WritableTxnMarker {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let producer_id = dec.i64()?;
-        let producer_epoch = dec.i16()?;
-        let transaction_result = dec.bool()?;
-        let topics = dec.array(flexible, 3, "Topics", |dec| {
-            WritableTxnMarkerTopic::decode(dec, version)
-        })?;
-        let coordinator_epoch = dec.i32()?;
+        self.producer_id = dec.i64()?;
+        self.producer_epoch = dec.i16()?;
+        self.transaction_result = dec.bool()?;
+        self.topics = dec.array_in_place(
+            flexible,
+            3,
+            "Topics",
+            |dec, item: &mut WritableTxnMarkerTopic| item.decode_into(dec, version),
+        )?;
+        self.coordinator_epoch = dec.i32()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            producer_id,
-            producer_epoch,
-            transaction_result,
-            topics,
-            coordinator_epoch,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for WritableTxnMarker {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -153,13 +162,13 @@ impl Encode for WritableTxnMarkerTopic {
     }
 }
 
-impl Decode for WritableTxnMarkerTopic {
+impl WritableTxnMarkerTopic {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let partition_indexes =
+        self.name = dec.string(flexible, "Name")?;
+        self.partition_indexes =
             dec.fixed_array(flexible, "PartitionIndexes", i32::from_be_bytes)?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
@@ -167,10 +176,16 @@ impl Decode for WritableTxnMarkerTopic {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partition_indexes,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for WritableTxnMarkerTopic {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }

@@ -36,9 +36,12 @@ impl Decode for WriteTxnMarkersResponse {
     fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let markers = dec.array(flexible, 10, "Markers", |dec| {
-            WritableTxnMarkerResult::decode(dec, version)
-        })?;
+        let markers = dec.array_in_place(
+            flexible,
+            10,
+            "Markers",
+            |dec, item: &mut WritableTxnMarkerResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
@@ -83,26 +86,35 @@ impl Encode for WritableTxnMarkerResult {
     }
 }
 
-impl Decode for WritableTxnMarkerResult {
+impl WritableTxnMarkerResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let producer_id = dec.i64()?;
-        let topics = dec.array(flexible, 3, "Topics", |dec| {
-            WritableTxnMarkerTopicResult::decode(dec, version)
-        })?;
+        self.producer_id = dec.i64()?;
+        self.topics = dec.array_in_place(
+            flexible,
+            3,
+            "Topics",
+            |dec, item: &mut WritableTxnMarkerTopicResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            producer_id,
-            topics,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for WritableTxnMarkerResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -137,26 +149,35 @@ impl Encode for WritableTxnMarkerTopicResult {
     }
 }
 
-impl Decode for WritableTxnMarkerTopicResult {
+impl WritableTxnMarkerTopicResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let name = dec.string(flexible, "Name")?;
-        let partitions = dec.array(flexible, 6, "Partitions", |dec| {
-            WritableTxnMarkerPartitionResult::decode(dec, version)
-        })?;
+        self.name = dec.string(flexible, "Name")?;
+        self.partitions = dec.array_in_place(
+            flexible,
+            6,
+            "Partitions",
+            |dec, item: &mut WritableTxnMarkerPartitionResult| item.decode_into(dec, version),
+        )?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            name,
-            partitions,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for WritableTxnMarkerTopicResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
 
@@ -189,23 +210,29 @@ impl Encode for WritableTxnMarkerPartitionResult {
     }
 }
 
-impl Decode for WritableTxnMarkerPartitionResult {
+impl WritableTxnMarkerPartitionResult {
     #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+    fn decode_into(&mut self, dec: &mut Decoder, version: i16) -> Result<(), DecodeError> {
         let flexible = version >= 1;
         dec.enter()?;
-        let partition_index = dec.i32()?;
-        let error_code = dec.i16()?;
+        self.partition_index = dec.i32()?;
+        self.error_code = dec.i16()?;
         let unknown_tagged_fields = if flexible {
             dec.tagged_fields(|_, _| Ok(false))?
         } else {
             Vec::new()
         };
         dec.leave();
-        Ok(Self {
-            partition_index,
-            error_code,
-            unknown_tagged_fields,
-        })
+        self.unknown_tagged_fields = unknown_tagged_fields;
+        Ok(())
+    }
+}
+
+impl Decode for WritableTxnMarkerPartitionResult {
+    #[inline]
+    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
+        let mut value = Self::default();
+        value.decode_into(dec, version)?;
+        Ok(value)
     }
 }
