@@ -672,14 +672,7 @@ impl<'a> FileEmitter<'a> {
                  #[inline]\n\
                  fn decode_into(&mut self, dec: &mut Decoder, {ver}: i16) -> Result<(), DecodeError> {{\n{decode}}}\n\
                  }}\n\n\
-                 impl Decode for {name} {{\n\
-                 #[inline]\n\
-                 fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {{\n\
-                 let mut value = Self::default();\n\
-                 value.decode_into(dec, version)?;\n\
-                 Ok(value)\n\
-                 }}\n\
-                 }}\n",
+                 crate::codec::decode_via_into!({name});\n",
                 name = def.name,
                 ver = if uses_ident(&decode, "version") { "version" } else { "_version" },
             )

@@ -84,6 +84,26 @@ pub trait Decode: Sized {
 /// `from_slice` or `Vec::into`.
 pub type InlineVec<T> = smallvec::SmallVec<[T; 4]>;
 
+/// `Decode` for a generated nested struct through its `decode_into`: a
+/// default value, then its fields decoded into it (one line per struct in
+/// the generated code instead of the same impl written out each time).
+macro_rules! decode_via_into {
+    ($name:ident) => {
+        impl $crate::codec::Decode for $name {
+            #[inline]
+            fn decode(
+                dec: &mut $crate::codec::Decoder,
+                version: i16,
+            ) -> Result<Self, $crate::codec::DecodeError> {
+                let mut value = Self::default();
+                value.decode_into(dec, version)?;
+                Ok(value)
+            }
+        }
+    };
+}
+pub(crate) use decode_via_into;
+
 /// Reads values from one frame. Byte and record fields come out as slices of
 /// the frame (`Bytes::slice`), never copies.
 #[derive(Debug, Clone)]

@@ -212,14 +212,7 @@ impl AddPartitionsToTxnTransaction {
     }
 }
 
-impl Decode for AddPartitionsToTxnTransaction {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AddPartitionsToTxnTransaction);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AddPartitionsToTxnTopic {
@@ -271,11 +264,4 @@ impl AddPartitionsToTxnTopic {
     }
 }
 
-impl Decode for AddPartitionsToTxnTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AddPartitionsToTxnTopic);

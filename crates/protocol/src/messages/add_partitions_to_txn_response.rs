@@ -175,14 +175,7 @@ impl AddPartitionsToTxnResult {
     }
 }
 
-impl Decode for AddPartitionsToTxnResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AddPartitionsToTxnResult);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AddPartitionsToTxnTopicResult {
@@ -240,14 +233,7 @@ impl AddPartitionsToTxnTopicResult {
     }
 }
 
-impl Decode for AddPartitionsToTxnTopicResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AddPartitionsToTxnTopicResult);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AddPartitionsToTxnPartitionResult {
@@ -296,11 +282,4 @@ impl AddPartitionsToTxnPartitionResult {
     }
 }
 
-impl Decode for AddPartitionsToTxnPartitionResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AddPartitionsToTxnPartitionResult);

@@ -110,14 +110,7 @@ impl EntryData {
     }
 }
 
-impl Decode for EntryData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(EntryData);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntityData {
@@ -176,14 +169,7 @@ impl EntityData {
     }
 }
 
-impl Decode for EntityData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(EntityData);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OpData {
@@ -236,11 +222,4 @@ impl OpData {
     }
 }
 
-impl Decode for OpData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OpData);

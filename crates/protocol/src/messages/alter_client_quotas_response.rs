@@ -128,14 +128,7 @@ impl EntryData {
     }
 }
 
-impl Decode for EntryData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(EntryData);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntityData {
@@ -194,11 +187,4 @@ impl EntityData {
     }
 }
 
-impl Decode for EntityData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(EntityData);

@@ -132,11 +132,4 @@ impl AlterConfigsResourceResponse {
     }
 }
 
-impl Decode for AlterConfigsResourceResponse {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AlterConfigsResourceResponse);

@@ -98,14 +98,7 @@ impl ReassignableTopic {
     }
 }
 
-impl Decode for ReassignableTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ReassignableTopic);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReassignablePartition {
@@ -152,11 +145,4 @@ impl ReassignablePartition {
     }
 }
 
-impl Decode for ReassignablePartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ReassignablePartition);

@@ -112,14 +112,7 @@ impl ReassignableTopicResponse {
     }
 }
 
-impl Decode for ReassignableTopicResponse {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ReassignableTopicResponse);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReassignablePartitionResponse {
@@ -172,11 +165,4 @@ impl ReassignablePartitionResponse {
     }
 }
 
-impl Decode for ReassignablePartitionResponse {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ReassignablePartitionResponse);

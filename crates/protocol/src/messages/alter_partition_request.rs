@@ -122,14 +122,7 @@ impl TopicData {
     }
 }
 
-impl Decode for TopicData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicData);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
@@ -215,14 +208,7 @@ impl PartitionData {
     }
 }
 
-impl Decode for PartitionData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionData);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BrokerState {
@@ -278,11 +264,4 @@ impl BrokerState {
     }
 }
 
-impl Decode for BrokerState {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(BrokerState);

@@ -105,14 +105,7 @@ impl AlterReplicaLogDir {
     }
 }
 
-impl Decode for AlterReplicaLogDir {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AlterReplicaLogDir);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterReplicaLogDirTopic {
@@ -164,11 +157,4 @@ impl AlterReplicaLogDirTopic {
     }
 }
 
-impl Decode for AlterReplicaLogDirTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AlterReplicaLogDirTopic);

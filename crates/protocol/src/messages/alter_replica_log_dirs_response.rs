@@ -114,14 +114,7 @@ impl AlterReplicaLogDirTopicResult {
     }
 }
 
-impl Decode for AlterReplicaLogDirTopicResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AlterReplicaLogDirTopicResult);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterReplicaLogDirPartitionResult {
@@ -170,11 +163,4 @@ impl AlterReplicaLogDirPartitionResult {
     }
 }
 
-impl Decode for AlterReplicaLogDirPartitionResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AlterReplicaLogDirPartitionResult);

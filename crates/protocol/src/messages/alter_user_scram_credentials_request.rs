@@ -92,14 +92,7 @@ impl ScramCredentialDeletion {
     }
 }
 
-impl Decode for ScramCredentialDeletion {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ScramCredentialDeletion);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ScramCredentialUpsertion {
@@ -149,11 +142,4 @@ impl ScramCredentialUpsertion {
     }
 }
 
-impl Decode for ScramCredentialUpsertion {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ScramCredentialUpsertion);

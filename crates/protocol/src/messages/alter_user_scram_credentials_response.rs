@@ -98,11 +98,4 @@ impl AlterUserScramCredentialsResult {
     }
 }
 
-impl Decode for AlterUserScramCredentialsResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AlterUserScramCredentialsResult);

@@ -247,14 +247,7 @@ impl ApiVersion {
     }
 }
 
-impl Decode for ApiVersion {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ApiVersion);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SupportedFeatureKey {
@@ -323,14 +316,7 @@ impl SupportedFeatureKey {
     }
 }
 
-impl Decode for SupportedFeatureKey {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(SupportedFeatureKey);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FinalizedFeatureKey {
@@ -399,11 +385,4 @@ impl FinalizedFeatureKey {
     }
 }
 
-impl Decode for FinalizedFeatureKey {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(FinalizedFeatureKey);

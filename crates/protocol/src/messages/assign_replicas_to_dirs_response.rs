@@ -91,14 +91,7 @@ impl DirectoryData {
     }
 }
 
-impl Decode for DirectoryData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DirectoryData);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicData {
@@ -141,14 +134,7 @@ impl TopicData {
     }
 }
 
-impl Decode for TopicData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicData);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
@@ -186,11 +172,4 @@ impl PartitionData {
     }
 }
 
-impl Decode for PartitionData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionData);

@@ -162,14 +162,7 @@ impl Listener {
     }
 }
 
-impl Decode for Listener {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(Listener);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Feature {
@@ -211,11 +204,4 @@ impl Feature {
     }
 }
 
-impl Decode for Feature {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(Feature);

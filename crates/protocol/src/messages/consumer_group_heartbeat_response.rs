@@ -113,14 +113,7 @@ impl Assignment {
     }
 }
 
-impl Decode for Assignment {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(Assignment);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicPartitions {
@@ -161,11 +154,4 @@ impl TopicPartitions {
     }
 }
 
-impl Decode for TopicPartitions {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicPartitions);

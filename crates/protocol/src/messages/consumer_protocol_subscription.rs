@@ -145,11 +145,4 @@ impl TopicPartition {
     }
 }
 
-impl Decode for TopicPartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicPartition);

@@ -109,11 +109,4 @@ impl RemainingPartition {
     }
 }
 
-impl Decode for RemainingPartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(RemainingPartition);

@@ -139,11 +139,4 @@ impl AclCreation {
     }
 }
 
-impl Decode for AclCreation {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AclCreation);

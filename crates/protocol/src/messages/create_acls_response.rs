@@ -122,11 +122,4 @@ impl AclCreationResult {
     }
 }
 
-impl Decode for AclCreationResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AclCreationResult);

@@ -155,11 +155,4 @@ impl CreatableRenewers {
     }
 }
 
-impl Decode for CreatableRenewers {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(CreatableRenewers);

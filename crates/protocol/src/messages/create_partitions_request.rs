@@ -141,14 +141,7 @@ impl CreatePartitionsTopic {
     }
 }
 
-impl Decode for CreatePartitionsTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(CreatePartitionsTopic);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CreatePartitionsAssignment {
@@ -196,11 +189,4 @@ impl CreatePartitionsAssignment {
     }
 }
 
-impl Decode for CreatePartitionsAssignment {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(CreatePartitionsAssignment);

@@ -116,11 +116,4 @@ impl CreatePartitionsTopicResult {
     }
 }
 
-impl Decode for CreatePartitionsTopicResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(CreatePartitionsTopicResult);

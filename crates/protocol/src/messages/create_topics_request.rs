@@ -153,14 +153,7 @@ impl CreatableTopic {
     }
 }
 
-impl Decode for CreatableTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(CreatableTopic);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CreatableReplicaAssignment {
@@ -212,14 +205,7 @@ impl CreatableReplicaAssignment {
     }
 }
 
-impl Decode for CreatableReplicaAssignment {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(CreatableReplicaAssignment);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreatableTopicConfig {
@@ -278,11 +264,4 @@ impl CreatableTopicConfig {
     }
 }
 
-impl Decode for CreatableTopicConfig {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(CreatableTopicConfig);

@@ -222,14 +222,7 @@ impl CreatableTopicResult {
     }
 }
 
-impl Decode for CreatableTopicResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(CreatableTopicResult);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreatableTopicConfigs {
@@ -331,11 +324,4 @@ impl CreatableTopicConfigs {
     }
 }
 
-impl Decode for CreatableTopicConfigs {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(CreatableTopicConfigs);

@@ -138,14 +138,7 @@ impl DeleteAclsFilterResult {
     }
 }
 
-impl Decode for DeleteAclsFilterResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DeleteAclsFilterResult);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeleteAclsMatchingAcl {
@@ -248,11 +241,4 @@ impl DeleteAclsMatchingAcl {
     }
 }
 
-impl Decode for DeleteAclsMatchingAcl {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DeleteAclsMatchingAcl);

@@ -107,11 +107,4 @@ impl DeletableGroupResult {
     }
 }
 
-impl Decode for DeletableGroupResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DeletableGroupResult);

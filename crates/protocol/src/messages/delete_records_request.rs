@@ -114,14 +114,7 @@ impl DeleteRecordsTopic {
     }
 }
 
-impl Decode for DeleteRecordsTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DeleteRecordsTopic);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteRecordsPartition {
@@ -170,11 +163,4 @@ impl DeleteRecordsPartition {
     }
 }
 
-impl Decode for DeleteRecordsPartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DeleteRecordsPartition);

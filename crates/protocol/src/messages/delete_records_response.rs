@@ -114,14 +114,7 @@ impl DeleteRecordsTopicResult {
     }
 }
 
-impl Decode for DeleteRecordsTopicResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DeleteRecordsTopicResult);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteRecordsPartitionResult {
@@ -174,11 +167,4 @@ impl DeleteRecordsPartitionResult {
     }
 }
 
-impl Decode for DeleteRecordsPartitionResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DeleteRecordsPartitionResult);

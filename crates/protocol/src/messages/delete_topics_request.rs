@@ -151,11 +151,4 @@ impl DeleteTopicState {
     }
 }
 
-impl Decode for DeleteTopicState {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DeleteTopicState);

@@ -153,11 +153,4 @@ impl DeletableTopicResult {
     }
 }
 
-impl Decode for DeletableTopicResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DeletableTopicResult);

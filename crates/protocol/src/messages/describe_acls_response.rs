@@ -160,14 +160,7 @@ impl DescribeAclsResource {
     }
 }
 
-impl Decode for DescribeAclsResource {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribeAclsResource);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AclDescription {
@@ -224,11 +217,4 @@ impl AclDescription {
     }
 }
 
-impl Decode for AclDescription {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AclDescription);

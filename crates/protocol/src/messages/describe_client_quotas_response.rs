@@ -146,14 +146,7 @@ impl EntryData {
     }
 }
 
-impl Decode for EntryData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(EntryData);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntityData {
@@ -212,14 +205,7 @@ impl EntityData {
     }
 }
 
-impl Decode for EntityData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(EntityData);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ValueData {
@@ -268,11 +254,4 @@ impl ValueData {
     }
 }
 
-impl Decode for ValueData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ValueData);

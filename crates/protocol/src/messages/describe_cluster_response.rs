@@ -141,11 +141,4 @@ impl DescribeClusterBroker {
     }
 }
 
-impl Decode for DescribeClusterBroker {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribeClusterBroker);

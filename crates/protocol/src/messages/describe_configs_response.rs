@@ -144,14 +144,7 @@ impl DescribeConfigsResult {
     }
 }
 
-impl Decode for DescribeConfigsResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribeConfigsResult);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DescribeConfigsResourceResult {
@@ -285,14 +278,7 @@ impl DescribeConfigsResourceResult {
     }
 }
 
-impl Decode for DescribeConfigsResourceResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribeConfigsResourceResult);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DescribeConfigsSynonym {
@@ -376,11 +362,4 @@ impl DescribeConfigsSynonym {
     }
 }
 
-impl Decode for DescribeConfigsSynonym {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribeConfigsSynonym);

@@ -118,11 +118,4 @@ impl DescribeDelegationTokenOwner {
     }
 }
 
-impl Decode for DescribeDelegationTokenOwner {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribeDelegationTokenOwner);

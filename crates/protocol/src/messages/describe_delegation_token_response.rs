@@ -169,14 +169,7 @@ impl DescribedDelegationToken {
     }
 }
 
-impl Decode for DescribedDelegationToken {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribedDelegationToken);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribedDelegationTokenRenewer {
@@ -225,11 +218,4 @@ impl DescribedDelegationTokenRenewer {
     }
 }
 
-impl Decode for DescribedDelegationTokenRenewer {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribedDelegationTokenRenewer);

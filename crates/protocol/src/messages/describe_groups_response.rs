@@ -161,14 +161,7 @@ impl DescribedGroup {
     }
 }
 
-impl Decode for DescribedGroup {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribedGroup);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribedGroupMember {
@@ -246,11 +239,4 @@ impl DescribedGroupMember {
     }
 }
 
-impl Decode for DescribedGroupMember {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribedGroupMember);

@@ -156,14 +156,7 @@ impl DescribeLogDirsResult {
     }
 }
 
-impl Decode for DescribeLogDirsResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribeLogDirsResult);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeLogDirsTopic {
@@ -219,14 +212,7 @@ impl DescribeLogDirsTopic {
     }
 }
 
-impl Decode for DescribeLogDirsTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribeLogDirsTopic);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeLogDirsPartition {
@@ -283,11 +269,4 @@ impl DescribeLogDirsPartition {
     }
 }
 
-impl Decode for DescribeLogDirsPartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribeLogDirsPartition);

@@ -78,11 +78,4 @@ impl TopicRequest {
     }
 }
 
-impl Decode for TopicRequest {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicRequest);

@@ -87,14 +87,7 @@ impl TopicResponse {
     }
 }
 
-impl Decode for TopicResponse {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicResponse);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionResponse {
@@ -149,14 +142,7 @@ impl PartitionResponse {
     }
 }
 
-impl Decode for PartitionResponse {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionResponse);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProducerState {
@@ -224,11 +210,4 @@ impl ProducerState {
     }
 }
 
-impl Decode for ProducerState {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ProducerState);

@@ -131,14 +131,7 @@ impl TopicData {
     }
 }
 
-impl Decode for TopicData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicData);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionData {
@@ -237,14 +230,7 @@ impl PartitionData {
     }
 }
 
-impl Decode for PartitionData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionData);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Node {
@@ -296,14 +282,7 @@ impl Node {
     }
 }
 
-impl Decode for Node {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(Node);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Listener {
@@ -365,14 +344,7 @@ impl Listener {
     }
 }
 
-impl Decode for Listener {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(Listener);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaState {
@@ -451,11 +423,4 @@ impl ReplicaState {
     }
 }
 
-impl Decode for ReplicaState {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ReplicaState);

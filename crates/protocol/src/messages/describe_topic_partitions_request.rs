@@ -94,14 +94,7 @@ impl TopicRequest {
     }
 }
 
-impl Decode for TopicRequest {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicRequest);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Cursor {
@@ -139,11 +132,4 @@ impl Cursor {
     }
 }
 
-impl Decode for Cursor {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(Cursor);

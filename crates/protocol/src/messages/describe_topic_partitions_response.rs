@@ -135,14 +135,7 @@ impl DescribeTopicPartitionsResponseTopic {
     }
 }
 
-impl Decode for DescribeTopicPartitionsResponseTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribeTopicPartitionsResponseTopic);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DescribeTopicPartitionsResponsePartition {
@@ -254,14 +247,7 @@ impl DescribeTopicPartitionsResponsePartition {
     }
 }
 
-impl Decode for DescribeTopicPartitionsResponsePartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribeTopicPartitionsResponsePartition);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Cursor {
@@ -299,11 +285,4 @@ impl Cursor {
     }
 }
 
-impl Decode for Cursor {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(Cursor);

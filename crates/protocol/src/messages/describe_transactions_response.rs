@@ -113,14 +113,7 @@ impl TransactionState {
     }
 }
 
-impl Decode for TransactionState {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TransactionState);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicData {
@@ -161,11 +154,4 @@ impl TopicData {
     }
 }
 
-impl Decode for TopicData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicData);

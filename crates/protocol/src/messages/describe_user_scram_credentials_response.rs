@@ -134,14 +134,7 @@ impl DescribeUserScramCredentialsResult {
     }
 }
 
-impl Decode for DescribeUserScramCredentialsResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribeUserScramCredentialsResult);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CredentialInfo {
@@ -179,11 +172,4 @@ impl CredentialInfo {
     }
 }
 
-impl Decode for CredentialInfo {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(CredentialInfo);

@@ -137,11 +137,4 @@ impl TopicPartitions {
     }
 }
 
-impl Decode for TopicPartitions {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicPartitions);

@@ -127,14 +127,7 @@ impl ReplicaElectionResult {
     }
 }
 
-impl Decode for ReplicaElectionResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ReplicaElectionResult);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionResult {
@@ -203,11 +196,4 @@ impl PartitionResult {
     }
 }
 
-impl Decode for PartitionResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionResult);

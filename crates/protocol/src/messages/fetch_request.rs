@@ -281,14 +281,7 @@ impl ReplicaState {
     }
 }
 
-impl Decode for ReplicaState {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ReplicaState);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FetchTopic {
@@ -364,14 +357,7 @@ impl FetchTopic {
     }
 }
 
-impl Decode for FetchTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(FetchTopic);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FetchPartition {
@@ -486,14 +472,7 @@ impl FetchPartition {
     }
 }
 
-impl Decode for FetchPartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(FetchPartition);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ForgottenTopic {
@@ -573,11 +552,4 @@ impl ForgottenTopic {
     }
 }
 
-impl Decode for ForgottenTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ForgottenTopic);

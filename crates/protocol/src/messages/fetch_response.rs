@@ -198,14 +198,7 @@ impl FetchableTopicResponse {
     }
 }
 
-impl Decode for FetchableTopicResponse {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(FetchableTopicResponse);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionData {
@@ -393,14 +386,7 @@ impl PartitionData {
     }
 }
 
-impl Decode for PartitionData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionData);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpochEndOffset {
@@ -467,14 +453,7 @@ impl EpochEndOffset {
     }
 }
 
-impl Decode for EpochEndOffset {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(EpochEndOffset);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeaderIdAndEpoch {
@@ -541,14 +520,7 @@ impl LeaderIdAndEpoch {
     }
 }
 
-impl Decode for LeaderIdAndEpoch {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(LeaderIdAndEpoch);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotId {
@@ -607,14 +579,7 @@ impl SnapshotId {
     }
 }
 
-impl Decode for SnapshotId {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(SnapshotId);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AbortedTransaction {
@@ -671,14 +636,7 @@ impl AbortedTransaction {
     }
 }
 
-impl Decode for AbortedTransaction {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AbortedTransaction);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeEndpoint {
@@ -759,11 +717,4 @@ impl NodeEndpoint {
     }
 }
 
-impl Decode for NodeEndpoint {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(NodeEndpoint);

@@ -129,14 +129,7 @@ impl TopicSnapshot {
     }
 }
 
-impl Decode for TopicSnapshot {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicSnapshot);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionSnapshot {
@@ -205,14 +198,7 @@ impl PartitionSnapshot {
     }
 }
 
-impl Decode for PartitionSnapshot {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionSnapshot);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SnapshotId {
@@ -250,11 +236,4 @@ impl SnapshotId {
     }
 }
 
-impl Decode for SnapshotId {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(SnapshotId);

@@ -129,14 +129,7 @@ impl TopicSnapshot {
     }
 }
 
-impl Decode for TopicSnapshot {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicSnapshot);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionSnapshot {
@@ -218,14 +211,7 @@ impl PartitionSnapshot {
     }
 }
 
-impl Decode for PartitionSnapshot {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionSnapshot);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SnapshotId {
@@ -263,14 +249,7 @@ impl SnapshotId {
     }
 }
 
-impl Decode for SnapshotId {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(SnapshotId);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeaderIdAndEpoch {
@@ -308,14 +287,7 @@ impl LeaderIdAndEpoch {
     }
 }
 
-impl Decode for LeaderIdAndEpoch {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(LeaderIdAndEpoch);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeEndpoint {
@@ -373,11 +345,4 @@ impl NodeEndpoint {
     }
 }
 
-impl Decode for NodeEndpoint {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(NodeEndpoint);

@@ -265,11 +265,4 @@ impl Coordinator {
     }
 }
 
-impl Decode for Coordinator {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(Coordinator);

@@ -116,14 +116,7 @@ impl AlterConfigsResource {
     }
 }
 
-impl Decode for AlterConfigsResource {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AlterConfigsResource);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlterableConfig {
@@ -187,11 +180,4 @@ impl AlterableConfig {
     }
 }
 
-impl Decode for AlterableConfig {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AlterableConfig);

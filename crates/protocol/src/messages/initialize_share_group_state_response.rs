@@ -84,14 +84,7 @@ impl InitializeStateResult {
     }
 }
 
-impl Decode for InitializeStateResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(InitializeStateResult);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionResult {
@@ -133,11 +126,4 @@ impl PartitionResult {
     }
 }
 
-impl Decode for PartitionResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionResult);

@@ -180,11 +180,4 @@ impl JoinGroupRequestProtocol {
     }
 }
 
-impl Decode for JoinGroupRequestProtocol {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(JoinGroupRequestProtocol);

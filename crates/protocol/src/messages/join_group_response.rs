@@ -204,11 +204,4 @@ impl JoinGroupResponseMember {
     }
 }
 
-impl Decode for JoinGroupResponseMember {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(JoinGroupResponseMember);

@@ -239,14 +239,7 @@ impl LeaderAndIsrTopicState {
     }
 }
 
-impl Decode for LeaderAndIsrTopicState {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(LeaderAndIsrTopicState);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeaderAndIsrLiveLeader {
@@ -299,14 +292,7 @@ impl LeaderAndIsrLiveLeader {
     }
 }
 
-impl Decode for LeaderAndIsrLiveLeader {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(LeaderAndIsrLiveLeader);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeaderAndIsrPartitionState {
@@ -439,11 +425,4 @@ impl LeaderAndIsrPartitionState {
     }
 }
 
-impl Decode for LeaderAndIsrPartitionState {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(LeaderAndIsrPartitionState);

@@ -163,14 +163,7 @@ impl LeaderAndIsrTopicError {
     }
 }
 
-impl Decode for LeaderAndIsrTopicError {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(LeaderAndIsrTopicError);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeaderAndIsrPartitionError {
@@ -231,11 +224,4 @@ impl LeaderAndIsrPartitionError {
     }
 }
 
-impl Decode for LeaderAndIsrPartitionError {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(LeaderAndIsrPartitionError);

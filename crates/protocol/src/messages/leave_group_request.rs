@@ -158,11 +158,4 @@ impl MemberIdentity {
     }
 }
 
-impl Decode for MemberIdentity {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(MemberIdentity);

@@ -161,11 +161,4 @@ impl MemberResponse {
     }
 }
 
-impl Decode for MemberResponse {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(MemberResponse);

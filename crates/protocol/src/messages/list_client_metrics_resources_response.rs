@@ -88,11 +88,4 @@ impl ClientMetricsResource {
     }
 }
 
-impl Decode for ClientMetricsResource {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ClientMetricsResource);

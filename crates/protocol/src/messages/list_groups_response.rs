@@ -137,11 +137,4 @@ impl ListedGroup {
     }
 }
 
-impl Decode for ListedGroup {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ListedGroup);

@@ -130,14 +130,7 @@ impl ListOffsetsTopic {
     }
 }
 
-impl Decode for ListOffsetsTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ListOffsetsTopic);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListOffsetsPartition {
@@ -214,11 +207,4 @@ impl ListOffsetsPartition {
     }
 }
 
-impl Decode for ListOffsetsPartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ListOffsetsPartition);

@@ -118,14 +118,7 @@ impl ListOffsetsTopicResponse {
     }
 }
 
-impl Decode for ListOffsetsTopicResponse {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ListOffsetsTopicResponse);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListOffsetsPartitionResponse {
@@ -227,11 +220,4 @@ impl ListOffsetsPartitionResponse {
     }
 }
 
-impl Decode for ListOffsetsPartitionResponse {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ListOffsetsPartitionResponse);

@@ -101,11 +101,4 @@ impl ListPartitionReassignmentsTopics {
     }
 }
 
-impl Decode for ListPartitionReassignmentsTopics {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ListPartitionReassignmentsTopics);

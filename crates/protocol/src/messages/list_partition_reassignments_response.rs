@@ -112,14 +112,7 @@ impl OngoingTopicReassignment {
     }
 }
 
-impl Decode for OngoingTopicReassignment {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OngoingTopicReassignment);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OngoingPartitionReassignment {
@@ -174,11 +167,4 @@ impl OngoingPartitionReassignment {
     }
 }
 
-impl Decode for OngoingPartitionReassignment {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OngoingPartitionReassignment);

@@ -107,11 +107,4 @@ impl TransactionState {
     }
 }
 
-impl Decode for TransactionState {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TransactionState);

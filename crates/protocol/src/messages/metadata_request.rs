@@ -171,11 +171,4 @@ impl MetadataRequestTopic {
     }
 }
 
-impl Decode for MetadataRequestTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(MetadataRequestTopic);

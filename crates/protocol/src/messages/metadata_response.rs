@@ -194,14 +194,7 @@ impl MetadataResponseBroker {
     }
 }
 
-impl Decode for MetadataResponseBroker {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(MetadataResponseBroker);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetadataResponseTopic {
@@ -307,14 +300,7 @@ impl MetadataResponseTopic {
     }
 }
 
-impl Decode for MetadataResponseTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(MetadataResponseTopic);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetadataResponsePartition {
@@ -419,11 +405,4 @@ impl MetadataResponsePartition {
     }
 }
 
-impl Decode for MetadataResponsePartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(MetadataResponsePartition);

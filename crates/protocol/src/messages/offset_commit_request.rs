@@ -181,14 +181,7 @@ impl OffsetCommitRequestTopic {
     }
 }
 
-impl Decode for OffsetCommitRequestTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetCommitRequestTopic);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OffsetCommitRequestPartition {
@@ -275,11 +268,4 @@ impl OffsetCommitRequestPartition {
     }
 }
 
-impl Decode for OffsetCommitRequestPartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetCommitRequestPartition);

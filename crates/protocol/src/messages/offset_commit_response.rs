@@ -118,14 +118,7 @@ impl OffsetCommitResponseTopic {
     }
 }
 
-impl Decode for OffsetCommitResponseTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetCommitResponseTopic);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetCommitResponsePartition {
@@ -174,11 +167,4 @@ impl OffsetCommitResponsePartition {
     }
 }
 
-impl Decode for OffsetCommitResponsePartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetCommitResponsePartition);

@@ -75,14 +75,7 @@ impl OffsetDeleteRequestTopic {
     }
 }
 
-impl Decode for OffsetDeleteRequestTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetDeleteRequestTopic);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetDeleteRequestPartition {
@@ -111,11 +104,4 @@ impl OffsetDeleteRequestPartition {
     }
 }
 
-impl Decode for OffsetDeleteRequestPartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetDeleteRequestPartition);

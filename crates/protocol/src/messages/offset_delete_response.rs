@@ -83,14 +83,7 @@ impl OffsetDeleteResponseTopic {
     }
 }
 
-impl Decode for OffsetDeleteResponseTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetDeleteResponseTopic);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetDeleteResponsePartition {
@@ -123,11 +116,4 @@ impl OffsetDeleteResponsePartition {
     }
 }
 
-impl Decode for OffsetDeleteResponsePartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetDeleteResponsePartition);

@@ -190,14 +190,7 @@ impl OffsetFetchRequestTopic {
     }
 }
 
-impl Decode for OffsetFetchRequestTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetFetchRequestTopic);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OffsetFetchRequestGroup {
@@ -313,14 +306,7 @@ impl OffsetFetchRequestGroup {
     }
 }
 
-impl Decode for OffsetFetchRequestGroup {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetFetchRequestGroup);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetFetchRequestTopics {
@@ -388,11 +374,4 @@ impl OffsetFetchRequestTopics {
     }
 }
 
-impl Decode for OffsetFetchRequestTopics {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetFetchRequestTopics);

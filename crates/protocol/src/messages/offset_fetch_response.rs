@@ -175,14 +175,7 @@ impl OffsetFetchResponseTopic {
     }
 }
 
-impl Decode for OffsetFetchResponseTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetFetchResponseTopic);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OffsetFetchResponsePartition {
@@ -284,14 +277,7 @@ impl OffsetFetchResponsePartition {
     }
 }
 
-impl Decode for OffsetFetchResponsePartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetFetchResponsePartition);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetFetchResponseGroup {
@@ -371,14 +357,7 @@ impl OffsetFetchResponseGroup {
     }
 }
 
-impl Decode for OffsetFetchResponseGroup {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetFetchResponseGroup);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetFetchResponseTopics {
@@ -450,14 +429,7 @@ impl OffsetFetchResponseTopics {
     }
 }
 
-impl Decode for OffsetFetchResponseTopics {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetFetchResponseTopics);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OffsetFetchResponsePartitions {
@@ -555,11 +527,4 @@ impl OffsetFetchResponsePartitions {
     }
 }
 
-impl Decode for OffsetFetchResponsePartitions {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetFetchResponsePartitions);

@@ -128,14 +128,7 @@ impl OffsetForLeaderTopic {
     }
 }
 
-impl Decode for OffsetForLeaderTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetForLeaderTopic);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OffsetForLeaderPartition {
@@ -203,11 +196,4 @@ impl OffsetForLeaderPartition {
     }
 }
 
-impl Decode for OffsetForLeaderPartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetForLeaderPartition);

@@ -118,14 +118,7 @@ impl OffsetForLeaderTopicResult {
     }
 }
 
-impl Decode for OffsetForLeaderTopicResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(OffsetForLeaderTopicResult);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpochEndOffset {
@@ -198,11 +191,4 @@ impl EpochEndOffset {
     }
 }
 
-impl Decode for EpochEndOffset {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(EpochEndOffset);

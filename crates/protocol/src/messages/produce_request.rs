@@ -140,14 +140,7 @@ impl TopicProduceData {
     }
 }
 
-impl Decode for TopicProduceData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicProduceData);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionProduceData {
@@ -196,11 +189,4 @@ impl PartitionProduceData {
     }
 }
 
-impl Decode for PartitionProduceData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionProduceData);

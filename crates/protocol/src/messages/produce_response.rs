@@ -160,14 +160,7 @@ impl TopicProduceResponse {
     }
 }
 
-impl Decode for TopicProduceResponse {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicProduceResponse);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionProduceResponse {
@@ -313,14 +306,7 @@ impl PartitionProduceResponse {
     }
 }
 
-impl Decode for PartitionProduceResponse {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionProduceResponse);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct BatchIndexAndErrorMessage {
@@ -386,14 +372,7 @@ impl BatchIndexAndErrorMessage {
     }
 }
 
-impl Decode for BatchIndexAndErrorMessage {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(BatchIndexAndErrorMessage);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeaderIdAndEpoch {
@@ -460,14 +439,7 @@ impl LeaderIdAndEpoch {
     }
 }
 
-impl Decode for LeaderIdAndEpoch {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(LeaderIdAndEpoch);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeEndpoint {
@@ -548,11 +520,4 @@ impl NodeEndpoint {
     }
 }
 
-impl Decode for NodeEndpoint {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(NodeEndpoint);

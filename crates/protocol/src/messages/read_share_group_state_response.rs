@@ -82,14 +82,7 @@ impl ReadStateResult {
     }
 }
 
-impl Decode for ReadStateResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ReadStateResult);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionResult {
@@ -148,14 +141,7 @@ impl PartitionResult {
     }
 }
 
-impl Decode for PartitionResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionResult);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StateBatch {
@@ -201,11 +187,4 @@ impl StateBatch {
     }
 }
 
-impl Decode for StateBatch {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(StateBatch);

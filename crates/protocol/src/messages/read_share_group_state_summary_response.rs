@@ -84,14 +84,7 @@ impl ReadStateSummaryResult {
     }
 }
 
-impl Decode for ReadStateSummaryResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ReadStateSummaryResult);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionResult {
@@ -141,11 +134,4 @@ impl PartitionResult {
     }
 }
 
-impl Decode for PartitionResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionResult);

@@ -111,14 +111,7 @@ impl AcknowledgeTopic {
     }
 }
 
-impl Decode for AcknowledgeTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AcknowledgeTopic);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AcknowledgePartition {
@@ -165,14 +158,7 @@ impl AcknowledgePartition {
     }
 }
 
-impl Decode for AcknowledgePartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AcknowledgePartition);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AcknowledgementBatch {
@@ -217,11 +203,4 @@ impl AcknowledgementBatch {
     }
 }
 
-impl Decode for AcknowledgementBatch {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AcknowledgementBatch);

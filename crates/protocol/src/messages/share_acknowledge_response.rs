@@ -109,14 +109,7 @@ impl ShareAcknowledgeTopicResponse {
     }
 }
 
-impl Decode for ShareAcknowledgeTopicResponse {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ShareAcknowledgeTopicResponse);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
@@ -162,14 +155,7 @@ impl PartitionData {
     }
 }
 
-impl Decode for PartitionData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionData);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeaderIdAndEpoch {
@@ -207,14 +193,7 @@ impl LeaderIdAndEpoch {
     }
 }
 
-impl Decode for LeaderIdAndEpoch {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(LeaderIdAndEpoch);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeEndpoint {
@@ -260,11 +239,4 @@ impl NodeEndpoint {
     }
 }
 
-impl Decode for NodeEndpoint {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(NodeEndpoint);

@@ -141,14 +141,7 @@ impl FetchTopic {
     }
 }
 
-impl Decode for FetchTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(FetchTopic);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FetchPartition {
@@ -199,14 +192,7 @@ impl FetchPartition {
     }
 }
 
-impl Decode for FetchPartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(FetchPartition);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AcknowledgementBatch {
@@ -251,14 +237,7 @@ impl AcknowledgementBatch {
     }
 }
 
-impl Decode for AcknowledgementBatch {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AcknowledgementBatch);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ForgottenTopic {
@@ -299,11 +278,4 @@ impl ForgottenTopic {
     }
 }
 
-impl Decode for ForgottenTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ForgottenTopic);

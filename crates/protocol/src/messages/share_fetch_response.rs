@@ -110,14 +110,7 @@ impl ShareFetchableTopicResponse {
     }
 }
 
-impl Decode for ShareFetchableTopicResponse {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(ShareFetchableTopicResponse);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
@@ -193,14 +186,7 @@ impl PartitionData {
     }
 }
 
-impl Decode for PartitionData {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionData);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeaderIdAndEpoch {
@@ -238,14 +224,7 @@ impl LeaderIdAndEpoch {
     }
 }
 
-impl Decode for LeaderIdAndEpoch {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(LeaderIdAndEpoch);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AcquiredRecords {
@@ -287,14 +266,7 @@ impl AcquiredRecords {
     }
 }
 
-impl Decode for AcquiredRecords {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(AcquiredRecords);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeEndpoint {
@@ -340,11 +312,4 @@ impl NodeEndpoint {
     }
 }
 
-impl Decode for NodeEndpoint {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(NodeEndpoint);

@@ -128,14 +128,7 @@ impl DescribedGroup {
     }
 }
 
-impl Decode for DescribedGroup {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(DescribedGroup);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Member {
@@ -199,14 +192,7 @@ impl Member {
     }
 }
 
-impl Decode for Member {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(Member);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicPartitions {
@@ -251,14 +237,7 @@ impl TopicPartitions {
     }
 }
 
-impl Decode for TopicPartitions {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TopicPartitions);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Assignment {
@@ -301,11 +280,4 @@ impl Assignment {
     }
 }
 
-impl Decode for Assignment {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(Assignment);

@@ -219,14 +219,7 @@ impl StopReplicaPartitionV0 {
     }
 }
 
-impl Decode for StopReplicaPartitionV0 {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(StopReplicaPartitionV0);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StopReplicaTopicV1 {
@@ -294,14 +287,7 @@ impl StopReplicaTopicV1 {
     }
 }
 
-impl Decode for StopReplicaTopicV1 {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(StopReplicaTopicV1);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StopReplicaTopicState {
@@ -375,14 +361,7 @@ impl StopReplicaTopicState {
     }
 }
 
-impl Decode for StopReplicaTopicState {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(StopReplicaTopicState);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StopReplicaPartitionState {
@@ -458,11 +437,4 @@ impl StopReplicaPartitionState {
     }
 }
 
-impl Decode for StopReplicaPartitionState {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(StopReplicaPartitionState);

@@ -113,11 +113,4 @@ impl StopReplicaPartitionError {
     }
 }
 
-impl Decode for StopReplicaPartitionError {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(StopReplicaPartitionError);

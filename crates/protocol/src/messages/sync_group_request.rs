@@ -175,11 +175,4 @@ impl SyncGroupRequestAssignment {
     }
 }
 
-impl Decode for SyncGroupRequestAssignment {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(SyncGroupRequestAssignment);

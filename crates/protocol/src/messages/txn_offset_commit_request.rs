@@ -185,14 +185,7 @@ impl TxnOffsetCommitRequestTopic {
     }
 }
 
-impl Decode for TxnOffsetCommitRequestTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TxnOffsetCommitRequestTopic);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TxnOffsetCommitRequestPartition {
@@ -270,11 +263,4 @@ impl TxnOffsetCommitRequestPartition {
     }
 }
 
-impl Decode for TxnOffsetCommitRequestPartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TxnOffsetCommitRequestPartition);

@@ -114,14 +114,7 @@ impl TxnOffsetCommitResponseTopic {
     }
 }
 
-impl Decode for TxnOffsetCommitResponseTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TxnOffsetCommitResponseTopic);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TxnOffsetCommitResponsePartition {
@@ -170,11 +163,4 @@ impl TxnOffsetCommitResponsePartition {
     }
 }
 
-impl Decode for TxnOffsetCommitResponsePartition {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(TxnOffsetCommitResponsePartition);

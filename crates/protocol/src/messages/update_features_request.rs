@@ -135,11 +135,4 @@ impl FeatureUpdateKey {
     }
 }
 
-impl Decode for FeatureUpdateKey {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(FeatureUpdateKey);

@@ -128,11 +128,4 @@ impl UpdatableFeatureResult {
     }
 }
 
-impl Decode for UpdatableFeatureResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(UpdatableFeatureResult);

@@ -253,14 +253,7 @@ impl UpdateMetadataTopicState {
     }
 }
 
-impl Decode for UpdateMetadataTopicState {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(UpdateMetadataTopicState);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpdateMetadataBroker {
@@ -369,14 +362,7 @@ impl UpdateMetadataBroker {
     }
 }
 
-impl Decode for UpdateMetadataBroker {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(UpdateMetadataBroker);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct UpdateMetadataEndpoint {
@@ -457,14 +443,7 @@ impl UpdateMetadataEndpoint {
     }
 }
 
-impl Decode for UpdateMetadataEndpoint {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(UpdateMetadataEndpoint);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct UpdateMetadataPartitionState {
@@ -566,11 +545,4 @@ impl UpdateMetadataPartitionState {
     }
 }
 
-impl Decode for UpdateMetadataPartitionState {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(UpdateMetadataPartitionState);

@@ -121,11 +121,4 @@ impl CurrentLeader {
     }
 }
 
-impl Decode for CurrentLeader {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(CurrentLeader);

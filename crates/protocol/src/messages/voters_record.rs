@@ -91,14 +91,7 @@ impl Voter {
     }
 }
 
-impl Decode for Voter {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(Voter);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Endpoint {
@@ -140,14 +133,7 @@ impl Endpoint {
     }
 }
 
-impl Decode for Endpoint {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(Endpoint);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct KRaftVersionFeature {
@@ -185,11 +171,4 @@ impl KRaftVersionFeature {
     }
 }
 
-impl Decode for KRaftVersionFeature {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(KRaftVersionFeature);

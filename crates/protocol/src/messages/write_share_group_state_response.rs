@@ -82,14 +82,7 @@ impl WriteStateResult {
     }
 }
 
-impl Decode for WriteStateResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(WriteStateResult);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionResult {
@@ -131,11 +124,4 @@ impl PartitionResult {
     }
 }
 
-impl Decode for PartitionResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(PartitionResult);

@@ -121,14 +121,7 @@ impl WritableTxnMarker {
     }
 }
 
-impl Decode for WritableTxnMarker {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(WritableTxnMarker);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct WritableTxnMarkerTopic {
@@ -181,11 +174,4 @@ impl WritableTxnMarkerTopic {
     }
 }
 
-impl Decode for WritableTxnMarkerTopic {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(WritableTxnMarkerTopic);

@@ -109,14 +109,7 @@ impl WritableTxnMarkerResult {
     }
 }
 
-impl Decode for WritableTxnMarkerResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(WritableTxnMarkerResult);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct WritableTxnMarkerTopicResult {
@@ -172,14 +165,7 @@ impl WritableTxnMarkerTopicResult {
     }
 }
 
-impl Decode for WritableTxnMarkerTopicResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(WritableTxnMarkerTopicResult);
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct WritableTxnMarkerPartitionResult {
@@ -228,11 +214,4 @@ impl WritableTxnMarkerPartitionResult {
     }
 }
 
-impl Decode for WritableTxnMarkerPartitionResult {
-    #[inline]
-    fn decode(dec: &mut Decoder, version: i16) -> Result<Self, DecodeError> {
-        let mut value = Self::default();
-        value.decode_into(dec, version)?;
-        Ok(value)
-    }
-}
+crate::codec::decode_via_into!(WritableTxnMarkerPartitionResult);
