@@ -545,22 +545,20 @@ impl<'a> FileEmitter<'a> {
                     format!("dec.fixed_array({compact}, {name:?}, {convert})?")
                 }
             }
-            Type::Array(element) if matches!(element.as_ref(), Type::Struct(_)) => {
-                let min = self.element_len_min(field, element)?;
-                let Type::Struct(ty) = element.as_ref() else {
-                    unreachable!("matched above")
-                };
-                let read = format!("|dec, item: &mut {ty}| item.decode_into(dec, version)");
-                if option {
-                    format!(
-                        "dec.opt_array_in_place({nullable}, {compact}, {min}, {name:?}, {read})?"
-                    )
-                } else {
-                    format!("dec.array_in_place({compact}, {min}, {name:?}, {read})?")
-                }
-            }
             Type::Array(element) => {
                 let min = self.element_len_min(field, element)?;
+                if let Type::Struct(ty) = element.as_ref() {
+                    // Decoded into elements already in the array (see
+                    // `emit_struct`).
+                    let read = format!("|dec, item: &mut {ty}| item.decode_into(dec, version)");
+                    return Ok(if option {
+                        format!(
+                            "dec.opt_array_in_place({nullable}, {compact}, {min}, {name:?}, {read})?"
+                        )
+                    } else {
+                        format!("dec.array_in_place({compact}, {min}, {name:?}, {read})?")
+                    });
+                }
                 let read = match element.as_ref() {
                     ty if ty.fixed_len().is_some() => format!("dec.{}()", Self::read_method(ty)),
                     Type::String => format!("dec.string({compact}, {name:?})"),

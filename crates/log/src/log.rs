@@ -109,7 +109,7 @@ impl DirHealth {
 }
 
 /// State kept only for the active segment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Active {
     cursor: IndexCursor,
     /// When the segment's age starts counting for `segment.ms`: the first
@@ -748,11 +748,7 @@ impl Log {
         }
         let segment = create_segment(&self.dir, new_base)?;
         state.segments.insert(new_base, segment);
-        state.active = Active {
-            cursor: IndexCursor::default(),
-            rolling_base_ms: None,
-            reserved_to: 0,
-        };
+        state.active = Active::default();
         let active = state.active_segment();
         self.with_loaded(state, active, |_| Ok(()))?;
         tracing::info!(dir = %self.dir.display(), base = %new_base, now_ms, "rolled to a new segment");
@@ -1232,11 +1228,7 @@ impl Log {
             .insert(start, create_segment(&self.dir, start)?);
         state.log_start = start;
         state.log_end = start;
-        state.active = Active {
-            cursor: IndexCursor::default(),
-            rolling_base_ms: None,
-            reserved_to: 0,
-        };
+        state.active = Active::default();
         let active = state.active_segment();
         self.with_loaded(state, active, |_| Ok(()))?;
         let written = self.write_checkpoint(CheckpointFile::LogStart(start), false);
@@ -1309,7 +1301,7 @@ impl Log {
                 max_timestamp: scan.max_timestamp,
             },
             rolling_base_ms: scan.first_timestamp.filter(|t| *t >= 0),
-            reserved_to: 0,
+            ..Active::default()
         };
         Ok(())
     }
@@ -1803,7 +1795,6 @@ fn resume_point(base: Offset, loaded: &Loaded) -> ScanStart {
     }
 }
 
-/// Writes all of `slices`, continuing after partial writes.
 /// The most an active segment reserves ahead of its appends, and the
 /// least worth a call: see `reserve_ahead`.
 const RESERVE_MAX: u64 = 16 << 20;
@@ -1851,6 +1842,7 @@ fn reserve_ahead(state: &mut State, file: &File, start: u64, len: u64) {
     }
 }
 
+/// Writes all of `slices`, continuing after partial writes.
 fn write_all_vectored(mut file: &File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
     IoSlice::advance_slices(&mut slices, 0);
     while !slices.is_empty() {
@@ -2148,7 +2140,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
             max_timestamp: scan.max_timestamp,
         },
         rolling_base_ms: scan.first_timestamp.filter(|t| *t >= 0),
-        reserved_to: 0,
+        ..Active::default()
     };
     if let Some(segment) = segments.get_mut(&active_base) {
         segment.size = active_size;
@@ -2203,11 +2195,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         state.segments.insert(start, segment);
         state.log_end = start;
         state.recovery_point = start;
-        state.active = Active {
-            cursor: IndexCursor::default(),
-            rolling_base_ms: None,
-            reserved_to: 0,
-        };
+        state.active = Active::default();
     }
     let log_end = state.log_end;
     let log_start = state.log_start;
