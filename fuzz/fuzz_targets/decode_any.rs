@@ -1,14 +1,16 @@
 //! Any bytes decoded as any API and version, as a request or a response.
 //! Input: byte 0 picks the API, byte 1 the version within its range, byte 2
 //! request or response; the rest is the frame. A value that decodes must
-//! encode, and its encoding must decode and re-encode to the same bytes.
+//! encode, and its encoding must decode and re-encode to the same bytes. A
+//! Produce request must read the same through the broker's in-place reader
+//! (`ProduceFrame`): accepted or refused alike, with the same values.
 
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use rill_protocol::codec::{Decoder, Encoder};
-use rill_protocol::{ApiKey, RequestBody, ResponseBody, decode_request_header};
+use rill_protocol::{ApiKey, ProduceFrame, RequestBody, ResponseBody, decode_request_header};
 
 fn encode_request(body: &RequestBody, version: i16) -> Bytes {
     let mut enc = Encoder::new();
@@ -36,7 +38,32 @@ fuzz_target!(|input: &[u8]| {
     let frame = Bytes::copy_from_slice(frame);
     let _ = decode_request_header(&mut Decoder::new(frame.clone()));
     if side & 1 == 0 {
-        let Ok(body) = RequestBody::decode(key, version, &mut Decoder::new(frame)) else {
+        let mut generated = Decoder::new(frame.clone());
+        let decoded = RequestBody::decode(key, version, &mut generated);
+        if key == ApiKey::Produce {
+            let mut in_place = Decoder::new(frame);
+            match (&decoded, ProduceFrame::decode(&mut in_place, version)) {
+                (Ok(RequestBody::Produce(expected)), Ok(read)) => {
+                    let mut expected = expected.clone();
+                    expected.unknown_tagged_fields.clear();
+                    for topic in &mut expected.topic_data {
+                        topic.unknown_tagged_fields.clear();
+                        for partition in &mut topic.partition_data {
+                            partition.unknown_tagged_fields.clear();
+                        }
+                    }
+                    assert_eq!(read.to_request(), expected);
+                    assert_eq!(in_place.remaining(), generated.remaining());
+                }
+                (Err(expected), Err(error)) => assert_eq!(expected, &error),
+                (expected, read) => panic!(
+                    "generated {:?}, in place {:?}",
+                    expected.as_ref().map(|_| ()),
+                    read.map(|_| ())
+                ),
+            }
+        }
+        let Ok(body) = decoded else {
             return;
         };
         let first = encode_request(&body, version);

@@ -133,10 +133,29 @@ impl Decoder {
         self.buf.len() - self.position
     }
 
+    /// The whole frame, and where the next read starts in it.
+    pub(crate) fn frame(&self) -> &Bytes {
+        &self.buf
+    }
+
+    pub(crate) fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Moves on to `position`, which a `Reader` over `frame()` reached.
+    pub(crate) fn set_position(&mut self, position: usize) {
+        debug_assert!(position <= self.buf.len());
+        self.position = position;
+    }
+
     /// The bytes not read yet, without consuming them.
     pub fn peek(&self, len: usize) -> Result<&[u8], DecodeError> {
-        self.check(len)?;
-        Ok(&self.buf[self.position..self.position + len])
+        self.buf
+            .get(self.position..self.position.saturating_add(len))
+            .ok_or(DecodeError::Truncated {
+                needed: len,
+                remaining: self.remaining(),
+            })
     }
 
     /// Called when a struct starts; fails past the depth limit.
@@ -153,42 +172,32 @@ impl Decoder {
         self.depth = self.depth.saturating_sub(1);
     }
 
-    #[inline]
-    fn check(&self, needed: usize) -> Result<(), DecodeError> {
-        let remaining = self.remaining();
-        if needed > remaining {
-            return Err(DecodeError::Truncated { needed, remaining });
-        }
-        Ok(())
+    /// Runs one of `Reader`'s primitives at this decoder's position: the
+    /// wire primitives are written once, for borrowed frames, and an owned
+    /// frame borrows itself for the length of one call (it all inlines).
+    #[inline(always)]
+    fn read<T>(&mut self, primitive: impl FnOnce(&mut Reader<'_>) -> T) -> T {
+        let mut reader = Reader {
+            buf: &self.buf,
+            position: self.position,
+        };
+        let out = primitive(&mut reader);
+        self.position = reader.position;
+        out
     }
 
     #[inline(always)]
     fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let start = self.position;
-        let out = self
-            .buf
-            .get(start..start + N)
-            .and_then(|bytes| <[u8; N]>::try_from(bytes).ok())
-            .ok_or(DecodeError::Truncated {
-                needed: N,
-                remaining: self.buf.len() - start,
-            })?;
-        self.position = start + N;
-        Ok(out)
+        self.read(|reader| reader.take())
     }
 
-    /// Checks a claimed length against the bytes left, before any allocation.
     #[inline(always)]
     fn check_length(&self, what: &'static str, claimed: usize) -> Result<(), DecodeError> {
-        let remaining = self.remaining();
-        if claimed > remaining {
-            return Err(DecodeError::LengthExceedsRemaining {
-                what,
-                claimed: claimed as u64,
-                remaining,
-            });
+        Reader {
+            buf: &self.buf,
+            position: self.position,
         }
-        Ok(())
+        .check_length(what, claimed)
     }
 
     #[inline(always)]
@@ -246,22 +255,9 @@ impl Decoder {
     /// Kafka's unsigned varint: at most 5 bytes, at most 32 bits.
     #[inline(always)]
     pub fn unsigned_varint(&mut self) -> Result<u32, DecodeError> {
-        let mut value: u32 = 0;
-        for index in 0..5 {
-            let byte = self.take::<1>()?[0];
-            if index == 4 && byte > 0x0f {
-                return Err(DecodeError::InvalidVarint);
-            }
-            value |= u32::from(byte & 0x7f) << (7 * index);
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(DecodeError::InvalidVarint)
+        self.read(|reader| reader.unsigned_varint())
     }
 
-    /// Reads a length prefix; `None` is null. Compact lengths are varints
-    /// holding length + 1; classic ones are `i16` or `i32` with -1 for null.
     #[inline(always)]
     fn length(
         &mut self,
@@ -269,37 +265,15 @@ impl Decoder {
         compact: bool,
         wide: bool,
     ) -> Result<Option<usize>, DecodeError> {
-        let length = if compact {
-            i64::from(self.unsigned_varint()?) - 1
-        } else if wide {
-            i64::from(self.i32()?)
-        } else {
-            i64::from(self.i16()?)
-        };
-        match length {
-            -1 => Ok(None),
-            length if length < -1 => Err(DecodeError::NegativeLength { what, length }),
-            // A u32 varint minus one, an i32 or an i16: always fits in usize.
-            length => Ok(Some(length as usize)),
-        }
-    }
-
-    #[inline]
-    fn str_body(&mut self, what: &'static str, len: usize) -> Result<String, DecodeError> {
-        self.check_length(what, len)?;
-        let text = std::str::from_utf8(&self.buf[self.position..self.position + len])
-            .map_err(|_| DecodeError::InvalidUtf8(what))?
-            .to_owned();
-        self.position += len;
-        Ok(text)
+        self.read(|reader| reader.length(what, compact, wide))
     }
 
     #[inline]
     pub fn string(&mut self, compact: bool, what: &'static str) -> Result<String, DecodeError> {
-        match self.length(what, compact, false)? {
-            Some(len) => self.str_body(what, len),
+        self.read(|reader| match reader.opt_str(false, compact, what)? {
+            Some(text) => Ok(text.to_owned()),
             None => Err(DecodeError::NullNotAllowed(what)),
-        }
+        })
     }
 
     /// A string whose Rust type is `Option`; null is accepted only if `nullable`.
@@ -310,11 +284,7 @@ impl Decoder {
         compact: bool,
         what: &'static str,
     ) -> Result<Option<String>, DecodeError> {
-        match self.length(what, compact, false)? {
-            Some(len) => Ok(Some(self.str_body(what, len)?)),
-            None if nullable => Ok(None),
-            None => Err(DecodeError::NullNotAllowed(what)),
-        }
+        self.read(|reader| Ok(reader.opt_str(nullable, compact, what)?.map(str::to_owned)))
     }
 
     #[inline(always)]
@@ -375,9 +345,6 @@ impl Decoder {
         read(self).map(Some)
     }
 
-    /// Reads an array length and checks that `count` elements of at least
-    /// `element_len_min` bytes each (counted as one byte when zero) fit in
-    /// what remains, so neither the check nor the allocation can be fooled.
     #[inline(always)]
     fn array_count(
         &mut self,
@@ -386,21 +353,7 @@ impl Decoder {
         element_len_min: usize,
         what: &'static str,
     ) -> Result<Option<usize>, DecodeError> {
-        match self.length(what, compact, true)? {
-            Some(count) => {
-                let claimed = count.saturating_mul(element_len_min.max(1));
-                if claimed > self.remaining() {
-                    return Err(DecodeError::LengthExceedsRemaining {
-                        what,
-                        claimed: count as u64,
-                        remaining: self.remaining(),
-                    });
-                }
-                Ok(Some(count))
-            }
-            None if nullable => Ok(None),
-            None => Err(DecodeError::NullNotAllowed(what)),
-        }
+        self.read(|reader| reader.array_count(nullable, compact, element_len_min, what))
     }
 
     #[inline]
@@ -553,20 +506,10 @@ impl Decoder {
         &mut self,
         mut known: impl FnMut(u32, &mut Decoder) -> Result<bool, DecodeError>,
     ) -> Result<Vec<RawTaggedField>, DecodeError> {
-        let count = self.unsigned_varint()? as usize;
-        // Each tagged field takes at least two bytes: its tag and its size.
-        if count.saturating_mul(2) > self.remaining() {
-            return Err(DecodeError::LengthExceedsRemaining {
-                what: "tagged field count",
-                claimed: count as u64,
-                remaining: self.remaining(),
-            });
-        }
+        let count = self.read(|reader| reader.tag_count())?;
         let mut unknown = Vec::new();
         for _ in 0..count {
-            let tag = self.unsigned_varint()?;
-            let size = self.unsigned_varint()? as usize;
-            self.check_length("tagged field", size)?;
+            let (tag, size) = self.read(|reader| reader.tag_header())?;
             let data = self.slice(size);
             let mut field = Decoder {
                 buf: data.clone(),
@@ -587,6 +530,215 @@ impl Decoder {
             }
         }
         Ok(unknown)
+    }
+}
+
+/// The wire primitives over a borrowed frame. `Decoder` runs them on the
+/// frame it owns; the Produce request view (`crate::produce`) walks a frame
+/// with them and hands out slices of it, so every length is checked by the
+/// same code either way.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) position: usize,
+}
+
+impl<'a> Reader<'a> {
+    #[inline(always)]
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len() - self.position
+    }
+
+    #[inline(always)]
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let start = self.position;
+        let out = self
+            .buf
+            .get(start..start + N)
+            .and_then(|bytes| <[u8; N]>::try_from(bytes).ok())
+            .ok_or(DecodeError::Truncated {
+                needed: N,
+                remaining: self.buf.len() - start,
+            })?;
+        self.position = start + N;
+        Ok(out)
+    }
+
+    #[inline(always)]
+    pub(crate) fn i16(&mut self) -> Result<i16, DecodeError> {
+        Ok(i16::from_be_bytes(self.take()?))
+    }
+
+    #[inline(always)]
+    pub(crate) fn i32(&mut self) -> Result<i32, DecodeError> {
+        Ok(i32::from_be_bytes(self.take()?))
+    }
+
+    /// Kafka's unsigned varint: at most 5 bytes, at most 32 bits.
+    #[inline(always)]
+    pub(crate) fn unsigned_varint(&mut self) -> Result<u32, DecodeError> {
+        let mut value: u32 = 0;
+        for index in 0..5 {
+            let byte = self.take::<1>()?[0];
+            if index == 4 && byte > 0x0f {
+                return Err(DecodeError::InvalidVarint);
+            }
+            value |= u32::from(byte & 0x7f) << (7 * index);
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::InvalidVarint)
+    }
+
+    /// Checks a claimed length against the bytes left, before any allocation.
+    #[inline(always)]
+    fn check_length(&self, what: &'static str, claimed: usize) -> Result<(), DecodeError> {
+        let remaining = self.remaining();
+        if claimed > remaining {
+            return Err(DecodeError::LengthExceedsRemaining {
+                what,
+                claimed: claimed as u64,
+                remaining,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads a length prefix; `None` is null. Compact lengths are varints
+    /// holding length + 1; classic ones are `i16` or `i32` with -1 for null.
+    #[inline(always)]
+    fn length(
+        &mut self,
+        what: &'static str,
+        compact: bool,
+        wide: bool,
+    ) -> Result<Option<usize>, DecodeError> {
+        let length = if compact {
+            i64::from(self.unsigned_varint()?) - 1
+        } else if wide {
+            i64::from(self.i32()?)
+        } else {
+            i64::from(self.i16()?)
+        };
+        match length {
+            -1 => Ok(None),
+            length if length < -1 => Err(DecodeError::NegativeLength { what, length }),
+            // A u32 varint minus one, an i32 or an i16: always fits in usize.
+            length => Ok(Some(length as usize)),
+        }
+    }
+
+    /// Reads an array length and checks that `count` elements of at least
+    /// `element_len_min` bytes each (counted as one byte when zero) fit in
+    /// what remains, so neither the check nor the allocation can be fooled.
+    #[inline(always)]
+    pub(crate) fn array_count(
+        &mut self,
+        nullable: bool,
+        compact: bool,
+        element_len_min: usize,
+        what: &'static str,
+    ) -> Result<Option<usize>, DecodeError> {
+        match self.length(what, compact, true)? {
+            Some(count) => {
+                let claimed = count.saturating_mul(element_len_min.max(1));
+                if claimed > self.remaining() {
+                    return Err(DecodeError::LengthExceedsRemaining {
+                        what,
+                        claimed: count as u64,
+                        remaining: self.remaining(),
+                    });
+                }
+                Ok(Some(count))
+            }
+            None if nullable => Ok(None),
+            None => Err(DecodeError::NullNotAllowed(what)),
+        }
+    }
+
+    #[inline(always)]
+    fn bytes_body(&mut self, what: &'static str, len: usize) -> Result<&'a [u8], DecodeError> {
+        self.check_length(what, len)?;
+        let out = &self.buf[self.position..self.position + len];
+        self.position += len;
+        Ok(out)
+    }
+
+    /// A string (nullable where `nullable`), borrowed from the frame.
+    #[inline]
+    pub(crate) fn opt_str(
+        &mut self,
+        nullable: bool,
+        compact: bool,
+        what: &'static str,
+    ) -> Result<Option<&'a str>, DecodeError> {
+        match self.length(what, compact, false)? {
+            Some(len) => std::str::from_utf8(self.bytes_body(what, len)?)
+                .map(Some)
+                .map_err(|_| DecodeError::InvalidUtf8(what)),
+            None if nullable => Ok(None),
+            None => Err(DecodeError::NullNotAllowed(what)),
+        }
+    }
+
+    /// A bytes or records field with an `i32` or compact length, borrowed.
+    #[inline]
+    pub(crate) fn opt_bytes(
+        &mut self,
+        nullable: bool,
+        compact: bool,
+        what: &'static str,
+    ) -> Result<Option<&'a [u8]>, DecodeError> {
+        match self.length(what, compact, true)? {
+            Some(len) => self.bytes_body(what, len).map(Some),
+            None if nullable => Ok(None),
+            None => Err(DecodeError::NullNotAllowed(what)),
+        }
+    }
+
+    /// The number of fields in a tagged-field section.
+    #[inline(always)]
+    fn tag_count(&mut self) -> Result<usize, DecodeError> {
+        let count = self.unsigned_varint()? as usize;
+        // Each tagged field takes at least two bytes: its tag and its size.
+        if count.saturating_mul(2) > self.remaining() {
+            return Err(DecodeError::LengthExceedsRemaining {
+                what: "tagged field count",
+                claimed: count as u64,
+                remaining: self.remaining(),
+            });
+        }
+        Ok(count)
+    }
+
+    /// A tagged field's tag and size, the size checked against what is left.
+    #[inline(always)]
+    fn tag_header(&mut self) -> Result<(u32, usize), DecodeError> {
+        let tag = self.unsigned_varint()?;
+        let size = self.unsigned_varint()? as usize;
+        self.check_length("tagged field", size)?;
+        Ok((tag, size))
+    }
+
+    /// Steps over a tagged-field section whose fields are all unknown.
+    #[inline(always)]
+    pub(crate) fn skip_tagged_fields(&mut self) -> Result<(), DecodeError> {
+        // Nearly every section is empty: one zero byte.
+        if self.buf.get(self.position) == Some(&0) {
+            self.position += 1;
+            return Ok(());
+        }
+        self.skip_tagged_fields_slow()
+    }
+
+    #[cold]
+    fn skip_tagged_fields_slow(&mut self) -> Result<(), DecodeError> {
+        for _ in 0..self.tag_count()? {
+            let (_, size) = self.tag_header()?;
+            self.position += size;
+        }
+        Ok(())
     }
 }
 

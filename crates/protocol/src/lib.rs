@@ -6,6 +6,8 @@
 //!   (see docs/ARCHITECTURE.md, "Protocol codec"); one module per spec file, each struct with `encode`,
 //!   `encoded_len` and `decode` for every version.
 //! - `api`: generated `ApiKey` table and the `RequestBody`/`ResponseBody` enums.
+//! - `produce`: a Produce request checked and read in place (`ProduceFrame`),
+//!   topic names and record batches borrowed from the frame: the broker's path.
 //! - `header`: reading a request header before its API is known.
 //! - `frame`: the 4-byte size prefix of every frame.
 //! - `records`, `uuid`: the `records` field (bytes or file regions) and `Uuid`.
@@ -17,6 +19,7 @@ pub mod error_code;
 pub mod frame;
 pub mod header;
 pub mod messages;
+pub mod produce;
 pub mod records;
 pub mod uuid;
 
@@ -26,5 +29,6 @@ pub use codec::{
     RawTaggedField,
 };
 pub use header::{HeaderError, decode_request_header};
+pub use produce::ProduceFrame;
 pub use records::{FileRegion, Records};
 pub use uuid::Uuid;

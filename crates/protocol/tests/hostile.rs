@@ -9,7 +9,9 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use rill_protocol::codec::{Decode, DecodeError, Decoder};
 use rill_protocol::messages::{FetchResponse, MetadataRequest, ProduceRequest};
-use rill_protocol::{ApiKey, RequestBody, ResponseBody, decode_request_header};
+use rill_protocol::{
+    ApiKey, ProduceFrame, Records, RequestBody, ResponseBody, decode_request_header,
+};
 
 /// Counts the bytes this thread allocates, so tests running in parallel
 /// threads do not see each other's allocations.
@@ -299,10 +301,59 @@ fn produce_decode_is_not_fooled_by_a_huge_partition_count() {
         0x7f, 0xff, 0xff, 0xff, // 2^31 - 1 partitions
     ];
     let frame = Bytes::from_static(body);
-    let (result, peak) = peak_allocated(|| ProduceRequest::decode(&mut Decoder::new(frame), 3));
+    let (result, peak) =
+        peak_allocated(|| ProduceRequest::decode(&mut Decoder::new(frame.clone()), 3));
     assert!(matches!(
         result,
         Err(DecodeError::LengthExceedsRemaining { .. })
     ));
     assert!(peak <= SMALL_FRAME_PEAK_MAX, "peak {peak} bytes");
+    let (result, peak) = peak_allocated(|| ProduceFrame::decode(&mut Decoder::new(frame), 3));
+    assert!(matches!(
+        result,
+        Err(DecodeError::LengthExceedsRemaining { .. })
+    ));
+    assert_eq!(peak, 0, "the in-place reader allocated");
+}
+
+/// The broker's produce path: checking a request of 3 topics with 50
+/// partitions each and reading every batch allocates nothing at all.
+#[test]
+fn produce_frame_decode_and_iteration_allocate_nothing() {
+    use rill_protocol::codec::{Encode, Encoder};
+    use rill_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+
+    let request = ProduceRequest {
+        acks: 1,
+        timeout_ms: 30_000,
+        topic_data: (0..3)
+            .map(|topic| TopicProduceData {
+                name: format!("topic-{topic}"),
+                partition_data: (0..50)
+                    .map(|index| PartitionProduceData {
+                        index,
+                        records: Some(Records::Bytes(Bytes::from(vec![index as u8; 100]))),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    for version in [3, 8, 9, 11] {
+        let mut enc = Encoder::new();
+        request.encode(&mut enc, version).expect("encode");
+        let frame = enc.finish().buf;
+        let (bytes, peak) = peak_allocated(|| {
+            let read =
+                ProduceFrame::decode(&mut Decoder::new(frame.clone()), version).expect("decodes");
+            read.topics()
+                .flat_map(|topic| topic.partitions())
+                .map(|partition| partition.records.map_or(0, <[u8]>::len))
+                .sum::<usize>()
+        });
+        assert_eq!(bytes, 150 * 100, "v{version}");
+        assert_eq!(peak, 0, "v{version}: the in-place reader allocated");
+    }
 }

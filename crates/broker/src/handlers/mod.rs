@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rill_protocol::codec::Decoder;
-use rill_protocol::messages::{ProduceRequest, RequestHeader, ResponseHeader};
-use rill_protocol::{ApiKey, RequestBody, ResponseBody};
+use rill_protocol::messages::{RequestHeader, ResponseHeader};
+use rill_protocol::{ApiKey, ProduceFrame, RequestBody, ResponseBody};
 use tokio::sync::watch;
 
 use crate::connection::Response;
@@ -101,6 +101,13 @@ pub enum Request {
         version: i16,
         body: RequestBody,
     },
+    /// A Produce request, read in place: the one API whose decode is on
+    /// every message's path (see `rill_protocol::produce`).
+    Produce {
+        header: RequestHeader,
+        version: i16,
+        body: ProduceFrame,
+    },
     /// An ApiVersions request of a version Rill does not know: answered with
     /// UNSUPPORTED_VERSION and the supported list, encoded as v0 (KIP-511), so
     /// the client can retry with a version both sides know.
@@ -111,6 +118,7 @@ impl Request {
     pub fn api_name(&self) -> &'static str {
         match self {
             Request::Api { api, .. } => api.name(),
+            Request::Produce { .. } => ApiKey::Produce.name(),
             Request::ApiVersionsTooNew { .. } => ApiKey::ApiVersions.name(),
         }
     }
@@ -155,8 +163,16 @@ pub fn parse(_shared: &Shared, frame: Bytes) -> Result<Request, String> {
             api.name()
         ));
     }
-    let body = RequestBody::decode(api, version, &mut decoder)
-        .map_err(|error| format!("cannot decode {} v{version}: {error}", api.name()))?;
+    let cannot = |error| format!("cannot decode {} v{version}: {error}", api.name());
+    if api == ApiKey::Produce {
+        let body = ProduceFrame::decode(&mut decoder, version).map_err(cannot)?;
+        return Ok(Request::Produce {
+            header,
+            version,
+            body,
+        });
+    }
+    let body = RequestBody::decode(api, version, &mut decoder).map_err(cannot)?;
     Ok(Request::Api {
         header,
         api,
@@ -195,6 +211,14 @@ pub async fn handle(
             let body = dispatch(shared, version, body, client, shutdown).await?;
             (header.correlation_id, api, version, body)
         }
+        Request::Produce {
+            header,
+            version,
+            body,
+        } => {
+            let body = produce::handle(shared, version, body).await?.into();
+            (header.correlation_id, ApiKey::Produce, version, body)
+        }
     };
     encode_response(correlation_id, api, version, &body)
 }
@@ -226,7 +250,7 @@ fn encode_response(
 pub struct FastProduce {
     correlation_id: i32,
     version: i16,
-    request: ProduceRequest,
+    request: ProduceFrame,
 }
 
 impl FastProduce {
@@ -235,12 +259,11 @@ impl FastProduce {
     #[allow(clippy::result_large_err)]
     pub fn from_request(request: Request) -> Result<FastProduce, Request> {
         match request {
-            Request::Api {
+            Request::Produce {
                 header,
                 version,
-                body: RequestBody::Produce(produce),
-                ..
-            } if produce.acks == 0 || produce.acks == 1 => Ok(FastProduce {
+                body: produce,
+            } if produce.acks() == 0 || produce.acks() == 1 => Ok(FastProduce {
                 correlation_id: header.correlation_id,
                 version,
                 request: produce,
@@ -288,7 +311,6 @@ async fn dispatch(
     Some(match body {
         RequestBody::ApiVersions(_) => api_versions::handle().into(),
         RequestBody::Metadata(request) => metadata::handle(shared, version, request).await.into(),
-        RequestBody::Produce(request) => produce::handle(shared, version, request).await?.into(),
         RequestBody::Fetch(request) => fetch::handle(shared, version, request, shutdown)
             .await
             .into(),

@@ -1,6 +1,7 @@
 //! Produce: append each partition's record batches to its log, verbatim.
 //!
-//! The batches arrive as a slice of the request frame (no copy); the log
+//! The request is read in place (`ProduceFrame`: nothing allocated, topic
+//! names and batches borrowed from the frame); the log
 //! validates them (CRC, sizes, producer sequences), assigns offsets by
 //! rewriting the header's base offset and writes them in one write. On a
 //! single node the in-sync replica set is this broker, so an append is
@@ -14,10 +15,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rill_log::AppendError;
-use rill_protocol::Records;
-use rill_protocol::messages::produce_request::PartitionProduceData;
+use rill_protocol::ProduceFrame;
+use rill_protocol::messages::ProduceResponse;
 use rill_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use rill_protocol::messages::{ProduceRequest, ProduceResponse};
+use rill_protocol::produce::ProducePartition;
 use rill_records::batch::BatchIter;
 
 use super::now_ms;
@@ -29,7 +30,7 @@ use crate::server::Shared;
 pub async fn handle(
     shared: &Arc<Shared>,
     version: i16,
-    request: ProduceRequest,
+    request: ProduceFrame,
 ) -> Option<ProduceResponse> {
     handle_run(shared, vec![(version, request)])
         .await
@@ -38,17 +39,17 @@ pub async fn handle(
 }
 
 /// A reason to refuse the whole request, as a per-partition error code.
-fn refusal(version: i16, request: &ProduceRequest) -> Option<i16> {
+fn refusal(version: i16, request: &ProduceFrame) -> Option<i16> {
     if version < 3 {
         // Advertised only for librdkafka's compression check (see SUPPORTED_APIS).
         return Some(error_code::UNSUPPORTED_VERSION);
     }
-    if request.transactional_id.is_some() {
+    if request.transactional_id().is_some() {
         // Transactions are not implemented; refusing beats appending
         // transactional batches that no commit marker will ever resolve.
         return Some(error_code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
     }
-    if !matches!(request.acks, -1..=1) {
+    if !matches!(request.acks(), -1..=1) {
         return Some(error_code::INVALID_REQUIRED_ACKS);
     }
     None
@@ -57,7 +58,8 @@ fn refusal(version: i16, request: &ProduceRequest) -> Option<i16> {
 async fn append(
     shared: &Shared,
     topic: Option<&TopicHandle>,
-    data: PartitionProduceData,
+    request: &ProduceFrame,
+    data: ProducePartition<'_>,
     now: i64,
 ) -> PartitionProduceResponse {
     let Some(topic) = topic else {
@@ -67,7 +69,7 @@ async fn append(
         return error(data.index, error_code::UNKNOWN_TOPIC_OR_PARTITION, None);
     };
     let bytes = match data.records {
-        Some(Records::Bytes(bytes)) if !bytes.is_empty() => bytes,
+        Some(bytes) if !bytes.is_empty() => bytes,
         _ => {
             return error(
                 data.index,
@@ -78,7 +80,7 @@ async fn append(
     };
     let appended = if topic.append_may_sync {
         let appending = partition.clone();
-        let batches = bytes.clone();
+        let batches = request.records_bytes(bytes);
         match tokio::task::spawn_blocking(move || appending.append(&batches, now)).await {
             Ok(appended) => appended,
             Err(failure) => {
@@ -89,7 +91,7 @@ async fn append(
     } else {
         // Without flush.messages an append is a write to the page cache:
         // short enough for an async worker, and it saves a thread hop.
-        partition.append(&bytes, now)
+        partition.append(bytes, now)
     };
     match appended {
         Ok(info) => {
@@ -148,10 +150,10 @@ fn error(index: i32, code: i16, message: Option<String>) -> PartitionProduceResp
 }
 
 /// Where a partition's data sits in a run (request, topic, partition).
-type Entry = ((usize, usize, usize), PartitionProduceData);
+type Entry<'a> = ((usize, usize, usize), ProducePartition<'a>);
 
 /// A partition (topic name, index) and its data from each request, in order.
-type PartitionEntries = ((String, i32), Vec<Entry>);
+type PartitionEntries<'a> = ((&'a str, i32), Vec<Entry<'a>>);
 
 /// The most requests answered as one run, and the most bytes appended in
 /// one write by a run: bounds the work done before any answer is written.
@@ -171,49 +173,51 @@ const RUN_BYTES_MAX: usize = 1 << 20;
 /// at a time, in order, so each request gets its own answer.
 pub async fn handle_run(
     shared: &Arc<Shared>,
-    requests: Vec<(i16, ProduceRequest)>,
+    requests: Vec<(i16, ProduceFrame)>,
 ) -> Vec<Option<ProduceResponse>> {
     let now = now_ms();
     // Answers in the requests' shape, filled in below; and each partition's
     // batches in request order: (request, topic, partition) → data.
     let mut answers: Vec<Vec<TopicProduceResponse>> = Vec::with_capacity(requests.len());
-    let mut by_partition: Vec<PartitionEntries> = Vec::new();
+    let mut by_partition: Vec<PartitionEntries<'_>> = Vec::new();
     // Where each partition is in `by_partition`: a request may name
     // thousands of partitions.
-    let mut position: HashMap<(String, i32), usize> = HashMap::new();
-    let mut acks = Vec::with_capacity(requests.len());
-    for (r, (version, request)) in requests.into_iter().enumerate() {
-        let refusal = refusal(version, &request);
-        acks.push(request.acks);
-        let mut topics = Vec::with_capacity(request.topic_data.len());
-        for (t, topic_data) in request.topic_data.into_iter().enumerate() {
-            let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
-            for (p, data) in topic_data.partition_data.into_iter().enumerate() {
-                match refusal {
-                    Some(code) => partitions.push(error(data.index, code, None)),
-                    None => {
-                        partitions.push(error(data.index, error_code::UNKNOWN_SERVER_ERROR, None));
-                        let key = (topic_data.name.clone(), data.index);
-                        match position.get(&key) {
-                            Some(&at) => by_partition[at].1.push(((r, t, p), data)),
-                            None => {
-                                position.insert(key.clone(), by_partition.len());
-                                by_partition.push((key, vec![((r, t, p), data)]));
-                            }
+    let mut position: HashMap<(&str, i32), usize> = HashMap::new();
+    for (r, (version, request)) in requests.iter().enumerate() {
+        let refusal = refusal(*version, request);
+        let mut topics: Vec<TopicProduceResponse> = Vec::with_capacity(request.topics().len());
+        // A topic that names no partition gets no answer, as in Kafka.
+        let mut topic_index = None;
+        for data in request.partitions() {
+            if topic_index != Some(data.topic_index) {
+                topic_index = Some(data.topic_index);
+                topics.push(TopicProduceResponse {
+                    name: data.topic.to_owned(),
+                    ..Default::default()
+                });
+            }
+            let t = topics.len() - 1;
+            let partitions = &mut topics[t].partition_responses;
+            let p = partitions.len();
+            match refusal {
+                Some(code) => partitions.push(error(data.index, code, None)),
+                None => {
+                    partitions.push(error(data.index, error_code::UNKNOWN_SERVER_ERROR, None));
+                    let key = (data.topic, data.index);
+                    match position.get(&key) {
+                        Some(&at) => by_partition[at].1.push(((r, t, p), data)),
+                        None => {
+                            position.insert(key, by_partition.len());
+                            by_partition.push((key, vec![((r, t, p), data)]));
                         }
                     }
                 }
             }
-            topics.push(TopicProduceResponse {
-                name: topic_data.name,
-                partition_responses: partitions,
-                ..Default::default()
-            });
         }
         answers.push(topics);
     }
     for ((name, _), entries) in by_partition {
-        let topic = shared.cluster.topic(&name);
+        let topic = shared.cluster.topic(name);
         let merged = match topic.as_deref() {
             Some(topic) => append_merged(shared, topic, &entries, now),
             None => None,
@@ -222,8 +226,9 @@ pub async fn handle_run(
             Some(results) => results,
             None => {
                 let mut results = Vec::with_capacity(entries.len());
-                for (_, data) in &entries {
-                    results.push(append(shared, topic.as_deref(), data.clone(), now).await);
+                for &((r, ..), data) in &entries {
+                    let request = &requests[r].1;
+                    results.push(append(shared, topic.as_deref(), request, data, now).await);
                 }
                 results
             }
@@ -234,9 +239,9 @@ pub async fn handle_run(
     }
     answers
         .into_iter()
-        .zip(acks)
-        .map(|(responses, acks)| {
-            (acks != 0).then(|| ProduceResponse {
+        .zip(&requests)
+        .map(|(responses, (_, request))| {
+            (request.acks() != 0).then(|| ProduceResponse {
                 responses,
                 ..Default::default()
             })
@@ -250,7 +255,7 @@ pub async fn handle_run(
 fn append_merged(
     shared: &Shared,
     topic: &TopicHandle,
-    entries: &[Entry],
+    entries: &[Entry<'_>],
     now: i64,
 ) -> Option<Vec<PartitionProduceResponse>> {
     if entries.len() < 2 || topic.append_may_sync {
@@ -261,9 +266,7 @@ fn append_merged(
     let mut parts = Vec::with_capacity(entries.len());
     let mut total = 0;
     for (_, data) in entries {
-        let Some(Records::Bytes(bytes)) = &data.records else {
-            return None;
-        };
+        let bytes = data.records?;
         // Offsets each request's batches take, and whether all are plain.
         let mut span = 0i64;
         let mut seen = 0;
@@ -279,7 +282,7 @@ fn append_merged(
             return None;
         }
         total += bytes.len();
-        parts.push((bytes.clone(), span));
+        parts.push((bytes, span));
     }
     if total > RUN_BYTES_MAX {
         return None;
