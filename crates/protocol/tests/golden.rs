@@ -29,7 +29,7 @@ fn golden_frames() -> Vec<(String, Bytes)> {
 #[test]
 fn captured_client_frames_round_trip_byte_for_byte() {
     let frames = golden_frames();
-    assert!(frames.len() >= 21, "only {} golden frames", frames.len());
+    assert!(frames.len() >= 49, "only {} golden frames", frames.len());
     for (name, frame) in frames {
         let mut dec = Decoder::new(frame.clone());
         let header = decode_request_header(&mut dec).unwrap_or_else(|e| panic!("{name}: {e}"));
