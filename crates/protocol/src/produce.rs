@@ -46,7 +46,9 @@ pub struct ProduceFrame {
 impl ProduceFrame {
     /// Checks a Produce request body of `version` at the decoder's
     /// position, and moves the decoder past it. It fails exactly where
-    /// `ProduceRequest::decode` fails, with the same error.
+    /// `ProduceRequest::decode` fails, with the same error (the decoder's
+    /// nesting limit aside: a Produce request nests three structs, and the
+    /// default limit is 32).
     pub fn decode(dec: &mut Decoder, version: i16) -> Result<ProduceFrame, DecodeError> {
         let frame = dec.frame().clone();
         let mut reader = Reader {
