@@ -10,6 +10,8 @@
 //!   background flusher, retention, checkpoint and scrub threads.
 //! - [`cleaner`](crate::cleaner): log compaction, the rewrite of closed
 //!   segments keeping the last record of every key.
+//! - `scrub`: re-reading a closed segment from disk (`O_DIRECT`, whole
+//!   chunks) to check every batch's CRC, for `Log::scrub`.
 //! - `checkpoint` and `epoch`: the small durable files a log keeps;
 //!   `producer`: idempotent-producer state (duplicate detection).
 //!
@@ -24,6 +26,7 @@ mod index;
 mod log;
 mod manager;
 mod producer;
+mod scrub;
 mod segment;
 mod types;
 
@@ -32,4 +35,6 @@ pub use error::{AppendError, CorruptData, IoFailure, LogError, OfflineDir, ReadE
 pub use log::SwapStep;
 pub use log::{Log, ScrubReport, corrupt_batches_total};
 pub use manager::{BackgroundConfig, BackgroundHandle, CleanerMetrics, LogManager};
+#[doc(hidden)]
+pub use scrub::scrub_file_buffered;
 pub use types::{AppendInfo, FileSlice, LogConfig, Offset, Position, ReadInfo, TimestampType};

@@ -16,9 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rill_records::batch::{
-    BATCH_HEADER_LEN, BatchIter, CRC_COVERAGE_START, CRC_OFFSET, MAGIC_OFFSET, MAGIC_V2,
-    REWRITTEN_PREFIX_LEN, TimestampType, set_base_offset, set_log_append_time_split,
-    set_partition_leader_epoch,
+    BATCH_HEADER_LEN, BatchIter, REWRITTEN_PREFIX_LEN, TimestampType, set_base_offset,
+    set_log_append_time_split, set_partition_leader_epoch,
 };
 
 use crate::checkpoint::{
@@ -29,6 +28,7 @@ use crate::epoch::LeaderEpochCache;
 use crate::error::{AppendError, CorruptData, Fault, IoFailure, LogError, OfflineDir, ReadError};
 use crate::index::IndexFile;
 use crate::producer::{ProducerState, SequenceError};
+use crate::scrub::scrub_file;
 use crate::segment::{
     INDEX_SUFFIX, IndexCursor, LOG_SUFFIX, Loaded, ProducerFields, Scan, ScanStart, Segment,
     TIME_INDEX_SUFFIX, io_failure, parse_file_name, release_reserve, scan_file,
@@ -1886,82 +1886,6 @@ fn create_segment(dir: &Path, base: Offset) -> Result<Box<Segment>, Fault> {
     }
     sync_dir(dir)?;
     Ok(segment)
-}
-
-/// Reads a segment's batches and checks each CRC; returns the first corrupt
-/// batch's position and the reason. Reads in bounded chunks so a huge (or
-/// corrupt) length never allocates more than `CHUNK`.
-fn scrub_file(
-    path: &Path,
-    base: Offset,
-    size: u64,
-    gaps_below: Offset,
-    throttle: &mut dyn FnMut(u64),
-) -> Result<Option<(Position, String)>, IoFailure> {
-    use std::os::unix::fs::FileExt;
-    /// Bytes read per call: large enough for sequential throughput, small
-    /// enough that throttling is smooth.
-    const CHUNK: usize = 1 << 20;
-    let file = File::open(path).map_err(io_failure("open", path))?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut position = 0u64;
-    let mut expected = base;
-    while position < size {
-        let mut header = [0u8; BATCH_HEADER_LEN];
-        if position + BATCH_HEADER_LEN as u64 > size {
-            return Ok(Some((Position(position), "torn batch header".to_string())));
-        }
-        file.read_exact_at(&mut header, position)
-            .map_err(io_failure("read", path))?;
-        let decoded = match crate::segment::Header::decode(&header) {
-            Ok(decoded) => decoded,
-            Err(reason) => return Ok(Some((Position(position), reason))),
-        };
-        let len = decoded.len;
-        if position + len > size {
-            return Ok(Some((
-                Position(position),
-                "batch crosses the segment end".to_string(),
-            )));
-        }
-        // Offsets never go back; they skip only where compaction removed
-        // records (see `scan_file`).
-        if decoded.base < expected || (decoded.base > expected && decoded.base > gaps_below) {
-            return Ok(Some((
-                Position(position),
-                format!(
-                    "batch base offset {} does not follow offset {expected}",
-                    decoded.base
-                ),
-            )));
-        }
-        expected = Offset(decoded.last.0.saturating_add(1));
-        let stored = u32::from_be_bytes([
-            header[CRC_OFFSET],
-            header[CRC_OFFSET + 1],
-            header[CRC_OFFSET + 2],
-            header[CRC_OFFSET + 3],
-        ]);
-        let mut crc = rill_records::crc::crc32c(&header[CRC_COVERAGE_START..]);
-        let mut at = position + BATCH_HEADER_LEN as u64;
-        let batch_end = position + len;
-        while at < batch_end {
-            let n = CHUNK.min((batch_end - at) as usize);
-            file.read_exact_at(&mut buf[..n], at)
-                .map_err(io_failure("read", path))?;
-            crc = rill_records::crc::crc32c_append(crc, &buf[..n]);
-            at += n as u64;
-        }
-        throttle(len);
-        if crc != stored || header[MAGIC_OFFSET] as i8 != MAGIC_V2 {
-            return Ok(Some((
-                Position(position),
-                format!("CRC32C mismatch: stored {stored:#010x}, computed {crc:#010x}"),
-            )));
-        }
-        position = batch_end;
-    }
-    Ok(None)
 }
 
 /// Lists the segments in `dir`, removing temporary files and index files

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{active_segment, batch, read_all, slice_bytes, view, without_rewritten};
-use rill_log::{AppendError, Log, LogConfig, Offset, ReadError, TimestampType};
+use rill_log::{AppendError, Log, LogConfig, Offset, Position, ReadError, TimestampType};
 
 fn small_config() -> LogConfig {
     LogConfig {
@@ -601,4 +601,74 @@ fn blocks_reserved_ahead_of_appends_are_given_back() {
             "batch at {base}"
         );
     }
+}
+
+/// The scrub reads a segment in whole chunks (O_DIRECT on this file system,
+/// through the page cache where that is refused), not a read per batch:
+/// thousands of one-record batches and batches larger than a chunk, with
+/// one rotten batch past the first chunk, found at the same place both ways.
+#[test]
+fn scrub_reads_whole_chunks_with_and_without_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        // The first segment closes after about 6 MiB; the scrub reads it.
+        segment_bytes: 6 << 20,
+        max_message_bytes: 4 << 20,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    let mut rotten_at = 0;
+    for i in 0..6000i64 {
+        // Two batches larger than the 1 MiB chunk among the small ones.
+        let b = match i {
+            1000 => batch(9, 300 * 1024, i),
+            3000 => batch(1, 2_500_000, i),
+            _ => batch(1, 200, i),
+        };
+        let info = log.append(&b, 0, 0).unwrap();
+        if i == 2000 {
+            rotten_at = log.size_bytes() - b.len() as u64;
+        }
+        assert_eq!(info.record_count, if i == 1000 { 9 } else { 1 });
+    }
+    log.close().unwrap();
+    drop(log);
+    let first = dir.path().join("00000000000000000000.log");
+    let size = std::fs::metadata(&first).unwrap().len();
+    assert!(size > 4 << 20, "{size}");
+
+    // Clean: one throttle call per chunk read, about the segment's size.
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    let (mut calls, mut bytes) = (0u64, 0u64);
+    let report = log
+        .scrub(&mut |read| {
+            calls += 1;
+            bytes += read;
+        })
+        .unwrap();
+    assert!(report.corrupt.is_empty(), "{:?}", report.corrupt);
+    assert_eq!(report.bytes_checked, size);
+    assert!(
+        calls <= size / (1 << 20) + 4,
+        "{calls} reads for {size} bytes"
+    );
+    assert!(
+        bytes >= size && bytes < size + (64 << 10),
+        "{bytes} read for {size}"
+    );
+    assert_eq!(
+        rill_log::scrub_file_buffered(&first, Offset(0), size, Offset(0)).unwrap(),
+        None
+    );
+    log.close().unwrap();
+    drop(log);
+
+    let mut data = std::fs::read(&first).unwrap();
+    data[rotten_at as usize + 120] ^= 0x01;
+    std::fs::write(&first, &data).unwrap();
+    let log = Log::open(dir.path(), config).unwrap();
+    let report = log.scrub(&mut |_| {}).unwrap();
+    assert_eq!(report.corrupt, vec![(Offset(0), Position(rotten_at))]);
+    let buffered = rill_log::scrub_file_buffered(&first, Offset(0), size, Offset(0)).unwrap();
+    assert_eq!(buffered.map(|(at, _)| at), Some(Position(rotten_at)));
 }
