@@ -69,6 +69,16 @@ pub struct Broker {
     task: JoinHandle<()>,
 }
 
+/// How much free memory kswapd keeps, in 1/10,000 of memory (Linux).
+const WATERMARK_SCALE_FACTOR: &str = "/proc/sys/vm/watermark_scale_factor";
+
+/// The factor, when it leaves so thin a margin that ext4's 64 KiB page
+/// cache folios often cannot be had without compaction in the append
+/// (measured in BENCHMARKS.md, "end to end, and what the kernel does").
+fn thin_reclaim_margin(text: &str) -> Option<u32> {
+    text.trim().parse().ok().filter(|factor| *factor < 100)
+}
+
 impl Broker {
     /// Opens the data directory, binds the listeners and starts serving.
     pub async fn start(config: BrokerConfig) -> Result<Broker, StartError> {
@@ -158,6 +168,17 @@ impl Broker {
             ready_ms = started.elapsed().as_millis() as u64,
             "broker ready"
         );
+        if let Some(factor) = std::fs::read_to_string(WATERMARK_SCALE_FACTOR)
+            .ok()
+            .as_deref()
+            .and_then(thin_reclaim_margin)
+        {
+            tracing::info!(
+                "vm.watermark_scale_factor is {factor}: once the page cache fills memory, \
+                 appends may compact memory inside the write (milliseconds each); \
+                 200 keeps enough free (README, \"The machine\")"
+            );
+        }
         Ok(Broker {
             kafka_addr,
             admin_addr,
@@ -220,4 +241,17 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, mut stop: watch
     }
     // Every connection gives its slot back when it has finished.
     let _ = slots.acquire_many(max_connections as u32).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thin_reclaim_margin;
+
+    #[test]
+    fn the_default_reclaim_margin_is_reported_and_a_wide_one_is_not() {
+        assert_eq!(thin_reclaim_margin("10\n"), Some(10));
+        assert_eq!(thin_reclaim_margin("200\n"), None);
+        assert_eq!(thin_reclaim_margin("100"), None);
+        assert_eq!(thin_reclaim_margin("not a number"), None);
+    }
 }
