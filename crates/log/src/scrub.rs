@@ -148,17 +148,18 @@ struct Chunks<'a> {
 
 impl<'a> Chunks<'a> {
     fn open(path: &'a Path, size: u64, direct: bool) -> Result<Chunks<'a>, IoFailure> {
-        let opened = if direct {
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-                .open(path)
-        } else {
-            Err(io::Error::from(io::ErrorKind::InvalidInput))
-        };
-        let (file, direct) = match opened {
-            Ok(file) => (file, true),
-            Err(_) => (File::open(path).map_err(io_failure("open", path))?, false),
+        let direct_file = direct
+            .then(|| {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+                    .open(path)
+                    .ok()
+            })
+            .flatten();
+        let (file, direct) = match direct_file {
+            Some(file) => (file, true),
+            None => (File::open(path).map_err(io_failure("open", path))?, false),
         };
         let buf = vec![0u8; CHUNK + ALIGN];
         let aligned = buf.as_ptr().align_offset(ALIGN).min(ALIGN);

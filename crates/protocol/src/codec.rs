@@ -394,10 +394,9 @@ impl Decoder {
         what: &'static str,
         read: impl FnMut(&mut Decoder, &mut T) -> Result<(), DecodeError>,
     ) -> Result<Vec<T>, DecodeError> {
-        match self.array_count(false, compact, element_len_min, what)? {
-            Some(count) => self.elements_in_place(count, read),
-            None => Err(DecodeError::NullNotAllowed(what)),
-        }
+        // Not nullable: a null is already an error from `array_count`.
+        self.opt_array_in_place(false, compact, element_len_min, what, read)
+            .map(Option::unwrap_or_default)
     }
 
     #[inline]

@@ -66,6 +66,9 @@ impl ProduceFrame {
         let timeout_ms = reader.i32()?;
         let topic_count = count(&mut reader, flexible, TOPIC_LEN_MIN, "TopicData")?;
         let topics_at = reader.position;
+        // The same reads as `ProducePartitions::read_next`, in a loop of
+        // their own: walking with the iterator (building each partition and
+        // tracking the topic) made this decode 15 % slower (3.1x -> 2.6x).
         for _ in 0..topic_count {
             let partitions = topic_head(&mut reader, flexible)?.1;
             for _ in 0..partitions {
@@ -123,14 +126,7 @@ impl ProduceFrame {
     /// partitions once more to find the next topic). A topic that names no
     /// partition yields nothing here.
     pub fn partitions(&self) -> ProducePartitions<'_> {
-        ProducePartitions {
-            reader: self.reader(),
-            topics_left: self.topic_count,
-            topic_index: usize::MAX,
-            topic: "",
-            left: 0,
-            flexible: self.version >= 9,
-        }
+        ProducePartitions::new(self.reader(), self.topic_count, self.version >= 9)
     }
 
     fn reader(&self) -> Reader<'_> {
@@ -274,6 +270,18 @@ pub struct ProducePartitions<'a> {
 }
 
 impl<'a> ProducePartitions<'a> {
+    /// The partitions of `topics` topics starting at `reader`.
+    fn new(reader: Reader<'a>, topics: usize, flexible: bool) -> ProducePartitions<'a> {
+        ProducePartitions {
+            reader,
+            topics_left: topics,
+            topic_index: usize::MAX,
+            topic: "",
+            left: 0,
+            flexible,
+        }
+    }
+
     #[inline]
     fn read_next(&mut self) -> Result<Option<ProducePartition<'a>>, DecodeError> {
         while self.left == 0 {
