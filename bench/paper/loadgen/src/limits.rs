@@ -115,3 +115,62 @@ pub fn cache_read(dir: &str, mib: u64) -> Result<serde_json::Value> {
     std::fs::remove_file(&path)?;
     Ok(figure("cache-read", bytes, seconds))
 }
+
+/// The longest a spinning thread is kept off its core: one thread per core
+/// reads the clock in a tight loop for `seconds`, and every gap between two
+/// reads longer than 0.1 ms is time the thread did not run (an interrupt,
+/// another thread, or, on a VM, the host running something else on that
+/// core, which the guest does not see as steal time on every hypervisor).
+/// A latency target cannot be met below what the machine itself adds:
+/// a 9 ms gap lands in every message in flight at the time.
+pub fn cpu_stalls(seconds: f64) -> Result<serde_json::Value> {
+    const BOUNDS_US: [u64; 4] = [1_000, 5_000, 20_000, 100_000];
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let length = std::time::Duration::from_secs_f64(seconds);
+    let threads: Vec<_> = (0..cores)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let mut last = start;
+                let mut over = [0u64; BOUNDS_US.len()];
+                let mut worst = std::time::Duration::ZERO;
+                let mut lost = std::time::Duration::ZERO;
+                while last - start < length {
+                    let now = Instant::now();
+                    let gap = now - last;
+                    last = now;
+                    if gap.as_micros() > 100 {
+                        lost += gap;
+                        for (count, bound) in over.iter_mut().zip(BOUNDS_US) {
+                            *count += u64::from(gap.as_micros() > u128::from(bound));
+                        }
+                        worst = worst.max(gap);
+                    }
+                }
+                (over, worst, lost)
+            })
+        })
+        .collect();
+    let mut over = [0u64; BOUNDS_US.len()];
+    let mut worst = std::time::Duration::ZERO;
+    let mut lost = std::time::Duration::ZERO;
+    for thread in threads {
+        let (o, w, l) = thread.join().expect("a spinning thread does not panic");
+        for (sum, count) in over.iter_mut().zip(o) {
+            *sum += count;
+        }
+        worst = worst.max(w);
+        lost += l;
+    }
+    Ok(serde_json::json!({
+        "what": "cpu-stalls",
+        "cores": cores,
+        "seconds": seconds,
+        "gaps_over_1ms": over[0],
+        "gaps_over_5ms": over[1],
+        "gaps_over_20ms": over[2],
+        "gaps_over_100ms": over[3],
+        "worst_ms": worst.as_secs_f64() * 1e3,
+        "lost_fraction": lost.as_secs_f64() / (seconds * cores as f64),
+    }))
+}

@@ -5,7 +5,8 @@
 //! - `--sink` on any of those four runs the same client against a fake
 //!   broker in this process that discards what it is sent, or sends
 //!   pre-built messages as fast as it can: the load generator's own ceiling.
-//! - `disk-write`, `tcp-loopback`, `cache-read`: the machine's limits.
+//! - `disk-write`, `tcp-loopback`, `cache-read`, `cpu-stalls`: the
+//!   machine's limits.
 //!
 //! Every command prints one JSON object on stdout.
 
@@ -142,7 +143,8 @@ const USAGE: &str = "usage: paperload COMMAND [--flag value ...]
       --seconds-max S [--persistent] [--sink]
   disk-write --dir DIR --mib N [--sync end|none]
   tcp-loopback --mib N
-  cache-read --dir DIR --mib N";
+  cache-read --dir DIR --mib N
+  cpu-stalls --seconds S";
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -194,6 +196,7 @@ fn dispatch(command: &str, rest: &[String]) -> Result<serde_json::Value> {
         ),
         "tcp-loopback" => limits::tcp_loopback(flags.number("--mib", 4096)?),
         "cache-read" => limits::cache_read(&flags.text("--dir", "."), flags.number("--mib", 1024)?),
+        "cpu-stalls" => limits::cpu_stalls(flags.number("--seconds", 10.0)?),
         _ => bail!("unknown command `{command}`\n{USAGE}"),
     }
 }

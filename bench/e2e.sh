@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Issue 8's latency target, with what the machine adds measured in the
+# same run: end-to-end latency (`rill bench e2e`, acks=1) at half the
+# maximum acks=1 produce rate, p99 < 5 ms and p99.9 < 20 ms.
+#
+#   bench/e2e.sh [--rate MSGS_PER_SEC] [--runs N] [--seconds S]
+#
+# - builds `rill` and bench/paper/loadgen (release), starts one broker with
+#   its data in a temporary directory, and runs `rill bench e2e` N times
+#   (default 4 runs of 20 s at 630,000 msg/s, half of the 1.27 M msg/s
+#   acks=1 maximum in docs/BENCHMARKS.md), a new topic per run;
+# - per run, the kernel's counters for the two causes of misses found so far
+#   (direct compaction and direct reclaim inside the broker's writes, and
+#   free memory: the page cache growing into memory a VM's host took back),
+#   see docs/BENCHMARKS.md "Seventh session";
+# - before the first run and after the last, the machine's own scheduling
+#   stalls with nothing else running: one spinning thread per core, counting
+#   the gaps in which it did not run (`paperload cpu-stalls`). A latency
+#   target cannot be met below what the machine itself adds.
+#
+# A program that prints numbers, not a test.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+rate=630000
+runs=4
+seconds=20
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --rate) rate=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    *) echo "usage: $0 [--rate MSGS_PER_SEC] [--runs N] [--seconds S]" >&2; exit 2 ;;
+    esac
+done
+
+cargo build --release -q -p rill-cli
+(cd bench/paper/loadgen && cargo build --release -q)
+rill=$root/target/release/rill
+load=$root/bench/paper/loadgen/target/release/rill-paper-loadgen
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/rill-e2e.XXXXXX")
+broker=""
+cleanup() {
+    if [ -n "$broker" ]; then kill "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+stalls() { # WHEN
+    "$load" cpu-stalls --seconds 10 | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print("machine stalls %s (%d cores, %g s spinning): gaps > 1 ms %d, > 5 ms %d, > 20 ms %d; worst %.1f ms; %.2f %% of the time lost"
+      % (sys.argv[1], s["cores"], s["seconds"], s["gaps_over_1ms"], s["gaps_over_5ms"],
+         s["gaps_over_20ms"], s["worst_ms"], 100 * s["lost_fraction"]))' "$1"
+}
+counters() { # compaction stalls, direct reclaim stalls, MemFree in MB
+    awk '$1 == "compact_stall" {c = $2} $1 ~ /^allocstall_/ {r += $2} END {printf "%d %d", c, r}' /proc/vmstat
+    awk '$1 == "MemFree:" {printf " %d\n", $2 / 1024}' /proc/meminfo
+}
+
+echo "vm.watermark_scale_factor $(cat /proc/sys/vm/watermark_scale_factor 2>/dev/null || echo unknown)"
+stalls before
+"$rill" serve --data-dir "$work/data" --listen 127.0.0.1:"$port" --admin-listen 127.0.0.1:0 \
+    >"$work/broker.log" 2>&1 &
+broker=$!
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
+for run in $(seq "$runs"); do
+    read -r c0 r0 _ < <(counters)
+    "$rill" bench e2e -b 127.0.0.1:"$port" -t "e2e-$run" --rate "$rate" -d "${seconds}s" --json \
+        >"$work/run.json" 2>"$work/run.err" || { cat "$work/run.err" >&2; exit 1; }
+    read -r c1 r1 free < <(counters)
+    python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1])); l = d["latency_us"]
+p99, p999 = l["p99"] / 1e3, l["p999"] / 1e3
+met = "met" if p99 < 5 and p999 < 20 else "missed"
+print("run %s: %.0f msg/s; p50 %.2f ms, p99 %.2f ms (%.2fx the 5 ms target), p99.9 %.2f ms (%.2fx the 20 ms target), max %.2f ms: %s; compaction stalls +%s, direct reclaim +%s, free memory %s MB"
+      % (sys.argv[2], d["msgs_per_sec"], l["p50"] / 1e3, p99, p99 / 5, p999, p999 / 20, l["max"] / 1e3, met, *sys.argv[3:]))' \
+        "$work/run.json" "$run" $((c1 - c0)) $((r1 - r0)) "$free"
+done
+kill "$broker"; wait "$broker" 2>/dev/null || true; broker=""
+stalls after
