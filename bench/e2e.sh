@@ -16,7 +16,10 @@
 # - before the first run and after the last, the machine's own scheduling
 #   stalls with nothing else running: one spinning thread per core, counting
 #   the gaps in which it did not run (`paperload cpu-stalls`). A latency
-#   target cannot be met below what the machine itself adds.
+#   target cannot be met below what the machine itself adds;
+# - per run, how many of its seconds had a p99 of their own over 5 ms: a
+#   tail made by a few bad seconds is a stall somewhere, one spread over
+#   all of them is a rate the system cannot keep up with.
 #
 # A program that prints numbers, not a test.
 set -euo pipefail
@@ -80,7 +83,12 @@ d = json.load(open(sys.argv[1])); l = d["latency_us"]
 p99, p999 = l["p99"] / 1e3, l["p999"] / 1e3
 met = "met" if p99 < 5 and p999 < 20 else "missed"
 print("run %s: %.0f msg/s; p50 %.2f ms, p99 %.2f ms (%.2fx the 5 ms target), p99.9 %.2f ms (%.2fx the 20 ms target), max %.2f ms: %s; compaction stalls +%s, direct reclaim +%s, free memory %s MB"
-      % (sys.argv[2], d["msgs_per_sec"], l["p50"] / 1e3, p99, p99 / 5, p999, p999 / 20, l["max"] / 1e3, met, *sys.argv[3:]))' \
+      % (sys.argv[2], d["msgs_per_sec"], l["p50"] / 1e3, p99, p99 / 5, p999, p999 / 20, l["max"] / 1e3, met, *sys.argv[3:]))
+seconds = d["latency_by_second"]
+slow = [s for s in seconds if s["p99"] > 5000]
+worst = max(seconds, key=lambda s: s["p99"])
+print("       seconds whose own p99 was over 5 ms: %d of %d (the worst, second %d: p99 %.2f ms, max %.2f ms)"
+      % (len(slow), len(seconds), worst["second"], worst["p99"] / 1e3, worst["max"] / 1e3))' \
         "$work/run.json" "$run" $((c1 - c0)) $((r1 - r0)) "$free"
 done
 kill "$broker"; wait "$broker" 2>/dev/null || true; broker=""

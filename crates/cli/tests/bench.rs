@@ -143,6 +143,22 @@ fn produce_consume_and_e2e_count_every_message() {
     assert_eq!(e2e["settings"]["acks"], "all");
     latency_of(&e2e, "latency_us", 2_000);
     latency_of(&e2e, "ack_latency_us", 2_000);
+    // 2,000 messages at 5,000/s arrive within about a second: each second
+    // that had some is listed once, in order, and together they hold all.
+    let seconds = e2e["latency_by_second"]
+        .as_array()
+        .expect("latency by second");
+    assert!(!seconds.is_empty());
+    let numbers: Vec<u64> = seconds
+        .iter()
+        .map(|s| s["second"].as_u64().unwrap())
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    let total: u64 = seconds.iter().map(|s| s["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 2_000);
+    for second in seconds {
+        assert!(second["p99"].as_u64().unwrap() <= second["max"].as_u64().unwrap());
+    }
 
     // The table, for people.
     let table = rill(&broker, &["bench", "produce", "-t", "smoke", "-c", "10"]);

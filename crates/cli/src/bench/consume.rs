@@ -193,6 +193,7 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), Failure> {
         bytes,
         elapsed: ended.duration_since(started),
         latencies: Vec::new(),
+        by_second: Vec::new(),
     }
     .print(common.json);
     Ok(())

@@ -13,7 +13,10 @@ use rill_client::{AsyncConsumer, AsyncProducer, ConsumerConfig, Offset, TopicPar
 use super::produce::{
     ProducerFlags, acks_name, compression_name, latency_what, producer_config, run_producer,
 };
-use super::{Common, Latency, Pacer, Stop, Summary, Ticker, ensure_topic, parse_rate, payload};
+use super::{
+    BySecond, Common, Latency, Pacer, SecondFigures, Stop, Summary, Ticker, ensure_topic,
+    parse_rate, payload,
+};
 use crate::tools::Failure;
 
 /// Send time (8 bytes) and run id (8 bytes) at the start of every payload.
@@ -161,6 +164,7 @@ pub async fn e2e(args: E2eArgs) -> Result<(), Failure> {
             ),
             ("ack_latency_us", latency_what(flags.acks), sent.latency),
         ],
+        by_second: consumed.by_second,
     }
     .print(common.json);
     Ok(())
@@ -178,11 +182,15 @@ struct Consumed {
     messages: u64,
     bytes: u64,
     latency: Latency,
+    /// End-to-end latency by the second (since the run began) in which
+    /// the message arrived.
+    by_second: Vec<SecondFigures>,
 }
 
 /// Consumes until every message the producer sent has arrived.
 async fn receive(consumer: AsyncConsumer, run: Receive) -> Result<Consumed, Failure> {
     let mut latency = Latency::new();
+    let mut by_second = BySecond::new();
     let mut messages = 0u64;
     let mut bytes = 0u64;
     let mut last_arrival = Instant::now();
@@ -207,6 +215,7 @@ async fn receive(consumer: AsyncConsumer, run: Receive) -> Result<Consumed, Fail
         }
         last_arrival = now;
         let now_ns = now.duration_since(run.epoch).as_nanos() as u64;
+        let second = now_ns / 1_000_000_000;
         for message in &polled {
             let Some((sent_ns, run_id)) = header(message.payload()) else {
                 continue;
@@ -215,7 +224,9 @@ async fn receive(consumer: AsyncConsumer, run: Receive) -> Result<Consumed, Fail
                 // Another run's message on the same topic.
                 continue;
             }
-            latency.record(Duration::from_nanos(now_ns.saturating_sub(sent_ns)));
+            let took = Duration::from_nanos(now_ns.saturating_sub(sent_ns));
+            latency.record(took);
+            by_second.record(second, took);
             messages += 1;
             bytes += message.payload().len() as u64;
         }
@@ -225,6 +236,7 @@ async fn receive(consumer: AsyncConsumer, run: Receive) -> Result<Consumed, Fail
         messages,
         bytes,
         latency,
+        by_second: by_second.finish(),
     })
 }
 

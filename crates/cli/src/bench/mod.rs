@@ -208,6 +208,92 @@ impl Latency {
     }
 }
 
+/// Latency second by second, so a run shows whether its tail comes from a
+/// few bad seconds (a stall somewhere: the machine, the kernel, a pause)
+/// or from all of them (a rate the system cannot keep up with). Samples
+/// come in with the second they belong to, in order.
+struct BySecond {
+    current: u64,
+    latency: Latency,
+    done: Vec<SecondFigures>,
+}
+
+/// One second of a run: how many samples, their p99 and max (µs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SecondFigures {
+    second: u64,
+    count: u64,
+    p99: u64,
+    max: u64,
+}
+
+impl BySecond {
+    fn new() -> BySecond {
+        BySecond {
+            current: 0,
+            latency: Latency::new(),
+            done: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, second: u64, latency: Duration) {
+        if second != self.current {
+            self.close();
+            self.current = second;
+        }
+        self.latency.record(latency);
+    }
+
+    fn close(&mut self) {
+        if self.latency.count() > 0 {
+            let h = &self.latency.histogram;
+            self.done.push(SecondFigures {
+                second: self.current,
+                count: h.len(),
+                p99: h.value_at_quantile(0.99),
+                max: h.max(),
+            });
+            self.latency.histogram.reset();
+        }
+    }
+
+    fn finish(mut self) -> Vec<SecondFigures> {
+        self.close();
+        self.done
+    }
+}
+
+/// The seconds of a run as JSON: one object per second that had samples.
+fn seconds_json(seconds: &[SecondFigures]) -> serde_json::Value {
+    seconds
+        .iter()
+        .map(|s| serde_json::json!({"second": s.second, "count": s.count, "p99": s.p99, "max": s.max}))
+        .collect()
+}
+
+/// The seconds of a run for people: the median second's p99 and the three
+/// slowest seconds.
+fn seconds_line(seconds: &[SecondFigures]) -> String {
+    let mut p99s: Vec<u64> = seconds.iter().map(|s| s.p99).collect();
+    p99s.sort_unstable();
+    let Some(&median) = p99s.get(p99s.len() / 2) else {
+        return "no samples".into();
+    };
+    let mut slowest = seconds.to_vec();
+    slowest.sort_by_key(|s| std::cmp::Reverse(s.p99));
+    let worst: Vec<String> = slowest
+        .iter()
+        .take(3)
+        .map(|s| format!("{} (second {})", micros(s.p99), s.second))
+        .collect();
+    format!(
+        "p99 of the median second {}; slowest seconds {}; {} seconds",
+        micros(median),
+        worst.join(", "),
+        seconds.len()
+    )
+}
+
 /// A latency as people read it: µs below a millisecond, else ms.
 fn micros(us: u64) -> String {
     if us < 1000 {
@@ -242,6 +328,8 @@ struct Summary {
     elapsed: Duration,
     /// Named latency histograms: what was measured, and the figures.
     latencies: Vec<(&'static str, &'static str, Latency)>,
+    /// The first latency second by second (e2e only; empty otherwise).
+    by_second: Vec<SecondFigures>,
 }
 
 impl Summary {
@@ -273,6 +361,9 @@ impl Summary {
         for (key, _, latency) in &self.latencies {
             object[*key] = latency.json();
         }
+        if !self.by_second.is_empty() {
+            object["latency_by_second"] = seconds_json(&self.by_second);
+        }
         object
     }
 
@@ -298,6 +389,9 @@ impl Summary {
         out += &format!("  MB/s       {:.1}\n", self.mb_per_sec());
         for (_, what, latency) in &self.latencies {
             out += &format!("  latency    {what}: {}\n", latency.line());
+        }
+        if !self.by_second.is_empty() {
+            out += &format!("  by second  {}\n", seconds_line(&self.by_second));
         }
         out
     }
@@ -458,5 +552,33 @@ mod tests {
         assert_eq!(thousands(999.0), "999");
         assert_eq!(micros(250), "250 µs");
         assert_eq!(micros(2500), "2.50 ms");
+    }
+
+    #[test]
+    fn latency_by_second_keeps_each_seconds_tail() {
+        let mut by_second = BySecond::new();
+        for us in 1..=100 {
+            by_second.record(0, Duration::from_micros(us));
+        }
+        // Second 1 had nothing; second 2 one slow stretch.
+        for _ in 0..99 {
+            by_second.record(2, Duration::from_micros(10));
+        }
+        by_second.record(2, Duration::from_millis(40));
+        by_second.record(3, Duration::from_micros(5));
+        let seconds = by_second.finish();
+        let figures: Vec<(u64, u64)> = seconds.iter().map(|s| (s.second, s.count)).collect();
+        assert_eq!(figures, [(0, 100), (2, 100), (3, 1)]);
+        assert_eq!(seconds[0].p99, 99);
+        // Three significant digits: the 40 ms sample reads back within 0.1 %.
+        assert!((40_000..=40_040).contains(&seconds[1].max), "{seconds:?}");
+        let json = seconds_json(&seconds);
+        assert_eq!(json[1]["second"], 2);
+        assert_eq!(json[1]["max"], seconds[1].max);
+        assert_eq!(
+            seconds_line(&seconds),
+            "p99 of the median second 10 µs; slowest seconds 99 µs (second 0), 10 µs (second 2), 5 µs (second 3); 3 seconds"
+        );
+        assert_eq!(seconds_line(&[]), "no samples");
     }
 }

@@ -219,6 +219,7 @@ pub async fn produce(args: ProduceArgs) -> Result<(), Failure> {
         bytes: messages * flags.size as u64,
         elapsed,
         latencies: vec![("latency_us", latency_what(flags.acks), latency)],
+        by_second: Vec::new(),
     }
     .print(common.json);
     Ok(())
