@@ -71,7 +71,12 @@ stalls before
 "$rill" serve --data-dir "$work/data" --listen 127.0.0.1:"$port" --admin-listen 127.0.0.1:0 \
     >"$work/broker.log" 2>&1 &
 broker=$!
-for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
+listening=""
+for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { listening=1; break; }
+    sleep 0.2
+done
+[ -n "$listening" ] || { tail -20 "$work/broker.log" >&2; echo "e2e.sh: rill serve did not listen within 10 s" >&2; exit 1; }
 for run in $(seq "$runs"); do
     read -r c0 r0 _ < <(counters)
     "$rill" bench e2e -b 127.0.0.1:"$port" -t "e2e-$run" --rate "$rate" -d "${seconds}s" --json \

@@ -125,6 +125,9 @@ pub fn cache_read(dir: &str, mib: u64) -> Result<serde_json::Value> {
 /// a 9 ms gap lands in every message in flight at the time.
 pub fn cpu_stalls(seconds: f64) -> Result<serde_json::Value> {
     const BOUNDS_US: [u64; 4] = [1_000, 5_000, 20_000, 100_000];
+    if !(seconds.is_finite() && seconds > 0.0) {
+        bail!("--seconds must be a positive number, not {seconds}");
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let length = std::time::Duration::from_secs_f64(seconds);
     let threads: Vec<_> = (0..cores)
