@@ -12,11 +12,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rill_protocol::messages::FetchRequest;
 use rill_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use rill_protocol::{ApiKey, Records, RequestBody, ResponseBody};
 use rill_records::batch::BatchIter;
-use rill_records::record::decode_batch;
+use rill_records::record::decode_shared_batch;
 use tokio::sync::{Notify, mpsc};
 
 use crate::admin::{Offset, list_offsets};
@@ -769,17 +770,21 @@ fn reset_out_of_range(shared: &Shared, tp: &TopicPartition, generation: u64) {
 
 /// Decodes the complete batches of a fetch answer into messages at or after
 /// `from`; returns them and the offset to fetch next.
-fn decode_messages(tp: &TopicPartition, bytes: &[u8], from: i64) -> Result<(Vec<Message>, i64)> {
+fn decode_messages(tp: &TopicPartition, bytes: &Bytes, from: i64) -> Result<(Vec<Message>, i64)> {
     let mut messages = Vec::new();
+    // One topic name for every message of the answer: a `String` each was
+    // an allocation per message.
+    let topic: Arc<str> = Arc::from(tp.topic.as_str());
     let mut next_offset = from;
     for item in BatchIter::new(bytes) {
         // A fetch answer may end in a partial batch; it is fetched again.
         let Ok((position, view)) = item else { break };
         let end = position + view.total_len();
-        let Some(batch_bytes) = bytes.get(position..end) else {
+        if end > bytes.len() {
             break;
-        };
-        let batch = decode_batch(batch_bytes, BATCH_INFLATED_BYTES_MAX)?;
+        }
+        // Uncompressed records stay slices of the answer: no copy.
+        let batch = decode_shared_batch(&bytes.slice(position..end), BATCH_INFLATED_BYTES_MAX)?;
         next_offset = next_offset.max(batch.last_offset() + 1);
         if batch.is_control {
             continue;
@@ -800,7 +805,7 @@ fn decode_messages(tp: &TopicPartition, bytes: &[u8], from: i64) -> Result<(Vec<
                         value: header.value.clone(),
                     })
                     .collect(),
-                topic: tp.topic.clone(),
+                topic: topic.clone(),
                 partition: tp.partition,
                 offset: record.offset,
                 timestamp: Some(record.timestamp),

@@ -1,5 +1,7 @@
 //! `Message` and `MessageSet`, the paper's units of publishing and consuming.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 /// A record header: a text key and a value that may be null.
@@ -16,7 +18,7 @@ pub struct Message {
     pub(crate) key: Option<Bytes>,
     pub(crate) value: Option<Bytes>,
     pub(crate) headers: Vec<Header>,
-    pub(crate) topic: String,
+    pub(crate) topic: Arc<str>,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
     pub(crate) timestamp: Option<i64>,

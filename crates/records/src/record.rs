@@ -27,7 +27,9 @@
 use bytes::Bytes;
 use thiserror::Error;
 
-use crate::batch::{BatchError, BatchView, Compression, RECORD_LEN_MIN, TimestampType};
+use crate::batch::{
+    BATCH_HEADER_LEN, BatchError, BatchView, Compression, RECORD_LEN_MIN, TimestampType,
+};
 use crate::compression::{self, CompressionError};
 use crate::varint::{self, VarintError};
 
@@ -566,6 +568,19 @@ impl DecodedBatch {
 /// whatever its records section holds: compaction leaves such batches
 /// behind with the codec bit still set and nothing after the header.
 pub fn decode_batch(batch: &[u8], limit: usize) -> Result<DecodedBatch, RecordError> {
+    decode(batch, None, limit)
+}
+
+/// [`decode_batch`] for a batch already held in [`Bytes`] (a fetch answer):
+/// the keys and values of an uncompressed batch are slices of `batch`
+/// instead of copies. A consumer then copies no record bytes at all; the
+/// price is that any one record kept alive keeps the whole buffer alive.
+pub fn decode_shared_batch(batch: &Bytes, limit: usize) -> Result<DecodedBatch, RecordError> {
+    decode(batch, Some(batch), limit)
+}
+
+/// `shared`, when given, holds the same bytes as `batch`.
+fn decode(batch: &[u8], shared: Option<&Bytes>, limit: usize) -> Result<DecodedBatch, RecordError> {
     let (view, batch_len) = BatchView::parse(batch)?;
     if batch_len != batch.len() {
         return Err(RecordError::NotOneBatch {
@@ -578,6 +593,16 @@ pub fn decode_batch(batch: &[u8], limit: usize) -> Result<DecodedBatch, RecordEr
     let record_count = view.record_count();
     let records = if record_count == 0 {
         Vec::new()
+    } else if let (Compression::None, Some(shared)) = (compression, shared) {
+        let section = shared.slice(BATCH_HEADER_LEN..);
+        if section.len() > limit {
+            return Err(CompressionError::TooLarge {
+                codec: compression::codec_name(compression),
+                limit,
+            }
+            .into());
+        }
+        decode_records(&section, record_count)?
     } else {
         let mut section = Vec::new();
         compression::decompress(compression, view.records_bytes(), limit, &mut section)?;

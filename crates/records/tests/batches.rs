@@ -9,7 +9,7 @@ use rill_records::batch::{
 };
 use rill_records::builder::{BatchBuilder, BuildError};
 use rill_records::record::{
-    Header, Record, RecordError, decode_batch, decode_records, raw_records,
+    Header, Record, RecordError, decode_batch, decode_records, decode_shared_batch, raw_records,
 };
 
 const CODECS: [Compression; 5] = [
@@ -112,6 +112,32 @@ fn decoded_batches_carry_absolute_offsets_and_timestamps() {
             (1_002, 900, Some(Bytes::from_static(b"v2"))),
         ]
     );
+}
+
+#[test]
+fn a_shared_uncompressed_batch_lends_its_bytes_and_keeps_the_limit() {
+    let mut builder = BatchBuilder::new(Compression::None);
+    let value = Bytes::from_static(b"a value that stays where it is");
+    builder
+        .append(1, None, Some(value.clone()), Vec::new())
+        .unwrap();
+    let batch = Bytes::from(builder.build().unwrap());
+    let decoded = decode_shared_batch(&batch, LIMIT).unwrap();
+    let decoded_value = decoded.records[0].value.as_ref().unwrap();
+    assert_eq!(decoded_value, &value);
+    // A slice of the batch, not a copy.
+    let within = batch.as_ptr_range();
+    assert!(within.contains(&decoded_value.as_ptr()));
+    // The section is over the limit: the same error as the copying decode.
+    let small = batch.len() - 62;
+    assert!(matches!(
+        decode_shared_batch(&batch, small),
+        Err(RecordError::Compression(_))
+    ));
+    assert!(matches!(
+        decode_batch(&batch, small),
+        Err(RecordError::Compression(_))
+    ));
 }
 
 #[test]
@@ -377,6 +403,8 @@ proptest! {
         for codec in CODECS {
             let batch = build(codec, base_offset, base_timestamp, &records);
             let decoded = decode_batch(&batch, LIMIT).unwrap();
+            let shared = decode_shared_batch(&Bytes::from(batch.clone()), LIMIT).unwrap();
+            prop_assert_eq!(&shared, &decoded);
             prop_assert_eq!(&decoded.records, &records);
             prop_assert_eq!(decoded.compression, codec);
             prop_assert_eq!(decoded.base_offset, base_offset);
@@ -407,6 +435,11 @@ proptest! {
         if refresh_crc {
             fix_crc(&mut batch);
         }
+        // Sharing the buffer changes no outcome.
+        prop_assert_eq!(
+            decode_shared_batch(&Bytes::from(batch.clone()), LIMIT),
+            decode_batch(&batch, LIMIT)
+        );
         // Whatever decodes, and has offsets the builder accepts (decoding
         // does not require them to increase), survives a rebuild unchanged.
         if let Ok(decoded) = decode_batch(&batch, LIMIT) {
