@@ -489,11 +489,14 @@ impl AsyncConsumer {
             if partition.generation != fetched.generation || partition.paused {
                 continue;
             }
-            let mut messages: Vec<Message> = fetched
-                .messages
-                .into_iter()
-                .filter(|message| message.offset >= partition.position)
-                .collect();
+            let mut messages = fetched.messages;
+            // Usually all are new; filtering then only moves every message.
+            if messages
+                .first()
+                .is_some_and(|first| first.offset < partition.position)
+            {
+                messages.retain(|message| message.offset >= partition.position);
+            }
             let Some(last_offset) = messages.last().map(|m| m.offset) else {
                 continue;
             };
@@ -789,6 +792,7 @@ fn decode_messages(tp: &TopicPartition, bytes: &Bytes, from: i64) -> Result<(Vec
         if batch.is_control {
             continue;
         }
+        messages.reserve(batch.records.len());
         for record in batch.iter() {
             if record.offset < from {
                 continue;
