@@ -3,12 +3,13 @@
 # same run: end-to-end latency (`rill bench e2e`, acks=1) at half the
 # maximum acks=1 produce rate, p99 < 5 ms and p99.9 < 20 ms.
 #
-#   bench/e2e.sh [--rate MSGS_PER_SEC] [--runs N] [--seconds S]
+#   bench/e2e.sh [--rate MSGS_PER_SEC] [--runs N] [--seconds S] [--keep]
 #
 # - builds `rill` and bench/paper/loadgen (release), starts one broker with
 #   its data in a temporary directory, and runs `rill bench e2e` N times
 #   (default 4 runs of 20 s at 630,000 msg/s, half of the 1.27 M msg/s
-#   acks=1 maximum in docs/BENCHMARKS.md), a new topic per run;
+#   acks=1 maximum in docs/BENCHMARKS.md), a new topic per run, deleted
+#   after it unless --keep;
 # - per run, the kernel's counters for the two causes of misses found so far
 #   (direct compaction and direct reclaim inside the broker's writes, and
 #   free memory: the page cache growing into memory a VM's host took back),
@@ -29,12 +30,14 @@ cd "$root"
 rate=630000
 runs=4
 seconds=20
+keep=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --rate) rate=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
-    *) echo "usage: $0 [--rate MSGS_PER_SEC] [--runs N] [--seconds S]" >&2; exit 2 ;;
+    --keep) keep=1; shift ;;
+    *) echo "usage: $0 [--rate MSGS_PER_SEC] [--runs N] [--seconds S] [--keep]" >&2; exit 2 ;;
     esac
 done
 
@@ -95,6 +98,12 @@ worst = max(seconds, key=lambda s: s["p99"])
 print("       seconds whose own p99 was over 5 ms: %d of %d (the worst, second %d: p99 %.2f ms, max %.2f ms)"
       % (len(slow), len(seconds), worst["second"], worst["p99"] / 1e3, worst["max"] / 1e3))' \
         "$work/run.json" "$run" $((c1 - c0)) $((r1 - r0)) "$free"
+    # Each run writes ~2.5 GB. Deleting its topic keeps a long series on
+    # the disk and the page cache in the steady state of a broker whose
+    # retention deletes as much as it takes in: the next run's pages are
+    # the ones this run freed, not fresh memory (see docs/BENCHMARKS.md,
+    # "Ninth session"). --keep leaves the topics.
+    [ -n "$keep" ] || "$rill" topic delete -b 127.0.0.1:"$port" "e2e-$run" >/dev/null
 done
 kill "$broker"; wait "$broker" 2>/dev/null || true; broker=""
 stalls after

@@ -137,6 +137,9 @@ impl Broker {
                     io_bytes_per_second: config.log_cleaner_io_max_bytes_per_second,
                     backoff: std::time::Duration::from_millis(config.log_cleaner_backoff_ms),
                 },
+                retention_check_interval: std::time::Duration::from_millis(
+                    config.log_retention_check_interval_ms,
+                ),
                 ..rill_log::BackgroundConfig::default()
             });
         let shared = Arc::new(Shared::new(config, cluster, host, i32::from(port)));

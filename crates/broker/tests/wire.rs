@@ -854,3 +854,48 @@ async fn pipelined_requests_beyond_the_byte_budget_are_all_answered_in_order() {
 fn expected_base(expected: &[(i32, i16, Result<i64, i16>)], index: usize) -> i64 {
     *expected[index].2.as_ref().unwrap()
 }
+
+/// `log_retention_check_interval_ms` reaches the log manager: with small
+/// segments and `retention.bytes`, old segments go within a second rather
+/// than at the default minute, and the earliest offset moves up.
+#[tokio::test]
+async fn retention_runs_at_the_configured_interval() {
+    let broker = start_with(|config| {
+        config.log_segment_bytes = 1024;
+        config.log_retention_bytes = 1024;
+        config.log_retention_check_interval_ms = 100;
+    })
+    .await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "kept", 1).await;
+    let value = "v".repeat(100);
+    for _ in 0..40 {
+        let (error, _) = produce(&mut client, "kept", 0, batch(&[&value, &value])).await;
+        assert_eq!(error, 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let request = RequestBody::ListOffsets(ListOffsetsRequest {
+            replica_id: -1,
+            topics: vec![ListOffsetsTopic {
+                name: "kept".into(),
+                partitions: vec![ListOffsetsPartition {
+                    partition_index: 0,
+                    timestamp: -2,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let ResponseBody::ListOffsets(response) = client.call(7, request).await else {
+            panic!("not a ListOffsets response")
+        };
+        if response.topics[0].partitions[0].offset > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no segment deleted within 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker.broker.shutdown().await;
+}
