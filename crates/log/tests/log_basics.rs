@@ -216,6 +216,10 @@ fn retention_by_size_and_time_and_delete_records_move_the_start() {
     let deleted = log.apply_retention(10_000).unwrap();
     assert!(deleted > 0);
     assert!(log.size_bytes() <= 8_000 + 4_096);
+    // The dropped segments' files are gone from the disk, not only from
+    // the map (renamed under the lock, unlinked after it).
+    assert_eq!(files_ending(dir.path(), ".log").len(), log.segment_count());
+    assert_eq!(files_ending(dir.path(), ".deleted"), Vec::<String>::new());
     let start = log.log_start_offset();
     assert!(start > Offset(0));
     assert!(matches!(
@@ -242,18 +246,25 @@ fn retention_by_size_and_time_and_delete_records_move_the_start() {
     log.set_high_watermark(log.log_end_offset());
     let new_start = log.delete_records_before(Offset(99)).unwrap();
     assert_eq!(new_start, Offset(99));
+    assert_eq!(files_ending(dir.path(), ".log").len(), log.segment_count());
+    assert_eq!(files_ending(dir.path(), ".deleted"), Vec::<String>::new());
     assert_eq!(read_all(&log, Offset(99)).len(), 1);
     assert!(
         log.delete_records_before(Offset(101)).is_err(),
         "beyond the high watermark"
     );
     drop(log);
+    // A crash between the rename and the unlink leaves `*.deleted` files;
+    // the next open removes them and serves nothing from them.
+    let leftover = dir.path().join("00000000000000000000.log.deleted");
+    std::fs::write(&leftover, b"a deleted segment").unwrap();
     let log = Log::open(dir.path(), small_config()).unwrap();
     assert_eq!(
         log.log_start_offset(),
         Offset(99),
         "the log start is durable"
     );
+    assert!(!leftover.exists());
 }
 
 #[test]
