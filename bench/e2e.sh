@@ -4,12 +4,17 @@
 # maximum acks=1 produce rate, p99 < 5 ms and p99.9 < 20 ms.
 #
 #   bench/e2e.sh [--rate MSGS_PER_SEC] [--runs N] [--seconds S] [--keep]
+#                [--retention-bytes BYTES]
 #
 # - builds `rill` and bench/paper/loadgen (release), starts one broker with
 #   its data in a temporary directory, and runs `rill bench e2e` N times
 #   (default 4 runs of 20 s at 630,000 msg/s, half of the 1.27 M msg/s
 #   acks=1 maximum in docs/BENCHMARKS.md), a new topic per run, deleted
 #   after it unless --keep;
+# - with --retention-bytes, each run's topic keeps that many bytes in
+#   segments of a quarter of it, and the broker looks for segments to delete
+#   every 2 s: a long run (e.g. --seconds 120) is then a broker in its steady
+#   state, deleting as much as it takes in while producers and consumers run;
 # - per run, the kernel's counters for the two causes of misses found so far
 #   (direct compaction and direct reclaim inside the broker's writes, and
 #   free memory: the page cache growing into memory a VM's host took back),
@@ -31,13 +36,15 @@ rate=630000
 runs=4
 seconds=20
 keep=""
+retention=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --rate) rate=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    *) echo "usage: $0 [--rate MSGS_PER_SEC] [--runs N] [--seconds S] [--keep]" >&2; exit 2 ;;
+    --retention-bytes) retention=$2; shift 2 ;;
+    *) echo "usage: $0 [--rate MSGS_PER_SEC] [--runs N] [--seconds S] [--keep] [--retention-bytes BYTES]" >&2; exit 2 ;;
     esac
 done
 
@@ -71,8 +78,10 @@ counters() { # compaction stalls, direct reclaim stalls, MemFree in MB
 
 echo "vm.watermark_scale_factor $(cat /proc/sys/vm/watermark_scale_factor 2>/dev/null || echo unknown)"
 stalls before
+serve_flags=()
+[ -z "$retention" ] || serve_flags=(--set log_retention_check_interval_ms=2000)
 "$rill" serve --data-dir "$work/data" --listen 127.0.0.1:"$port" --admin-listen 127.0.0.1:0 \
-    >"$work/broker.log" 2>&1 &
+    "${serve_flags[@]}" >"$work/broker.log" 2>&1 &
 broker=$!
 listening=""
 for _ in $(seq 50); do
@@ -81,6 +90,10 @@ for _ in $(seq 50); do
 done
 [ -n "$listening" ] || { tail -20 "$work/broker.log" >&2; echo "e2e.sh: rill serve did not listen within 10 s" >&2; exit 1; }
 for run in $(seq "$runs"); do
+    if [ -n "$retention" ]; then
+        "$rill" topic create -b 127.0.0.1:"$port" "e2e-$run" -c retention.bytes="$retention" \
+            -c segment.bytes=$((retention / 4)) >/dev/null
+    fi
     read -r c0 r0 _ < <(counters)
     "$rill" bench e2e -b 127.0.0.1:"$port" -t "e2e-$run" --rate "$rate" -d "${seconds}s" --json \
         >"$work/run.json" 2>"$work/run.err" || { cat "$work/run.err" >&2; exit 1; }
