@@ -232,7 +232,7 @@ impl Shared {
     }
 
     fn mark_consumed(&self, message: &Message) {
-        let tp = TopicPartition::new(&message.topic, message.partition);
+        let tp = TopicPartition::new(message.topic(), message.partition);
         let mut state = self.lock();
         if state.partitions.contains_key(&tp) {
             let next = message.offset + 1;
@@ -809,7 +809,7 @@ fn decode_messages(tp: &TopicPartition, bytes: &Bytes, from: i64) -> Result<(Vec
                         value: header.value.clone(),
                     })
                     .collect(),
-                topic: topic.clone(),
+                topic: Some(topic.clone()),
                 partition: tp.partition,
                 offset: record.offset,
                 timestamp: Some(record.timestamp),
@@ -947,7 +947,7 @@ async fn dispatch(consumer: AsyncConsumer, senders: Vec<mpsc::Sender<Message>>) 
             }
             continue;
         };
-        let tp = TopicPartition::new(&first.topic, first.partition);
+        let tp = TopicPartition::new(first.topic(), first.partition);
         let index = consumer
             .assignment()
             .iter()
