@@ -8,9 +8,11 @@
 #
 # - builds `rill` and bench/paper/loadgen (release), starts one broker with
 #   its data in a temporary directory, and runs `rill bench e2e` N times
-#   (default 4 runs of 20 s at 630,000 msg/s, half of the 1.27 M msg/s
-#   acks=1 maximum in docs/BENCHMARKS.md), a new topic per run, deleted
-#   after it unless --keep;
+#   (default 4 runs of 20 s), a new topic per run, deleted after it unless
+#   --keep;
+# - the rate, unless --rate gives one, is half the maximum measured first on
+#   the same broker: `rill bench produce` of 10 M messages with acks=1 and
+#   linger 0, the settings of the e2e runs;
 # - with --retention-bytes, each run's topic keeps that many bytes in
 #   segments of a quarter of it, and the broker looks for segments to delete
 #   every 2 s: a long run (e.g. --seconds 120) is then a broker in its steady
@@ -32,7 +34,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-rate=630000
+rate=""
 runs=4
 seconds=20
 keep=""
@@ -89,6 +91,14 @@ for _ in $(seq 50); do
     sleep 0.2
 done
 [ -n "$listening" ] || { tail -20 "$work/broker.log" >&2; echo "e2e.sh: rill serve did not listen within 10 s" >&2; exit 1; }
+if [ -z "$rate" ]; then
+    max=$("$rill" bench produce -b 127.0.0.1:"$port" -t e2e-max -c 10000000 --linger-ms 0 --json \
+        2>"$work/run.err" | python3 -c 'import json, sys; print(int(json.load(sys.stdin)["msgs_per_sec"]))') \
+        || { cat "$work/run.err" >&2; exit 1; }
+    "$rill" topic delete -b 127.0.0.1:"$port" e2e-max >/dev/null
+    rate=$((max / 2))
+    echo "maximum produce rate (10 M messages, acks=1, linger 0): $max msg/s; e2e runs at half: $rate msg/s"
+fi
 for run in $(seq "$runs"); do
     if [ -n "$retention" ]; then
         "$rill" topic create -b 127.0.0.1:"$port" "e2e-$run" -c retention.bytes="$retention" \
