@@ -1675,12 +1675,17 @@ impl Log {
         if !proceed(SwapStep::DeleteReplaced) {
             return Ok(false);
         }
+        // Renamed, not unlinked, under the lock, as retention does (see
+        // `remove_front_segments`): unlinking frees their page cache. A crash
+        // from here on is finished at open by `finish_interrupted_swaps`,
+        // which ignores the `*.deleted` names; `list_segments` removes them.
+        let mut retired = Vec::new();
         for s in group {
             if let Some(segment) = state.segments.remove(&s.base) {
                 if segment.lock().take().is_some() {
                     LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
                 }
-                delete_segment_files(&segment);
+                retire_segment_files(&segment, &mut retired);
             }
         }
         if !proceed(SwapStep::Rename) {
@@ -1698,6 +1703,8 @@ impl Log {
         self.guard(segment.write_indexes(&scan, true).map_err(Fault::from))?;
         state.segments.insert(cleaned.base, segment);
         state.max_timestamp = None;
+        drop(state);
+        remove_retired(&retired);
         tracing::info!(
             dir = %dir.display(), base = %cleaned.base, end = %cleaned.end,
             replaced = group.len(), bytes = cleaned.size, "swapped in a cleaned segment"

@@ -251,7 +251,11 @@ fn leftover_files(path: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(path)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".swap") || n.ends_with(".cleaned") || n.ends_with(".tmp"))
+        .filter(|n| {
+            [".swap", ".cleaned", ".tmp", ".deleted"]
+                .iter()
+                .any(|suffix| n.ends_with(suffix))
+        })
         .collect()
 }
 
@@ -287,6 +291,8 @@ fn a_crash_at_any_step_of_a_swap_loses_no_live_key() {
         assert!(stats.is_some(), "{stop_at:?}");
         model.check(&log, stats.unwrap().map_end.0).unwrap();
         assert!(log.size_bytes() < before, "{stop_at:?}");
+        // A finished swap leaves no replaced file behind.
+        assert!(leftover_files(&path).is_empty(), "{stop_at:?}");
         log.close().unwrap();
     }
 }
