@@ -121,7 +121,8 @@ worst = max(seconds, key=lambda s: s["p99"])
 print("       seconds whose own p99 was over 5 ms: %d of %d (the worst, second %d: p99 %.2f ms, max %.2f ms)"
       % (len(slow), len(seconds), worst["second"], worst["p99"] / 1e3, worst["max"] / 1e3))' \
         "$work/run.json" "$run" $((c1 - c0)) $((r1 - r0)) "$free"
-    # Each run writes ~2.5 GB. Deleting its topic keeps a long series on
+    # Each run writes rate × seconds × 200 B (2.5 GB at 630k for 20 s,
+    # 6.3 GB at 1.58 M). Deleting its topic keeps a long series on
     # the disk and the page cache in the steady state of a broker whose
     # retention deletes as much as it takes in: the next run's pages are
     # the ones this run freed, not fresh memory (see docs/BENCHMARKS.md,

@@ -152,6 +152,36 @@ async fn create_topic(client: &mut Client, name: &str, partitions: i32) {
     );
 }
 
+/// ListOffsets timestamps that ask for the log end and the log start.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+/// The offset ListOffsets v7 answers for partition 0 of `topic`.
+async fn list_offset(client: &mut Client, topic: &str, timestamp: i64) -> i64 {
+    let ResponseBody::ListOffsets(response) = client
+        .call(
+            7,
+            RequestBody::ListOffsets(ListOffsetsRequest {
+                replica_id: -1,
+                topics: vec![ListOffsetsTopic {
+                    name: topic.into(),
+                    partitions: vec![ListOffsetsPartition {
+                        partition_index: 0,
+                        timestamp,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        )
+        .await
+    else {
+        panic!("not a ListOffsets response")
+    };
+    response.topics[0].partitions[0].offset
+}
+
 async fn produce(client: &mut Client, topic: &str, partition: i32, records: Bytes) -> (i16, i64) {
     let ResponseBody::Produce(response) = client
         .call(
@@ -387,28 +417,7 @@ async fn metadata_auto_creates_and_list_offsets_answers() {
         broker.broker.kafka_addr().port() as i32
     );
     produce(&mut client, "auto", 0, batch(&["a", "b"])).await;
-    let ResponseBody::ListOffsets(response) = client
-        .call(
-            7,
-            RequestBody::ListOffsets(ListOffsetsRequest {
-                replica_id: -1,
-                topics: vec![ListOffsetsTopic {
-                    name: "auto".into(),
-                    partitions: vec![ListOffsetsPartition {
-                        partition_index: 0,
-                        timestamp: -1,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-        )
-        .await
-    else {
-        panic!("not a ListOffsets response")
-    };
-    assert_eq!(response.topics[0].partitions[0].offset, 2);
+    assert_eq!(list_offset(&mut client, "auto", LATEST).await, 2);
     broker.broker.shutdown().await;
 }
 
@@ -875,23 +884,7 @@ async fn retention_runs_at_the_configured_interval() {
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let request = RequestBody::ListOffsets(ListOffsetsRequest {
-            replica_id: -1,
-            topics: vec![ListOffsetsTopic {
-                name: "kept".into(),
-                partitions: vec![ListOffsetsPartition {
-                    partition_index: 0,
-                    timestamp: -2,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-        let ResponseBody::ListOffsets(response) = client.call(7, request).await else {
-            panic!("not a ListOffsets response")
-        };
-        if response.topics[0].partitions[0].offset > 0 {
+        if list_offset(&mut client, "kept", EARLIEST).await > 0 {
             break;
         }
         assert!(Instant::now() < deadline, "no segment deleted within 5 s");

@@ -134,6 +134,18 @@ pub fn compress(
     }
 }
 
+/// The limit `decompress` puts on an uncompressed records section, for a
+/// caller that uses the section in place rather than copying it.
+pub(crate) fn check_uncompressed_len(len: usize, limit: usize) -> Result<(), CompressionError> {
+    if len > limit {
+        return Err(CompressionError::TooLarge {
+            codec: codec_name(Compression::None),
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Appends the decompression of `input` with `codec` to `out`, failing with
 /// [`CompressionError::TooLarge`] as soon as the output would exceed `limit`
 /// bytes. On error, `out` may hold part of the output.
@@ -146,9 +158,7 @@ pub fn decompress(
     let name = codec_name(codec);
     match codec {
         Compression::None => {
-            if input.len() > limit {
-                return Err(CompressionError::TooLarge { codec: name, limit });
-            }
+            check_uncompressed_len(input.len(), limit)?;
             out.extend_from_slice(input);
             Ok(())
         }

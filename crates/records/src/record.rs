@@ -595,13 +595,7 @@ fn decode(batch: &[u8], shared: Option<&Bytes>, limit: usize) -> Result<DecodedB
         Vec::new()
     } else if let (Compression::None, Some(shared)) = (compression, shared) {
         let section = shared.slice(BATCH_HEADER_LEN..);
-        if section.len() > limit {
-            return Err(CompressionError::TooLarge {
-                codec: compression::codec_name(compression),
-                limit,
-            }
-            .into());
-        }
+        compression::check_uncompressed_len(section.len(), limit)?;
         decode_records(&section, record_count)?
     } else {
         let mut section = Vec::new();
