@@ -49,6 +49,8 @@ pub enum Error {
     UnknownBroker(i32),
     #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
     MessageTooLarge { size: usize, limit: usize },
+    #[error("message timestamp {0} is negative (leave it unset for the send time)")]
+    NegativeTimestamp(i64),
     #[error("cannot encode a record batch: {0}")]
     Build(#[from] rill_records::builder::BuildError),
     #[error("cannot decode a record batch: {0}")]

@@ -104,6 +104,10 @@ impl Partitioner for DefaultPartitioner {
         if let Some(key) = key {
             return key_partition(key, partition_count);
         }
+        // Nowhere to stick or move: no lock and no lookup per message.
+        if partition_count <= 1 {
+            return 0;
+        }
         let Ok(mut sticky) = self.sticky.lock() else {
             return self.random_partition(partition_count, None);
         };

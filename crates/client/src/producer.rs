@@ -412,16 +412,17 @@ struct TopicPartition {
     partition: i32,
 }
 
-struct PendingRecord {
-    key: Option<Bytes>,
-    value: Option<Bytes>,
-    headers: Vec<rill_records::record::Header>,
-    timestamp: i64,
-}
-
-/// The records of a batch still being filled or waiting to be built.
+/// A batch still being filled, or closed and waiting to be built.
+///
+/// Each message is encoded into `builder` by the `send` that queues it, on
+/// the sender's thread: the message's buffers are released there and then,
+/// and the sender task only writes the header and CRC. Keeping the
+/// messages until the sender task encoded them made every payload's
+/// reference count travel between two threads (its clone and drop there,
+/// its creation here), which cost a fifth of the e2e client's sending
+/// thread, and made the sender task do the encoding on top of the I/O.
 struct OpenBatch {
-    records: Vec<PendingRecord>,
+    builder: BatchBuilder,
     /// Their share of `buffer_memory`.
     memory: usize,
     completion: Completion,
@@ -497,6 +498,9 @@ struct PartitionQueue {
     /// The topic's partition count when a message last joined the queue:
     /// what the partitioner picks from when `drain` closes a batch.
     partition_count: i32,
+    /// The encoded size of the last batch taken: what the next one
+    /// reserves, so a steady stream fills each batch without growing it.
+    last_batch_len: usize,
 }
 
 impl PartitionQueue {
@@ -792,6 +796,13 @@ impl AsyncProducer {
         wake: &mut bool,
     ) -> Result<DeliveryFuture> {
         let config = &self.shared.config;
+        // As Kafka's producers do: a record with a negative timestamp
+        // would make its whole batch unreadable, so it is refused alone.
+        if let Some(timestamp) = message.timestamp
+            && timestamp < 0
+        {
+            return Err(Error::NegativeTimestamp(timestamp));
+        }
         let partition = if message.partition >= 0 {
             if message.partition >= partition_count {
                 return Err(Error::UnknownPartition {
@@ -829,32 +840,48 @@ impl AsyncProducer {
             None => {
                 queue.open_since = Some(Instant::now());
                 *wake = true;
-                // Sized for the batch up front: growing it by doubling
-                // moved every record again (a visible memmove in a send).
-                let expected = (config.batch_size / size.max(1)).clamp(1, 4096);
+                // Sized like the partition's last batch: growing it by
+                // doubling moved every record again (a visible memmove in
+                // a send). The records of a batch never pass `batch_size`
+                // (`encoded_len_estimate` bounds each from above).
+                let last = queue.last_batch_len;
+                let mut builder = BatchBuilder::new(config.compression);
+                builder.reserve((last + last / 4).clamp(1024, config.batch_size.max(1024)));
                 queue.open.insert(OpenBatch {
-                    records: Vec::with_capacity(expected),
+                    builder,
                     memory: 0,
                     completion: Completion::new(Arc::from(topic), partition),
                 })
             }
         };
-        let index = open.records.len() as u32;
+        let index = open.builder.record_count() as u32;
         let timestamp = message.timestamp.unwrap_or(now_ms);
-        open.memory += size;
-        open.records.push(PendingRecord {
-            key: message.key,
-            value: message.value,
-            headers: message
+        let headers = if message.headers.is_empty() {
+            Vec::new()
+        } else {
+            message
                 .headers
                 .into_iter()
                 .map(|header| rill_records::record::Header {
                     key: Bytes::from(header.key),
                     value: header.value,
                 })
-                .collect(),
-            timestamp,
-        });
+                .collect()
+        };
+        let appended = open
+            .builder
+            .append(timestamp, message.key, message.value, headers);
+        let empty = open.builder.record_count() == 0;
+        if let Err(error) = appended {
+            // Nothing of the message was written; a batch it would have
+            // opened is not left behind empty.
+            if empty {
+                queue.open = None;
+                queue.open_since = None;
+            }
+            return Err(error.into());
+        }
+        open.memory += size;
         queue.urgent |= urgent;
         Ok(DeliveryFuture {
             slot: open.completion.0.clone(),
@@ -1002,11 +1029,12 @@ impl Shared {
                 let base_sequence = if idempotent {
                     let sequence = queue.next_sequence;
                     queue.next_sequence =
-                        sequence.wrapping_add(open.records.len() as i32) & i32::MAX;
+                        sequence.wrapping_add(open.builder.record_count()) & i32::MAX;
                     sequence
                 } else {
                     -1
                 };
+                queue.last_batch_len = open.builder.uncompressed_len();
                 let order = queue.next_order;
                 queue.next_order += 1;
                 queue.in_flight.push_back(order);
@@ -1014,24 +1042,18 @@ impl Shared {
             }
         }
         drop(state);
-        // Building (copying, compressing, CRC) happens outside the lock, so
+        // Building (header, compression, CRC) happens outside the lock, so
         // `send` callers are not held up by it.
         let producer = idempotent.then_some((producer_id, producer_epoch));
         for (tp, open, base_sequence, order) in to_build {
-            let built = build_batch(
-                &open.records,
-                open.memory,
-                self.config.compression,
-                producer,
-                base_sequence,
-            );
-            let (bytes, failure) = match built {
+            let count = open.builder.record_count();
+            let (bytes, failure) = match build_batch(open.builder, producer, base_sequence) {
                 Ok(bytes) => (bytes, None),
                 Err(error) => (Bytes::new(), Some(error)),
             };
             let batch = Batch {
                 completion: open.completion,
-                count: open.records.len() as i32,
+                count,
                 memory: open.memory,
                 bytes,
                 base_sequence,
@@ -1142,28 +1164,19 @@ enum Outcome {
     Failed(Error),
 }
 
-/// Encodes a batch; `estimate` (the messages' share of buffer memory)
-/// bounds its records' encoded size, so the buffer is allocated once.
+/// Finishes a batch whose records are encoded: the idempotent producer's
+/// fields (known only now), the header, compression and CRC.
 fn build_batch(
-    records: &[PendingRecord],
-    estimate: usize,
-    compression: Compression,
+    builder: BatchBuilder,
     producer: Option<(i64, i16)>,
     base_sequence: i32,
 ) -> Result<Bytes> {
-    let mut builder = BatchBuilder::new(compression);
-    builder.reserve(estimate);
-    if let Some((producer_id, producer_epoch)) = producer {
-        builder = builder.producer(producer_id, producer_epoch, base_sequence);
-    }
-    for record in records {
-        builder.append(
-            record.timestamp,
-            record.key.clone(),
-            record.value.clone(),
-            record.headers.clone(),
-        )?;
-    }
+    let builder = match producer {
+        Some((producer_id, producer_epoch)) => {
+            builder.producer(producer_id, producer_epoch, base_sequence)
+        }
+        None => builder,
+    };
     Ok(Bytes::from(builder.build()?))
 }
 

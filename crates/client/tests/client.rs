@@ -165,6 +165,63 @@ async fn acks_zero_and_one_deliver() {
     assert!(messages.iter().all(|m| m.payload() == b"hello"));
 }
 
+/// Each message is encoded into its batch by the `send` that queues it: a
+/// message refused there (first of a batch or not) fails alone, and the
+/// messages around it are delivered in order.
+#[tokio::test]
+async fn a_message_with_a_negative_timestamp_is_refused_alone() {
+    let broker = Broker::start().unwrap();
+    broker.create_topic("stamps", 1).unwrap();
+    let producer = AsyncProducer::connect(ProducerConfig {
+        linger: Duration::from_millis(50),
+        ..ProducerConfig::new(&broker.bootstrap())
+    })
+    .await
+    .unwrap();
+    let refused = producer
+        .send("stamps", Message::new("first, refused").at(-5))
+        .await;
+    assert!(
+        matches!(refused, Err(rill_client::Error::NegativeTimestamp(-5))),
+        "{:?}",
+        refused.err()
+    );
+    let stamped = producer
+        .send("stamps", Message::new("stamped").at(1_000))
+        .await
+        .unwrap();
+    let refused = producer
+        .send("stamps", Message::new("refused").at(-2))
+        .await;
+    assert!(matches!(
+        refused,
+        Err(rill_client::Error::NegativeTimestamp(-2))
+    ));
+    let unstamped = producer
+        .send("stamps", Message::new("unstamped"))
+        .await
+        .unwrap();
+    let stamped = stamped.await.unwrap();
+    let unstamped = unstamped.await.unwrap();
+    assert_eq!((stamped.offset, unstamped.offset), (0, 1));
+    assert_eq!(stamped.timestamp, 1_000);
+    producer.close().await.unwrap();
+
+    let consumer =
+        AsyncConsumer::connect(ConsumerConfig::new(&broker.bootstrap()).from_beginning())
+            .await
+            .unwrap();
+    consumer.assign_topic("stamps").await.unwrap();
+    let messages = consume_n(&consumer, 2).await;
+    let got: Vec<(&[u8], Option<i64>)> = messages
+        .iter()
+        .map(|message| (message.payload(), message.timestamp()))
+        .collect();
+    assert_eq!(got[0], (&b"stamped"[..], Some(1_000)));
+    assert_eq!(got[1].0, b"unstamped");
+    assert!(got[1].1.is_some_and(|timestamp| timestamp >= 1_000));
+}
+
 #[tokio::test]
 async fn seek_rewinds_to_offsets_timestamps_and_ends_and_pause_holds_back() {
     let broker = Broker::start().unwrap();

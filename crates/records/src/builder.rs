@@ -198,21 +198,29 @@ impl BatchBuilder {
             None => 0,
             Some(last) => last.checked_add(1).ok_or(BuildError::TooManyRecords)?,
         };
+        let first = self.base_timestamp.is_none();
         let base_timestamp = *self.base_timestamp.get_or_insert(timestamp_ms);
-        let timestamp_delta =
-            timestamp_ms
-                .checked_sub(base_timestamp)
-                .ok_or(BuildError::TimestampOutOfRange {
-                    timestamp: timestamp_ms,
-                    base_timestamp,
-                })?;
-        self.push(&Record {
-            offset_delta,
-            timestamp_delta,
-            key,
-            value,
-            headers,
-        })
+        let pushed = timestamp_ms
+            .checked_sub(base_timestamp)
+            .ok_or(BuildError::TimestampOutOfRange {
+                timestamp: timestamp_ms,
+                base_timestamp,
+            })
+            .and_then(|timestamp_delta| {
+                self.push(&Record {
+                    offset_delta,
+                    timestamp_delta,
+                    key,
+                    value,
+                    headers,
+                })
+            });
+        // A refused record leaves the builder as it was (a producer encodes
+        // each message as it is sent, and refuses that one alone).
+        if pushed.is_err() && first {
+            self.base_timestamp = None;
+        }
+        pushed
     }
 
     /// Adds a record as given, relative to the base offset and timestamp.

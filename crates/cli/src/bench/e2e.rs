@@ -1,7 +1,8 @@
 //! `rill bench e2e`: a producer at a fixed rate and a consumer in the same
 //! process. Each payload starts with its send time (nanoseconds since a
-//! process-local `Instant`) and the run's id, so latency is receive − send
-//! on one monotonic clock, and messages of other runs are told apart.
+//! process-local `Instant`; when the pace made it due, see `run_producer`)
+//! and the run's id, so latency is receive − send on one monotonic clock,
+//! and messages of other runs are told apart.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -127,8 +128,8 @@ pub async fn e2e(args: E2eArgs) -> Result<(), Failure> {
         stop,
         pacer,
         &AtomicU64::new(0),
-        |now| {
-            let sent_ns = now.duration_since(epoch).as_nanos() as u64;
+        |at| {
+            let sent_ns = at.duration_since(epoch).as_nanos() as u64;
             if chunk.capacity() < size {
                 chunk = BytesMut::with_capacity(size * PAYLOADS_PER_CHUNK);
             }
