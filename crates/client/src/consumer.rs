@@ -793,26 +793,32 @@ fn decode_messages(tp: &TopicPartition, bytes: &Bytes, from: i64) -> Result<(Vec
             continue;
         }
         messages.reserve(batch.records.len());
-        for record in batch.iter() {
-            if record.offset < from {
+        // The records are moved apart, not cloned: their keys and values
+        // become the messages' without touching the answer's count.
+        for (offset, timestamp, record) in batch.into_records() {
+            if offset < from {
                 continue;
             }
-            messages.push(Message {
-                key: record.record.key.clone(),
-                value: record.record.value.clone(),
-                headers: record
-                    .record
+            let headers = if record.headers.is_empty() {
+                Vec::new()
+            } else {
+                record
                     .headers
-                    .iter()
+                    .into_iter()
                     .map(|header| Header {
                         key: String::from_utf8_lossy(&header.key).into_owned(),
-                        value: header.value.clone(),
+                        value: header.value,
                     })
-                    .collect(),
+                    .collect()
+            };
+            messages.push(Message {
+                key: record.key,
+                value: record.value,
+                headers,
                 topic: Some(topic.clone()),
                 partition: tp.partition,
-                offset: record.offset,
-                timestamp: Some(record.timestamp),
+                offset,
+                timestamp: Some(timestamp),
             });
         }
     }

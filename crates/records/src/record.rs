@@ -546,18 +546,58 @@ impl DecodedBatch {
     /// The records with absolute offsets and timestamps. With LogAppendTime
     /// every record carries the batch's `max_timestamp`, as in Kafka.
     pub fn iter(&self) -> impl Iterator<Item = BatchRecord<'_>> {
-        self.records.iter().map(|record| BatchRecord {
-            offset: self
-                .base_offset
-                .saturating_add(i64::from(record.offset_delta)),
-            timestamp: match self.timestamp_type {
-                TimestampType::CreateTime => {
-                    self.base_timestamp.saturating_add(record.timestamp_delta)
-                }
-                TimestampType::LogAppendTime => self.max_timestamp,
-            },
-            record,
+        let place = self.placement();
+        self.records.iter().map(move |record| {
+            let (offset, timestamp) = place.of(record);
+            BatchRecord {
+                offset,
+                timestamp,
+                record,
+            }
         })
+    }
+
+    /// As [`DecodedBatch::iter`], handing each record over as
+    /// `(offset, timestamp, record)`: a consumer moves keys and values out
+    /// instead of cloning them (a clone and a drop of a shared buffer's
+    /// count per record).
+    pub fn into_records(self) -> impl Iterator<Item = (i64, i64, Record)> {
+        let place = self.placement();
+        self.records.into_iter().map(move |record| {
+            let (offset, timestamp) = place.of(&record);
+            (offset, timestamp, record)
+        })
+    }
+
+    fn placement(&self) -> Placement {
+        Placement {
+            base_offset: self.base_offset,
+            base_timestamp: self.base_timestamp,
+            log_append_time: match self.timestamp_type {
+                TimestampType::CreateTime => None,
+                TimestampType::LogAppendTime => Some(self.max_timestamp),
+            },
+        }
+    }
+}
+
+/// What turns a record's deltas into its absolute offset and timestamp.
+#[derive(Clone, Copy)]
+struct Placement {
+    base_offset: i64,
+    base_timestamp: i64,
+    log_append_time: Option<i64>,
+}
+
+impl Placement {
+    fn of(&self, record: &Record) -> (i64, i64) {
+        let offset = self
+            .base_offset
+            .saturating_add(i64::from(record.offset_delta));
+        let timestamp = self
+            .log_append_time
+            .unwrap_or_else(|| self.base_timestamp.saturating_add(record.timestamp_delta));
+        (offset, timestamp)
     }
 }
 

@@ -150,6 +150,11 @@ fn log_append_time_gives_every_record_the_max_timestamp() {
     rill_records::batch::set_max_timestamp_and_type(&mut batch, 99).unwrap();
     let decoded = decode_batch(&batch, LIMIT).unwrap();
     assert!(decoded.iter().all(|r| r.timestamp == 99));
+    assert!(
+        decoded
+            .into_records()
+            .all(|(_, timestamp, _)| timestamp == 99)
+    );
 }
 
 #[test]
@@ -406,6 +411,13 @@ proptest! {
             let shared = decode_shared_batch(&Bytes::from(batch.clone()), LIMIT).unwrap();
             prop_assert_eq!(&shared, &decoded);
             prop_assert_eq!(&decoded.records, &records);
+            // Handing the records over places them as lending them does.
+            let lent: Vec<(i64, i64, Record)> = decoded
+                .iter()
+                .map(|r| (r.offset, r.timestamp, r.record.clone()))
+                .collect();
+            let handed: Vec<(i64, i64, Record)> = shared.into_records().collect();
+            prop_assert_eq!(lent, handed);
             prop_assert_eq!(decoded.compression, codec);
             prop_assert_eq!(decoded.base_offset, base_offset);
             prop_assert_eq!(decoded.base_timestamp, base_timestamp);
