@@ -105,11 +105,34 @@ pub fn run<F>(body: F) -> ExitCode
 where
     F: std::future::Future<Output = Result<(), Failure>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    run_on(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+        body,
+    )
+}
+
+/// [`run`] on a single-threaded runtime: the body and every task it spawns
+/// share the calling thread.
+pub fn run_on_one_thread<F>(body: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), Failure>>,
+{
+    run_on(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        body,
+    )
+}
+
+fn run_on<F>(runtime: std::io::Result<tokio::runtime::Runtime>, body: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), Failure>>,
+{
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("rill: cannot start the async runtime: {error}");

@@ -353,7 +353,7 @@ impl Client {
     }
 
     /// A topic's cached metadata if it is fresh at `now_ms` (wall clock),
-    /// without reading the clock again: the producer's per-message check.
+    /// without reading the clock again.
     pub(crate) fn fresh_topic_at(&self, name: &str, now_ms: i64) -> Option<Arc<TopicInfo>> {
         let max_age = self.inner.config.metadata_max_age.as_millis() as i64;
         self.metadata()
@@ -361,6 +361,22 @@ impl Client {
             .get(name)
             .filter(|topic| now_ms.saturating_sub(topic.loaded_at_ms) < max_age)
             .cloned()
+    }
+
+    /// [`Client::fresh_topic_at`]'s partition count, the producer's check
+    /// per message: read under the lock, without taking a reference to the
+    /// metadata or the topic (two shared counts changed and changed back).
+    pub(crate) fn fresh_partition_count(&self, name: &str, now_ms: i64) -> Option<i32> {
+        let max_age = self.inner.config.metadata_max_age.as_millis() as i64;
+        let metadata = match self.inner.metadata.read() {
+            Ok(metadata) => metadata,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        metadata
+            .topics
+            .get(name)
+            .filter(|topic| now_ms.saturating_sub(topic.loaded_at_ms) < max_age)
+            .map(|topic| topic.partitions.len() as i32)
     }
 
     /// A topic's metadata for writing to it, as Kafka producers get it: a

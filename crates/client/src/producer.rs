@@ -35,7 +35,7 @@ use rill_records::batch::{Compression, set_producer};
 use rill_records::builder::BatchBuilder;
 use tokio::sync::Notify;
 
-use crate::client::{Client, ClientConfig, TopicInfo, wall_clock_ms as now_ms};
+use crate::client::{Client, ClientConfig, wall_clock_ms as now_ms};
 use crate::error::{Error, Result, code};
 use crate::hash::FastMap;
 use crate::message::{Message, MessageSet};
@@ -606,10 +606,10 @@ impl AsyncProducer {
             Err(error) => return SendFuture::ready(Err(error)),
         };
         let now = now_ms();
-        if let Some(info) = self.shared.client.fresh_topic_at(topic, now)
+        if let Some(partitions) = self.shared.client.fresh_partition_count(topic, now)
             && self.shared.memory.try_take(size)
         {
-            return SendFuture::ready(self.queue_taken(topic, &info, message, size, now));
+            return SendFuture::ready(self.queue_taken(topic, partitions, message, size, now));
         }
         SendFuture(SendState::Waiting(Box::pin(
             self.send_waiting(topic, message, size),
@@ -631,14 +631,15 @@ impl AsyncProducer {
             .await?;
         // Back-pressure: wait for acknowledged messages to free memory.
         self.shared.memory.take(size).await;
-        self.queue_taken(topic, &info, message, size, now_ms())
+        let partitions = info.partitions.len() as i32;
+        self.queue_taken(topic, partitions, message, size, now_ms())
     }
 
     /// Queues a message whose memory is taken; gives it back on failure.
     fn queue_taken(
         &self,
         topic: &str,
-        info: &TopicInfo,
+        partitions: i32,
         message: Message,
         size: usize,
         now: i64,
@@ -649,7 +650,6 @@ impl AsyncProducer {
             if state.closed {
                 Err(Error::ProducerClosed)
             } else {
-                let partitions = info.partitions.len() as i32;
                 self.queue_one(
                     &mut state, topic, partitions, message, size, now, false, &mut wake,
                 )

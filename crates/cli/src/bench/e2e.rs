@@ -1,5 +1,9 @@
 //! `rill bench e2e`: a producer at a fixed rate and a consumer in the same
-//! process. Each payload starts with its send time (nanoseconds since a
+//! process, each on a thread of its own as two applications would be: the
+//! producer (its sending loop and its sender task) on the main thread's
+//! single-threaded runtime, the consumer on another.
+//!
+//! Each payload starts with its send time (nanoseconds since a
 //! process-local `Instant`; when the pace made it due, see `run_producer`)
 //! and the run's id, so latency is receive − send on one monotonic clock,
 //! and messages of other runs are told apart.
@@ -69,25 +73,6 @@ pub async fn e2e(args: E2eArgs) -> Result<(), Failure> {
 
     let producer = AsyncProducer::connect(config).await.map_err(&failure)?;
     let partitions = ensure_topic(common, producer.client(), args.producer.partitions).await?;
-    let consumer = AsyncConsumer::connect(ConsumerConfig {
-        client: common.client_config(),
-        ..ConsumerConfig::default()
-    })
-    .await
-    .map_err(&failure)?;
-    consumer
-        .assign_topic(&common.topic)
-        .await
-        .map_err(&failure)?;
-    // Start at the end, and resolve it now, so the first message produced
-    // is the first consumed and nothing older is.
-    consumer.seek_all(Offset::End).map_err(&failure)?;
-    for partition in 0..partitions as i32 {
-        consumer
-            .position(&TopicPartition::new(&common.topic, partition))
-            .await
-            .map_err(&failure)?;
-    }
 
     let epoch = Instant::now();
     // Unique enough to tell this run's messages from another's on the topic.
@@ -99,9 +84,9 @@ pub async fn e2e(args: E2eArgs) -> Result<(), Failure> {
     let received = Arc::new(AtomicU64::new(0));
     // u64::MAX until the producer is done and says how many it sent.
     let expected = Arc::new(AtomicU64::new(u64::MAX));
-    let ticker = Ticker::start(common.count, "messages", received.clone());
-    let receiver = tokio::spawn(receive(
-        consumer.clone(),
+    let consumer = start_consumer(
+        common.clone(),
+        partitions,
         Receive {
             epoch,
             run_id,
@@ -109,7 +94,12 @@ pub async fn e2e(args: E2eArgs) -> Result<(), Failure> {
             received: received.clone(),
             expected: expected.clone(),
         },
-    ));
+    )?;
+    consumer
+        .ready
+        .await
+        .map_err(|_| Failure::failed("the consumer thread stopped"))??;
+    let ticker = Ticker::start(common.count, "messages", received.clone());
 
     let started = Instant::now();
     let stop = Stop::new(common.count, duration, started);
@@ -142,13 +132,14 @@ pub async fn e2e(args: E2eArgs) -> Result<(), Failure> {
     .await
     .map_err(&failure)?;
     expected.store(sent.sent, Ordering::Relaxed);
-    let consumed = receiver
+    let consumed = consumer
+        .done
         .await
-        .map_err(|_| Failure::failed("the consumer task panicked"))??;
+        .map_err(|_| Failure::failed("the consumer thread panicked"))??;
     let elapsed = started.elapsed();
     drop(ticker);
     producer.close().await.map_err(&failure)?;
-    consumer.close().await.map_err(&failure)?;
+    let _ = consumer.thread.join();
 
     let flags = &args.producer;
     Summary {
@@ -178,6 +169,80 @@ pub async fn e2e(args: E2eArgs) -> Result<(), Failure> {
     }
     .print(common.json);
     Ok(())
+}
+
+type Reply<T> = tokio::sync::oneshot::Receiver<Result<T, Failure>>;
+
+struct ConsumerThread {
+    thread: std::thread::JoinHandle<()>,
+    ready: Reply<()>,
+    done: Reply<Consumed>,
+}
+
+/// Starts the consumer on a thread and runtime of its own: it answers
+/// `ready` once it is positioned at the end of every partition (so the first
+/// message produced is the first consumed, and nothing older is), and
+/// `done` when every message the producer sent has arrived.
+fn start_consumer(
+    common: Common,
+    partitions: usize,
+    run: Receive,
+) -> Result<ConsumerThread, Failure> {
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            Failure::failed(format!("cannot start the consumer's runtime: {error}"))
+        })?;
+    let thread = std::thread::Builder::new()
+        .name("e2e-consumer".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let failure = common.failure();
+                let consumer = match positioned_consumer(&common, partitions).await {
+                    Ok(consumer) => consumer,
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(failure(error)));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                let consumed = receive(consumer.clone(), run).await;
+                let closed = consumer.close().await;
+                let _ = done_tx.send(consumed.and_then(|consumed| {
+                    closed.map_err(&failure)?;
+                    Ok(consumed)
+                }));
+            });
+        })
+        .map_err(|error| Failure::failed(format!("cannot start the consumer's thread: {error}")))?;
+    Ok(ConsumerThread {
+        thread,
+        ready,
+        done,
+    })
+}
+
+/// A consumer of every partition of the topic, at its end.
+async fn positioned_consumer(
+    common: &Common,
+    partitions: usize,
+) -> Result<AsyncConsumer, rill_client::Error> {
+    let consumer = AsyncConsumer::connect(ConsumerConfig {
+        client: common.client_config(),
+        ..ConsumerConfig::default()
+    })
+    .await?;
+    consumer.assign_topic(&common.topic).await?;
+    consumer.seek_all(Offset::End)?;
+    for partition in 0..partitions as i32 {
+        consumer
+            .position(&TopicPartition::new(&common.topic, partition))
+            .await?;
+    }
+    Ok(consumer)
 }
 
 struct Receive {

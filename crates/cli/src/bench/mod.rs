@@ -18,7 +18,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use rill_client::{AdminClient, Client, ClientConfig, Error, NewTopic, code};
 
-use crate::tools::{Brokers, Failure, progress, run};
+use crate::tools::{Brokers, Failure, progress, run, run_on_one_thread};
 
 mod consume;
 mod e2e;
@@ -38,7 +38,8 @@ pub fn main(command: BenchCommand) -> std::process::ExitCode {
     match command {
         BenchCommand::Produce(args) => run(produce::produce(args)),
         BenchCommand::Consume(args) => run(consume::consume(args)),
-        BenchCommand::E2e(args) => run(e2e::e2e(args)),
+        // The producer's side on this thread alone; see `e2e`.
+        BenchCommand::E2e(args) => run_on_one_thread(e2e::e2e(args)),
     }
 }
 
