@@ -4,7 +4,7 @@
 # maximum acks=1 produce rate, p99 < 5 ms and p99.9 < 20 ms.
 #
 #   bench/e2e.sh [--rate MSGS_PER_SEC] [--runs N] [--seconds S] [--keep]
-#                [--retention-bytes BYTES]
+#                [--retention-bytes BYTES]   (default 1073741824; 0: none)
 #
 # - builds `rill` and bench/paper/loadgen (release), starts one broker with
 #   its data in a temporary directory, and runs `rill bench e2e` N times
@@ -13,10 +13,16 @@
 # - the rate, unless --rate gives one, is half the maximum measured first on
 #   the same broker: `rill bench produce` of 10 M messages with acks=1 and
 #   linger 0, the settings of the e2e runs;
-# - with --retention-bytes, each run's topic keeps that many bytes in
-#   segments of a quarter of it, and the broker looks for segments to delete
-#   every 2 s: a long run (e.g. --seconds 120) is then a broker in its steady
-#   state, deleting as much as it takes in while producers and consumers run;
+# - each run's topic keeps --retention-bytes (1 GiB) in segments of a
+#   quarter of it, and the broker looks for segments to delete every 2 s:
+#   the broker is in its steady state, deleting as much as it takes in
+#   while producers and consumers run, and its page cache stays bounded.
+#   With --retention-bytes 0 a run's page cache grows by its whole volume
+#   (4.7 GB in 20 s at 1.1 M msg/s); on this VM, page cache beyond the
+#   memory the last run freed costs the broker's writes a fault into the
+#   host for every new page, and the broker's Produce requests over 0.8 ms
+#   went from 0.6 % to 39 % after ~20 s (docs/BENCHMARKS.md, "Tenth
+#   session");
 # - per run, the kernel's counters for the two causes of misses found so far
 #   (direct compaction and direct reclaim inside the broker's writes, and
 #   free memory: the page cache growing into memory a VM's host took back),
@@ -38,7 +44,7 @@ rate=""
 runs=4
 seconds=20
 keep=""
-retention=""
+retention=1073741824
 while [ $# -gt 0 ]; do
     case "$1" in
     --rate) rate=$2; shift 2 ;;
@@ -81,7 +87,7 @@ counters() { # compaction stalls, direct reclaim stalls, MemFree in MB
 echo "vm.watermark_scale_factor $(cat /proc/sys/vm/watermark_scale_factor 2>/dev/null || echo unknown)"
 stalls before
 serve_flags=()
-[ -z "$retention" ] || serve_flags=(--set log_retention_check_interval_ms=2000)
+[ "$retention" = 0 ] || serve_flags=(--set log_retention_check_interval_ms=2000)
 "$rill" serve --data-dir "$work/data" --listen 127.0.0.1:"$port" --admin-listen 127.0.0.1:0 \
     "${serve_flags[@]}" >"$work/broker.log" 2>&1 &
 broker=$!
@@ -100,7 +106,7 @@ if [ -z "$rate" ]; then
     echo "maximum produce rate (10 M messages, acks=1, linger 0): $max msg/s; e2e runs at half: $rate msg/s"
 fi
 for run in $(seq "$runs"); do
-    if [ -n "$retention" ]; then
+    if [ "$retention" != 0 ]; then
         "$rill" topic create -b 127.0.0.1:"$port" "e2e-$run" -c retention.bytes="$retention" \
             -c segment.bytes=$((retention / 4)) >/dev/null
     fi
