@@ -5,6 +5,7 @@
 #
 #   bench/e2e.sh [--rate MSGS_PER_SEC] [--runs N] [--seconds S] [--keep]
 #                [--retention-bytes BYTES]   (default 1073741824; 0: none)
+#                [--warmup S]                (default 2; 0: none)
 #
 # - builds `rill` and bench/paper/loadgen (release), starts one broker with
 #   its data in a temporary directory, and runs `rill bench e2e` N times
@@ -23,6 +24,11 @@
 #   host for every new page, and the broker's Produce requests over 0.8 ms
 #   went from 0.6 % to 39 % after ~20 s (docs/BENCHMARKS.md, "Tenth
 #   session");
+# - each run first sends for --warmup seconds without measuring (`rill
+#   bench e2e --warmup`): a fresh client process and topic (first
+#   connections, and first page faults, which cost 3.3 µs each on this
+#   VM) gave the first second of a run a p99 of 10-90 ms, on new and
+#   existing topics alike, which alone can take a run's p99.9 past 20 ms;
 # - per run, the kernel's counters for the two causes of misses found so far
 #   (direct compaction and direct reclaim inside the broker's writes, and
 #   free memory: the page cache growing into memory a VM's host took back),
@@ -45,6 +51,7 @@ runs=4
 seconds=20
 keep=""
 retention=1073741824
+warmup=2
 while [ $# -gt 0 ]; do
     case "$1" in
     --rate) rate=$2; shift 2 ;;
@@ -52,7 +59,8 @@ while [ $# -gt 0 ]; do
     --seconds) seconds=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     --retention-bytes) retention=$2; shift 2 ;;
-    *) echo "usage: $0 [--rate MSGS_PER_SEC] [--runs N] [--seconds S] [--keep] [--retention-bytes BYTES]" >&2; exit 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
+    *) echo "usage: $0 [--rate MSGS_PER_SEC] [--runs N] [--seconds S] [--keep] [--retention-bytes BYTES] [--warmup S]" >&2; exit 2 ;;
     esac
 done
 
@@ -105,13 +113,16 @@ if [ -z "$rate" ]; then
     rate=$((max / 2))
     echo "maximum produce rate (10 M messages, acks=1, linger 0): $max msg/s; e2e runs at half: $rate msg/s"
 fi
+echo "each run: ${seconds} s measured after ${warmup} s of warm-up; topics keep $([ "$retention" = 0 ] && echo "everything" || echo "$retention bytes")"
 for run in $(seq "$runs"); do
     if [ "$retention" != 0 ]; then
         "$rill" topic create -b 127.0.0.1:"$port" "e2e-$run" -c retention.bytes="$retention" \
             -c segment.bytes=$((retention / 4)) >/dev/null
     fi
     read -r c0 r0 _ < <(counters)
-    "$rill" bench e2e -b 127.0.0.1:"$port" -t "e2e-$run" --rate "$rate" -d "${seconds}s" --json \
+    warm=()
+    [ "$warmup" = 0 ] || warm=(--warmup "${warmup}s")
+    "$rill" bench e2e -b 127.0.0.1:"$port" -t "e2e-$run" --rate "$rate" -d "${seconds}s" "${warm[@]}" --json \
         >"$work/run.json" 2>"$work/run.err" || { cat "$work/run.err" >&2; exit 1; }
     read -r c1 r1 free < <(counters)
     python3 -c '

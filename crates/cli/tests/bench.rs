@@ -160,6 +160,22 @@ fn produce_consume_and_e2e_count_every_message() {
         assert!(second["p99"].as_u64().unwrap() <= second["max"].as_u64().unwrap());
     }
 
+    // A warm-up's messages are delivered and counted, not measured: at
+    // 5,000/s, 200 ms of 2,000 messages are about 1,000.
+    let warm = bench(
+        &broker,
+        &[
+            "bench", "e2e", "-t", "smoke", "--rate", "5000", "--count", "2000", "--warmup",
+            "200ms", "--json",
+        ],
+    );
+    assert_eq!(warm["messages"], 2_000);
+    assert_eq!(warm["settings"]["warmup_s"], 0.2);
+    for key in ["latency_us", "ack_latency_us"] {
+        let measured = warm[key]["count"].as_u64().unwrap();
+        assert!((500..=1_500).contains(&measured), "{key}: {warm}");
+    }
+
     // The table, for people.
     let table = rill(&broker, &["bench", "produce", "-t", "smoke", "-c", "10"]);
     let table = String::from_utf8_lossy(&table.stdout);

@@ -47,6 +47,11 @@ pub struct E2eArgs {
     /// unbounded rate measures the queue, not the system)
     #[arg(short = 'r', long, default_value = "10000", value_parser = parse_rate)]
     rate: f64,
+    /// Run this long first without recording latencies (the client's and
+    /// the topic's start: first connections, first page faults), then
+    /// --duration or --count measured
+    #[arg(long, value_name = "TIME", value_parser = super::parse_duration)]
+    warmup: Option<Duration>,
     /// Fail when the producer has finished and no message arrived for this long
     #[arg(long, default_value = "10s", value_name = "TIME", value_parser = super::parse_duration)]
     idle_timeout: Duration,
@@ -65,11 +70,13 @@ pub async fn e2e(args: E2eArgs) -> Result<(), Failure> {
     }
     let linger = Duration::from_millis(args.linger_ms);
     let config = producer_config(common, &args.producer, linger)?;
+    let warmup = args.warmup.unwrap_or(Duration::ZERO);
     // Without --count or --duration: ten seconds.
     let duration = match (common.count, common.duration) {
         (None, None) => Some(Duration::from_secs(10)),
         (_, duration) => duration,
-    };
+    }
+    .map(|duration| duration + warmup);
 
     let producer = AsyncProducer::connect(config).await.map_err(&failure)?;
     let partitions = ensure_topic(common, producer.client(), args.producer.partitions).await?;
@@ -91,6 +98,7 @@ pub async fn e2e(args: E2eArgs) -> Result<(), Failure> {
             epoch,
             run_id,
             idle_timeout: args.idle_timeout,
+            warmup_ns: warmup.as_nanos() as u64,
             received: received.clone(),
             expected: expected.clone(),
         },
@@ -117,6 +125,7 @@ pub async fn e2e(args: E2eArgs) -> Result<(), Failure> {
         &common.topic,
         stop,
         pacer,
+        started + warmup,
         &AtomicU64::new(0),
         |at| {
             let sent_ns = at.duration_since(epoch).as_nanos() as u64;
@@ -152,6 +161,7 @@ pub async fn e2e(args: E2eArgs) -> Result<(), Failure> {
             ("acks", acks_name(flags.acks).into()),
             ("batch_size", flags.batch_size.into()),
             ("linger_ms", args.linger_ms.into()),
+            ("warmup_s", warmup.as_secs_f64().into()),
             ("compression", compression_name(flags.compression).into()),
         ],
         messages: consumed.messages,
@@ -249,6 +259,9 @@ struct Receive {
     epoch: Instant,
     run_id: u64,
     idle_timeout: Duration,
+    /// Messages sent within this long of the run's first are consumed but
+    /// not measured.
+    warmup_ns: u64,
     received: Arc<AtomicU64>,
     expected: Arc<AtomicU64>,
 }
@@ -269,6 +282,10 @@ async fn receive(consumer: AsyncConsumer, run: Receive) -> Result<Consumed, Fail
     let mut messages = 0u64;
     let mut bytes = 0u64;
     let mut last_arrival = Instant::now();
+    // The send time from which messages are measured: the run's first
+    // message (the first consumed; at worst a few ms late with several
+    // partitions) plus the warm-up.
+    let mut measure_from_ns = None;
     loop {
         let expected = run.expected.load(Ordering::Relaxed);
         if messages >= expected {
@@ -299,11 +316,15 @@ async fn receive(consumer: AsyncConsumer, run: Receive) -> Result<Consumed, Fail
                 // Another run's message on the same topic.
                 continue;
             }
+            messages += 1;
+            bytes += message.payload().len() as u64;
+            let from = *measure_from_ns.get_or_insert(sent_ns.saturating_add(run.warmup_ns));
+            if sent_ns < from {
+                continue;
+            }
             let took = Duration::from_nanos(now_ns.saturating_sub(sent_ns));
             latency.record(took);
             by_second.record(second, took);
-            messages += 1;
-            bytes += message.payload().len() as u64;
         }
         run.received.store(messages, Ordering::Relaxed);
     }

@@ -170,6 +170,13 @@ impl Latency {
         self.histogram.saturating_record(us);
     }
 
+    /// Records `now - sent_at`; nothing for a message not measured.
+    fn record_sent(&mut self, sent_at: Option<Instant>, now: Instant) {
+        if let Some(sent_at) = sent_at {
+            self.record(now.saturating_duration_since(sent_at));
+        }
+    }
+
     fn merge(&mut self, other: &Latency) {
         // Same bounds on both sides, so adding cannot fail; a failure would
         // only lose figures, never report wrong ones, so it is not fatal.

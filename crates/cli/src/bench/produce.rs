@@ -19,6 +19,10 @@ use crate::tools::Failure;
 /// the queue of timestamps when messages are tiny.
 const DELIVERIES_IN_FLIGHT_MAX: usize = 200_000;
 
+/// Deliveries not yet answered, oldest first, with their send times (none
+/// for a warm-up message, whose latency is not recorded).
+type Pending = VecDeque<(Option<Instant>, DeliveryFuture)>;
+
 /// Sends between two looks at which deliveries are answered.
 const HARVEST_EVERY: u64 = 16;
 
@@ -180,9 +184,15 @@ pub async fn produce(args: ProduceArgs) -> Result<(), Failure> {
             start: started,
             rate: args.rate / n as f64,
         };
-        run_producer(producer, &common.topic, stop, pacer, &counter, |_| {
-            value.clone()
-        })
+        run_producer(
+            producer,
+            &common.topic,
+            stop,
+            pacer,
+            started,
+            &counter,
+            |_| value.clone(),
+        )
     });
     // The send loops run on this thread, as in an application calling
     // `send` from its own thread; the runtime's workers run the producers'
@@ -253,17 +263,19 @@ pub(super) struct ProducerRun {
 /// from them (coordinated omission), and the messages due by one clock
 /// read go out without a clock read each (one per message was a twentieth
 /// of the e2e client's sending thread). An unpaced message's send time is
-/// the call to `send`.
+/// the call to `send`. Messages sent before `measure_from` (a warm-up)
+/// are sent and awaited, and their latencies not recorded.
 pub(super) async fn run_producer(
     producer: &AsyncProducer,
     topic: &str,
     stop: Stop,
     pacer: Pacer,
+    measure_from: Instant,
     counter: &AtomicU64,
     mut value: impl FnMut(Instant) -> Bytes,
 ) -> Result<ProducerRun, rill_client::Error> {
     let mut latency = Latency::new();
-    let mut pending: VecDeque<(Instant, DeliveryFuture)> = VecDeque::new();
+    let mut pending: Pending = VecDeque::new();
     let mut sent: u64 = 0;
     let mut now = Instant::now();
     loop {
@@ -291,7 +303,7 @@ pub(super) async fn run_producer(
             break;
         }
         let delivery = producer.send(topic, Message::new(value(at))).await?;
-        pending.push_back((at, delivery));
+        pending.push_back(((at >= measure_from).then_some(at), delivery));
         sent += 1;
         counter.fetch_add(1, Ordering::Relaxed);
         // Every few sends is often enough to keep `pending` short, and an
@@ -303,13 +315,13 @@ pub(super) async fn run_producer(
             && let Some((sent_at, oldest)) = pending.pop_front()
         {
             oldest.await?;
-            latency.record(sent_at.elapsed());
+            latency.record_sent(sent_at, Instant::now());
         }
     }
     producer.flush().await?;
     for (sent_at, delivery) in pending {
         delivery.await?;
-        latency.record(sent_at.elapsed());
+        latency.record_sent(sent_at, Instant::now());
     }
     Ok(ProducerRun { sent, latency })
 }
@@ -319,10 +331,7 @@ pub(super) async fn run_producer(
 /// unanswered one ends the scan; with several partitions an answer queued
 /// behind another partition's pending one is recorded late, overstating
 /// its latency by at most that other answer's wait.
-fn harvest(
-    pending: &mut VecDeque<(Instant, DeliveryFuture)>,
-    latency: &mut Latency,
-) -> Result<(), rill_client::Error> {
+fn harvest(pending: &mut Pending, latency: &mut Latency) -> Result<(), rill_client::Error> {
     let mut context = Context::from_waker(Waker::noop());
     let mut now = None;
     while let Some((sent_at, delivery)) = pending.front_mut() {
@@ -330,8 +339,10 @@ fn harvest(
             Poll::Pending => break,
             Poll::Ready(result) => {
                 result?;
-                let now = *now.get_or_insert_with(Instant::now);
-                latency.record(now.saturating_duration_since(*sent_at));
+                if sent_at.is_some() {
+                    let now = *now.get_or_insert_with(Instant::now);
+                    latency.record_sent(*sent_at, now);
+                }
                 pending.pop_front();
             }
         }
@@ -342,7 +353,7 @@ fn harvest(
 /// Sleeps until `due`, recording acknowledgements as they arrive.
 async fn wait_until(
     due: Instant,
-    pending: &mut VecDeque<(Instant, DeliveryFuture)>,
+    pending: &mut Pending,
     latency: &mut Latency,
 ) -> Result<(), rill_client::Error> {
     let sleep = tokio::time::sleep_until(due.into());
@@ -355,7 +366,7 @@ async fn wait_until(
         tokio::select! {
             result = delivery => {
                 result?;
-                latency.record(sent_at.elapsed());
+                latency.record_sent(*sent_at, Instant::now());
                 pending.pop_front();
                 // The rest of the batch is answered too: one clock read
                 // for all of them rather than one each.
