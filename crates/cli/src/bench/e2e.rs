@@ -47,9 +47,9 @@ pub struct E2eArgs {
     /// unbounded rate measures the queue, not the system)
     #[arg(short = 'r', long, default_value = "10000", value_parser = parse_rate)]
     rate: f64,
-    /// Run this long first without recording latencies (the client's and
-    /// the topic's start: first connections, first page faults), then
-    /// --duration or --count measured
+    /// Send for this long first without recording latencies (the client's
+    /// start: first connections, first page faults); a --duration is
+    /// measured after it, a --count includes it
     #[arg(long, value_name = "TIME", value_parser = super::parse_duration)]
     warmup: Option<Duration>,
     /// Fail when the producer has finished and no message arrived for this long
