@@ -355,18 +355,24 @@ impl Client {
     /// A topic's cached metadata if it is fresh at `now_ms` (wall clock),
     /// without reading the clock again.
     pub(crate) fn fresh_topic_at(&self, name: &str, now_ms: i64) -> Option<Arc<TopicInfo>> {
-        let max_age = self.inner.config.metadata_max_age.as_millis() as i64;
-        self.metadata()
-            .topics
-            .get(name)
-            .filter(|topic| now_ms.saturating_sub(topic.loaded_at_ms) < max_age)
-            .cloned()
+        self.with_fresh_topic(name, now_ms, Arc::clone)
     }
 
-    /// [`Client::fresh_topic_at`]'s partition count, the producer's check
-    /// per message: read under the lock, without taking a reference to the
-    /// metadata or the topic (two shared counts changed and changed back).
+    /// Its partition count: the producer's check per message, which takes
+    /// no reference to the metadata or the topic (two shared counts changed
+    /// and changed back).
     pub(crate) fn fresh_partition_count(&self, name: &str, now_ms: i64) -> Option<i32> {
+        self.with_fresh_topic(name, now_ms, |topic| topic.partitions.len() as i32)
+    }
+
+    /// `read` of a topic's cached metadata, if fresh at `now_ms`, under the
+    /// metadata lock.
+    fn with_fresh_topic<T>(
+        &self,
+        name: &str,
+        now_ms: i64,
+        read: impl FnOnce(&Arc<TopicInfo>) -> T,
+    ) -> Option<T> {
         let max_age = self.inner.config.metadata_max_age.as_millis() as i64;
         let metadata = match self.inner.metadata.read() {
             Ok(metadata) => metadata,
@@ -376,7 +382,7 @@ impl Client {
             .topics
             .get(name)
             .filter(|topic| now_ms.saturating_sub(topic.loaded_at_ms) < max_age)
-            .map(|topic| topic.partitions.len() as i32)
+            .map(read)
     }
 
     /// A topic's metadata for writing to it, as Kafka producers get it: a

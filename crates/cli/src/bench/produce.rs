@@ -339,9 +339,10 @@ fn harvest(pending: &mut Pending, latency: &mut Latency) -> Result<(), rill_clie
             Poll::Pending => break,
             Poll::Ready(result) => {
                 result?;
-                if sent_at.is_some() {
+                // No clock read for a warm-up message.
+                if let Some(sent_at) = *sent_at {
                     let now = *now.get_or_insert_with(Instant::now);
-                    latency.record_sent(*sent_at, now);
+                    latency.record(now.saturating_duration_since(sent_at));
                 }
                 pending.pop_front();
             }
