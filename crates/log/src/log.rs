@@ -1092,7 +1092,15 @@ impl Log {
         let count = doomed.len();
         let retired = self.remove_front_segments(&mut state, &doomed)?;
         drop(state);
-        remove_retired(&retired);
+        // With the cleaning lock held no cleaner maps these files, so their
+        // page cache may be freed in steps; a clean under way keeps it and
+        // the files go at once, as they always could.
+        let freeing = match self.cleaning.try_lock() {
+            Ok(cleaning) => Some(cleaning),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        remove_retired(&retired, freeing.is_some());
         Ok(count)
     }
 
@@ -1112,7 +1120,7 @@ impl Log {
         &self,
         state: &mut State,
         bases: &[Offset],
-    ) -> Result<Vec<PathBuf>, LogError> {
+    ) -> Result<Vec<Retired>, LogError> {
         let mut removed = Vec::new();
         for base in bases {
             if let Some(segment) = state.segments.remove(base) {
@@ -1138,10 +1146,11 @@ impl Log {
         self.guard(written.map_err(Fault::from))?;
         let mut retired = Vec::new();
         for segment in removed {
-            if segment.lock().take().is_some() {
+            let loaded = segment.lock().take();
+            if loaded.is_some() {
                 LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
             }
-            retire_segment_files(&segment, &mut retired);
+            retire_segment_files(&segment, loaded, &mut retired);
             tracing::info!(dir = %self.dir.display(), base = %segment.base, "deleted segment");
         }
         Ok(retired)
@@ -1174,7 +1183,8 @@ impl Log {
         let retired = self.remove_front_segments(&mut state, &doomed)?;
         let log_start = state.log_start;
         drop(state);
-        remove_retired(&retired);
+        // A request handler's thread: no pauses here.
+        remove_retired(&retired, false);
         Ok(log_start)
     }
 
@@ -1682,10 +1692,11 @@ impl Log {
         let mut retired = Vec::new();
         for s in group {
             if let Some(segment) = state.segments.remove(&s.base) {
-                if segment.lock().take().is_some() {
+                let loaded = segment.lock().take();
+                if loaded.is_some() {
                     LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
                 }
-                retire_segment_files(&segment, &mut retired);
+                retire_segment_files(&segment, loaded, &mut retired);
             }
         }
         if !proceed(SwapStep::Rename) {
@@ -1704,7 +1715,8 @@ impl Log {
         state.segments.insert(cleaned.base, segment);
         state.max_timestamp = None;
         drop(state);
-        remove_retired(&retired);
+        // The cleaner may still map the replaced segments: they go at once.
+        remove_retired(&retired, false);
         tracing::info!(
             dir = %dir.display(), base = %cleaned.base, end = %cleaned.end,
             replaced = group.len(), bytes = cleaned.size, "swapped in a cleaned segment"
@@ -1899,14 +1911,20 @@ fn delete_segment_files(segment: &Segment) {
 
 /// Renames a segment's files to `<name>.deleted` and adds the new names to
 /// `retired`; a file that cannot be renamed is unlinked at once instead.
-fn retire_segment_files(segment: &Segment, retired: &mut Vec<PathBuf>) {
+fn retire_segment_files(segment: &Segment, loaded: Option<Loaded>, retired: &mut Vec<Retired>) {
+    // Readers share the log file's handle (`FileSlice`); when the segment's
+    // own handle is the last one, nothing reads the file any more.
+    let unread = loaded.is_some_and(|loaded| Arc::strong_count(&loaded.file) == 1);
     for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
         let path = segment.path(suffix);
         let mut name = path.clone().into_os_string();
         name.push(DELETED_SUFFIX);
         let to = PathBuf::from(name);
         match fs::rename(&path, &to) {
-            Ok(()) => retired.push(to),
+            Ok(()) => retired.push(Retired {
+                path: to,
+                unread: unread && suffix == LOG_SUFFIX,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "could not rename a deleted segment's file; removing it in place");
@@ -1918,16 +1936,65 @@ fn retire_segment_files(segment: &Segment, retired: &mut Vec<PathBuf>) {
     }
 }
 
+/// A segment file [`retire_segment_files`] renamed to `*.deleted`.
+struct Retired {
+    path: PathBuf,
+    /// A log file no reader held when it was retired: shrinking it cannot
+    /// cut short a fetch being sent.
+    unread: bool,
+}
+
+/// Page cache freed per step when a retired log file is shrunk before its
+/// unlink (see [`free_in_steps`]): ~1 ms of work on the benchmark VM.
+const FREE_STEP: u64 = 4 << 20;
+
 /// Unlinks files [`retire_segment_files`] renamed. Called without the state
 /// lock: this is where the kernel frees their page cache. A file left
 /// behind by a crash is removed at the next open.
-fn remove_retired(paths: &[PathBuf]) {
-    for path in paths {
+///
+/// `in_steps`: first shrink each unread log file a step at a time
+/// ([`free_in_steps`]). Only for a background thread, and only while no
+/// cleaner maps the files (a mapping of a shrunk file faults).
+fn remove_retired(retired: &[Retired], in_steps: bool) {
+    for Retired { path, unread } in retired {
+        if in_steps && *unread {
+            free_in_steps(path);
+        }
         if let Err(e) = fs::remove_file(path)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(file = %path.display(), error = %e, "could not delete segment file");
         }
+    }
+}
+
+/// Shrinks a retired log file [`FREE_STEP`] bytes at a time, pausing after
+/// each step as long as the step took, so that its unlink has little page
+/// cache left to free.
+///
+/// Freeing page cache costs the thread that frees it: a 256 MiB segment
+/// took 47-70 ms of CPU in one `unlink` on the benchmark VM. On two cores
+/// that was a core gone from the request threads and the clients at every
+/// segment retention deleted, and at 1.5 M msg/s most of the seconds whose
+/// end-to-end p99 was over 5 ms began with one (docs/BENCHMARKS.md,
+/// "Eleventh session"). In steps, whoever waits for the core waits at most
+/// a step, and deletion still runs at half its unpaced speed (~2 GB/s
+/// here). Shrinking, not `fadvise(DONTNEED)`: dirty pages of a deleted
+/// file are dropped, never written. Errors are left to the unlink.
+fn free_in_steps(path: &Path) {
+    let Ok(file) = fs::OpenOptions::new().write(true).open(path) else {
+        return;
+    };
+    let Ok(mut len) = file.metadata().map(|meta| meta.len()) else {
+        return;
+    };
+    while len > FREE_STEP {
+        len = (len - 1) / FREE_STEP * FREE_STEP;
+        let started = std::time::Instant::now();
+        if file.set_len(len).is_err() {
+            return;
+        }
+        std::thread::sleep(started.elapsed());
     }
 }
 

@@ -338,6 +338,54 @@ fn close_and_reopen_keeps_everything_and_missing_indexes_are_rebuilt() {
     assert_eq!(log.end_offset_for_epoch(1), Some((1, end)));
 }
 
+/// Retention shrinks a deleted segment a step at a time before its unlink,
+/// so the page cache is not freed in one long system call, but never a
+/// segment a fetch is still sending from.
+#[test]
+fn retention_shrinks_an_unread_segment_before_unlinking_it_but_not_one_being_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 10 << 20,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    // 64 KiB batches: three closed segments of ~10 MiB, more than two steps
+    // each, and the active one.
+    for i in 0..(32 * 16) {
+        log.append(&batch(1, 64 << 10, i), 0, 0).unwrap();
+    }
+    let segments = log.segment_count();
+    assert!(segments >= 4, "{segments} segments");
+    let names = files_ending(dir.path(), ".log");
+    let end = log.log_end_offset();
+    // A fetch being sent holds the first segment's file.
+    let held = log.read(Offset(0), 1 << 20, end).unwrap().slices.remove(0);
+    let held_len = held.file.metadata().unwrap().len();
+    let held_bytes = slice_bytes(&held);
+    // The second segment is open here, outside the log: the log sees no
+    // reader of it.
+    let outside = std::fs::File::open(dir.path().join(&names[1])).unwrap();
+    assert!(outside.metadata().unwrap().len() > 8 << 20);
+
+    log.update_config(LogConfig {
+        retention_bytes: 1,
+        ..config
+    });
+    assert_eq!(log.apply_retention(0).unwrap(), segments - 1);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(files_ending(dir.path(), ".deleted"), Vec::<String>::new());
+    assert_eq!(held.file.metadata().unwrap().len(), held_len);
+    assert_eq!(
+        slice_bytes(&held),
+        held_bytes,
+        "the fetch still reads it whole"
+    );
+    assert!(
+        outside.metadata().unwrap().len() <= 4 << 20,
+        "shrunk to less than a step before the unlink"
+    );
+}
+
 fn files_ending(dir: &std::path::Path, suffix: &str) -> Vec<String> {
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
