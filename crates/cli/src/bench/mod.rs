@@ -23,6 +23,7 @@ use crate::tools::{Brokers, Failure, progress, run, run_on_one_thread};
 mod consume;
 mod e2e;
 mod produce;
+mod timer;
 
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rill_client::{Acks, AsyncProducer, Compression, DeliveryFuture, Message, ProducerConfig};
 
+use super::timer::FineTimer;
 use super::{Common, Latency, Pacer, Stop, Summary, Ticker, ensure_topic, parse_rate, payload};
 use crate::tools::Failure;
 
@@ -25,6 +26,25 @@ type Pending = VecDeque<(Option<Instant>, DeliveryFuture)>;
 
 /// Sends between two looks at which deliveries are answered.
 const HARVEST_EVERY: u64 = 16;
+
+/// The shortest sleep of a paced loop that has sent everything due, and the
+/// longest it sends without a pause when behind. Together they make a
+/// paced run's load what its rate says, rather than bursts; both measured
+/// with `rill bench e2e` at 1.46 M msg/s (docs/BENCHMARKS.md, "Eleventh
+/// session").
+///
+/// - On tokio's timer the loop slept at least ~1.06 ms (its 1 ms tick,
+///   rounded up), so 2 ms of messages went out at once: p50 ~2 ms. Waking
+///   every 0.5 ms (a timerfd, `FineTimer`) halves the bursts; 0.25 ms cost
+///   the broker 40 % more CPU for more, smaller requests.
+/// - The producer and its sender share one thread in `rill bench e2e`. A
+///   loop that fell behind sent until the producer's buffer memory (32 MiB,
+///   ~100 ms of messages) was full before the sender could write one
+///   request, so one stall made 20-40 ms of latency. Yielding after 0.25 ms
+///   of sending lets the sender take what is ready, as Kafka's sender
+///   thread would.
+const PAUSE_MIN: Duration = Duration::from_micros(500);
+const BURST_MAX: Duration = Duration::from_micros(250);
 
 /// Producers at most: each is a connection and a task.
 const PRODUCERS_MAX: usize = 1024;
@@ -278,6 +298,8 @@ pub(super) async fn run_producer(
     let mut pending: Pending = VecDeque::new();
     let mut sent: u64 = 0;
     let mut now = Instant::now();
+    let timer = FineTimer::new();
+    let mut yield_at = now + BURST_MAX;
     loop {
         let at = match pacer.due(sent) {
             None => {
@@ -288,8 +310,18 @@ pub(super) async fn run_producer(
                 if due > now {
                     // Everything due by the last clock read is sent.
                     now = Instant::now();
+                    if due <= now && now >= yield_at {
+                        // Behind for a while: let the sender take what is
+                        // ready before going on.
+                        tokio::task::yield_now().await;
+                        now = Instant::now();
+                        yield_at = now + BURST_MAX;
+                    }
                     if due > now && !stop.reached(sent, now) {
-                        wait_until(due, &mut pending, &mut latency).await?;
+                        let wake = due.max(now + PAUSE_MIN);
+                        wait_until(&timer, wake, &mut pending, &mut latency).await?;
+                        now = Instant::now();
+                        yield_at = now + BURST_MAX;
                         continue;
                     }
                 }
@@ -353,11 +385,12 @@ fn harvest(pending: &mut Pending, latency: &mut Latency) -> Result<(), rill_clie
 
 /// Sleeps until `due`, recording acknowledgements as they arrive.
 async fn wait_until(
+    timer: &FineTimer,
     due: Instant,
     pending: &mut Pending,
     latency: &mut Latency,
 ) -> Result<(), rill_client::Error> {
-    let sleep = tokio::time::sleep_until(due.into());
+    let sleep = timer.sleep_until(due);
     tokio::pin!(sleep);
     loop {
         let Some((sent_at, delivery)) = pending.front_mut() else {
