@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rill_protocol::messages::{ApiVersionsRequest, RequestHeader, ResponseHeader};
 use rill_protocol::{ApiKey, Decode, Decoder, Encode, Encoder, RequestBody, ResponseBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -464,10 +464,10 @@ async fn read_responses(mut reader: OwnedReadHalf, pending: Arc<Mutex<Pending>>,
         if len < 4 || len as usize > RESPONSE_BYTES_MAX {
             break format!("response frame of {len} bytes is outside 4..={RESPONSE_BYTES_MAX}");
         }
-        let mut frame = vec![0u8; len as usize];
-        if let Err(error) = reader.read_exact(&mut frame).await {
-            break format!("connection closed mid-response: {error}");
-        }
+        let frame = match read_frame(&mut reader, len as usize).await {
+            Ok(frame) => frame,
+            Err(error) => break format!("connection closed mid-response: {error}"),
+        };
         let correlation_id = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
         let waiter = match pending.lock() {
             Ok(mut pending) => pending.waiters.remove(&correlation_id),
@@ -476,15 +476,27 @@ async fn read_responses(mut reader: OwnedReadHalf, pending: Arc<Mutex<Pending>>,
         // A waiter that gave up (timeout) leaves an answer nobody reads.
         let Some(waiter) = waiter else { continue };
         let result =
-            decode_response(Bytes::from(frame), waiter.api, waiter.version).map_err(|reason| {
-                Error::Protocol {
-                    addr: addr.clone(),
-                    reason,
-                }
+            decode_response(frame, waiter.api, waiter.version).map_err(|reason| Error::Protocol {
+                addr: addr.clone(),
+                reason,
             });
         let _ = waiter.reply.send(result);
     };
     close_pending(&pending, &addr, reason);
+}
+
+/// Reads a response of `len` bytes into a buffer that is not zeroed first:
+/// a fetch response is up to `fetch_max_bytes`, and zeroing each one was
+/// ~4 % of the consumer's thread in `rill bench e2e` at 1.5 M msg/s.
+async fn read_frame(reader: &mut OwnedReadHalf, len: usize) -> io::Result<Bytes> {
+    let mut frame = BytesMut::with_capacity(len);
+    while frame.len() < len {
+        let want = (len - frame.len()) as u64;
+        if (&mut *reader).take(want).read_buf(&mut frame).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(frame.freeze())
 }
 
 fn decode_response(
