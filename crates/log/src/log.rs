@@ -1092,15 +1092,8 @@ impl Log {
         let count = doomed.len();
         let retired = self.remove_front_segments(&mut state, &doomed)?;
         drop(state);
-        // With the cleaning lock held no cleaner maps these files, so their
-        // page cache may be freed in steps; a clean under way keeps it and
-        // the files go at once, as they always could.
-        let freeing = match self.cleaning.try_lock() {
-            Ok(cleaning) => Some(cleaning),
-            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        };
-        remove_retired(&retired, freeing.is_some());
+        // The retention thread's own: it may pause between steps.
+        remove_retired(&retired, Some(&self.cleaning));
         Ok(count)
     }
 
@@ -1184,7 +1177,7 @@ impl Log {
         let log_start = state.log_start;
         drop(state);
         // A request handler's thread: no pauses here.
-        remove_retired(&retired, false);
+        remove_retired(&retired, None);
         Ok(log_start)
     }
 
@@ -1716,7 +1709,7 @@ impl Log {
         state.max_timestamp = None;
         drop(state);
         // The cleaner may still map the replaced segments: they go at once.
-        remove_retired(&retired, false);
+        remove_retired(&retired, None);
         tracing::info!(
             dir = %dir.display(), base = %cleaned.base, end = %cleaned.end,
             replaced = group.len(), bytes = cleaned.size, "swapped in a cleaned segment"
@@ -1913,7 +1906,11 @@ fn delete_segment_files(segment: &Segment) {
 /// `retired`; a file that cannot be renamed is unlinked at once instead.
 fn retire_segment_files(segment: &Segment, loaded: Option<Loaded>, retired: &mut Vec<Retired>) {
     // Readers share the log file's handle (`FileSlice`); when the segment's
-    // own handle is the last one, nothing reads the file any more.
+    // own handle is the last one, nothing reads the file any more. A slice
+    // taken before the segment was last unloaded (`loaded_segments_max`)
+    // holds an older handle, not counted here: if retention shrinks the
+    // file under it, the broker closes that fetch's connection rather than
+    // send a short response (sendfile.rs), and the client fetches again.
     let unread = loaded.is_some_and(|loaded| Arc::strong_count(&loaded.file) == 1);
     for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
         let path = segment.path(suffix);
@@ -1952,13 +1949,15 @@ const FREE_STEP: u64 = 4 << 20;
 /// lock: this is where the kernel frees their page cache. A file left
 /// behind by a crash is removed at the next open.
 ///
-/// `in_steps`: first shrink each unread log file a step at a time
-/// ([`free_in_steps`]). Only for a background thread, and only while no
-/// cleaner maps the files (a mapping of a shrunk file faults).
-fn remove_retired(retired: &[Retired], in_steps: bool) {
+/// `in_steps`, the log's `cleaning` lock: first shrink each unread log
+/// file a step at a time ([`free_in_steps`]). Only from a background
+/// thread, since it pauses.
+fn remove_retired(retired: &[Retired], in_steps: Option<&Mutex<()>>) {
     for Retired { path, unread } in retired {
-        if in_steps && *unread {
-            free_in_steps(path);
+        if let Some(cleaning) = in_steps
+            && *unread
+        {
+            free_in_steps(path, cleaning);
         }
         if let Err(e) = fs::remove_file(path)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -1981,7 +1980,13 @@ fn remove_retired(retired: &[Retired], in_steps: bool) {
 /// a step, and deletion still runs at half its unpaced speed (~2 GB/s
 /// here). Shrinking, not `fadvise(DONTNEED)`: dirty pages of a deleted
 /// file are dropped, never written. Errors are left to the unlink.
-fn free_in_steps(path: &Path) {
+///
+/// Each step holds `cleaning`, taken without waiting: the cleaner maps
+/// closed segments while it holds that lock (a mapping of a shrunk file
+/// faults), and truncation takes it too. If either holds it, the unlink
+/// frees the rest at once; a clean that starts between steps cannot map
+/// this file, which is out of the segment map and renamed.
+fn free_in_steps(path: &Path, cleaning: &Mutex<()>) {
     let Ok(file) = fs::OpenOptions::new().write(true).open(path) else {
         return;
     };
@@ -1991,8 +1996,15 @@ fn free_in_steps(path: &Path) {
     while len > FREE_STEP {
         len = (len - 1) / FREE_STEP * FREE_STEP;
         let started = std::time::Instant::now();
-        if file.set_len(len).is_err() {
-            return;
+        {
+            let _cleaning = match cleaning.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
+            if file.set_len(len).is_err() {
+                return;
+            }
         }
         std::thread::sleep(started.elapsed());
     }
