@@ -89,6 +89,8 @@ pub async fn e2e(args: E2eArgs) -> Result<(), Failure> {
     let run_id = (u64::from(std::process::id()) << 32) ^ clock_ns;
     let filler = payload(args.producer.size, run_id);
     let received = Arc::new(AtomicU64::new(0));
+    // Until the producer starts, nothing is sent to measure.
+    let measure_from_ns = Arc::new(AtomicU64::new(u64::MAX));
     // u64::MAX until the producer is done and says how many it sent.
     let expected = Arc::new(AtomicU64::new(u64::MAX));
     let consumer = start_consumer(
@@ -98,7 +100,7 @@ pub async fn e2e(args: E2eArgs) -> Result<(), Failure> {
             epoch,
             run_id,
             idle_timeout: args.idle_timeout,
-            warmup_ns: warmup.as_nanos() as u64,
+            measure_from_ns: measure_from_ns.clone(),
             received: received.clone(),
             expected: expected.clone(),
         },
@@ -110,6 +112,10 @@ pub async fn e2e(args: E2eArgs) -> Result<(), Failure> {
     let ticker = Ticker::start(common.count, "messages", received.clone());
 
     let started = Instant::now();
+    measure_from_ns.store(
+        (started + warmup).duration_since(epoch).as_nanos() as u64,
+        Ordering::Release,
+    );
     let stop = Stop::new(common.count, duration, started);
     let pacer = Pacer {
         start: started,
@@ -259,9 +265,10 @@ struct Receive {
     epoch: Instant,
     run_id: u64,
     idle_timeout: Duration,
-    /// Messages sent within this long of the run's first are consumed but
-    /// not measured.
-    warmup_ns: u64,
+    /// Messages sent (due, for a paced one) before this, in ns since
+    /// `epoch`, are consumed but not measured: the warm-up. Set by the
+    /// producer's side before its first send.
+    measure_from_ns: Arc<AtomicU64>,
     received: Arc<AtomicU64>,
     expected: Arc<AtomicU64>,
 }
@@ -282,10 +289,6 @@ async fn receive(consumer: AsyncConsumer, run: Receive) -> Result<Consumed, Fail
     let mut messages = 0u64;
     let mut bytes = 0u64;
     let mut last_arrival = Instant::now();
-    // The send time from which messages are measured: the run's first
-    // message (the first consumed; at worst a few ms late with several
-    // partitions) plus the warm-up.
-    let mut measure_from_ns = None;
     loop {
         let expected = run.expected.load(Ordering::Relaxed);
         if messages >= expected {
@@ -318,8 +321,9 @@ async fn receive(consumer: AsyncConsumer, run: Receive) -> Result<Consumed, Fail
             }
             messages += 1;
             bytes += message.payload().len() as u64;
-            let from = *measure_from_ns.get_or_insert(sent_ns.saturating_add(run.warmup_ns));
-            if sent_ns < from {
+            // Read per message: cheap, and never stale, since it is set
+            // before anything of this run is sent.
+            if sent_ns < run.measure_from_ns.load(Ordering::Acquire) {
                 continue;
             }
             let took = Duration::from_nanos(now_ns.saturating_sub(sent_ns));
