@@ -311,6 +311,8 @@ async fn receive(consumer: AsyncConsumer, run: Receive) -> Result<Consumed, Fail
         last_arrival = now;
         let now_ns = now.duration_since(run.epoch).as_nanos() as u64;
         let second = now_ns / 1_000_000_000;
+        // Set before anything of this run is sent, so never stale here.
+        let measure_from_ns = run.measure_from_ns.load(Ordering::Acquire);
         for message in &polled {
             let Some((sent_ns, run_id)) = header(message.payload()) else {
                 continue;
@@ -321,9 +323,7 @@ async fn receive(consumer: AsyncConsumer, run: Receive) -> Result<Consumed, Fail
             }
             messages += 1;
             bytes += message.payload().len() as u64;
-            // Read per message: cheap, and never stale, since it is set
-            // before anything of this run is sent.
-            if sent_ns < run.measure_from_ns.load(Ordering::Acquire) {
+            if sent_ns < measure_from_ns {
                 continue;
             }
             let took = Duration::from_nanos(now_ns.saturating_sub(sent_ns));

@@ -65,10 +65,8 @@ mod linux {
         if wait.is_zero() {
             return Ok(());
         }
-        let value = Timespec {
-            tv_sec: wait.as_secs().try_into().unwrap_or(i64::MAX),
-            tv_nsec: wait.subsec_nanos().into(),
-        };
+        // A wait past i64 seconds cannot be set: tokio's timer takes it.
+        let value = Timespec::try_from(wait).map_err(std::io::Error::other)?;
         let once = Itimerspec {
             it_interval: Timespec {
                 tv_sec: 0,
