@@ -196,8 +196,8 @@ struct ConsumerThread {
 }
 
 /// Starts the consumer on a thread and runtime of its own: it answers
-/// `ready` once it is positioned at the end of every partition (so the first
-/// message produced is the first consumed, and nothing older is), and
+/// `ready` once it is positioned at the end of every partition (so nothing
+/// older than the run is consumed), and
 /// `done` when every message the producer sent has arrived.
 fn start_consumer(
     common: Common,
