@@ -892,3 +892,65 @@ async fn retention_runs_at_the_configured_interval() {
     }
     broker.broker.shutdown().await;
 }
+
+/// The broker reads as much as the socket holds into one buffer and cuts
+/// frames from it: requests packed into one write, a size prefix split
+/// across writes, and a request larger than the buffer keeps are each
+/// read whole and answered in order, however the bytes arrive.
+#[tokio::test]
+async fn requests_are_read_whole_however_their_bytes_are_split() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "split", 1).await;
+    // 900 KiB of values: more than a connection's buffer keeps (512 KiB).
+    let big: Vec<String> = (0..900)
+        .map(|i| format!("{i:04}{}", "x".repeat(1020)))
+        .collect();
+    let big: Vec<&str> = big.iter().map(String::as_str).collect();
+    let batches = [
+        batch(&["a"]),
+        batch(&["b", "c"]),
+        batch(&big),
+        batch(&["d"]),
+        batch(&["e"]),
+    ];
+    let mut ids = Vec::new();
+    let mut bytes = Vec::new();
+    for records in &batches {
+        let (id, frame) = client.frame(9, produce_body(1, "split", records.clone()));
+        ids.push(id);
+        bytes.extend_from_slice(&frame);
+    }
+    // Writes of 1, 3, 7, ... bytes, then larger ones: prefixes and bodies
+    // are cut at every kind of place.
+    let mut at = 0;
+    let mut step = 1;
+    while at < bytes.len() {
+        let end = (at + step).min(bytes.len());
+        client.stream.write_all(&bytes[at..end]).await.unwrap();
+        client.stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        at = end;
+        step = step * 2 + 1;
+    }
+    let mut expected = 0;
+    for (id, records) in ids.into_iter().zip(&batches) {
+        let ResponseBody::Produce(response) = client.receive(ApiKey::Produce, 9, id).await else {
+            panic!("not a Produce response")
+        };
+        let partition = &response.responses[0].partition_responses[0];
+        assert_eq!((partition.error_code, partition.base_offset), (0, expected));
+        expected += decode_batch(records, 1 << 20).unwrap().iter().count() as i64;
+    }
+    let ResponseBody::Fetch(response) = client.call(12, fetch_request("split", 0, 0)).await else {
+        panic!("not a Fetch response")
+    };
+    let (error, values) = fetched_values(&response);
+    assert_eq!(error, 0);
+    let values: Vec<&str> = values.iter().map(|(_, value)| value.as_str()).collect();
+    let mut sent = vec!["a", "b", "c"];
+    sent.extend(&big);
+    sent.extend(["d", "e"]);
+    assert_eq!(values, sent);
+    broker.broker.shutdown().await;
+}

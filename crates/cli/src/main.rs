@@ -88,7 +88,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// glibc's malloc gives the free memory at the top of a thread's heap back
+/// to the system (`madvise`) as soon as there is more than a few hundred
+/// KiB of it. The broker reads each request into memory of its own and
+/// frees it once answered, so at 1.5 M msg/s it page-faulted and zeroed
+/// that memory back in on every 160 KiB produce request: 6-8 % of its CPU
+/// in `perf`. Heaps now keep up to 16 MiB free, and blocks up to 4 MiB
+/// come from them rather than from `mmap` of their own.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    // SAFETY: `mallopt` only sets two of malloc's parameters, and it runs
+    // before the broker starts any other thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
+
 fn serve(args: ServeArgs) -> ExitCode {
+    keep_freed_memory();
     init_logging();
     let config = match load_config(&args) {
         Ok(config) => config,
