@@ -247,6 +247,7 @@ impl Cursor<'_> {
         self.end - self.position
     }
 
+    #[inline]
     fn varint(&mut self, field: &'static str) -> Result<i32, RecordError> {
         let (value, len) = varint::read_varint(&self.bytes[self.position..self.end])
             .map_err(|error| self.varint_error(field, error))?;
@@ -254,6 +255,7 @@ impl Cursor<'_> {
         Ok(value)
     }
 
+    #[inline]
     fn varlong(&mut self, field: &'static str) -> Result<i64, RecordError> {
         let (value, len) = varint::read_varlong(&self.bytes[self.position..self.end])
             .map_err(|error| self.varint_error(field, error))?;

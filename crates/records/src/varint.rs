@@ -31,6 +31,7 @@ pub enum VarintError {
 }
 
 /// Reads an unsigned varint of at most 32 bits from the start of `buf`.
+#[inline]
 pub fn read_unsigned_varint(buf: &[u8]) -> Result<(u32, usize), VarintError> {
     let (value, len) = read_unsigned(buf, 32)?;
     // `read_unsigned` rejects any bit at or above `bits`.
@@ -38,17 +39,20 @@ pub fn read_unsigned_varint(buf: &[u8]) -> Result<(u32, usize), VarintError> {
 }
 
 /// Reads an unsigned varint of at most 64 bits from the start of `buf`.
+#[inline]
 pub fn read_unsigned_varlong(buf: &[u8]) -> Result<(u64, usize), VarintError> {
     read_unsigned(buf, 64)
 }
 
 /// Reads a zigzag-encoded 32-bit varint from the start of `buf`.
+#[inline]
 pub fn read_varint(buf: &[u8]) -> Result<(i32, usize), VarintError> {
     let (raw, len) = read_unsigned_varint(buf)?;
     Ok((((raw >> 1) as i32) ^ -((raw & 1) as i32), len))
 }
 
 /// Reads a zigzag-encoded 64-bit varlong from the start of `buf`.
+#[inline]
 pub fn read_varlong(buf: &[u8]) -> Result<(i64, usize), VarintError> {
     let (raw, len) = read_unsigned_varlong(buf)?;
     Ok((((raw >> 1) as i64) ^ -((raw & 1) as i64), len))
@@ -98,7 +102,24 @@ fn zigzag64(value: i64) -> u64 {
 }
 
 /// Decodes an unsigned varint whose value must fit in `bits` (32 or 64).
+#[inline]
 fn read_unsigned(buf: &[u8], bits: u32) -> Result<(u64, usize), VarintError> {
+    // Most fields of a record (a length below 8 KiB, a small delta, a
+    // count) take one or two bytes, which cannot overflow 32 bits: read
+    // without the loop. Decoding a consumer's records spent 2 % of the
+    // client's CPU here.
+    match buf {
+        [first, ..] if first & 0x80 == 0 => return Ok((u64::from(*first), 1)),
+        [first, second, ..] if second & 0x80 == 0 => {
+            return Ok((u64::from(first & 0x7f) | (u64::from(*second) << 7), 2));
+        }
+        _ => {}
+    }
+    read_unsigned_long(buf, bits)
+}
+
+/// [`read_unsigned`] past two bytes, and every error.
+fn read_unsigned_long(buf: &[u8], bits: u32) -> Result<(u64, usize), VarintError> {
     let mut value: u64 = 0;
     let mut shift: u32 = 0;
     // Bounded by the input length and, through the overflow check, by
