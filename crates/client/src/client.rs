@@ -2,6 +2,7 @@
 //! and a metadata cache refreshed when a broker says it is stale.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -9,8 +10,10 @@ use rill_protocol::messages::MetadataRequest;
 use rill_protocol::messages::metadata_request::MetadataRequestTopic;
 use rill_protocol::{ApiKey, RequestBody, ResponseBody, Uuid};
 
+use crate::clock;
 use crate::conn::Connection;
 use crate::error::{Error, Result, code};
+use crate::hash::FastMap;
 
 /// Settings shared by producers, consumers and the admin client.
 #[derive(Debug, Clone)]
@@ -87,9 +90,9 @@ pub struct TopicInfo {
     pub partitions: Vec<PartitionInfo>,
     /// When this client loaded it.
     pub loaded_at: Instant,
-    /// The same moment as wall-clock ms, for hot paths that read the wall
-    /// clock anyway (a producer stamping records).
-    pub loaded_at_ms: i64,
+    /// The same moment on the coarse clock (`clock::coarse_ms`), which a
+    /// producer reads per message to age the metadata.
+    pub(crate) loaded_at_coarse_ms: i64,
 }
 
 /// The cached cluster metadata.
@@ -98,7 +101,7 @@ pub struct Metadata {
     pub cluster_id: Option<String>,
     pub controller_id: i32,
     pub brokers: BTreeMap<i32, BrokerInfo>,
-    pub topics: HashMap<String, Arc<TopicInfo>>,
+    pub topics: FastMap<String, Arc<TopicInfo>>,
 }
 
 /// A handle on a cluster; cheap to clone, shared by everything built on it.
@@ -114,6 +117,9 @@ struct Inner {
     bootstrap: tokio::sync::Mutex<Option<Arc<Connection>>>,
     connections: tokio::sync::Mutex<HashMap<i32, Arc<Connection>>>,
     metadata: RwLock<Arc<Metadata>>,
+    /// Bumped each time `metadata` is replaced, so that a producer may keep
+    /// what it read of it while the number stays the same.
+    generation: AtomicU64,
 }
 
 impl Client {
@@ -129,6 +135,7 @@ impl Client {
                 bootstrap: tokio::sync::Mutex::new(None),
                 connections: tokio::sync::Mutex::new(HashMap::new()),
                 metadata: RwLock::new(Arc::new(Metadata::default())),
+                generation: AtomicU64::new(0),
             }),
         };
         client.refresh_metadata(Some(&[])).await?;
@@ -340,7 +347,7 @@ impl Client {
                     is_internal: topic.is_internal,
                     partitions,
                     loaded_at: Instant::now(),
-                    loaded_at_ms: wall_clock_ms(),
+                    loaded_at_coarse_ms: clock::coarse_ms(),
                 }),
             );
         }
@@ -349,31 +356,49 @@ impl Client {
             Ok(mut cached) => *cached = metadata.clone(),
             Err(poisoned) => *poisoned.into_inner() = metadata.clone(),
         }
+        self.inner.generation.fetch_add(1, Ordering::Release);
         Ok((metadata, refused))
     }
 
-    /// A topic's cached metadata if it is fresh at `now_ms` (wall clock),
-    /// without reading the clock again.
-    pub(crate) fn fresh_topic_at(&self, name: &str, now_ms: i64) -> Option<Arc<TopicInfo>> {
-        self.with_fresh_topic(name, now_ms, Arc::clone)
+    /// A topic's cached metadata if it is fresh at `coarse_now_ms`
+    /// (`clock::coarse_ms`).
+    pub(crate) fn fresh_topic_at(&self, name: &str, coarse_now_ms: i64) -> Option<Arc<TopicInfo>> {
+        self.with_fresh_topic(name, coarse_now_ms, Arc::clone)
     }
 
-    /// Its partition count: the producer's check per message, which takes
-    /// no reference to the metadata or the topic (two shared counts changed
-    /// and changed back).
-    pub(crate) fn fresh_partition_count(&self, name: &str, now_ms: i64) -> Option<i32> {
-        self.with_fresh_topic(name, now_ms, |topic| topic.partitions.len() as i32)
+    /// Its partition count and when it was loaded (`clock::coarse_ms`),
+    /// taking no reference to the metadata or the topic (two shared counts
+    /// changed and changed back).
+    pub(crate) fn fresh_partition_count(
+        &self,
+        name: &str,
+        coarse_now_ms: i64,
+    ) -> Option<(i32, i64)> {
+        self.with_fresh_topic(name, coarse_now_ms, |topic| {
+            (topic.partitions.len() as i32, topic.loaded_at_coarse_ms)
+        })
     }
 
-    /// `read` of a topic's cached metadata, if fresh at `now_ms`, under the
-    /// metadata lock.
+    /// How many times the cached metadata has been replaced: what was read
+    /// of it still holds while this stays the same.
+    pub(crate) fn metadata_generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// `metadata_max_age` in milliseconds.
+    pub(crate) fn metadata_max_age_ms(&self) -> i64 {
+        self.inner.config.metadata_max_age.as_millis() as i64
+    }
+
+    /// `read` of a topic's cached metadata, if fresh at `coarse_now_ms`
+    /// (`clock::coarse_ms`), under the metadata lock.
     fn with_fresh_topic<T>(
         &self,
         name: &str,
-        now_ms: i64,
+        coarse_now_ms: i64,
         read: impl FnOnce(&Arc<TopicInfo>) -> T,
     ) -> Option<T> {
-        let max_age = self.inner.config.metadata_max_age.as_millis() as i64;
+        let max_age = self.metadata_max_age_ms();
         let metadata = match self.inner.metadata.read() {
             Ok(metadata) => metadata,
             Err(poisoned) => poisoned.into_inner(),
@@ -381,7 +406,7 @@ impl Client {
         metadata
             .topics
             .get(name)
-            .filter(|topic| now_ms.saturating_sub(topic.loaded_at_ms) < max_age)
+            .filter(|topic| coarse_now_ms.saturating_sub(topic.loaded_at_coarse_ms) < max_age)
             .map(read)
     }
 
@@ -397,7 +422,7 @@ impl Client {
         auto_create: bool,
         max_wait: Duration,
     ) -> Result<Arc<TopicInfo>> {
-        if let Some(topic) = self.fresh_topic_at(name, wall_clock_ms()) {
+        if let Some(topic) = self.fresh_topic_at(name, clock::coarse_ms()) {
             return Ok(topic);
         }
         let deadline = Instant::now() + max_wait;
@@ -492,11 +517,4 @@ impl Client {
     pub async fn broker_versions(&self, api: ApiKey) -> Result<Option<(i16, i16)>> {
         Ok(self.any_connection().await?.broker_versions(api))
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

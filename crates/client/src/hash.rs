@@ -1,14 +1,17 @@
 //! A fast hasher for the client's own maps, keyed by topic names and
 //! partition numbers. Those keys come from the application, not from a
 //! peer, so hash flooding is not a concern, and SipHash (std's default) was
-//! a visible share of a producer's `send`.
+//! a visible share of a producer's `send`. [`Metadata::topics`] is one of
+//! them, looked up on every send.
+//!
+//! [`Metadata::topics`]: crate::Metadata::topics
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Multiply-rotate over 8-byte words (the scheme of rustc's FxHash).
 #[derive(Default, Clone, Copy)]
-pub(crate) struct FastHasher {
+pub struct FastHasher {
     hash: u64,
 }
 
@@ -67,7 +70,7 @@ impl Hasher for FastHasher {
     }
 }
 
-pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 #[cfg(test)]
 mod tests {

@@ -15,12 +15,13 @@
 
 mod admin;
 mod client;
+mod clock;
 mod conn;
 mod consumer;
 mod error;
 mod group;
 mod group_consumer;
-mod hash;
+pub mod hash;
 mod message;
 mod partitioner;
 mod producer;
