@@ -284,7 +284,6 @@ struct Consumed {
 
 /// Consumes until every message the producer sent has arrived.
 async fn receive(consumer: AsyncConsumer, run: Receive) -> Result<Consumed, Failure> {
-    let mut latency = Latency::new();
     let mut by_second = BySecond::new();
     let mut messages = 0u64;
     let mut bytes = 0u64;
@@ -327,16 +326,16 @@ async fn receive(consumer: AsyncConsumer, run: Receive) -> Result<Consumed, Fail
                 continue;
             }
             let took = Duration::from_nanos(now_ns.saturating_sub(sent_ns));
-            latency.record(took);
             by_second.record(second, took);
         }
         run.received.store(messages, Ordering::Relaxed);
     }
+    let (latency, by_second) = by_second.finish();
     Ok(Consumed {
         messages,
         bytes,
         latency,
-        by_second: by_second.finish(),
+        by_second,
     })
 }
 

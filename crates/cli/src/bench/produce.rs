@@ -298,6 +298,14 @@ pub(super) async fn run_producer(
     let mut pending: Pending = VecDeque::new();
     let mut sent: u64 = 0;
     let mut now = Instant::now();
+    // Each record's timestamp is the moment it was due (or created, when
+    // unpaced), on the wall clock: reckoned from this one reading rather
+    // than read per message by the producer, which costs a clock read
+    // (23-35 ns here) per message.
+    let wall_at_now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64);
+    let clock_start = now;
     let timer = FineTimer::new();
     let mut yield_at = now + BURST_MAX;
     loop {
@@ -334,7 +342,11 @@ pub(super) async fn run_producer(
         if stop.reached(sent, now) {
             break;
         }
-        let delivery = producer.send(topic, Message::new(value(at))).await?;
+        let timestamp =
+            wall_at_now_ms + at.saturating_duration_since(clock_start).as_millis() as i64;
+        let delivery = producer
+            .send(topic, Message::new(value(at)).at(timestamp))
+            .await?;
         pending.push_back(((at >= measure_from).then_some(at), delivery));
         sent += 1;
         counter.fetch_add(1, Ordering::Relaxed);
