@@ -11,8 +11,7 @@
 pub(crate) fn wall_ms() -> i64 {
     #[cfg(target_os = "linux")]
     {
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-        now.tv_sec * 1000 + now.tv_nsec / 1_000_000
+        linux_ms(rustix::time::ClockId::Realtime)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -29,8 +28,7 @@ pub(crate) fn wall_ms() -> i64 {
 pub(crate) fn coarse_ms() -> i64 {
     #[cfg(target_os = "linux")]
     {
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-        now.tv_sec * 1000 + now.tv_nsec / 1_000_000
+        linux_ms(rustix::time::ClockId::MonotonicCoarse)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -40,6 +38,14 @@ pub(crate) fn coarse_ms() -> i64 {
             .elapsed()
             .as_millis() as i64
     }
+}
+
+/// `clock`'s reading in whole milliseconds.
+#[cfg(target_os = "linux")]
+#[inline]
+fn linux_ms(clock: rustix::time::ClockId) -> i64 {
+    let now = rustix::time::clock_gettime(clock);
+    now.tv_sec * 1000 + now.tv_nsec / 1_000_000
 }
 
 #[cfg(test)]

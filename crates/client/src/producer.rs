@@ -658,12 +658,19 @@ impl AsyncProducer {
             return Some(known.partitions);
         }
         let (partitions, loaded_at) = client.fresh_partition_count(topic, coarse_now)?;
-        state.known = Some(KnownTopic {
-            topic: topic.to_string(),
+        // Rewritten in place: a producer alternating between topics takes
+        // no allocation per send.
+        let known = state.known.get_or_insert_with(|| KnownTopic {
+            topic: String::new(),
             generation,
             loaded_at,
             partitions,
         });
+        known.topic.clear();
+        known.topic.push_str(topic);
+        known.generation = generation;
+        known.loaded_at = loaded_at;
+        known.partitions = partitions;
         Some(partitions)
     }
 
