@@ -731,3 +731,217 @@ fn scrub_reads_whole_chunks_with_and_without_the_page_cache() {
     let buffered = rill_log::scrub_file_buffered(&first, Offset(0), size, Offset(0)).unwrap();
     assert_eq!(buffered.map(|(at, _)| at), Some(Position(rotten_at)));
 }
+
+fn retained_config() -> LogConfig {
+    LogConfig {
+        retention_bytes: 3 * 4096,
+        ..small_config()
+    }
+}
+
+fn inode(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().ino()
+}
+
+/// Appends `count` batches from `from`, returning what the log should hold
+/// for each (offset, bytes without rewritten fields), and every file that
+/// held a segment (name, inode).
+fn append_noting_files(
+    log: &Log,
+    dir: &std::path::Path,
+    from: i64,
+    count: i64,
+    sent: &mut Vec<(i64, Vec<u8>)>,
+    files: &mut std::collections::BTreeMap<String, u64>,
+) {
+    for i in from..from + count {
+        let b = batch(1, 200, i);
+        let info = log.append(&b, 0, 0).unwrap();
+        sent.push((info.base_offset.0, without_rewritten(&b)));
+        for name in files_ending(dir, ".log") {
+            files
+                .entry(name.clone())
+                .or_insert_with(|| inode(&dir.join(&name)));
+        }
+    }
+}
+
+fn kept(log: &Log, sent: &[(i64, Vec<u8>)]) -> Vec<(i64, Vec<u8>)> {
+    let start = log.log_start_offset().0;
+    sent.iter().filter(|(o, _)| *o >= start).cloned().collect()
+}
+
+fn read_kept(log: &Log) -> Vec<(i64, Vec<u8>)> {
+    read_all(log, log.log_start_offset())
+        .into_iter()
+        .map(|(o, b)| (o, without_rewritten(&b)))
+        .collect()
+}
+
+/// With retention by size, a roll deletes the oldest segment itself and
+/// writes the new one into its file (needs Linux 6.5's `cachestat`, which
+/// tells that the file's pages are all cached). The log still reads back
+/// exactly what retention keeps, and a clean close cuts the reused file to
+/// its data.
+#[test]
+fn a_roll_reuses_the_file_of_the_segment_retention_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), retained_config()).unwrap();
+    let (mut sent, mut files) = (Vec::new(), std::collections::BTreeMap::new());
+    let reused_before = rill_log::segments_reused_total();
+    append_noting_files(&log, dir.path(), 0, 300, &mut sent, &mut files);
+    assert!(rill_log::segments_reused_total() >= reused_before + 5);
+    let inodes: std::collections::BTreeSet<u64> = files.values().copied().collect();
+    assert!(files.len() > 12, "{} segments", files.len());
+    assert!(
+        inodes.len() <= 6,
+        "{} files for {} segments: rolls did not reuse the deleted ones",
+        inodes.len(),
+        files.len()
+    );
+    assert!(
+        log.segment_count() <= 5,
+        "retention kept {} segments",
+        log.segment_count()
+    );
+    assert!(log.size_bytes() <= 5 * 4096);
+    let want = kept(&log, &sent);
+    assert_eq!(read_kept(&log), want);
+    let end = log.log_end_offset();
+    let size = log.size_bytes();
+    // The reused active file still holds its old bytes past the data.
+    assert!(std::fs::metadata(active_segment(dir.path())).unwrap().len() > 0);
+    log.close().unwrap();
+    let on_disk: u64 = files_ending(dir.path(), ".log")
+        .iter()
+        .map(|n| std::fs::metadata(dir.path().join(n)).unwrap().len())
+        .sum();
+    assert_eq!(on_disk, size, "closed files end where their data does");
+    let log = Log::open(dir.path(), retained_config()).unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(read_kept(&log), want);
+}
+
+/// A crash while the active segment is a reused file, just after the roll
+/// and with some new batches in it: recovery keeps every new batch and none
+/// of the file's old bytes.
+#[test]
+fn a_crash_in_a_reused_file_recovers_the_new_batches_and_none_of_the_old() {
+    for extra in [0, 1, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), retained_config()).unwrap();
+        let (mut sent, mut files) = (Vec::new(), std::collections::BTreeMap::new());
+        append_noting_files(&log, dir.path(), 0, 120, &mut sent, &mut files);
+        // Append until a roll reuses a file, then `extra` more.
+        let mut i = 120;
+        loop {
+            let before = active_segment(dir.path());
+            append_noting_files(&log, dir.path(), i, 1, &mut sent, &mut files);
+            i += 1;
+            let now = active_segment(dir.path());
+            if now != before && files.values().filter(|&&n| n == inode(&now)).count() > 1 {
+                break;
+            }
+            assert!(i < 400, "no roll reused a file");
+        }
+        // The batch that rolled is the first of the new segment.
+        append_noting_files(&log, dir.path(), i, extra, &mut sent, &mut files);
+        let active = active_segment(dir.path());
+        let stale_len = std::fs::metadata(&active).unwrap().len();
+        let want = kept(&log, &sent);
+        let end = log.log_end_offset();
+        drop(log);
+        let log = Log::open(dir.path(), retained_config()).unwrap();
+        assert_eq!(log.log_end_offset(), end, "extra {extra}");
+        assert_eq!(read_kept(&log), want, "extra {extra}");
+        let len = std::fs::metadata(&active).unwrap().len();
+        assert!(
+            len < stale_len,
+            "extra {extra}: old bytes cut ({len} of {stale_len})"
+        );
+        // And the log goes on from there.
+        let b = batch(1, 200, 999);
+        assert_eq!(log.append(&b, 0, 0).unwrap().base_offset, end);
+    }
+}
+
+/// A file a fetch is still sending from is not written over: the roll
+/// creates a new file, and the fetch's bytes stay as they were.
+#[test]
+fn a_roll_does_not_reuse_a_file_being_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), retained_config()).unwrap();
+    let (mut sent, mut files) = (Vec::new(), std::collections::BTreeMap::new());
+    append_noting_files(&log, dir.path(), 0, 60, &mut sent, &mut files);
+    let start = log.log_start_offset();
+    let held = log
+        .read(start, 1 << 20, log.log_end_offset())
+        .unwrap()
+        .slices
+        .remove(0);
+    let held_bytes = slice_bytes(&held);
+    let held_name = files_ending(dir.path(), ".log").remove(0);
+    let held_inode = {
+        use std::os::unix::fs::MetadataExt;
+        held.file.metadata().unwrap().ino()
+    };
+    append_noting_files(&log, dir.path(), 60, 60, &mut sent, &mut files);
+    for name in files_ending(dir.path(), ".log") {
+        if name != held_name {
+            assert_ne!(
+                inode(&dir.path().join(&name)),
+                held_inode,
+                "{name} reused the held file"
+            );
+        }
+    }
+    // Meanwhile the rolls reused no file, not even the later ones: the
+    // front segment is the held one, and retention is left to its thread.
+    let inodes: std::collections::BTreeSet<u64> = files.values().copied().collect();
+    assert_eq!(inodes.len(), files.len());
+    assert_eq!(slice_bytes(&held), held_bytes);
+    assert_eq!(read_kept(&log), kept(&log, &sent));
+}
+
+/// Recovery cuts bytes that follow a closed segment's last batch, an old
+/// batch among them, without deleting the segments after it when the next
+/// one starts right there (a reused file whose cut at the roll did not
+/// reach the disk); nothing is lost.
+#[test]
+fn recovery_keeps_the_segments_after_a_closed_one_with_old_bytes_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let mut sent = Vec::new();
+    for i in 0..60 {
+        let b = batch(1, 200, i);
+        let info = log.append(&b, 0, 0).unwrap();
+        sent.push((info.base_offset.0, without_rewritten(&b)));
+    }
+    let segments = log.segment_count();
+    assert!(segments >= 4);
+    let end = log.log_end_offset();
+    log.close().unwrap();
+    let names = files_ending(dir.path(), ".log");
+    let first = std::fs::read(dir.path().join(&names[0])).unwrap();
+    let old_batch = &first[..common::view(&first).total_len()];
+    let middle = dir.path().join(&names[1]);
+    let middle_len = std::fs::metadata(&middle).unwrap().len();
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&middle)
+            .unwrap();
+        file.write_all(old_batch).unwrap();
+        file.write_all(&[0x5a; 100]).unwrap();
+    }
+    // An unclean stop: no marker, so recovery scans every segment.
+    std::fs::remove_file(dir.path().join(".clean-shutdown")).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("recovery-point-offset-checkpoint"));
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.segment_count(), segments);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(read_kept(&log), sent);
+    assert_eq!(std::fs::metadata(&middle).unwrap().len(), middle_len);
+}
