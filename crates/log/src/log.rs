@@ -1324,17 +1324,36 @@ impl Log {
         if offset >= state.log_end {
             return Ok(());
         }
+        // The dropped segments' files are renamed under the lock and
+        // unlinked after it, as retention's are (`remove_front_segments`):
+        // unlinking frees their page cache, tens of ms per 256 MiB, and
+        // every produce and fetch of the partition would wait for it.
+        let mut retired = Vec::new();
+        let truncated = self.truncate_locked(&mut state, offset, &mut retired);
+        drop(state);
+        remove_retired(&retired, None);
+        truncated
+    }
+
+    /// [`Log::truncate_to`] under the state lock; the files of dropped
+    /// segments are renamed and added to `retired`.
+    fn truncate_locked(
+        &self,
+        state: &mut State,
+        offset: Offset,
+        retired: &mut Vec<Retired>,
+    ) -> Result<(), LogError> {
         let result = if offset <= state.log_start {
             let start = offset.max(state.log_start);
-            self.truncate_fully(&mut state, start)
+            self.truncate_fully(state, start, retired)
         } else {
             // The batch holding `offset` may begin below a log start that
             // DeleteRecords moved inside it; then nothing at or above the
             // log start survives and the log restarts empty there.
-            self.truncate_inside(&mut state, offset).and_then(|()| {
+            self.truncate_inside(state, offset, retired).and_then(|()| {
                 if state.log_end < state.log_start {
                     let start = state.log_start;
-                    self.truncate_fully(&mut state, start)
+                    self.truncate_fully(state, start, retired)
                 } else {
                     Ok(())
                 }
@@ -1369,16 +1388,22 @@ impl Log {
         Ok(())
     }
 
-    fn truncate_fully(&self, state: &mut State, start: Offset) -> Result<(), Fault> {
+    fn truncate_fully(
+        &self,
+        state: &mut State,
+        start: Offset,
+        retired: &mut Vec<Retired>,
+    ) -> Result<(), Fault> {
         let all: Vec<Offset> = state.segments.keys().copied().collect();
         let old_active = all_last(&all);
         for base in all {
             if let Some(segment) = state.segments.remove(&base) {
                 let was_active = base == old_active;
-                if segment.lock().take().is_some() && !was_active {
+                let loaded = segment.lock().take();
+                if loaded.is_some() && !was_active {
                     LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
                 }
-                delete_segment_files(&segment);
+                retire_segment_files(&segment, loaded, retired);
             }
         }
         state
@@ -1393,7 +1418,12 @@ impl Log {
         written.map_err(Fault::from)
     }
 
-    fn truncate_inside(&self, state: &mut State, offset: Offset) -> Result<(), Fault> {
+    fn truncate_inside(
+        &self,
+        state: &mut State,
+        offset: Offset,
+        retired: &mut Vec<Retired>,
+    ) -> Result<(), Fault> {
         // Drop whole segments at or after the cut.
         let later: Vec<Offset> = state.segments.range(offset..).map(|(b, _)| *b).collect();
         // If every batch left ends before `offset`, the log ends where the
@@ -1402,10 +1432,11 @@ impl Log {
         let old_active = state.active_segment().base;
         for base in &later {
             if let Some(segment) = state.segments.remove(base) {
-                if segment.lock().take().is_some() && *base != old_active {
+                let loaded = segment.lock().take();
+                if loaded.is_some() && *base != old_active {
                     LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
                 }
-                delete_segment_files(&segment);
+                retire_segment_files(&segment, loaded, retired);
             }
         }
         // The segment holding the cut becomes (or stays) the active one:

@@ -275,12 +275,18 @@ fn truncate_to_cuts_the_tail_across_segments() {
         log.append(&batch(2, 100, i), i32::try_from(i / 20).unwrap(), 0)
             .unwrap();
     }
+    let segments_before = log.segment_count();
     log.truncate_to(Offset(31)).unwrap();
     assert_eq!(
         log.log_end_offset(),
         Offset(30),
         "the batch holding 31 starts at 30"
     );
+    // The dropped segments' files are gone when the call returns (renamed
+    // under the lock, unlinked after it).
+    assert!(log.segment_count() < segments_before);
+    assert_eq!(files_ending(dir.path(), ".log").len(), log.segment_count());
+    assert_eq!(files_ending(dir.path(), ".deleted"), Vec::<String>::new());
     assert_eq!(read_all(&log, Offset(0)).len(), 15);
     assert_eq!(
         log.end_offset_for_epoch(0),
@@ -291,6 +297,8 @@ fn truncate_to_cuts_the_tail_across_segments() {
     assert_eq!(info.base_offset, Offset(30));
     log.truncate_to(Offset(0)).unwrap();
     assert_eq!(log.log_end_offset(), Offset(0));
+    assert_eq!(files_ending(dir.path(), ".log").len(), 1);
+    assert_eq!(files_ending(dir.path(), ".deleted"), Vec::<String>::new());
     assert_eq!(
         log.append(&batch(1, 10, 1), 6, 0).unwrap().base_offset,
         Offset(0)
