@@ -16,7 +16,7 @@ use bytes::Bytes;
 use rill_protocol::messages::FetchRequest;
 use rill_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use rill_protocol::{ApiKey, Records, RequestBody, ResponseBody};
-use rill_records::batch::BatchIter;
+use rill_records::batch::{BatchIter, RECORD_LEN_MIN};
 use rill_records::record::decode_shared_batch;
 use tokio::sync::{Notify, mpsc};
 
@@ -774,7 +774,20 @@ fn reset_out_of_range(shared: &Shared, tp: &TopicPartition, generation: u64) {
 /// Decodes the complete batches of a fetch answer into messages at or after
 /// `from`; returns them and the offset to fetch next.
 fn decode_messages(tp: &TopicPartition, bytes: &Bytes, from: i64) -> Result<(Vec<Message>, i64)> {
-    let mut messages = Vec::new();
+    // Room for every message of the answer at once: reserving batch by
+    // batch doubled the vector as it went, moving the messages already
+    // decoded each time. A batch header's count is trusted only as far as
+    // the batch's bytes could hold that many records; a compressed batch
+    // may hold more, and the vector grows for those.
+    let room: usize = BatchIter::new(bytes)
+        .map_while(Result::ok)
+        .filter(|(_, view)| !view.is_control())
+        .map(|(_, view)| {
+            let fit = view.records_bytes().len() / RECORD_LEN_MIN;
+            usize::try_from(view.record_count()).map_or(0, |count| count.min(fit))
+        })
+        .sum();
+    let mut messages = Vec::with_capacity(room);
     // One topic name for every message of the answer: a `String` each was
     // an allocation per message.
     let topic: Arc<str> = Arc::from(tp.topic.as_str());
@@ -792,7 +805,6 @@ fn decode_messages(tp: &TopicPartition, bytes: &Bytes, from: i64) -> Result<(Vec
         if batch.is_control {
             continue;
         }
-        messages.reserve(batch.records.len());
         // The records are moved apart, not cloned: their keys and values
         // become the messages' without touching the answer's count.
         for (offset, timestamp, record) in batch.into_records() {
