@@ -5,7 +5,7 @@
 #
 #   bench/e2e.sh [--rate MSGS_PER_SEC] [--runs N] [--seconds S] [--keep]
 #                [--retention-bytes BYTES]   (default 1073741824; 0: none)
-#                [--warmup S]                (default 2; 0: none)
+#                [--warmup S]                (default: see below; 0: none)
 #
 # - builds `rill` and bench/paper/loadgen (release), starts one broker with
 #   its data in a temporary directory, and runs `rill bench e2e` N times
@@ -28,7 +28,15 @@
 #   bench e2e --warmup`): a fresh client process and topic (first
 #   connections, and first page faults, which cost 3.3 µs each on this
 #   VM) gave the first second of a run a p99 of 10-90 ms, on new and
-#   existing topics alike, which alone can take a run's p99.9 past 20 ms;
+#   existing topics alike, which alone can take a run's p99.9 past 20 ms.
+#   By default the warm-up lasts 2 s, or longer, until the topic holds its
+#   retention and one segment more (at 210 bytes a message on disk,
+#   rounded up, plus 1 s): until then the broker's page cache grows, and from then on each
+#   roll writes into the file retention deletes (docs/ARCHITECTURE.md), the
+#   steady state. Growing into memory this VM's host had taken back ran at
+#   275-361 MB/s on some days, below the 400 MB/s of 1.9 M msg/s, and a run
+#   that measured that growth fell 0.5-2 s behind in its first seconds
+#   (docs/BENCHMARKS.md, "Thirteenth session");
 # - per run, the kernel's counters for the two causes of misses found so far
 #   (direct compaction and direct reclaim inside the broker's writes, and
 #   free memory: the page cache growing into memory a VM's host took back),
@@ -51,7 +59,7 @@ runs=4
 seconds=20
 keep=""
 retention=1073741824
-warmup=2
+warmup=auto
 while [ $# -gt 0 ]; do
     case "$1" in
     --rate) rate=$2; shift 2 ;;
@@ -118,6 +126,13 @@ if [ -z "$rate" ]; then
     max=$(printf '%s\n' "${maxima[@]}" | sort -n | sed -n 2p)
     rate=$((max / 2))
     echo "maximum produce rate (10 M messages, acks=1, linger 0; median of ${maxima[*]}): $max msg/s; e2e runs at half: $rate msg/s"
+fi
+if [ "$warmup" = auto ]; then
+    warmup=2
+    if [ "$retention" != 0 ]; then
+        fill=$(( (retention + retention / 4) / (rate * 210) + 2 ))
+        [ "$fill" -le "$warmup" ] || warmup=$fill
+    fi
 fi
 echo "each run: ${seconds} s measured after ${warmup} s of warm-up; topics keep $([ "$retention" = 0 ] && echo "everything" || echo "$retention bytes")"
 for run in $(seq "$runs"); do

@@ -163,6 +163,10 @@ struct State {
     /// Offsets may be missing (compacted away) only below this; made
     /// durable before a clean commits its first swap.
     gap_horizon: Offset,
+    /// The log file of a segment the retention thread deleted, kept (as
+    /// `*.deleted`, which an open removes) with its length for the next
+    /// roll that cannot reuse the front segment's (see `Log::roll`).
+    spare: Option<(PathBuf, u64)>,
     /// False once the file system has said it cannot reserve blocks.
     can_reserve: bool,
 }
@@ -735,7 +739,11 @@ impl Log {
     /// Closes the active segment (final time entry, trimmed read-only
     /// indexes) and starts a new one at the log end offset, in the file of
     /// the oldest segment if retention deletes that one now and its file
-    /// can be reused (see [`Log::reusable_front`]).
+    /// can be reused (see [`Log::reusable_front`]), or else in the spare
+    /// the retention thread kept. With `retention.bytes` four segments, a
+    /// third of the rolls at 1.9 M msg/s found nothing to delete (the log
+    /// was a few bytes short of it) and created a file, which the
+    /// retention thread deleted later; the spare carries those.
     fn roll(&self, state: &mut State, now_ms: i64) -> Result<(), Fault> {
         let new_base = state.log_end;
         let cursor = state.active.cursor;
@@ -769,7 +777,13 @@ impl Log {
                 LOADED_SEGMENTS.fetch_add(1, Ordering::AcqRel);
             }
         }
-        let reused = self.reusable_front(state, now_ms)?;
+        let reused = match self.reusable_front(state, now_ms)? {
+            Some(front) => Some(front),
+            None => self.take_spare(state),
+        };
+        if reused.is_some() {
+            SEGMENTS_REUSED.fetch_add(1, Ordering::Relaxed);
+        }
         let reused_len = reused.as_ref().map_or(0, |(_, len)| *len);
         let segment = create_segment(&self.dir, new_base, reused.map(|(path, _)| path))?;
         state.segments.insert(new_base, segment);
@@ -828,47 +842,50 @@ impl Log {
         // Held through the decision and the removal, as the retention
         // thread's shrinking does: a clean that is mapping closed segments
         // holds it, and one that starts later cannot see the segment.
-        let _cleaning = match self.cleaning.try_lock() {
-            Ok(guard) => guard,
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        let Some(_cleaning) = try_lock_cleaning(&self.cleaning) else {
+            return Ok(None);
         };
         let Some(front) = state.segments.values().next() else {
             return Ok(None);
         };
         if state.is_active(front)
-            || front.read_elsewhere()
             || !self.retention_deletes(state, front, state.size_bytes(), now_ms)?
         {
             return Ok(None);
         }
-        let len = {
-            let guard = front.lock();
-            let Some(loaded) = guard.as_ref() else {
-                return Ok(None);
-            };
-            if Arc::strong_count(&loaded.file) > 1 || !fully_cached(&loaded.file) {
-                return Ok(None);
-            }
-            loaded.file.metadata().map_or(0, |meta| meta.len())
-        };
-        if len == 0 {
+        let Some(len) = reusable_len(front) else {
             return Ok(None);
-        }
+        };
+        let log_path = deleted_path(&front.path(LOG_SUFFIX));
         let base = front.base;
         let mut retired = self.remove_front_segments(state, &[base])?;
-        let log_file = retired.iter().position(|r| {
-            r.path
-                .to_str()
-                .is_some_and(|p| p.ends_with(&format!("{LOG_SUFFIX}{DELETED_SUFFIX}")))
-        });
-        let reused = log_file.map(|at| retired.swap_remove(at).path);
+        let reused = retired
+            .iter()
+            .position(|r| r.path == log_path)
+            .map(|at| retired.swap_remove(at).path);
         // Its indexes: small files, written at its roll.
         remove_retired(&retired, None);
-        if reused.is_some() {
-            SEGMENTS_REUSED.fetch_add(1, Ordering::Relaxed);
-        }
         Ok(reused.map(|path| (path, len)))
+    }
+
+    /// At a roll that cannot reuse the front segment's file: the spare the
+    /// retention thread kept, if its pages are still all cached (unlinked
+    /// here otherwise).
+    fn take_spare(&self, state: &mut State) -> Option<(PathBuf, u64)> {
+        let (path, len) = state.spare.take()?;
+        let cached = File::open(&path).is_ok_and(|file| fully_cached(&file));
+        if cached {
+            Some((path, len))
+        } else {
+            remove_retired(
+                &[Retired {
+                    path,
+                    unread: false,
+                }],
+                None,
+            );
+            None
+        }
     }
 
     /// Reads whole batches starting with the one holding `start`, up to
@@ -1189,7 +1206,29 @@ impl Log {
             return Ok(0);
         }
         let count = doomed.len();
-        let retired = self.remove_front_segments(&mut state, &doomed)?;
+        // The newest doomed file may carry the next segment, as at a roll
+        // (`reusable_front`): a roll that finds retention deleting nothing
+        // takes it. The cleaning lock is held through the check and the
+        // removal for the same reason.
+        let cleaning = if state.spare.is_none() && !state.config.cleanup_compact {
+            try_lock_cleaning(&self.cleaning)
+        } else {
+            None
+        };
+        let spare = cleaning.as_ref().and_then(|_| {
+            let newest = state.segments.get(doomed.last()?)?;
+            Some((
+                deleted_path(&newest.path(LOG_SUFFIX)),
+                reusable_len(newest)?,
+            ))
+        });
+        let mut retired = self.remove_front_segments(&mut state, &doomed)?;
+        drop(cleaning);
+        if let Some((path, len)) = spare
+            && let Some(at) = retired.iter().position(|r| r.path == path)
+        {
+            state.spare = Some((retired.swap_remove(at).path, len));
+        }
         drop(state);
         // The retention thread's own: it may pause between steps.
         remove_retired(&retired, Some(&self.cleaning));
@@ -1329,6 +1368,14 @@ impl Log {
         // unlinking frees their page cache, tens of ms per 256 MiB, and
         // every produce and fetch of the partition would wait for it.
         let mut retired = Vec::new();
+        // A spare holds old batches whose offsets the log may now reach
+        // again; it must never carry a segment after a truncation.
+        if let Some((path, _)) = state.spare.take() {
+            retired.push(Retired {
+                path,
+                unread: false,
+            });
+        }
         let truncated = self.truncate_locked(&mut state, offset, &mut retired);
         drop(state);
         remove_retired(&retired, None);
@@ -1591,6 +1638,15 @@ impl Log {
             let active = state.active_segment_mut();
             active.lock().take();
             state.unflushed_since_ms = None;
+            if let Some((path, _)) = state.spare.take() {
+                remove_retired(
+                    &[Retired {
+                        path,
+                        unread: false,
+                    }],
+                    None,
+                );
+            }
         }
         self.checkpoint()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
@@ -2048,6 +2104,39 @@ fn reserve_ahead(state: &mut State, file: &File, start: u64, len: u64) {
     }
 }
 
+/// The length of `segment`'s log file if a new segment may be written over
+/// it once it is deleted (see `Log::reusable_front`): no read holds it and
+/// every page of it is cached. The caller checks the log's policy and holds
+/// the cleaning lock.
+fn reusable_len(segment: &Segment) -> Option<u64> {
+    if segment.read_elsewhere() {
+        return None;
+    }
+    let guard = segment.lock();
+    let loaded = guard.as_ref()?;
+    if Arc::strong_count(&loaded.file) > 1 || !fully_cached(&loaded.file) {
+        return None;
+    }
+    let len = loaded.file.metadata().map_or(0, |meta| meta.len());
+    (len > 0).then_some(len)
+}
+
+/// The log's `cleaning` lock if no one holds it (a poisoned one is taken).
+fn try_lock_cleaning(cleaning: &Mutex<()>) -> Option<std::sync::MutexGuard<'_, ()>> {
+    match cleaning.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+/// The name [`retire_segment_files`] gives a segment file it retires.
+fn deleted_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(DELETED_SUFFIX);
+    PathBuf::from(name)
+}
+
 /// Whether every page of `file` is in the page cache, asked with Linux's
 /// `cachestat` (6.5 and later: ~15-30 µs for a 256 MiB file here). False
 /// wherever that cannot be told, so a file is then never reused.
@@ -2158,9 +2247,7 @@ fn retire_segment_files(segment: &Segment, loaded: Option<Loaded>, retired: &mut
     let unread = loaded.is_some_and(|loaded| Arc::strong_count(&loaded.file) == 1);
     for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
         let path = segment.path(suffix);
-        let mut name = path.clone().into_os_string();
-        name.push(DELETED_SUFFIX);
-        let to = PathBuf::from(name);
+        let to = deleted_path(&path);
         match fs::rename(&path, &to) {
             Ok(()) => retired.push(Retired {
                 path: to,
@@ -2505,6 +2592,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         first_dirty: Offset(0),
         gap_horizon,
         can_reserve: true,
+        spare: None,
     };
     if state.log_start > state.log_end {
         // Data below the log start was lost (e.g. a torn tail after

@@ -217,9 +217,12 @@ fn retention_by_size_and_time_and_delete_records_move_the_start() {
     assert!(deleted > 0);
     assert!(log.size_bytes() <= 8_000 + 4_096);
     // The dropped segments' files are gone from the disk, not only from
-    // the map (renamed under the lock, unlinked after it).
+    // the map (renamed under the lock, unlinked after it), but for the
+    // newest one's log file, kept for the next roll.
     assert_eq!(files_ending(dir.path(), ".log").len(), log.segment_count());
-    assert_eq!(files_ending(dir.path(), ".deleted"), Vec::<String>::new());
+    let left = files_ending(dir.path(), ".deleted");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].ends_with(".log.deleted"));
     let start = log.log_start_offset();
     assert!(start > Offset(0));
     assert!(matches!(
@@ -247,7 +250,7 @@ fn retention_by_size_and_time_and_delete_records_move_the_start() {
     let new_start = log.delete_records_before(Offset(99)).unwrap();
     assert_eq!(new_start, Offset(99));
     assert_eq!(files_ending(dir.path(), ".log").len(), log.segment_count());
-    assert_eq!(files_ending(dir.path(), ".deleted"), Vec::<String>::new());
+    assert_eq!(files_ending(dir.path(), ".deleted"), left, "only the spare");
     assert_eq!(read_all(&log, Offset(99)).len(), 1);
     assert!(
         log.delete_records_before(Offset(101)).is_err(),
@@ -381,7 +384,12 @@ fn retention_shrinks_an_unread_segment_before_unlinking_it_but_not_one_being_rea
     });
     assert_eq!(log.apply_retention(0).unwrap(), segments - 1);
     assert_eq!(log.segment_count(), 1);
-    assert_eq!(files_ending(dir.path(), ".deleted"), Vec::<String>::new());
+    // The newest deleted log file is kept for the next roll; the others
+    // are gone.
+    assert_eq!(
+        files_ending(dir.path(), ".deleted"),
+        vec![format!("{}.deleted", names[segments - 2])]
+    );
     assert_eq!(held.file.metadata().unwrap().len(), held_len);
     assert_eq!(
         slice_bytes(&held),
@@ -952,4 +960,61 @@ fn recovery_keeps_the_segments_after_a_closed_one_with_old_bytes_at_its_end() {
     assert_eq!(log.log_end_offset(), end);
     assert_eq!(read_kept(&log), sent);
     assert_eq!(std::fs::metadata(&middle).unwrap().len(), middle_len);
+}
+
+/// The newest segment the retention thread deletes is kept for the next
+/// roll that finds retention deleting nothing, and that roll writes into
+/// its file; a truncation or a close drops such a spare.
+#[test]
+fn a_segment_the_retention_thread_deletes_carries_the_next_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let (mut sent, mut files) = (Vec::new(), std::collections::BTreeMap::new());
+    append_noting_files(&log, dir.path(), 0, 90, &mut sent, &mut files);
+    let before = files_ending(dir.path(), ".log");
+    assert!(before.len() >= 5, "{} segments", before.len());
+    log.update_config(retained_config());
+    let deleted = log.apply_retention(0).unwrap();
+    assert!(deleted >= 2, "{deleted} deleted");
+    let spare = inode(&dir.path().join(format!("{}.deleted", before[deleted - 1])));
+    assert_eq!(
+        files_ending(dir.path(), ".deleted").len(),
+        1,
+        "only the spare is left"
+    );
+    // Rolls that delete nothing: the first takes the spare.
+    log.update_config(small_config());
+    let active = active_segment(dir.path());
+    let mut i = 90;
+    while active_segment(dir.path()) == active {
+        append_noting_files(&log, dir.path(), i, 1, &mut sent, &mut files);
+        i += 1;
+    }
+    assert_eq!(inode(&active_segment(dir.path())), spare);
+    assert_eq!(files_ending(dir.path(), ".deleted"), Vec::<String>::new());
+    assert_eq!(read_kept(&log), kept(&log, &sent));
+
+    // A truncation drops a spare: the next roll creates its file.
+    log.update_config(retained_config());
+    append_noting_files(&log, dir.path(), i, 60, &mut sent, &mut files);
+    log.update_config(LogConfig {
+        retention_bytes: 4096,
+        ..small_config()
+    });
+    assert!(log.apply_retention(0).unwrap() >= 1);
+    assert_eq!(files_ending(dir.path(), ".deleted").len(), 1);
+    let end = log.log_end_offset();
+    log.truncate_to(Offset(end.0 - 1)).unwrap();
+    assert_eq!(files_ending(dir.path(), ".deleted"), Vec::<String>::new());
+    // And a close drops one too.
+    log.update_config(retained_config());
+    append_noting_files(&log, dir.path(), i + 60, 60, &mut sent, &mut files);
+    log.update_config(LogConfig {
+        retention_bytes: 4096,
+        ..small_config()
+    });
+    assert!(log.apply_retention(0).unwrap() >= 1);
+    assert_eq!(files_ending(dir.path(), ".deleted").len(), 1);
+    log.close().unwrap();
+    assert_eq!(files_ending(dir.path(), ".deleted"), Vec::<String>::new());
 }
