@@ -1089,7 +1089,14 @@ impl Log {
             self.guard(synced.map_err(Fault::from))?;
         }
         for path in indexes {
-            let synced = IndexFile::sync_file(&path).map_err(io_failure("fsync", &path));
+            // Opened by name, without the lock: retention (now also at
+            // every roll, `reusable_front`) or a truncation may have
+            // deleted the segment meanwhile, and a deleted index needs no
+            // sync (one missing at open is rebuilt anyway).
+            let synced = match IndexFile::sync_file(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other.map_err(io_failure("fsync", &path)),
+            };
             self.guard(synced.map_err(Fault::from))?;
         }
         let mut state = self.write_state();
