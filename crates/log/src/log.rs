@@ -758,7 +758,7 @@ impl Log {
                 } = loaded;
                 // Cut first: once the next segment's file exists, this one
                 // must end where its data does (recovery, `open_state`).
-                release_reserve(&file, segment.size)
+                release_reserve(&file, Some(segment.size))
                     .map_err(io_failure("truncate", &segment.path(LOG_SUFFIX)))?;
                 if let Some((t, o)) = cursor.max_timestamp {
                     time_index.maybe_append(t, o);
@@ -848,7 +848,11 @@ impl Log {
         let Some(front) = state.segments.values().next() else {
             return Ok(None);
         };
+        // Only a loaded segment can be reused (`reusable_len`); asking
+        // first keeps a roll from opening the oldest segment's files just
+        // to read its newest timestamp for `retention.ms`.
         if state.is_active(front)
+            || !front.is_loaded()
             || !self.retention_deletes(state, front, state.size_bytes(), now_ms)?
         {
             return Ok(None);
@@ -873,17 +877,11 @@ impl Log {
     /// here otherwise).
     fn take_spare(&self, state: &mut State) -> Option<(PathBuf, u64)> {
         let (path, len) = state.spare.take()?;
-        let cached = File::open(&path).is_ok_and(|file| fully_cached(&file));
+        let cached = File::open(&path).is_ok_and(|file| fully_cached(&file, len));
         if cached {
             Some((path, len))
         } else {
-            remove_retired(
-                &[Retired {
-                    path,
-                    unread: false,
-                }],
-                None,
-            );
+            remove_deleted_file(path);
             None
         }
     }
@@ -1625,7 +1623,7 @@ impl Log {
                 if let Some((t, o)) = cursor.max_timestamp {
                     loaded.time_index.maybe_append(t, o);
                 }
-                let trimmed = release_reserve(&loaded.file, segment.size)
+                let trimmed = release_reserve(&loaded.file, Some(segment.size))
                     .map_err(io_failure("truncate", &segment.path(LOG_SUFFIX)))
                     .and_then(|()| {
                         loaded
@@ -1646,13 +1644,7 @@ impl Log {
             active.lock().take();
             state.unflushed_since_ms = None;
             if let Some((path, _)) = state.spare.take() {
-                remove_retired(
-                    &[Retired {
-                        path,
-                        unread: false,
-                    }],
-                    None,
-                );
+                remove_deleted_file(path);
             }
         }
         self.checkpoint()?;
@@ -1783,10 +1775,8 @@ impl Log {
         proceed: &mut dyn FnMut(SwapStep) -> bool,
     ) -> Result<Option<CleanStats>, LogError> {
         self.check_usable()?;
-        let _cleaning = match self.cleaning.try_lock() {
-            Ok(guard) => guard,
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        let Some(_cleaning) = try_lock_cleaning(&self.cleaning) else {
+            return Ok(None);
         };
         let (config, log_start, first_dirty, closed, cleanable_end) = {
             let state = self.read_state();
@@ -2121,11 +2111,11 @@ fn reusable_len(segment: &Segment) -> Option<u64> {
     }
     let guard = segment.lock();
     let loaded = guard.as_ref()?;
-    if Arc::strong_count(&loaded.file) > 1 || !fully_cached(&loaded.file) {
+    if Arc::strong_count(&loaded.file) > 1 {
         return None;
     }
-    let len = loaded.file.metadata().map_or(0, |meta| meta.len());
-    (len > 0).then_some(len)
+    let len = loaded.file.metadata().ok()?.len();
+    (len > 0 && fully_cached(&loaded.file, len)).then_some(len)
 }
 
 /// The log's `cleaning` lock if no one holds it (a poisoned one is taken).
@@ -2144,10 +2134,11 @@ fn deleted_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Whether every page of `file` is in the page cache, asked with Linux's
-/// `cachestat` (6.5 and later: ~15-30 µs for a 256 MiB file here). False
-/// wherever that cannot be told, so a file is then never reused.
-fn fully_cached(file: &File) -> bool {
+/// Whether every page of `file`, `len` bytes long, is in the page cache,
+/// asked with Linux's `cachestat` (6.5 and later: ~15-30 µs for a 256 MiB
+/// file here). False wherever that cannot be told, so a file is then never
+/// reused.
+fn fully_cached(file: &File, len: u64) -> bool {
     #[cfg(all(
         target_os = "linux",
         any(target_arch = "x86_64", target_arch = "aarch64")
@@ -2171,9 +2162,6 @@ fn fully_cached(file: &File) -> bool {
             nr_evicted: u64,
             nr_recently_evicted: u64,
         }
-        let Ok(len) = file.metadata().map(|meta| meta.len()) else {
-            return false;
-        };
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         let Ok(page) = u64::try_from(page) else {
@@ -2203,7 +2191,7 @@ fn fully_cached(file: &File) -> bool {
         any(target_arch = "x86_64", target_arch = "aarch64")
     )))]
     {
-        let _ = file;
+        let _ = (file, len);
         false
     }
 }
@@ -2305,6 +2293,18 @@ fn remove_retired(retired: &[Retired], in_steps: Option<&Mutex<()>>) {
     }
 }
 
+/// Unlinks one file renamed `*.deleted` (a spare, or a reused file whose
+/// rename failed), at once: [`remove_retired`] without steps.
+fn remove_deleted_file(path: PathBuf) {
+    remove_retired(
+        &[Retired {
+            path,
+            unread: false,
+        }],
+        None,
+    );
+}
+
 /// Shrinks a retired log file [`FREE_STEP`] bytes at a time, pausing after
 /// each step as long as the step took, so that its unlink has little page
 /// cache left to free.
@@ -2335,10 +2335,8 @@ fn free_in_steps(path: &Path, cleaning: &Mutex<()>) {
         len = (len - 1) / FREE_STEP * FREE_STEP;
         let started = std::time::Instant::now();
         {
-            let _cleaning = match cleaning.try_lock() {
-                Ok(guard) => guard,
-                Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) => return,
+            let Some(_cleaning) = try_lock_cleaning(cleaning) else {
+                return;
             };
             if file.set_len(len).is_err() {
                 return;
@@ -2362,7 +2360,7 @@ fn create_segment(dir: &Path, base: Offset, reuse: Option<PathBuf>) -> Result<Bo
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(file = %from.display(), error = %e, "could not reuse a deleted segment's file; creating a new one");
-            remove_retired(&[Retired { path: from, unread: false }], None);
+            remove_deleted_file(from);
             false
         }
     });

@@ -130,17 +130,18 @@ impl Header {
 }
 
 /// Cuts an active segment's file to `size`, the bytes that belong to the
-/// log, when it is longer (a reused file's old contents, see `roll` in
+/// log (`None`: the file's own length), when it is longer (a reused file's old contents, see `roll` in
 /// log.rs) or holds blocks reserved beyond it (see `reserve_ahead` in
 /// log.rs): truncating a file to its own length releases those and changes
 /// no byte. The truncate is a journaled change, so it is skipped when
 /// neither is the case (the slack covers the file system's own extent
 /// blocks).
-pub(crate) fn release_reserve(file: &File, size: u64) -> io::Result<()> {
+pub(crate) fn release_reserve(file: &File, size: Option<u64>) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     const SLACK: u64 = 64 << 10;
     let meta = file.metadata()?;
     let len = meta.len();
+    let size = size.unwrap_or(len);
     if len > size || meta.blocks() * 512 > size.next_multiple_of(4096) + SLACK {
         file.set_len(size)?;
     }
@@ -558,11 +559,7 @@ impl Segment {
         .map_err(io_failure("open", &log_path))?;
         if active {
             // A crash leaves the blocks reserved ahead of the appends.
-            let len = file
-                .metadata()
-                .map_err(io_failure("stat", &log_path))?
-                .len();
-            release_reserve(&file, len).map_err(io_failure("truncate", &log_path))?;
+            release_reserve(&file, None).map_err(io_failure("truncate", &log_path))?;
         }
         // Every entry names a different batch, and a batch is at least a
         // header long (the time index has one entry more at close).

@@ -994,27 +994,25 @@ fn a_segment_the_retention_thread_deletes_carries_the_next_roll() {
     assert_eq!(files_ending(dir.path(), ".deleted"), Vec::<String>::new());
     assert_eq!(read_kept(&log), kept(&log, &sent));
 
+    // Appends 60 batches from `from`, then lets the retention thread
+    // delete down to one segment, which leaves a spare.
+    let mut make_spare = |from: i64| {
+        log.update_config(retained_config());
+        append_noting_files(&log, dir.path(), from, 60, &mut sent, &mut files);
+        log.update_config(LogConfig {
+            retention_bytes: 4096,
+            ..small_config()
+        });
+        assert!(log.apply_retention(0).unwrap() >= 1);
+        assert_eq!(files_ending(dir.path(), ".deleted").len(), 1);
+    };
     // A truncation drops a spare: the next roll creates its file.
-    log.update_config(retained_config());
-    append_noting_files(&log, dir.path(), i, 60, &mut sent, &mut files);
-    log.update_config(LogConfig {
-        retention_bytes: 4096,
-        ..small_config()
-    });
-    assert!(log.apply_retention(0).unwrap() >= 1);
-    assert_eq!(files_ending(dir.path(), ".deleted").len(), 1);
+    make_spare(i);
     let end = log.log_end_offset();
     log.truncate_to(Offset(end.0 - 1)).unwrap();
     assert_eq!(files_ending(dir.path(), ".deleted"), Vec::<String>::new());
     // And a close drops one too.
-    log.update_config(retained_config());
-    append_noting_files(&log, dir.path(), i + 60, 60, &mut sent, &mut files);
-    log.update_config(LogConfig {
-        retention_bytes: 4096,
-        ..small_config()
-    });
-    assert!(log.apply_retention(0).unwrap() >= 1);
-    assert_eq!(files_ending(dir.path(), ".deleted").len(), 1);
+    make_spare(i + 60);
     log.close().unwrap();
     assert_eq!(files_ending(dir.path(), ".deleted"), Vec::<String>::new());
 }
