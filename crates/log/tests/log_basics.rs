@@ -221,8 +221,12 @@ fn retention_by_size_and_time_and_delete_records_move_the_start() {
     // newest one's log file, kept for the next roll.
     assert_eq!(files_ending(dir.path(), ".log").len(), log.segment_count());
     let left = files_ending(dir.path(), ".deleted");
-    assert_eq!(left.len(), 1, "{left:?}");
-    assert!(left[0].ends_with(".log.deleted"));
+    if file_reuse_possible() {
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].ends_with(".log.deleted"));
+    } else {
+        assert_eq!(left, Vec::<String>::new());
+    }
     let start = log.log_start_offset();
     assert!(start > Offset(0));
     assert!(matches!(
@@ -386,10 +390,12 @@ fn retention_shrinks_an_unread_segment_before_unlinking_it_but_not_one_being_rea
     assert_eq!(log.segment_count(), 1);
     // The newest deleted log file is kept for the next roll; the others
     // are gone.
-    assert_eq!(
-        files_ending(dir.path(), ".deleted"),
+    let spare = if file_reuse_possible() {
         vec![format!("{}.deleted", names[segments - 2])]
-    );
+    } else {
+        Vec::new()
+    };
+    assert_eq!(files_ending(dir.path(), ".deleted"), spare);
     assert_eq!(held.file.metadata().unwrap().len(), held_len);
     assert_eq!(
         slice_bytes(&held),
@@ -748,6 +754,19 @@ fn scrub_reads_whole_chunks_with_and_without_the_page_cache() {
     assert_eq!(buffered.map(|(at, _)| at), Some(Position(rotten_at)));
 }
 
+/// Whether the log can tell a file's pages are all cached (`cachestat`,
+/// Linux 6.5 on x86-64 and arm64), which reusing a deleted segment's file
+/// needs: without it every roll creates a file, as the tests below check.
+fn file_reuse_possible() -> bool {
+    let supported_arch = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    supported_arch && version >= (6, 5)
+}
+
 fn retained_config() -> LogConfig {
     LogConfig {
         retention_bytes: 3 * 4096,
@@ -807,15 +826,19 @@ fn a_roll_reuses_the_file_of_the_segment_retention_deletes() {
     let (mut sent, mut files) = (Vec::new(), std::collections::BTreeMap::new());
     let reused_before = rill_log::segments_reused_total();
     append_noting_files(&log, dir.path(), 0, 300, &mut sent, &mut files);
-    assert!(rill_log::segments_reused_total() >= reused_before + 5);
     let inodes: std::collections::BTreeSet<u64> = files.values().copied().collect();
     assert!(files.len() > 12, "{} segments", files.len());
-    assert!(
-        inodes.len() <= 6,
-        "{} files for {} segments: rolls did not reuse the deleted ones",
-        inodes.len(),
-        files.len()
-    );
+    if file_reuse_possible() {
+        assert!(rill_log::segments_reused_total() >= reused_before + 5);
+        assert!(
+            inodes.len() <= 6,
+            "{} files for {} segments: rolls did not reuse the deleted ones",
+            inodes.len(),
+            files.len()
+        );
+    } else {
+        assert_eq!(inodes.len(), files.len(), "a file reused without cachestat");
+    }
     assert!(
         log.segment_count() <= 5,
         "retention kept {} segments",
@@ -844,6 +867,10 @@ fn a_roll_reuses_the_file_of_the_segment_retention_deletes() {
 /// of the file's old bytes.
 #[test]
 fn a_crash_in_a_reused_file_recovers_the_new_batches_and_none_of_the_old() {
+    if !file_reuse_possible() {
+        eprintln!("no cachestat here: no file is reused, nothing to recover from one");
+        return;
+    }
     for extra in [0, 1, 3] {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::open(dir.path(), retained_config()).unwrap();
@@ -967,6 +994,10 @@ fn recovery_keeps_the_segments_after_a_closed_one_with_old_bytes_at_its_end() {
 /// its file; a truncation or a close drops such a spare.
 #[test]
 fn a_segment_the_retention_thread_deletes_carries_the_next_roll() {
+    if !file_reuse_possible() {
+        eprintln!("no cachestat here: no file is kept for reuse");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config()).unwrap();
     let (mut sent, mut files) = (Vec::new(), std::collections::BTreeMap::new());
