@@ -139,15 +139,27 @@ def record(offset_delta: int, timestamp_delta: int, key: bytes | None, value: by
     return varint(len(body)) + body
 
 
-def record_batch(values: list[bytes], base_timestamp_ms: int | None = None) -> bytes:
-    """A valid uncompressed, non-transactional, non-idempotent batch holding `values`."""
+def record_batch(
+    values: list[bytes],
+    base_timestamp_ms: int | None = None,
+    keys: list[bytes | None] | None = None,
+    last_offset_delta: int | None = None,
+) -> bytes:
+    """A valid uncompressed, non-transactional, non-idempotent batch holding
+    `values` (keyed k0, k1, ... unless `keys` says otherwise); a
+    `last_offset_delta` other than len(values) - 1 makes it claim more offsets
+    than it has records."""
     if base_timestamp_ms is None:
         base_timestamp_ms = int(time.time() * 1000)
-    records = b"".join(record(i, 0, b"k%d" % i, v) for i, v in enumerate(values))
+    if keys is None:
+        keys = [b"k%d" % i for i in range(len(values))]
+    if last_offset_delta is None:
+        last_offset_delta = len(values) - 1
+    records = b"".join(record(i, 0, k, v) for i, (k, v) in enumerate(zip(keys, values, strict=True)))
     # Everything from `attributes` to the end is covered by the CRC.
     after_crc = (
         int16(0)  # attributes: no compression, CreateTime, not transactional, not control
-        + int32(len(values) - 1)  # lastOffsetDelta
+        + int32(last_offset_delta)  # lastOffsetDelta
         + int64(base_timestamp_ms)  # baseTimestamp
         + int64(base_timestamp_ms)  # maxTimestamp
         + int64(-1)  # producerId: none (not idempotent)
@@ -304,6 +316,7 @@ ERROR_CORRUPT_MESSAGE = 2
 ERROR_MESSAGE_TOO_LARGE = 10
 ERROR_INVALID_TOPIC_EXCEPTION = 17
 ERROR_UNSUPPORTED_VERSION = 35
+ERROR_INVALID_RECORD = 87
 
 
 def api_versions_v0(port: int) -> dict[int, tuple[int, int]]:
@@ -345,6 +358,12 @@ def produce_v8_body(topic: str, partition: int, records: bytes, acks: int = -1) 
 
 def read_produce_v8_response(r: Reader) -> dict[tuple[str, int], tuple[int, int]]:
     """{(topic, partition): (error_code, base_offset)} from a Produce v8 response."""
+    return {tp: answer[:2] for tp, answer in read_produce_v8_response_full(r).items()}
+
+
+def read_produce_v8_response_full(r: Reader) -> dict[tuple[str, int], tuple]:
+    """{(topic, partition): (error_code, base_offset, record_errors, error_message)}
+    from a Produce v8 response; record_errors is [(batch_index, message)] (KIP-467)."""
     out = {}
     for _ in range(r.int32()):  # responses
         name = r.string()
@@ -354,11 +373,9 @@ def read_produce_v8_response(r: Reader) -> dict[tuple[str, int], tuple[int, int]
             base_offset = r.int64()
             r.int64()  # log_append_time_ms
             r.int64()  # log_start_offset
-            for _ in range(r.int32()):  # record_errors
-                r.int32()  # batch_index
-                r.nullable_string()  # batch_index_error_message
-            r.nullable_string()  # error_message
-            out[(name, index)] = (error, base_offset)
+            record_errors = [(r.int32(), r.nullable_string()) for _ in range(r.int32())]
+            error_message = r.nullable_string()
+            out[(name, index)] = (error, base_offset, record_errors, error_message)
     r.int32()  # throttle_time_ms
     assert r.remaining() == 0, "trailing bytes after a Produce v8 body"
     return out

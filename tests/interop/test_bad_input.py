@@ -150,6 +150,21 @@ def test_produce_with_a_corrupt_crc_is_refused_and_not_stored(rill):
     assert watermarks(rill.bootstrap, topic, 0) == (0, 2)
 
 
+def test_a_batch_claiming_more_offsets_than_records_is_refused_and_burns_none(rill):
+    """A batch's last offset delta must match its records (Kafka's
+    LogValidator, origin CLIENT): two records claiming 2^31 - 1 offsets would
+    otherwise burn them and roll the log every other batch."""
+    topic = unique_topic("raw-delta")
+    create_topic(rill.bootstrap, topic)
+    values = [b"one" * 10, b"two" * 10]
+    for claimed_delta in (2**31 - 2, 2):
+        lying = w.record_batch(values, last_offset_delta=claimed_delta)
+        assert produce_v8(rill.port, topic, lying)[0] == w.ERROR_INVALID_RECORD, claimed_delta
+    assert watermarks(rill.bootstrap, topic, 0) == (0, 0)
+    assert produce_v8(rill.port, topic, w.record_batch(values)) == (w.ERROR_NONE, 0)
+    assert watermarks(rill.bootstrap, topic, 0) == (0, 2)
+
+
 def test_produce_of_a_batch_over_the_size_limit_gets_message_too_large(rill):
     topic = unique_topic("raw-large")
     create_topic(rill.bootstrap, topic)

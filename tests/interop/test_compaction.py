@@ -15,6 +15,7 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KpTopicPartition
 
+import kafka_wire as w
 from helpers import WAIT_S, admin, consumer, create_topic, produce_all, read_partition, run_node, unique_topic
 
 KEYS = 100
@@ -220,3 +221,21 @@ def test_consumer_offsets_are_compacted_and_survive_a_restart(rill):
     finally:
         c.close()
     assert committed[0].offset == 7
+
+
+def test_keyless_records_get_per_record_errors_kip_467(rill):
+    """A batch with keyless records on a compacted topic is refused with
+    INVALID_RECORD and names each keyless record by its index in the batch
+    (record_errors, KIP-467), so a client fails just those and reports the
+    rest as refused with them, as Kafka answers."""
+    topic = compacted_topic(rill)
+    batch = w.record_batch([b"a", b"b", b"c", b"d"], keys=[b"ka", None, b"kc", None])
+    with w.Connection(rill.port) as conn:
+        r = conn.request(w.API_PRODUCE, 8, w.produce_v8_body(topic, 0, batch), flexible=False)
+        answer = w.read_produce_v8_response_full(r)[(topic, 0)]
+    error, base_offset, record_errors, message = answer
+    assert (error, base_offset) == (w.ERROR_INVALID_RECORD, -1), answer
+    assert [index for index, _ in record_errors] == [1, 3], answer
+    assert all("without key" in text for _, text in record_errors), answer
+    assert message and "2 record" in message, answer
+    assert read_partition(rill.bootstrap, topic, 0) == []

@@ -221,6 +221,36 @@ def test_admin_alters_topic_configs_incrementally(rill):
     assert source_of(configs["cleanup.policy"]) != ConfigSource.DYNAMIC_TOPIC_CONFIG
 
 
+def test_configs_kafka_3_accepts_but_ignores_are_accepted_reported_and_logged(rill):
+    """Scripts written for Kafka 3.x set configs such as message.format.version:
+    Rill accepts them (their values' shape still checked), reports them, and
+    logs that it ignores them."""
+    client = admin(rill.bootstrap)
+    topic = unique_topic("ignored-configs")
+    create_topic(rill.bootstrap, topic, config={"message.format.version": "2.8-IV1", "preallocate": "true"})
+    with pytest.raises(KafkaException) as invalid:
+        create_topic(rill.bootstrap, unique_topic("ignored-bad"), config={"preallocate": "maybe"})
+    later = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry("segment.jitter.ms", "100", incremental_operation=AlterConfigOpType.SET),
+        ],
+    )
+    next(iter(client.incremental_alter_configs([later]).values())).result(timeout=WAIT_S)
+    configs = next(iter(client.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values())).result(
+        timeout=WAIT_S
+    )
+
+    assert invalid.value.args[0].code() == KafkaError.INVALID_CONFIG
+    assert configs["message.format.version"].value == "2.8-IV1"
+    assert configs["preallocate"].value == "true"
+    assert configs["segment.jitter.ms"].value == "100"
+    assert source_of(configs["segment.jitter.ms"]) == ConfigSource.DYNAMIC_TOPIC_CONFIG
+    log = rill.stdout_path.read_text() + rill.stderr_path.read_text()
+    assert "message.format.version" in log and "accepted and ignored" in log
+
+
 def test_admin_adds_partitions_that_producers_can_use(rill):
     client = admin(rill.bootstrap)
     topic = unique_topic("admin-partitions")

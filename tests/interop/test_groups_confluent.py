@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from helpers import WAIT_S, create_topic, produce_all, unique_topic
 
@@ -276,3 +276,27 @@ def test_a_static_member_restarting_gets_its_partitions_back_without_a_rebalance
             again.close()
     finally:
         other.close()
+
+
+def test_commit_for_a_missing_topic_or_partition_is_refused_per_partition(rill):
+    """OffsetCommit answers UNKNOWN_TOPIC_OR_PARTITION for each partition the
+    cluster does not have (as Kafka does: librdkafka's own tests expect it),
+    commits the rest, and stores nothing for the missing ones."""
+    topic = unique_topic("commit-known")
+    create_topic(rill.bootstrap, topic, partitions=2)
+    group = unique_topic("commit-missing-group")
+    c = Consumer({"bootstrap.servers": rill.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        offsets = [
+            TopicPartition(topic, 0, 3),
+            TopicPartition(topic, 7, 4),
+            TopicPartition("no-such-topic-" + topic, 0, 5),
+        ]
+        # librdkafka fails the whole call with the first partition's error.
+        with pytest.raises(KafkaException) as refused:
+            c.commit(offsets=offsets, asynchronous=False)
+        assert refused.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, refused.value
+        committed = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=WAIT_S)
+        assert [tp.offset for tp in committed] == [3, -1001], committed
+    finally:
+        c.close()

@@ -263,6 +263,7 @@ impl Cluster {
         for (key, value) in &configs {
             validate_topic_config(key, value)
                 .map_err(|message| TopicError::new(error_code::INVALID_CONFIG, message))?;
+            log_if_ignored(name, key, value);
         }
         let _guard = self.change_lock.lock().await;
         if self.topic(name).is_some() {
@@ -385,10 +386,8 @@ impl Cluster {
             if let Some(value) = &value {
                 validate_topic_config(&key, value)
                     .map_err(|message| TopicError::new(error_code::INVALID_CONFIG, message))?;
-            } else if !rill_metadata::topic::TOPIC_CONFIGS
-                .iter()
-                .any(|(known, _)| *known == key)
-            {
+                log_if_ignored(name, &key, value);
+            } else if rill_metadata::topic::topic_config_kind(&key).is_none() {
                 return Err(TopicError::new(
                     error_code::INVALID_CONFIG,
                     format!("unknown topic config `{key}`"),
@@ -705,4 +704,17 @@ fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Says once, where it is set, that a topic config is accepted but means
+/// nothing to Rill (`rill_metadata::topic::ignored_topic_config`).
+fn log_if_ignored(topic: &str, key: &str, value: &str) {
+    if let Some(reason) = rill_metadata::topic::ignored_topic_config(key) {
+        tracing::info!(
+            topic,
+            config = key,
+            value,
+            "topic config accepted and ignored: {reason}"
+        );
+    }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rill_broker::{Broker, BrokerConfig};
 use rill_protocol::codec::{Decode, Decoder, Encode, Encoder};
+use rill_protocol::messages::create_topics_request::CreatableTopic;
 use rill_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use rill_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -128,12 +129,28 @@ impl Client {
     }
 
     async fn commit(&mut self, group: &str, member: &str, generation: i32, offset: i64) -> i16 {
+        self.commit_as(group, member, generation, "t", offset).await
+    }
+
+    /// A simple (memberless) commit to partition 0 of `topic`.
+    async fn commit_to(&mut self, group: &str, topic: &str, offset: i64) -> i16 {
+        self.commit_as(group, "", -1, topic, offset).await
+    }
+
+    async fn commit_as(
+        &mut self,
+        group: &str,
+        member: &str,
+        generation: i32,
+        topic: &str,
+        offset: i64,
+    ) -> i16 {
         let request = OffsetCommitRequest {
             group_id: group.into(),
             generation_id_or_member_epoch: generation,
             member_id: member.into(),
             topics: vec![OffsetCommitRequestTopic {
-                name: "t".into(),
+                name: topic.into(),
                 partitions: vec![OffsetCommitRequestPartition {
                     partition_index: 0,
                     committed_offset: offset,
@@ -193,6 +210,26 @@ async fn join_sync_heartbeat_commit_fetch_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(config(dir.path())).await.unwrap();
     let mut client = Client::connect(&broker).await;
+    // Offsets are kept only for partitions that exist (Kafka's rule).
+    let ResponseBody::CreateTopics(created) = client
+        .call(
+            7,
+            RequestBody::CreateTopics(CreateTopicsRequest {
+                topics: vec![CreatableTopic {
+                    name: "t".into(),
+                    num_partitions: 1,
+                    replication_factor: 1,
+                    ..Default::default()
+                }],
+                timeout_ms: 1000,
+                ..Default::default()
+            }),
+        )
+        .await
+    else {
+        panic!("not a CreateTopics response")
+    };
+    assert_eq!(created.topics[0].error_code, 0);
 
     let ResponseBody::FindCoordinator(found) = client
         .call(
@@ -242,6 +279,11 @@ async fn join_sync_heartbeat_commit_fetch_and_restart() {
 
     assert_eq!(client.commit("g", &member, 1, 42).await, 0);
     assert_eq!(client.commit("simple", "", -1, 7).await, 0);
+    assert_eq!(
+        client.commit_to("simple", "no-such-topic", 7).await,
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
     // Bad commits get their error and change nothing.
     assert_eq!(
         client.commit("g", &member, 2, 99).await,

@@ -57,7 +57,7 @@ pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
 pub(crate) const SWAP_SUFFIX: &str = "swap";
 /// The largest records section a cleaned batch may inflate to. Batches are
 /// at most `max.message.bytes` compressed; this bounds a decompression bomb.
-const INFLATED_BATCH_MAX: usize = 256 << 20;
+pub(crate) const INFLATED_BATCH_MAX: usize = 256 << 20;
 
 /// Settings of the background cleaner (Kafka's `log.cleaner.*`).
 #[derive(Debug, Clone)]
@@ -585,14 +585,29 @@ fn filter_batch(
 /// Checks that every record of a batch has a key, as a compacted log needs:
 /// `Err(None)` names a keyless record, `Err(Some(reason))` records that
 /// cannot be read at all.
-pub(crate) fn check_keys(view: &BatchView<'_>) -> Result<(), Option<String>> {
-    let decoded =
-        decode_batch(view.bytes(), INFLATED_BATCH_MAX).map_err(|e| Some(e.to_string()))?;
-    if decoded.records.iter().all(|record| record.key.is_some()) {
+pub(crate) fn check_keys(view: &BatchView<'_>) -> Result<(), KeyCheck> {
+    let decoded = decode_batch(view.bytes(), INFLATED_BATCH_MAX)
+        .map_err(|e| KeyCheck::Unreadable(e.to_string()))?;
+    let missing: Vec<usize> = decoded
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(_, record)| record.key.is_none())
+        .map(|(index, _)| index)
+        .collect();
+    if missing.is_empty() {
         Ok(())
     } else {
-        Err(None)
+        Err(KeyCheck::Missing(missing))
     }
+}
+
+/// Why a batch for a compacted log fails `check_keys`.
+pub(crate) enum KeyCheck {
+    /// The records cannot be read.
+    Unreadable(String),
+    /// The indexes, within the batch, of the records without a key.
+    Missing(Vec<usize>),
 }
 
 /// The swap file name that commits the rewrite of `[base, end)`.

@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use rill_records::batch::BatchError;
+use rill_records::produced::ProducedBatchError;
 use thiserror::Error;
 
 use crate::types::{Offset, Position};
@@ -103,8 +104,16 @@ pub enum AppendError {
     Empty,
     #[error("batch {index} cannot be read: {reason}")]
     InvalidRecords { index: usize, reason: String },
-    #[error("batch {index} holds a record without a key, which a compacted topic cannot keep")]
-    MissingKey { index: usize },
+    #[error("batch {index} of the append breaks a rule for produced batches: {source}")]
+    InvalidRecord {
+        index: usize,
+        #[source]
+        source: ProducedBatchError,
+    },
+    #[error(
+        "batch {index} holds records without a key (indexes {records:?} in the batch), which a compacted topic cannot keep"
+    )]
+    MissingKey { index: usize, records: Vec<usize> },
     #[error(
         "producer {producer_id} sent sequence {received} but {expected} was expected: an earlier batch is missing"
     )]

@@ -19,11 +19,14 @@ use rill_records::batch::{
     BATCH_HEADER_LEN, BatchIter, REWRITTEN_PREFIX_LEN, TimestampType, set_base_offset,
     set_log_append_time_split, set_partition_leader_epoch,
 };
+use rill_records::produced::check_produced;
 
 use crate::checkpoint::{
     self, CLEAN_SHUTDOWN_FILE, CLEANER_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, sync_dir,
 };
-use crate::cleaner::{self, CleanRules, CleanStats, Cleanable, Cleaned, OffsetMap, SegmentRef};
+use crate::cleaner::{
+    self, CleanRules, CleanStats, Cleanable, Cleaned, KeyCheck, OffsetMap, SegmentRef,
+};
 use crate::epoch::LeaderEpochCache;
 use crate::error::{AppendError, CorruptData, Fault, IoFailure, LogError, OfflineDir, ReadError};
 use crate::index::IndexFile;
@@ -429,10 +432,12 @@ impl Log {
             }
             view.validate()
                 .map_err(|source| AppendError::InvalidBatch { index, source })?;
-            if compact && !view.is_control() {
+            check_produced(&view, cleaner::INFLATED_BATCH_MAX)
+                .map_err(|source| AppendError::InvalidRecord { index, source })?;
+            if compact {
                 cleaner::check_keys(&view).map_err(|reason| match reason {
-                    None => AppendError::MissingKey { index },
-                    Some(reason) => AppendError::InvalidRecords { index, reason },
+                    KeyCheck::Missing(records) => AppendError::MissingKey { index, records },
+                    KeyCheck::Unreadable(reason) => AppendError::InvalidRecords { index, reason },
                 })?;
             }
             views.push(view);

@@ -46,6 +46,155 @@ pub enum ConfigKind {
     Ratio,
     /// Accepted and stored for client compatibility; Rill does not act on it.
     Passive,
+    /// A config Kafka 3.x still accepts but that means nothing here (the
+    /// reason says why): accepted, stored, reported by DescribeConfigs, and
+    /// logged as ignored where it is set, so a tool or script written for
+    /// Kafka keeps working. `values` checks the value's shape all the same.
+    Ignored {
+        values: IgnoredValues,
+        reason: &'static str,
+    },
+}
+
+/// The shape of an ignored config's value, as Kafka checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IgnoredValues {
+    Bool,
+    Long,
+    /// Any text (a version such as `3.0-IV1`, a list of replicas).
+    Text,
+}
+
+const NO_REPLICAS: &str = "one node has no other replica to elect or throttle";
+const NO_TIERED_STORAGE: &str = "Rill has no tiered storage";
+const NO_RECOMPRESSION: &str = "the broker stores batches as produced and never recompresses";
+const NO_BROKER_CLOCK_CHECK: &str = "record timestamps are not checked against the broker's clock";
+
+/// The Kafka 3.x topic configs Rill accepts and ignores, and why.
+const IGNORED_TOPIC_CONFIGS: &[(&str, IgnoredValues, &str)] = &[
+    (
+        "compression.gzip.level",
+        IgnoredValues::Long,
+        NO_RECOMPRESSION,
+    ),
+    (
+        "compression.lz4.level",
+        IgnoredValues::Long,
+        NO_RECOMPRESSION,
+    ),
+    (
+        "compression.zstd.level",
+        IgnoredValues::Long,
+        NO_RECOMPRESSION,
+    ),
+    (
+        "file.delete.delay.ms",
+        IgnoredValues::Long,
+        "a deleted segment's files are removed as soon as no read holds them",
+    ),
+    (
+        "follower.replication.throttled.replicas",
+        IgnoredValues::Text,
+        NO_REPLICAS,
+    ),
+    (
+        "leader.replication.throttled.replicas",
+        IgnoredValues::Text,
+        NO_REPLICAS,
+    ),
+    (
+        "local.retention.bytes",
+        IgnoredValues::Long,
+        NO_TIERED_STORAGE,
+    ),
+    ("local.retention.ms", IgnoredValues::Long, NO_TIERED_STORAGE),
+    (
+        "message.downconversion.enable",
+        IgnoredValues::Bool,
+        "Rill serves no Fetch version old enough to need down-conversion",
+    ),
+    (
+        "message.format.version",
+        IgnoredValues::Text,
+        "record batch format v2 is the only format (Kafka ignores it too since 3.0, KIP-724)",
+    ),
+    (
+        "message.timestamp.after.max.ms",
+        IgnoredValues::Long,
+        NO_BROKER_CLOCK_CHECK,
+    ),
+    (
+        "message.timestamp.before.max.ms",
+        IgnoredValues::Long,
+        NO_BROKER_CLOCK_CHECK,
+    ),
+    (
+        "message.timestamp.difference.max.ms",
+        IgnoredValues::Long,
+        NO_BROKER_CLOCK_CHECK,
+    ),
+    (
+        "preallocate",
+        IgnoredValues::Bool,
+        "segment files are not preallocated",
+    ),
+    (
+        "remote.log.copy.disable",
+        IgnoredValues::Bool,
+        NO_TIERED_STORAGE,
+    ),
+    (
+        "remote.log.delete.on.disable",
+        IgnoredValues::Bool,
+        NO_TIERED_STORAGE,
+    ),
+    (
+        "remote.storage.enable",
+        IgnoredValues::Bool,
+        NO_TIERED_STORAGE,
+    ),
+    (
+        "segment.jitter.ms",
+        IgnoredValues::Long,
+        "segments roll at segment.ms, without jitter",
+    ),
+    (
+        "unclean.leader.election.enable",
+        IgnoredValues::Bool,
+        NO_REPLICAS,
+    ),
+];
+
+/// Why Rill ignores the topic config `name`, if it is one it accepts and
+/// ignores; the caller logs it where the config is set.
+pub fn ignored_topic_config(name: &str) -> Option<&'static str> {
+    IGNORED_TOPIC_CONFIGS
+        .iter()
+        .find(|(known, _, _)| *known == name)
+        .map(|(_, _, reason)| *reason)
+}
+
+/// The `'static` spelling of the topic config `name`, if Rill knows it.
+pub fn known_topic_config_name(name: &str) -> Option<&'static str> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|(known, _)| *known)
+        .chain(IGNORED_TOPIC_CONFIGS.iter().map(|(known, _, _)| *known))
+        .find(|known| *known == name)
+}
+
+/// The kind of the topic config `name`, if Rill knows it.
+pub fn topic_config_kind(name: &str) -> Option<ConfigKind> {
+    if let Some((_, kind)) = TOPIC_CONFIGS.iter().find(|(known, _)| *known == name) {
+        return Some(*kind);
+    }
+    IGNORED_TOPIC_CONFIGS
+        .iter()
+        .find(|(known, _, _)| *known == name)
+        .map(|(_, values, reason)| ConfigKind::Ignored {
+            values: *values,
+            reason,
+        })
 }
 
 /// The topic configs Rill knows, by Kafka name.
@@ -143,7 +292,7 @@ pub const TOPIC_CONFIGS: &[(&str, ConfigKind)] = &[
 
 /// Checks one topic config, with the reason when it is unknown or invalid.
 pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
-    let Some((_, kind)) = TOPIC_CONFIGS.iter().find(|(known, _)| *known == name) else {
+    let Some(kind) = topic_config_kind(name) else {
         return Err(format!("unknown topic config `{name}`"));
     };
     match kind {
@@ -155,10 +304,10 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
                 .trim()
                 .parse()
                 .map_err(|_| format!("`{name}` must be an integer, not `{value}`"))?;
-            if number == -1 && *allows_minus_one {
+            if number == -1 && allows_minus_one {
                 return Ok(());
             }
-            if number < *min {
+            if number < min {
                 return Err(format!("`{name}` must be at least {min}, not {number}"));
             }
             Ok(())
@@ -189,6 +338,15 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
             )),
         },
         ConfigKind::Passive => Ok(()),
+        ConfigKind::Ignored { values, .. } => match values {
+            IgnoredValues::Bool if !matches!(value.trim(), "true" | "false") => {
+                Err(format!("`{name}` must be true or false, not `{value}`"))
+            }
+            IgnoredValues::Long if value.trim().parse::<i64>().is_err() => {
+                Err(format!("`{name}` must be an integer, not `{value}`"))
+            }
+            _ => Ok(()),
+        },
     }
 }
 
@@ -218,5 +376,12 @@ mod tests {
         assert!(validate_topic_config("min.cleanable.dirty.ratio", "1.5").is_err());
         assert!(validate_topic_config("min.cleanable.dirty.ratio", "NaN").is_err());
         assert!(validate_topic_config("no.such.thing", "1").is_err());
+        // Accepted and ignored, as Kafka 3.x accepts them, with their shape checked.
+        assert!(validate_topic_config("message.format.version", "2.8-IV1").is_ok());
+        assert!(validate_topic_config("preallocate", "true").is_ok());
+        assert!(validate_topic_config("preallocate", "yes").is_err());
+        assert!(validate_topic_config("segment.jitter.ms", "x").is_err());
+        assert!(ignored_topic_config("message.format.version").is_some());
+        assert!(ignored_topic_config("retention.ms").is_none());
     }
 }

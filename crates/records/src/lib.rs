@@ -14,5 +14,6 @@ pub mod batch;
 pub mod builder;
 pub mod compression;
 pub mod crc;
+pub mod produced;
 pub mod record;
 pub mod varint;

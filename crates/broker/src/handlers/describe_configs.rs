@@ -106,7 +106,14 @@ fn topic_configs(
             format!("topic '{name}' does not exist"),
         )
     })?;
-    let defaults = shared.config.topic_config_defaults();
+    let mut defaults = shared.config.topic_config_defaults();
+    // A config set on the topic that has no broker default (one Rill accepts
+    // and ignores, say) is described too, with its value as its own default.
+    for (config, value) in &topic.overrides {
+        if let Some(known) = rill_metadata::topic::known_topic_config_name(config) {
+            defaults.entry(known).or_insert_with(|| value.clone());
+        }
+    }
     Ok(defaults
         .into_iter()
         .map(|(config, default)| {

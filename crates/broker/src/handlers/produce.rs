@@ -17,7 +17,9 @@ use std::sync::Arc;
 use rill_log::AppendError;
 use rill_protocol::ProduceFrame;
 use rill_protocol::messages::ProduceResponse;
-use rill_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use rill_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use rill_protocol::produce::ProducePartition;
 use rill_records::batch::BatchIter;
 
@@ -114,9 +116,38 @@ async fn append(
             } else {
                 tracing::debug!(topic = %topic.name, partition = data.index, error = %failure, "append refused");
             }
-            error(data.index, code, Some(failure.to_string()))
+            let mut answer = error(data.index, code, Some(failure.to_string()));
+            if let AppendError::MissingKey { records, .. } = &failure {
+                record_errors(&mut answer, &topic.name, records);
+            }
+            answer
         }
     }
+}
+
+/// KIP-467: a batch refused for some of its records names them (by index in
+/// the batch), so a client fails those records and reports the rest as
+/// refused with them, as Kafka's `LogValidator` does for keyless records on a
+/// compacted topic.
+fn record_errors(answer: &mut PartitionProduceResponse, topic: &str, records: &[usize]) {
+    let reason = format!(
+        "Compacted topic cannot accept message without key in topic partition {topic}-{}.",
+        answer.index
+    );
+    answer.record_errors = records
+        .iter()
+        .map(|&index| BatchIndexAndErrorMessage {
+            batch_index: i32::try_from(index).unwrap_or(i32::MAX),
+            batch_index_error_message: Some(reason.clone()),
+            ..Default::default()
+        })
+        .collect();
+    answer.error_message = Some(format!(
+        "{} record(s) rejected: {} (first at batch index {})",
+        records.len(),
+        reason,
+        records.first().copied().unwrap_or(0)
+    ));
 }
 
 /// The Kafka error code a client expects for each way an append can fail.
@@ -125,7 +156,9 @@ fn append_error_code(error: &AppendError) -> i16 {
         AppendError::InvalidBatch { .. }
         | AppendError::InvalidRecords { .. }
         | AppendError::Empty => error_code::CORRUPT_MESSAGE,
-        AppendError::MissingKey { .. } => error_code::INVALID_RECORD,
+        AppendError::MissingKey { .. } | AppendError::InvalidRecord { .. } => {
+            error_code::INVALID_RECORD
+        }
         AppendError::TooLarge { .. } => error_code::MESSAGE_TOO_LARGE,
         AppendError::OutOfOrderSequence { .. } => error_code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         AppendError::InvalidProducerEpoch { .. } => error_code::INVALID_PRODUCER_EPOCH,
