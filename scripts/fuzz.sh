@@ -17,10 +17,14 @@ fi
 
 export RUSTC_BOOTSTRAP=1
 cd fuzz
-for target in decode_any broker_request; do
+# Each target with its seed folder: what comes from the network (a frame, a
+# pipelined run with restarts) and what comes from the disk (a partition's
+# files after a crash, the metadata log).
+for entry in decode_any:seeds broker_request:seeds/broker log_recovery:seeds/log \
+    metadata_replay:seeds/metadata; do
+    target=${entry%%:*}
+    seeds=${entry#*:}
     corpus=$(mktemp -d)
-    seeds=seeds
-    [ "$target" = broker_request ] && seeds=seeds/broker
     echo "fuzzing $target for ${seconds}s"
     log=$(mktemp)
     if cargo fuzz run "$target" "$corpus" "$seeds" -- \

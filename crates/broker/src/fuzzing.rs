@@ -2,7 +2,11 @@
 //! it feeds one frame at a time to the request decoder and the handlers of
 //! a real broker state (a data directory under the system temp dir), with
 //! no sockets, so the fuzzer explores parsing and handling, not TCP.
-//! Compiled only with the `fuzzing` feature.
+//! [`Harness::feed_run`] takes several frames as a pipelined client sends
+//! them (consecutive produce requests with acks 0 or 1 answered as one run,
+//! as the connection does) and can restart the broker between them, so the
+//! group coordinator replays `__consumer_offsets` from what earlier frames
+//! wrote. Compiled only with the `fuzzing` feature.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +22,9 @@ use crate::server::Shared;
 
 pub struct Harness {
     runtime: tokio::runtime::Runtime,
-    _stop: watch::Sender<bool>,
+    stop_tx: watch::Sender<bool>,
+    /// Whether dropping the harness removes its data directory.
+    remove_on_drop: bool,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     dir: PathBuf,
@@ -28,6 +34,12 @@ impl Harness {
     pub fn new() -> Harness {
         let dir = std::env::temp_dir().join(format!("rill-fuzz-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        Harness::open(dir)
+    }
+
+    /// A broker on the data in `dir`, its group coordinator loading
+    /// `__consumer_offsets` in the background as the server's does.
+    fn open(dir: PathBuf) -> Harness {
         let config = BrokerConfig {
             data_dir: dir.clone(),
             // Parked fetches would only slow the fuzzer down.
@@ -48,11 +60,64 @@ impl Harness {
         runtime.spawn(crate::groups::run(shared.clone(), stop.clone()));
         Harness {
             runtime,
-            _stop: stop_tx,
+            stop_tx,
+            remove_on_drop: true,
             shared,
             stop,
             dir,
         }
+    }
+
+    /// Stops the broker cleanly and starts it again on the same data.
+    fn restart(&mut self) {
+        let _ = self.stop_tx.send(true);
+        let _ = self.shared.cluster.shutdown();
+        let reopened = Harness::open(self.dir.clone());
+        let mut old = std::mem::replace(self, reopened);
+        // The data now belongs to the new broker.
+        old.remove_on_drop = false;
+    }
+
+    /// Feeds frames as one pipelined client sends them: consecutive produce
+    /// requests with acks 0 or 1 are answered as one run (as the connection
+    /// gathers them); `None` restarts the broker at that point.
+    pub fn feed_run(&mut self, frames: &[Option<&[u8]>]) {
+        let mut run = Vec::new();
+        for frame in frames {
+            let parsed = frame.map(|f| handlers::parse(&self.shared, Bytes::copy_from_slice(f)));
+            match parsed {
+                Some(Ok(request)) => match handlers::FastProduce::from_request(request) {
+                    Ok(produce) => run.push(produce),
+                    Err(other) => {
+                        self.answer_run(std::mem::take(&mut run));
+                        self.answer(other);
+                    }
+                },
+                Some(Err(_)) => self.answer_run(std::mem::take(&mut run)),
+                None => {
+                    self.answer_run(std::mem::take(&mut run));
+                    self.restart();
+                }
+            }
+            if run.len() == handlers::produce::RUN_REQUESTS_MAX {
+                self.answer_run(std::mem::take(&mut run));
+            }
+        }
+        self.answer_run(run);
+    }
+
+    fn answer_run(&mut self, run: Vec<handlers::FastProduce>) {
+        if run.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        self.runtime.block_on(async move {
+            let _ = tokio::time::timeout(
+                Duration::from_millis(200),
+                handlers::handle_produce_run(&shared, run),
+            )
+            .await;
+        });
     }
 
     /// Decodes `frame` (without its size prefix) as a request and answers it.
@@ -61,6 +126,10 @@ impl Harness {
         let Ok(request) = handlers::parse(&self.shared, frame) else {
             return;
         };
+        self.answer(request);
+    }
+
+    fn answer(&mut self, request: handlers::Request) {
         let shared = self.shared.clone();
         let stop = &mut self.stop;
         // Some requests wait by design (a JoinGroup until the rebalance
@@ -83,6 +152,9 @@ impl Default for Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
+        if !self.remove_on_drop {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -28,6 +28,7 @@ mod manager;
 mod producer;
 mod scrub;
 mod segment;
+mod snapshot;
 mod types;
 
 pub use cleaner::{CleanStats, Cleanable, CleanerConfig, OffsetMap};

@@ -36,6 +36,7 @@ use crate::segment::{
     INDEX_SUFFIX, IndexCursor, LOG_SUFFIX, Loaded, ProducerFields, Scan, ScanStart, Segment,
     TIME_INDEX_SUFFIX, io_failure, parse_file_name, release_reserve, scan_file,
 };
+use crate::snapshot;
 use crate::types::{AppendInfo, FileSlice, LogConfig, Offset, Position, ReadInfo};
 
 /// The largest segment file: index entries hold 32-bit positions, and Kafka
@@ -672,20 +673,37 @@ impl Log {
         Ok(info)
     }
 
-    /// Rebuilds producer state from the batch headers of the newest
-    /// segments. Two segments (the active one and the one before) hold a
-    /// producer's recent batches unless a roll happened between a batch and
-    /// its retry, which takes a full segment of other traffic.
+    /// Rebuilds producer state: from the newest snapshot at or below the log
+    /// end and the batch headers after it, or, in a log with no readable
+    /// snapshot (one written before snapshots existed), from the headers of
+    /// the two newest segments, which hold a producer's recent batches
+    /// unless a roll happened between a batch and its retry.
     fn rebuild_producer_state(&self, state: &State) -> Result<ProducerState, Fault> {
         const SEGMENTS: usize = 2;
-        let mut producers = ProducerState::default();
-        for segment in state.segments.values().rev().take(SEGMENTS).rev() {
+        let loaded = snapshot::load_newest(&self.dir, state.log_end)
+            .map_err(io_failure("read producer snapshots in", &self.dir))?;
+        let (from, mut producers) = match loaded {
+            Some((offset, producers)) => (offset, producers),
+            None => {
+                let from = state.segments.values().rev().take(SEGMENTS).last();
+                (from.map_or(Offset(0), |s| s.base), ProducerState::default())
+            }
+        };
+        // The segments holding batches at or after `from`.
+        let first = state
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(from, |(base, _)| *base);
+        for segment in state.segments.range(first..).map(|(_, s)| s) {
             let size = segment.size;
             self.with_loaded(state, segment, |loaded| {
                 let mut position = 0;
                 while position < size {
                     let header = segment.header_at(&loaded.file, position, size)?;
-                    producers.record(&header.producer, header.base, header.last);
+                    if header.base >= from {
+                        producers.record(&header.producer, header.base, header.last);
+                    }
                     position += header.len;
                 }
                 Ok(())
@@ -751,6 +769,13 @@ impl Log {
     /// retention thread deleted later; the spare carries those.
     fn roll(&self, state: &mut State, now_ms: i64) -> Result<(), Fault> {
         let new_base = state.log_end;
+        if let Some(producers) = &state.producers
+            && let Err(error) = snapshot::write(&self.dir, new_base, producers)
+        {
+            // Only a shortcut: without it the state is rebuilt from an
+            // older snapshot and more headers.
+            tracing::warn!(dir = %self.dir.display(), %error, "cannot write a producer-state snapshot");
+        }
         let cursor = state.active.cursor;
         {
             let segment = state.active_segment();
@@ -1421,6 +1446,10 @@ impl Log {
         let log_end_now = state.log_end;
         if let Some(producers) = state.producers.as_mut() {
             producers.truncate_from(log_end_now);
+        }
+        if let Err(error) = snapshot::remove_after(&self.dir, log_end_now) {
+            // The next rebuild removes them before it reads any.
+            tracing::warn!(dir = %self.dir.display(), %error, "cannot remove producer-state snapshots past a truncation");
         }
         state.max_timestamp = None;
         let log_end = state.log_end;

@@ -3,9 +3,10 @@
 //! retried batch is recognised and answered with the offsets it got the
 //! first time instead of being stored twice.
 //!
-//! The state is rebuilt at open from the batch headers of the newest
-//! segments (no snapshot file yet), so a retry is recognised as long as the
-//! original is in one of those segments.
+//! Each roll writes the state to a snapshot file (`snapshot.rs`); the
+//! state is rebuilt on the first append after an open from the newest
+//! snapshot and the batch headers after it, or, in a log with no snapshot,
+//! from the headers of its newest segments.
 //!
 //! Thread-safety: plain data, guarded by the owning log's lock.
 
@@ -181,6 +182,30 @@ impl ProducerState {
             .map(|(id, _)| *id);
         if let Some(id) = oldest {
             self.producers.remove(&id);
+        }
+    }
+
+    /// Every producer with its epoch and remembered batches, oldest first,
+    /// in producer id order (so a snapshot of the same state has the same
+    /// bytes).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (i64, i16, &VecDeque<BatchRecord>)> {
+        let mut ids: Vec<&i64> = self.producers.keys().collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|id| {
+            let entry = &self.producers[id];
+            (*id, entry.epoch, &entry.batches)
+        })
+    }
+
+    /// Puts back a producer as a snapshot recorded it.
+    pub(crate) fn restore(&mut self, producer_id: i64, epoch: i16, batches: Vec<BatchRecord>) {
+        let mut batches = VecDeque::from(batches);
+        while batches.len() > BATCHES_PER_PRODUCER {
+            batches.pop_front();
+        }
+        if self.producers.len() < PRODUCERS_MAX || self.producers.contains_key(&producer_id) {
+            self.producers
+                .insert(producer_id, ProducerEntry { epoch, batches });
         }
     }
 

@@ -5,6 +5,8 @@ mod common;
 
 use common::{idempotent_batch, read_all};
 use rill_log::{Log, LogConfig, Offset};
+use rill_records::batch::Compression;
+use rill_records::builder::BatchBuilder;
 
 #[test]
 fn a_retried_batch_gets_its_original_offsets_and_is_stored_once() {
@@ -67,4 +69,63 @@ fn producer_state_is_rebuilt_after_a_restart_and_forgets_truncated_batches() {
     );
     assert_eq!(again.record_count, 2);
     log.close().unwrap();
+}
+
+/// Kafka keeps producer state in `.snapshot` files written at each roll, so a
+/// retry is recognised however old its original is; so does Rill.
+#[test]
+fn a_retry_is_recognised_after_a_restart_when_its_original_is_segments_back() {
+    for (compact, clean_close) in [(false, false), (false, true), (true, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 4096,
+            cleanup_compact: compact,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.path(), config.clone()).unwrap();
+        let original = log.append(&keyed_batch(2, 7, 0), 0, 0).unwrap();
+        // Another producer's traffic: enough batches for four more segments.
+        let mut sequence = 0;
+        while log.segment_count() < 5 {
+            log.append(&keyed_batch(1, 8, sequence), 0, 0).unwrap();
+            sequence += 1;
+        }
+        let end = log.log_end_offset();
+        if clean_close {
+            log.close().unwrap();
+        } else {
+            drop(log); // a crash
+        }
+
+        let log = Log::open(dir.path(), config).unwrap();
+        let retry = log.append(&keyed_batch(2, 7, 0), 0, 0).unwrap();
+        assert_eq!(
+            (retry.base_offset, retry.record_count),
+            (original.base_offset, 0),
+            "compact {compact}, clean close {clean_close}: the retry is the original"
+        );
+        assert_eq!(log.log_end_offset(), end, "stored once");
+        // The producer goes on from its last sequence.
+        let next = log.append(&keyed_batch(1, 7, 2), 0, 0).unwrap();
+        assert_eq!(next.base_offset, end);
+        log.close().unwrap();
+    }
+}
+
+/// An idempotent batch (epoch 0) of `count` keyed records: a compacted log
+/// takes it too.
+fn keyed_batch(count: usize, producer_id: i64, sequence: i32) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(Compression::None).producer(producer_id, 0, sequence);
+    for i in 0..count {
+        let key = format!("key-{i}").into_bytes();
+        builder
+            .append(
+                1_000,
+                Some(key.into()),
+                Some(vec![7u8; 100].into()),
+                Vec::new(),
+            )
+            .unwrap();
+    }
+    builder.build().unwrap()
 }
