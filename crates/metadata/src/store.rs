@@ -35,7 +35,8 @@ pub enum StoreError {
         "the metadata log {path} is damaged at byte {position} ({reason}), so the broker will not \
          start rather than forget what the log records after that byte: restore the file from a \
          backup, or run `truncate -s {position} {path}` to keep only what comes before it (every \
-         topic created or changed after it is then lost; its partition directories stay on disk)"
+         topic created or changed after it is then lost, and its partition directories are set \
+         aside as `-stray`)"
     )]
     Damaged {
         path: PathBuf,
