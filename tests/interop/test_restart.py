@@ -129,3 +129,45 @@ def test_idempotent_producer_carries_on_across_a_clean_restart(rill):
     assert [r.value for r in records] == [b"first-%d" % i for i in range(1000)] + [
         b"second-%d" % i for i in range(1000)
     ]
+
+
+def metadata_entries(path) -> list[tuple[int, bytes]]:
+    """(position, payload) of each entry of the metadata log (docs/FORMAT.md)."""
+    data = path.read_bytes()
+    entries, position = [], 0
+    while position < len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        entries.append((position, data[position + 8 : position + 8 + length]))
+        position += 8 + length
+    return entries
+
+
+def test_a_damaged_metadata_log_stops_the_broker_instead_of_dropping_topics(rill):
+    topics = [unique_topic(f"meta-{i}") for i in range(4)]
+    for topic in topics:
+        create_topic(rill.bootstrap, topic)
+    assert rill.stop() == 0
+
+    # One byte changed inside the second topic's entry: damage, with valid
+    # entries after it, not a torn tail.
+    log = rill.data_dir / "__cluster_metadata" / "metadata.log"
+    original = log.read_bytes()
+    position = next(p for p, payload in metadata_entries(log) if topics[1].encode() in payload)
+    damaged = bytearray(original)
+    damaged[position + 20] ^= 0x01
+    log.write_bytes(bytes(damaged))
+
+    with pytest.raises(RuntimeError, match="exited with status 1 while starting"):
+        rill.start()
+    message = rill.stderr_text()
+    assert f"rill: the metadata log {log} is damaged at byte {position}" in message
+    assert f"truncate -s {position} {log}" in message
+    assert "torn tail" not in message
+    # Nothing was cut: the file is as the test left it.
+    assert log.read_bytes() == bytes(damaged)
+
+    # With the byte put back, every topic is there again.
+    log.write_bytes(original)
+    rill.start()
+    listed = admin(rill.bootstrap).list_topics(timeout=WAIT_S).topics
+    assert all(topic in listed for topic in topics)

@@ -2,8 +2,10 @@
 //! process answers) and `/ready` (the broker serves clients: logs are open
 //! and the listener accepts).
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -11,31 +13,52 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::metrics::PartitionLabels;
 use crate::server::Shared;
 
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let max_connections = shared.config.admin_max_connections;
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let header_timeout = Duration::from_millis(shared.config.admin_request_timeout_ms);
+    let lifetime = Duration::from_millis(shared.config.admin_connection_max_ms);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stop| *stop) => return,
         };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let Ok((stream, peer)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        // A full house closes the newcomer at once: its file descriptor and
+        // task cost nothing more, and the connections being served go on.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max_connections, "refusing admin connection: too many open");
+            drop(stream);
             continue;
         };
         let shared = shared.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |request| answer(shared.clone(), request));
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            // The request head must arrive within `header_timeout` of hyper
+            // starting to wait for it (a slowloris client trickling header
+            // bytes is cut off); the connection as a whole, idle or stalled
+            // reading or writing, ends after `lifetime`.
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
+                _ = tokio::time::sleep(lifetime) => {}
                 _ = stop.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
             }
         });
@@ -93,12 +116,15 @@ fn update_log_sizes(shared: &Shared) {
         .cleaner_last_clean_seconds
         .set(cleaner.last_clean_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
     let now = super::handlers::now_ms();
+    metrics.forget_topics(|name| shared.cluster.topic(name).is_some());
+    let mut current = HashSet::new();
     for topic in shared.cluster.topics() {
         for partition in &topic.partitions {
             let labels = PartitionLabels {
                 topic: topic.name.clone(),
                 partition: partition.index.to_string(),
             };
+            current.insert(labels.clone());
             if let Ok(Some(cleanable)) = partition.log.cleanable(now) {
                 metrics
                     .log_dirty_ratio
@@ -113,4 +139,5 @@ fn update_log_sizes(shared: &Shared) {
                 .set(size);
         }
     }
+    metrics.forget_partitions_except(current);
 }

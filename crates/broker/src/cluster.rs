@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
 use crate::error_code;
+use crate::partition_dirs;
 
 /// Producer ids are reserved in blocks so that one durable metadata record
 /// covers many InitProducerId requests.
@@ -147,6 +148,8 @@ pub enum OpenError {
         partition: i32,
         source: rill_log::LogError,
     },
+    #[error(transparent)]
+    PartitionDir(#[from] crate::partition_dirs::DirError),
     #[error("cannot open the data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -171,6 +174,9 @@ impl Cluster {
                 source,
             }
         })?;
+        // Before any log opens: a deleted topic's directories must not be
+        // opened as the data of a topic now using its name.
+        partition_dirs::sweep(&logs, &state)?;
         let mut topics = TopicMap::default();
         for topic in state.topics() {
             let handle = open_topic(
@@ -295,7 +301,9 @@ impl Cluster {
                 let logs_config = self.config.clone();
                 let name = name.to_string();
                 let configs = configs.clone();
+                let was_deleted = self.was_deleted();
                 move |logs: &LogManager| {
+                    partition_dirs::prepare_new(logs, &name, id, 0..partitions, was_deleted)?;
                     open_topic(logs, &logs_config, &name, id, partitions, &configs)
                 }
             })
@@ -468,8 +476,11 @@ impl Cluster {
         let config = self.config.clone();
         let name = topic.name.clone();
         let id = topic.id;
+        let new = topic.partitions.len() as i32..partitions;
+        let was_deleted = self.was_deleted();
         let handle = self
             .blocking(move |logs: &LogManager| {
+                partition_dirs::prepare_new(logs, &name, id, new, was_deleted)?;
                 open_topic(logs, &config, &name, id, partitions, &configs)
             })
             .await?
@@ -484,6 +495,12 @@ impl Cluster {
         };
         write_lock(&self.topics).insert(Arc::new(merged));
         Ok(())
+    }
+
+    /// Whether a topic id is of a deleted topic, asked off the async workers.
+    fn was_deleted(&self) -> impl Fn(TopicId) -> bool + Send + 'static {
+        let metadata = self.metadata.clone();
+        move |id| lock(&metadata).state().was_deleted(id)
     }
 
     async fn append_metadata(&self, records: Vec<MetadataRecord>) -> Result<(), TopicError> {
@@ -716,5 +733,174 @@ fn log_if_ignored(topic: &str, key: &str, value: &str) {
             value,
             "topic config accepted and ignored: {reason}"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use rill_records::batch::Compression;
+    use rill_records::builder::BatchBuilder;
+
+    fn config(dir: &std::path::Path) -> BrokerConfig {
+        BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            ..Default::default()
+        }
+    }
+
+    fn batch(value: &str) -> Vec<u8> {
+        let mut builder = BatchBuilder::new(Compression::None);
+        let value = Bytes::copy_from_slice(value.as_bytes());
+        builder
+            .append(handlers_now_ms(), None, Some(value), Vec::new())
+            .unwrap();
+        builder.build().unwrap().to_vec()
+    }
+
+    fn handlers_now_ms() -> i64 {
+        crate::handlers::now_ms()
+    }
+
+    async fn topic_with_data(cluster: &Cluster, name: &str, partitions: i32) -> TopicId {
+        let topic = cluster
+            .create_topic(name, partitions, -1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        for partition in &topic.partitions {
+            partition.append(&batch("old"), handlers_now_ms()).unwrap();
+            assert_eq!(partition.log.log_end_offset().0, 1);
+        }
+        topic.id
+    }
+
+    fn end_offsets(cluster: &Cluster, name: &str) -> Vec<i64> {
+        let topic = cluster.topic(name).unwrap();
+        topic
+            .partitions
+            .iter()
+            .map(|p| p.log.log_end_offset().0)
+            .collect()
+    }
+
+    /// A crash between the deletion record and the rename of the topic's
+    /// directories: the deletion is durable, the directories are still there.
+    #[tokio::test]
+    async fn a_deleted_topics_directories_never_come_back_as_a_new_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        let old_id = topic_with_data(&cluster, "orders", 2).await;
+        cluster
+            .append_metadata(vec![MetadataRecord::TopicDeleted { id: old_id }])
+            .await
+            .unwrap();
+        cluster.shutdown().unwrap();
+        drop(cluster);
+        assert!(dir.path().join("orders-0").exists());
+
+        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        assert!(cluster.topic("orders").is_none());
+        // The leftovers of a deleted topic are removed, not kept.
+        assert!(!dir.path().join("orders-0").exists());
+        let created = cluster
+            .create_topic("orders", 3, -1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        assert_ne!(created.id, old_id);
+        assert_eq!(end_offsets(&cluster, "orders"), vec![0, 0, 0]);
+        cluster.shutdown().unwrap();
+        drop(cluster);
+
+        // And the new topic's data is its own after another restart.
+        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        assert_eq!(cluster.topic("orders").unwrap().id, created.id);
+        assert_eq!(end_offsets(&cluster, "orders"), vec![0, 0, 0]);
+    }
+
+    /// The same crash, and the broker goes on running: the name is used
+    /// again before any restart.
+    #[tokio::test]
+    async fn a_recreated_topic_starts_empty_when_the_old_directories_remain() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        let old_id = topic_with_data(&cluster, "orders", 2).await;
+        cluster
+            .append_metadata(vec![MetadataRecord::TopicDeleted { id: old_id }])
+            .await
+            .unwrap();
+        // What `delete_topic` does next, but its renames fail.
+        write_lock(&cluster.topics).remove("orders");
+        cluster
+            .create_topic("orders", 1, -1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        assert_eq!(end_offsets(&cluster, "orders"), vec![0]);
+        // Growing it again does not pick up the old partition 1 either.
+        cluster.create_partitions("orders", 2, false).await.unwrap();
+        assert_eq!(end_offsets(&cluster, "orders"), vec![0, 0]);
+    }
+
+    /// A partition directory that no topic in the metadata log names (the
+    /// log was cut by hand, say) is set aside, kept, and never served.
+    #[tokio::test]
+    async fn an_unknown_partition_directory_is_set_aside_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        topic_with_data(&cluster, "kept", 1).await;
+        cluster.shutdown().unwrap();
+        drop(cluster);
+        // The metadata log forgets the topic; its directory stays.
+        std::fs::remove_dir_all(dir.path().join("__cluster_metadata")).unwrap();
+
+        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        assert!(!dir.path().join("kept-0").exists());
+        let set_aside: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("kept-0.") && name.ends_with("-stray"))
+            .collect();
+        assert_eq!(set_aside.len(), 1, "{set_aside:?}");
+        let log = dir
+            .path()
+            .join(&set_aside[0])
+            .join("00000000000000000000.log");
+        assert!(std::fs::metadata(log).unwrap().len() > 0);
+        cluster
+            .create_topic("kept", 1, -1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        assert_eq!(end_offsets(&cluster, "kept"), vec![0]);
+    }
+
+    /// Directories written before tags existed are the live topic's.
+    #[tokio::test]
+    async fn an_untagged_directory_of_a_live_topic_is_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        let id = topic_with_data(&cluster, "legacy", 1).await;
+        cluster.shutdown().unwrap();
+        drop(cluster);
+        let tag = dir.path().join("legacy-0").join(partition_dirs::TAG_FILE);
+        std::fs::remove_file(&tag).unwrap();
+
+        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        assert_eq!(end_offsets(&cluster, "legacy"), vec![1]);
+        assert_eq!(
+            partition_dirs::read_tag(&dir.path().join("legacy-0")).unwrap(),
+            Some(id)
+        );
+    }
+
+    /// A 249-byte name (Kafka's longest) still fits once `.<id>-delete` is
+    /// added: the topic part is cut short.
+    #[tokio::test]
+    async fn a_topic_with_the_longest_name_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        let name = "n".repeat(249);
+        topic_with_data(&cluster, &name, 1).await;
+        cluster.delete_topic(&name).await.unwrap();
+        assert!(!dir.path().join(format!("{name}-0")).exists());
     }
 }

@@ -27,6 +27,18 @@ pub struct BrokerConfig {
     pub advertised_listener: Option<String>,
     /// Address of the admin HTTP server (`/metrics`, `/health`, `/ready`).
     pub admin_listen: String,
+    /// Open connections to the admin HTTP server; beyond this new ones are
+    /// closed at once. A monitoring system needs a few; the limit keeps a
+    /// flood of them from taking file descriptors the Kafka listener needs.
+    pub admin_max_connections: usize,
+    /// Time an admin HTTP request's head may take to arrive, counted from
+    /// when the server starts waiting for it, so a client trickling header
+    /// bytes (slowloris) or holding an idle connection is cut off.
+    pub admin_request_timeout_ms: u64,
+    /// Longest life of one admin HTTP connection, whatever it is doing: a
+    /// client that stops reading an answer, or sends a body forever, holds
+    /// its connection no longer than this.
+    pub admin_connection_max_ms: u64,
     /// Create a topic when a client asks for its metadata or produces to it.
     pub auto_create_topics_enable: bool,
     /// Partitions of an auto-created topic, and of CreateTopics asking for -1.
@@ -114,6 +126,9 @@ impl Default for BrokerConfig {
             listen: "127.0.0.1:9092".to_string(),
             advertised_listener: None,
             admin_listen: "127.0.0.1:9644".to_string(),
+            admin_max_connections: 32,
+            admin_request_timeout_ms: 10_000,
+            admin_connection_max_ms: 60_000,
             auto_create_topics_enable: true,
             num_partitions: 1,
             socket_request_max_bytes: 100 * 1024 * 1024,
@@ -259,6 +274,20 @@ impl BrokerConfig {
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
+        }
+        if self.admin_max_connections == 0 {
+            return invalid("admin_max_connections", "must be at least 1");
+        }
+        // A day at most: hyper adds the timeout to the clock, which must
+        // not overflow, and no admin request needs longer.
+        const ADMIN_TIMEOUT_MS_MAX: u64 = 24 * 3600 * 1000;
+        for (key, value) in [
+            ("admin_request_timeout_ms", self.admin_request_timeout_ms),
+            ("admin_connection_max_ms", self.admin_connection_max_ms),
+        ] {
+            if !(1..=ADMIN_TIMEOUT_MS_MAX).contains(&value) {
+                return invalid(key, "must be between 1 and 86400000 (a day)");
+            }
         }
         if self.max_in_flight_requests_per_connection == 0 {
             return invalid(

@@ -7,6 +7,8 @@
 //! - `handlers`: one file per Kafka API, and the table of supported versions.
 //! - `cluster`: topics and partitions, and every change to them (through the
 //!   metadata log of `rill_metadata`).
+//! - `partition_dirs`: each partition directory tagged with its topic's id;
+//!   leftovers of deleted topics moved out of the way.
 //! - `admin` and `metrics`: the admin HTTP server and Prometheus metrics.
 //! - `groups`: the consumer-group coordinator (`rill_group`) wired to
 //!   `__consumer_offsets`, delayed answers and a timer.
@@ -24,6 +26,7 @@ pub mod fuzzing;
 mod groups;
 mod handlers;
 mod metrics;
+mod partition_dirs;
 mod sendfile;
 mod server;
 

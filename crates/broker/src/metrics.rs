@@ -4,7 +4,7 @@
 //! `&'static str`, and per-topic counters are fetched by `&str` from a map
 //! that holds their handles.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -64,6 +64,9 @@ pub struct Metrics {
     pub cleaner_last_clean_seconds: Gauge<f64, AtomicU64>,
     pub log_dirty_ratio: Family<PartitionLabels, Gauge<f64, AtomicU64>>,
     topics: Mutex<HashMap<String, TopicMetrics>>,
+    /// The partitions whose gauges the last scrape set, so the next one can
+    /// remove those of partitions that are gone.
+    partitions: Mutex<HashSet<PartitionLabels>>,
 }
 
 impl Metrics {
@@ -193,6 +196,7 @@ impl Metrics {
             messages_out,
             log_size_bytes,
             topics: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(HashSet::new()),
         }
     }
 
@@ -234,6 +238,43 @@ impl Metrics {
         };
         topics.insert(topic.to_string(), metrics.clone());
         metrics
+    }
+
+    /// Removes the per-topic counters of every topic `exists` says is gone
+    /// (deleted), so `/metrics` stops naming it and a topic created later
+    /// under the same name starts from zero. Run at each scrape rather than
+    /// at deletion, so a request that was still answering for the topic when
+    /// it was deleted cannot bring its counters back for good.
+    pub fn forget_topics(&self, exists: impl Fn(&str) -> bool) {
+        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        topics.retain(|topic, _| {
+            if exists(topic) {
+                return true;
+            }
+            let labels = TopicLabels {
+                topic: topic.clone(),
+            };
+            for family in [
+                &self.bytes_in,
+                &self.messages_in,
+                &self.bytes_out,
+                &self.messages_out,
+            ] {
+                family.remove(&labels);
+            }
+            false
+        });
+    }
+
+    /// Records which partitions the scrape just set gauges for, and removes
+    /// the gauges of those it set last time and not now (deleted topics).
+    pub fn forget_partitions_except(&self, current: HashSet<PartitionLabels>) {
+        let mut seen = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        for gone in seen.difference(&current) {
+            self.log_size_bytes.remove(gone);
+            self.log_dirty_ratio.remove(gone);
+        }
+        *seen = current;
     }
 
     /// The registry in Prometheus text format.

@@ -187,7 +187,8 @@ impl LogManager {
         self.inner.logs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+    /// `<data_dir>/<topic>-<partition>`, the directory of a partition's log.
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
         self.inner.data_dir.join(format!("{topic}-{partition}"))
     }
 
@@ -244,10 +245,12 @@ impl LogManager {
         let unique = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let doomed = self
-            .inner
-            .data_dir
-            .join(format!("{topic}-{partition}.{unique:x}{DELETE_SUFFIX}"));
+        // The topic is cut short, as Kafka does, so the name fits in 255 bytes.
+        let suffix = format!("-{partition}.{unique:x}{DELETE_SUFFIX}");
+        let topic_kept = topic
+            .get(..topic.len().min(255 - suffix.len()))
+            .unwrap_or(topic);
+        let doomed = self.inner.data_dir.join(format!("{topic_kept}{suffix}"));
         fs::rename(&dir, &doomed).map_err(io_failure("rename", &dir))?;
         crate::checkpoint::sync_dir(&self.inner.data_dir)?;
         std::thread::spawn(move || remove_dir(&doomed));

@@ -6,7 +6,7 @@
 //! is refused with an [`ApplyError`]; the writer checks before it appends, so
 //! a refusal on replay means the log is damaged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::record::{MetadataRecord, TopicId};
 
@@ -26,6 +26,10 @@ pub struct ClusterState {
     pub cluster_id: Option<String>,
     topics: BTreeMap<String, Topic>,
     names_by_id: HashMap<TopicId, String>,
+    /// Ids of deleted topics. Ids are random and never reused, so a partition
+    /// directory tagged with one of these holds a deleted topic's data
+    /// (a crash came between the deletion record and the directory's rename).
+    deleted_ids: HashSet<TopicId>,
     /// The first producer id not yet handed out.
     pub next_producer_id: i64,
     /// How many records have been applied.
@@ -63,6 +67,11 @@ impl ClusterState {
         self.names_by_id
             .get(&id)
             .and_then(|name| self.topics.get(name))
+    }
+
+    /// Whether a topic with this id existed and was deleted.
+    pub fn was_deleted(&self, id: TopicId) -> bool {
+        self.deleted_ids.contains(&id)
     }
 
     /// All topics, ordered by name.
@@ -129,6 +138,7 @@ impl ClusterState {
                     .remove(id)
                     .ok_or(ApplyError::UnknownTopicId(*id))?;
                 self.topics.remove(&name);
+                self.deleted_ids.insert(*id);
             }
             MetadataRecord::ProducerIdsAllocated { next } => {
                 if *next < self.next_producer_id {
@@ -205,6 +215,8 @@ mod tests {
             .unwrap();
         assert!(state.topic("a").is_none());
         assert!(state.topic_by_id(TopicId([1; 16])).is_none());
+        assert!(state.was_deleted(TopicId([1; 16])));
+        assert!(!state.was_deleted(TopicId([2; 16])));
         // The name is free again, under a new id.
         state.apply(&created("a", 3, 1)).unwrap();
         assert_eq!(state.records_applied, 5);

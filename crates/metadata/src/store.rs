@@ -31,7 +31,13 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("metadata log {path} is damaged at byte {position}: {reason}")]
+    #[error(
+        "the metadata log {path} is damaged at byte {position} ({reason}), so the broker will not \
+         start rather than forget what the log records after that byte: restore the file from a \
+         backup, or run `truncate -s {position} {path}` to keep only what comes before it (every \
+         topic created or changed after it is then lost, and its partition directories are set \
+         aside as `-stray`)"
+    )]
     Damaged {
         path: PathBuf,
         position: u64,
@@ -57,23 +63,30 @@ pub struct MetadataStore {
 impl MetadataStore {
     /// Opens (or creates) the log in `dir` and replays it.
     ///
-    /// A torn or corrupt tail is truncated with a warning: it can only be a
-    /// group whose write did not finish, which was never acknowledged. A
-    /// group that passes its CRC but does not apply means the log itself is
-    /// wrong, and opening fails rather than guess.
+    /// An entry that fails its checks with no valid entry after it is a torn
+    /// tail: a group whose write did not finish, never acknowledged, so it is
+    /// cut with a warning. One that fails with valid entries after it is
+    /// damage to acknowledged metadata, and opening fails: cutting there would
+    /// silently drop every topic recorded after it. So does a group that
+    /// passes its CRC but does not apply: the log itself is wrong.
     pub fn open(dir: &Path) -> Result<MetadataStore, StoreError> {
         let path = dir.join("metadata.log");
         let io = |source| StoreError::Io {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        create_dir_durably(dir).map_err(io)?;
+        let created = !path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)
             .map_err(io)?;
+        if created {
+            // The new file's name must survive a crash with the first entry.
+            sync_dir(dir).map_err(io)?;
+        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
 
@@ -83,6 +96,10 @@ impl MetadataStore {
             let entry = match parse_entry(&bytes[position..]) {
                 Ok(entry) => entry,
                 Err(reason) => {
+                    if let Some(next) = next_valid_entry(&bytes, position + 1) {
+                        let reason = format!("{reason}, and a valid entry follows at byte {next}");
+                        return Err(damaged(&path, position, reason));
+                    }
                     tracing::warn!(
                         path = %path.display(),
                         position,
@@ -95,16 +112,14 @@ impl MetadataStore {
                 }
             };
             let records: Vec<MetadataRecord> =
-                serde_json::from_slice(entry.payload).map_err(|error| StoreError::Damaged {
-                    path: path.clone(),
-                    position: position as u64,
-                    reason: format!("entry passes its CRC but is not metadata: {error}"),
+                serde_json::from_slice(entry.payload).map_err(|error| {
+                    let reason = format!("entry passes its CRC but is not metadata: {error}");
+                    damaged(&path, position, reason)
                 })?;
             for record in &records {
-                state.apply(record).map_err(|error| StoreError::Damaged {
-                    path: path.clone(),
-                    position: position as u64,
-                    reason: format!("record does not apply: {error}"),
+                state.apply(record).map_err(|error| {
+                    let reason = format!("record does not apply: {error}");
+                    damaged(&path, position, reason)
                 })?;
             }
             position += entry.len;
@@ -178,6 +193,12 @@ fn parse_entry(bytes: &[u8]) -> Result<Entry<'_>, String> {
     if payload_len > ENTRY_PAYLOAD_BYTES_MAX {
         return Err(format!("entry claims {payload_len} bytes"));
     }
+    // The shortest payload is `[]`. This also keeps a run of zero bytes (a
+    // file extended by a crash before its data landed) from reading as
+    // empty entries whose CRC, of nothing, is zero.
+    if payload_len < 2 {
+        return Err(format!("entry claims {payload_len} bytes, less than `[]`"));
+    }
     let Some(payload) = bytes.get(ENTRY_HEADER_BYTES..ENTRY_HEADER_BYTES + payload_len) else {
         return Err(format!(
             "entry claims {payload_len} bytes but only {} follow",
@@ -191,6 +212,49 @@ fn parse_entry(bytes: &[u8]) -> Result<Entry<'_>, String> {
         payload,
         len: ENTRY_HEADER_BYTES + payload_len,
     })
+}
+
+/// The position of the first whole, CRC-valid entry at or after `from`, if
+/// any. A failed entry with one after it is damage, not a torn tail. Only
+/// positions whose payload would start with `[` are tried, so the scan costs
+/// a CRC per JSON array, not per byte.
+fn next_valid_entry(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len()).find(|&position| {
+        bytes.get(position + ENTRY_HEADER_BYTES) == Some(&b'[')
+            && parse_entry(&bytes[position..]).is_ok()
+    })
+}
+
+fn damaged(path: &Path, position: usize, reason: String) -> StoreError {
+    StoreError::Damaged {
+        path: path.to_path_buf(),
+        position: position as u64,
+        reason,
+    }
+}
+
+/// `create_dir_all`, then an fsync of the parent of every directory it made,
+/// so the metadata log's directory survives a crash right after the first
+/// entry is acknowledged.
+fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent() {
+            // `Path::new("x").parent()` is `""`, the current directory.
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -256,5 +320,86 @@ mod tests {
         std::fs::write(&path, &flipped).unwrap();
         let store = MetadataStore::open(dir.path()).unwrap();
         assert_eq!(store.state().topics().count(), 1);
+    }
+
+    /// Four topics, one entry each; returns the log's bytes and where each
+    /// entry starts.
+    fn four_topics(dir: &Path) -> (Vec<u8>, Vec<usize>) {
+        let mut store = MetadataStore::open(dir).unwrap();
+        let mut starts = Vec::new();
+        for (index, name) in ["a", "b", "c", "d"].iter().enumerate() {
+            starts.push(std::fs::metadata(dir.join("metadata.log")).unwrap().len() as usize);
+            store.append(&[topic(name, index as u8 + 1)]).unwrap();
+        }
+        (std::fs::read(dir.join("metadata.log")).unwrap(), starts)
+    }
+
+    #[test]
+    fn a_flipped_byte_before_the_last_entry_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (full, starts) = four_topics(dir.path());
+        let path = dir.path().join("metadata.log");
+        // Every byte of the second entry, its header included: a length, a
+        // CRC or a payload byte changed is damage, as valid entries follow.
+        for at in starts[1]..starts[2] {
+            let mut flipped = full.clone();
+            flipped[at] ^= 0x10;
+            std::fs::write(&path, &flipped).unwrap();
+            let error = match MetadataStore::open(dir.path()) {
+                Err(error) => error,
+                Ok(store) => panic!(
+                    "opened with {} topics after a flip at byte {at}",
+                    store.state().topics().count()
+                ),
+            };
+            match &error {
+                StoreError::Damaged { position, .. } => {
+                    assert_eq!(*position, starts[1] as u64, "flip at {at}")
+                }
+                other => panic!("flip at {at}: {other}"),
+            }
+            let message = error.to_string();
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(
+                message.contains(&format!("truncate -s {}", starts[1])),
+                "{message}"
+            );
+            // Nothing was cut.
+            assert_eq!(std::fs::read(&path).unwrap(), flipped, "flip at {at}");
+        }
+        // The undamaged log still opens with all four.
+        std::fs::write(&path, &full).unwrap();
+        let store = MetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.state().topics().count(), 4);
+    }
+
+    #[test]
+    fn a_tail_of_zeros_is_cut_as_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (full, _) = four_topics(dir.path());
+        let path = dir.path().join("metadata.log");
+        let mut zeros = full.clone();
+        zeros.extend_from_slice(&[0u8; 4096]);
+        std::fs::write(&path, &zeros).unwrap();
+        let store = MetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.state().topics().count(), 4);
+        assert_eq!(std::fs::read(&path).unwrap(), full);
+    }
+
+    #[test]
+    fn open_creates_missing_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("data").join("__cluster_metadata");
+        let mut store = MetadataStore::open(&nested).unwrap();
+        store.append(&[topic("a", 1)]).unwrap();
+        drop(store);
+        assert_eq!(
+            MetadataStore::open(&nested)
+                .unwrap()
+                .state()
+                .topics()
+                .count(),
+            1
+        );
     }
 }
