@@ -429,6 +429,10 @@ impl Log {
             }
             view.validate()
                 .map_err(|source| AppendError::InvalidBatch { index, source })?;
+            // A batch of a few KiB may inflate to gigabytes; refused here,
+            // it never reaches a decoder that would have to skip it.
+            cleaner::check_inflated_len(&view)
+                .map_err(|reason| AppendError::InvalidRecords { index, reason })?;
             if compact && !view.is_control() {
                 cleaner::check_keys(&view).map_err(|reason| match reason {
                     None => AppendError::MissingKey { index },
