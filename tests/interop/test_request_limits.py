@@ -79,7 +79,9 @@ def test_twenty_connections_announcing_100_mib_metadata_frames_are_closed_unread
     # Each connection is closed after its first 6 bytes; what the client had
     # already pushed into the socket buffers is never read into frames.
     assert outcome == ["closed by the broker"] * 20, outcome
-    assert peak_rss_bytes(rill.pid) - rss_before < 32 * MIB
+    growth = peak_rss_bytes(rill.pid) - rss_before
+    print(f"peak RSS growth: {growth / MIB:.1f} MiB")
+    assert growth < 32 * MIB
     assert "only Produce may pass" in rill.stderr_text()
 
 
@@ -94,7 +96,9 @@ def test_twenty_100_mib_produce_frames_wait_for_the_broker_wide_budget(rill):
     assert all(o in ("sent", "closed by the broker") for o in outcome), outcome
     # ... but at most 256 MiB of requests were held at once (two of these
     # frames, 200 MiB), not 20 x 100 MiB.
-    assert peak_rss_bytes(rill.pid) - rss_before < 320 * MIB
+    growth = peak_rss_bytes(rill.pid) - rss_before
+    print(f"peak RSS growth: {growth / MIB:.1f} MiB")
+    assert growth < 320 * MIB
 
 
 def commit_and_read_back(rill, group: str, topic: str, offset: int) -> int:
@@ -159,7 +163,9 @@ def test_a_zstd_batch_inflating_to_200_mib_is_refused_without_inflating_it(rill)
     assert to_offsets is not None and to_offsets.code() == KafkaError.TOPIC_EXCEPTION, to_offsets
     assert watermarks(rill.bootstrap, topic, 0) == (0, 0)
     # Measured, not kept: a few MiB of codec state at most.
-    assert peak_rss_bytes(rill.pid) - rss_before < 48 * MIB
+    growth = peak_rss_bytes(rill.pid) - rss_before
+    print(f"peak RSS growth: {growth / MIB:.1f} MiB")
+    assert growth < 48 * MIB
 
     rill.restart()
     assert commit_and_read_back(rill, unique_topic("group"), topic, 3) == 3
