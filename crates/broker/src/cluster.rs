@@ -597,7 +597,7 @@ fn open_topic(
         id,
         partitions: handles,
         overrides: configs.clone(),
-        internal: name.starts_with("__"),
+        internal: rill_metadata::topic::is_internal(name),
         append_may_sync: log_config.flush_messages.is_some(),
     })
 }

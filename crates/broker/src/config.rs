@@ -46,6 +46,20 @@ pub struct BrokerConfig {
     /// Largest request frame accepted, checked before anything is allocated.
     /// Kafka's `socket.request.max.bytes`: large enough for a 100 MiB produce.
     pub socket_request_max_bytes: usize,
+    /// Largest request frame of any API but Produce. Only Produce carries
+    /// records; every other request is names, numbers and small metadata,
+    /// so a client announcing a 100 MiB Metadata request is broken or
+    /// hostile, and its connection is closed as soon as the frame's API key
+    /// has arrived, before its body is read (as Kafka closes a connection
+    /// whose frame passes its limit). 8 MiB leaves room for a SyncGroup
+    /// carrying a large group's assignments.
+    pub request_max_bytes_except_produce: usize,
+    /// Bytes of requests read and not yet answered, across all connections
+    /// (Kafka's `queued.max.request.bytes`): a connection waits for its
+    /// share before reading a frame's body, so many clients sending large
+    /// requests at once cannot hold more than this (a single frame larger
+    /// than this waits until it is the only one).
+    pub queued_max_request_bytes: usize,
     /// Open client connections; beyond this new ones are closed at once, so
     /// a connection storm cannot exhaust file descriptors.
     pub max_connections: usize,
@@ -132,6 +146,11 @@ impl Default for BrokerConfig {
             auto_create_topics_enable: true,
             num_partitions: 1,
             socket_request_max_bytes: 100 * 1024 * 1024,
+            request_max_bytes_except_produce: 8 * 1024 * 1024,
+            // Two of the largest requests (`socket_request_max_bytes`) and
+            // room besides: a few hundred MiB is what a broker may spend on
+            // requests in flight, not 4,096 connections times their share.
+            queued_max_request_bytes: 256 * 1024 * 1024,
             max_connections: 4096,
             max_in_flight_requests_per_connection: 16,
             max_queued_request_bytes_per_connection: 8 * 1024 * 1024,
@@ -270,6 +289,20 @@ impl BrokerConfig {
             return invalid(
                 "socket_request_max_bytes",
                 "must be between 1024 and 2147483647",
+            );
+        }
+        if self.request_max_bytes_except_produce < 1024
+            || self.request_max_bytes_except_produce > i32::MAX as usize
+        {
+            return invalid(
+                "request_max_bytes_except_produce",
+                "must be between 1024 and 2147483647",
+            );
+        }
+        if self.queued_max_request_bytes == 0 || self.queued_max_request_bytes > i32::MAX as usize {
+            return invalid(
+                "queued_max_request_bytes",
+                "must be between 1 and 2147483647",
             );
         }
         if self.max_connections == 0 {

@@ -14,7 +14,11 @@
 //! share of that budget before it makes room for the frame, and the share comes
 //! back when the request is answered. Without the byte bound a producer
 //! to 10,000 partitions kept 50 MiB of 1 MiB requests in one connection's
-//! queue and run (measured).
+//! queue and run (measured). A frame also takes its share of the broker's
+//! budget, `queued_max_request_bytes`, shared by every connection, so many
+//! connections with large requests cannot add up to gigabytes. Only
+//! Produce may send a frame past `request_max_bytes_except_produce`: the
+//! API key is read with the size, before the body.
 //!
 //! Responses to such runs are written together: a small response stays in a
 //! buffer while another request is already waiting, and the buffer is
@@ -50,6 +54,14 @@ const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Produce responses buffered before a write; a few hundred of them.
 const COALESCED_RESPONSES_MAX_BYTES: usize = 64 * 1024;
 
+/// A frame's part of the connection's budget and of the broker's
+/// (`queued_max_request_bytes`), both given back when it is answered.
+type Share = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+/// The API key of Produce, the one request that carries records: the only
+/// one allowed past `request_max_bytes_except_produce`.
+const PRODUCE_API_KEY: i16 = 0;
+
 /// Serves one connection until the client closes it, it breaks a rule, or
 /// the broker shuts down.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
@@ -65,9 +77,8 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, mut shutdown: watch::
     // Responses are written whole; Nagle's algorithm would only delay them.
     let _ = stream.set_nodelay(true);
     let (read_half, mut write_half) = stream.into_split();
-    let (frames_tx, mut frames_rx) = mpsc::channel::<(Bytes, OwnedSemaphorePermit)>(
-        shared.config.max_in_flight_requests_per_connection,
-    );
+    let (frames_tx, mut frames_rx) =
+        mpsc::channel::<(Bytes, Share)>(shared.config.max_in_flight_requests_per_connection);
     let reader = tokio::spawn(read_frames(
         shared.clone(),
         read_half,
@@ -79,7 +90,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, mut shutdown: watch::
     let mut held = Vec::new();
     // A request read from the queue while gathering a run of produce
     // requests, and not part of it: handled next.
-    let mut stashed: Option<(Result<handlers::Request, String>, OwnedSemaphorePermit)> = None;
+    let mut stashed: Option<(Result<handlers::Request, String>, Share)> = None;
     loop {
         // The budget shares of this iteration's requests, given back (by
         // drop) once they are answered.
@@ -191,7 +202,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, mut shutdown: watch::
 async fn read_frames(
     shared: Arc<Shared>,
     read_half: OwnedReadHalf,
-    frames: mpsc::Sender<(Bytes, OwnedSemaphorePermit)>,
+    frames: mpsc::Sender<(Bytes, Share)>,
     mut shutdown: watch::Receiver<bool>,
     peer: String,
 ) {
@@ -204,6 +215,8 @@ async fn read_frames(
     let max = shared.config.socket_request_max_bytes;
     let budget_max = shared.config.max_queued_request_bytes_per_connection;
     let budget = Arc::new(Semaphore::new(budget_max));
+    let small_max = shared.config.request_max_bytes_except_produce;
+    let broker_budget_max = shared.config.queued_max_request_bytes;
     loop {
         if inbox.buf.is_empty() {
             let first = tokio::select! {
@@ -225,8 +238,23 @@ async fn read_frames(
         let len = tokio::time::timeout_at(deadline, async {
             inbox.fill(4).await?;
             let prefix = [inbox.buf[0], inbox.buf[1], inbox.buf[2], inbox.buf[3]];
-            frame_len(prefix, max)
-                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
+            let len = frame_len(prefix, max)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+            if len > small_max {
+                // The API key is the frame's first two bytes.
+                inbox.fill(6).await?;
+                let api_key = i16::from_be_bytes([inbox.buf[4], inbox.buf[5]]);
+                if api_key != PRODUCE_API_KEY {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "a request of API key {api_key} announces {len} bytes; \
+                             only Produce may pass {small_max} (request_max_bytes_except_produce)"
+                        ),
+                    ));
+                }
+            }
+            Ok(len)
         })
         .await;
         let len = match len {
@@ -241,12 +269,19 @@ async fn read_frames(
             }
             Ok(Err(_)) => return,
         };
-        // A frame larger than the whole budget waits for all of it.
-        let share = u32::try_from(len.min(budget_max)).unwrap_or(u32::MAX);
+        // A frame larger than a whole budget waits for all of it. The
+        // connection's share is taken first, then the broker's, always in
+        // that order, so no two readers wait on each other.
+        let own = u32::try_from(len.min(budget_max)).unwrap_or(u32::MAX);
+        let broker = u32::try_from(len.min(broker_budget_max)).unwrap_or(u32::MAX);
         let share = tokio::select! {
-            share = budget.clone().acquire_many_owned(share) => match share {
-                Ok(share) => share,
-                Err(_) => return,
+            share = async {
+                let own = budget.clone().acquire_many_owned(own).await.ok()?;
+                let broker = shared.request_budget.clone().acquire_many_owned(broker).await.ok()?;
+                Some((own, broker))
+            } => match share {
+                Some(share) => share,
+                None => return,
             },
             _ = shutdown.wait_for(|stop| *stop) => return,
         };

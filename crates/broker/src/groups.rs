@@ -32,6 +32,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::cluster::{Cluster, TopicHandle};
 use crate::handlers::now_ms;
+use crate::metrics::Metrics;
 use crate::server::Shared;
 
 /// The internal topic that holds committed offsets and group metadata.
@@ -45,10 +46,11 @@ const TICK_MS: u64 = 100;
 const LOAD_RETRY: Duration = Duration::from_secs(5);
 /// Bytes read from `__consumer_offsets` per step of the replay.
 const REPLAY_READ_BYTES: u32 = 1024 * 1024;
-/// Largest decompressed records section of one stored batch: the
-/// coordinator writes uncompressed batches of a few KiB, so anything far
-/// larger is not ours and is skipped rather than inflated.
-const REPLAY_BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Largest decompressed records section of one stored batch: the limit
+/// produce checks every batch against. The coordinator writes uncompressed
+/// batches of a few KiB; a batch past this (written before the check
+/// existed, or by hand) is skipped rather than inflated.
+const REPLAY_BATCH_BYTES_MAX: usize = rill_records::compression::INFLATED_BYTES_MAX;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GroupsError {
@@ -296,7 +298,7 @@ impl Groups {
 /// answered COORDINATOR_LOAD_IN_PROGRESS meanwhile and clients retry.
 pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
-        match load(&shared.cluster).await {
+        match load(&shared.cluster, &shared.metrics).await {
             Ok((coordinator, topic)) => {
                 tracing::info!(
                     groups = coordinator.group_count(),
@@ -324,7 +326,10 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     shared.groups.stop();
 }
 
-async fn load(cluster: &Cluster) -> Result<(Coordinator, Arc<TopicHandle>), GroupsError> {
+async fn load(
+    cluster: &Cluster,
+    metrics: &Metrics,
+) -> Result<(Coordinator, Arc<TopicHandle>), GroupsError> {
     let mut config = cluster.config().group_config();
     let topic = match cluster.topic(OFFSETS_TOPIC) {
         Some(topic) => {
@@ -363,20 +368,36 @@ async fn load(cluster: &Cluster) -> Result<(Coordinator, Arc<TopicHandle>), Grou
     let seed = now_ms() as u64 ^ u64::from(std::process::id()).rotate_left(32);
     let coordinator = Coordinator::loading(config, seed);
     let replaying = topic.clone();
-    let mut coordinator = tokio::task::spawn_blocking(move || replay(coordinator, &replaying))
-        .await
-        .map_err(|error| GroupsError::Replay {
-            partition: -1,
-            message: error.to_string(),
-        })??;
+    let (mut coordinator, skipped) =
+        tokio::task::spawn_blocking(move || replay(coordinator, &replaying))
+            .await
+            .map_err(|error| GroupsError::Replay {
+                partition: -1,
+                message: error.to_string(),
+            })??;
+    if skipped > 0 {
+        tracing::error!(
+            skipped,
+            "{OFFSETS_TOPIC} holds batches that cannot be decoded; they were skipped \
+             (rill_group_replay_skipped_batches)"
+        );
+        metrics.group_replay_skipped_batches.inc_by(skipped);
+    }
     coordinator.finish_loading();
     Ok((coordinator, topic))
 }
 
 /// Feeds every record of `__consumer_offsets` to the coordinator, oldest
-/// first, partition by partition.
-fn replay(mut coordinator: Coordinator, topic: &TopicHandle) -> Result<Coordinator, GroupsError> {
+/// first, partition by partition; returns it with the number of batches it
+/// had to skip. Only a failure to read the disk fails the load (and it is
+/// tried again): bytes that cannot be decoded are skipped and counted, so
+/// one bad batch never keeps every group from loading.
+fn replay(
+    mut coordinator: Coordinator,
+    topic: &TopicHandle,
+) -> Result<(Coordinator, u64), GroupsError> {
     let now = now_ms();
+    let mut skipped = 0;
     for partition in &topic.partitions {
         let fail = |message: String| GroupsError::Replay {
             partition: partition.index,
@@ -385,7 +406,7 @@ fn replay(mut coordinator: Coordinator, topic: &TopicHandle) -> Result<Coordinat
         let log = &partition.log;
         let end = log.log_end_offset();
         let mut next = log.log_start_offset();
-        while next < end {
+        'partition: while next < end {
             let info = log
                 .read(next, REPLAY_READ_BYTES, end)
                 .map_err(|error| fail(error.to_string()))?;
@@ -398,27 +419,71 @@ fn replay(mut coordinator: Coordinator, topic: &TopicHandle) -> Result<Coordinat
                     .file
                     .read_exact_at(&mut bytes, slice.position)
                     .map_err(|error| fail(error.to_string()))?;
-                next = replay_batches(&mut coordinator, &bytes, now, next).map_err(fail)?;
+                let replayed = replay_batches(&mut coordinator, &bytes, now, next);
+                skipped += replayed.skipped;
+                match replayed.next {
+                    Some(after) => next = after,
+                    None => {
+                        // No batch boundary to go on from: the rest of this
+                        // partition is lost to the coordinator, not the
+                        // other partitions.
+                        tracing::error!(
+                            partition = partition.index, offset = %next,
+                            "cannot find the next batch of {OFFSETS_TOPIC}; the rest of this partition is skipped"
+                        );
+                        break 'partition;
+                    }
+                }
             }
         }
     }
-    Ok(coordinator)
+    Ok((coordinator, skipped))
 }
 
-/// Replays the batches in `bytes`; returns the offset after the last one.
-fn replay_batches(
-    coordinator: &mut Coordinator,
-    bytes: &[u8],
-    now: i64,
-    mut next: Offset,
-) -> Result<Offset, String> {
+/// What [`replay_batches`] got through.
+struct Replayed {
+    /// The offset after the last batch, or `None` when the bytes stop
+    /// making sense as batches (a header that cannot be read).
+    next: Option<Offset>,
+    skipped: u64,
+}
+
+/// Replays the batches in `bytes`, skipping (and counting) each one that
+/// cannot be decoded.
+fn replay_batches(coordinator: &mut Coordinator, bytes: &[u8], now: i64, next: Offset) -> Replayed {
+    let mut replayed = Replayed {
+        next: Some(next),
+        skipped: 0,
+    };
     // Batches may be compacted: offsets have gaps, and a batch may hold no
     // record at all; `next` follows each batch's last offset slot.
     for item in BatchIter::new(bytes) {
-        let (_, view) = item.map_err(|e| e.to_string())?;
-        let decoded =
-            decode_batch(view.bytes(), REPLAY_BATCH_BYTES_MAX).map_err(|e| e.to_string())?;
-        next = Offset(decoded.last_offset().saturating_add(1));
+        let view = match item {
+            Ok((_, view)) => view,
+            Err(error) => {
+                tracing::warn!(%error, "skipping an unreadable batch header in {OFFSETS_TOPIC}");
+                replayed.skipped += 1;
+                replayed.next = None;
+                return replayed;
+            }
+        };
+        // Past this batch even if it is skipped, and always forward, so a
+        // batch with a nonsensical header cannot make the replay go round.
+        let current = replayed.next.unwrap_or(next);
+        replayed.next = Some(Offset(
+            view.last_offset().saturating_add(1).max(current.0 + 1),
+        ));
+        let decoded = match decode_batch(view.bytes(), REPLAY_BATCH_BYTES_MAX) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                tracing::warn!(
+                    offset = view.base_offset(), %error,
+                    "skipping a batch of {OFFSETS_TOPIC} that cannot be decoded"
+                );
+                replayed.skipped += 1;
+                continue;
+            }
+        };
         if decoded.is_control {
             continue;
         }
@@ -434,5 +499,5 @@ fn replay_batches(
             }
         }
     }
-    Ok(next)
+    replayed
 }

@@ -63,6 +63,9 @@ pub struct Metrics {
     pub cleaner_cleans: Gauge,
     pub cleaner_last_clean_seconds: Gauge<f64, AtomicU64>,
     pub log_dirty_ratio: Family<PartitionLabels, Gauge<f64, AtomicU64>>,
+    /// Batches of `__consumer_offsets` the group coordinator's replay could
+    /// not decode and skipped.
+    pub group_replay_skipped_batches: Counter,
     topics: Mutex<HashMap<String, TopicMetrics>>,
     /// The partitions whose gauges the last scrape set, so the next one can
     /// remove those of partitions that are gone.
@@ -176,8 +179,15 @@ impl Metrics {
             "Segments started in the file of a segment retention deleted at the roll, since the broker started",
             log_segments_reused.clone(),
         );
+        let group_replay_skipped_batches = Counter::default();
+        registry.register(
+            "group_replay_skipped_batches",
+            "Batches of __consumer_offsets the group coordinator could not decode when loading, and skipped",
+            group_replay_skipped_batches.clone(),
+        );
         Metrics {
             registry,
+            group_replay_skipped_batches,
             log_corrupt_batches,
             log_segments_reused,
             cleaner_read_bytes,

@@ -25,6 +25,9 @@ pub struct Shared {
     pub cluster: Cluster,
     pub groups: Groups,
     pub metrics: Metrics,
+    /// `queued_max_request_bytes`: the bytes of requests read and not yet
+    /// answered, across all connections (see `connection.rs`).
+    pub request_budget: Arc<Semaphore>,
     /// The advertised host and port, as Metadata answers give them.
     pub advertised_host: String,
     pub advertised_port: i32,
@@ -39,6 +42,7 @@ impl Shared {
     ) -> Shared {
         Shared {
             metrics: Metrics::new(),
+            request_budget: Arc::new(Semaphore::new(config.queued_max_request_bytes)),
             config,
             cluster,
             groups: Groups::new(),

@@ -40,8 +40,8 @@ use rill_records::batch::{
     BATCH_HEADER_LEN, BATCH_LENGTH_OFFSET, BatchIter, BatchView, CRC_COVERAGE_START, CRC_OFFSET,
     Compression, MAX_TIMESTAMP_OFFSET, RECORD_COUNT_OFFSET, TimestampType,
 };
-use rill_records::compression::{compress, decompress};
-use rill_records::record::{RawRecord, decode_batch, raw_records};
+use rill_records::compression::{INFLATED_BYTES_MAX, compress, decompress, inflated_len};
+use rill_records::record::{RawRecord, raw_records};
 
 use crate::checkpoint::sync_dir;
 use crate::error::{CorruptData, Fault, IoFailure};
@@ -55,9 +55,9 @@ use crate::types::{Offset, Position};
 pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
 /// Suffix of a committed rewrite not yet renamed into place.
 pub(crate) const SWAP_SUFFIX: &str = "swap";
-/// The largest records section a cleaned batch may inflate to. Batches are
-/// at most `max.message.bytes` compressed; this bounds a decompression bomb.
-pub(crate) const INFLATED_BATCH_MAX: usize = 256 << 20;
+/// The largest records section a cleaned batch may inflate to: the one
+/// limit produce checks at append (see `rill_records::compression`).
+pub(crate) const INFLATED_BATCH_MAX: usize = INFLATED_BYTES_MAX;
 
 /// Settings of the background cleaner (Kafka's `log.cleaner.*`).
 #[derive(Debug, Clone)]
@@ -583,23 +583,58 @@ fn filter_batch(
 }
 
 /// Checks that every record of a batch has a key, as a compacted log needs:
-/// `Err(None)` names a keyless record, `Err(Some(reason))` records that
-/// cannot be read at all.
+/// `KeyCheck::Missing` names the keyless records, `KeyCheck::Unreadable`
+/// records that cannot be read at all. The batch's CRC was checked by the caller; its
+/// records are walked in place (no record is copied or kept), after
+/// inflating a compressed section within `INFLATED_BATCH_MAX`.
 pub(crate) fn check_keys(view: &BatchView<'_>) -> Result<(), KeyCheck> {
-    let decoded = decode_batch(view.bytes(), INFLATED_BATCH_MAX)
-        .map_err(|e| KeyCheck::Unreadable(e.to_string()))?;
-    let missing: Vec<usize> = decoded
-        .records
-        .iter()
-        .enumerate()
-        .filter(|(_, record)| record.key.is_none())
-        .map(|(index, _)| index)
-        .collect();
+    let unreadable = |e: String| KeyCheck::Unreadable(e);
+    let codec = view.compression().map_err(|e| unreadable(e.to_string()))?;
+    if view.record_count() == 0 {
+        return Ok(());
+    }
+    let mut inflated = Vec::new();
+    let section = if codec == Compression::None {
+        view.records_bytes()
+    } else {
+        decompress(
+            codec,
+            view.records_bytes(),
+            INFLATED_BATCH_MAX,
+            &mut inflated,
+        )
+        .map_err(|e| unreadable(e.to_string()))?;
+        &inflated
+    };
+    let mut missing = Vec::new();
+    for (index, record) in raw_records(section, view.record_count()).enumerate() {
+        let record = record.map_err(|e| unreadable(e.to_string()))?;
+        record_offset(view, &record).map_err(unreadable)?;
+        if record.key.is_none() {
+            missing.push(index);
+        }
+    }
     if missing.is_empty() {
         Ok(())
     } else {
         Err(KeyCheck::Missing(missing))
     }
+}
+
+/// Checks that a batch's records section inflates to at most
+/// `INFLATED_BATCH_MAX` bytes, without keeping what it inflates to: every
+/// later decode of the batch (the cleaner, the group coordinator's replay,
+/// offset lookups by time) then fits that limit.
+pub(crate) fn check_inflated_len(view: &BatchView<'_>) -> Result<(), String> {
+    if view.record_count() == 0 {
+        // Decoders take a batch without records as empty, whatever follows
+        // its header (compaction leaves such batches behind).
+        return Ok(());
+    }
+    let codec = view.compression().map_err(|e| e.to_string())?;
+    inflated_len(codec, view.records_bytes(), INFLATED_BATCH_MAX)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Why a batch for a compacted log fails `check_keys`.

@@ -435,6 +435,10 @@ impl Log {
                 .map_err(|source| AppendError::InvalidBatch { index, source })?;
             check_produced(&view, cleaner::INFLATED_BATCH_MAX)
                 .map_err(|source| AppendError::InvalidRecord { index, source })?;
+            // A batch of a few KiB may inflate to gigabytes; refused here,
+            // it never reaches a decoder that would have to skip it.
+            cleaner::check_inflated_len(&view)
+                .map_err(|reason| AppendError::InvalidRecords { index, reason })?;
             if compact {
                 cleaner::check_keys(&view).map_err(|reason| match reason {
                     KeyCheck::Missing(records) => AppendError::MissingKey { index, records },
@@ -685,7 +689,7 @@ impl Log {
         let (from, mut producers) = match loaded {
             Some((offset, producers)) => (offset, producers),
             None => {
-                let from = state.segments.values().rev().take(SEGMENTS).last();
+                let from = state.segments.values().nth_back(SEGMENTS - 1).or(state.segments.values().next());
                 (from.map_or(Offset(0), |s| s.base), ProducerState::default())
             }
         };

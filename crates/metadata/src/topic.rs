@@ -4,6 +4,21 @@
 /// leaves room for the suffix within the usual 255-byte file-name limit.
 pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
 
+/// Kafka's internal topics (`Topic.INTERNAL_TOPICS`): the brokers write
+/// them, clients only read them. A user may still create other topics
+/// whose names start with `__`, as in Kafka; those are ordinary topics.
+pub const INTERNAL_TOPICS: [&str; 3] = [
+    "__consumer_offsets",
+    "__transaction_state",
+    "__share_group_state",
+];
+
+/// Whether `name` is one of Kafka's internal topics: clients may not
+/// produce to it, delete its records, delete it or add partitions to it.
+pub fn is_internal(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
 /// Checks a topic name against Kafka's rules, with the reason when invalid.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() {

@@ -40,6 +40,15 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// with; the window is allocated on top of the output limit, so it bounds
 /// the memory a hostile zstd frame can claim beyond `limit`.
 pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+/// The most bytes one batch's records section may hold once inflated,
+/// wherever the broker decodes a batch (the append checks, the cleaner, the
+/// group coordinator's replay, offset lookups by time). Produce refuses a
+/// batch past it, so everything appended since decodes within it. Batches
+/// are at most `max.message.bytes` (1 MiB by default) on the wire, and real
+/// records rarely compress by more than 10 to 20 times; 64 MiB leaves room
+/// for that while bounding what a "zip bomb" of a few KiB can cost one
+/// decode (this, plus the zstd window, `ZSTD_WINDOW_LOG_MAX`).
+pub const INFLATED_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Uncompressed bytes per xerial snappy block: snappy-java's default block
 /// size, so our blocks look like the Java client's.
 pub const SNAPPY_BLOCK_LEN: usize = 32 * 1024;
@@ -162,47 +171,99 @@ pub fn decompress(
             out.extend_from_slice(input);
             Ok(())
         }
-        Compression::Gzip => {
-            read_bounded(name, flate2::read::MultiGzDecoder::new(input), limit, out)
-        }
         Compression::Snappy => decompress_snappy(input, limit, out),
-        Compression::Lz4 => {
-            check_lz4_frames(input)?;
-            read_bounded(name, lz4_flex::frame::FrameDecoder::new(input), limit, out)
-        }
-        Compression::Zstd => {
-            let mut decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(|error| {
-                CompressionError::Corrupt {
-                    codec: name,
-                    detail: error.to_string(),
-                }
-            })?;
-            decoder
-                .window_log_max(ZSTD_WINDOW_LOG_MAX)
-                .map_err(|error| CompressionError::Corrupt {
-                    codec: name,
-                    detail: error.to_string(),
-                })?;
-            read_bounded(name, decoder, limit, out)
+        Compression::Gzip | Compression::Lz4 | Compression::Zstd => {
+            let start = out.len();
+            stream_bounded(name, stream_decoder(codec, input)?, limit, |chunk| {
+                reserve_within(out, chunk.len(), start + limit);
+                out.extend_from_slice(chunk);
+            })
+            .map(drop)
         }
     }
 }
 
-/// Copies everything `reader` yields into `out`, never holding or reserving
-/// more than `limit` bytes of output.
-fn read_bounded(
+/// How many bytes `input` inflates to with `codec`, failing with
+/// [`CompressionError::TooLarge`] once that passes `limit`. Nothing of the
+/// output is kept: the stream is decoded through a small buffer (plus the
+/// codec's own window), so checking a batch claims no memory in proportion
+/// to what it inflates to. Snappy blocks state their length up front, so
+/// for snappy the stated lengths are added up without decoding.
+pub fn inflated_len(
+    codec: Compression,
+    input: &[u8],
+    limit: usize,
+) -> Result<usize, CompressionError> {
+    let name = codec_name(codec);
+    match codec {
+        Compression::None => {
+            check_uncompressed_len(input.len(), limit)?;
+            Ok(input.len())
+        }
+        Compression::Snappy => {
+            let mut total = 0usize;
+            for_each_snappy_block(input, |block| {
+                let claimed = snap::raw::decompress_len(block)
+                    .map_err(|error| snappy_corrupt(error.to_string()))?;
+                if claimed > limit - total {
+                    return Err(CompressionError::TooLarge { codec: name, limit });
+                }
+                total += claimed;
+                Ok(())
+            })?;
+            Ok(total)
+        }
+        Compression::Gzip | Compression::Lz4 | Compression::Zstd => {
+            stream_bounded(name, stream_decoder(codec, input)?, limit, |_| {})
+        }
+    }
+}
+
+/// The streaming decoder of a codec that has one (gzip, lz4, zstd).
+fn stream_decoder<'a>(
+    codec: Compression,
+    input: &'a [u8],
+) -> Result<Box<dyn Read + 'a>, CompressionError> {
+    let name = codec_name(codec);
+    let corrupt = |error: io::Error| CompressionError::Corrupt {
+        codec: name,
+        detail: error.to_string(),
+    };
+    match codec {
+        Compression::Gzip => Ok(Box::new(flate2::read::MultiGzDecoder::new(input))),
+        Compression::Lz4 => {
+            check_lz4_frames(input)?;
+            Ok(Box::new(lz4_flex::frame::FrameDecoder::new(input)))
+        }
+        Compression::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(corrupt)?;
+            decoder
+                .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(corrupt)?;
+            Ok(Box::new(decoder))
+        }
+        Compression::None | Compression::Snappy => Err(CompressionError::Corrupt {
+            codec: name,
+            detail: "no streaming decoder for this codec".to_string(),
+        }),
+    }
+}
+
+/// Hands everything `reader` yields to `sink`, chunk by chunk, and returns
+/// how many bytes that was; fails once it would pass `limit`.
+fn stream_bounded(
     codec: &'static str,
     mut reader: impl Read,
     limit: usize,
-    out: &mut Vec<u8>,
-) -> Result<(), CompressionError> {
-    let start = out.len();
+    mut sink: impl FnMut(&[u8]),
+) -> Result<usize, CompressionError> {
     let mut chunk = [0u8; READ_CHUNK_LEN];
-    // Each turn either ends the loop or appends at least one byte, and the
-    // output is bounded by `limit`, so this loop is bounded too.
+    let mut written = 0usize;
+    // Each turn either ends the loop or hands on at least one byte, and the
+    // total is bounded by `limit`, so this loop is bounded too.
     loop {
         let read = match reader.read(&mut chunk) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(written),
             Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => {
@@ -212,12 +273,11 @@ fn read_bounded(
                 });
             }
         };
-        let written = out.len() - start;
         if read > limit - written {
             return Err(CompressionError::TooLarge { codec, limit });
         }
-        reserve_within(out, read, start + limit);
-        out.extend_from_slice(&chunk[..read]);
+        sink(&chunk[..read]);
+        written += read;
     }
 }
 
@@ -348,11 +408,23 @@ fn decompress_snappy(
     out: &mut Vec<u8>,
 ) -> Result<(), CompressionError> {
     let start = out.len();
+    for_each_snappy_block(input, |block| {
+        decompress_snappy_block(block, start, limit, out)
+    })
+}
+
+/// Calls `each` with every raw snappy block of `input`: the blocks of the
+/// xerial framing (the Java client's), or `input` itself (librdkafka's one
+/// raw block).
+fn for_each_snappy_block(
+    input: &[u8],
+    mut each: impl FnMut(&[u8]) -> Result<(), CompressionError>,
+) -> Result<(), CompressionError> {
     let Some(mut rest) = input
         .strip_prefix(&XERIAL_MAGIC)
         .filter(|_| input.len() >= XERIAL_HEADER_LEN)
     else {
-        return decompress_snappy_block(input, start, limit, out);
+        return each(input);
     };
     // librdkafka ignores the two version fields, and so does Rill.
     rest = &rest[XERIAL_HEADER_LEN - XERIAL_MAGIC.len()..];
@@ -372,7 +444,7 @@ fn decompress_snappy(
             )));
         }
         let (block, tail) = tail.split_at(length);
-        decompress_snappy_block(block, start, limit, out)?;
+        each(block)?;
         rest = tail;
     }
     Ok(())

@@ -218,7 +218,13 @@ pub fn decode_records(section: &Bytes, record_count: i32) -> Result<Vec<Record>,
             possible,
         });
     }
-    let mut records = Vec::with_capacity(count);
+    // Room is made from the bytes present, never from the count the batch
+    // claims: a record takes `size_of::<Record>()` bytes here but can take as
+    // few as RECORD_LEN_MIN (7) on the wire, so reserving `count` would let a
+    // section claim 15 times its size. Records beyond the reservation
+    // (really tiny ones) grow the vector as they are decoded.
+    let backed = section.len() / std::mem::size_of::<Record>();
+    let mut records = Vec::with_capacity(count.min(backed));
     let mut position = 0;
     for index in 0..count {
         let (record, next) = decode_record(section, position, index)?;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rill_records::batch::{CRC_COVERAGE_START, CRC_OFFSET, Compression, RECORD_COUNT_OFFSET};
 use rill_records::builder::BatchBuilder;
-use rill_records::compression::{CompressionError, compress, decompress};
+use rill_records::compression::{CompressionError, compress, decompress, inflated_len};
 use rill_records::record::{RecordError, decode_batch};
 
 struct Counting;
@@ -144,5 +144,23 @@ fn hostile_input_fails_fast_within_bounded_memory() {
             "{codec:?}: {result:?}"
         );
         assert!(peak <= LIMIT + (256 << 10), "{codec:?}: peak {peak} bytes");
+
+        // Measuring the bomb, as an append does, keeps none of its output.
+        let (result, peak) = peak_growth(|| inflated_len(codec, &bomb, LIMIT));
+        assert!(
+            matches!(result, Err(CompressionError::TooLarge { .. })),
+            "{codec:?}: {result:?}"
+        );
+        assert!(peak <= 256 << 10, "{codec:?}: peak {peak} bytes");
+        assert_eq!(inflated_len(codec, &bomb, zeros.len()), Ok(zeros.len()));
     }
+
+    // A section of 1 MiB claiming as many records as 7-byte records would
+    // fill it: room for the records is made from the bytes present, not
+    // from the claim (a record takes about 100 bytes once decoded).
+    let section = bytes::Bytes::from(vec![0u8; LIMIT]);
+    let claimed = (LIMIT / rill_records::batch::RECORD_LEN_MIN) as i32;
+    let (result, peak) = peak_growth(|| rill_records::record::decode_records(&section, claimed));
+    assert!(result.is_err());
+    assert!(peak <= LIMIT, "{peak} bytes for {LIMIT} bytes of records");
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use rill_metadata::topic::is_internal;
 use rill_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use rill_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
@@ -19,7 +20,20 @@ pub async fn handle(
             .assignments
             .as_ref()
             .is_none_or(|assignments| assignments.iter().all(|a| a.broker_ids[..] == [node_id]));
-        let outcome = if !assignments_ok {
+        let outcome = if is_internal(&topic.name) {
+            // Groups are placed in `__consumer_offsets` by its partition
+            // count, so a new count would move every group away from its
+            // committed offsets. Kafka's broker leaves this check to its
+            // tools (kafka-topics refuses to change an internal topic's
+            // partition count); Rill refuses it here, for every client.
+            Err((
+                error_code::INVALID_TOPIC_EXCEPTION,
+                format!(
+                    "the number of partitions of the internal topic {} cannot be changed",
+                    topic.name
+                ),
+            ))
+        } else if !assignments_ok {
             Err((
                 error_code::INVALID_REPLICATION_FACTOR,
                 format!(

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use rill_log::Offset;
+use rill_metadata::topic::is_internal;
 use rill_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -29,6 +30,11 @@ pub fn handle(shared: &Arc<Shared>, request: DeleteRecordsRequest) -> DeleteReco
                         error_code: code,
                         ..Default::default()
                     };
+                    // The group coordinator's records must stay (Kafka's
+                    // ReplicaManager refuses this too).
+                    if is_internal(&topic.name) {
+                        return result(error_code::INVALID_TOPIC_EXCEPTION, -1);
+                    }
                     let Some(partition) = handle.as_ref().and_then(|t| t.partition(index)) else {
                         return result(error_code::UNKNOWN_TOPIC_OR_PARTITION, -1);
                     };

@@ -47,7 +47,7 @@ pub async fn handle(
             });
             continue;
         };
-        if name.starts_with("__") {
+        if rill_metadata::topic::is_internal(&name) {
             responses.push(DeletableTopicResult {
                 name: Some(name.clone()),
                 topic_id: id,

@@ -113,9 +113,9 @@ pub fn handle(
     }
 }
 
-/// Decompressed size allowed when decoding one batch for a lookup: a hostile
-/// batch must not make an offset lookup allocate without bound.
-const LOOKUP_DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Decompressed size allowed when decoding one batch for a lookup: the
+/// limit every batch was checked against when it was appended.
+const LOOKUP_DECOMPRESSED_BYTES_MAX: usize = rill_records::compression::INFLATED_BYTES_MAX;
 
 /// In the batch holding `batch_offset`, the first record at or after `from`
 /// whose timestamp satisfies `matches`, with that timestamp; the batch's own

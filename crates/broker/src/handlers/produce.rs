@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rill_log::AppendError;
+use rill_metadata::topic::is_internal;
 use rill_protocol::ProduceFrame;
 use rill_protocol::messages::ProduceResponse;
 use rill_protocol::messages::produce_response::{
@@ -234,6 +235,15 @@ pub async fn handle_run(
             let p = partitions.len();
             match refusal {
                 Some(code) => partitions.push(error(data.index, code, None)),
+                // Only the broker writes internal topics; a client's batch
+                // in `__consumer_offsets` would be replayed by the group
+                // coordinator at the next start. Kafka's ReplicaManager
+                // answers INVALID_TOPIC_EXCEPTION.
+                None if is_internal(data.topic) => partitions.push(error(
+                    data.index,
+                    error_code::INVALID_TOPIC_EXCEPTION,
+                    Some(format!("cannot append to internal topic {}", data.topic)),
+                )),
                 None => {
                     partitions.push(error(data.index, error_code::UNKNOWN_SERVER_ERROR, None));
                     let key = (data.topic, data.index);
