@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::IoSlice;
+use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -50,9 +50,6 @@ const DELETED_SUFFIX: &str = ".deleted";
 static LOADED_SEGMENTS: AtomicUsize = AtomicUsize::new(0);
 /// Batches the scrub found corrupt since the process started.
 static CORRUPT_BATCHES: AtomicU64 = AtomicU64::new(0);
-/// Segments a roll started in a deleted segment's file since the process
-/// started (see `Log::reusable_front`).
-static SEGMENTS_REUSED: AtomicU64 = AtomicU64::new(0);
 
 /// How many closed segments may hold an open file (and two maps) at once.
 /// Each costs one descriptor, so the bound is a quarter of the process's
@@ -74,12 +71,6 @@ fn loaded_segments_max() -> usize {
 /// Corrupt batches found by scrubs since the process started, for metrics.
 pub fn corrupt_batches_total() -> u64 {
     CORRUPT_BATCHES.load(Ordering::Relaxed)
-}
-
-/// Segments started in the file of a segment retention deleted at the roll
-/// (instead of a new file) since the process started.
-pub fn segments_reused_total() -> u64 {
-    SEGMENTS_REUSED.load(Ordering::Relaxed)
 }
 
 /// Shared by every log in one data directory: after one IO error the whole
@@ -163,10 +154,6 @@ struct State {
     /// Offsets may be missing (compacted away) only below this; made
     /// durable before a clean commits its first swap.
     gap_horizon: Offset,
-    /// The log file of a segment the retention thread deleted, kept (as
-    /// `*.deleted`, which an open removes) with its length for the next
-    /// roll that cannot reuse the front segment's (see `Log::roll`).
-    spare: Option<(PathBuf, u64)>,
     /// False once the file system has said it cannot reserve blocks.
     can_reserve: bool,
 }
@@ -544,7 +531,6 @@ impl Log {
         let file = self.guard(self.with_loaded(&state, segment, |l| Ok(l.file.clone())))?;
         reserve_ahead(&mut state, &file, start_position, total_bytes);
         let mut slices = Vec::with_capacity(2 * views.len().min(BATCHES_PER_WRITE_MAX));
-        let mut position_now = start_position;
         for (chunk_views, chunk_headers) in views
             .chunks(BATCHES_PER_WRITE_MAX)
             .zip(headers.chunks(BATCHES_PER_WRITE_MAX))
@@ -554,12 +540,7 @@ impl Log {
                 slices.push(IoSlice::new(&header[..prefix_len]));
                 slices.push(IoSlice::new(&view.bytes()[prefix_len..]));
             }
-            let written = write_all_vectored_at(&file, &mut slices, position_now);
-            position_now += chunk_views
-                .iter()
-                .map(|v| v.total_len() as u64)
-                .sum::<u64>();
-            if let Err(source) = written {
+            if let Err(source) = write_all_vectored(&file, &mut slices) {
                 let failure = IoFailure {
                     op: "write",
                     // Built only on failure: formatting a path per append
@@ -737,13 +718,9 @@ impl Log {
     }
 
     /// Closes the active segment (final time entry, trimmed read-only
-    /// indexes) and starts a new one at the log end offset, in the file of
-    /// the oldest segment if retention deletes that one now and its file
-    /// can be reused (see [`Log::reusable_front`]), or else in the spare
-    /// the retention thread kept. With `retention.bytes` four segments, a
-    /// third of the rolls at 1.9 M msg/s found nothing to delete (the log
-    /// was a few bytes short of it) and created a file, which the
-    /// retention thread deleted later; the spare carries those.
+    /// indexes) and starts a new one at the log end offset, always in a new
+    /// file: bytes a fetch was sent from are never written over (see
+    /// `create_segment`).
     fn roll(&self, state: &mut State, now_ms: i64) -> Result<(), Fault> {
         let new_base = state.log_end;
         let cursor = state.active.cursor;
@@ -756,9 +733,7 @@ impl Log {
                     offset_index,
                     mut time_index,
                 } = loaded;
-                // Cut first: once the next segment's file exists, this one
-                // must end where its data does (recovery, `open_state`).
-                release_reserve(&file, Some(segment.size))
+                release_reserve(&file)
                     .map_err(io_failure("truncate", &segment.path(LOG_SUFFIX)))?;
                 if let Some((t, o)) = cursor.max_timestamp {
                     time_index.maybe_append(t, o);
@@ -777,113 +752,13 @@ impl Log {
                 LOADED_SEGMENTS.fetch_add(1, Ordering::AcqRel);
             }
         }
-        let reused = match self.reusable_front(state, now_ms)? {
-            Some(front) => Some(front),
-            None => self.take_spare(state),
-        };
-        if reused.is_some() {
-            SEGMENTS_REUSED.fetch_add(1, Ordering::Relaxed);
-        }
-        let reused_len = reused.as_ref().map_or(0, |(_, len)| *len);
-        let segment = create_segment(&self.dir, new_base, reused.map(|(path, _)| path))?;
+        let segment = create_segment(&self.dir, new_base)?;
         state.segments.insert(new_base, segment);
-        state.active = Active {
-            // The reused file's blocks are allocated already.
-            reserved_to: reused_len,
-            ..Active::default()
-        };
+        state.active = Active::default();
         let active = state.active_segment();
         self.with_loaded(state, active, |_| Ok(()))?;
-        tracing::info!(
-            dir = %self.dir.display(), base = %new_base, now_ms, reused_bytes = reused_len,
-            "rolled to a new segment"
-        );
+        tracing::info!(dir = %self.dir.display(), base = %new_base, now_ms, "rolled to a new segment");
         Ok(())
-    }
-
-    /// At a roll: if retention deletes the oldest segment now, deletes it
-    /// (as `apply_retention` would) and returns its log file, renamed to
-    /// `*.deleted`, with its length, for the new segment to be written
-    /// over; `None` leaves retention to the retention thread.
-    ///
-    /// Why: on a partition whose retained bytes fit in memory, each
-    /// deleted segment freed its page cache (a `truncate` of the whole
-    /// file, 9 % of the broker's CPU at 1.9 M msg/s of 200 bytes) and each
-    /// new one took fresh pages with new blocks on disk (ext4's
-    /// `write_begin`, 11 %); writing over the deleted file's cached pages
-    /// does neither (docs/BENCHMARKS.md, "Thirteenth session"). Kafka
-    /// deletes and creates; PostgreSQL recycles its WAL files the same way.
-    ///
-    /// Only a file that can be written over without harm qualifies:
-    /// - not a compacted log's, and not while a clean runs: the cleaner
-    ///   maps closed segments;
-    /// - no read holds it: the loaded handle is the only one, and no read
-    ///   kept an older handle when the segment's handles were last closed
-    ///   (`Segment::read_elsewhere`), since a fetch being sent from the
-    ///   file would send the new segment's bytes;
-    /// - every page of it is in the page cache ([`fully_cached`]): writing
-    ///   part of a page that is not makes the kernel read it from disk
-    ///   first, a read in the append.
-    ///
-    /// The old bytes past the new segment's data are never read: reads stop
-    /// at `Segment::size`, roll and close cut the file to it, and recovery
-    /// after a crash stops at the first batch whose offset is below the
-    /// one expected, which every old batch's is (they are below this
-    /// log's start, and only a truncation moves offsets back, which no
-    /// roll follows without first cutting the file).
-    fn reusable_front(
-        &self,
-        state: &mut State,
-        now_ms: i64,
-    ) -> Result<Option<(PathBuf, u64)>, Fault> {
-        if state.config.cleanup_compact {
-            return Ok(None);
-        }
-        // Held through the decision and the removal, as the retention
-        // thread's shrinking does: a clean that is mapping closed segments
-        // holds it, and one that starts later cannot see the segment.
-        let Some(_cleaning) = try_lock_cleaning(&self.cleaning) else {
-            return Ok(None);
-        };
-        let Some(front) = state.segments.values().next() else {
-            return Ok(None);
-        };
-        // Only a loaded segment can be reused (`reusable_len`); asking
-        // first keeps a roll from opening the oldest segment's files just
-        // to read its newest timestamp for `retention.ms`.
-        if state.is_active(front)
-            || !front.is_loaded()
-            || !self.retention_deletes(state, front, state.size_bytes(), now_ms)?
-        {
-            return Ok(None);
-        }
-        let Some(len) = reusable_len(front) else {
-            return Ok(None);
-        };
-        let log_path = deleted_path(&front.path(LOG_SUFFIX));
-        let base = front.base;
-        let mut retired = self.remove_front_segments(state, &[base])?;
-        let reused = retired
-            .iter()
-            .position(|r| r.path == log_path)
-            .map(|at| retired.swap_remove(at).path);
-        // Its indexes: small files, written at its roll.
-        remove_retired(&retired, None);
-        Ok(reused.map(|path| (path, len)))
-    }
-
-    /// At a roll that cannot reuse the front segment's file: the spare the
-    /// retention thread kept, if its pages are still all cached (unlinked
-    /// here otherwise).
-    fn take_spare(&self, state: &mut State) -> Option<(PathBuf, u64)> {
-        let (path, len) = state.spare.take()?;
-        let cached = File::open(&path).is_ok_and(|file| fully_cached(&file, len));
-        if cached {
-            Some((path, len))
-        } else {
-            remove_deleted_file(path);
-            None
-        }
     }
 
     /// Reads whole batches starting with the one holding `start`, up to
@@ -1087,10 +962,9 @@ impl Log {
             self.guard(synced.map_err(Fault::from))?;
         }
         for path in indexes {
-            // Opened by name, without the lock: retention (now also at
-            // every roll, `reusable_front`) or a truncation may have
-            // deleted the segment meanwhile, and a deleted index needs no
-            // sync (one missing at open is rebuilt anyway).
+            // Opened by name, without the lock: retention or a truncation
+            // may have deleted the segment meanwhile, and a deleted index
+            // needs no sync (one missing at open is rebuilt anyway).
             let synced = match IndexFile::sync_file(&path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 other => other.map_err(io_failure("fsync", &path)),
@@ -1211,29 +1085,7 @@ impl Log {
             return Ok(0);
         }
         let count = doomed.len();
-        // The newest doomed file may carry the next segment, as at a roll
-        // (`reusable_front`): a roll that finds retention deleting nothing
-        // takes it. The cleaning lock is held through the check and the
-        // removal for the same reason.
-        let cleaning = if state.spare.is_none() && !state.config.cleanup_compact {
-            try_lock_cleaning(&self.cleaning)
-        } else {
-            None
-        };
-        let spare = cleaning.as_ref().and_then(|_| {
-            let newest = state.segments.get(doomed.last()?)?;
-            Some((
-                deleted_path(&newest.path(LOG_SUFFIX)),
-                reusable_len(newest)?,
-            ))
-        });
-        let mut retired = self.remove_front_segments(&mut state, &doomed)?;
-        drop(cleaning);
-        if let Some((path, len)) = spare
-            && let Some(at) = retired.iter().position(|r| r.path == path)
-        {
-            state.spare = Some((retired.swap_remove(at).path, len));
-        }
+        let retired = self.remove_front_segments(&mut state, &doomed)?;
         drop(state);
         // The retention thread's own: it may pause between steps.
         remove_retired(&retired, Some(&self.cleaning));
@@ -1373,14 +1225,6 @@ impl Log {
         // unlinking frees their page cache, tens of ms per 256 MiB, and
         // every produce and fetch of the partition would wait for it.
         let mut retired = Vec::new();
-        // A spare holds old batches whose offsets the log may now reach
-        // again; it must never carry a segment after a truncation.
-        if let Some((path, _)) = state.spare.take() {
-            retired.push(Retired {
-                path,
-                unread: false,
-            });
-        }
         let truncated = self.truncate_locked(&mut state, offset, &mut retired);
         drop(state);
         remove_retired(&retired, None);
@@ -1460,7 +1304,7 @@ impl Log {
         }
         state
             .segments
-            .insert(start, create_segment(&self.dir, start, None)?);
+            .insert(start, create_segment(&self.dir, start)?);
         state.log_start = start;
         state.log_end = start;
         state.active = Active::default();
@@ -1583,8 +1427,8 @@ impl Log {
                 }
             };
             // A segment retention deleted meanwhile is no finding: its file
-            // may have been shrunk, or reused by a roll and written over
-            // (`reusable_front`), under the scrub's own handle. One still
+            // may have been shrunk under the scrub's own handle while its
+            // page cache was freed (`free_in_steps`). One still
             // in the map was in it for the whole read: removed segments
             // never come back.
             if !self.read_state().segments.contains_key(&base) {
@@ -1623,7 +1467,7 @@ impl Log {
                 if let Some((t, o)) = cursor.max_timestamp {
                     loaded.time_index.maybe_append(t, o);
                 }
-                let trimmed = release_reserve(&loaded.file, Some(segment.size))
+                let trimmed = release_reserve(&loaded.file)
                     .map_err(io_failure("truncate", &segment.path(LOG_SUFFIX)))
                     .and_then(|()| {
                         loaded
@@ -1643,9 +1487,6 @@ impl Log {
             let active = state.active_segment_mut();
             active.lock().take();
             state.unflushed_since_ms = None;
-            if let Some((path, _)) = state.spare.take() {
-                remove_deleted_file(path);
-            }
         }
         self.checkpoint()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
@@ -2101,23 +1942,6 @@ fn reserve_ahead(state: &mut State, file: &File, start: u64, len: u64) {
     }
 }
 
-/// The length of `segment`'s log file if a new segment may be written over
-/// it once it is deleted (see `Log::reusable_front`): no read holds it and
-/// every page of it is cached. The caller checks the log's policy and holds
-/// the cleaning lock.
-fn reusable_len(segment: &Segment) -> Option<u64> {
-    if segment.read_elsewhere() {
-        return None;
-    }
-    let guard = segment.lock();
-    let loaded = guard.as_ref()?;
-    if Arc::strong_count(&loaded.file) > 1 {
-        return None;
-    }
-    let len = loaded.file.metadata().ok()?.len();
-    (len > 0 && fully_cached(&loaded.file, len)).then_some(len)
-}
-
 /// The log's `cleaning` lock if no one holds it (a poisoned one is taken).
 fn try_lock_cleaning(cleaning: &Mutex<()>) -> Option<std::sync::MutexGuard<'_, ()>> {
     match cleaning.try_lock() {
@@ -2134,86 +1958,18 @@ fn deleted_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Whether every page of `file`, `len` bytes long, is in the page cache,
-/// asked with Linux's `cachestat` (6.5 and later: ~15-30 µs for a 256 MiB
-/// file here). False wherever that cannot be told, so a file is then never
-/// reused.
-fn fully_cached(file: &File, len: u64) -> bool {
-    #[cfg(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
-    {
-        use std::os::fd::AsRawFd;
-        /// The same number on both architectures (the common table).
-        const SYS_CACHESTAT: libc::c_long = 451;
-        #[repr(C)]
-        struct Range {
-            off: u64,
-            /// 0: to the end of the file.
-            len: u64,
-        }
-        #[repr(C)]
-        #[derive(Default)]
-        struct CacheStat {
-            nr_cache: u64,
-            nr_dirty: u64,
-            nr_writeback: u64,
-            nr_evicted: u64,
-            nr_recently_evicted: u64,
-        }
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let Ok(page) = u64::try_from(page) else {
-            return false;
-        };
-        if page == 0 {
-            return false;
-        }
-        let range = Range { off: 0, len: 0 };
-        let mut stat = CacheStat::default();
-        // SAFETY: the descriptor is open for the call's length, and both
-        // pointers are to live values of the layouts the kernel defines
-        // (`struct cachestat_range`, `struct cachestat`); flags must be 0.
-        let rc = unsafe {
-            libc::syscall(
-                SYS_CACHESTAT,
-                file.as_raw_fd(),
-                &range as *const Range,
-                &mut stat as *mut CacheStat,
-                0u32,
-            )
-        };
-        rc == 0 && stat.nr_cache >= len.div_ceil(page)
-    }
-    #[cfg(not(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    )))]
-    {
-        let _ = (file, len);
-        false
-    }
-}
-
-/// Writes all of `slices` at `position` (`pwritev`), continuing after
-/// partial writes. At a position, not at the file's end: a reused file
-/// (see `Log::reusable_front`) is longer than its segment's data.
-fn write_all_vectored_at(
-    file: &File,
-    mut slices: &mut [IoSlice<'_>],
-    mut position: u64,
-) -> std::io::Result<()> {
+/// Writes all of `slices` at the file's end, continuing after partial
+/// writes. The active segment's file is opened with `O_APPEND`, so the
+/// kernel itself places every write after the bytes already there: a write
+/// can never land on bytes a fetch was sent from (see `create_segment`).
+fn write_all_vectored(mut file: &File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
     IoSlice::advance_slices(&mut slices, 0);
     while !slices.is_empty() {
-        match rustix::io::pwritev(file, slices, position) {
+        match file.write_vectored(slices) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                IoSlice::advance_slices(&mut slices, n);
-                position += n as u64;
-            }
-            Err(e) if e == rustix::io::Errno::INTR => {}
-            Err(e) => return Err(e.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())
@@ -2293,18 +2049,6 @@ fn remove_retired(retired: &[Retired], in_steps: Option<&Mutex<()>>) {
     }
 }
 
-/// Unlinks one file renamed `*.deleted` (a spare, or a reused file whose
-/// rename failed), at once: [`remove_retired`] without steps.
-fn remove_deleted_file(path: PathBuf) {
-    remove_retired(
-        &[Retired {
-            path,
-            unread: false,
-        }],
-        None,
-    );
-}
-
 /// Shrinks a retired log file [`FREE_STEP`] bytes at a time, pausing after
 /// each step as long as the step took, so that its unlink has little page
 /// cache left to free.
@@ -2351,22 +2095,17 @@ fn free_in_steps(path: &Path, cleaning: &Mutex<()>) {
 /// written when the segment rolls or the log closes (index.rs): creating
 /// them here cost a new partition two more of this VM's ~1 ms creates.
 ///
-/// `reuse`: a deleted segment's file to rename into place instead, its old
-/// bytes left to be written over (see `Log::reusable_front`).
-fn create_segment(dir: &Path, base: Offset, reuse: Option<PathBuf>) -> Result<Box<Segment>, Fault> {
+/// Always a new file, never a deleted segment's file renamed into place:
+/// `sendfile(2)` hands TCP references to the file's page-cache pages, which
+/// it keeps until the peer has read them (and reads again to retransmit),
+/// so writing over a file a fetch was sent from changes bytes already
+/// "sent", and no count of open handles can tell (docs/ARCHITECTURE.md,
+/// invariants of the log store). A leftover of the same name is in no
+/// segment map, so nothing reads it.
+fn create_segment(dir: &Path, base: Offset) -> Result<Box<Segment>, Fault> {
     let segment = Box::new(Segment::new(dir, base, 0));
     let log_path = segment.path(LOG_SUFFIX);
-    let renamed = reuse.is_some_and(|from| match fs::rename(&from, &log_path) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(file = %from.display(), error = %e, "could not reuse a deleted segment's file; creating a new one");
-            remove_deleted_file(from);
-            false
-        }
-    });
-    if !renamed {
-        File::create(&log_path).map_err(io_failure("create", &log_path))?;
-    }
+    File::create(&log_path).map_err(io_failure("create", &log_path))?;
     for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
         let path = segment.path(suffix);
         match fs::remove_file(&path) {
@@ -2438,7 +2177,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         .collect();
     if segments.is_empty() {
         let base = log_start_checkpoint.unwrap_or(Offset(0)).max(Offset(0));
-        segments.insert(base, create_segment(dir, base, None)?);
+        segments.insert(base, create_segment(dir, base)?);
     }
     let interval = config.index_interval_bytes;
     let recover_from = if clean || fresh {
@@ -2487,10 +2226,9 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
             if let Some(reason) = &scan.invalid {
                 let cut = segment.size - scan.valid_bytes;
                 // The next segment starts right after the last valid batch:
-                // nothing is missing, and the bytes cut are a reused file's
-                // old contents (see `Log::reusable_front`) whose cut at the
-                // roll did not reach the disk before the crash, or a torn
-                // write the next segment was written after.
+                // nothing is missing, the bytes cut are junk after the
+                // segment's data, and the later segments are good data that
+                // deleting would lose.
                 let next_base = segments.range(base..).nth(1).map(|(b, _)| *b);
                 let continued = next_base.is_some() && next_base == scan.next_offset.or(Some(base));
                 tracing::warn!(
@@ -2597,7 +2335,6 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         first_dirty: Offset(0),
         gap_horizon,
         can_reserve: true,
-        spare: None,
     };
     if state.log_start > state.log_end {
         // Data below the log start was lost (e.g. a torn tail after
@@ -2611,7 +2348,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
                 delete_segment_files(&segment);
             }
         }
-        let segment = create_segment(dir, start, None)?;
+        let segment = create_segment(dir, start)?;
         let loaded = segment
             .load(start, true, interval, state.config.segment_index_bytes)
             .map_err(LogError::from)?;
