@@ -1645,8 +1645,11 @@ impl Log {
             first_dirty,
             ..CleanStats::default()
         };
-        let map_end = cleaner::build_offset_map(&dirty, first_dirty, map, throttle, &mut stats)
-            .map_err(|f| self.cleaner_fault(f))?;
+        let map_end =
+            match cleaner::build_offset_map(&dirty, first_dirty, map, throttle, &mut stats) {
+                Ok(end) => end,
+                Err(fault) => return self.cleaner_fault(fault, &dirty).map(|()| None),
+            };
         stats.map_end = map_end;
         if map_end <= first_dirty {
             return Ok(None);
@@ -1664,6 +1667,9 @@ impl Log {
         {
             // Before any swap commits: gaps may now appear below map_end.
             let mut state = self.write_state();
+            // A deleted log's directory is renamed once this lock is free
+            // (`LogManager::delete` marks the log closed first).
+            self.check_usable()?;
             if map_end > state.gap_horizon {
                 state.gap_horizon = map_end;
                 let entries = [state.first_dirty, state.gap_horizon];
@@ -1674,8 +1680,21 @@ impl Log {
         let max_bytes = config.segment_bytes.min(SEGMENT_BYTES_MAX);
         for group in cleaner::group_segments(&to_clean, max_bytes) {
             let cleaned = cleaner::clean_group(&self.dir, &group, &rules, throttle, &mut stats)
-                .map_err(|fault| self.cleaner_fault(fault))?;
-            if !self.swap_in(&group, &cleaned, config.index_interval_bytes, proceed)? {
+                .and_then(|cleaned| {
+                    let scan = scan_cleaned(&cleaned, config.index_interval_bytes)?;
+                    Ok((cleaned, scan))
+                });
+            let (cleaned, scan) = match cleaned {
+                Ok(done) => done,
+                // What was swapped so far stands.
+                Err(fault) => {
+                    let swapped = stats.segments_after > 0;
+                    return self
+                        .cleaner_fault(fault, &group)
+                        .map(|()| swapped.then_some(stats));
+                }
+            };
+            if !self.swap_in(&group, &cleaned, &scan, proceed)? {
                 // The log changed under the clean (retention, truncation) or
                 // a test stopped it: what was swapped so far stands.
                 return Ok(Some(stats));
@@ -1691,13 +1710,42 @@ impl Log {
         Ok(Some(stats))
     }
 
-    /// An IO failure takes the directory offline as usual; corrupt data only
+    /// The file work of a clean failed. If its input is gone (retention or
+    /// DeleteRecords deleted a segment it was about to read, or the topic
+    /// was deleted and its directory renamed), the clean skips this log
+    /// this round: those files were renamed away by design, and reading
+    /// one that is missing is no sign of a failing disk. Otherwise an IO
+    /// failure takes the directory offline as usual; corrupt data only
     /// fails this clean (the scrub and readers report it on their own).
-    fn cleaner_fault(&self, fault: Fault) -> LogError {
+    fn cleaner_fault(&self, fault: Fault, input: &[SegmentRef]) -> Result<(), LogError> {
         if let Fault::Io(failure) = &fault {
+            if failure.source.kind() == std::io::ErrorKind::NotFound && self.input_gone(input) {
+                tracing::info!(
+                    dir = %self.dir.display(), file = %failure.path.display(),
+                    "the cleaner's input was deleted under it; skipping this log this round"
+                );
+                return Ok(());
+            }
             self.health.fail(failure);
         }
-        LogError::from(fault)
+        Err(LogError::from(fault))
+    }
+
+    /// Whether this log was deleted, or any of `input` is no longer one of
+    /// its segments as the cleaner saw it. Segments leave the map only by
+    /// retention, DeleteRecords, truncation (which waits for a clean) or a
+    /// swap (which the running clean itself does).
+    fn input_gone(&self, input: &[SegmentRef]) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return true;
+        }
+        let state = self.read_state();
+        input.iter().any(|s| {
+            state
+                .segments
+                .get(&s.base)
+                .is_none_or(|segment| segment.size != s.size)
+        })
     }
 
     /// Replaces the segments of `group` by the cleaned file, unless the log
@@ -1706,21 +1754,9 @@ impl Log {
         &self,
         group: &[SegmentRef],
         cleaned: &Cleaned,
-        interval_bytes: u32,
+        scan: &Scan,
         proceed: &mut dyn FnMut(SwapStep) -> bool,
     ) -> Result<bool, LogError> {
-        // Index entries for the new segment, computed before taking the
-        // lock: the cleaned file is complete and nobody else touches it.
-        let scan = scan_file(
-            &cleaned.path,
-            cleaned.base,
-            cleaned.size,
-            interval_bytes,
-            false,
-            Offset(i64::MAX),
-            ScanStart::beginning(cleaned.base),
-        );
-        let scan = self.guard(scan.map_err(Fault::from))?;
         let mut state = self.write_state();
         let unchanged = self.check_usable().is_ok()
             && group.iter().all(|s| {
@@ -1769,7 +1805,7 @@ impl Log {
         if !proceed(SwapStep::WriteIndexes) {
             return Ok(false);
         }
-        self.guard(segment.write_indexes(&scan, true).map_err(Fault::from))?;
+        self.guard(segment.write_indexes(scan, true).map_err(Fault::from))?;
         state.segments.insert(cleaned.base, segment);
         state.max_timestamp = None;
         drop(state);
@@ -1792,6 +1828,21 @@ impl Drop for Log {
             }
         }
     }
+}
+
+/// Index entries for a cleaned file, computed before a swap takes the lock:
+/// the file is complete and nobody else writes it.
+fn scan_cleaned(cleaned: &Cleaned, interval_bytes: u32) -> Result<Scan, Fault> {
+    let scan = scan_file(
+        &cleaned.path,
+        cleaned.base,
+        cleaned.size,
+        interval_bytes,
+        false,
+        Offset(i64::MAX),
+        ScanStart::beginning(cleaned.base),
+    )?;
+    Ok(scan)
 }
 
 fn producer_fields(view: &rill_records::batch::BatchView<'_>) -> ProducerFields {
