@@ -231,8 +231,13 @@ RESPONSE_TIMEOUT_S = 10.0
 
 
 class Connection:
-    def __init__(self, port: int, timeout_s: float = RESPONSE_TIMEOUT_S):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+    def __init__(self, port: int, timeout_s: float = RESPONSE_TIMEOUT_S, receive_buffer: int | None = None):
+        """`receive_buffer`: SO_RCVBUF in bytes, set before connecting (TCP picks its window then)."""
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(timeout_s)
+        self.sock.connect(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.next_correlation_id = 1
 
@@ -307,6 +312,7 @@ class Connection:
 # --- Requests the tests use ---------------------------------------------------------
 
 API_PRODUCE = 0
+API_FETCH = 1
 API_METADATA = 3
 API_API_VERSIONS = 18
 API_CREATE_TOPICS = 19
@@ -408,4 +414,55 @@ def read_create_topics_v4_response(r: Reader) -> dict[str, int]:
         r.nullable_string()  # error_message
         out[name] = error
     assert r.remaining() == 0, "trailing bytes after a CreateTopics v4 body"
+    return out
+
+
+def fetch_v4_body(topic: str, partition: int, offset: int, partition_max_bytes: int) -> bytes:
+    """Fetch v4 (the first with record batch v2) for one partition, answered at once."""
+    return (
+        int32(-1)  # replica_id: -1, a consumer
+        + int32(0)  # max_wait_ms: answer at once
+        + int32(0)  # min_bytes: whatever is there
+        + int32(64 * 1024 * 1024)  # max_bytes of the whole response: the partition's limit decides
+        + int8(0)  # isolation_level: read uncommitted
+        + int32(1)  # topics: one
+        + string(topic)  # topic
+        + int32(1)  # partitions: one
+        + int32(partition)  # partition
+        + int64(offset)  # fetch_offset
+        + int32(partition_max_bytes)  # partition_max_bytes
+    )
+
+
+def read_fetch_v4_response(r: Reader) -> dict[tuple[str, int], tuple[int, bytes]]:
+    """{(topic, partition): (error_code, record bytes)} from a Fetch v4 response."""
+    r.int32()  # throttle_time_ms
+    out = {}
+    for _ in range(r.int32()):  # responses
+        name = r.string()
+        for _ in range(r.int32()):  # partitions
+            index = r.int32()
+            error = r.int16()
+            r.int64()  # high_watermark
+            r.int64()  # last_stable_offset
+            for _ in range(max(0, r.int32())):  # aborted_transactions (-1: null)
+                r.int64()  # producer_id
+                r.int64()  # first_offset
+            size = r.int32()  # records: INT32 size (-1: null) ...
+            out[(name, index)] = (error, r._take(max(0, size)))  # ... then the batches
+    assert r.remaining() == 0, "trailing bytes after a Fetch v4 body"
+    return out
+
+
+def batches(records: bytes) -> list[bytes]:
+    """The whole record batches in `records` (a partial batch at the end, which Kafka may send, is dropped)."""
+    out = []
+    pos = 0
+    while pos + 12 <= len(records):
+        (length,) = struct.unpack(">i", records[pos + 8 : pos + 12])  # batchLength: bytes after this field
+        end = pos + 12 + length
+        if length < 0 or end > len(records):
+            break
+        out.append(records[pos:end])
+        pos = end
     return out

@@ -102,8 +102,6 @@ async fn answer(
 fn update_log_sizes(shared: &Shared) {
     let corrupt = i64::try_from(rill_log::corrupt_batches_total()).unwrap_or(i64::MAX);
     shared.metrics.log_corrupt_batches.set(corrupt);
-    let reused = i64::try_from(rill_log::segments_reused_total()).unwrap_or(i64::MAX);
-    shared.metrics.log_segments_reused.set(reused);
     let cleaner = shared.cluster.logs().cleaner_metrics();
     let metrics = &shared.metrics;
     let clamp = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);

@@ -55,8 +55,6 @@ pub struct Metrics {
     pub log_size_bytes: Family<PartitionLabels, Gauge>,
     /// Set from the log store's own counter at every scrape.
     pub log_corrupt_batches: Gauge,
-    /// Set from the log store's own counter at every scrape.
-    pub log_segments_reused: Gauge,
     /// The cleaner's counters, copied from the log store at every scrape.
     pub cleaner_read_bytes: Gauge,
     pub cleaner_written_bytes: Gauge,
@@ -92,7 +90,6 @@ impl Metrics {
         let messages_out = Family::<TopicLabels, Counter>::default();
         let log_size_bytes = Family::<PartitionLabels, Gauge>::default();
         let log_corrupt_batches = Gauge::default();
-        let log_segments_reused = Gauge::default();
         let cleaner_read_bytes = Gauge::default();
         let cleaner_written_bytes = Gauge::default();
         let cleaner_cleans = Gauge::default();
@@ -174,11 +171,6 @@ impl Metrics {
             "Record batches the background scrub found corrupt since the broker started",
             log_corrupt_batches.clone(),
         );
-        registry.register(
-            "log_segments_reused",
-            "Segments started in the file of a segment retention deleted at the roll, since the broker started",
-            log_segments_reused.clone(),
-        );
         let group_replay_skipped_batches = Counter::default();
         registry.register(
             "group_replay_skipped_batches",
@@ -189,7 +181,6 @@ impl Metrics {
             registry,
             group_replay_skipped_batches,
             log_corrupt_batches,
-            log_segments_reused,
             cleaner_read_bytes,
             cleaner_written_bytes,
             cleaner_cleans,

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::IoSlice;
+use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -54,9 +54,6 @@ const DELETED_SUFFIX: &str = ".deleted";
 static LOADED_SEGMENTS: AtomicUsize = AtomicUsize::new(0);
 /// Batches the scrub found corrupt since the process started.
 static CORRUPT_BATCHES: AtomicU64 = AtomicU64::new(0);
-/// Segments a roll started in a deleted segment's file since the process
-/// started (see `Log::reusable_front`).
-static SEGMENTS_REUSED: AtomicU64 = AtomicU64::new(0);
 
 /// How many closed segments may hold an open file (and two maps) at once.
 /// Each costs one descriptor, so the bound is a quarter of the process's
@@ -78,12 +75,6 @@ fn loaded_segments_max() -> usize {
 /// Corrupt batches found by scrubs since the process started, for metrics.
 pub fn corrupt_batches_total() -> u64 {
     CORRUPT_BATCHES.load(Ordering::Relaxed)
-}
-
-/// Segments started in the file of a segment retention deleted at the roll
-/// (instead of a new file) since the process started.
-pub fn segments_reused_total() -> u64 {
-    SEGMENTS_REUSED.load(Ordering::Relaxed)
 }
 
 /// Shared by every log in one data directory: after one IO error the whole
@@ -148,6 +139,11 @@ struct State {
     log_end: Offset,
     /// Everything below this offset has been fsynced.
     recovery_point: Offset,
+    /// The base of the newest segment a roll started: the closed segments
+    /// below it await the flush each roll schedules (`Log::flush_if_due`,
+    /// on the manager's flusher thread, as Kafka's roll schedules
+    /// `flushUptoOffsetExclusive(newSegment.baseOffset)`).
+    rolled_to: Offset,
     /// Records appended since the last flush began.
     unflushed_records: u64,
     /// Wall-clock ms of the oldest append not yet flushed.
@@ -167,10 +163,6 @@ struct State {
     /// Offsets may be missing (compacted away) only below this; made
     /// durable before a clean commits its first swap.
     gap_horizon: Offset,
-    /// The log file of a segment the retention thread deleted, kept (as
-    /// `*.deleted`, which an open removes) with its length for the next
-    /// roll that cannot reuse the front segment's (see `Log::roll`).
-    spare: Option<(PathBuf, u64)>,
     /// False once the file system has said it cannot reserve blocks.
     can_reserve: bool,
 }
@@ -554,7 +546,6 @@ impl Log {
         let file = self.guard(self.with_loaded(&state, segment, |l| Ok(l.file.clone())))?;
         reserve_ahead(&mut state, &file, start_position, total_bytes);
         let mut slices = Vec::with_capacity(2 * views.len().min(BATCHES_PER_WRITE_MAX));
-        let mut position_now = start_position;
         for (chunk_views, chunk_headers) in views
             .chunks(BATCHES_PER_WRITE_MAX)
             .zip(headers.chunks(BATCHES_PER_WRITE_MAX))
@@ -564,12 +555,7 @@ impl Log {
                 slices.push(IoSlice::new(&header[..prefix_len]));
                 slices.push(IoSlice::new(&view.bytes()[prefix_len..]));
             }
-            let written = write_all_vectored_at(&file, &mut slices, position_now);
-            position_now += chunk_views
-                .iter()
-                .map(|v| v.total_len() as u64)
-                .sum::<u64>();
-            if let Err(source) = written {
+            if let Err(source) = write_all_vectored(&file, &mut slices) {
                 let failure = IoFailure {
                     op: "write",
                     // Built only on failure: formatting a path per append
@@ -672,7 +658,7 @@ impl Log {
         };
         drop(state);
         if flush_due {
-            self.flush_inner()?;
+            self.flush_below(None)?;
         }
         Ok(info)
     }
@@ -689,7 +675,11 @@ impl Log {
         let (from, mut producers) = match loaded {
             Some((offset, producers)) => (offset, producers),
             None => {
-                let from = state.segments.values().nth_back(SEGMENTS - 1).or(state.segments.values().next());
+                let from = state
+                    .segments
+                    .values()
+                    .nth_back(SEGMENTS - 1)
+                    .or(state.segments.values().next());
                 (from.map_or(Offset(0), |s| s.base), ProducerState::default())
             }
         };
@@ -764,13 +754,9 @@ impl Log {
     }
 
     /// Closes the active segment (final time entry, trimmed read-only
-    /// indexes) and starts a new one at the log end offset, in the file of
-    /// the oldest segment if retention deletes that one now and its file
-    /// can be reused (see [`Log::reusable_front`]), or else in the spare
-    /// the retention thread kept. With `retention.bytes` four segments, a
-    /// third of the rolls at 1.9 M msg/s found nothing to delete (the log
-    /// was a few bytes short of it) and created a file, which the
-    /// retention thread deleted later; the spare carries those.
+    /// indexes) and starts a new one at the log end offset, always in a new
+    /// file: bytes a fetch was sent from are never written over (see
+    /// `create_segment`).
     fn roll(&self, state: &mut State, now_ms: i64) -> Result<(), Fault> {
         let new_base = state.log_end;
         if let Some(producers) = &state.producers
@@ -790,9 +776,7 @@ impl Log {
                     offset_index,
                     mut time_index,
                 } = loaded;
-                // Cut first: once the next segment's file exists, this one
-                // must end where its data does (recovery, `open_state`).
-                release_reserve(&file, Some(segment.size))
+                release_reserve(&file)
                     .map_err(io_failure("truncate", &segment.path(LOG_SUFFIX)))?;
                 if let Some((t, o)) = cursor.max_timestamp {
                     time_index.maybe_append(t, o);
@@ -811,113 +795,14 @@ impl Log {
                 LOADED_SEGMENTS.fetch_add(1, Ordering::AcqRel);
             }
         }
-        let reused = match self.reusable_front(state, now_ms)? {
-            Some(front) => Some(front),
-            None => self.take_spare(state),
-        };
-        if reused.is_some() {
-            SEGMENTS_REUSED.fetch_add(1, Ordering::Relaxed);
-        }
-        let reused_len = reused.as_ref().map_or(0, |(_, len)| *len);
-        let segment = create_segment(&self.dir, new_base, reused.map(|(path, _)| path))?;
+        let segment = create_segment(&self.dir, new_base)?;
         state.segments.insert(new_base, segment);
-        state.active = Active {
-            // The reused file's blocks are allocated already.
-            reserved_to: reused_len,
-            ..Active::default()
-        };
+        state.active = Active::default();
+        state.rolled_to = new_base;
         let active = state.active_segment();
         self.with_loaded(state, active, |_| Ok(()))?;
-        tracing::info!(
-            dir = %self.dir.display(), base = %new_base, now_ms, reused_bytes = reused_len,
-            "rolled to a new segment"
-        );
+        tracing::info!(dir = %self.dir.display(), base = %new_base, now_ms, "rolled to a new segment");
         Ok(())
-    }
-
-    /// At a roll: if retention deletes the oldest segment now, deletes it
-    /// (as `apply_retention` would) and returns its log file, renamed to
-    /// `*.deleted`, with its length, for the new segment to be written
-    /// over; `None` leaves retention to the retention thread.
-    ///
-    /// Why: on a partition whose retained bytes fit in memory, each
-    /// deleted segment freed its page cache (a `truncate` of the whole
-    /// file, 9 % of the broker's CPU at 1.9 M msg/s of 200 bytes) and each
-    /// new one took fresh pages with new blocks on disk (ext4's
-    /// `write_begin`, 11 %); writing over the deleted file's cached pages
-    /// does neither (docs/BENCHMARKS.md, "Thirteenth session"). Kafka
-    /// deletes and creates; PostgreSQL recycles its WAL files the same way.
-    ///
-    /// Only a file that can be written over without harm qualifies:
-    /// - not a compacted log's, and not while a clean runs: the cleaner
-    ///   maps closed segments;
-    /// - no read holds it: the loaded handle is the only one, and no read
-    ///   kept an older handle when the segment's handles were last closed
-    ///   (`Segment::read_elsewhere`), since a fetch being sent from the
-    ///   file would send the new segment's bytes;
-    /// - every page of it is in the page cache ([`fully_cached`]): writing
-    ///   part of a page that is not makes the kernel read it from disk
-    ///   first, a read in the append.
-    ///
-    /// The old bytes past the new segment's data are never read: reads stop
-    /// at `Segment::size`, roll and close cut the file to it, and recovery
-    /// after a crash stops at the first batch whose offset is below the
-    /// one expected, which every old batch's is (they are below this
-    /// log's start, and only a truncation moves offsets back, which no
-    /// roll follows without first cutting the file).
-    fn reusable_front(
-        &self,
-        state: &mut State,
-        now_ms: i64,
-    ) -> Result<Option<(PathBuf, u64)>, Fault> {
-        if state.config.cleanup_compact {
-            return Ok(None);
-        }
-        // Held through the decision and the removal, as the retention
-        // thread's shrinking does: a clean that is mapping closed segments
-        // holds it, and one that starts later cannot see the segment.
-        let Some(_cleaning) = try_lock_cleaning(&self.cleaning) else {
-            return Ok(None);
-        };
-        let Some(front) = state.segments.values().next() else {
-            return Ok(None);
-        };
-        // Only a loaded segment can be reused (`reusable_len`); asking
-        // first keeps a roll from opening the oldest segment's files just
-        // to read its newest timestamp for `retention.ms`.
-        if state.is_active(front)
-            || !front.is_loaded()
-            || !self.retention_deletes(state, front, state.size_bytes(), now_ms)?
-        {
-            return Ok(None);
-        }
-        let Some(len) = reusable_len(front) else {
-            return Ok(None);
-        };
-        let log_path = deleted_path(&front.path(LOG_SUFFIX));
-        let base = front.base;
-        let mut retired = self.remove_front_segments(state, &[base])?;
-        let reused = retired
-            .iter()
-            .position(|r| r.path == log_path)
-            .map(|at| retired.swap_remove(at).path);
-        // Its indexes: small files, written at its roll.
-        remove_retired(&retired, None);
-        Ok(reused.map(|path| (path, len)))
-    }
-
-    /// At a roll that cannot reuse the front segment's file: the spare the
-    /// retention thread kept, if its pages are still all cached (unlinked
-    /// here otherwise).
-    fn take_spare(&self, state: &mut State) -> Option<(PathBuf, u64)> {
-        let (path, len) = state.spare.take()?;
-        let cached = File::open(&path).is_ok_and(|file| fully_cached(&file, len));
-        if cached {
-            Some((path, len))
-        } else {
-            remove_deleted_file(path);
-            None
-        }
     }
 
     /// Reads whole batches starting with the one holding `start`, up to
@@ -1078,14 +963,19 @@ impl Log {
     /// recovery point. Blocks on the disk: never call it on an async worker.
     pub fn flush(&self) -> Result<(), LogError> {
         self.check_usable()?;
-        self.flush_inner().map_err(LogError::from)
+        self.flush_below(None).map_err(LogError::from)
     }
 
-    fn flush_inner(&self) -> Result<(), Fault> {
+    /// Fsyncs the segments from the recovery point on (only those below
+    /// `limit`, a segment's base, if given) and the index files of the
+    /// closed ones, then advances the recovery point to the end of what it
+    /// synced.
+    fn flush_below(&self, limit: Option<Offset>) -> Result<(), Fault> {
         let _serial = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         let (files, indexes, target, records, truncations, active_base) = {
             let state = self.read_state();
-            if state.recovery_point >= state.log_end {
+            let target = limit.map_or(state.log_end, |l| l.min(state.log_end));
+            if state.recovery_point >= target {
                 return Ok(());
             }
             let from = state
@@ -1096,6 +986,9 @@ impl Log {
             let mut files = Vec::new();
             let mut indexes = Vec::new();
             for segment in state.segments.range(from..).map(|(_, s)| s) {
+                if segment.base >= target {
+                    break;
+                }
                 let file = self.with_loaded(&state, segment, |l| Ok(l.file.clone()));
                 files.push((self.guard(file)?, segment.path(LOG_SUFFIX)));
                 // A closed segment's indexes may be as its roll left them,
@@ -1108,8 +1001,14 @@ impl Log {
             (
                 files,
                 indexes,
-                state.log_end,
-                state.unflushed_records,
+                target,
+                // A flush of rolled segments leaves the active one's
+                // records unflushed, as far as the flush policy counts.
+                if limit.is_some() {
+                    0
+                } else {
+                    state.unflushed_records
+                },
                 state.truncations,
                 state.active_segment().base,
             )
@@ -1121,10 +1020,9 @@ impl Log {
             self.guard(synced.map_err(Fault::from))?;
         }
         for path in indexes {
-            // Opened by name, without the lock: retention (now also at
-            // every roll, `reusable_front`) or a truncation may have
-            // deleted the segment meanwhile, and a deleted index needs no
-            // sync (one missing at open is rebuilt anyway).
+            // Opened by name, without the lock: retention or a truncation
+            // may have deleted the segment meanwhile, and a deleted index
+            // needs no sync (one missing at open is rebuilt anyway).
             let synced = match IndexFile::sync_file(&path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 other => other.map_err(io_failure("fsync", &path)),
@@ -1151,27 +1049,45 @@ impl Log {
         Ok(())
     }
 
-    /// Flushes if `flush.ms` has passed since the oldest unflushed append.
+    /// Flushes if `flush.ms` has passed since the oldest unflushed append,
+    /// or else the segments a roll closed since the last flush; true if it
+    /// flushed. The manager's flusher thread calls it, off the request path.
     ///
-    /// Kafka also flushes after every roll. Tried here: with no flush
-    /// policy the fsync then writes a GiB of dirty data at once, and on
-    /// this VM's ext4 appends stalled behind it (end-to-end p99 270 ms at
-    /// 500k msg/s, against 1.5-4 ms without; measured). Without it, a
-    /// log without a flush policy recovers from its last clean close.
+    /// The flush after a roll is Kafka's: the roll schedules a flush of the
+    /// closed segment and its indexes, and the recovery point (written to
+    /// its checkpoint at once) moves to the new segment's base. Without it
+    /// the recovery point moved only under a flush policy, so recovery
+    /// after a crash re-checked everything written since the last clean
+    /// start, and one bad batch there cut every segment after it. Now one
+    /// bad batch can cost only data no flush has made durable.
     pub fn flush_if_due(&self, now_ms: i64) -> Result<bool, LogError> {
-        let due = {
+        let (due, rolled) = {
             let state = self.read_state();
-            match (state.config.flush_ms, state.unflushed_since_ms) {
+            let due = match (state.config.flush_ms, state.unflushed_since_ms) {
                 (Some(ms), Some(since)) => {
                     now_ms.saturating_sub(since) >= i64::try_from(ms).unwrap_or(i64::MAX)
                 }
                 _ => false,
-            }
+            };
+            (due, state.rolled_to > state.recovery_point)
         };
         if due {
             self.flush()?;
+        } else if rolled {
+            self.check_usable()?;
+            let rolled_to = self.read_state().rolled_to;
+            self.flush_below(Some(rolled_to))?;
         }
-        Ok(due)
+        if rolled {
+            // A recovery point only counts after a crash once it is in its
+            // checkpoint file, otherwise written every minute (a flush by
+            // policy leaves it to that: it may run every few ms).
+            let recovery_point = self.read_state().recovery_point;
+            let written =
+                self.write_checkpoint(CheckpointFile::RecoveryPoint(recovery_point), true);
+            self.guard(written.map_err(Fault::from))?;
+        }
+        Ok(due || rolled)
     }
 
     /// Writes the recovery-point, log-start and leader-epoch checkpoints
@@ -1245,29 +1161,7 @@ impl Log {
             return Ok(0);
         }
         let count = doomed.len();
-        // The newest doomed file may carry the next segment, as at a roll
-        // (`reusable_front`): a roll that finds retention deleting nothing
-        // takes it. The cleaning lock is held through the check and the
-        // removal for the same reason.
-        let cleaning = if state.spare.is_none() && !state.config.cleanup_compact {
-            try_lock_cleaning(&self.cleaning)
-        } else {
-            None
-        };
-        let spare = cleaning.as_ref().and_then(|_| {
-            let newest = state.segments.get(doomed.last()?)?;
-            Some((
-                deleted_path(&newest.path(LOG_SUFFIX)),
-                reusable_len(newest)?,
-            ))
-        });
-        let mut retired = self.remove_front_segments(&mut state, &doomed)?;
-        drop(cleaning);
-        if let Some((path, len)) = spare
-            && let Some(at) = retired.iter().position(|r| r.path == path)
-        {
-            state.spare = Some((retired.swap_remove(at).path, len));
-        }
+        let retired = self.remove_front_segments(&mut state, &doomed)?;
         drop(state);
         // The retention thread's own: it may pause between steps.
         remove_retired(&retired, Some(&self.cleaning));
@@ -1407,14 +1301,6 @@ impl Log {
         // unlinking frees their page cache, tens of ms per 256 MiB, and
         // every produce and fetch of the partition would wait for it.
         let mut retired = Vec::new();
-        // A spare holds old batches whose offsets the log may now reach
-        // again; it must never carry a segment after a truncation.
-        if let Some((path, _)) = state.spare.take() {
-            retired.push(Retired {
-                path,
-                unread: false,
-            });
-        }
         let truncated = self.truncate_locked(&mut state, offset, &mut retired);
         drop(state);
         remove_retired(&retired, None);
@@ -1458,6 +1344,7 @@ impl Log {
         state.max_timestamp = None;
         let log_end = state.log_end;
         state.recovery_point = state.recovery_point.min(log_end);
+        state.rolled_to = state.rolled_to.min(log_end);
         state.first_dirty = state.first_dirty.min(log_end);
         // What is appended after this point is contiguous again. (The file
         // keeps the larger horizon until the next clean: more lenient, so
@@ -1498,7 +1385,7 @@ impl Log {
         }
         state
             .segments
-            .insert(start, create_segment(&self.dir, start, None)?);
+            .insert(start, create_segment(&self.dir, start)?);
         state.log_start = start;
         state.log_end = start;
         state.active = Active::default();
@@ -1621,8 +1508,8 @@ impl Log {
                 }
             };
             // A segment retention deleted meanwhile is no finding: its file
-            // may have been shrunk, or reused by a roll and written over
-            // (`reusable_front`), under the scrub's own handle. One still
+            // may have been shrunk under the scrub's own handle while its
+            // page cache was freed (`free_in_steps`). One still
             // in the map was in it for the whole read: removed segments
             // never come back.
             if !self.read_state().segments.contains_key(&base) {
@@ -1661,7 +1548,7 @@ impl Log {
                 if let Some((t, o)) = cursor.max_timestamp {
                     loaded.time_index.maybe_append(t, o);
                 }
-                let trimmed = release_reserve(&loaded.file, Some(segment.size))
+                let trimmed = release_reserve(&loaded.file)
                     .map_err(io_failure("truncate", &segment.path(LOG_SUFFIX)))
                     .and_then(|()| {
                         loaded
@@ -1681,9 +1568,6 @@ impl Log {
             let active = state.active_segment_mut();
             active.lock().take();
             state.unflushed_since_ms = None;
-            if let Some((path, _)) = state.spare.take() {
-                remove_deleted_file(path);
-            }
         }
         self.checkpoint()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
@@ -1842,8 +1726,11 @@ impl Log {
             first_dirty,
             ..CleanStats::default()
         };
-        let map_end = cleaner::build_offset_map(&dirty, first_dirty, map, throttle, &mut stats)
-            .map_err(|f| self.cleaner_fault(f))?;
+        let map_end =
+            match cleaner::build_offset_map(&dirty, first_dirty, map, throttle, &mut stats) {
+                Ok(end) => end,
+                Err(fault) => return self.cleaner_fault(fault, &dirty).map(|()| None),
+            };
         stats.map_end = map_end;
         if map_end <= first_dirty {
             return Ok(None);
@@ -1861,6 +1748,9 @@ impl Log {
         {
             // Before any swap commits: gaps may now appear below map_end.
             let mut state = self.write_state();
+            // A deleted log's directory is renamed once this lock is free
+            // (`LogManager::delete` marks the log closed first).
+            self.check_usable()?;
             if map_end > state.gap_horizon {
                 state.gap_horizon = map_end;
                 let entries = [state.first_dirty, state.gap_horizon];
@@ -1871,8 +1761,21 @@ impl Log {
         let max_bytes = config.segment_bytes.min(SEGMENT_BYTES_MAX);
         for group in cleaner::group_segments(&to_clean, max_bytes) {
             let cleaned = cleaner::clean_group(&self.dir, &group, &rules, throttle, &mut stats)
-                .map_err(|fault| self.cleaner_fault(fault))?;
-            if !self.swap_in(&group, &cleaned, config.index_interval_bytes, proceed)? {
+                .and_then(|cleaned| {
+                    let scan = scan_cleaned(&cleaned, config.index_interval_bytes)?;
+                    Ok((cleaned, scan))
+                });
+            let (cleaned, scan) = match cleaned {
+                Ok(done) => done,
+                // What was swapped so far stands.
+                Err(fault) => {
+                    let swapped = stats.segments_after > 0;
+                    return self
+                        .cleaner_fault(fault, &group)
+                        .map(|()| swapped.then_some(stats));
+                }
+            };
+            if !self.swap_in(&group, &cleaned, &scan, proceed)? {
                 // The log changed under the clean (retention, truncation) or
                 // a test stopped it: what was swapped so far stands.
                 return Ok(Some(stats));
@@ -1888,13 +1791,42 @@ impl Log {
         Ok(Some(stats))
     }
 
-    /// An IO failure takes the directory offline as usual; corrupt data only
+    /// The file work of a clean failed. If its input is gone (retention or
+    /// DeleteRecords deleted a segment it was about to read, or the topic
+    /// was deleted and its directory renamed), the clean skips this log
+    /// this round: those files were renamed away by design, and reading
+    /// one that is missing is no sign of a failing disk. Otherwise an IO
+    /// failure takes the directory offline as usual; corrupt data only
     /// fails this clean (the scrub and readers report it on their own).
-    fn cleaner_fault(&self, fault: Fault) -> LogError {
+    fn cleaner_fault(&self, fault: Fault, input: &[SegmentRef]) -> Result<(), LogError> {
         if let Fault::Io(failure) = &fault {
+            if failure.source.kind() == std::io::ErrorKind::NotFound && self.input_gone(input) {
+                tracing::info!(
+                    dir = %self.dir.display(), file = %failure.path.display(),
+                    "the cleaner's input was deleted under it; skipping this log this round"
+                );
+                return Ok(());
+            }
             self.health.fail(failure);
         }
-        LogError::from(fault)
+        Err(LogError::from(fault))
+    }
+
+    /// Whether this log was deleted, or any of `input` is no longer one of
+    /// its segments as the cleaner saw it. Segments leave the map only by
+    /// retention, DeleteRecords, truncation (which waits for a clean) or a
+    /// swap (which the running clean itself does).
+    fn input_gone(&self, input: &[SegmentRef]) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return true;
+        }
+        let state = self.read_state();
+        input.iter().any(|s| {
+            state
+                .segments
+                .get(&s.base)
+                .is_none_or(|segment| segment.size != s.size)
+        })
     }
 
     /// Replaces the segments of `group` by the cleaned file, unless the log
@@ -1903,21 +1835,9 @@ impl Log {
         &self,
         group: &[SegmentRef],
         cleaned: &Cleaned,
-        interval_bytes: u32,
+        scan: &Scan,
         proceed: &mut dyn FnMut(SwapStep) -> bool,
     ) -> Result<bool, LogError> {
-        // Index entries for the new segment, computed before taking the
-        // lock: the cleaned file is complete and nobody else touches it.
-        let scan = scan_file(
-            &cleaned.path,
-            cleaned.base,
-            cleaned.size,
-            interval_bytes,
-            false,
-            Offset(i64::MAX),
-            ScanStart::beginning(cleaned.base),
-        );
-        let scan = self.guard(scan.map_err(Fault::from))?;
         let mut state = self.write_state();
         let unchanged = self.check_usable().is_ok()
             && group.iter().all(|s| {
@@ -1966,7 +1886,7 @@ impl Log {
         if !proceed(SwapStep::WriteIndexes) {
             return Ok(false);
         }
-        self.guard(segment.write_indexes(&scan, true).map_err(Fault::from))?;
+        self.guard(segment.write_indexes(scan, true).map_err(Fault::from))?;
         state.segments.insert(cleaned.base, segment);
         state.max_timestamp = None;
         drop(state);
@@ -1989,6 +1909,21 @@ impl Drop for Log {
             }
         }
     }
+}
+
+/// Index entries for a cleaned file, computed before a swap takes the lock:
+/// the file is complete and nobody else writes it.
+fn scan_cleaned(cleaned: &Cleaned, interval_bytes: u32) -> Result<Scan, Fault> {
+    let scan = scan_file(
+        &cleaned.path,
+        cleaned.base,
+        cleaned.size,
+        interval_bytes,
+        false,
+        Offset(i64::MAX),
+        ScanStart::beginning(cleaned.base),
+    )?;
+    Ok(scan)
 }
 
 fn producer_fields(view: &rill_records::batch::BatchView<'_>) -> ProducerFields {
@@ -2139,23 +2074,6 @@ fn reserve_ahead(state: &mut State, file: &File, start: u64, len: u64) {
     }
 }
 
-/// The length of `segment`'s log file if a new segment may be written over
-/// it once it is deleted (see `Log::reusable_front`): no read holds it and
-/// every page of it is cached. The caller checks the log's policy and holds
-/// the cleaning lock.
-fn reusable_len(segment: &Segment) -> Option<u64> {
-    if segment.read_elsewhere() {
-        return None;
-    }
-    let guard = segment.lock();
-    let loaded = guard.as_ref()?;
-    if Arc::strong_count(&loaded.file) > 1 {
-        return None;
-    }
-    let len = loaded.file.metadata().ok()?.len();
-    (len > 0 && fully_cached(&loaded.file, len)).then_some(len)
-}
-
 /// The log's `cleaning` lock if no one holds it (a poisoned one is taken).
 fn try_lock_cleaning(cleaning: &Mutex<()>) -> Option<std::sync::MutexGuard<'_, ()>> {
     match cleaning.try_lock() {
@@ -2172,86 +2090,18 @@ fn deleted_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Whether every page of `file`, `len` bytes long, is in the page cache,
-/// asked with Linux's `cachestat` (6.5 and later: ~15-30 µs for a 256 MiB
-/// file here). False wherever that cannot be told, so a file is then never
-/// reused.
-fn fully_cached(file: &File, len: u64) -> bool {
-    #[cfg(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
-    {
-        use std::os::fd::AsRawFd;
-        /// The same number on both architectures (the common table).
-        const SYS_CACHESTAT: libc::c_long = 451;
-        #[repr(C)]
-        struct Range {
-            off: u64,
-            /// 0: to the end of the file.
-            len: u64,
-        }
-        #[repr(C)]
-        #[derive(Default)]
-        struct CacheStat {
-            nr_cache: u64,
-            nr_dirty: u64,
-            nr_writeback: u64,
-            nr_evicted: u64,
-            nr_recently_evicted: u64,
-        }
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let Ok(page) = u64::try_from(page) else {
-            return false;
-        };
-        if page == 0 {
-            return false;
-        }
-        let range = Range { off: 0, len: 0 };
-        let mut stat = CacheStat::default();
-        // SAFETY: the descriptor is open for the call's length, and both
-        // pointers are to live values of the layouts the kernel defines
-        // (`struct cachestat_range`, `struct cachestat`); flags must be 0.
-        let rc = unsafe {
-            libc::syscall(
-                SYS_CACHESTAT,
-                file.as_raw_fd(),
-                &range as *const Range,
-                &mut stat as *mut CacheStat,
-                0u32,
-            )
-        };
-        rc == 0 && stat.nr_cache >= len.div_ceil(page)
-    }
-    #[cfg(not(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    )))]
-    {
-        let _ = (file, len);
-        false
-    }
-}
-
-/// Writes all of `slices` at `position` (`pwritev`), continuing after
-/// partial writes. At a position, not at the file's end: a reused file
-/// (see `Log::reusable_front`) is longer than its segment's data.
-fn write_all_vectored_at(
-    file: &File,
-    mut slices: &mut [IoSlice<'_>],
-    mut position: u64,
-) -> std::io::Result<()> {
+/// Writes all of `slices` at the file's end, continuing after partial
+/// writes. The active segment's file is opened with `O_APPEND`, so the
+/// kernel itself places every write after the bytes already there: a write
+/// can never land on bytes a fetch was sent from (see `create_segment`).
+fn write_all_vectored(mut file: &File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
     IoSlice::advance_slices(&mut slices, 0);
     while !slices.is_empty() {
-        match rustix::io::pwritev(file, slices, position) {
+        match file.write_vectored(slices) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                IoSlice::advance_slices(&mut slices, n);
-                position += n as u64;
-            }
-            Err(e) if e == rustix::io::Errno::INTR => {}
-            Err(e) => return Err(e.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())
@@ -2331,18 +2181,6 @@ fn remove_retired(retired: &[Retired], in_steps: Option<&Mutex<()>>) {
     }
 }
 
-/// Unlinks one file renamed `*.deleted` (a spare, or a reused file whose
-/// rename failed), at once: [`remove_retired`] without steps.
-fn remove_deleted_file(path: PathBuf) {
-    remove_retired(
-        &[Retired {
-            path,
-            unread: false,
-        }],
-        None,
-    );
-}
-
 /// Shrinks a retired log file [`FREE_STEP`] bytes at a time, pausing after
 /// each step as long as the step took, so that its unlink has little page
 /// cache left to free.
@@ -2389,22 +2227,17 @@ fn free_in_steps(path: &Path, cleaning: &Mutex<()>) {
 /// written when the segment rolls or the log closes (index.rs): creating
 /// them here cost a new partition two more of this VM's ~1 ms creates.
 ///
-/// `reuse`: a deleted segment's file to rename into place instead, its old
-/// bytes left to be written over (see `Log::reusable_front`).
-fn create_segment(dir: &Path, base: Offset, reuse: Option<PathBuf>) -> Result<Box<Segment>, Fault> {
+/// Always a new file, never a deleted segment's file renamed into place:
+/// `sendfile(2)` hands TCP references to the file's page-cache pages, which
+/// it keeps until the peer has read them (and reads again to retransmit),
+/// so writing over a file a fetch was sent from changes bytes already
+/// "sent", and no count of open handles can tell (docs/ARCHITECTURE.md,
+/// invariants of the log store). A leftover of the same name is in no
+/// segment map, so nothing reads it.
+fn create_segment(dir: &Path, base: Offset) -> Result<Box<Segment>, Fault> {
     let segment = Box::new(Segment::new(dir, base, 0));
     let log_path = segment.path(LOG_SUFFIX);
-    let renamed = reuse.is_some_and(|from| match fs::rename(&from, &log_path) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(file = %from.display(), error = %e, "could not reuse a deleted segment's file; creating a new one");
-            remove_deleted_file(from);
-            false
-        }
-    });
-    if !renamed {
-        File::create(&log_path).map_err(io_failure("create", &log_path))?;
-    }
+    File::create(&log_path).map_err(io_failure("create", &log_path))?;
     for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
         let path = segment.path(suffix);
         match fs::remove_file(&path) {
@@ -2476,7 +2309,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         .collect();
     if segments.is_empty() {
         let base = log_start_checkpoint.unwrap_or(Offset(0)).max(Offset(0));
-        segments.insert(base, create_segment(dir, base, None)?);
+        segments.insert(base, create_segment(dir, base)?);
     }
     let interval = config.index_interval_bytes;
     let recover_from = if clean || fresh {
@@ -2525,10 +2358,9 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
             if let Some(reason) = &scan.invalid {
                 let cut = segment.size - scan.valid_bytes;
                 // The next segment starts right after the last valid batch:
-                // nothing is missing, and the bytes cut are a reused file's
-                // old contents (see `Log::reusable_front`) whose cut at the
-                // roll did not reach the disk before the crash, or a torn
-                // write the next segment was written after.
+                // nothing is missing, the bytes cut are junk after the
+                // segment's data, and the later segments are good data that
+                // deleting would lose.
                 let next_base = segments.range(base..).nth(1).map(|(b, _)| *b);
                 let continued = next_base.is_some() && next_base == scan.next_offset.or(Some(base));
                 tracing::warn!(
@@ -2626,6 +2458,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         log_start: log_start_checkpoint.unwrap_or(first_base).max(first_base),
         log_end,
         recovery_point: log_end,
+        rolled_to: log_end,
         unflushed_records: 0,
         unflushed_since_ms: None,
         epochs,
@@ -2635,7 +2468,6 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         first_dirty: Offset(0),
         gap_horizon,
         can_reserve: true,
-        spare: None,
     };
     if state.log_start > state.log_end {
         // Data below the log start was lost (e.g. a torn tail after
@@ -2649,7 +2481,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
                 delete_segment_files(&segment);
             }
         }
-        let segment = create_segment(dir, start, None)?;
+        let segment = create_segment(dir, start)?;
         let loaded = segment
             .load(start, true, interval, state.config.segment_index_bytes)
             .map_err(LogError::from)?;

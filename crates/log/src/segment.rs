@@ -13,7 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use memmap2::Mmap;
@@ -129,21 +129,18 @@ impl Header {
     }
 }
 
-/// Cuts an active segment's file to `size`, the bytes that belong to the
-/// log (`None`: the file's own length), when it is longer (a reused file's old contents, see `roll` in
-/// log.rs) or holds blocks reserved beyond it (see `reserve_ahead` in
-/// log.rs): truncating a file to its own length releases those and changes
-/// no byte. The truncate is a journaled change, so it is skipped when
-/// neither is the case (the slack covers the file system's own extent
-/// blocks).
-pub(crate) fn release_reserve(file: &File, size: Option<u64>) -> io::Result<()> {
+/// Frees the blocks an active segment reserved beyond its length (see
+/// `reserve_ahead` in log.rs): truncating a file to its own length releases
+/// them and changes no byte. The truncate is a journaled change, so it is
+/// skipped when the allocated blocks show nothing held beyond the length
+/// (the slack covers the file system's own extent blocks).
+pub(crate) fn release_reserve(file: &File) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     const SLACK: u64 = 64 << 10;
     let meta = file.metadata()?;
     let len = meta.len();
-    let size = size.unwrap_or(len);
-    if len > size || meta.blocks() * 512 > size.next_multiple_of(4096) + SLACK {
-        file.set_len(size)?;
+    if meta.blocks() * 512 > len.next_multiple_of(4096) + SLACK {
+        file.set_len(len)?;
     }
     Ok(())
 }
@@ -470,11 +467,6 @@ pub(crate) struct Segment {
     pub last_used: AtomicU64,
     /// Position of the first batch the scrub found corrupt, or `u64::MAX`.
     corrupt_from: AtomicU64,
-    /// Set when the handles were closed while a read still held the file:
-    /// that read's handle is not the one `loaded` opens next, so nothing
-    /// can tell any more whether the file is being read, and the file is
-    /// never reused for a new segment (`roll` in log.rs).
-    read_elsewhere: AtomicBool,
 }
 
 impl Segment {
@@ -486,7 +478,6 @@ impl Segment {
             loaded: Mutex::new(None),
             last_used: AtomicU64::new(0),
             corrupt_from: AtomicU64::new(u64::MAX),
-            read_elsewhere: AtomicBool::new(false),
         }
     }
 
@@ -506,26 +497,11 @@ impl Segment {
 
     /// Closes the handles unless someone is using them; true if it did.
     pub(crate) fn try_unload(&self) -> bool {
-        let taken = match self.loaded.try_lock() {
-            Ok(mut guard) => guard.take(),
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
-            Err(std::sync::TryLockError::WouldBlock) => return false,
-        };
-        match taken {
-            Some(loaded) => {
-                if Arc::strong_count(&loaded.file) > 1 {
-                    self.read_elsewhere.store(true, Ordering::Release);
-                }
-                true
-            }
-            None => false,
+        match self.loaded.try_lock() {
+            Ok(mut guard) => guard.take().is_some(),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take().is_some(),
+            Err(std::sync::TryLockError::WouldBlock) => false,
         }
-    }
-
-    /// Whether a read may hold this segment's file through a handle other
-    /// than the loaded one (see `read_elsewhere`).
-    pub(crate) fn read_elsewhere(&self) -> bool {
-        self.read_elsewhere.load(Ordering::Acquire)
     }
 
     pub(crate) fn corrupt_from(&self) -> Option<Position> {
@@ -549,17 +525,16 @@ impl Segment {
         index_bytes: u32,
     ) -> Result<Loaded, IoFailure> {
         let log_path = self.path(LOG_SUFFIX);
-        // Appends write at the segment's size, not at the file's end: a
-        // reused file is longer than its data until it is full.
+        // Appends go to the file's end (`O_APPEND`), never over its bytes.
         let file = if active {
-            OpenOptions::new().read(true).write(true).open(&log_path)
+            OpenOptions::new().read(true).append(true).open(&log_path)
         } else {
             File::open(&log_path)
         }
         .map_err(io_failure("open", &log_path))?;
         if active {
             // A crash leaves the blocks reserved ahead of the appends.
-            release_reserve(&file, None).map_err(io_failure("truncate", &log_path))?;
+            release_reserve(&file).map_err(io_failure("truncate", &log_path))?;
         }
         // Every entry names a different batch, and a batch is at least a
         // header long (the time index has one entry more at close).

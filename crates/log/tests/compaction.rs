@@ -516,3 +516,150 @@ fn compaction_lags_hold_young_records_back_and_force_old_ones() {
     assert!(!log.cleanable(now_ms()).unwrap().unwrap().due);
     assert!(log.cleanable(now_ms() + 2 * DAY_MS).unwrap().unwrap().due);
 }
+
+/// What deletes a compacted log's segments while a clean reads them.
+#[derive(Debug, Clone, Copy)]
+enum Race {
+    /// Retention (`compact,delete`) drops the two oldest segments.
+    Retention,
+    /// DeleteRecords moves the log start past the two oldest segments.
+    DeleteRecords,
+    /// The topic is deleted: its directory is renamed, then removed.
+    TopicDeletion,
+}
+
+/// When, in the clean, the race happens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// After the first batch the clean read into its key map: the next
+    /// segments are not mapped yet.
+    Mapping,
+    /// After the first batch the clean rewrote: the group's later segments
+    /// are not mapped yet.
+    Rewriting,
+}
+
+/// The sizes of the log files in `dir`, oldest first.
+fn log_file_sizes(dir: &std::path::Path) -> Vec<u64> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect()
+}
+
+/// A clean that loses a race to retention, DeleteRecords or topic deletion
+/// skips the log this round: the data directory stays online, other logs
+/// in it keep taking appends, and the next clean of a surviving log works.
+#[test]
+fn a_clean_whose_input_is_deleted_under_it_skips_the_log_and_the_directory_stays_online() {
+    for race in [Race::Retention, Race::DeleteRecords, Race::TopicDeletion] {
+        for phase in [Phase::Mapping, Phase::Rewriting] {
+            clean_losing_a_race(race, phase);
+        }
+    }
+}
+
+fn clean_losing_a_race(race: Race, phase: Phase) {
+    let what = format!("{race:?} while {phase:?}");
+    let data = tempfile::tempdir().unwrap();
+    let manager = rill_log::LogManager::open(data.path(), compacted()).unwrap();
+    let other = manager.get_or_create("other", 0, compacted()).unwrap();
+    let log = manager.get_or_create("t", 0, compacted()).unwrap();
+    let path = log.dir().to_path_buf();
+    let mut model = Model::default();
+    for round in 0..20u16 {
+        let writes: Vec<Write> = (0..6u8)
+            .map(|k| (k, Some(round * 10 + u16::from(k))))
+            .collect();
+        let info = log
+            .append(&encode(&writes, Compression::None), 0, now_ms())
+            .unwrap();
+        model.record(info.base_offset.0, &writes);
+    }
+    let sizes = log_file_sizes(&path);
+    assert!(sizes.len() >= 5, "{what}: {} segments", sizes.len());
+    // One group for all closed segments, so rewriting maps them one by one;
+    // retention by size that keeps all but the two oldest.
+    let keep = log.size_bytes() - sizes[0] - sizes[1];
+    log.update_config(LogConfig {
+        segment_bytes: 1 << 20,
+        cleanup_delete: true,
+        retention_bytes: i64::try_from(keep).unwrap(),
+        // The records' timestamps are from 1970.
+        retention_ms: -1,
+        ..compacted()
+    });
+    let third_base = {
+        // The base of the third segment, from its file name.
+        let mut names: Vec<String> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".log"))
+            .collect();
+        names.sort();
+        names[2].trim_end_matches(".log").parse::<i64>().unwrap()
+    };
+    log.set_high_watermark(log.log_end_offset());
+    let mut raced = false;
+    let mut throttle = |_bytes: u64| {
+        let rewriting = std::fs::read_dir(&path).is_ok_and(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .any(|n| n.ends_with(".cleaned"))
+        });
+        if !raced && rewriting == (phase == Phase::Rewriting) {
+            raced = true;
+            match race {
+                Race::Retention => assert_eq!(log.apply_retention(now_ms()).unwrap(), 2),
+                Race::DeleteRecords => {
+                    log.delete_records_before(Offset(third_base)).unwrap();
+                }
+                Race::TopicDeletion => manager.delete("t", 0).unwrap(),
+            }
+        }
+        true
+    };
+    let mut map = OffsetMap::with_memory(0);
+    let result = log.clean_with(now_ms(), &mut map, &mut throttle, &mut |_| true);
+    assert!(raced, "{what}: the race never ran");
+    match race {
+        // The log is gone: the clean stops however it notices.
+        Race::TopicDeletion => assert!(
+            matches!(result, Ok(None) | Err(LogError::Closed { .. })),
+            "{what}: {result:?}"
+        ),
+        _ => assert!(matches!(result, Ok(None)), "{what}: {result:?}"),
+    }
+    // The data directory is online: another log takes appends.
+    other
+        .append(&encode(&[(1, Some(1))], Compression::None), 0, now_ms())
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    other.flush().unwrap_or_else(|e| panic!("{what}: {e}"));
+    if let Race::TopicDeletion = race {
+        // A new topic of the same name starts empty.
+        let again = manager.get_or_create("t", 0, compacted()).unwrap();
+        assert_eq!(again.log_end_offset(), Offset(0), "{what}");
+        return;
+    }
+    assert_eq!(log.log_start_offset(), Offset(third_base), "{what}");
+    // Nothing was swapped; the next clean works on what is left.
+    let stats = log
+        .clean(now_ms(), &mut map, &mut |_| true)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(stats.is_some(), "{what}");
+    let records = read_records(&log);
+    assert!(!records.is_empty());
+    for (offset, key, _) in &records {
+        assert!(*offset >= third_base, "{what}: {offset}");
+        let (want_key, _) = model.writes[offset];
+        assert_eq!(key.as_deref(), Some(&[b'k', want_key][..]), "{what}");
+    }
+    log.append(&encode(&[(1, Some(2))], Compression::None), 0, now_ms())
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+}

@@ -130,3 +130,99 @@ fn an_io_error_takes_the_directory_offline() {
     ));
     assert!(matches!(log.flush(), Err(LogError::Offline(_))));
 }
+
+fn small_segments() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 256,
+        segment_index_bytes: 4096,
+        ..LogConfig::default()
+    }
+}
+
+/// The base offset of each segment in `dir`, from the file names.
+fn segment_bases(dir: &std::path::Path) -> Vec<i64> {
+    let mut bases: Vec<i64> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".log").and_then(|b| b.parse().ok()))
+        .collect();
+    bases.sort();
+    bases
+}
+
+/// With no flush policy, a roll's flush (run by the flusher) moves the
+/// recovery point to the new segment and writes its checkpoint; after a
+/// crash recovery checks only what came after, so a batch gone bad in an
+/// older segment costs nothing after it (the scrub reports it instead).
+#[test]
+fn a_roll_flushes_the_closed_segment_and_a_crash_rechecks_only_what_came_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    for i in 0..60 {
+        log.append(&batch(1, 200, i), 0, 0).unwrap();
+    }
+    let bases = segment_bases(dir.path());
+    assert!(bases.len() >= 4, "{bases:?}");
+    let active = *bases.last().unwrap();
+    assert_eq!(log.recovery_point(), Offset(0), "nothing flushed yet");
+    // What the flusher thread does every 100 ms.
+    let flushed = log.flush_if_due(0).unwrap();
+    let recovery_point = log.recovery_point();
+    let flushed_again = log.flush_if_due(0).unwrap();
+    let end = log.log_end_offset();
+    let before = read_all(&log, Offset(0));
+    // A crash: no clean close.
+    drop(log);
+    // A byte of the second segment's first batch rots on the disk.
+    let second = dir.path().join(format!("{:020}.log", bases[1]));
+    let mut bytes = std::fs::read(&second).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(&second, &bytes).unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(log.log_end_offset(), end, "recovery cut flushed data");
+    assert_eq!(segment_bases(dir.path()), bases);
+    assert!(flushed, "the rolls' flush was due");
+    assert_eq!(recovery_point, Offset(active));
+    assert!(!flushed_again, "nothing more to flush");
+    let report = log.scrub(&mut |_| {}).unwrap();
+    assert_eq!(report.corrupt.len(), 1, "{report:?}");
+    assert_eq!(
+        read_all(&log, Offset(bases[2])),
+        before[bases[2] as usize..]
+    );
+}
+
+/// The manager's flusher thread runs the flush a roll schedules.
+#[test]
+fn the_flusher_thread_flushes_what_a_roll_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = LogManager::open(dir.path(), LogConfig::default()).unwrap();
+    let log = manager.get_or_create("t", 0, small_segments()).unwrap();
+    let background = manager.start_background_with(BackgroundConfig {
+        flush_check_interval: Duration::from_millis(10),
+        ..BackgroundConfig::default()
+    });
+    for i in 0..60 {
+        log.append(&batch(1, 200, i), 0, 0).unwrap();
+    }
+    let active = *segment_bases(&dir.path().join("t-0")).last().unwrap();
+    // The flush moves the recovery point in memory, then writes its
+    // checkpoint: wait for both, whatever the order.
+    let checkpoint_path = dir.path().join("t-0/recovery-point-offset-checkpoint");
+    // Version, count, then the offset (docs/FORMAT.md).
+    let checkpointed = || {
+        std::fs::read_to_string(&checkpoint_path)
+            .is_ok_and(|text| text.lines().nth(2) == Some(active.to_string().as_str()))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while log.recovery_point() < Offset(active) || !checkpointed() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no flush after the rolls"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(log.recovery_point(), Offset(active));
+    background.stop();
+}
