@@ -32,6 +32,13 @@ pub struct PartitionLabels {
     pub partition: String,
 }
 
+/// A data directory and one of its states (`online`, `full`, `offline`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirLabels {
+    pub dir: String,
+    pub state: &'static str,
+}
+
 /// The counters of one topic.
 #[derive(Clone, Default)]
 pub struct TopicMetrics {
@@ -63,6 +70,8 @@ pub struct Metrics {
     pub cleaner_cleans: Gauge,
     pub cleaner_last_clean_seconds: Gauge<f64, AtomicU64>,
     pub log_dirty_ratio: Family<PartitionLabels, Gauge<f64, AtomicU64>>,
+    /// 1 for each data directory's current state, 0 for the others.
+    pub log_dir_state: Family<DirLabels, Gauge>,
     topics: Mutex<HashMap<String, TopicMetrics>>,
 }
 
@@ -173,8 +182,15 @@ impl Metrics {
             "Segments started in the file of a segment retention deleted at the roll, since the broker started",
             log_segments_reused.clone(),
         );
+        let log_dir_state = Family::<DirLabels, Gauge>::default();
+        registry.register(
+            "log_dir_state",
+            "1 for the data directory's current state (online; full: appends refused until space is freed; offline: after an IO error, until a restart), 0 for the others",
+            log_dir_state.clone(),
+        );
         Metrics {
             registry,
+            log_dir_state,
             log_corrupt_batches,
             log_segments_reused,
             cleaner_read_bytes,

@@ -25,7 +25,9 @@ use crate::checkpoint::{
 };
 use crate::cleaner::{self, CleanRules, CleanStats, Cleanable, Cleaned, OffsetMap, SegmentRef};
 use crate::epoch::LeaderEpochCache;
-use crate::error::{AppendError, CorruptData, Fault, IoFailure, LogError, OfflineDir, ReadError};
+use crate::error::{
+    AppendError, CorruptData, Fault, IoFailure, LogError, OfflineDir, ReadError, short_of_resources,
+};
 use crate::index::IndexFile;
 use crate::producer::{ProducerState, SequenceError};
 use crate::scrub::scrub_file;
@@ -82,12 +84,64 @@ pub fn segments_reused_total() -> u64 {
     SEGMENTS_REUSED.load(Ordering::Relaxed)
 }
 
-/// Shared by every log in one data directory: after one IO error the whole
+/// Free bytes a full directory needs again before it takes appends: the
+/// largest default batch (1 MiB) with room to spare, so appends do not
+/// start, fill the last few KiB and fail again at once.
+const RESUME_FREE_BYTES: u64 = 4 << 20;
+
+/// What an IO error says about the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// The process or the machine ran short of descriptors or memory
+    /// (EMFILE, ENFILE, ENOMEM): the request that hit it fails, the disk
+    /// is fine and nothing else changes.
+    Resources,
+    /// The file system is full (ENOSPC, EDQUOT): appends stop until space
+    /// is back; reads, retention and DeleteRecords go on and free it.
+    Space,
+    /// Anything else, and every failed fsync whatever its errno (the kernel
+    /// may have dropped the dirty pages): the directory goes offline.
+    Disk,
+}
+
+impl FailureKind {
+    pub(crate) fn of(failure: &IoFailure) -> FailureKind {
+        use rustix::io::Errno;
+        let errno = failure.source.raw_os_error();
+        let is = |e: Errno| errno == Some(e.raw_os_error());
+        if failure.op.starts_with("fsync") {
+            FailureKind::Disk
+        } else if short_of_resources(&failure.source) {
+            FailureKind::Resources
+        } else if is(Errno::NOSPC) || is(Errno::DQUOT) {
+            FailureKind::Space
+        } else {
+            FailureKind::Disk
+        }
+    }
+}
+
+/// The state of a data directory, for `/ready` and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirState {
+    Online,
+    /// Out of space: appends are refused until it has space again.
+    Full,
+    /// An IO error took it offline until a restart.
+    Offline,
+}
+
+/// Shared by every log in one data directory: after one disk error the whole
 /// directory is offline, as in Kafka (the disk is suspect, not one file).
+/// Running out of descriptors or memory changes nothing here, and running
+/// out of space only stops appends (see [`FailureKind`]).
 #[derive(Debug)]
 pub(crate) struct DirHealth {
     dir: PathBuf,
     offline: Mutex<Option<String>>,
+    /// Set by a write that found the file system full; cleared by the first
+    /// look that finds [`RESUME_FREE_BYTES`] free (`check_space`).
+    full: AtomicBool,
 }
 
 impl DirHealth {
@@ -95,6 +149,7 @@ impl DirHealth {
         Arc::new(DirHealth {
             dir: dir.to_path_buf(),
             offline: Mutex::new(None),
+            full: AtomicBool::new(false),
         })
     }
 
@@ -113,10 +168,58 @@ impl DirHealth {
     }
 
     pub(crate) fn fail(&self, failure: &IoFailure) {
+        match FailureKind::of(failure) {
+            FailureKind::Resources => {
+                tracing::warn!(dir = %self.dir.display(), error = %failure,
+                    "out of descriptors or memory: the request fails, the directory stays online");
+            }
+            FailureKind::Space => {
+                if !self.full.swap(true, Ordering::AcqRel) {
+                    tracing::error!(dir = %self.dir.display(), error = %failure,
+                        "log directory is full: appends stop until space is freed");
+                }
+            }
+            FailureKind::Disk => self.go_offline(failure),
+        }
+    }
+
+    /// Takes the directory offline whatever the error's kind.
+    pub(crate) fn go_offline(&self, failure: &IoFailure) {
         let mut state = self.state();
         if state.is_none() {
             tracing::error!(dir = %self.dir.display(), error = %failure, "log directory goes offline");
             *state = Some(failure.to_string());
+        }
+    }
+
+    /// Refuses appends while the directory is full. Once full, each call
+    /// asks the file system (`statvfs`, cheap) whether space came back, so
+    /// appends resume by themselves when retention, DeleteRecords or the
+    /// operator freed some.
+    pub(crate) fn check_space(&self) -> Result<(), Fault> {
+        if !self.full.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match rustix::fs::statvfs(&self.dir) {
+            Ok(stat) if stat.f_bavail.saturating_mul(stat.f_frsize) >= RESUME_FREE_BYTES => {
+                if self.full.swap(false, Ordering::AcqRel) {
+                    tracing::info!(dir = %self.dir.display(), "log directory has space again: appends resume");
+                }
+                Ok(())
+            }
+            _ => Err(Fault::NoSpace {
+                dir: self.dir.clone(),
+            }),
+        }
+    }
+
+    pub(crate) fn dir_state(&self) -> DirState {
+        if self.check().is_err() {
+            DirState::Offline
+        } else if self.check_space().is_err() {
+            DirState::Full
+        } else {
+            DirState::Online
         }
     }
 }
@@ -449,6 +552,7 @@ impl Log {
 
         let mut state = self.write_state();
         self.check_usable()?;
+        self.health.check_space()?;
         let log_end = state.log_end;
         if log_end.0.checked_add(offsets_needed).is_none() || offsets_needed > i64::from(u32::MAX) {
             return Err(AppendError::OffsetOverflow { log_end });
@@ -568,11 +672,19 @@ impl Log {
                     source,
                 };
                 // The file may hold part of the append; cut it back so a
-                // restart does not find a torn batch, then go offline.
-                if let Err(e) = file.set_len(start_position) {
-                    tracing::error!(error = %e, "could not cut a failed append back");
-                }
+                // restart does not find a torn batch. A full disk only
+                // stops appends; other errors take the directory offline.
                 self.health.fail(&failure);
+                if let Err(source) = file.set_len(start_position) {
+                    // A torn batch past the segment's size is never read and
+                    // recovery cuts it, but a file that cannot be cut is a
+                    // disk fault whatever the write's error was.
+                    self.health.go_offline(&IoFailure {
+                        op: "truncate",
+                        path: failure.path.clone(),
+                        source,
+                    });
+                }
                 return Err(AppendError::Io(failure));
             }
         }
@@ -1306,13 +1418,22 @@ impl Log {
         if state.epochs.truncate_from_start(state.log_start) {
             let epochs = state.epochs.entries().to_vec();
             let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs), false);
-            self.guard(written.map_err(Fault::from))?;
+            // Entries below the log start are dropped again at open, so a
+            // full disk need not stop the deletion that frees space.
+            self.tolerate_full(written)?;
         }
         state.max_timestamp = None;
         let hw = self.high_watermark().max(state.log_start);
         self.high_watermark.store(hw.0, Ordering::Release);
         let written = self.write_checkpoint(CheckpointFile::LogStart(state.log_start), false);
-        self.guard(written.map_err(Fault::from))?;
+        if state.log_start == first {
+            // Recovery derives this log start from the first segment left,
+            // so on a full disk the files may go without the checkpoint:
+            // deleting them is what frees the space.
+            self.tolerate_full(written)?;
+        } else {
+            self.guard(written.map_err(Fault::from))?;
+        }
         let mut retired = Vec::new();
         for segment in removed {
             let loaded = segment.lock().take();
@@ -1323,6 +1444,21 @@ impl Log {
             tracing::info!(dir = %self.dir.display(), base = %segment.base, "deleted segment");
         }
         Ok(retired)
+    }
+
+    /// A checkpoint write that found the disk full is let go (the
+    /// directory is marked full, the checkpoint is rewritten at the next
+    /// `checkpoint`); any other failure is returned as usual.
+    fn tolerate_full(&self, written: Result<(), IoFailure>) -> Result<(), Fault> {
+        match written {
+            Err(failure) if FailureKind::of(&failure) == FailureKind::Space => {
+                self.health.fail(&failure);
+                tracing::warn!(dir = %self.dir.display(), error = %failure,
+                    "checkpoint not written on a full disk; deleting segments anyway");
+                Ok(())
+            }
+            other => self.guard(other.map_err(Fault::from)),
+        }
     }
 
     /// Kafka's DeleteRecords: moves the log start offset up to `offset`
@@ -1341,7 +1477,6 @@ impl Log {
         if offset <= state.log_start {
             return Ok(state.log_start);
         }
-        state.log_start = offset;
         let active = state.active_segment().base;
         let doomed: Vec<Offset> = state
             .segments
@@ -1349,12 +1484,29 @@ impl Log {
             .copied()
             .filter(|&b| b != active && state.segment_end(b) <= offset)
             .collect();
-        let retired = self.remove_front_segments(&mut state, &doomed)?;
-        let log_start = state.log_start;
-        drop(state);
-        // A request handler's thread: no pauses here.
-        remove_retired(&retired, None);
-        Ok(log_start)
+        // First the whole segments below `offset`, with the log start at
+        // the first segment left, which needs no checkpoint on a full disk
+        // (`remove_front_segments`); unlinking them frees the space the
+        // checkpoint of a log start inside a segment needs.
+        if !doomed.is_empty() {
+            let retired = self.remove_front_segments(&mut state, &doomed)?;
+            drop(state);
+            // A request handler's thread: no pauses here.
+            remove_retired(&retired, None);
+            state = self.write_state();
+        }
+        if offset > state.log_start {
+            let written = self.write_checkpoint(CheckpointFile::LogStart(offset), false);
+            self.guard(written.map_err(Fault::from))?;
+            state.log_start = offset;
+            if state.epochs.truncate_from_start(offset) {
+                let epochs = state.epochs.entries().to_vec();
+                let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs), false);
+                self.tolerate_full(written)?;
+            }
+            state.max_timestamp = None;
+        }
+        Ok(state.log_start)
     }
 
     /// Removes every batch at or after the one holding `offset` (the log end

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cleaner::{CleanStats, CleanerConfig, OffsetMap};
 use crate::error::LogError;
-use crate::log::{DirHealth, Log};
+use crate::log::{DirHealth, DirState, Log};
 use crate::segment::io_failure;
 use crate::types::LogConfig;
 
@@ -181,6 +181,13 @@ impl LogManager {
 
     pub fn default_config(&self) -> &LogConfig {
         &self.inner.default_config
+    }
+
+    /// Whether the data directory takes appends, is full (appends refused
+    /// until it has space again; reads, retention and DeleteRecords go on)
+    /// or offline after a disk error. Asks the file system when full.
+    pub fn dir_state(&self) -> DirState {
+        self.inner.health.dir_state()
     }
 
     fn logs(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Arc<Log>>> {
