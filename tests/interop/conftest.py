@@ -132,7 +132,9 @@ class RillServer:
                 return resp.status
         except urllib.error.HTTPError as e:
             return e.code
-        except (ConnectionRefusedError, urllib.error.URLError):
+        except (ConnectionRefusedError, urllib.error.URLError, TimeoutError):
+            # TimeoutError: the admin port is bound before the data directory
+            # is open, and opening hundreds of partitions can take seconds.
             return None
 
     def stop(self, sig: int = signal.SIGTERM) -> int:

@@ -48,6 +48,9 @@ const BATCHES_PER_WRITE_MAX: usize = 512;
 /// between the rename under the state lock and the unlink after it.
 const DELETED_SUFFIX: &str = ".deleted";
 
+/// A logical clock for "last used" marks on segments, shared by every log so
+/// that the manager can compare active segments across logs.
+static USE_CLOCK: AtomicU64 = AtomicU64::new(1);
 /// Closed segments whose file and index maps are open, across the process.
 static LOADED_SEGMENTS: AtomicUsize = AtomicUsize::new(0);
 /// Batches the scrub found corrupt since the process started.
@@ -70,6 +73,24 @@ fn loaded_segments_max() -> usize {
         usize::try_from(limit / 4)
             .unwrap_or(usize::MAX)
             .clamp(64, 16384)
+    })
+}
+
+/// How many active segments may keep their file open while idle: a quarter
+/// of the descriptor limit, as for closed ones (`loaded_segments_max`). A
+/// broker with more partitions than this closes the least recently used
+/// active segments' files (`Log::release_active`, run by the manager) and
+/// reopens them on use, so the partitions it holds, and a restart that
+/// opens them all, are not bounded by the descriptor limit.
+pub(crate) fn active_segments_max() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        usize::try_from(limit / 4)
+            .unwrap_or(usize::MAX)
+            .clamp(64, 1 << 20)
     })
 }
 
@@ -135,13 +156,23 @@ pub enum DirState {
 /// directory is offline, as in Kafka (the disk is suspect, not one file).
 /// Running out of descriptors or memory changes nothing here, and running
 /// out of space only stops appends (see [`FailureKind`]).
-#[derive(Debug)]
 pub(crate) struct DirHealth {
     dir: PathBuf,
     offline: Mutex<Option<String>>,
     /// Set by a write that found the file system full; cleared by the first
     /// look that finds [`RESUME_FREE_BYTES`] free (`check_space`).
     full: AtomicBool,
+    /// Closes idle active segments of the directory's logs (the manager's
+    /// `release_idle_active_segments`); none for a log opened alone.
+    release: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Active segments reopened since `release` last ran.
+    reopened: AtomicUsize,
+}
+
+impl std::fmt::Debug for DirHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirHealth").field("dir", &self.dir).finish()
+    }
 }
 
 impl DirHealth {
@@ -150,7 +181,35 @@ impl DirHealth {
             dir: dir.to_path_buf(),
             offline: Mutex::new(None),
             full: AtomicBool::new(false),
+            release: None,
+            reopened: AtomicUsize::new(0),
         })
+    }
+
+    pub(crate) fn with_release(dir: &Path, release: Box<dyn Fn() + Send + Sync>) -> Arc<DirHealth> {
+        Arc::new(DirHealth {
+            dir: dir.to_path_buf(),
+            offline: Mutex::new(None),
+            full: AtomicBool::new(false),
+            release: Some(release),
+            reopened: AtomicUsize::new(0),
+        })
+    }
+
+    /// Called after an active segment's file was opened (a log opened, or
+    /// its idle active segment reopened): every eighth of
+    /// `active_segments_max` of them, closes idle ones (a release leaves at
+    /// most 7/8 of the bound open), so the bound holds without a scan of
+    /// every log at each reopen.
+    pub(crate) fn active_reopened(&self) {
+        let Some(release) = &self.release else {
+            return;
+        };
+        let reopened = self.reopened.fetch_add(1, Ordering::Relaxed) + 1;
+        if reopened >= (active_segments_max() / 8).max(1) {
+            self.reopened.store(0, Ordering::Relaxed);
+            release();
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Option<String>> {
@@ -315,8 +374,6 @@ pub struct Log {
     closed: AtomicBool,
     /// Serializes flushes so the recovery point only moves forward.
     flush_lock: Mutex<()>,
-    /// A logical clock for "last used" marks on segments.
-    clock: AtomicU64,
     /// Held while the cleaner works on this log (one cleaner at a time) and
     /// by truncation, which must not shrink a segment the cleaner maps.
     cleaning: Mutex<()>,
@@ -406,7 +463,6 @@ impl Log {
             health,
             closed: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
-            clock: AtomicU64::new(0),
             cleaning: Mutex::new(()),
             on_disk: Mutex::new(on_disk),
         })
@@ -458,14 +514,14 @@ impl Log {
                 dir: self.dir.clone(),
             });
         }
-        segment.last_used.store(
-            self.clock.fetch_add(1, Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
+        segment
+            .last_used
+            .store(USE_CLOCK.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         if !segment.is_loaded() {
             self.evict_idle(state, segment.base);
         }
         let mut guard = segment.lock();
+        let mut reopened_active = false;
         let loaded = match &mut *guard {
             Some(loaded) => loaded,
             slot @ None => {
@@ -480,10 +536,68 @@ impl Log {
                 if !active {
                     LOADED_SEGMENTS.fetch_add(1, Ordering::AcqRel);
                 }
+                reopened_active = active;
                 slot.insert(loaded)
             }
         };
-        f(loaded)
+        let result = f(loaded);
+        drop(guard);
+        if reopened_active {
+            // This log's lock is held: the release skips it (`try_read`).
+            self.health.active_reopened();
+        }
+        result
+    }
+
+    /// When the active segment's handles were last used, if they are open.
+    /// None also when the log is busy: the caller may hold this very log's
+    /// lock (`DirHealth::active_reopened`), and a busy log is in use anyway.
+    pub(crate) fn active_last_used(&self) -> Option<u64> {
+        let state = match self.state.try_read() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let active = state.active_segment();
+        active
+            .is_loaded()
+            .then(|| active.last_used.load(Ordering::Relaxed))
+    }
+
+    /// Closes the active segment's file, first writing its indexes (kept in
+    /// memory while it is active) to their files, without fsync as at a
+    /// roll (recovery rebuilds an active segment's indexes after a crash),
+    /// so that reopening it on the next use finds them as they were. Gives
+    /// up rather than wait for an append or a read, and keeps the handles
+    /// if the indexes cannot be written (a full disk). True if it closed.
+    pub(crate) fn release_active(&self) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let Ok(mut state) = self.state.try_write() else {
+            return false;
+        };
+        let size = state.active_segment().size;
+        let released = {
+            let segment = state.active_segment();
+            let Some(mut guard) = segment.try_lock() else {
+                return false;
+            };
+            let Some(loaded) = guard.as_mut() else {
+                return false;
+            };
+            let written = release_reserve(&loaded.file, Some(size))
+                .and_then(|()| loaded.offset_index.file_mut().write_out(false))
+                .and_then(|()| loaded.time_index.file_mut().write_out(false));
+            if let Err(error) = written {
+                tracing::warn!(dir = %self.dir.display(), %error, "cannot close an idle active segment");
+                return false;
+            }
+            guard.take().is_some()
+        };
+        // The truncate gave back the blocks reserved ahead of the appends.
+        state.active.reserved_to = 0;
+        released
     }
 
     /// Closes the handles of this log's least recently used closed segment

@@ -500,6 +500,15 @@ impl Segment {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The handles' lock, unless someone holds it.
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, Option<Loaded>>> {
+        match self.loaded.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     pub(crate) fn is_loaded(&self) -> bool {
         self.lock().is_some()
     }
