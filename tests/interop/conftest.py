@@ -51,6 +51,10 @@ class RillServer:
         self.stderr_path = log_dir / "rill.stderr"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        # Settings as RILL_* variables, and a function run in the child
+        # before exec (e.g. to lower its open-file limit), for the next starts.
+        self.extra_env: dict[str, str] = {}
+        self.preexec_fn = None
 
     @property
     def bootstrap(self) -> str:
@@ -94,7 +98,8 @@ class RillServer:
                 stdin=subprocess.DEVNULL,
                 # rill reads RILL_* variables as settings; RILL_BIN is ours, not its.
                 # NO_COLOR keeps terminal colour codes out of the log a failed test prints.
-                env={**{k: v for k, v in os.environ.items() if k != "RILL_BIN"}, "NO_COLOR": "1"},
+                env={**{k: v for k, v in os.environ.items() if k != "RILL_BIN"}, "NO_COLOR": "1", **self.extra_env},
+                preexec_fn=self.preexec_fn,
                 stdout=out,
                 stderr=err,
             )
@@ -127,7 +132,9 @@ class RillServer:
                 return resp.status
         except urllib.error.HTTPError as e:
             return e.code
-        except (ConnectionRefusedError, urllib.error.URLError):
+        except (ConnectionRefusedError, urllib.error.URLError, TimeoutError):
+            # TimeoutError: the admin port is bound before the data directory
+            # is open, and opening hundreds of partitions can take seconds.
             return None
 
     def stop(self, sig: int = signal.SIGTERM) -> int:

@@ -1,6 +1,7 @@
 //! The admin HTTP server: `/metrics` (Prometheus text), `/health` (the
-//! process answers) and `/ready` (the broker serves clients: logs are open
-//! and the listener accepts).
+//! process answers) and `/ready` (the broker serves clients: the listener
+//! accepts, the data directory takes appends and the group coordinator has
+//! loaded; 503 with the reason otherwise).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -17,7 +18,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::metrics::PartitionLabels;
+use rill_log::DirState;
+
+use crate::metrics::{DirLabels, PartitionLabels};
 use crate::server::Shared;
 
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
@@ -79,7 +82,10 @@ async fn answer(
             )
         }
         (&Method::GET, "/health") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        (&Method::GET, "/ready") => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        (&Method::GET, "/ready") => match not_ready(&shared) {
+            None => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+            Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", reason),
+        },
         (&Method::GET, _) => (
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -99,7 +105,48 @@ async fn answer(
     Ok(response)
 }
 
+/// Why the broker cannot serve every client request now, if it cannot.
+fn not_ready(shared: &Shared) -> Option<String> {
+    let logs = shared.cluster.logs();
+    match logs.dir_state() {
+        DirState::Online => {}
+        DirState::Full => {
+            return Some(format!(
+                "log directory {} is full: appends are refused until space is freed\n",
+                logs.data_dir().display()
+            ));
+        }
+        DirState::Offline => {
+            return Some(format!(
+                "log directory {} is offline after an IO error: restart the broker\n",
+                logs.data_dir().display()
+            ));
+        }
+    }
+    if !shared.groups.is_loaded() {
+        return Some("the group coordinator is still loading\n".to_string());
+    }
+    None
+}
+
 fn update_log_sizes(shared: &Shared) {
+    let logs = shared.cluster.logs();
+    let state = logs.dir_state();
+    for (name, value) in [
+        ("online", DirState::Online),
+        ("full", DirState::Full),
+        ("offline", DirState::Offline),
+    ] {
+        let labels = DirLabels {
+            dir: logs.data_dir().display().to_string(),
+            state: name,
+        };
+        shared
+            .metrics
+            .log_dir_state
+            .get_or_create(&labels)
+            .set(i64::from(state == value));
+    }
     let corrupt = i64::try_from(rill_log::corrupt_batches_total()).unwrap_or(i64::MAX);
     shared.metrics.log_corrupt_batches.set(corrupt);
     let cleaner = shared.cluster.logs().cleaner_metrics();

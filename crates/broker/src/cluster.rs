@@ -136,6 +136,8 @@ pub struct Cluster {
     change_lock: tokio::sync::Mutex<()>,
     /// The producer-id block being handed out: `(next, end)`.
     producer_ids: Mutex<(i64, i64)>,
+    /// Partitions this broker holds at most (`partition_limit`).
+    max_partitions: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +202,40 @@ impl Cluster {
             // The persisted counter is the end of the last block handed out,
             // so a restart never reuses an id.
             producer_ids: Mutex::new((next_producer_id, next_producer_id)),
+            max_partitions: partition_limit(config),
         })
+    }
+
+    /// Partitions of every topic, internal ones included.
+    pub fn partition_count(&self) -> usize {
+        read_lock(&self.topics)
+            .by_name
+            .values()
+            .map(|t| t.partitions.len())
+            .sum()
+    }
+
+    pub fn max_partitions(&self) -> usize {
+        self.max_partitions
+    }
+
+    /// Refuses a change that would take the broker past `max_partitions`
+    /// with POLICY_VIOLATION, the error Kafka gives a CreateTopics or
+    /// CreatePartitions over its partition limits (KAFKA-17870). Called
+    /// under the change lock, so concurrent creations cannot both pass.
+    fn check_partition_limit(&self, adding: usize) -> Result<(), TopicError> {
+        let held = self.partition_count();
+        if held.saturating_add(adding) > self.max_partitions {
+            return Err(TopicError::new(
+                error_code::POLICY_VIOLATION,
+                format!(
+                    "the broker holds {held} partitions and allows at most {} (max_partitions); \
+                     {adding} more would pass that",
+                    self.max_partitions
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn cluster_id(&self) -> &str {
@@ -278,6 +313,7 @@ impl Cluster {
                 format!("topic '{name}' already exists"),
             ));
         }
+        self.check_partition_limit(partitions as usize)?;
         if validate_only {
             return Ok(Arc::new(TopicHandle {
                 name: name.to_string(),
@@ -296,7 +332,7 @@ impl Cluster {
             configs: configs.clone(),
         };
         self.append_metadata(vec![record]).await?;
-        let handle = self
+        let opened = self
             .blocking({
                 let logs_config = self.config.clone();
                 let name = name.to_string();
@@ -307,12 +343,43 @@ impl Cluster {
                     open_topic(logs, &logs_config, &name, id, partitions, &configs)
                 }
             })
-            .await?
-            .map_err(storage_error)?;
-        let handle = Arc::new(handle);
+            .await?;
+        let handle = match opened {
+            Ok(handle) => Arc::new(handle),
+            Err(error) => {
+                // Out of descriptors or space: the creation fails, and the
+                // topic must not come back at the next start (which would
+                // open it with the rest) or hold a name no handle serves.
+                let failure = storage_error(error);
+                self.undo_create(name, id, partitions).await;
+                return Err(failure);
+            }
+        };
         write_lock(&self.topics).insert(handle.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(handle)
+    }
+
+    /// Takes back a creation whose logs did not open: a deletion record,
+    /// then the partition directories it made. Called under the change lock.
+    async fn undo_create(&self, name: &str, id: TopicId, partitions: i32) {
+        if let Err(error) = self
+            .append_metadata(vec![MetadataRecord::TopicDeleted { id }])
+            .await
+        {
+            tracing::error!(topic = name, %error, "cannot take back a failed topic creation");
+            return;
+        }
+        let name_owned = name.to_string();
+        let deleted = self
+            .blocking(move |logs: &LogManager| {
+                (0..partitions).try_for_each(|partition| logs.delete(&name_owned, partition))
+            })
+            .await;
+        if let Ok(Err(error)) = deleted {
+            // Removed again on the next start, as after a failed deletion.
+            tracing::warn!(topic = name, %error, "a failed topic creation left files behind");
+        }
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<TopicId, TopicError> {
@@ -366,6 +433,7 @@ impl Cluster {
                 format!("a topic has at most {PARTITIONS_PER_TOPIC_MAX} partitions"),
             ));
         }
+        self.check_partition_limit((count - current) as usize)?;
         if validate_only {
             return Ok(());
         }
@@ -599,6 +667,24 @@ fn open_topic(
         overrides: configs.clone(),
         internal: rill_metadata::topic::is_internal(name),
         append_may_sync: log_config.flush_messages.is_some(),
+    })
+}
+
+/// `max_partitions`, or when unset half the open-file limit the process
+/// has (after `rill serve` raised it): each partition's active segment holds
+/// a descriptor, closed segments may hold up to a quarter of the limit
+/// (rill-log), and the rest is for connections and the metadata log. At
+/// least 64, so a broker under a tiny limit still holds its
+/// `__consumer_offsets`; at most a million, past which memory per partition
+/// rather than descriptors is the limit.
+fn partition_limit(config: &BrokerConfig) -> usize {
+    config.max_partitions.unwrap_or_else(|| {
+        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        usize::try_from(nofile / 2)
+            .unwrap_or(usize::MAX)
+            .clamp(64, 1_000_000)
     })
 }
 

@@ -43,6 +43,11 @@ pub struct BrokerConfig {
     pub auto_create_topics_enable: bool,
     /// Partitions of an auto-created topic, and of CreateTopics asking for -1.
     pub num_partitions: i32,
+    /// Partitions the broker holds at most, over all topics; creations past
+    /// it are refused with POLICY_VIOLATION. Unset: half the open-file limit
+    /// (see `cluster::partition_limit`), since each partition holds a
+    /// descriptor for its active segment.
+    pub max_partitions: Option<usize>,
     /// Largest request frame accepted, checked before anything is allocated.
     /// Kafka's `socket.request.max.bytes`: large enough for a 100 MiB produce.
     pub socket_request_max_bytes: usize,
@@ -145,6 +150,7 @@ impl Default for BrokerConfig {
             admin_connection_max_ms: 60_000,
             auto_create_topics_enable: true,
             num_partitions: 1,
+            max_partitions: None,
             socket_request_max_bytes: 100 * 1024 * 1024,
             request_max_bytes_except_produce: 8 * 1024 * 1024,
             // Two of the largest requests (`socket_request_max_bytes`) and
@@ -304,6 +310,9 @@ impl BrokerConfig {
                 "queued_max_request_bytes",
                 "must be between 1 and 2147483647",
             );
+        }
+        if self.max_partitions == Some(0) {
+            return invalid("max_partitions", "must be at least 1");
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");

@@ -114,6 +114,11 @@ impl Groups {
         }
     }
 
+    /// Whether `__consumer_offsets` is loaded and group requests are served.
+    pub fn is_loaded(&self) -> bool {
+        self.lock().coordinator.is_loaded()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock is a bug; the state is still the
         // best there is, so carry on with it.

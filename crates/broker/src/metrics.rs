@@ -32,6 +32,13 @@ pub struct PartitionLabels {
     pub partition: String,
 }
 
+/// A data directory and one of its states (`online`, `full`, `offline`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirLabels {
+    pub dir: String,
+    pub state: &'static str,
+}
+
 /// The counters of one topic.
 #[derive(Clone, Default)]
 pub struct TopicMetrics {
@@ -64,6 +71,8 @@ pub struct Metrics {
     /// Batches of `__consumer_offsets` the group coordinator's replay could
     /// not decode and skipped.
     pub group_replay_skipped_batches: Counter,
+    /// 1 for each data directory's current state, 0 for the others.
+    pub log_dir_state: Family<DirLabels, Gauge>,
     topics: Mutex<HashMap<String, TopicMetrics>>,
     /// The partitions whose gauges the last scrape set, so the next one can
     /// remove those of partitions that are gone.
@@ -177,9 +186,16 @@ impl Metrics {
             "Batches of __consumer_offsets the group coordinator could not decode when loading, and skipped",
             group_replay_skipped_batches.clone(),
         );
+        let log_dir_state = Family::<DirLabels, Gauge>::default();
+        registry.register(
+            "log_dir_state",
+            "1 for the data directory's current state (online; full: appends refused until space is freed; offline: after an IO error, until a restart), 0 for the others",
+            log_dir_state.clone(),
+        );
         Metrics {
             registry,
             group_replay_skipped_batches,
+            log_dir_state,
             log_corrupt_batches,
             cleaner_read_bytes,
             cleaner_written_bytes,

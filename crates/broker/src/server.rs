@@ -131,6 +131,11 @@ impl Broker {
         let cluster = tokio::task::spawn_blocking(move || Cluster::open(&opening))
             .await
             .expect("opening the data directory panicked")?;
+        tracing::info!(
+            partitions = cluster.partition_count(),
+            max_partitions = cluster.max_partitions(),
+            "partitions held and the broker's limit"
+        );
         let background = cluster
             .logs()
             .start_background_with(rill_log::BackgroundConfig {

@@ -40,6 +40,15 @@ pub struct CorruptData {
     pub reason: String,
 }
 
+/// The process or the machine ran short of descriptors or memory (EMFILE,
+/// ENFILE, ENOMEM): a failure of the request, not of the disk.
+pub(crate) fn short_of_resources(error: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::MFILE, Errno::NFILE, Errno::NOMEM]
+        .iter()
+        .any(|e| error.raw_os_error() == Some(e.raw_os_error()))
+}
+
 /// The failures every operation shares; converted into each boundary's enum.
 #[derive(Debug, Error)]
 pub(crate) enum Fault {
@@ -51,6 +60,8 @@ pub(crate) enum Fault {
     Corrupt(#[from] CorruptData),
     #[error("the log in {} is closed", dir.display())]
     Closed { dir: PathBuf },
+    #[error("log directory {} is full: appends wait for free space", dir.display())]
+    NoSpace { dir: PathBuf },
 }
 
 /// Opening, truncating, flushing, closing or managing logs failed.
@@ -78,6 +89,8 @@ pub enum LogError {
     },
     #[error("the log in {} is closed", dir.display())]
     Closed { dir: PathBuf },
+    #[error("log directory {} is full: appends wait for free space", dir.display())]
+    NoSpace { dir: PathBuf },
 }
 
 impl From<Fault> for LogError {
@@ -87,6 +100,7 @@ impl From<Fault> for LogError {
             Fault::Offline(e) => LogError::Offline(e),
             Fault::Corrupt(e) => LogError::Corrupt(e),
             Fault::Closed { dir } => LogError::Closed { dir },
+            Fault::NoSpace { dir } => LogError::NoSpace { dir },
         }
     }
 }
@@ -142,6 +156,10 @@ pub enum AppendError {
     Corrupt(#[from] CorruptData),
     #[error("the log in {} is closed", dir.display())]
     Closed { dir: PathBuf },
+    /// The directory is full (see `LogManager::dir_state`); appends resume
+    /// by themselves once it has free space again.
+    #[error("log directory {} is full: appends wait for free space", dir.display())]
+    NoSpace { dir: PathBuf },
 }
 
 impl From<Fault> for AppendError {
@@ -151,6 +169,7 @@ impl From<Fault> for AppendError {
             Fault::Offline(e) => AppendError::Offline(e),
             Fault::Corrupt(e) => AppendError::Corrupt(e),
             Fault::Closed { dir } => AppendError::Closed { dir },
+            Fault::NoSpace { dir } => AppendError::NoSpace { dir },
         }
     }
 }
@@ -181,6 +200,11 @@ impl From<Fault> for ReadError {
             Fault::Offline(e) => ReadError::Offline(e),
             Fault::Corrupt(e) => ReadError::Corrupt(e),
             Fault::Closed { dir } => ReadError::Closed { dir },
+            // Only appends check for space.
+            Fault::NoSpace { dir } => ReadError::Offline(OfflineDir {
+                dir,
+                reason: "the directory is full".to_string(),
+            }),
         }
     }
 }

@@ -33,7 +33,7 @@ mod types;
 
 pub use cleaner::{CleanStats, Cleanable, CleanerConfig, OffsetMap};
 pub use error::{AppendError, CorruptData, IoFailure, LogError, OfflineDir, ReadError};
-pub use log::SwapStep;
+pub use log::{DirState, SwapStep};
 pub use log::{Log, ScrubReport, corrupt_batches_total};
 pub use manager::{BackgroundConfig, BackgroundHandle, CleanerMetrics, LogManager};
 #[doc(hidden)]

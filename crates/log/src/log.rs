@@ -28,7 +28,9 @@ use crate::cleaner::{
     self, CleanRules, CleanStats, Cleanable, Cleaned, KeyCheck, OffsetMap, SegmentRef,
 };
 use crate::epoch::LeaderEpochCache;
-use crate::error::{AppendError, CorruptData, Fault, IoFailure, LogError, OfflineDir, ReadError};
+use crate::error::{
+    AppendError, CorruptData, Fault, IoFailure, LogError, OfflineDir, ReadError, short_of_resources,
+};
 use crate::index::IndexFile;
 use crate::producer::{ProducerState, SequenceError};
 use crate::scrub::scrub_file;
@@ -50,6 +52,9 @@ const BATCHES_PER_WRITE_MAX: usize = 512;
 /// between the rename under the state lock and the unlink after it.
 const DELETED_SUFFIX: &str = ".deleted";
 
+/// A logical clock for "last used" marks on segments, shared by every log so
+/// that the manager can compare active segments across logs.
+static USE_CLOCK: AtomicU64 = AtomicU64::new(1);
 /// Closed segments whose file and index maps are open, across the process.
 static LOADED_SEGMENTS: AtomicUsize = AtomicUsize::new(0);
 /// Batches the scrub found corrupt since the process started.
@@ -72,17 +77,97 @@ fn loaded_segments_max() -> usize {
     })
 }
 
+/// How many active segments may keep their file open while idle: a quarter
+/// of the descriptor limit, as for closed ones (`loaded_segments_max`). A
+/// broker with more partitions than this closes the least recently used
+/// active segments' files (`Log::release_active`, run by the manager) and
+/// reopens them on use, so the partitions it holds, and a restart that
+/// opens them all, are not bounded by the descriptor limit.
+pub(crate) fn active_segments_max() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        usize::try_from(limit / 4)
+            .unwrap_or(usize::MAX)
+            .clamp(64, 1 << 20)
+    })
+}
+
 /// Corrupt batches found by scrubs since the process started, for metrics.
 pub fn corrupt_batches_total() -> u64 {
     CORRUPT_BATCHES.load(Ordering::Relaxed)
 }
 
-/// Shared by every log in one data directory: after one IO error the whole
+/// Free bytes a full directory needs again before it takes appends: the
+/// largest default batch (1 MiB) with room to spare, so appends do not
+/// start, fill the last few KiB and fail again at once.
+const RESUME_FREE_BYTES: u64 = 4 << 20;
+
+/// What an IO error says about the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// The process or the machine ran short of descriptors or memory
+    /// (EMFILE, ENFILE, ENOMEM): the request that hit it fails, the disk
+    /// is fine and nothing else changes.
+    Resources,
+    /// The file system is full (ENOSPC, EDQUOT): appends stop until space
+    /// is back; reads, retention and DeleteRecords go on and free it.
+    Space,
+    /// Anything else, and every failed fsync whatever its errno (the kernel
+    /// may have dropped the dirty pages): the directory goes offline.
+    Disk,
+}
+
+impl FailureKind {
+    pub(crate) fn of(failure: &IoFailure) -> FailureKind {
+        use rustix::io::Errno;
+        let errno = failure.source.raw_os_error();
+        let is = |e: Errno| errno == Some(e.raw_os_error());
+        if failure.op.starts_with("fsync") {
+            FailureKind::Disk
+        } else if short_of_resources(&failure.source) {
+            FailureKind::Resources
+        } else if is(Errno::NOSPC) || is(Errno::DQUOT) {
+            FailureKind::Space
+        } else {
+            FailureKind::Disk
+        }
+    }
+}
+
+/// The state of a data directory, for `/ready` and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirState {
+    Online,
+    /// Out of space: appends are refused until it has space again.
+    Full,
+    /// An IO error took it offline until a restart.
+    Offline,
+}
+
+/// Shared by every log in one data directory: after one disk error the whole
 /// directory is offline, as in Kafka (the disk is suspect, not one file).
-#[derive(Debug)]
+/// Running out of descriptors or memory changes nothing here, and running
+/// out of space only stops appends (see [`FailureKind`]).
 pub(crate) struct DirHealth {
     dir: PathBuf,
     offline: Mutex<Option<String>>,
+    /// Set by a write that found the file system full; cleared by the first
+    /// look that finds [`RESUME_FREE_BYTES`] free (`check_space`).
+    full: AtomicBool,
+    /// Closes idle active segments of the directory's logs (the manager's
+    /// `release_idle_active_segments`); none for a log opened alone.
+    release: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Active segments reopened since `release` last ran.
+    reopened: AtomicUsize,
+}
+
+impl std::fmt::Debug for DirHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirHealth").field("dir", &self.dir).finish()
+    }
 }
 
 impl DirHealth {
@@ -90,7 +175,36 @@ impl DirHealth {
         Arc::new(DirHealth {
             dir: dir.to_path_buf(),
             offline: Mutex::new(None),
+            full: AtomicBool::new(false),
+            release: None,
+            reopened: AtomicUsize::new(0),
         })
+    }
+
+    pub(crate) fn with_release(dir: &Path, release: Box<dyn Fn() + Send + Sync>) -> Arc<DirHealth> {
+        Arc::new(DirHealth {
+            dir: dir.to_path_buf(),
+            offline: Mutex::new(None),
+            full: AtomicBool::new(false),
+            release: Some(release),
+            reopened: AtomicUsize::new(0),
+        })
+    }
+
+    /// Called after an active segment's file was opened (a log opened, or
+    /// its idle active segment reopened): every eighth of
+    /// `active_segments_max` of them, closes idle ones (a release leaves at
+    /// most 7/8 of the bound open), so the bound holds without a scan of
+    /// every log at each reopen.
+    pub(crate) fn active_reopened(&self) {
+        let Some(release) = &self.release else {
+            return;
+        };
+        let reopened = self.reopened.fetch_add(1, Ordering::Relaxed) + 1;
+        if reopened >= (active_segments_max() / 8).max(1) {
+            self.reopened.store(0, Ordering::Relaxed);
+            release();
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Option<String>> {
@@ -108,10 +222,58 @@ impl DirHealth {
     }
 
     pub(crate) fn fail(&self, failure: &IoFailure) {
+        match FailureKind::of(failure) {
+            FailureKind::Resources => {
+                tracing::warn!(dir = %self.dir.display(), error = %failure,
+                    "out of descriptors or memory: the request fails, the directory stays online");
+            }
+            FailureKind::Space => {
+                if !self.full.swap(true, Ordering::AcqRel) {
+                    tracing::error!(dir = %self.dir.display(), error = %failure,
+                        "log directory is full: appends stop until space is freed");
+                }
+            }
+            FailureKind::Disk => self.go_offline(failure),
+        }
+    }
+
+    /// Takes the directory offline whatever the error's kind.
+    pub(crate) fn go_offline(&self, failure: &IoFailure) {
         let mut state = self.state();
         if state.is_none() {
             tracing::error!(dir = %self.dir.display(), error = %failure, "log directory goes offline");
             *state = Some(failure.to_string());
+        }
+    }
+
+    /// Refuses appends while the directory is full. Once full, each call
+    /// asks the file system (`statvfs`, cheap) whether space came back, so
+    /// appends resume by themselves when retention, DeleteRecords or the
+    /// operator freed some.
+    pub(crate) fn check_space(&self) -> Result<(), Fault> {
+        if !self.full.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match rustix::fs::statvfs(&self.dir) {
+            Ok(stat) if stat.f_bavail.saturating_mul(stat.f_frsize) >= RESUME_FREE_BYTES => {
+                if self.full.swap(false, Ordering::AcqRel) {
+                    tracing::info!(dir = %self.dir.display(), "log directory has space again: appends resume");
+                }
+                Ok(())
+            }
+            _ => Err(Fault::NoSpace {
+                dir: self.dir.clone(),
+            }),
+        }
+    }
+
+    pub(crate) fn dir_state(&self) -> DirState {
+        if self.check().is_err() {
+            DirState::Offline
+        } else if self.check_space().is_err() {
+            DirState::Full
+        } else {
+            DirState::Online
         }
     }
 }
@@ -208,8 +370,6 @@ pub struct Log {
     closed: AtomicBool,
     /// Serializes flushes so the recovery point only moves forward.
     flush_lock: Mutex<()>,
-    /// A logical clock for "last used" marks on segments.
-    clock: AtomicU64,
     /// Held while the cleaner works on this log (one cleaner at a time) and
     /// by truncation, which must not shrink a segment the cleaner maps.
     cleaning: Mutex<()>,
@@ -299,7 +459,6 @@ impl Log {
             health,
             closed: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
-            clock: AtomicU64::new(0),
             cleaning: Mutex::new(()),
             on_disk: Mutex::new(on_disk),
         })
@@ -351,14 +510,14 @@ impl Log {
                 dir: self.dir.clone(),
             });
         }
-        segment.last_used.store(
-            self.clock.fetch_add(1, Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
+        segment
+            .last_used
+            .store(USE_CLOCK.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         if !segment.is_loaded() {
             self.evict_idle(state, segment.base);
         }
         let mut guard = segment.lock();
+        let mut reopened_active = false;
         let loaded = match &mut *guard {
             Some(loaded) => loaded,
             slot @ None => {
@@ -373,10 +532,67 @@ impl Log {
                 if !active {
                     LOADED_SEGMENTS.fetch_add(1, Ordering::AcqRel);
                 }
+                reopened_active = active;
                 slot.insert(loaded)
             }
         };
-        f(loaded)
+        let result = f(loaded);
+        drop(guard);
+        if reopened_active {
+            // This log's lock is held: the release skips it (`try_read`).
+            self.health.active_reopened();
+        }
+        result
+    }
+
+    /// When the active segment's handles were last used, if they are open.
+    /// None also when the log is busy: the caller may hold this very log's
+    /// lock (`DirHealth::active_reopened`), and a busy log is in use anyway.
+    pub(crate) fn active_last_used(&self) -> Option<u64> {
+        let state = match self.state.try_read() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let active = state.active_segment();
+        active
+            .is_loaded()
+            .then(|| active.last_used.load(Ordering::Relaxed))
+    }
+
+    /// Closes the active segment's file, first writing its indexes (kept in
+    /// memory while it is active) to their files, without fsync as at a
+    /// roll (recovery rebuilds an active segment's indexes after a crash),
+    /// so that reopening it on the next use finds them as they were. Gives
+    /// up rather than wait for an append or a read, and keeps the handles
+    /// if the indexes cannot be written (a full disk). True if it closed.
+    pub(crate) fn release_active(&self) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let Ok(mut state) = self.state.try_write() else {
+            return false;
+        };
+        let released = {
+            let segment = state.active_segment();
+            let Some(mut guard) = segment.try_lock() else {
+                return false;
+            };
+            let Some(loaded) = guard.as_mut() else {
+                return false;
+            };
+            let written = release_reserve(&loaded.file)
+                .and_then(|()| loaded.offset_index.file_mut().write_out(false))
+                .and_then(|()| loaded.time_index.file_mut().write_out(false));
+            if let Err(error) = written {
+                tracing::warn!(dir = %self.dir.display(), %error, "cannot close an idle active segment");
+                return false;
+            }
+            guard.take().is_some()
+        };
+        // The truncate gave back the blocks reserved ahead of the appends.
+        state.active.reserved_to = 0;
+        released
     }
 
     /// Closes the handles of this log's least recently used closed segment
@@ -451,6 +667,7 @@ impl Log {
 
         let mut state = self.write_state();
         self.check_usable()?;
+        self.health.check_space()?;
         let log_end = state.log_end;
         if log_end.0.checked_add(offsets_needed).is_none() || offsets_needed > i64::from(u32::MAX) {
             return Err(AppendError::OffsetOverflow { log_end });
@@ -564,11 +781,19 @@ impl Log {
                     source,
                 };
                 // The file may hold part of the append; cut it back so a
-                // restart does not find a torn batch, then go offline.
-                if let Err(e) = file.set_len(start_position) {
-                    tracing::error!(error = %e, "could not cut a failed append back");
-                }
+                // restart does not find a torn batch. A full disk only
+                // stops appends; other errors take the directory offline.
                 self.health.fail(&failure);
+                if let Err(source) = file.set_len(start_position) {
+                    // A torn batch past the segment's size is never read and
+                    // recovery cuts it, but a file that cannot be cut is a
+                    // disk fault whatever the write's error was.
+                    self.health.go_offline(&IoFailure {
+                        op: "truncate",
+                        path: failure.path.clone(),
+                        source,
+                    });
+                }
                 return Err(AppendError::Io(failure));
             }
         }
@@ -1234,13 +1459,22 @@ impl Log {
         if state.epochs.truncate_from_start(state.log_start) {
             let epochs = state.epochs.entries().to_vec();
             let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs), false);
-            self.guard(written.map_err(Fault::from))?;
+            // Entries below the log start are dropped again at open, so a
+            // full disk need not stop the deletion that frees space.
+            self.tolerate_full(written)?;
         }
         state.max_timestamp = None;
         let hw = self.high_watermark().max(state.log_start);
         self.high_watermark.store(hw.0, Ordering::Release);
         let written = self.write_checkpoint(CheckpointFile::LogStart(state.log_start), false);
-        self.guard(written.map_err(Fault::from))?;
+        if state.log_start == first {
+            // Recovery derives this log start from the first segment left,
+            // so on a full disk the files may go without the checkpoint:
+            // deleting them is what frees the space.
+            self.tolerate_full(written)?;
+        } else {
+            self.guard(written.map_err(Fault::from))?;
+        }
         let mut retired = Vec::new();
         for segment in removed {
             let loaded = segment.lock().take();
@@ -1251,6 +1485,21 @@ impl Log {
             tracing::info!(dir = %self.dir.display(), base = %segment.base, "deleted segment");
         }
         Ok(retired)
+    }
+
+    /// A checkpoint write that found the disk full is let go (the
+    /// directory is marked full, the checkpoint is rewritten at the next
+    /// `checkpoint`); any other failure is returned as usual.
+    fn tolerate_full(&self, written: Result<(), IoFailure>) -> Result<(), Fault> {
+        match written {
+            Err(failure) if FailureKind::of(&failure) == FailureKind::Space => {
+                self.health.fail(&failure);
+                tracing::warn!(dir = %self.dir.display(), error = %failure,
+                    "checkpoint not written on a full disk; deleting segments anyway");
+                Ok(())
+            }
+            other => self.guard(other.map_err(Fault::from)),
+        }
     }
 
     /// Kafka's DeleteRecords: moves the log start offset up to `offset`
@@ -1269,7 +1518,6 @@ impl Log {
         if offset <= state.log_start {
             return Ok(state.log_start);
         }
-        state.log_start = offset;
         let active = state.active_segment().base;
         let doomed: Vec<Offset> = state
             .segments
@@ -1277,12 +1525,29 @@ impl Log {
             .copied()
             .filter(|&b| b != active && state.segment_end(b) <= offset)
             .collect();
-        let retired = self.remove_front_segments(&mut state, &doomed)?;
-        let log_start = state.log_start;
-        drop(state);
-        // A request handler's thread: no pauses here.
-        remove_retired(&retired, None);
-        Ok(log_start)
+        // First the whole segments below `offset`, with the log start at
+        // the first segment left, which needs no checkpoint on a full disk
+        // (`remove_front_segments`); unlinking them frees the space the
+        // checkpoint of a log start inside a segment needs.
+        if !doomed.is_empty() {
+            let retired = self.remove_front_segments(&mut state, &doomed)?;
+            drop(state);
+            // A request handler's thread: no pauses here.
+            remove_retired(&retired, None);
+            state = self.write_state();
+        }
+        if offset > state.log_start {
+            let written = self.write_checkpoint(CheckpointFile::LogStart(offset), false);
+            self.guard(written.map_err(Fault::from))?;
+            state.log_start = offset;
+            if state.epochs.truncate_from_start(offset) {
+                let epochs = state.epochs.entries().to_vec();
+                let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs), false);
+                self.tolerate_full(written)?;
+            }
+            state.max_timestamp = None;
+        }
+        Ok(state.log_start)
     }
 
     /// Removes every batch at or after the one holding `offset` (the log end

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cleaner::{CleanStats, CleanerConfig, OffsetMap};
 use crate::error::LogError;
-use crate::log::{DirHealth, Log};
+use crate::log::{DirHealth, DirState, Log, active_segments_max};
 use crate::segment::io_failure;
 use crate::types::LogConfig;
 
@@ -165,12 +165,33 @@ impl LogManager {
             std::thread::spawn(move || leftovers.iter().for_each(|p| remove_dir(p)));
         }
         Ok(LogManager {
-            inner: Arc::new(Inner {
-                data_dir: data_dir.to_path_buf(),
-                default_config,
-                logs: Mutex::new(HashMap::new()),
-                health: DirHealth::new(data_dir),
-                cleaner: CleanerTotals::default(),
+            inner: Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
+                let weak = weak.clone();
+                // A log that reopens its active segment's file calls this
+                // (`Log::with_loaded`), so reads and appends to idle
+                // partitions stay within the bound between ticks too.
+                let release = move || {
+                    if let Some(inner) = weak.upgrade() {
+                        // The caller holds a log's lock, and `delete` holds
+                        // the map's lock while it waits for a log's: only
+                        // take the map's lock if it is free.
+                        let logs = match inner.logs.try_lock() {
+                            Ok(logs) => logs.values().cloned().collect(),
+                            Err(std::sync::TryLockError::Poisoned(p)) => {
+                                p.into_inner().values().cloned().collect()
+                            }
+                            Err(std::sync::TryLockError::WouldBlock) => return,
+                        };
+                        release_idle(logs);
+                    }
+                };
+                Inner {
+                    data_dir: data_dir.to_path_buf(),
+                    default_config,
+                    logs: Mutex::new(HashMap::new()),
+                    health: DirHealth::with_release(data_dir, Box::new(release)),
+                    cleaner: CleanerTotals::default(),
+                }
             }),
         })
     }
@@ -181,6 +202,13 @@ impl LogManager {
 
     pub fn default_config(&self) -> &LogConfig {
         &self.inner.default_config
+    }
+
+    /// Whether the data directory takes appends, is full (appends refused
+    /// until it has space again; reads, retention and DeleteRecords go on)
+    /// or offline after a disk error. Asks the file system when full.
+    pub fn dir_state(&self) -> DirState {
+        self.inner.health.dir_state()
     }
 
     fn logs(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Arc<Log>>> {
@@ -223,7 +251,20 @@ impl LogManager {
         let dir = self.partition_dir(topic, partition);
         let log = Arc::new(Log::open_with(&dir, config, self.inner.health.clone())?);
         logs.insert((topic.to_string(), partition), log.clone());
+        drop(logs);
+        // Opening a log opens its active segment: counted with the reopens,
+        // since a start, or a client naming hundreds of new topics, opens
+        // logs faster than the flusher's tick comes.
+        self.inner.health.active_reopened();
         Ok(log)
+    }
+
+    /// Keeps the active segments with an open file within
+    /// `active_segments_max`, closing the least recently used idle ones. Each holds a descriptor; a broker holding more
+    /// partitions than the bound would otherwise run out of them, and could
+    /// not restart, since a start opens every partition.
+    pub fn release_idle_active_segments(&self) {
+        release_idle(self.open_logs());
     }
 
     /// The log of a partition if it is open.
@@ -384,6 +425,8 @@ impl LogManager {
                         tracing::error!(dir = %log.dir().display(), error = %e, "scheduled flush failed");
                     }
                 }
+                // Active segments reopened by appends and reads since.
+                manager.release_idle_active_segments();
                 interval
             }),
         );
@@ -489,6 +532,30 @@ impl LogManager {
             }
         }
         BackgroundHandle { stop, threads }
+    }
+}
+
+/// See [`LogManager::release_idle_active_segments`].
+fn release_idle(logs: Vec<Arc<Log>>) {
+    let max = active_segments_max();
+    // Each log has one active segment: at most `max` logs, nothing to do.
+    if logs.len() <= max {
+        return;
+    }
+    let mut open: Vec<(u64, Arc<Log>)> = logs
+        .into_iter()
+        .filter_map(|log| log.active_last_used().map(|used| (used, log)))
+        .collect();
+    // Up to an eighth of the bound may be opened before the next call
+    // (`DirHealth::active_reopened`); above 7/8 of it, close the least
+    // recently used down to 3/4, so calls that close nothing are cheap.
+    if open.len() <= max - max / 8 {
+        return;
+    }
+    open.sort_unstable_by_key(|(used, _)| *used);
+    let excess = open.len() - (max - max / 4);
+    for (_, log) in open.into_iter().take(excess) {
+        log.release_active();
     }
 }
 

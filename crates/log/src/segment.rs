@@ -23,7 +23,7 @@ use rill_records::batch::{
     TIMESTAMP_TYPE_BIT, batch_total_len,
 };
 
-use crate::error::{CorruptData, Fault, IoFailure};
+use crate::error::{CorruptData, Fault, IoFailure, short_of_resources};
 use crate::index::{IndexFile, OFFSET_ENTRY_LEN, OffsetIndex, TIME_ENTRY_LEN, TimeIndex};
 use crate::types::{Offset, Position};
 
@@ -491,6 +491,15 @@ impl Segment {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The handles' lock, unless someone holds it.
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, Option<Loaded>>> {
+        match self.loaded.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     pub(crate) fn is_loaded(&self) -> bool {
         self.lock().is_some()
     }
@@ -554,6 +563,14 @@ impl Segment {
                 TimeIndex::new(times, self.base),
             ))
         });
+        // Out of descriptors or memory says nothing about the index files:
+        // fail this use rather than rebuild them.
+        if let Err(e) = &indexes
+            && short_of_resources(e)
+        {
+            let source = io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0));
+            return Err(io_failure("open", &self.path(INDEX_SUFFIX))(source));
+        }
         let problem = match &indexes {
             Ok((offsets, times)) => offsets
                 .check(self.size)

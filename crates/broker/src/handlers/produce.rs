@@ -164,9 +164,10 @@ fn append_error_code(error: &AppendError) -> i16 {
         AppendError::OutOfOrderSequence { .. } => error_code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         AppendError::InvalidProducerEpoch { .. } => error_code::INVALID_PRODUCER_EPOCH,
         AppendError::OffsetOverflow { .. } => error_code::UNKNOWN_SERVER_ERROR,
-        AppendError::Offline(_) | AppendError::Io(_) | AppendError::Corrupt(_) => {
-            error_code::KAFKA_STORAGE_ERROR
-        }
+        AppendError::Offline(_)
+        | AppendError::Io(_)
+        | AppendError::Corrupt(_)
+        | AppendError::NoSpace { .. } => error_code::KAFKA_STORAGE_ERROR,
         // The partition was closed under us (deleted or shutting down): the
         // client refreshes its metadata and retries.
         AppendError::Closed { .. } => error_code::NOT_LEADER_OR_FOLLOWER,
