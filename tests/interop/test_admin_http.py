@@ -9,13 +9,14 @@ import time
 import urllib.request
 
 import pytest
-from conftest import RILL_BIN, RillServer
 
+from conftest import RILL_BIN, RillServer
 from helpers import WAIT_S, admin, create_topic, produce_all, unique_topic
 
 # The admin settings each test starts its broker with (as RILL_* variables).
 SLOWLORIS = {"RILL_ADMIN_REQUEST_TIMEOUT_MS": "1000"}
 LIMITED = {"RILL_ADMIN_MAX_CONNECTIONS": "4", "RILL_ADMIN_REQUEST_TIMEOUT_MS": "600000"}
+SHORT_LIVED = {"RILL_ADMIN_REQUEST_TIMEOUT_MS": "600000", "RILL_ADMIN_CONNECTION_MAX_MS": "1000"}
 
 
 @pytest.fixture
@@ -64,6 +65,30 @@ def test_a_client_trickling_its_request_head_is_cut_off(broker):
     sock.close()
     assert closed, f"the admin server still held a trickling client after {WAIT_S}s"
     assert get(broker.admin_url + "/health") == "ok\n"
+
+
+@pytest.mark.parametrize("broker", [SHORT_LIVED], indirect=True)
+def test_an_admin_connection_ends_after_its_lifetime_whatever_it_does(broker):
+    # A request answered, then a client that neither reads on nor sends: only
+    # the connection's lifetime ends it (the head timeout here is 10 minutes).
+    sock = socket.create_connection(("127.0.0.1", broker.admin_port), timeout=0.2)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    received = b""
+    deadline = time.monotonic() + WAIT_S
+    closed = False
+    while not closed and time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            closed = True
+            break
+        received += chunk
+        closed = chunk == b""
+    sock.close()
+    assert received.startswith(b"HTTP/1.1 200"), received
+    assert closed, f"the admin connection was still open after {WAIT_S}s"
 
 
 @pytest.mark.parametrize("broker", [LIMITED], indirect=True)

@@ -96,9 +96,20 @@ impl MetadataStore {
             let entry = match parse_entry(&bytes[position..]) {
                 Ok(entry) => entry,
                 Err(reason) => {
-                    if let Some(next) = next_valid_entry(&bytes, position + 1) {
-                        let reason = format!("{reason}, and a valid entry follows at byte {next}");
-                        return Err(damaged(&path, position, reason));
+                    match next_valid_entry(&bytes, position + 1) {
+                        After::Entry(next) => {
+                            let reason =
+                                format!("{reason}, and a valid entry follows at byte {next}");
+                            return Err(damaged(&path, position, reason));
+                        }
+                        After::Unchecked(at) => {
+                            let reason = format!(
+                                "{reason}, and the bytes from {at} on could not all be checked \
+                                 for valid entries"
+                            );
+                            return Err(damaged(&path, position, reason));
+                        }
+                        After::Nothing => {}
                     }
                     tracing::warn!(
                         path = %path.display(),
@@ -214,15 +225,47 @@ fn parse_entry(bytes: &[u8]) -> Result<Entry<'_>, String> {
     })
 }
 
-/// The position of the first whole, CRC-valid entry at or after `from`, if
-/// any. A failed entry with one after it is damage, not a torn tail. Only
-/// positions whose payload would start with `[` are tried, so the scan costs
-/// a CRC per JSON array, not per byte.
-fn next_valid_entry(bytes: &[u8], from: usize) -> Option<usize> {
-    (from..bytes.len()).find(|&position| {
-        bytes.get(position + ENTRY_HEADER_BYTES) == Some(&b'[')
-            && parse_entry(&bytes[position..]).is_ok()
-    })
+/// What follows a bad entry.
+enum After {
+    /// A whole, CRC-valid entry starts at this byte: the bad one is damage.
+    Entry(usize),
+    /// Nothing valid: the bad entry is a torn tail.
+    Nothing,
+    /// The scan gave up at this byte (see [`SCAN_CRC_BYTES_MAX`]).
+    Unchecked(usize),
+}
+
+/// Bytes the search for a valid entry after a bad one may checksum in all.
+/// A real log's entries each cost one CRC; bytes crafted to look like many
+/// large entries could otherwise cost a CRC of up to 4 MiB per byte.
+const SCAN_CRC_BYTES_MAX: usize = 1 << 30;
+
+/// Looks for a whole, CRC-valid entry at or after `from`. Only positions
+/// whose payload would start with `[` are tried, so the scan costs a CRC per
+/// JSON array, not per byte.
+fn next_valid_entry(bytes: &[u8], from: usize) -> After {
+    let mut budget = SCAN_CRC_BYTES_MAX;
+    for position in from..bytes.len() {
+        if bytes.get(position + ENTRY_HEADER_BYTES) != Some(&b'[') {
+            continue;
+        }
+        let claimed = bytes
+            .get(position..position + 4)
+            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        // Lengths `parse_entry` refuses before its CRC cost nothing.
+        let fits = position + ENTRY_HEADER_BYTES + claimed <= bytes.len();
+        if claimed > ENTRY_PAYLOAD_BYTES_MAX || !fits {
+            continue;
+        }
+        if claimed > budget {
+            return After::Unchecked(position);
+        }
+        budget -= claimed;
+        if parse_entry(&bytes[position..]).is_ok() {
+            return After::Entry(position);
+        }
+    }
+    After::Nothing
 }
 
 fn damaged(path: &Path, position: usize, reason: String) -> StoreError {
@@ -381,6 +424,13 @@ mod tests {
         let mut zeros = full.clone();
         zeros.extend_from_slice(&[0u8; 4096]);
         std::fs::write(&path, &zeros).unwrap();
+        let store = MetadataStore::open(dir.path()).unwrap();
+        assert_eq!(store.state().topics().count(), 4);
+        assert_eq!(std::fs::read(&path).unwrap(), full);
+        // Garbage that looks like the start of JSON arrays is torn too.
+        let mut brackets = full.clone();
+        brackets.extend_from_slice(&[b'['; 4096]);
+        std::fs::write(&path, &brackets).unwrap();
         let store = MetadataStore::open(dir.path()).unwrap();
         assert_eq!(store.state().topics().count(), 4);
         assert_eq!(std::fs::read(&path).unwrap(), full);
