@@ -51,10 +51,10 @@ class RillServer:
         self.stderr_path = log_dir / "rill.stderr"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
-        # Settings as RILL_* variables, and a function run in the child
-        # before exec (e.g. to lower its open-file limit), for the next starts.
+        # Settings as RILL_* variables, and a command that execs rill with
+        # its arguments (e.g. `prlimit --nofile=256:256 --`), for the next starts.
         self.extra_env: dict[str, str] = {}
-        self.preexec_fn = None
+        self.wrapper: list[str] = []
 
     @property
     def bootstrap(self) -> str:
@@ -86,6 +86,7 @@ class RillServer:
             err.flush()
             self.proc = subprocess.Popen(
                 [
+                    *self.wrapper,
                     str(self.binary),
                     "serve",
                     "--data-dir",
@@ -99,7 +100,6 @@ class RillServer:
                 # rill reads RILL_* variables as settings; RILL_BIN is ours, not its.
                 # NO_COLOR keeps terminal colour codes out of the log a failed test prints.
                 env={**{k: v for k, v in os.environ.items() if k != "RILL_BIN"}, "NO_COLOR": "1", **self.extra_env},
-                preexec_fn=self.preexec_fn,
                 stdout=out,
                 stderr=err,
             )

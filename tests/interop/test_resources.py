@@ -1,8 +1,7 @@
 """Resource exhaustion is not a disk fault (issue #22, items 1 and 2).
 
 Each test runs its own `rill serve` with a limit the test sets itself: a low
-open-file limit (setrlimit in the child before exec, as `prlimit
---nofile=256:256` would) or a small tmpfs as the data directory (CI runs as
+open-file limit (`prlimit --nofile=256:256`) or a small tmpfs as the data directory (CI runs as
 root). Running out of descriptors must fail only the request that hit it,
 and a full disk must stop appends only until space is freed.
 """
@@ -10,7 +9,6 @@ and a full disk must stop appends only until space is freed.
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -45,10 +43,6 @@ POLICY_VIOLATION = 44
 KAFKA_STORAGE_ERROR = 56
 # Creating 300 topics takes a metadata-log fsync each: seconds on a slow disk.
 METADATA_TIMEOUT_S = 120.0
-
-
-def _low_nofile() -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
 
 
 def metadata_v4(port: int, names: list[str]) -> dict[str, int]:
@@ -86,7 +80,8 @@ def low_nofile_rill(tmp_path, request):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     server = RillServer(RILL_BIN, data_dir, tmp_path)
-    server.preexec_fn = _low_nofile
+    # prlimit execs rill: same process, so signals and /proc/PID are rill's.
+    server.wrapper = ["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"]
     yield server
     if server.proc is not None:
         status = server.stop(signal.SIGTERM)
@@ -223,7 +218,6 @@ def small_fs_rill(tmp_path, request):
     server.extra_env = {
         "RILL_LOG_SEGMENT_BYTES": str(SEGMENT_BYTES),
         "RILL_LOG_RETENTION_CHECK_INTERVAL_MS": "200",
-        "RILL_LOG": os.environ.get("TEST_RILL_LOG", "info"),
     }
     try:
         server.start()
@@ -327,7 +321,9 @@ def test_a_full_disk_stops_appends_until_delete_records_or_retention_frees_space
     alter = ConfigResource(
         ConfigResource.Type.TOPIC,
         topic,
-        incremental_configs=[ConfigEntry("retention.bytes", str(SEGMENT_BYTES), incremental_operation=AlterConfigOpType.SET)],
+        incremental_configs=[
+            ConfigEntry("retention.bytes", str(SEGMENT_BYTES), incremental_operation=AlterConfigOpType.SET)
+        ],
     )
     for future in client.incremental_alter_configs([alter]).values():
         future.result(timeout=WAIT_S)

@@ -116,7 +116,8 @@ pub(crate) enum FailureKind {
     /// is back; reads, retention and DeleteRecords go on and free it.
     Space,
     /// Anything else, and every failed fsync whatever its errno (the kernel
-    /// may have dropped the dirty pages): the directory goes offline.
+    /// may have dropped the dirty pages) but a shortage met opening the
+    /// file to sync: the directory goes offline.
     Disk,
 }
 
@@ -125,10 +126,12 @@ impl FailureKind {
         use rustix::io::Errno;
         let errno = failure.source.raw_os_error();
         let is = |e: Errno| errno == Some(e.raw_os_error());
-        if failure.op.starts_with("fsync") {
-            FailureKind::Disk
-        } else if short_of_resources(&failure.source) {
+        // First: "fsync directory" opens the directory, which may find no
+        // descriptor free; fsync itself never fails for want of one.
+        if short_of_resources(&failure.source) {
             FailureKind::Resources
+        } else if failure.op.starts_with("fsync") {
+            FailureKind::Disk
         } else if is(Errno::NOSPC) || is(Errno::DQUOT) {
             FailureKind::Space
         } else {
@@ -2810,6 +2813,45 @@ fn record_write<T: PartialEq>(
 mod tests {
     use super::*;
     use crate::index::{OFFSET_ENTRY_LEN, OffsetIndex, TIME_ENTRY_LEN, TimeIndex};
+
+    #[test]
+    fn shortages_are_not_disk_faults_but_a_failed_fsync_always_is() {
+        use rustix::io::Errno;
+        let failure = |op: &'static str, errno: Errno| IoFailure {
+            op,
+            path: PathBuf::from("x"),
+            source: std::io::Error::from_raw_os_error(errno.raw_os_error()),
+        };
+        for errno in [Errno::MFILE, Errno::NFILE, Errno::NOMEM] {
+            assert_eq!(
+                FailureKind::of(&failure("open", errno)),
+                FailureKind::Resources
+            );
+        }
+        for errno in [Errno::NOSPC, Errno::DQUOT] {
+            assert_eq!(
+                FailureKind::of(&failure("write", errno)),
+                FailureKind::Space
+            );
+        }
+        // Opening the directory to sync it may find no descriptor free.
+        assert_eq!(
+            FailureKind::of(&failure("fsync directory", Errno::MFILE)),
+            FailureKind::Resources
+        );
+        for (op, errno) in [("write", Errno::IO), ("fsync", Errno::NOSPC)] {
+            assert_eq!(FailureKind::of(&failure(op, errno)), FailureKind::Disk);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let health = DirHealth::new(dir.path());
+        health.fail(&failure("open", Errno::MFILE));
+        assert_eq!(health.dir_state(), DirState::Online);
+        health.fail(&failure("write", Errno::NOSPC));
+        // Full, or online again at once if 4 MiB are free there.
+        assert_ne!(health.dir_state(), DirState::Offline);
+        health.fail(&failure("fsync", Errno::NOSPC));
+        assert_eq!(health.dir_state(), DirState::Offline);
+    }
 
     #[test]
     fn index_entry_sizes_match_the_format() {
