@@ -9,9 +9,9 @@
 #
 # - the data goes to target/recovery-data (the disk the repo is on) and is
 #   deleted at the end;
-# - before the kill the script waits (up to 20 s) for the recovery-point
+# - before the kill the script waits (up to 45 s) for the recovery-point
 #   checkpoint to reach the last segment, the steady state of a broker that
-#   flushes a segment when it rolls (a broker that does not never gets there);
+#   flushes a segment 30 s after it rolls (one that does not never gets there);
 # - COLD=1 writes back and drops only this data's cached pages (sync, then
 #   dd iflag=nocache), not the machine's whole page cache: recovery then
 #   reads from the disk, as after a power loss.
@@ -35,7 +35,7 @@ start() {
 start
 "$BIN" bench produce -b 127.0.0.1:$PORT -t big -s 1000 -c $((GIB * 1024 * 1024)) --json | tail -1
 LAST=$(ls "$DATA"/big-0/*.log | tail -1 | xargs basename | sed -e 's/\.log$//' -e 's/^0*//')
-for _ in $(seq 200); do
+for _ in $(seq 450); do
   CP=$(sed -n 3p "$DATA/big-0/recovery-point-offset-checkpoint" 2>/dev/null)
   [ "${CP:-x}" = "${LAST:-0}" ] && break
   sleep 0.1

@@ -151,8 +151,8 @@ fn segment_bases(dir: &std::path::Path) -> Vec<i64> {
     bases
 }
 
-/// With no flush policy, a roll's flush (run by the flusher) moves the
-/// recovery point to the new segment and writes its checkpoint; after a
+/// With no flush policy, a roll's flush (run by the flusher 30 s later)
+/// moves the recovery point to the new segment and writes its checkpoint; after a
 /// crash recovery checks only what came after, so a batch gone bad in an
 /// older segment costs nothing after it (the scrub reports it instead).
 #[test]
@@ -166,10 +166,13 @@ fn a_roll_flushes_the_closed_segment_and_a_crash_rechecks_only_what_came_after()
     assert!(bases.len() >= 4, "{bases:?}");
     let active = *bases.last().unwrap();
     assert_eq!(log.recovery_point(), Offset(0), "nothing flushed yet");
-    // What the flusher thread does every 100 ms.
-    let flushed = log.flush_if_due(0).unwrap();
+    // What the flusher thread does every 100 ms: the rolls (at 0 ms) are
+    // flushed 30 s later, once the kernel has written most of their pages.
+    let early = log.flush_if_due(29_999).unwrap();
+    let early_point = log.recovery_point();
+    let flushed = log.flush_if_due(30_000).unwrap();
     let recovery_point = log.recovery_point();
-    let flushed_again = log.flush_if_due(0).unwrap();
+    let flushed_again = log.flush_if_due(30_000).unwrap();
     let end = log.log_end_offset();
     let before = read_all(&log, Offset(0));
     // A crash: no clean close.
@@ -182,6 +185,10 @@ fn a_roll_flushes_the_closed_segment_and_a_crash_rechecks_only_what_came_after()
     let log = Log::open(dir.path(), small_segments()).unwrap();
     assert_eq!(log.log_end_offset(), end, "recovery cut flushed data");
     assert_eq!(segment_bases(dir.path()), bases);
+    assert!(
+        !early && early_point == Offset(0),
+        "flushed {early_point:?} early"
+    );
     assert!(flushed, "the rolls' flush was due");
     assert_eq!(recovery_point, Offset(active));
     assert!(!flushed_again, "nothing more to flush");
