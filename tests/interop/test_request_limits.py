@@ -21,8 +21,9 @@ import time
 import urllib.request
 import zlib
 
-import kafka_wire as w
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+import kafka_wire as w
 from helpers import WAIT_S, create_topic, unique_topic, watermarks
 
 MIB = 1024 * 1024
