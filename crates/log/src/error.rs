@@ -105,6 +105,8 @@ pub enum AppendError {
     InvalidRecords { index: usize, reason: String },
     #[error("batch {index} holds a record without a key, which a compacted topic cannot keep")]
     MissingKey { index: usize },
+    #[error("the records of batch {index} inflate to more than {limit} bytes, the broker's limit")]
+    InflatesTooLarge { index: usize, limit: usize },
     #[error(
         "producer {producer_id} sent sequence {received} but {expected} was expected: an earlier batch is missing"
     )]

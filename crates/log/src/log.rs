@@ -431,8 +431,7 @@ impl Log {
                 .map_err(|source| AppendError::InvalidBatch { index, source })?;
             // A batch of a few KiB may inflate to gigabytes; refused here,
             // it never reaches a decoder that would have to skip it.
-            cleaner::check_inflated_len(&view)
-                .map_err(|reason| AppendError::InvalidRecords { index, reason })?;
+            cleaner::check_inflated_len(&view, index)?;
             if compact && !view.is_control() {
                 cleaner::check_keys(&view).map_err(|reason| match reason {
                     None => AppendError::MissingKey { index },
