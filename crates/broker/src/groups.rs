@@ -471,7 +471,9 @@ fn replay_batches(coordinator: &mut Coordinator, bytes: &[u8], now: i64, next: O
         // batch with a nonsensical header cannot make the replay go round.
         let current = replayed.next.unwrap_or(next);
         replayed.next = Some(Offset(
-            view.last_offset().saturating_add(1).max(current.0 + 1),
+            view.last_offset()
+                .saturating_add(1)
+                .max(current.0.saturating_add(1)),
         ));
         let decoded = match decode_batch(view.bytes(), REPLAY_BATCH_BYTES_MAX) {
             Ok(decoded) => decoded,
