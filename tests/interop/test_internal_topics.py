@@ -13,6 +13,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewPartitions
+
 from helpers import WAIT_S, admin, create_topic, produce_all, unique_topic, watermarks
 
 OFFSETS = "__consumer_offsets"

@@ -6,7 +6,7 @@ group coordinator (issue 22, item 3).
   the body is read.
 - Requests read and not yet answered hold at most `queued_max_request_bytes`
   (256 MiB) across all connections.
-- A batch that inflates past 64 MiB is refused at produce (CORRUPT_MESSAGE),
+- A batch that inflates past 64 MiB is refused at produce (INVALID_RECORD),
   without the broker inflating it.
 - A batch of `__consumer_offsets` that cannot be decoded (written before that
   check, or by hand) is skipped and counted, and the coordinator loads.
@@ -21,8 +21,9 @@ import time
 import urllib.request
 import zlib
 
-import kafka_wire as w
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+import kafka_wire as w
 from helpers import WAIT_S, create_topic, unique_topic, watermarks
 
 MIB = 1024 * 1024
@@ -158,8 +159,8 @@ def test_a_zstd_batch_inflating_to_200_mib_is_refused_without_inflating_it(rill)
     to_compacted = produce_zeros(rill, topic, 200 * MIB)
     to_offsets = produce_zeros(rill, OFFSETS, 100 * MIB)
 
-    # CORRUPT_MESSAGE (librdkafka's INVALID_MSG), as for records that cannot be read.
-    assert to_compacted is not None and to_compacted.code() == KafkaError.INVALID_MSG, to_compacted
+    # INVALID_RECORD, Kafka's answer for records it cannot read out of a batch.
+    assert to_compacted is not None and to_compacted.code() == KafkaError.INVALID_RECORD, to_compacted
     assert to_offsets is not None and to_offsets.code() == KafkaError.TOPIC_EXCEPTION, to_offsets
     assert watermarks(rill.bootstrap, topic, 0) == (0, 0)
     # Measured, not kept: a few MiB of codec state at most.

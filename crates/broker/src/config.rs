@@ -666,4 +666,31 @@ mod tests {
         let error = BrokerConfig::load(&bad).unwrap_err().to_string();
         assert!(error.contains("num_partitions"), "{error}");
     }
+
+    #[test]
+    fn request_budgets_come_from_the_environment_and_are_checked() {
+        let env = |pairs: &[(&str, &str)]| {
+            BrokerConfig::load(&ConfigSources {
+                env: pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..ConfigSources::default()
+            })
+        };
+        let config = env(&[
+            ("RILL_QUEUED_MAX_REQUEST_BYTES", "1048576"),
+            ("RILL_REQUEST_MAX_BYTES_EXCEPT_PRODUCE", "65536"),
+        ])
+        .unwrap();
+        assert_eq!(config.queued_max_request_bytes, 1 << 20);
+        assert_eq!(config.request_max_bytes_except_produce, 1 << 16);
+        for (key, value) in [
+            ("RILL_QUEUED_MAX_REQUEST_BYTES", "0"),
+            ("RILL_REQUEST_MAX_BYTES_EXCEPT_PRODUCE", "10"),
+        ] {
+            let error = env(&[(key, value)]).unwrap_err().to_string();
+            assert!(error.contains(&key[5..].to_ascii_lowercase()), "{error}");
+        }
+    }
 }

@@ -476,7 +476,9 @@ fn replay_batches(coordinator: &mut Coordinator, bytes: &[u8], now: i64, next: O
         // batch with a nonsensical header cannot make the replay go round.
         let current = replayed.next.unwrap_or(next);
         replayed.next = Some(Offset(
-            view.last_offset().saturating_add(1).max(current.0 + 1),
+            view.last_offset()
+                .saturating_add(1)
+                .max(current.0.saturating_add(1)),
         ));
         let decoded = match decode_batch(view.bytes(), REPLAY_BATCH_BYTES_MAX) {
             Ok(decoded) => decoded,
@@ -505,4 +507,50 @@ fn replay_batches(coordinator: &mut Coordinator, bytes: &[u8], now: i64, next: O
         }
     }
     replayed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(base_offset: i64, compression: Compression, value: Vec<u8>) -> Vec<u8> {
+        let mut builder = BatchBuilder::new(compression).base_offset(base_offset);
+        builder
+            .append(
+                0,
+                Some(Bytes::from_static(b"not-a-group-key")),
+                Some(value.into()),
+                Vec::new(),
+            )
+            .unwrap();
+        builder.build().unwrap()
+    }
+
+    #[test]
+    fn a_batch_that_cannot_be_decoded_is_skipped_and_the_replay_goes_on() {
+        // A batch inflating past the limit (as produce refuses now, but an
+        // older log may hold), then a good one behind it.
+        let mut bytes = batch(
+            3,
+            Compression::Zstd,
+            vec![0; rill_records::compression::INFLATED_BYTES_MAX + 1],
+        );
+        bytes.extend_from_slice(&batch(4, Compression::None, b"fine".to_vec()));
+        let mut coordinator = Coordinator::loading(GroupConfig::default(), 0);
+
+        let replayed = replay_batches(&mut coordinator, &bytes, 0, Offset(3));
+
+        assert_eq!(replayed.skipped, 1);
+        assert_eq!(replayed.next, Some(Offset(5)));
+    }
+
+    #[test]
+    fn bytes_that_are_not_batches_stop_the_partition_not_the_load() {
+        let mut coordinator = Coordinator::loading(GroupConfig::default(), 0);
+
+        let replayed = replay_batches(&mut coordinator, &[0xff; 80], 0, Offset(7));
+
+        assert_eq!(replayed.skipped, 1);
+        assert_eq!(replayed.next, None);
+    }
 }

@@ -128,6 +128,8 @@ pub enum AppendError {
         "batch {index} holds records without a key (indexes {records:?} in the batch), which a compacted topic cannot keep"
     )]
     MissingKey { index: usize, records: Vec<usize> },
+    #[error("the records of batch {index} inflate to more than {limit} bytes, the broker's limit")]
+    InflatesTooLarge { index: usize, limit: usize },
     #[error(
         "producer {producer_id} sent sequence {received} but {expected} was expected: an earlier batch is missing"
     )]

@@ -656,12 +656,11 @@ impl Log {
             }
             view.validate()
                 .map_err(|source| AppendError::InvalidBatch { index, source })?;
-            check_produced(&view, cleaner::INFLATED_BATCH_MAX)
-                .map_err(|source| AppendError::InvalidRecord { index, source })?;
             // A batch of a few KiB may inflate to gigabytes; refused here,
             // it never reaches a decoder that would have to skip it.
-            cleaner::check_inflated_len(&view)
-                .map_err(|reason| AppendError::InvalidRecords { index, reason })?;
+            cleaner::check_inflated_len(&view, index)?;
+            check_produced(&view, cleaner::INFLATED_BATCH_MAX)
+                .map_err(|source| AppendError::InvalidRecord { index, source })?;
             if compact {
                 cleaner::check_keys(&view).map_err(|reason| match reason {
                     KeyCheck::Missing(records) => AppendError::MissingKey { index, records },

@@ -219,6 +219,42 @@ pub fn inflated_len(
     }
 }
 
+/// Inflates `input` and hands the output to `sink` piece by piece, failing
+/// with [`CompressionError::TooLarge`] past `limit`; returns the inflated
+/// length. Gzip, lz4 and zstd stream through a small buffer, so nothing in
+/// proportion to the output is held; a snappy block is inflated whole (its
+/// length is stated up front and checked against `limit` first).
+pub fn for_each_inflated(
+    codec: Compression,
+    input: &[u8],
+    limit: usize,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<usize, CompressionError> {
+    let name = codec_name(codec);
+    match codec {
+        Compression::None => {
+            check_uncompressed_len(input.len(), limit)?;
+            sink(input);
+            Ok(input.len())
+        }
+        Compression::Snappy => {
+            let mut block_out = Vec::new();
+            let mut total = 0usize;
+            for_each_snappy_block(input, |block| {
+                block_out.clear();
+                decompress_snappy_block(block, 0, limit - total, &mut block_out)?;
+                total += block_out.len();
+                sink(&block_out);
+                Ok(())
+            })?;
+            Ok(total)
+        }
+        Compression::Gzip | Compression::Lz4 | Compression::Zstd => {
+            stream_bounded(name, stream_decoder(codec, input)?, limit, sink)
+        }
+    }
+}
+
 /// The streaming decoder of a codec that has one (gzip, lz4, zstd).
 fn stream_decoder<'a>(
     codec: Compression,

@@ -9,8 +9,8 @@
 //! The record count is checked against the records actually present:
 //! - uncompressed, by walking the records' length prefixes (no field is read);
 //! - compressed, only when the batch claims more records than it has
-//!   compressed bytes. Then it is inflated (up to the caller's limit) and
-//!   walked. A claim of at most one record per compressed byte is taken as it
+//!   compressed bytes. Then it is inflated (up to the caller's limit) as a
+//!   stream and its length prefixes counted as they pass, holding nothing. A claim of at most one record per compressed byte is taken as it
 //!   is, so the produce path does not decompress (BRIEF §1): such a batch
 //!   spends at most one offset per byte sent, no more than an honest producer
 //!   of small records does.
@@ -19,7 +19,6 @@ use thiserror::Error;
 
 use crate::batch::{BatchView, Compression};
 use crate::compression::{self, CompressionError};
-use crate::varint::{self, VarintError};
 
 /// Why a client's batch is refused (Kafka's INVALID_RECORD).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -78,16 +77,12 @@ pub fn check_produced(
     let section = view.records_bytes();
     // `validate` passed, so the code is known.
     let codec = view.compression().unwrap_or(Compression::None);
-    let found = match codec {
-        Compression::None => count_records(section),
-        _ if record_count as usize <= section.len() => return Ok(()),
-        _ => {
-            let mut inflated = Vec::new();
-            compression::decompress(codec, section, inflate_limit, &mut inflated)?;
-            count_records(&inflated)
-        }
-    };
-    match found {
+    if codec != Compression::None && record_count as usize <= section.len() {
+        return Ok(());
+    }
+    let mut counter = RecordCounter::default();
+    compression::for_each_inflated(codec, section, inflate_limit, |piece| counter.feed(piece))?;
+    match counter.finish() {
         Ok(found) if found == record_count as usize => Ok(()),
         Ok(found) => Err(ProducedBatchError::CountDisagreesWithRecords {
             record_count,
@@ -100,28 +95,66 @@ pub fn check_produced(
     }
 }
 
-/// The number of records in an uncompressed records section, read from their
-/// length prefixes alone; an error names a prefix that is not a varint, is
-/// negative, or runs past the section.
-fn count_records(section: &[u8]) -> Result<usize, String> {
-    let mut position = 0;
-    let mut count = 0;
-    while position < section.len() {
-        let (len, prefix) = varint::read_varint(&section[position..])
-            .map_err(|e: VarintError| format!("record {count}'s length is not a varint: {e}"))?;
-        let len = usize::try_from(len)
-            .map_err(|_| format!("record {count}'s length {len} is negative"))?;
-        let end = position + prefix + len;
-        if end > section.len() {
+/// Counts the records of a records section fed to it in pieces (as an
+/// inflating stream hands them out), from their length prefixes alone: a
+/// zigzag varint, then that many bytes. Holds no bytes of its own.
+#[derive(Default)]
+struct RecordCounter {
+    count: usize,
+    /// Bytes of the current record still to pass over.
+    skip: usize,
+    /// The length prefix being read, and how far into it.
+    prefix: u32,
+    shift: u32,
+    error: Option<String>,
+}
+
+impl RecordCounter {
+    fn feed(&mut self, mut piece: &[u8]) {
+        while !piece.is_empty() && self.error.is_none() {
+            if self.skip > 0 {
+                let passed = self.skip.min(piece.len());
+                self.skip -= passed;
+                piece = &piece[passed..];
+                continue;
+            }
+            let byte = piece[0];
+            piece = &piece[1..];
+            self.prefix |= u32::from(byte & 0x7f) << self.shift;
+            if byte & 0x80 != 0 {
+                self.shift += 7;
+                // An i32 varint takes at most five bytes.
+                if self.shift > 28 {
+                    self.error = Some(format!("record {}'s length is not a varint", self.count));
+                }
+                continue;
+            }
+            let len = ((self.prefix >> 1) as i32) ^ -((self.prefix & 1) as i32);
+            (self.prefix, self.shift) = (0, 0);
+            match usize::try_from(len) {
+                Ok(len) => {
+                    self.skip = len;
+                    self.count += 1;
+                }
+                Err(_) => {
+                    self.error = Some(format!("record {}'s length {len} is negative", self.count));
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> Result<usize, String> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        if self.skip > 0 || self.shift > 0 {
             return Err(format!(
-                "record {count} needs {len} bytes but only {} remain",
-                section.len() - position - prefix
+                "record {} is cut short",
+                self.count.saturating_sub(1)
             ));
         }
-        position = end;
-        count += 1;
+        Ok(self.count)
     }
-    Ok(count)
 }
 
 #[cfg(test)]
@@ -193,6 +226,26 @@ mod tests {
             check(&bytes),
             Err(ProducedBatchError::CountDisagreesWithRecords { .. })
         ));
+    }
+
+    #[test]
+    fn records_are_counted_however_the_section_is_cut_into_pieces() {
+        let long = [b'v'; 300];
+        let bytes = batch(Compression::None, &[b"a", &long, b"", &long]);
+        let (view, _) = BatchView::parse(&bytes).unwrap();
+        let section = view.records_bytes();
+        for cut in 0..=section.len() {
+            let mut counter = RecordCounter::default();
+            counter.feed(&section[..cut]);
+            counter.feed(&section[cut..]);
+            assert_eq!(counter.finish(), Ok(4), "cut at {cut}");
+        }
+        for end in 1..section.len() {
+            let mut counter = RecordCounter::default();
+            counter.feed(&section[..end]);
+            let counted = counter.finish();
+            assert!(counted.is_err() || counted.unwrap() < 4, "ends at {end}");
+        }
     }
 
     #[test]

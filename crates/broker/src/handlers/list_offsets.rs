@@ -2,7 +2,8 @@
 //! timestamp, or the first whose timestamp is at least a given time.
 //!
 //! The log's indexes find the batch; the answer names the record, as Kafka's
-//! does, so the batch is read and decoded (decompressed if need be). A
+//! does, so the batch is read and its records walked (decompressed if need
+//! be, within the limit every batch was checked against at append). A
 //! consumer seeking by time then starts at the first record at or after the
 //! time it asked for, not at the start of a batch that began earlier.
 
@@ -15,8 +16,11 @@ use rill_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use rill_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use rill_records::batch::{BATCH_HEADER_LEN, batch_total_len};
-use rill_records::record::decode_batch;
+use rill_records::batch::{
+    BATCH_HEADER_LEN, BatchView, Compression, TimestampType, batch_total_len,
+};
+use rill_records::compression::decompress;
+use rill_records::record::raw_records;
 
 use crate::cluster::LEADER_EPOCH;
 use crate::error_code;
@@ -143,12 +147,45 @@ fn to_the_record(
         .file
         .read_exact_at(&mut batch, slice.position)
         .map_err(|e| e.to_string())?;
-    let decoded = decode_batch(&batch, LOOKUP_DECOMPRESSED_BYTES_MAX).map_err(|e| e.to_string())?;
-    let found = decoded
-        .iter()
-        .find(|record| record.offset >= from.0 && matches(record.timestamp))
-        .map(|record| (Offset(record.offset), record.timestamp));
-    Ok(found.or(Some((batch_offset, decoded.max_timestamp))))
+    let (view, _) = BatchView::parse(&batch).map_err(|e| e.to_string())?;
+    view.validate().map_err(|e| e.to_string())?;
+    if view.record_count() == 0 {
+        // As decoders do, whatever follows the header: compaction leaves
+        // such batches behind.
+        return Ok(Some((batch_offset, view.max_timestamp())));
+    }
+    let codec = view.compression().map_err(|e| e.to_string())?;
+    // Only the records section is inflated; records are walked in place,
+    // so a lookup holds no decoded copy of them.
+    let mut inflated = Vec::new();
+    let section = if codec == Compression::None {
+        view.records_bytes()
+    } else {
+        decompress(
+            codec,
+            view.records_bytes(),
+            LOOKUP_DECOMPRESSED_BYTES_MAX,
+            &mut inflated,
+        )
+        .map_err(|e| e.to_string())?;
+        &inflated
+    };
+    let log_append_time = view.timestamp_type() == TimestampType::LogAppendTime;
+    for record in raw_records(section, view.record_count()) {
+        let record = record.map_err(|e| e.to_string())?;
+        let offset = view
+            .base_offset()
+            .saturating_add(i64::from(record.offset_delta));
+        let timestamp = if log_append_time {
+            view.max_timestamp()
+        } else {
+            view.base_timestamp().saturating_add(record.timestamp_delta)
+        };
+        if offset >= from.0 && matches(timestamp) {
+            return Ok(Some((Offset(offset), timestamp)));
+        }
+    }
+    Ok(Some((batch_offset, view.max_timestamp())))
 }
 
 fn error(index: i32, code: i16) -> ListOffsetsPartitionResponse {

@@ -157,9 +157,11 @@ fn append_error_code(error: &AppendError) -> i16 {
         AppendError::InvalidBatch { .. }
         | AppendError::InvalidRecords { .. }
         | AppendError::Empty => error_code::CORRUPT_MESSAGE,
-        AppendError::MissingKey { .. } | AppendError::InvalidRecord { .. } => {
-            error_code::INVALID_RECORD
-        }
+        // Kafka answers INVALID_RECORD (not retriable) for records it cannot
+        // read out of a batch; one that inflates past the limit never will be.
+        AppendError::MissingKey { .. }
+        | AppendError::InvalidRecord { .. }
+        | AppendError::InflatesTooLarge { .. } => error_code::INVALID_RECORD,
         AppendError::TooLarge { .. } => error_code::MESSAGE_TOO_LARGE,
         AppendError::OutOfOrderSequence { .. } => error_code::OUT_OF_ORDER_SEQUENCE_NUMBER,
         AppendError::InvalidProducerEpoch { .. } => error_code::INVALID_PRODUCER_EPOCH,
