@@ -895,15 +895,24 @@ impl Log {
         {
             state.max_timestamp = Some(Some((t, o)));
         }
-        // A new leader epoch's checkpoint (two fsyncs) is written after the
-        // lock is dropped, before this append is acknowledged, as it was
-        // under the lock; and a flush writes it before it moves the
-        // recovery point (`flush_below`), so no flushed data outruns it.
+        // A new leader epoch's checkpoint costs two fsyncs, so never under
+        // the lock. Every flush writes it before it moves the recovery
+        // point (`flush_below`), and so does the periodic `checkpoint`:
+        // no data a flush made durable outruns its epoch. With a flush
+        // policy (the append then runs on a blocking thread and may fsync)
+        // it is written here too, before the append is acknowledged, as it
+        // was under the lock. Without one the append stays a page-cache
+        // write, fit for an async worker; its data is not durable at the
+        // acknowledgement either, and a crash that keeps data the kernel
+        // wrote back but not the entry costs the epoch's start offset only
+        // (the broker has one epoch, whose end is always the log end).
         let epochs_changed = state.epochs.assign(leader_epoch, log_end);
-        let epochs_to_write = epochs_changed.then(|| {
-            state.epochs_version += 1;
-            state.epochs_to_write()
-        });
+        let epochs_to_write = epochs_changed
+            .then(|| {
+                state.epochs_version += 1;
+                state.epochs_to_write()
+            })
+            .filter(|_| state.config.flush_messages.is_some());
         state.unflushed_records += record_count;
         state.unflushed_since_ms.get_or_insert(now_ms);
         let flush_due = state

@@ -244,6 +244,8 @@ fn a_roll_leaves_the_directory_fsync_to_the_flush() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_segments()).unwrap();
     log.append(&batch(1, 200, 0), 0, 0).unwrap();
+    // Writes the leader-epoch checkpoint of the first append.
+    log.flush().unwrap();
     let before = rill_log::dir_syncs_on_this_thread();
     for i in 1..50 {
         log.append(&batch(1, 200, i), 0, 0).unwrap();
@@ -296,4 +298,31 @@ fn a_crash_that_loses_an_unflushed_new_segment_file_recovers_the_rest() {
     assert_eq!(read_all(&log, Offset(0)), before[..lost as usize]);
     log.append(&batch(1, 200, 61), 0, 0).unwrap();
     assert_eq!(log.log_end_offset(), Offset(lost + 1));
+}
+
+/// Without a flush policy an append that starts a leader epoch does not
+/// write the epoch checkpoint (a file fsync and a directory fsync) itself:
+/// it may run on an async worker. The next flush writes it before it moves
+/// the recovery point, so a crash after the flush finds every epoch of the
+/// flushed data.
+#[test]
+fn a_new_leader_epoch_is_checkpointed_by_the_flush_not_the_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    let before = rill_log::dir_syncs_on_this_thread();
+    for (epoch, ts) in [(1, 0), (1, 1), (2, 2), (2, 3), (3, 4)] {
+        log.append(&batch(1, 10, ts), epoch, 0).unwrap();
+    }
+    assert_eq!(
+        rill_log::dir_syncs_on_this_thread() - before,
+        0,
+        "an append wrote the leader-epoch checkpoint"
+    );
+    log.flush().unwrap();
+    // A crash (no clean close) right after the flush.
+    drop(log);
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(log.end_offset_for_epoch(1), Some((1, Offset(2))));
+    assert_eq!(log.end_offset_for_epoch(2), Some((2, Offset(4))));
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, Offset(5))));
 }
