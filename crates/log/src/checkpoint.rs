@@ -30,8 +30,20 @@ fn io_failure<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
+thread_local! {
+    /// Directory fsyncs this thread has done: lets a test see whether an
+    /// append (which runs on the caller's thread) synced a directory.
+    static DIR_SYNCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many directory fsyncs the calling thread has done (for tests).
+pub fn dir_syncs_on_this_thread() -> u64 {
+    DIR_SYNCS.with(std::cell::Cell::get)
+}
+
 /// Fsyncs a directory so a rename or a new file in it survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), IoFailure> {
+    DIR_SYNCS.with(|n| n.set(n.get() + 1));
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_failure("fsync directory", dir))

@@ -31,6 +31,8 @@ mod segment;
 mod snapshot;
 mod types;
 
+#[doc(hidden)]
+pub use checkpoint::dir_syncs_on_this_thread;
 pub use cleaner::{CleanStats, Cleanable, CleanerConfig, OffsetMap};
 pub use error::{AppendError, CorruptData, IoFailure, LogError, OfflineDir, ReadError};
 pub use log::{DirState, SwapStep};

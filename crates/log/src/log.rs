@@ -326,6 +326,10 @@ struct State {
     /// Wall-clock ms of the oldest append not yet flushed.
     unflushed_since_ms: Option<i64>,
     epochs: LeaderEpochCache,
+    /// Counts changes of `epochs`: an append writes the leader-epoch
+    /// checkpoint after it drops the lock, so a slower writer of an older
+    /// list must not replace a newer one (see `Log::write_checkpoint`).
+    epochs_version: u64,
     /// Idempotent-producer state, rebuilt on the first append after open
     /// (so opening stays fast) from the newest segments' batch headers.
     producers: Option<ProducerState>,
@@ -374,6 +378,11 @@ impl State {
     fn size_bytes(&self) -> u64 {
         self.segments.values().map(|s| s.size).sum()
     }
+
+    /// The leader-epoch entries and their version, to write to the file.
+    fn epochs_to_write(&self) -> (Vec<(i32, Offset)>, u64) {
+        (self.epochs.entries().to_vec(), self.epochs_version)
+    }
 }
 
 /// One partition's log. See the module documentation for thread-safety.
@@ -395,6 +404,9 @@ pub struct Log {
     /// Every write of these files goes through [`Log::write_checkpoint`],
     /// which also serializes them.
     on_disk: Mutex<OnDisk>,
+    /// A roll created a segment file and did not fsync the directory; the
+    /// next flush does, before it moves the recovery point.
+    dir_unsynced: AtomicBool,
 }
 
 /// The values in a log's checkpoint files; `None` when not known (a write
@@ -403,13 +415,16 @@ struct OnDisk {
     recovery_point: Option<Offset>,
     log_start: Option<Offset>,
     epochs: Option<Vec<(i32, Offset)>>,
+    /// The `State::epochs_version` of the newest list written.
+    epochs_version: u64,
 }
 
 /// Which checkpoint file a write is for.
 enum CheckpointFile<'a> {
     RecoveryPoint(Offset),
     LogStart(Offset),
-    Epochs(&'a [(i32, Offset)]),
+    /// The entries and the `State::epochs_version` they were taken at.
+    Epochs(&'a [(i32, Offset)], u64),
 }
 
 /// The file operations of a compaction swap, in order; a test can stop a
@@ -466,6 +481,7 @@ impl Log {
             recovery_point: Some(state.recovery_point),
             log_start: Some(state.log_start),
             epochs: Some(state.epochs.entries().to_vec()),
+            epochs_version: state.epochs_version,
         };
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -476,6 +492,7 @@ impl Log {
             flush_lock: Mutex::new(()),
             cleaning: Mutex::new(()),
             on_disk: Mutex::new(on_disk),
+            dir_unsynced: AtomicBool::new(false),
         })
     }
 
@@ -877,11 +894,24 @@ impl Log {
         {
             state.max_timestamp = Some(Some((t, o)));
         }
-        if state.epochs.assign(leader_epoch, log_end) {
-            let epochs = state.epochs.entries().to_vec();
-            let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs), false);
-            self.guard(written.map_err(Fault::from))?;
-        }
+        // A new leader epoch's checkpoint costs two fsyncs, so never under
+        // the lock. Every flush writes it before it moves the recovery
+        // point (`flush_below`), and so does the periodic `checkpoint`:
+        // no data a flush made durable outruns its epoch. With a flush
+        // policy (the append then runs on a blocking thread and may fsync)
+        // it is written here too, before the append is acknowledged, as it
+        // was under the lock. Without one the append stays a page-cache
+        // write, fit for an async worker; its data is not durable at the
+        // acknowledgement either, and a crash that keeps data the kernel
+        // wrote back but not the entry costs the epoch's start offset only
+        // (the broker has one epoch, whose end is always the log end).
+        let epochs_changed = state.epochs.assign(leader_epoch, log_end);
+        let epochs_to_write = epochs_changed
+            .then(|| {
+                state.epochs_version += 1;
+                state.epochs_to_write()
+            })
+            .filter(|_| state.config.flush_messages.is_some());
         state.unflushed_records += record_count;
         state.unflushed_since_ms.get_or_insert(now_ms);
         let flush_due = state
@@ -896,6 +926,10 @@ impl Log {
             record_count,
         };
         drop(state);
+        if let Some((epochs, version)) = epochs_to_write {
+            let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs, version), false);
+            self.guard(written.map_err(Fault::from))?;
+        }
         if flush_due {
             self.flush_below(None)?;
         }
@@ -1034,7 +1068,16 @@ impl Log {
                 LOADED_SEGMENTS.fetch_add(1, Ordering::AcqRel);
             }
         }
-        let segment = create_segment(&self.dir, new_base)?;
+        // No directory fsync here: it would run under the state lock that
+        // every produce and fetch of the partition takes, and on an async
+        // worker when the append runs on one. A crash before the next flush
+        // may lose the new file's directory entry, and so the file; nothing
+        // in it was flushed (the flush that moves the recovery point over it
+        // syncs the directory first), so recovery finds a log that ends at
+        // `new_base` and acknowledged-but-unflushed data is all it loses, as
+        // it may lose anything in the page cache.
+        self.dir_unsynced.store(true, Ordering::Release);
+        let segment = create_segment(&self.dir, new_base, false)?;
         state.segments.insert(new_base, segment);
         state.active = Active::default();
         let flushed_to = state.recovery_point;
@@ -1217,7 +1260,7 @@ impl Log {
     /// synced.
     fn flush_below(&self, limit: Option<Offset>) -> Result<(), Fault> {
         let _serial = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (files, indexes, target, records, truncations, active_base) = {
+        let (files, indexes, target, records, truncations, active_base, epochs) = {
             let state = self.read_state();
             let target = limit.map_or(state.log_end, |l| l.min(state.log_end));
             if state.recovery_point >= target {
@@ -1256,6 +1299,7 @@ impl Log {
                 },
                 state.truncations,
                 state.active_segment().base,
+                state.epochs_to_write(),
             )
         };
         for (file, path) in files {
@@ -1274,6 +1318,22 @@ impl Log {
             };
             self.guard(synced.map_err(Fault::from))?;
         }
+        // Every file synced above was created before the state snapshot, so
+        // a roll that created one without a directory fsync set the flag
+        // before this swap, and this sync covers its directory entry. A roll
+        // after the swap sets it again for the next flush.
+        if self.dir_unsynced.swap(false, Ordering::AcqRel)
+            && let Err(failure) = sync_dir(&self.dir)
+        {
+            self.dir_unsynced.store(true, Ordering::Release);
+            self.guard(Err(Fault::from(failure)))?;
+        }
+        // The epochs of the data just synced are in the checkpoint before
+        // the recovery point covers that data (an append writes it after
+        // dropping the lock, so a flush may come first); unchanged, this
+        // writes nothing.
+        let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs.0, epochs.1), true);
+        self.guard(written.map_err(Fault::from))?;
         let mut state = self.write_state();
         if state.truncations != truncations {
             return Ok(());
@@ -1351,13 +1411,15 @@ impl Log {
             (
                 state.recovery_point,
                 state.log_start,
-                state.epochs.entries().to_vec(),
+                state.epochs_to_write(),
             )
         };
         let written = self
             .write_checkpoint(CheckpointFile::RecoveryPoint(recovery_point), true)
             .and_then(|()| self.write_checkpoint(CheckpointFile::LogStart(log_start), true))
-            .and_then(|()| self.write_checkpoint(CheckpointFile::Epochs(&epochs), true));
+            .and_then(|()| {
+                self.write_checkpoint(CheckpointFile::Epochs(&epochs.0, epochs.1), true)
+            });
         self.guard(written.map_err(Fault::from))?;
         Ok(())
     }
@@ -1381,10 +1443,17 @@ impl Log {
                     checkpoint::write_offset(&self.dir, LOG_START_FILE, *v)
                 })
             }
-            CheckpointFile::Epochs(entries) => {
+            CheckpointFile::Epochs(entries, version) => {
+                // A newer list is already in the file: this one was taken
+                // before it and would put an older state back.
+                if version < on_disk.epochs_version {
+                    return Ok(());
+                }
                 record_write(&mut on_disk.epochs, entries.to_vec(), if_changed, |v| {
                     checkpoint::write_epochs(&self.dir, v)
-                })
+                })?;
+                on_disk.epochs_version = version;
+                Ok(())
             }
         }
     }
@@ -1484,8 +1553,9 @@ impl Log {
             .unwrap_or(state.log_end);
         state.log_start = state.log_start.max(first);
         if state.epochs.truncate_from_start(state.log_start) {
-            let epochs = state.epochs.entries().to_vec();
-            let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs), false);
+            state.epochs_version += 1;
+            let (epochs, version) = state.epochs_to_write();
+            let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs, version), false);
             // Entries below the log start are dropped again at open, so a
             // full disk need not stop the deletion that frees space.
             self.tolerate_full(written)?;
@@ -1568,8 +1638,10 @@ impl Log {
             self.guard(written.map_err(Fault::from))?;
             state.log_start = offset;
             if state.epochs.truncate_from_start(offset) {
-                let epochs = state.epochs.entries().to_vec();
-                let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs), false);
+                state.epochs_version += 1;
+                let (epochs, version) = state.epochs_to_write();
+                let written =
+                    self.write_checkpoint(CheckpointFile::Epochs(&epochs, version), false);
                 self.tolerate_full(written)?;
             }
             state.max_timestamp = None;
@@ -1645,8 +1717,9 @@ impl Log {
         let hw = self.high_watermark().min(log_end);
         self.high_watermark.store(hw.0, Ordering::Release);
         if state.epochs.truncate_from_end(log_end) {
-            let epochs = state.epochs.entries().to_vec();
-            let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs), false);
+            state.epochs_version += 1;
+            let (epochs, version) = state.epochs_to_write();
+            let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs, version), false);
             self.guard(written.map_err(Fault::from))?;
         }
         result?;
@@ -1677,7 +1750,7 @@ impl Log {
         }
         state
             .segments
-            .insert(start, create_segment(&self.dir, start)?);
+            .insert(start, create_segment(&self.dir, start, true)?);
         state.log_start = start;
         state.log_end = start;
         state.active = Active::default();
@@ -2526,7 +2599,12 @@ fn free_in_steps(path: &Path, cleaning: &Mutex<()>) {
 /// "sent", and no count of open handles can tell (docs/ARCHITECTURE.md,
 /// invariants of the log store). A leftover of the same name is in no
 /// segment map, so nothing reads it.
-fn create_segment(dir: &Path, base: Offset) -> Result<Box<Segment>, Fault> {
+///
+/// With `sync_dir` false the new file's directory entry is left for the
+/// next flush to make durable (`Log::flush_below` syncs the directory
+/// before it moves the recovery point over the file): a roll calls it so,
+/// under the state lock and possibly on an async worker.
+fn create_segment(dir: &Path, base: Offset, sync_dir: bool) -> Result<Box<Segment>, Fault> {
     let segment = Box::new(Segment::new(dir, base, 0));
     let log_path = segment.path(LOG_SUFFIX);
     File::create(&log_path).map_err(io_failure("create", &log_path))?;
@@ -2539,7 +2617,9 @@ fn create_segment(dir: &Path, base: Offset) -> Result<Box<Segment>, Fault> {
             _ => {}
         }
     }
-    sync_dir(dir)?;
+    if sync_dir {
+        checkpoint::sync_dir(dir)?;
+    }
     Ok(segment)
 }
 
@@ -2601,7 +2681,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         .collect();
     if segments.is_empty() {
         let base = log_start_checkpoint.unwrap_or(Offset(0)).max(Offset(0));
-        segments.insert(base, create_segment(dir, base)?);
+        segments.insert(base, create_segment(dir, base, true)?);
     }
     let interval = config.index_interval_bytes;
     let recover_from = if clean || fresh {
@@ -2754,6 +2834,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         unflushed_records: 0,
         unflushed_since_ms: None,
         epochs,
+        epochs_version: 0,
         producers: None,
         truncations: 0,
         max_timestamp: None,
@@ -2773,7 +2854,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
                 delete_segment_files(&segment);
             }
         }
-        let segment = create_segment(dir, start)?;
+        let segment = create_segment(dir, start, true)?;
         let loaded = segment
             .load(start, true, interval, state.config.segment_index_bytes)
             .map_err(LogError::from)?;

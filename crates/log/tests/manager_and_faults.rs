@@ -233,3 +233,96 @@ fn the_flusher_thread_flushes_what_a_roll_closed() {
     assert_eq!(log.recovery_point(), Offset(active));
     background.stop();
 }
+
+/// A roll does no directory fsync: it would run under the partition's
+/// state lock, which every produce and fetch takes, and on the async
+/// worker an append may run on. The new file's directory entry becomes
+/// durable through the next flush, which syncs the directory before it
+/// moves the recovery point over the file.
+#[test]
+fn a_roll_leaves_the_directory_fsync_to_the_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    log.append(&batch(1, 200, 0), 0, 0).unwrap();
+    // Writes the leader-epoch checkpoint of the first append.
+    log.flush().unwrap();
+    let before = rill_log::dir_syncs_on_this_thread();
+    for i in 1..50 {
+        log.append(&batch(1, 200, i), 0, 0).unwrap();
+    }
+    let appended = rill_log::dir_syncs_on_this_thread() - before;
+    let bases = segment_bases(dir.path());
+    assert!(bases.len() >= 4, "{bases:?}");
+    assert_eq!(appended, 0, "appends that rolled synced the directory");
+    log.flush().unwrap();
+    let flushed = rill_log::dir_syncs_on_this_thread() - before;
+    assert_eq!(
+        flushed, 1,
+        "the flush after the rolls syncs the directory once"
+    );
+    assert_eq!(log.recovery_point(), log.log_end_offset());
+    // No roll since: the next flush has no directory entry to sync.
+    log.append(&batch(1, 10, 50), 0, 0).unwrap();
+    assert_eq!(segment_bases(dir.path()), bases, "a small append rolled");
+    log.flush().unwrap();
+    assert_eq!(rill_log::dir_syncs_on_this_thread() - before, 1);
+}
+
+/// A crash before the flush after a roll may lose the new segment file's
+/// directory entry. Nothing in it was flushed, so recovery opens a log
+/// that ends where the lost segment began, with everything before it.
+#[test]
+fn a_crash_that_loses_an_unflushed_new_segment_file_recovers_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    for i in 0..30 {
+        log.append(&batch(1, 200, i), 0, 0).unwrap();
+    }
+    // The rolls so far are flushed; the ones after are not.
+    log.flush().unwrap();
+    let flushed_to = log.recovery_point();
+    for i in 30..60 {
+        log.append(&batch(1, 200, i), 0, 0).unwrap();
+    }
+    let bases = segment_bases(dir.path());
+    let lost = *bases.last().unwrap();
+    assert!(Offset(lost) > flushed_to, "{bases:?} {flushed_to:?}");
+    let before = read_all(&log, Offset(0));
+    // A crash (no clean close) whose directory lost the newest file.
+    drop(log);
+    for suffix in ["log", "index", "timeindex"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("{lost:020}.{suffix}")));
+    }
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(lost));
+    assert_eq!(read_all(&log, Offset(0)), before[..lost as usize]);
+    log.append(&batch(1, 200, 61), 0, 0).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(lost + 1));
+}
+
+/// Without a flush policy an append that starts a leader epoch does not
+/// write the epoch checkpoint (a file fsync and a directory fsync) itself:
+/// it may run on an async worker. The next flush writes it before it moves
+/// the recovery point, so a crash after the flush finds every epoch of the
+/// flushed data.
+#[test]
+fn a_new_leader_epoch_is_checkpointed_by_the_flush_not_the_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    let before = rill_log::dir_syncs_on_this_thread();
+    for (epoch, ts) in [(1, 0), (1, 1), (2, 2), (2, 3), (3, 4)] {
+        log.append(&batch(1, 10, ts), epoch, 0).unwrap();
+    }
+    assert_eq!(
+        rill_log::dir_syncs_on_this_thread() - before,
+        0,
+        "an append wrote the leader-epoch checkpoint"
+    );
+    log.flush().unwrap();
+    // A crash (no clean close) right after the flush.
+    drop(log);
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(log.end_offset_for_epoch(1), Some((1, Offset(2))));
+    assert_eq!(log.end_offset_for_epoch(2), Some((2, Offset(4))));
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, Offset(5))));
+}

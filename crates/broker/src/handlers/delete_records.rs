@@ -13,7 +13,55 @@ use rill_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use crate::error_code;
 use crate::server::Shared;
 
-pub fn handle(shared: &Arc<Shared>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+/// Moving a log start fsyncs its checkpoint and unlinks segment files:
+/// disk work that may block for as long as the disk takes, so it runs on a
+/// blocking thread, never on an async worker (BRIEF §4), as an append that
+/// may sync does.
+pub async fn handle(shared: &Arc<Shared>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    // What the answer needs if the blocking task itself fails.
+    let asked: Vec<(String, Vec<i32>)> = request
+        .topics
+        .iter()
+        .map(|t| {
+            let indexes = t.partitions.iter().map(|p| p.partition_index).collect();
+            (t.name.clone(), indexes)
+        })
+        .collect();
+    let working = Arc::clone(shared);
+    match tokio::task::spawn_blocking(move || delete(&working, request)).await {
+        Ok(response) => response,
+        Err(failure) => {
+            tracing::error!(error = %failure, "delete records task failed");
+            failed(asked)
+        }
+    }
+}
+
+/// Every asked partition answered UNKNOWN_SERVER_ERROR.
+fn failed(asked: Vec<(String, Vec<i32>)>) -> DeleteRecordsResponse {
+    let topics = asked
+        .into_iter()
+        .map(|(name, indexes)| DeleteRecordsTopicResult {
+            name,
+            partitions: indexes
+                .into_iter()
+                .map(|index| DeleteRecordsPartitionResult {
+                    partition_index: index,
+                    low_watermark: -1,
+                    error_code: error_code::UNKNOWN_SERVER_ERROR,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    DeleteRecordsResponse {
+        topics,
+        ..Default::default()
+    }
+}
+
+fn delete(shared: &Arc<Shared>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let topics = request
         .topics
         .into_iter()

@@ -327,7 +327,7 @@ async fn dispatch(
         RequestBody::CreatePartitions(request) => {
             create_partitions::handle(shared, request).await.into()
         }
-        RequestBody::DeleteRecords(request) => delete_records::handle(shared, request).into(),
+        RequestBody::DeleteRecords(request) => delete_records::handle(shared, request).await.into(),
         RequestBody::DescribeConfigs(request) => {
             describe_configs::handle(shared, version, request).into()
         }
