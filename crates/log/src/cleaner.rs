@@ -38,11 +38,9 @@ use std::time::SystemTime;
 use memmap2::Mmap;
 use rill_records::batch::{
     BATCH_HEADER_LEN, BATCH_LENGTH_OFFSET, BatchIter, BatchView, CRC_COVERAGE_START, CRC_OFFSET,
-    Compression, MAX_TIMESTAMP_OFFSET, RECORD_COUNT_OFFSET, TimestampType,
+    MAX_TIMESTAMP_OFFSET, RECORD_COUNT_OFFSET, TimestampType,
 };
-use rill_records::compression::{
-    CompressionError, INFLATED_BYTES_MAX, compress, decompress, inflated_len,
-};
+use rill_records::compression::{CompressionError, INFLATED_BYTES_MAX, compress, inflated_len};
 use rill_records::record::{RawRecord, raw_records};
 
 use crate::checkpoint::sync_dir;
@@ -473,14 +471,11 @@ fn records_section<'a>(
     inflated: &'a mut Vec<u8>,
 ) -> Result<&'a [u8], String> {
     view.validate().map_err(|e| e.to_string())?;
-    let codec = view.compression().map_err(|e| e.to_string())?;
-    if codec == Compression::None || view.record_count() == 0 {
+    if view.record_count() == 0 {
         return Ok(view.records_bytes());
     }
-    inflated.clear();
-    decompress(codec, view.records_bytes(), INFLATED_BATCH_MAX, inflated)
-        .map_err(|e| e.to_string())?;
-    Ok(inflated)
+    rill_records::compression::records_section(view, INFLATED_BATCH_MAX, inflated)
+        .map_err(|e| e.to_string())
 }
 
 /// A record's absolute offset, checked to lie in its batch.
@@ -591,23 +586,13 @@ fn filter_batch(
 /// inflating a compressed section within `INFLATED_BATCH_MAX`.
 pub(crate) fn check_keys(view: &BatchView<'_>) -> Result<(), KeyCheck> {
     let unreadable = |e: String| KeyCheck::Unreadable(e);
-    let codec = view.compression().map_err(|e| unreadable(e.to_string()))?;
     if view.record_count() == 0 {
         return Ok(());
     }
     let mut inflated = Vec::new();
-    let section = if codec == Compression::None {
-        view.records_bytes()
-    } else {
-        decompress(
-            codec,
-            view.records_bytes(),
-            INFLATED_BATCH_MAX,
-            &mut inflated,
-        )
-        .map_err(|e| unreadable(e.to_string()))?;
-        &inflated
-    };
+    let section =
+        rill_records::compression::records_section(view, INFLATED_BATCH_MAX, &mut inflated)
+            .map_err(|e| unreadable(e.to_string()))?;
     let mut missing = Vec::new();
     for (index, record) in raw_records(section, view.record_count()).enumerate() {
         let record = record.map_err(|e| unreadable(e.to_string()))?;

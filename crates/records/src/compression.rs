@@ -219,6 +219,23 @@ pub fn inflated_len(
     }
 }
 
+/// A batch's records section, uncompressed: the batch's own bytes, or
+/// `scratch` filled with them inflated (up to `limit`). The compression code
+/// must be valid (`BatchView::validate` checks it).
+pub fn records_section<'a>(
+    view: &crate::batch::BatchView<'a>,
+    limit: usize,
+    scratch: &'a mut Vec<u8>,
+) -> Result<&'a [u8], CompressionError> {
+    let codec = view.compression().unwrap_or(Compression::None);
+    if codec == Compression::None {
+        return Ok(view.records_bytes());
+    }
+    scratch.clear();
+    decompress(codec, view.records_bytes(), limit, scratch)?;
+    Ok(scratch)
+}
+
 /// Inflates `input` and hands the output to `sink` piece by piece, failing
 /// with [`CompressionError::TooLarge`] past `limit`; returns the inflated
 /// length. Gzip, lz4 and zstd stream through a small buffer, so nothing in

@@ -16,10 +16,8 @@ use rill_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use rill_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use rill_records::batch::{
-    BATCH_HEADER_LEN, BatchView, Compression, TimestampType, batch_total_len,
-};
-use rill_records::compression::decompress;
+use rill_records::batch::{BATCH_HEADER_LEN, BatchView, TimestampType, batch_total_len};
+use rill_records::compression::records_section;
 use rill_records::record::raw_records;
 
 use crate::cluster::LEADER_EPOCH;
@@ -154,22 +152,11 @@ fn to_the_record(
         // such batches behind.
         return Ok(Some((batch_offset, view.max_timestamp())));
     }
-    let codec = view.compression().map_err(|e| e.to_string())?;
     // Only the records section is inflated; records are walked in place,
     // so a lookup holds no decoded copy of them.
     let mut inflated = Vec::new();
-    let section = if codec == Compression::None {
-        view.records_bytes()
-    } else {
-        decompress(
-            codec,
-            view.records_bytes(),
-            LOOKUP_DECOMPRESSED_BYTES_MAX,
-            &mut inflated,
-        )
+    let section = records_section(&view, LOOKUP_DECOMPRESSED_BYTES_MAX, &mut inflated)
         .map_err(|e| e.to_string())?;
-        &inflated
-    };
     let log_append_time = view.timestamp_type() == TimestampType::LogAppendTime;
     for record in raw_records(section, view.record_count()) {
         let record = record.map_err(|e| e.to_string())?;
