@@ -216,6 +216,13 @@ impl DirHealth {
         self.syncer.get_or_init(|| Syncer::start(&self.dir))
     }
 
+    /// (Sync rounds, appends that waited for one) of the group commit.
+    pub(crate) fn sync_counts(&self) -> (u64, u64) {
+        self.syncer
+            .get()
+            .map_or((0, 0), |s| (s.rounds(), s.requests()))
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, Option<String>> {
         self.offline.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -675,7 +682,7 @@ impl Log {
 
     /// Sync rounds the directory's syncer has finished (0 if it never ran).
     pub fn sync_rounds(&self) -> u64 {
-        self.health.syncer.get().map_or(0, Syncer::rounds)
+        self.health.sync_counts().0
     }
 
     /// The append itself; true if the flush policy asks for a flush now.

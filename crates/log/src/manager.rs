@@ -200,6 +200,12 @@ impl LogManager {
         &self.inner.data_dir
     }
 
+    /// The group commit's (sync rounds, appends that waited for one) since
+    /// the directory was opened: the ratio is how many appends a round served.
+    pub fn sync_counts(&self) -> (u64, u64) {
+        self.inner.health.sync_counts()
+    }
+
     pub fn default_config(&self) -> &LogConfig {
         &self.inner.default_config
     }

@@ -47,6 +47,7 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     rounds: AtomicU64,
+    requests: AtomicU64,
 }
 
 impl Shared {
@@ -68,6 +69,7 @@ impl Syncer {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             rounds: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
         });
         let worker = shared.clone();
         let spawned = std::thread::Builder::new()
@@ -95,6 +97,7 @@ impl Syncer {
             return;
         }
         queue.pending.push(Request { log, done });
+        self.shared.requests.fetch_add(1, Ordering::Relaxed);
         drop(queue);
         self.shared.wake.notify_one();
     }
@@ -102,6 +105,11 @@ impl Syncer {
     /// Sync rounds finished since the syncer started.
     pub(crate) fn rounds(&self) -> u64 {
         self.shared.rounds.load(Ordering::Relaxed)
+    }
+
+    /// Appends that waited for a round since the syncer started.
+    pub(crate) fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
     }
 }
 

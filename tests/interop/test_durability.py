@@ -1,0 +1,96 @@
+"""An fsync before every acknowledgement (log_flush_messages=1), with the
+group commit that lets concurrent appends share one sync (README "Durability")."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import urllib.request
+
+from helpers import WAIT_S, create_topic, produce_all, read_partition, unique_topic
+
+PRODUCERS = 6
+PARTITIONS = 4
+MESSAGES = 400  # per producer
+
+
+def sync_counts(rill) -> tuple[int, int]:
+    """(rill_log_sync_rounds, rill_log_sync_waits) from /metrics."""
+    with urllib.request.urlopen(rill.admin_url + "/metrics", timeout=WAIT_S) as resp:
+        text = resp.read().decode()
+    found = {}
+    for line in text.splitlines():
+        for name in ("rill_log_sync_rounds", "rill_log_sync_waits"):
+            if line.startswith(name + " "):
+                found[name] = int(float(line.split()[1]))
+    return found["rill_log_sync_rounds"], found["rill_log_sync_waits"]
+
+
+def produce_concurrently(rill, topic: str) -> dict[tuple[int, int], bytes]:
+    """PRODUCERS confluent-kafka producers at once, acks=1, each over every
+    partition; returns value by the (partition, offset) acknowledged."""
+    acked: dict[tuple[int, int], bytes] = {}
+    failures = []
+    lock = threading.Lock()
+
+    def one(p: int) -> None:
+        try:
+            messages = [(None, f"p{p}-m{i}".encode()) for i in range(MESSAGES)]
+            # One partition per producer call keeps the values in order per
+            # partition; the producers cover all partitions between them.
+            results = produce_all(
+                rill.bootstrap, topic, messages, partition=p % PARTITIONS, acks="1", linger_ms=0, batch_num_messages=20
+            )
+            with lock:
+                for (partition, offset), (_, value) in zip(results, messages):
+                    acked[(partition, offset)] = value
+        except Exception as error:  # reported by the main thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=one, args=(p,)) for p in range(PRODUCERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    assert len(acked) == PRODUCERS * MESSAGES, "every acknowledgement has its own offset"
+    return acked
+
+
+def assert_all_there(rill, topic: str, acked: dict[tuple[int, int], bytes]) -> None:
+    stored = {}
+    for partition in range(PARTITIONS):
+        for record in read_partition(rill.bootstrap, topic, partition):
+            stored[(record.partition, record.offset)] = record.value
+    missing = [key for key, value in acked.items() if stored.get(key) != value]
+    assert not missing, f"{len(missing)} acknowledged messages not read back, e.g. {missing[:5]}"
+
+
+def flushing_broker(rill) -> None:
+    rill.stop()
+    rill.extra_env = {"RILL_LOG_FLUSH_MESSAGES": "1"}
+    rill.start()
+
+
+def test_concurrent_producers_with_an_fsync_before_each_ack_share_syncs(rill):
+    flushing_broker(rill)
+    topic = unique_topic("durable")
+    create_topic(rill.bootstrap, topic, partitions=PARTITIONS)
+    acked = produce_concurrently(rill, topic)
+    assert_all_there(rill, topic, acked)
+    rounds, waits = sync_counts(rill)
+    print(f"sync rounds {rounds}, appends that waited {waits}")
+    assert waits >= 1, "appends waited for a sync"
+    # Each append paying its own sync would make these equal.
+    assert rounds < waits, f"{waits} appends took {rounds} sync rounds: none were shared"
+
+
+def test_kill_9_right_after_acknowledgements_loses_nothing_acknowledged(rill):
+    flushing_broker(rill)
+    topic = unique_topic("durable-kill")
+    create_topic(rill.bootstrap, topic, partitions=PARTITIONS)
+    acked = produce_concurrently(rill, topic)
+    # No clean shutdown: what was acknowledged must come back after recovery.
+    rill.stop(signal.SIGKILL)
+    rill.start()
+    assert_all_there(rill, topic, acked)
