@@ -4,10 +4,13 @@
 # in the same run, and the disk's fdatasync rate.
 #
 #   bench/flush.sh [RILL_BINARY] [SECONDS]     (defaults: target/release/rill, 10)
+#   BATCH=524288 bench/flush.sh ...            the producers' batch size (default
+#                                              16384, the Java client's batch.size)
 #
 # - each rate is a fresh broker with its data in target/flush-data (the disk
 #   the repo is on): 16 producers (one connection each), 16 partitions,
-#   acks=1, 200-byte messages, for SECONDS;
+#   acks=1, 200-byte messages, batches of BATCH bytes, for SECONDS; small
+#   batches make more appends, so more syncs to share;
 # - the fdatasync rate is 2,000 writes of 200 bytes to one file in the same
 #   directory with O_DSYNC (dd oflag=dsync: a write and its fdatasync), the
 #   most syncs a second the disk gives one writer.
@@ -28,7 +31,7 @@ rate() { # serve flags...; prints msgs/s
     sleep 0.05
   done
   "$BIN" bench produce -b 127.0.0.1:$PORT -t flush --partitions 16 --producers 16 --acks 1 \
-    --size 200 -d "${SECS}s" --json | tail -1 |
+    --size 200 --batch-size "${BATCH:-16384}" -d "${SECS}s" --json | tail -1 |
     sed -n 's/.*"msgs_per_sec": *\([0-9.]*\).*/\1/p'
   kill $pid
   wait $pid 2>/dev/null
