@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 import urllib.request
 
-from helpers import WAIT_S, create_topic, produce_all, read_partition, unique_topic
+from confluent_kafka import KafkaException, TopicPartition
+
+from helpers import WAIT_S, consumer, create_topic, produce_all, read_partition, unique_topic
 
 PRODUCERS = 6
 PARTITIONS = 4
@@ -42,7 +45,7 @@ def produce_concurrently(rill, topic: str) -> dict[tuple[int, int], bytes]:
                 rill.bootstrap, topic, messages, partition=p % PARTITIONS, acks="1", linger_ms=0, batch_num_messages=20
             )
             with lock:
-                for (partition, offset), (_, value) in zip(results, messages):
+                for (partition, offset), (_, value) in zip(results, messages, strict=True):
                     acked[(partition, offset)] = value
         except Exception as error:  # reported by the main thread
             failures.append(error)
@@ -94,3 +97,37 @@ def test_kill_9_right_after_acknowledgements_loses_nothing_acknowledged(rill):
     rill.stop(signal.SIGKILL)
     rill.start()
     assert_all_there(rill, topic, acked)
+
+
+def test_offset_commits_under_an_fsync_before_each_ack_survive_kill_9(rill):
+    """The group coordinator's appends to __consumer_offsets wait for the
+    group commit too (blocking, under its lock): a commit that was answered
+    is there after a kill -9."""
+    flushing_broker(rill)
+    topic = unique_topic("durable-group")
+    create_topic(rill.bootstrap, topic, partitions=1)
+    produce_all(rill.bootstrap, topic, [(None, b"m%d" % i) for i in range(10)], partition=0)
+    c = consumer(rill.bootstrap, group_id="durable-readers")
+    try:
+        offsets = [TopicPartition(topic, 0, 7)]
+        committed = c.commit(offsets=offsets, asynchronous=False)
+        assert committed[0].error is None, committed
+    finally:
+        c.close()
+    rill.stop(signal.SIGKILL)
+    rill.start()
+    c = consumer(rill.bootstrap, group_id="durable-readers")
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            # The coordinator may still be loading: retry until it answers.
+            try:
+                got = c.committed([TopicPartition(topic, 0)], timeout=WAIT_S)
+                break
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert got[0].offset == 7, got
+    finally:
+        c.close()

@@ -212,7 +212,7 @@ impl DirHealth {
         }
     }
 
-    fn syncer(&self) -> &Syncer {
+    pub(crate) fn syncer(&self) -> &Syncer {
         self.syncer.get_or_init(|| Syncer::start(&self.dir))
     }
 

@@ -164,7 +164,7 @@ impl LogManager {
         if !leftovers.is_empty() {
             std::thread::spawn(move || leftovers.iter().for_each(|p| remove_dir(p)));
         }
-        Ok(LogManager {
+        let manager = LogManager {
             inner: Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
                 let weak = weak.clone();
                 // A log that reopens its active segment's file calls this
@@ -193,7 +193,11 @@ impl LogManager {
                     cleaner: CleanerTotals::default(),
                 }
             }),
-        })
+        };
+        // The group commit's syncer starts before any append, so its syncfs
+        // descriptor sees every writeback error of the appends (`sync.rs`).
+        manager.inner.health.syncer();
+        Ok(manager)
     }
 
     pub fn data_dir(&self) -> &Path {

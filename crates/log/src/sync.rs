@@ -14,8 +14,10 @@
 //! also writes back other dirty data of the same file system (topics
 //! without a flush setting), which can lengthen a round but never makes it
 //! report durable what is not. Since Linux 5.8 syncfs reports writeback
-//! errors; the descriptor is opened once, so an error since the syncer
-//! started is reported by the next round.
+//! errors that happened since its descriptor was opened; the descriptor is
+//! opened when the syncer starts, which the log manager does when it opens
+//! the directory, before any append (a log opened alone starts its syncer
+//! at its first sync, just after that append's write).
 //!
 //! The log crate does no network IO: the callback is how the broker's async
 //! side learns of the end of a round without a thread blocked per append.
@@ -72,9 +74,13 @@ impl Syncer {
             requests: AtomicU64::new(0),
         });
         let worker = shared.clone();
+        // Opened now, before the appends it will sync are written: syncfs
+        // reports the writeback errors since its descriptor was opened. If
+        // this fails, the first round opens it.
+        let fd = File::open(dir).ok();
         let spawned = std::thread::Builder::new()
             .name("rill-syncer".into())
-            .spawn(move || run(&worker));
+            .spawn(move || run(&worker, fd));
         if let Err(error) = spawned {
             // No thread: every request is refused (see `submit`) rather
             // than left waiting forever.
@@ -120,10 +126,7 @@ impl Drop for Syncer {
     }
 }
 
-fn run(shared: &Shared) {
-    // Opened once: syncfs reports a writeback error that happened since
-    // the descriptor was opened (or last reported one).
-    let mut fd: Option<File> = None;
+fn run(shared: &Shared, mut fd: Option<File>) {
     loop {
         let batch = {
             let mut queue = shared.queue();
@@ -161,21 +164,32 @@ fn round(shared: &Shared, fd: &mut Option<File>, batch: &[Request]) -> Result<()
     let marks: Vec<_> = logs.iter().map(|log| log.sync_mark()).collect();
     let first = logs[0];
     first.health_check()?;
-    let synced = match fd {
-        Some(file) => rustix::fs::syncfs(&*file).map_err(std::io::Error::from),
-        None => File::open(&shared.dir).and_then(|file| {
-            let synced = rustix::fs::syncfs(&file).map_err(std::io::Error::from);
-            *fd = Some(file);
-            synced
-        }),
-    };
-    if let Err(source) = synced {
+    if fd.is_none() {
+        // Not an fsync: a shortage of descriptors fails this round only,
+        // and the directory stays online (`DirHealth::fail` decides).
+        let file = File::open(&shared.dir).map_err(|source| {
+            let failure = IoFailure {
+                op: "open for syncfs",
+                path: shared.dir.clone(),
+                source,
+            };
+            first.fail_dir(&failure);
+            OfflineDir {
+                dir: shared.dir.clone(),
+                reason: failure.to_string(),
+            }
+        })?;
+        *fd = Some(file);
+    }
+    if let Some(file) = fd
+        && let Err(errno) = rustix::fs::syncfs(&*file)
+    {
         // As a failed fsync: the kernel may have dropped the dirty pages,
         // so the directory goes offline and every waiter fails.
         let failure = IoFailure {
             op: "fsync (syncfs)",
             path: shared.dir.clone(),
-            source,
+            source: errno.into(),
         };
         first.fail_dir(&failure);
         return Err(OfflineDir {
