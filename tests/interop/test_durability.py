@@ -4,12 +4,14 @@ group commit that lets concurrent appends share one sync (README "Durability")."
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException, Producer, TopicPartition
 
+from conftest import RILL_BIN, RillServer
 from helpers import WAIT_S, consumer, create_topic, produce_all, read_partition, unique_topic
 
 PRODUCERS = 6
@@ -131,3 +133,58 @@ def test_offset_commits_under_an_fsync_before_each_ack_survive_kill_9(rill):
         assert got[0].offset == 7, got
     finally:
         c.close()
+
+
+def test_a_failed_sync_fails_every_waiting_append_and_takes_the_directory_offline(tmp_path):
+    """The data directory is ext4 on a loop device whose backing file lives on
+    a small tmpfs; once that tmpfs is full the loop device's writeback of new
+    blocks fails, so syncfs reports the error: the appends waiting for that
+    round fail (a write that lands on blocks the backing file already has can
+    still succeed, and be acknowledged, so not every one of them need fail),
+    and the directory goes offline."""
+    back, mnt = tmp_path / "back", tmp_path / "mnt"
+    back.mkdir()
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48M", "tmpfs", str(back)], check=True)
+    loop = None
+    server = None
+    try:
+        image = back / "disk.img"
+        subprocess.run(["truncate", "-s", "40M", str(image)], check=True)
+        loop = subprocess.run(
+            ["losetup", "-f", "--show", str(image)], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        subprocess.run(["mkfs.ext4", "-q", loop], check=True)
+        subprocess.run(["mount", loop, str(mnt)], check=True)
+        (mnt / "data").mkdir()
+        server = RillServer(RILL_BIN, mnt / "data", tmp_path)
+        server.extra_env = {"RILL_LOG_FLUSH_MESSAGES": "1"}
+        server.start()
+        topic = unique_topic("durable-eio")
+        create_topic(server.bootstrap, topic, partitions=PARTITIONS)
+        produce_all(server.bootstrap, topic, [(None, b"before")], partition=0)
+        # Fill the tmpfs: the loop device cannot write back any more.
+        subprocess.run(["dd", "if=/dev/zero", f"of={back / 'fill'}", "bs=1M", "count=64"], capture_output=True)
+        producer = Producer({"bootstrap.servers": server.bootstrap, "acks": "1", "message.timeout.ms": 10000})
+        reports = []
+        for partition in range(PARTITIONS):
+            producer.produce(
+                topic, value=b"x" * 500_000, partition=partition, on_delivery=lambda err, msg: reports.append(err)
+            )
+        assert producer.flush(WAIT_S) == 0
+        assert len(reports) == PARTITIONS
+        assert any(err is not None for err in reports), f"all acknowledged after the disk failed: {reports}"
+        with urllib.request.urlopen(server.admin_url + "/metrics", timeout=WAIT_S) as resp:
+            text = resp.read().decode()
+        assert any(
+            line.startswith("rill_log_dir_state{") and 'state="offline"' in line and line.endswith(" 1")
+            for line in text.splitlines()
+        ), text
+        assert "syncfs" in server.stderr_text()
+    finally:
+        if server is not None and server.proc is not None:
+            server.stop(signal.SIGKILL)
+        subprocess.run(["umount", str(mnt)], check=False)
+        if loop:
+            subprocess.run(["losetup", "-d", loop], check=False)
+        subprocess.run(["umount", str(back)], check=False)
