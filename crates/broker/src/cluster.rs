@@ -45,8 +45,9 @@ pub const LEADER_EPOCH: i32 = 0;
 impl Partition {
     /// Appends record batches and commits them: on one node the in-sync
     /// replica set is this broker, so the high watermark moves to the log
-    /// end at once and parked fetches wake. Callers keep it off the async
-    /// workers when the log may fsync (`TopicHandle::append_may_sync`).
+    /// end at once and parked fetches wake. When the log may fsync
+    /// (`TopicHandle::append_may_sync`) callers use `append_synced` instead,
+    /// which shares the sync with concurrent appends.
     pub fn append(&self, batches: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
         let info = self.log.append(batches, LEADER_EPOCH, now_ms)?;
         self.log.set_high_watermark(self.log.log_end_offset());
@@ -136,8 +137,8 @@ pub struct TopicHandle {
     /// Topic-level overrides by Kafka config name.
     pub overrides: BTreeMap<String, String>,
     pub internal: bool,
-    /// `flush.messages` is set, so an append may fsync: produce then runs
-    /// it on a blocking thread, never on an async worker.
+    /// `flush.messages` is set, so an append may have to wait for a sync:
+    /// produce then awaits the group commit (`Partition::append_synced`).
     pub append_may_sync: bool,
 }
 
