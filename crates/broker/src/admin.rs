@@ -147,11 +147,14 @@ fn update_log_sizes(shared: &Shared) {
             .get_or_create(&labels)
             .set(i64::from(state == value));
     }
+    let (rounds, waits) = logs.sync_counts();
+    let clamp = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    shared.metrics.log_sync_rounds.set(clamp(rounds));
+    shared.metrics.log_sync_waits.set(clamp(waits));
     let corrupt = i64::try_from(rill_log::corrupt_batches_total()).unwrap_or(i64::MAX);
     shared.metrics.log_corrupt_batches.set(corrupt);
     let cleaner = shared.cluster.logs().cleaner_metrics();
     let metrics = &shared.metrics;
-    let clamp = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
     metrics.cleaner_read_bytes.set(clamp(cleaner.bytes_read));
     metrics
         .cleaner_written_bytes

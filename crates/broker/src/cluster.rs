@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use rill_log::{AppendError, AppendInfo, Log, LogConfig, LogManager, TimestampType};
+use rill_log::{
+    AppendError, AppendInfo, Log, LogConfig, LogManager, OfflineDir, Offset, TimestampType,
+};
 use rill_metadata::topic::{validate_topic_config, validate_topic_name};
 use rill_metadata::{MetadataRecord, MetadataStore, TopicId};
 use tokio::sync::watch;
@@ -43,13 +45,81 @@ pub const LEADER_EPOCH: i32 = 0;
 impl Partition {
     /// Appends record batches and commits them: on one node the in-sync
     /// replica set is this broker, so the high watermark moves to the log
-    /// end at once and parked fetches wake. Callers keep it off the async
-    /// workers when the log may fsync (`TopicHandle::append_may_sync`).
+    /// end at once and parked fetches wake. When the log may fsync
+    /// (`TopicHandle::append_may_sync`) callers use `append_synced` instead,
+    /// which shares the sync with concurrent appends.
     pub fn append(&self, batches: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
         let info = self.log.append(batches, LEADER_EPOCH, now_ms)?;
         self.log.set_high_watermark(self.log.log_end_offset());
         self.publish_high_watermark();
         Ok(info)
+    }
+
+    /// Appends as [`Partition::append`] for a log whose flush policy may ask
+    /// for a sync (`flush.messages`): returns once the batches are durable,
+    /// awaiting the data directory's group-commit round without holding a
+    /// thread. The high watermark moves only then, so no fetch sees records
+    /// a power loss could take back.
+    pub async fn append_synced(
+        &self,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        let (durable, wait) = tokio::sync::oneshot::channel();
+        let done = Box::new(move |result| {
+            let _ = durable.send(result);
+        });
+        let info = self
+            .log
+            .append_with_sync(batches, LEADER_EPOCH, now_ms, done)?;
+        self.await_durable(wait).await?;
+        self.log
+            .raise_high_watermark(Offset(info.last_offset.0 + 1));
+        self.publish_high_watermark();
+        Ok(info)
+    }
+
+    /// As [`Partition::append_synced`], blocking the calling thread: for
+    /// callers that hold a lock (the group coordinator) and cannot await.
+    pub fn append_synced_blocking(
+        &self,
+        batches: &[u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        let (durable, wait) = std::sync::mpsc::sync_channel(1);
+        let done = Box::new(move |result| {
+            let _ = durable.send(result);
+        });
+        let info = self
+            .log
+            .append_with_sync(batches, LEADER_EPOCH, now_ms, done)?;
+        match wait.recv() {
+            Ok(result) => result.map_err(AppendError::Offline)?,
+            Err(_) => return Err(self.syncer_gone()),
+        }
+        self.log
+            .raise_high_watermark(Offset(info.last_offset.0 + 1));
+        self.publish_high_watermark();
+        Ok(info)
+    }
+
+    async fn await_durable(
+        &self,
+        wait: tokio::sync::oneshot::Receiver<Result<(), OfflineDir>>,
+    ) -> Result<(), AppendError> {
+        match wait.await {
+            Ok(result) => result.map_err(AppendError::Offline),
+            Err(_) => Err(self.syncer_gone()),
+        }
+    }
+
+    /// The syncer dropped a request without an answer (it cannot, short of
+    /// a panic): the append is not known durable, so it fails.
+    fn syncer_gone(&self) -> AppendError {
+        AppendError::Offline(OfflineDir {
+            dir: self.log.dir().to_path_buf(),
+            reason: "the syncer ended without syncing".into(),
+        })
     }
 
     /// Publishes the log's high watermark to waiting fetches.
@@ -67,8 +137,8 @@ pub struct TopicHandle {
     /// Topic-level overrides by Kafka config name.
     pub overrides: BTreeMap<String, String>,
     pub internal: bool,
-    /// `flush.messages` is set, so an append may fsync: produce then runs
-    /// it on a blocking thread, never on an async worker.
+    /// `flush.messages` is set, so an append may have to wait for a sync:
+    /// produce then awaits the group commit (`Partition::append_synced`).
     pub append_may_sync: bool,
 }
 

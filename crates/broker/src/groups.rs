@@ -284,10 +284,13 @@ impl Groups {
             }
             let batch = builder.build().map_err(|error| error.to_string())?;
             let appended = if may_sync && multi_thread {
-                // flush.messages makes this append fsync; the coordinator's
+                // flush.messages makes this append wait for a sync (shared
+                // with the directory's other appends); the coordinator's
                 // lock is held, so hand this worker's other tasks to another
                 // thread for the wait rather than stall them.
-                tokio::task::block_in_place(|| partition.append(&batch, now))
+                tokio::task::block_in_place(|| partition.append_synced_blocking(&batch, now))
+            } else if may_sync {
+                partition.append_synced_blocking(&batch, now)
             } else {
                 partition.append(&batch, now)
             };

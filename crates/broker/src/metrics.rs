@@ -73,6 +73,9 @@ pub struct Metrics {
     pub group_replay_skipped_batches: Counter,
     /// 1 for each data directory's current state, 0 for the others.
     pub log_dir_state: Family<DirLabels, Gauge>,
+    /// The group commit's counters, copied from the log store at every scrape.
+    pub log_sync_rounds: Gauge,
+    pub log_sync_waits: Gauge,
     topics: Mutex<HashMap<String, TopicMetrics>>,
     /// The partitions whose gauges the last scrape set, so the next one can
     /// remove those of partitions that are gone.
@@ -192,8 +195,22 @@ impl Metrics {
             "1 for the data directory's current state (online; full: appends refused until space is freed; offline: after an IO error, until a restart), 0 for the others",
             log_dir_state.clone(),
         );
+        let log_sync_rounds = Gauge::default();
+        registry.register(
+            "log_sync_rounds",
+            "Group-commit rounds (one syncfs each) since the broker started",
+            log_sync_rounds.clone(),
+        );
+        let log_sync_waits = Gauge::default();
+        registry.register(
+            "log_sync_waits",
+            "Appends that waited for a group-commit round (flush.messages) since the broker started",
+            log_sync_waits.clone(),
+        );
         Metrics {
             registry,
+            log_sync_rounds,
+            log_sync_waits,
             group_replay_skipped_batches,
             log_dir_state,
             log_corrupt_batches,

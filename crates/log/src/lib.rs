@@ -29,6 +29,7 @@ mod producer;
 mod scrub;
 mod segment;
 mod snapshot;
+mod sync;
 mod types;
 
 #[doc(hidden)]
@@ -40,4 +41,5 @@ pub use log::{Log, ScrubReport, corrupt_batches_total};
 pub use manager::{BackgroundConfig, BackgroundHandle, CleanerMetrics, LogManager};
 #[doc(hidden)]
 pub use scrub::scrub_file_buffered;
+pub use sync::OnDurable;
 pub use types::{AppendInfo, FileSlice, LogConfig, Offset, Position, ReadInfo, TimestampType};

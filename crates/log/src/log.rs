@@ -39,6 +39,7 @@ use crate::segment::{
     TIME_INDEX_SUFFIX, io_failure, parse_file_name, release_reserve, scan_file,
 };
 use crate::snapshot;
+use crate::sync::{OnDurable, Syncer};
 use crate::types::{AppendInfo, FileSlice, LogConfig, Offset, Position, ReadInfo};
 
 /// The largest segment file: index entries hold 32-bit positions, and Kafka
@@ -177,6 +178,8 @@ pub(crate) struct DirHealth {
     release: Option<Box<dyn Fn() + Send + Sync>>,
     /// Active segments reopened since `release` last ran.
     reopened: AtomicUsize,
+    /// The directory's group commit (`sync.rs`), started on first use.
+    syncer: OnceLock<Syncer>,
 }
 
 impl std::fmt::Debug for DirHealth {
@@ -193,6 +196,7 @@ impl DirHealth {
             full: AtomicBool::new(false),
             release: None,
             reopened: AtomicUsize::new(0),
+            syncer: OnceLock::new(),
         })
     }
 
@@ -203,6 +207,7 @@ impl DirHealth {
             full: AtomicBool::new(false),
             release: Some(release),
             reopened: AtomicUsize::new(0),
+            syncer: OnceLock::new(),
         })
     }
 
@@ -220,6 +225,17 @@ impl DirHealth {
             self.reopened.store(0, Ordering::Relaxed);
             release();
         }
+    }
+
+    pub(crate) fn syncer(&self) -> &Syncer {
+        self.syncer.get_or_init(|| Syncer::start(&self.dir))
+    }
+
+    /// (Sync rounds, appends that waited for one) of the group commit.
+    pub(crate) fn sync_counts(&self) -> (u64, u64) {
+        self.syncer
+            .get()
+            .map_or((0, 0), |s| (s.rounds(), s.requests()))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Option<String>> {
@@ -417,6 +433,15 @@ struct OnDisk {
     epochs: Option<Vec<(i32, Offset)>>,
     /// The `State::epochs_version` of the newest list written.
     epochs_version: u64,
+}
+
+/// How far a flush reaches, noted before its syncs (`Log::flush_below`,
+/// the syncer's round) and applied after them (`Log::sync_finish`).
+pub(crate) struct FlushMark {
+    target: Offset,
+    records: u64,
+    truncations: u64,
+    active_base: Offset,
 }
 
 /// Which checkpoint file a write is for.
@@ -650,13 +675,55 @@ impl Log {
     /// and `leader_epoch` is stamped into each.
     ///
     /// With `flush.messages` set this may fsync, so like `flush` it must not
-    /// run on an async worker thread.
+    /// run on an async worker thread. It fsyncs on its own; concurrent
+    /// appends share syncs through [`Log::append_with_sync`].
     pub fn append(
         &self,
         batches: &[u8],
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
+        let (info, flush_due) = self.append_unsynced(batches, leader_epoch, now_ms)?;
+        if flush_due {
+            self.flush_below(None)?;
+        }
+        Ok(info)
+    }
+
+    /// Appends as [`Log::append`], but never waits for the disk: when the
+    /// flush policy asks for a flush, the directory's syncer makes the log
+    /// durable to its end in its next round, shared with every other append
+    /// waiting then (group commit, `sync.rs`), and calls `done` after it;
+    /// otherwise `done` runs at once. `done` runs only if the append
+    /// succeeded, and the answer to the producer must wait for it.
+    pub fn append_with_sync(
+        self: &Arc<Self>,
+        batches: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+        done: OnDurable,
+    ) -> Result<AppendInfo, AppendError> {
+        let (info, flush_due) = self.append_unsynced(batches, leader_epoch, now_ms)?;
+        if flush_due {
+            self.health.syncer().submit(self.clone(), done);
+        } else {
+            done(Ok(()));
+        }
+        Ok(info)
+    }
+
+    /// Sync rounds the directory's syncer has finished (0 if it never ran).
+    pub fn sync_rounds(&self) -> u64 {
+        self.health.sync_counts().0
+    }
+
+    /// The append itself; true if the flush policy asks for a flush now.
+    fn append_unsynced(
+        &self,
+        batches: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, bool), AppendError> {
         self.check_usable()?;
         let (max_message_bytes, compact) = {
             let state = self.read_state();
@@ -724,13 +791,18 @@ impl Log {
                 sequence = only.base_sequence, offset = %original.first_offset,
                 "duplicate batch from an idempotent producer"
             );
-            return Ok(AppendInfo {
+            // The original may still wait for its sync: the retry's answer
+            // must not come before it is durable.
+            let flush_due = state.config.flush_messages.is_some()
+                && state.recovery_point <= original.last_offset;
+            let info = AppendInfo {
                 base_offset: original.first_offset,
                 last_offset: original.last_offset,
                 log_append_time_ms: original.log_append_time_ms,
                 log_start_offset: state.log_start,
                 record_count: 0,
-            });
+            };
+            return Ok((info, flush_due));
         }
         if let Some(producers) = &state.producers {
             producers.check(&fields).map_err(|error| match error {
@@ -930,10 +1002,7 @@ impl Log {
             let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs, version), false);
             self.guard(written.map_err(Fault::from))?;
         }
-        if flush_due {
-            self.flush_below(None)?;
-        }
-        Ok(info)
+        Ok((info, flush_due))
     }
 
     /// Rebuilds producer state: from the newest snapshot at or below the log
@@ -1218,6 +1287,15 @@ impl Log {
         self.high_watermark.store(clamped.0, Ordering::Release);
     }
 
+    /// Raises the high watermark to `offset` (clamped to the log), never
+    /// lowers it: appends whose syncs end out of order each raise it to
+    /// their own end.
+    pub fn raise_high_watermark(&self, offset: Offset) {
+        let state = self.read_state();
+        let clamped = offset.max(state.log_start).min(state.log_end);
+        self.high_watermark.fetch_max(clamped.0, Ordering::AcqRel);
+    }
+
     /// The offset up to which everything is known to be on disk.
     pub fn recovery_point(&self) -> Offset {
         self.read_state().recovery_point
@@ -1259,13 +1337,12 @@ impl Log {
     /// closed ones, then advances the recovery point to the end of what it
     /// synced.
     fn flush_below(&self, limit: Option<Offset>) -> Result<(), Fault> {
-        let _serial = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (files, indexes, target, records, truncations, active_base, epochs) = {
+        let _serial = self.lock_flush();
+        let (files, indexes, mark, epochs) = {
             let state = self.read_state();
-            let target = limit.map_or(state.log_end, |l| l.min(state.log_end));
-            if state.recovery_point >= target {
+            let Some(mark) = Self::mark(&state, limit) else {
                 return Ok(());
-            }
+            };
             let from = state
                 .segments
                 .range(..=state.recovery_point)
@@ -1274,7 +1351,7 @@ impl Log {
             let mut files = Vec::new();
             let mut indexes = Vec::new();
             for segment in state.segments.range(from..).map(|(_, s)| s) {
-                if segment.base >= target {
+                if segment.base >= mark.target {
                     break;
                 }
                 let file = self.with_loaded(&state, segment, |l| Ok(l.file.clone()));
@@ -1286,21 +1363,7 @@ impl Log {
                     indexes.push(segment.path(TIME_INDEX_SUFFIX));
                 }
             }
-            (
-                files,
-                indexes,
-                target,
-                // A flush of rolled segments leaves the active one's
-                // records unflushed, as far as the flush policy counts.
-                if limit.is_some() {
-                    0
-                } else {
-                    state.unflushed_records
-                },
-                state.truncations,
-                state.active_segment().base,
-                state.epochs_to_write(),
-            )
+            (files, indexes, mark, state.epochs_to_write())
         };
         for (file, path) in files {
             // No retry after a failed fsync: the kernel may already have
@@ -1334,24 +1397,67 @@ impl Log {
         // writes nothing.
         let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs.0, epochs.1), true);
         self.guard(written.map_err(Fault::from))?;
+        self.sync_finish(mark);
+        Ok(())
+    }
+
+    /// Serializes flushes (this lock, then the state's), so the recovery
+    /// point only moves forward.
+    pub(crate) fn lock_flush(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.flush_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How far a flush to the log end reaches now, for the syncer's round;
+    /// `None` if the recovery point is there already.
+    pub(crate) fn sync_mark(&self) -> Option<FlushMark> {
+        Self::mark(&self.read_state(), None)
+    }
+
+    fn mark(state: &State, limit: Option<Offset>) -> Option<FlushMark> {
+        let target = limit.map_or(state.log_end, |l| l.min(state.log_end));
+        (state.recovery_point < target).then(|| FlushMark {
+            target,
+            // A flush of rolled segments leaves the active one's
+            // records unflushed, as far as the flush policy counts.
+            records: if limit.is_some() {
+                0
+            } else {
+                state.unflushed_records
+            },
+            truncations: state.truncations,
+            active_base: state.active_segment().base,
+        })
+    }
+
+    /// After everything below `mark.target` (and the closed segments'
+    /// indexes) is durable: advances the recovery point.
+    pub(crate) fn sync_finish(&self, mark: FlushMark) {
         let mut state = self.write_state();
-        if state.truncations != truncations {
-            return Ok(());
+        if state.truncations != mark.truncations {
+            return;
         }
         // If the segment that was active rolled meanwhile, its indexes were
         // written after the syncs above: stop at its base, so recovery
         // still rebuilds them; the next flush goes further.
-        let target = if state.active_segment().base == active_base {
-            target
+        let target = if state.active_segment().base == mark.active_base {
+            mark.target
         } else {
-            target.min(active_base)
+            mark.target.min(mark.active_base)
         };
         state.recovery_point = state.recovery_point.max(target);
-        state.unflushed_records = state.unflushed_records.saturating_sub(records);
+        state.unflushed_records = state.unflushed_records.saturating_sub(mark.records);
         if state.recovery_point >= state.log_end {
             state.unflushed_since_ms = None;
         }
-        Ok(())
+    }
+
+    pub(crate) fn health_check(&self) -> Result<(), OfflineDir> {
+        self.health.check()
+    }
+
+    /// A failed sync of the directory: it goes offline.
+    pub(crate) fn fail_dir(&self, failure: &IoFailure) {
+        self.health.fail(failure);
     }
 
     /// Flushes if `flush.ms` has passed since the oldest unflushed append,

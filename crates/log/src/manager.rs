@@ -164,7 +164,7 @@ impl LogManager {
         if !leftovers.is_empty() {
             std::thread::spawn(move || leftovers.iter().for_each(|p| remove_dir(p)));
         }
-        Ok(LogManager {
+        let manager = LogManager {
             inner: Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
                 let weak = weak.clone();
                 // A log that reopens its active segment's file calls this
@@ -193,11 +193,21 @@ impl LogManager {
                     cleaner: CleanerTotals::default(),
                 }
             }),
-        })
+        };
+        // The group commit's syncer starts before any append, so its syncfs
+        // descriptor sees every writeback error of the appends (`sync.rs`).
+        manager.inner.health.syncer();
+        Ok(manager)
     }
 
     pub fn data_dir(&self) -> &Path {
         &self.inner.data_dir
+    }
+
+    /// The group commit's (sync rounds, appends that waited for one) since
+    /// the directory was opened: the ratio is how many appends a round served.
+    pub fn sync_counts(&self) -> (u64, u64) {
+        self.inner.health.sync_counts()
     }
 
     pub fn default_config(&self) -> &LogConfig {

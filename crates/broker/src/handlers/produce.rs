@@ -61,7 +61,6 @@ fn refusal(version: i16, request: &ProduceFrame) -> Option<i16> {
 async fn append(
     shared: &Shared,
     topic: Option<&TopicHandle>,
-    request: &ProduceFrame,
     data: ProducePartition<'_>,
     now: i64,
 ) -> PartitionProduceResponse {
@@ -82,15 +81,9 @@ async fn append(
         }
     };
     let appended = if topic.append_may_sync {
-        let appending = partition.clone();
-        let batches = request.records_bytes(bytes);
-        match tokio::task::spawn_blocking(move || appending.append(&batches, now)).await {
-            Ok(appended) => appended,
-            Err(failure) => {
-                tracing::error!(topic = %topic.name, partition = data.index, error = %failure, "append task failed");
-                return error(data.index, error_code::UNKNOWN_SERVER_ERROR, None);
-            }
-        }
+        // flush.messages: the answer waits for the group commit that makes
+        // the batches durable, awaited here, not on a blocked thread.
+        partition.append_synced(bytes, now).await
     } else {
         // Without flush.messages an append is a write to the page cache:
         // short enough for an async worker, and it saves a thread hop.
@@ -262,26 +255,35 @@ pub async fn handle_run(
         }
         answers.push(topics);
     }
-    for ((name, _), entries) in by_partition {
-        let topic = shared.cluster.topic(name);
+    let topics: Vec<_> = by_partition
+        .iter()
+        .map(|((name, _), _)| shared.cluster.topic(name))
+        .collect();
+    // Appends run together: each runs its append at the first poll, in
+    // order, then those that wait for a sync (flush.messages) wait for the
+    // same group-commit round rather than one round after another.
+    let mut appends = Vec::new();
+    for ((_, entries), topic) in by_partition.iter().zip(&topics) {
         let merged = match topic.as_deref() {
-            Some(topic) => append_merged(shared, topic, &entries, now),
+            Some(topic) => append_merged(shared, topic, entries, now),
             None => None,
         };
-        let results = match merged {
-            Some(results) => results,
-            None => {
-                let mut results = Vec::with_capacity(entries.len());
-                for &((r, ..), data) in &entries {
-                    let request = &requests[r].1;
-                    results.push(append(shared, topic.as_deref(), request, data, now).await);
+        match merged {
+            Some(results) => {
+                for (((r, t, p), _), result) in entries.iter().zip(results) {
+                    answers[*r][*t].partition_responses[*p] = result;
                 }
-                results
             }
-        };
-        for (((r, t, p), _), result) in entries.iter().zip(results) {
-            answers[*r][*t].partition_responses[*p] = result;
+            None => {
+                for &(at, data) in entries {
+                    let topic = topic.as_deref();
+                    appends.push(async move { (at, append(shared, topic, data, now).await) });
+                }
+            }
         }
+    }
+    for ((r, t, p), result) in futures_util::future::join_all(appends).await {
+        answers[r][t].partition_responses[p] = result;
     }
     answers
         .into_iter()
