@@ -103,8 +103,8 @@ def test_kill_9_right_after_acknowledgements_loses_nothing_acknowledged(rill):
 
 def test_offset_commits_under_an_fsync_before_each_ack_survive_kill_9(rill):
     """The group coordinator's appends to __consumer_offsets wait for the
-    group commit too (blocking, under its lock): a commit that was answered
-    is there after a kill -9."""
+    group commit too (after letting go of its lock): a commit that was
+    answered is there after a kill -9."""
     flushing_broker(rill)
     topic = unique_topic("durable-group")
     create_topic(rill.bootstrap, topic, partitions=1)
@@ -188,3 +188,48 @@ def test_a_failed_sync_fails_every_waiting_append_and_takes_the_directory_offlin
         if loop:
             subprocess.run(["losetup", "-d", loop], check=False)
         subprocess.run(["umount", str(back)], check=False)
+
+
+COMMITTERS = 8
+COMMITS = 40  # per committer
+
+
+def test_offset_commits_of_many_groups_share_sync_rounds(rill):
+    """The coordinator does not hold its lock while a commit waits for its
+    sync round (issue 22 item 7): commits of different groups, sent at once,
+    share rounds. Holding it, every commit would take a round of its own."""
+    flushing_broker(rill)
+    topic = unique_topic("durable-commits")
+    create_topic(rill.bootstrap, topic, partitions=1)
+    produce_all(rill.bootstrap, topic, [(None, b"m")], partition=0)
+    before = sync_counts(rill)
+    consumers = [consumer(rill.bootstrap, group_id=f"committer-{i}-{topic}") for i in range(COMMITTERS)]
+    errors: list[BaseException] = []
+
+    def commit_many(c) -> None:
+        try:
+            for n in range(COMMITS):
+                answered = c.commit(offsets=[TopicPartition(topic, 0, n + 1)], asynchronous=False)
+                assert answered[0].error is None, answered
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=commit_many, args=(c,)) for c in consumers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT_S * 4)
+        assert not errors, errors
+        after = sync_counts(rill)
+        rounds, waits = after[0] - before[0], after[1] - before[1]
+        print(f"{COMMITTERS * COMMITS} commits: sync rounds {rounds}, appends that waited {waits}")
+        assert waits >= COMMITTERS * COMMITS, (rounds, waits)
+        # One round per commit is what holding the lock through the wait gives.
+        assert rounds < waits * 3 // 4, f"{waits} commits took {rounds} sync rounds: hardly shared"
+        for i, c in enumerate(consumers):
+            got = c.committed([TopicPartition(topic, 0)], timeout=WAIT_S)
+            assert got[0].offset == COMMITS, (i, got)
+    finally:
+        for c in consumers:
+            c.close()

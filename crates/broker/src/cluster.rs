@@ -79,28 +79,28 @@ impl Partition {
         Ok(info)
     }
 
-    /// As [`Partition::append_synced`], blocking the calling thread: for
-    /// callers that hold a lock (the group coordinator) and cannot await.
-    pub fn append_synced_blocking(
-        &self,
+    /// The first half of [`Partition::append_synced`], for a caller that
+    /// holds a lock while it appends (the group coordinator): writes the
+    /// batches and queues their sync, and returns at once; the caller awaits
+    /// [`Durable::wait`] after letting go of its lock, so others need not
+    /// wait out the sync round behind it.
+    pub fn append_then_sync(
+        self: &Arc<Self>,
         batches: &[u8],
         now_ms: i64,
-    ) -> Result<AppendInfo, AppendError> {
-        let (durable, wait) = std::sync::mpsc::sync_channel(1);
+    ) -> Result<Durable, AppendError> {
+        let (durable, wait) = tokio::sync::oneshot::channel();
         let done = Box::new(move |result| {
             let _ = durable.send(result);
         });
         let info = self
             .log
             .append_with_sync(batches, LEADER_EPOCH, now_ms, done)?;
-        match wait.recv() {
-            Ok(result) => result.map_err(AppendError::Offline)?,
-            Err(_) => return Err(self.syncer_gone()),
-        }
-        self.log
-            .raise_high_watermark(Offset(info.last_offset.0 + 1));
-        self.publish_high_watermark();
-        Ok(info)
+        Ok(Durable {
+            partition: self.clone(),
+            wait,
+            end: Offset(info.last_offset.0 + 1),
+        })
     }
 
     async fn await_durable(
@@ -126,6 +126,25 @@ impl Partition {
     pub fn publish_high_watermark(&self) {
         let high_watermark = self.log.high_watermark().0;
         self.high_watermark.send_replace(high_watermark);
+    }
+}
+
+/// An append written and waiting for its sync round
+/// ([`Partition::append_then_sync`]).
+pub struct Durable {
+    partition: Arc<Partition>,
+    wait: tokio::sync::oneshot::Receiver<Result<(), OfflineDir>>,
+    end: Offset,
+}
+
+impl Durable {
+    /// Returns once the append is durable (or its sync failed), then lets
+    /// fetches see it.
+    pub async fn wait(self) -> Result<(), AppendError> {
+        self.partition.await_durable(self.wait).await?;
+        self.partition.log.raise_high_watermark(self.end);
+        self.partition.publish_high_watermark();
+        Ok(())
     }
 }
 

@@ -30,7 +30,7 @@ use rill_records::builder::BatchBuilder;
 use rill_records::record::decode_batch;
 use tokio::sync::{oneshot, watch};
 
-use crate::cluster::{Cluster, TopicHandle};
+use crate::cluster::{Cluster, Durable, TopicHandle};
 use crate::handlers::now_ms;
 use crate::metrics::Metrics;
 use crate::server::Shared;
@@ -132,11 +132,17 @@ impl Groups {
     pub fn with<R>(&self, call: impl FnOnce(&mut Coordinator) -> R) -> R {
         let mut inner = self.lock();
         let result = call(&mut inner.coordinator);
-        self.settle(&mut inner);
+        let waits = self.settle(&mut inner);
+        drop(inner);
+        finish_in_background(waits);
         result
     }
 
-    fn settle(&self, inner: &mut Inner) {
+    /// Answers completed waiters and appends the records the coordinator
+    /// queued; returns the appends still waiting for their sync round (under
+    /// a flush policy), for the caller to finish once it has let go of the
+    /// lock.
+    fn settle(&self, inner: &mut Inner) -> Vec<Durable> {
         for completion in inner.coordinator.take_completions() {
             let token = completion.token();
             // A waiter is missing when its client went away: nothing to do.
@@ -152,11 +158,12 @@ impl Groups {
         }
         let records = inner.coordinator.take_records();
         if records.is_empty() {
-            return;
+            return Vec::new();
         }
-        if let Err(error) = self.append(&records) {
+        self.append(&records).unwrap_or_else(|error| {
             tracing::error!(%error, "cannot persist group changes");
-        }
+            Vec::new()
+        })
     }
 
     pub async fn join_group(
@@ -184,7 +191,9 @@ impl Groups {
                     Ok(rx)
                 }
             };
-            self.settle(&mut inner);
+            let waits = self.settle(&mut inner);
+            drop(inner);
+            finish_in_background(waits);
             receiver
         };
         match receiver {
@@ -211,7 +220,9 @@ impl Groups {
                     Ok(rx)
                 }
             };
-            self.settle(&mut inner);
+            let waits = self.settle(&mut inner);
+            drop(inner);
+            finish_in_background(waits);
             receiver
         };
         match receiver {
@@ -224,34 +235,55 @@ impl Groups {
     }
 
     /// OffsetCommit: answered only after the commit's records are appended.
-    pub fn offset_commit(
+    pub async fn offset_commit(
         &self,
         version: i16,
         request: OffsetCommitRequest,
     ) -> OffsetCommitResponse {
-        let mut inner = self.lock();
-        let now = now_ms();
-        let plan: CommitPlan = inner.coordinator.offset_commit(version, request, now);
-        let response = match self.append(&plan.records) {
-            Ok(()) => match inner.coordinator.apply(&plan.records, now) {
-                Ok(()) => plan.response,
+        let (plan, commit, others) = {
+            let mut inner = self.lock();
+            let now = now_ms();
+            let plan: CommitPlan = inner.coordinator.offset_commit(version, request, now);
+            let commit = match self.append(&plan.records) {
+                Ok(waits) => match inner.coordinator.apply(&plan.records, now) {
+                    Ok(()) => Some(waits),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot apply a commit the coordinator built");
+                        None
+                    }
+                },
                 Err(error) => {
-                    tracing::error!(%error, "cannot apply a commit the coordinator built");
-                    plan.failed()
+                    tracing::error!(%error, "cannot persist an offset commit");
+                    None
                 }
-            },
-            Err(error) => {
-                tracing::error!(%error, "cannot persist an offset commit");
-                plan.failed()
-            }
+            };
+            let others = self.settle(&mut inner);
+            (plan, commit, others)
         };
-        self.settle(&mut inner);
-        response
+        // The coordinator's lock is free while the commit's sync round runs
+        // (under a flush policy), so other groups' requests go on and their
+        // commits share the round. The commit is applied already, as
+        // Kafka's coordinator applies a write before it is committed; its
+        // answer waits for durability.
+        finish_in_background(others);
+        let Some(waits) = commit else {
+            return plan.failed();
+        };
+        for wait in waits {
+            if let Err(error) = wait.wait().await {
+                tracing::error!(%error, "an offset commit did not become durable");
+                return plan.failed();
+            }
+        }
+        plan.response
     }
 
     /// Appends records to their partitions of `__consumer_offsets`, one
-    /// uncompressed batch per partition.
-    fn append(&self, records: &[GroupRecord]) -> Result<(), String> {
+    /// uncompressed batch per partition. Under a flush policy each append is
+    /// written and its sync queued, and the returned waits end once they are
+    /// durable: the caller awaits them after letting go of the coordinator's
+    /// lock, which is held here.
+    fn append(&self, records: &[GroupRecord]) -> Result<Vec<Durable>, String> {
         let now = now_ms();
         let mut by_partition: BTreeMap<i32, Vec<&GroupRecord>> = BTreeMap::new();
         for record in records {
@@ -264,9 +296,7 @@ impl Groups {
         // coordinator's lock.
         let topic = self.topic.get();
         let may_sync = topic.is_some_and(|topic| topic.append_may_sync);
-        let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
-            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-        });
+        let mut waits = Vec::new();
         for (index, records) in by_partition {
             let partition = topic
                 .and_then(|topic| topic.partition(index))
@@ -283,20 +313,40 @@ impl Groups {
                     .map_err(|error| error.to_string())?;
             }
             let batch = builder.build().map_err(|error| error.to_string())?;
-            let appended = if may_sync && multi_thread {
-                // flush.messages makes this append wait for a sync (shared
-                // with the directory's other appends); the coordinator's
-                // lock is held, so hand this worker's other tasks to another
-                // thread for the wait rather than stall them.
-                tokio::task::block_in_place(|| partition.append_synced_blocking(&batch, now))
-            } else if may_sync {
-                partition.append_synced_blocking(&batch, now)
+            if may_sync {
+                let durable = partition.append_then_sync(&batch, now);
+                waits.push(durable.map_err(|error| error.to_string())?);
             } else {
-                partition.append(&batch, now)
-            };
-            appended.map_err(|error| error.to_string())?;
+                partition
+                    .append(&batch, now)
+                    .map_err(|error| error.to_string())?;
+            }
         }
-        Ok(())
+        Ok(waits)
+    }
+}
+
+/// Finishes appends whose answers do not wait for them (group membership
+/// records: their waiters were answered when the coordinator decided), so
+/// their data becomes visible to fetches once durable.
+fn finish_in_background(waits: Vec<Durable>) {
+    if waits.is_empty() {
+        return;
+    }
+    let finish = async move {
+        for wait in waits {
+            if let Err(error) = wait.wait().await {
+                tracing::error!(%error, "group changes did not become durable");
+            }
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(finish);
+        }
+        // Every caller runs on the broker's runtime; without one the data
+        // is still synced by its round, only not yet shown to fetches.
+        Err(_) => tracing::warn!("group changes appended outside a runtime"),
     }
 }
 

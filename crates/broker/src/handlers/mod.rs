@@ -355,7 +355,7 @@ async fn dispatch(
         RequestBody::Heartbeat(request) => heartbeat::handle(shared, request).into(),
         RequestBody::LeaveGroup(request) => leave_group::handle(shared, version, request).into(),
         RequestBody::OffsetCommit(request) => {
-            offset_commit::handle(shared, version, request).into()
+            offset_commit::handle(shared, version, request).await.into()
         }
         RequestBody::OffsetFetch(request) => offset_fetch::handle(shared, version, request).into(),
         RequestBody::OffsetDelete(request) => offset_delete::handle(shared, request).into(),

@@ -16,7 +16,7 @@ use rill_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use crate::error_code;
 use crate::server::Shared;
 
-pub fn handle(
+pub async fn handle(
     shared: &Arc<Shared>,
     version: i16,
     mut request: OffsetCommitRequest,
@@ -29,7 +29,7 @@ pub fn handle(
             ..Default::default()
         };
     }
-    let mut response = shared.groups.offset_commit(version, request);
+    let mut response = shared.groups.offset_commit(version, request).await;
     for topic in unknown {
         // One entry per topic, as Kafka's response builder makes.
         match response.topics.iter_mut().find(|t| t.name == topic.name) {
