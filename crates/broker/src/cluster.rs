@@ -61,22 +61,11 @@ impl Partition {
     /// thread. The high watermark moves only then, so no fetch sees records
     /// a power loss could take back.
     pub async fn append_synced(
-        &self,
+        self: &Arc<Self>,
         batches: &[u8],
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
-        let (durable, wait) = tokio::sync::oneshot::channel();
-        let done = Box::new(move |result| {
-            let _ = durable.send(result);
-        });
-        let info = self
-            .log
-            .append_with_sync(batches, LEADER_EPOCH, now_ms, done)?;
-        self.await_durable(wait).await?;
-        self.log
-            .raise_high_watermark(Offset(info.last_offset.0 + 1));
-        self.publish_high_watermark();
-        Ok(info)
+        self.append_then_sync(batches, now_ms)?.wait().await
     }
 
     /// The first half of [`Partition::append_synced`], for a caller that
@@ -99,7 +88,7 @@ impl Partition {
         Ok(Durable {
             partition: self.clone(),
             wait,
-            end: Offset(info.last_offset.0 + 1),
+            info,
         })
     }
 
@@ -134,17 +123,18 @@ impl Partition {
 pub struct Durable {
     partition: Arc<Partition>,
     wait: tokio::sync::oneshot::Receiver<Result<(), OfflineDir>>,
-    end: Offset,
+    info: AppendInfo,
 }
 
 impl Durable {
     /// Returns once the append is durable (or its sync failed), then lets
     /// fetches see it.
-    pub async fn wait(self) -> Result<(), AppendError> {
+    pub async fn wait(self) -> Result<AppendInfo, AppendError> {
         self.partition.await_durable(self.wait).await?;
-        self.partition.log.raise_high_watermark(self.end);
+        let end = Offset(self.info.last_offset.0 + 1);
+        self.partition.log.raise_high_watermark(end);
         self.partition.publish_high_watermark();
-        Ok(())
+        Ok(self.info)
     }
 }
 
