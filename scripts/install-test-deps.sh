@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Rill's interop tests need: kcat (with librdkafka), Node.js with
 # npm, a Python venv at .venv with the pinned clients of
-# tests/interop/requirements.txt, and KafkaJS in tests/interop/js/node_modules.
+# tests/interop/requirements.txt, KafkaJS in tests/interop/js/node_modules,
+# and the system tools the fault tests use (prlimit, losetup, mkfs.ext4).
 #
 # Safe to run again and again: each step first checks whether its result is
 # already there, so a second run takes about a second and touches no registry.
@@ -49,6 +50,11 @@ command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The resource and fault tests: prlimit (a low open-file limit), mount and
+# losetup (a small tmpfs, ext4 on a loop device), mkfs.ext4.
+command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
+command -v losetup >/dev/null 2>&1 || missing+=(mount)
+command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
