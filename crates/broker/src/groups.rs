@@ -6,9 +6,10 @@
 //!
 //! Every record the coordinator emits is appended while the mutex is held,
 //! so the topic holds them in the order the state machine made them; an
-//! append is a short write to the page cache (with `flush.messages` set it
-//! also fsyncs, inside `block_in_place`). An offset commit is answered only
-//! after its records are appended.
+//! append is a short write to the page cache. With `flush.messages` set the
+//! append also queues a sync with the directory's group commit, awaited only
+//! after the mutex is let go (`Durable::wait`); an offset commit is answered
+//! only after its records are durable.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt;
