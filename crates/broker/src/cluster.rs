@@ -949,17 +949,24 @@ mod tests {
             .collect()
     }
 
+    /// A topic with data in two partitions, and its deletion
+    /// record written: what a crash before the directories' rename leaves.
+    async fn deletion_recorded(cluster: &Cluster, name: &str) -> TopicId {
+        let old_id = topic_with_data(cluster, name, 2).await;
+        cluster
+            .append_metadata(vec![MetadataRecord::TopicDeleted { id: old_id }])
+            .await
+            .unwrap();
+        old_id
+    }
+
     /// A crash between the deletion record and the rename of the topic's
     /// directories: the deletion is durable, the directories are still there.
     #[tokio::test]
     async fn a_deleted_topics_directories_never_come_back_as_a_new_topic() {
         let dir = tempfile::tempdir().unwrap();
         let cluster = Cluster::open(&config(dir.path())).unwrap();
-        let old_id = topic_with_data(&cluster, "orders", 2).await;
-        cluster
-            .append_metadata(vec![MetadataRecord::TopicDeleted { id: old_id }])
-            .await
-            .unwrap();
+        let old_id = deletion_recorded(&cluster, "orders").await;
         cluster.shutdown().unwrap();
         drop(cluster);
         assert!(dir.path().join("orders-0").exists());
@@ -989,11 +996,7 @@ mod tests {
     async fn a_recreated_topic_starts_empty_when_the_old_directories_remain() {
         let dir = tempfile::tempdir().unwrap();
         let cluster = Cluster::open(&config(dir.path())).unwrap();
-        let old_id = topic_with_data(&cluster, "orders", 2).await;
-        cluster
-            .append_metadata(vec![MetadataRecord::TopicDeleted { id: old_id }])
-            .await
-            .unwrap();
+        deletion_recorded(&cluster, "orders").await;
         // What `delete_topic` does next, but its renames fail.
         write_lock(&cluster.topics).remove("orders");
         cluster

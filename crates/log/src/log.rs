@@ -80,14 +80,16 @@ static CORRUPT_BATCHES: AtomicU64 = AtomicU64::new(0);
 /// memory maps per process).
 fn loaded_segments_max() -> usize {
     static MAX: OnceLock<usize> = OnceLock::new();
-    *MAX.get_or_init(|| {
-        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .unwrap_or(u64::MAX);
-        usize::try_from(limit / 4)
-            .unwrap_or(usize::MAX)
-            .clamp(64, 16384)
-    })
+    *MAX.get_or_init(|| quarter_of_descriptor_limit().clamp(64, 16384))
+}
+
+/// A quarter of the process's open-file limit (its soft limit, read once by
+/// each caller's `OnceLock`).
+fn quarter_of_descriptor_limit() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    usize::try_from(limit / 4).unwrap_or(usize::MAX)
 }
 
 /// How many active segments may keep their file open while idle: a quarter
@@ -98,14 +100,7 @@ fn loaded_segments_max() -> usize {
 /// opens them all, are not bounded by the descriptor limit.
 pub(crate) fn active_segments_max() -> usize {
     static MAX: OnceLock<usize> = OnceLock::new();
-    *MAX.get_or_init(|| {
-        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .unwrap_or(u64::MAX);
-        usize::try_from(limit / 4)
-            .unwrap_or(usize::MAX)
-            .clamp(64, 1 << 20)
-    })
+    *MAX.get_or_init(|| quarter_of_descriptor_limit().clamp(64, 1 << 20))
 }
 
 /// Corrupt batches found by scrubs since the process started, for metrics.
