@@ -40,11 +40,11 @@ use rill_records::batch::{
     BATCH_HEADER_LEN, BATCH_LENGTH_OFFSET, BatchIter, BatchView, CRC_COVERAGE_START, CRC_OFFSET,
     MAX_TIMESTAMP_OFFSET, RECORD_COUNT_OFFSET, TimestampType,
 };
-use rill_records::compression::{CompressionError, INFLATED_BYTES_MAX, compress, inflated_len};
+use rill_records::compression::{INFLATED_BYTES_MAX, compress};
 use rill_records::record::{RawRecord, raw_records};
 
 use crate::checkpoint::sync_dir;
-use crate::error::{AppendError, CorruptData, Fault, IoFailure};
+use crate::error::{CorruptData, Fault, IoFailure};
 use crate::segment::{
     INDEX_SUFFIX, LOG_SUFFIX, NAME_DIGITS, TIME_INDEX_SUFFIX, file_name, io_failure,
     parse_file_name,
@@ -605,27 +605,6 @@ pub(crate) fn check_keys(view: &BatchView<'_>) -> Result<(), KeyCheck> {
         Ok(())
     } else {
         Err(KeyCheck::Missing(missing))
-    }
-}
-
-/// Checks that a batch's records section inflates to at most
-/// `INFLATED_BATCH_MAX` bytes, without keeping what it inflates to: every
-/// later decode of the batch (the cleaner, the group coordinator's replay,
-/// offset lookups by time) then fits that limit.
-pub(crate) fn check_inflated_len(view: &BatchView<'_>, index: usize) -> Result<(), AppendError> {
-    if view.record_count() == 0 {
-        // Decoders take a batch without records as empty, whatever follows
-        // its header (compaction leaves such batches behind).
-        return Ok(());
-    }
-    let invalid = |reason: String| AppendError::InvalidRecords { index, reason };
-    let codec = view.compression().map_err(|e| invalid(e.to_string()))?;
-    match inflated_len(codec, view.records_bytes(), INFLATED_BATCH_MAX) {
-        Ok(_) => Ok(()),
-        Err(CompressionError::TooLarge { limit, .. }) => {
-            Err(AppendError::InflatesTooLarge { index, limit })
-        }
-        Err(error) => Err(invalid(error.to_string())),
     }
 }
 

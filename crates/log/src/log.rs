@@ -19,7 +19,8 @@ use rill_records::batch::{
     BATCH_HEADER_LEN, BatchIter, REWRITTEN_PREFIX_LEN, TimestampType, set_base_offset,
     set_log_append_time_split, set_partition_leader_epoch,
 };
-use rill_records::produced::check_produced;
+use rill_records::compression::CompressionError;
+use rill_records::produced::{ProducedBatchError, check_produced};
 
 use crate::checkpoint::{
     self, CLEAN_SHUTDOWN_FILE, CLEANER_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, sync_dir,
@@ -737,9 +738,16 @@ impl Log {
                 .map_err(|source| AppendError::InvalidBatch { index, source })?;
             // A batch of a few KiB may inflate to gigabytes; refused here,
             // it never reaches a decoder that would have to skip it.
-            cleaner::check_inflated_len(&view, index)?;
-            check_produced(&view, cleaner::INFLATED_BATCH_MAX)
-                .map_err(|source| AppendError::InvalidRecord { index, source })?;
+            check_produced(&view, cleaner::INFLATED_BATCH_MAX).map_err(|source| match source {
+                ProducedBatchError::Inflate(CompressionError::TooLarge { limit, .. }) => {
+                    AppendError::InflatesTooLarge { index, limit }
+                }
+                ProducedBatchError::Inflate(error) => AppendError::InvalidRecords {
+                    index,
+                    reason: error.to_string(),
+                },
+                source => AppendError::InvalidRecord { index, source },
+            })?;
             if compact {
                 cleaner::check_keys(&view).map_err(|reason| match reason {
                     KeyCheck::Missing(records) => AppendError::MissingKey { index, records },

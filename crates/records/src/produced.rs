@@ -6,14 +6,17 @@
 //! not, or it would burn offsets it does not use: a batch claiming a last
 //! offset delta of 2^31 made a log roll every two batches.
 //!
-//! The record count is checked against the records actually present:
-//! - uncompressed, by walking the records' length prefixes (no field is read);
-//! - compressed, only when the batch claims more records than it has
-//!   compressed bytes. Then it is inflated (up to the caller's limit) as a
-//!   stream and its length prefixes counted as they pass, holding nothing. A claim of at most one record per compressed byte is taken as it
-//!   is, so the produce path does not decompress (BRIEF §1): such a batch
-//!   spends at most one offset per byte sent, no more than an honest producer
-//!   of small records does.
+//! The same pass bounds what the batch inflates to (the one limit every
+//! later decode relies on) and checks the record count against the records
+//! actually present, by their length prefixes (no field is read):
+//! - uncompressed, over the batch's own bytes;
+//! - gzip, lz4 and zstd, as the records section inflates through a small
+//!   buffer: one streaming pass per batch, nothing held;
+//! - snappy states each block's inflated length, so the limit is checked
+//!   without decoding, and the blocks are decoded and counted only when the
+//!   batch claims more records than it has bytes (a claim of at most one
+//!   record per byte spends no more offsets than an honest producer of small
+//!   records does).
 
 use thiserror::Error;
 
@@ -43,13 +46,14 @@ pub enum ProducedBatchError {
         producer_id: i64,
         base_sequence: i32,
     },
-    #[error("cannot inflate the records to count them: {0}")]
+    #[error("cannot inflate the records: {0}")]
     Inflate(#[from] CompressionError),
 }
 
 /// Checks `view` as a batch a client produced. `view.validate()` must have
-/// passed first (CRC, compression code, counts not negative). `inflate_limit`
-/// bounds the bytes a compressed batch may inflate to when it is counted.
+/// passed first (CRC, compression code, counts not negative). A records
+/// section that inflates past `inflate_limit` fails with
+/// [`CompressionError::TooLarge`] inside [`ProducedBatchError::Inflate`].
 pub fn check_produced(
     view: &BatchView<'_>,
     inflate_limit: usize,
@@ -77,7 +81,8 @@ pub fn check_produced(
     let section = view.records_bytes();
     // `validate` passed, so the code is known.
     let codec = view.compression().unwrap_or(Compression::None);
-    if codec != Compression::None && record_count as usize <= section.len() {
+    if codec == Compression::Snappy && record_count as usize <= section.len() {
+        compression::inflated_len(codec, section, inflate_limit)?;
         return Ok(());
     }
     let mut counter = RecordCounter::default();
