@@ -58,8 +58,9 @@ impl Partition {
     /// Appends as [`Partition::append`] for a log whose flush policy may ask
     /// for a sync (`flush.messages`): returns once the batches are durable,
     /// awaiting the data directory's group-commit round without holding a
-    /// thread. The high watermark moves only then, so no fetch sees records
-    /// a power loss could take back.
+    /// thread. The high watermark moves only then (an append whose flush is
+    /// not due returns at once, and may move it past an earlier append still
+    /// waiting: as in Kafka, the high watermark is not tied to fsync).
     pub async fn append_synced(
         self: &Arc<Self>,
         batches: &[u8],
@@ -392,7 +393,12 @@ impl Cluster {
                 format!("topic '{name}' already exists"),
             ));
         }
-        self.check_partition_limit(partitions as usize)?;
+        // The broker's own topics are not counted against the limit: the
+        // group coordinator must be able to create `__consumer_offsets`
+        // however many partitions clients made first.
+        if !rill_metadata::topic::is_internal(name) {
+            self.check_partition_limit(partitions as usize)?;
+        }
         if validate_only {
             return Ok(Arc::new(TopicHandle {
                 name: name.to_string(),

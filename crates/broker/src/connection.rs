@@ -33,10 +33,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use rill_protocol::ResponseBody;
 use rill_protocol::codec::{Encode, EncodedFrame, Encoder};
 use rill_protocol::frame::frame_len;
 use rill_protocol::messages::ResponseHeader;
+use rill_protocol::{ApiKey, ResponseBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -57,10 +57,6 @@ const COALESCED_RESPONSES_MAX_BYTES: usize = 64 * 1024;
 /// A frame's part of the connection's budget and of the broker's
 /// (`queued_max_request_bytes`), both given back when it is answered.
 type Share = (OwnedSemaphorePermit, OwnedSemaphorePermit);
-
-/// The API key of Produce, the one request that carries records: the only
-/// one allowed past `request_max_bytes_except_produce`.
-const PRODUCE_API_KEY: i16 = 0;
 
 /// Serves one connection until the client closes it, it breaks a rule, or
 /// the broker shuts down.
@@ -244,7 +240,9 @@ async fn read_frames(
                 // The API key is the frame's first two bytes.
                 inbox.fill(6).await?;
                 let api_key = i16::from_be_bytes([inbox.buf[4], inbox.buf[5]]);
-                if api_key != PRODUCE_API_KEY {
+                // Produce, the one request that carries records, is the only
+                // one allowed past `request_max_bytes_except_produce`.
+                if api_key != ApiKey::Produce as i16 {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!(

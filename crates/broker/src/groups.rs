@@ -31,7 +31,7 @@ use rill_records::builder::BatchBuilder;
 use rill_records::record::decode_batch;
 use tokio::sync::{oneshot, watch};
 
-use crate::cluster::{Cluster, Durable, TopicHandle};
+use crate::cluster::{Cluster, Durable, Partition, TopicHandle};
 use crate::handlers::now_ms;
 use crate::metrics::Metrics;
 use crate::server::Shared;
@@ -299,31 +299,52 @@ impl Groups {
         let may_sync = topic.is_some_and(|topic| topic.append_may_sync);
         let mut waits = Vec::new();
         for (index, records) in by_partition {
-            let partition = topic
+            let appended = topic
                 .and_then(|topic| topic.partition(index))
-                .ok_or_else(|| format!("{OFFSETS_TOPIC} has no partition {index}"))?;
-            let mut builder = BatchBuilder::new(Compression::None);
-            for record in records {
-                builder
-                    .append(
-                        now,
-                        Some(record.key.clone()),
-                        record.value.clone(),
-                        Vec::new(),
-                    )
-                    .map_err(|error| error.to_string())?;
-            }
-            let batch = builder.build().map_err(|error| error.to_string())?;
-            if may_sync {
-                let durable = partition.append_then_sync(&batch, now);
-                waits.push(durable.map_err(|error| error.to_string())?);
-            } else {
-                partition
-                    .append(&batch, now)
-                    .map_err(|error| error.to_string())?;
+                .ok_or_else(|| format!("{OFFSETS_TOPIC} has no partition {index}"))
+                .and_then(|partition| append_batch(partition, &records, now, may_sync));
+            match appended {
+                Ok(durable) => waits.extend(durable),
+                Err(error) => {
+                    // The partitions before this one are written: let their
+                    // syncs finish, so fetches see them once durable.
+                    finish_in_background(waits);
+                    return Err(error);
+                }
             }
         }
         Ok(waits)
+    }
+}
+
+/// Appends `records` to one partition of `__consumer_offsets` as one
+/// uncompressed batch; under a flush policy, returns its queued sync.
+fn append_batch(
+    partition: &Arc<Partition>,
+    records: &[&GroupRecord],
+    now: i64,
+    may_sync: bool,
+) -> Result<Option<Durable>, String> {
+    let mut builder = BatchBuilder::new(Compression::None);
+    for record in records {
+        builder
+            .append(
+                now,
+                Some(record.key.clone()),
+                record.value.clone(),
+                Vec::new(),
+            )
+            .map_err(|error| error.to_string())?;
+    }
+    let batch = builder.build().map_err(|error| error.to_string())?;
+    if may_sync {
+        let durable = partition.append_then_sync(&batch, now);
+        Ok(Some(durable.map_err(|error| error.to_string())?))
+    } else {
+        partition
+            .append(&batch, now)
+            .map_err(|error| error.to_string())?;
+        Ok(None)
     }
 }
 

@@ -1741,7 +1741,11 @@ impl Log {
             // A request handler's thread: no pauses here.
             remove_retired(&retired, None);
             state = self.write_state();
+            // The lock was let go: the log may have been closed (its topic
+            // deleted) or cut meanwhile.
+            self.check_usable()?;
         }
+        let offset = offset.min(state.log_end);
         if offset > state.log_start {
             let written = self.write_checkpoint(CheckpointFile::LogStart(offset), false);
             self.guard(written.map_err(Fault::from))?;

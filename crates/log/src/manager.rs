@@ -176,13 +176,18 @@ impl LogManager {
                         // the map's lock while it waits for a log's: only
                         // take the map's lock if it is free.
                         let logs = match inner.logs.try_lock() {
-                            Ok(logs) => logs.values().cloned().collect(),
-                            Err(std::sync::TryLockError::Poisoned(p)) => {
-                                p.into_inner().values().cloned().collect()
-                            }
+                            Ok(logs) => logs,
+                            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
                             Err(std::sync::TryLockError::WouldBlock) => return,
                         };
-                        release_idle(logs);
+                        // At most the bound's worth of logs: nothing to
+                        // close, and nothing worth copying the map for.
+                        if logs.len() <= active_segments_max() {
+                            return;
+                        }
+                        let copied = logs.values().cloned().collect();
+                        drop(logs);
+                        release_idle(copied);
                     }
                 };
                 Inner {

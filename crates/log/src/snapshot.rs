@@ -16,10 +16,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::producer::{BatchRecord, ProducerState};
-use crate::segment::NAME_DIGITS;
+use crate::segment::{file_name, parse_file_name};
 use crate::types::Offset;
 
-pub(crate) const SNAPSHOT_SUFFIX: &str = "snapshot";
+const SNAPSHOT_SUFFIX: &str = "snapshot";
 /// Snapshots kept per partition: the newest, and one to fall back on if a
 /// crash tore the newest.
 const KEPT: usize = 2;
@@ -32,11 +32,7 @@ const PRODUCER_LEN: usize = 8 + 2 + 1;
 const BATCH_LEN: usize = 4 + 4 + 8 + 8 + 8;
 
 fn path(dir: &Path, offset: Offset) -> PathBuf {
-    dir.join(format!(
-        "{:0w$}.{SNAPSHOT_SUFFIX}",
-        offset.0,
-        w = NAME_DIGITS
-    ))
+    dir.join(file_name(offset, SNAPSHOT_SUFFIX))
 }
 
 /// The offsets of the snapshots in `dir`, newest first.
@@ -44,14 +40,11 @@ fn list(dir: &Path) -> io::Result<Vec<Offset>> {
     let mut offsets = Vec::new();
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".snapshot")) else {
-            continue;
-        };
-        if stem.len() == NAME_DIGITS
-            && stem.bytes().all(|b| b.is_ascii_digit())
-            && let Ok(offset) = stem.parse()
+        if let Some(offset) = name
+            .to_str()
+            .and_then(|n| parse_file_name(n, SNAPSHOT_SUFFIX))
         {
-            offsets.push(Offset(offset));
+            offsets.push(offset);
         }
     }
     offsets.sort_unstable_by(|a, b| b.cmp(a));
