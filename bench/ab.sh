@@ -27,8 +27,7 @@ for round in $(seq "$rounds"); do
         bench() { "$client" bench "$@" -b 127.0.0.1:$port -d 60s --json; }
         b1=$(bench produce -t b1 -c $((messages / 5)) -s 200 --acks 0 --batch-size 1 --linger-ms 0)
         b50=$(bench produce -t b50 -c "$messages" -s 200 --acks 0 --batch-size 11050 --linger-ms 5)
-        # acks=0 leaves batches in flight: let the broker append them.
-        sleep 1
+        # consume -c waits for every message, also those acks=0 left in flight.
         consume=$(bench consume -t b50 -c "$messages" --partition-max-bytes 200000)
         rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
         kill "$pid"

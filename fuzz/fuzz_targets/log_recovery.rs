@@ -83,9 +83,8 @@ fn exercise(dir: &std::path::Path) {
     };
     let end = log.log_end_offset();
     let mut next = Offset(0);
-    // Each read returns at least one batch or ends; the bound guards the
-    // fuzzer against a read that makes no progress (a bug it should report
-    // as a hang rather than loop on).
+    // Each read returns at least one batch or ends; a read that makes no
+    // progress ends the walk, and the bound caps the walk's length.
     for _ in 0..10_000 {
         match log.read(next, 1 << 16, end) {
             Ok(info) => match info.next_offset {
@@ -96,8 +95,8 @@ fn exercise(dir: &std::path::Path) {
         }
     }
     let _ = log.scrub(&mut |_| {});
-    let batch = rill_records::builder::BatchBuilder::new(rill_records::batch::Compression::None);
-    let mut batch = batch;
+    let mut batch =
+        rill_records::builder::BatchBuilder::new(rill_records::batch::Compression::None);
     if batch.append(0, Some(b"k".to_vec().into()), Some(b"v".to_vec().into()), Vec::new()).is_ok()
         && let Ok(bytes) = batch.build()
     {

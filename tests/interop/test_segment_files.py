@@ -28,7 +28,7 @@ FETCH_MAX_BYTES = 8192
 FIRST_BATCHES = 20
 VALUE_BYTES = 1000
 # 6,000 more 1000-byte messages: 6 MB, six rolls of 1 MiB segments, with
-# retention (2 MiB) deleting the oldest segments from the fourth roll on.
+# retention (2 MiB, checked every 100 ms) deleting the oldest segments.
 MORE_MESSAGES = 6000
 
 
@@ -76,6 +76,10 @@ def wait_until_answer_written(conn: w.Connection, broker_port: int) -> int:
 
 
 def test_an_answer_in_flight_keeps_its_bytes_while_the_log_rolls_and_retention_deletes(rill):
+    # Retention runs on its own thread: look for segments to delete often.
+    rill.stop()
+    rill.extra_env = {"RILL_LOG_RETENTION_CHECK_INTERVAL_MS": "100"}
+    rill.start()
     topic = unique_topic("in-flight")
     create_topic(
         rill.bootstrap,
@@ -99,6 +103,12 @@ def test_an_answer_in_flight_keeps_its_bytes_while_the_log_rolls_and_retention_d
         # Meanwhile: rolls, and retention deleting the segment the answer is from.
         produce_all(rill.bootstrap, topic, [(None, b"m" * VALUE_BYTES)] * MORE_MESSAGES, partition=0)
         assert watermarks(rill.bootstrap, topic, 0)[1] == FIRST_BATCHES + MORE_MESSAGES
+        # Retention must have deleted the segment the held answer is from,
+        # or the scenario did not happen.
+        deadline = time.monotonic() + WAIT_S
+        while watermarks(rill.bootstrap, topic, 0)[0] == 0:
+            assert time.monotonic() < deadline, "retention never deleted the first segment"
+            time.sleep(0.05)
 
         payload = consumer.recv_frame()
     assert payload is not None and len(payload) == size
