@@ -180,36 +180,35 @@ const IGNORED_TOPIC_CONFIGS: &[(&str, IgnoredValues, &str)] = &[
     ),
 ];
 
+/// The topic config `name` as Rill knows it: its `'static` spelling and
+/// its kind, an ignored one included.
+fn lookup(name: &str) -> Option<(&'static str, ConfigKind)> {
+    let known = TOPIC_CONFIGS.iter().find(|(known, _)| *known == name);
+    known.copied().or_else(|| {
+        IGNORED_TOPIC_CONFIGS
+            .iter()
+            .find(|(known, _, _)| *known == name)
+            .map(|&(known, values, reason)| (known, ConfigKind::Ignored { values, reason }))
+    })
+}
+
 /// Why Rill ignores the topic config `name`, if it is one it accepts and
 /// ignores; the caller logs it where the config is set.
 pub fn ignored_topic_config(name: &str) -> Option<&'static str> {
-    IGNORED_TOPIC_CONFIGS
-        .iter()
-        .find(|(known, _, _)| *known == name)
-        .map(|(_, _, reason)| *reason)
+    match lookup(name)?.1 {
+        ConfigKind::Ignored { reason, .. } => Some(reason),
+        _ => None,
+    }
 }
 
 /// The `'static` spelling of the topic config `name`, if Rill knows it.
 pub fn known_topic_config_name(name: &str) -> Option<&'static str> {
-    TOPIC_CONFIGS
-        .iter()
-        .map(|(known, _)| *known)
-        .chain(IGNORED_TOPIC_CONFIGS.iter().map(|(known, _, _)| *known))
-        .find(|known| *known == name)
+    lookup(name).map(|(known, _)| known)
 }
 
 /// The kind of the topic config `name`, if Rill knows it.
 pub fn topic_config_kind(name: &str) -> Option<ConfigKind> {
-    if let Some((_, kind)) = TOPIC_CONFIGS.iter().find(|(known, _)| *known == name) {
-        return Some(*kind);
-    }
-    IGNORED_TOPIC_CONFIGS
-        .iter()
-        .find(|(known, _, _)| *known == name)
-        .map(|(_, values, reason)| ConfigKind::Ignored {
-            values: *values,
-            reason,
-        })
+    lookup(name).map(|(_, kind)| kind)
 }
 
 /// The topic configs Rill knows, by Kafka name.
