@@ -17,7 +17,7 @@
 use std::sync::Mutex;
 
 use libfuzzer_sys::fuzz_target;
-use rill_broker::fuzzing::Harness;
+use rill_testkit::fuzz::Harness;
 
 static HARNESS: Mutex<Option<Harness>> = Mutex::new(None);
 

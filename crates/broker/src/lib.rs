@@ -12,6 +12,8 @@
 //! - `admin` and `metrics`: the admin HTTP server and Prometheus metrics.
 //! - `groups`: the consumer-group coordinator (`rill_group`) wired to
 //!   `__consumer_offsets`, delayed answers and a timer.
+//! - `socketless`: a connection's request path without sockets, for the fuzz
+//!   harness in rill-testkit.
 //! - `error_code` (from rill-protocol): the Kafka error codes, used only at the protocol edge.
 
 pub mod config;
@@ -20,15 +22,15 @@ mod admin;
 mod cluster;
 mod connection;
 use rill_protocol::error_code;
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
-pub mod fuzzing;
 mod groups;
 mod handlers;
 mod metrics;
 mod partition_dirs;
 mod sendfile;
 mod server;
+// Public for rill-testkit's fuzz harness only (the module says why).
+#[doc(hidden)]
+pub mod socketless;
 
 pub use config::{BrokerConfig, ConfigError, ConfigSources};
 pub use handlers::SUPPORTED_APIS;

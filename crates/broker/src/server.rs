@@ -71,6 +71,7 @@ pub struct Broker {
     admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    shared: Arc<Shared>,
 }
 
 /// How much free memory kswapd keeps, in 1/10,000 of memory (Linux).
@@ -159,6 +160,7 @@ impl Broker {
             admin_listener,
             stop_rx.clone(),
         ));
+        let held = shared.clone();
         let task = tokio::spawn(async move {
             accept_loop(shared.clone(), kafka_listener, stop_rx).await;
             let _ = admin_task.await;
@@ -196,6 +198,7 @@ impl Broker {
             admin_addr,
             stop,
             task,
+            shared: held,
         })
     }
 
@@ -205,6 +208,20 @@ impl Broker {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Creates a topic with the broker's default configs, as a CreateTopics
+    /// request would. Public, and hidden from the docs, for rill-testkit's
+    /// in-process broker, which sets up topics without a Kafka client (it
+    /// cannot depend on rill-client, which dev-depends on it); not an API.
+    #[doc(hidden)]
+    pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<(), String> {
+        self.shared
+            .cluster
+            .create_topic(name, partitions, -1, Default::default(), false)
+            .await
+            .map(drop)
+            .map_err(|error| format!("cannot create topic `{name}`: {error}"))
     }
 
     /// Stops accepting, finishes in-flight requests, flushes and closes.

@@ -5,7 +5,7 @@
 
 use std::process::{Command, Output};
 
-use rill_client::testing::Broker;
+use rill_testkit::Broker;
 
 fn rill(broker: &Broker, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rill"))

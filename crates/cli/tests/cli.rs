@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use rill_client::testing::Broker;
+use rill_testkit::Broker;
 
 fn rill(broker: &Broker, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rill"))

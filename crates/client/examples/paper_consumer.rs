@@ -15,7 +15,7 @@
 
 use rill_client::{Consumer, Message, MessageSet, Producer};
 
-fn main() -> Result<(), rill_client::Error> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let brokers = std::env::args().nth(1);
     let embedded = match brokers {
         Some(_) => None,
@@ -37,8 +37,8 @@ fn main() -> Result<(), rill_client::Error> {
     Ok(())
 }
 
-fn embedded_broker_with_messages() -> Result<rill_client::testing::Broker, rill_client::Error> {
-    let broker = rill_client::testing::Broker::start()?;
+fn embedded_broker_with_messages() -> Result<rill_testkit::Broker, Box<dyn std::error::Error>> {
+    let broker = rill_testkit::Broker::start()?;
     broker.create_topic("topic1", 1)?;
     let producer = Producer::connect(&broker.bootstrap())?;
     let set: MessageSet = ["first", "second", "third"]

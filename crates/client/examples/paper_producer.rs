@@ -8,11 +8,11 @@
 //! ```
 //!
 //! Run against a broker: `cargo run -p rill-client --example paper_producer -- 127.0.0.1:9092`.
-//! With no argument it starts an embedded broker (feature `testing`).
+//! With no argument it starts an embedded broker (rill-testkit).
 
 use rill_client::{Message, MessageSet, Producer};
 
-fn main() -> Result<(), rill_client::Error> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (brokers, _embedded) = brokers()?;
 
     let producer = Producer::connect(&brokers)?;
@@ -25,11 +25,11 @@ fn main() -> Result<(), rill_client::Error> {
 }
 
 /// The brokers from the command line, or an embedded broker with `topic1`.
-fn brokers() -> Result<(String, Option<rill_client::testing::Broker>), rill_client::Error> {
+fn brokers() -> Result<(String, Option<rill_testkit::Broker>), rill_testkit::Error> {
     if let Some(brokers) = std::env::args().nth(1) {
         return Ok((brokers, None));
     }
-    let broker = rill_client::testing::Broker::start()?;
+    let broker = rill_testkit::Broker::start()?;
     broker.create_topic("topic1", 1)?;
     Ok((broker.bootstrap(), Some(broker)))
 }

@@ -11,7 +11,8 @@
 //! - `consumer`: `AsyncConsumer` (assign, seek, pause, pipelined fetches,
 //!   groups) and the paper's `Consumer::create_message_streams(topic, n)`.
 //! - `admin`: topics, configs, offsets, groups.
-//! - `testing` (feature `testing`): a real Rill broker in-process.
+//!
+//! A real Rill broker in-process, to test against, is in rill-testkit.
 
 mod admin;
 mod client;
@@ -25,8 +26,6 @@ pub mod hash;
 mod message;
 mod partitioner;
 mod producer;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use admin::{
     AdminClient, ConfigEntry, GroupDescription, GroupListing, GroupMemberDescription, NewTopic,

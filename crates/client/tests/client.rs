@@ -3,12 +3,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rill_client::testing::Broker;
 use rill_client::{
     Acks, AdminClient, AsyncConsumer, AsyncProducer, ClientConfig, Compression, Consumer,
     ConsumerConfig, Message, MessageSet, NewTopic, Offset, Producer, ProducerConfig,
     TopicPartition, key_partition,
 };
+use rill_testkit::Broker;
 
 async fn consume_n(consumer: &AsyncConsumer, n: usize) -> Vec<Message> {
     let mut messages = Vec::new();

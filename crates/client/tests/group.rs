@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rill_client::testing::Broker;
 use rill_client::{
     Assignor, AsyncConsumer, AsyncProducer, ConsumerConfig, GroupProtocol, Message, MessageSet,
     ProducerConfig,
 };
+use rill_testkit::Broker;
 
 fn group_config(broker: &Broker, group: &str, assignor: Assignor) -> ConsumerConfig {
     ConsumerConfig {

@@ -6,27 +6,20 @@
 //! them (consecutive produce requests with acks 0 or 1 answered as one run,
 //! as the connection does) and can restart the broker between them, so the
 //! group coordinator replays `__consumer_offsets` from what earlier frames
-//! wrote. Compiled only with the `fuzzing` feature.
+//! wrote.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::watch;
-
-use crate::cluster::Cluster;
-use crate::config::BrokerConfig;
-use crate::handlers;
-use crate::server::Shared;
+use rill_broker::BrokerConfig;
+use rill_broker::socketless::{FastProduce, RUN_REQUESTS_MAX, Request, State};
 
 pub struct Harness {
     runtime: tokio::runtime::Runtime,
-    stop_tx: watch::Sender<bool>,
     /// Whether dropping the harness removes its data directory.
     remove_on_drop: bool,
-    shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
+    state: State,
     dir: PathBuf,
 }
 
@@ -53,25 +46,19 @@ impl Harness {
             .enable_all()
             .build()
             .expect("a tokio runtime for the fuzz harness");
-        let cluster = Cluster::open(&config).expect("the fuzz harness data directory opens");
-        let shared = Arc::new(Shared::new(config, cluster, "127.0.0.1".to_string(), 9092));
-        let (stop_tx, stop) = watch::channel(false);
-        // The group coordinator's timers, as the server runs them.
-        runtime.spawn(crate::groups::run(shared.clone(), stop.clone()));
+        let state =
+            State::open(config, runtime.handle()).expect("the fuzz harness data directory opens");
         Harness {
             runtime,
-            stop_tx,
             remove_on_drop: true,
-            shared,
-            stop,
+            state,
             dir,
         }
     }
 
     /// Stops the broker cleanly and starts it again on the same data.
     fn restart(&mut self) {
-        let _ = self.stop_tx.send(true);
-        let _ = self.shared.cluster.shutdown();
+        self.state.close();
         let reopened = Harness::open(self.dir.clone());
         let mut old = std::mem::replace(self, reopened);
         // The data now belongs to the new broker.
@@ -84,9 +71,9 @@ impl Harness {
     pub fn feed_run(&mut self, frames: &[Option<&[u8]>]) {
         let mut run = Vec::new();
         for frame in frames {
-            let parsed = frame.map(|f| handlers::parse(&self.shared, Bytes::copy_from_slice(f)));
+            let parsed = frame.map(|f| self.state.parse(Bytes::copy_from_slice(f)));
             match parsed {
-                Some(Ok(request)) => match handlers::FastProduce::from_request(request) {
+                Some(Ok(request)) => match FastProduce::from_request(request) {
                     Ok(produce) => run.push(produce),
                     Err(other) => {
                         self.answer_run(std::mem::take(&mut run));
@@ -99,47 +86,38 @@ impl Harness {
                     self.restart();
                 }
             }
-            if run.len() == handlers::produce::RUN_REQUESTS_MAX {
+            if run.len() == RUN_REQUESTS_MAX {
                 self.answer_run(std::mem::take(&mut run));
             }
         }
         self.answer_run(run);
     }
 
-    fn answer_run(&mut self, run: Vec<handlers::FastProduce>) {
+    fn answer_run(&mut self, run: Vec<FastProduce>) {
         if run.is_empty() {
             return;
         }
-        let shared = self.shared.clone();
-        self.runtime.block_on(async move {
-            let _ = tokio::time::timeout(
-                Duration::from_millis(200),
-                handlers::handle_produce_run(&shared, run),
-            )
-            .await;
+        self.runtime.block_on(async {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), self.state.answer_run(run)).await;
         });
     }
 
     /// Decodes `frame` (without its size prefix) as a request and answers it.
     pub fn feed(&mut self, frame: &[u8]) {
         let frame = Bytes::copy_from_slice(frame);
-        let Ok(request) = handlers::parse(&self.shared, frame) else {
+        let Ok(request) = self.state.parse(frame) else {
             return;
         };
         self.answer(request);
     }
 
-    fn answer(&mut self, request: handlers::Request) {
-        let shared = self.shared.clone();
-        let stop = &mut self.stop;
+    fn answer(&mut self, request: Request) {
         // Some requests wait by design (a JoinGroup until the rebalance
         // ends); the fuzzer only needs to know that they do not misbehave.
-        self.runtime.block_on(async move {
-            let _ = tokio::time::timeout(
-                Duration::from_millis(200),
-                handlers::handle(&shared, request, "/127.0.0.1", stop),
-            )
-            .await;
+        self.runtime.block_on(async {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), self.state.answer(request)).await;
         });
     }
 }

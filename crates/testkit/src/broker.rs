@@ -1,17 +1,14 @@
 //! A real Rill broker in-process, for tests: an ephemeral port, a temporary
 //! data directory, gone when dropped. No Docker, no JVM.
-//!
-//! ```no_run
-//! let broker = rill_client::testing::Broker::start().unwrap();
-//! broker.create_topic("events", 3).unwrap();
-//! let producer = rill_client::Producer::connect(&broker.bootstrap()).unwrap();
-//! ```
 
 use std::net::SocketAddr;
 
-use crate::admin::{AdminClient, NewTopic};
-use crate::client::ClientConfig;
-use crate::error::{Error, Result};
+/// Why the test broker could not do what a test asked.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(String);
+
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// A broker running on its own runtime threads, so it serves both blocking
 /// and async tests.
@@ -26,13 +23,13 @@ impl Broker {
     /// Starts a broker on 127.0.0.1 with an ephemeral port.
     pub fn start() -> Result<Broker> {
         let dir = tempfile::tempdir()
-            .map_err(|error| Error::Config(format!("cannot create a temp dir: {error}")))?;
+            .map_err(|error| Error(format!("cannot create a temp dir: {error}")))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("rill-test-broker")
             .enable_all()
             .build()
-            .map_err(|error| Error::Config(format!("cannot start a tokio runtime: {error}")))?;
+            .map_err(|error| Error(format!("cannot start a tokio runtime: {error}")))?;
         let config = rill_broker::BrokerConfig {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".into(),
@@ -44,8 +41,8 @@ impl Broker {
                 .spawn(|| runtime.block_on(rill_broker::Broker::start(config)))
                 .join()
         })
-        .map_err(|_| Error::Config("the test broker panicked while starting".into()))?
-        .map_err(|error| Error::Config(format!("the test broker did not start: {error}")))?;
+        .map_err(|_| Error("the test broker panicked while starting".into()))?
+        .map_err(|error| Error(format!("the test broker did not start: {error}")))?;
         Ok(Broker {
             addr: broker.kafka_addr(),
             runtime: Some(runtime),
@@ -58,7 +55,7 @@ impl Broker {
     /// data, as an operator's restart would; clients must reconnect.
     pub fn restart(&mut self) -> Result<()> {
         let (Some(runtime), Some(broker)) = (self.runtime.as_ref(), self.broker.take()) else {
-            return Err(Error::Config("the test broker is stopped".into()));
+            return Err(Error("the test broker is stopped".into()));
         };
         let config = rill_broker::BrokerConfig {
             data_dir: self._dir.path().to_path_buf(),
@@ -76,8 +73,8 @@ impl Broker {
                 })
                 .join()
         })
-        .map_err(|_| Error::Config("the test broker panicked while restarting".into()))?
-        .map_err(|error| Error::Config(format!("the test broker did not restart: {error}")))?;
+        .map_err(|_| Error("the test broker panicked while restarting".into()))?
+        .map_err(|error| Error(format!("the test broker did not restart: {error}")))?;
         self.broker = Some(started);
         Ok(())
     }
@@ -87,27 +84,18 @@ impl Broker {
         self.addr.to_string()
     }
 
-    /// Creates a topic, waiting until it exists.
+    /// Creates a topic; it exists when this returns.
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
-        let bootstrap = self.bootstrap();
-        let name = name.to_string();
-        let runtime = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| Error::Config("the test broker is stopped".into()))?;
+        let (Some(runtime), Some(broker)) = (self.runtime.as_ref(), self.broker.as_ref()) else {
+            return Err(Error("the test broker is stopped".into()));
+        };
         std::thread::scope(|scope| {
             scope
-                .spawn(|| {
-                    runtime.block_on(async {
-                        let admin = AdminClient::connect(ClientConfig::new(&bootstrap)).await?;
-                        admin
-                            .create_topics(vec![NewTopic::new(&name, partitions)])
-                            .await
-                    })
-                })
+                .spawn(|| runtime.block_on(broker.create_topic(name, partitions)))
                 .join()
         })
-        .map_err(|_| Error::Config("creating a topic panicked".into()))?
+        .map_err(|_| Error("creating a topic panicked".into()))?
+        .map_err(Error)
     }
 }
 
