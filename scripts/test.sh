@@ -10,6 +10,14 @@ scripts/install-test-deps.sh
 echo "==> format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# rill-client reaches a broker only through its dev-dependency rill-testkit:
+# an application that uses the client must not build the broker. (Not
+# `! cargo tree | grep`: `set -e` ignores a negated pipeline's failure.)
+client_deps=$(cargo tree -p rill-client -e normal)
+if grep -q rill-broker <<<"$client_deps"; then
+    echo "rill-client depends on rill-broker; tests reach it through rill-testkit" >&2
+    exit 1
+fi
 .venv/bin/ruff format --check --quiet tests/interop
 .venv/bin/ruff check --quiet tests/interop
 
