@@ -4,10 +4,11 @@
 //! directory, and is gone when dropped.
 //!
 //! ```no_run
-//! let broker = rill_testkit::Broker::start().unwrap();
+//! let mut broker = rill_testkit::Broker::start().unwrap();
 //! broker.create_topic("events", 3).unwrap();
-//! let producer = rill_client::Producer::connect(&broker.bootstrap()).unwrap();
-//! // ... produce, consume, and `broker.restart()` to test reconnection.
+//! let bootstrap = broker.bootstrap(); // "127.0.0.1:PORT", for the client under test
+//! // ... the client produces and consumes through `bootstrap` ...
+//! broker.restart().unwrap(); // same port and data: the client must reconnect
 //! ```
 //!
 //! - `broker`: [`Broker`] — `start`, `create_topic`, `bootstrap`, `restart`.
@@ -15,8 +16,8 @@
 //!   `fuzz/fuzz_targets/broker_request.rs`, a broker state fed frames
 //!   without sockets.
 //!
-//! It depends on rill-broker and not on rill-client, so that rill-client's
-//! own tests can use it.
+//! It depends on rill-broker and not on rill-client (not even for its own
+//! tests), so that rill-client's tests can use it.
 
 mod broker;
 pub mod fuzz;
