@@ -3,8 +3,8 @@
 //! a real broker state (a data directory under the system temp dir), with
 //! no sockets, so the fuzzer explores parsing and handling, not TCP.
 //! [`Harness::feed_run`] takes several frames as a pipelined client sends
-//! them (consecutive produce requests with acks 0 or 1 answered as one run,
-//! as the connection does) and can restart the broker between them, so the
+//! them (queued as the connection queues them, so consecutive produce
+//! requests with acks 0 or 1 are answered as one run) and can restart the broker between them, so the
 //! group coordinator replays `__consumer_offsets` from what earlier frames
 //! wrote. Compiled only with the `fuzzing` feature.
 
@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
-use crate::handlers;
+use crate::handlers::{self, Queue};
 use crate::server::Shared;
 
 pub struct Harness {
@@ -78,68 +78,54 @@ impl Harness {
         old.remove_on_drop = false;
     }
 
-    /// Feeds frames as one pipelined client sends them: consecutive produce
-    /// requests with acks 0 or 1 are answered as one run (as the connection
-    /// gathers them); `None` restarts the broker at that point.
+    /// Feeds frames as one pipelined client sends them: they are queued
+    /// as the connection queues them, so consecutive produce requests with
+    /// acks 0 or 1 are answered as one run; `None` restarts the broker at
+    /// that point, once the frames before it are answered.
     pub fn feed_run(&mut self, frames: &[Option<&[u8]>]) {
-        let mut run = Vec::new();
-        for frame in frames {
-            let parsed = frame.map(|f| handlers::parse(&self.shared, Bytes::copy_from_slice(f)));
-            match parsed {
-                Some(Ok(request)) => match handlers::FastProduce::from_request(request) {
-                    Ok(produce) => run.push(produce),
-                    Err(other) => {
-                        self.answer_run(std::mem::take(&mut run));
-                        self.answer(other);
-                    }
-                },
-                Some(Err(_)) => self.answer_run(std::mem::take(&mut run)),
-                None => {
-                    self.answer_run(std::mem::take(&mut run));
-                    self.restart();
-                }
+        for (i, part) in frames.split(|frame| frame.is_none()).enumerate() {
+            if i > 0 {
+                self.restart();
             }
-            if run.len() == handlers::produce::RUN_REQUESTS_MAX {
-                self.answer_run(std::mem::take(&mut run));
-            }
+            let part: Vec<&[u8]> = part.iter().flatten().copied().collect();
+            self.answer(&part);
         }
-        self.answer_run(run);
-    }
-
-    fn answer_run(&mut self, run: Vec<handlers::FastProduce>) {
-        if run.is_empty() {
-            return;
-        }
-        let shared = self.shared.clone();
-        self.runtime.block_on(async move {
-            let _ = tokio::time::timeout(
-                Duration::from_millis(200),
-                handlers::handle_produce_run(&shared, run),
-            )
-            .await;
-        });
     }
 
     /// Decodes `frame` (without its size prefix) as a request and answers it.
     pub fn feed(&mut self, frame: &[u8]) {
-        let frame = Bytes::copy_from_slice(frame);
-        let Ok(request) = handlers::parse(&self.shared, frame) else {
-            return;
-        };
-        self.answer(request);
+        self.answer(&[frame]);
     }
 
-    fn answer(&mut self, request: handlers::Request) {
+    /// Queues `frames` and answers them in order, skipping those that do
+    /// not decode (where the connection would close).
+    fn answer(&mut self, frames: &[&[u8]]) {
+        let (sender, mut queue) = Queue::new(frames.len().max(1));
+        // The harness has no read budget: every frame's share is empty.
+        let budget = Arc::new(Semaphore::new(0));
+        let empty = || budget.clone().try_acquire_many_owned(0).ok();
+        for frame in frames {
+            let (Some(own), Some(broker)) = (empty(), empty()) else {
+                return;
+            };
+            let _ = sender.try_send((Bytes::copy_from_slice(frame), (own, broker)));
+        }
+        drop(sender);
         let shared = self.shared.clone();
         let stop = &mut self.stop;
-        // Some requests wait by design (a JoinGroup until the rebalance
-        // ends); the fuzzer only needs to know that they do not misbehave.
         self.runtime.block_on(async move {
-            let _ = tokio::time::timeout(
-                Duration::from_millis(200),
-                handlers::handle(&shared, request, "/127.0.0.1", stop),
-            )
-            .await;
+            while let Some(parsed) = queue.next().await {
+                let Ok(request) = parsed else { continue };
+                // Some requests wait by design (a JoinGroup until the
+                // rebalance ends); the fuzzer only needs to know that they
+                // do not misbehave.
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(200),
+                    handlers::handle(&shared, request, &mut queue, "/127.0.0.1", stop),
+                )
+                .await;
+                queue.release_taken();
+            }
         });
     }
 }
