@@ -19,7 +19,7 @@ use rill_log::{Offset, ReadError};
 use rill_protocol::messages::fetch_request::FetchTopic;
 use rill_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use rill_protocol::messages::{FetchRequest, FetchResponse};
-use rill_protocol::{FileRegion, Records};
+use rill_protocol::Records;
 use tokio::sync::watch;
 
 use crate::cluster::{Partition, TopicHandle};
@@ -196,15 +196,7 @@ fn read_partition(
     let limit_u32 = u32::try_from(limit.max(1)).unwrap_or(u32::MAX);
     match log.read(Offset(fetch_offset), limit_u32, high_watermark) {
         Ok(info) => {
-            let mut regions: Vec<FileRegion> = info
-                .slices
-                .into_iter()
-                .map(|slice| FileRegion {
-                    file: slice.file,
-                    position: slice.position,
-                    len: slice.len,
-                })
-                .collect();
+            let mut regions = info.slices;
             let bytes: usize = regions.iter().map(|r| r.len as usize).sum();
             if !first && bytes > limit {
                 regions.clear();
