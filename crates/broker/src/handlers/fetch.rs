@@ -16,18 +16,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::select_all;
 use rill_log::{Offset, ReadError};
+use rill_protocol::Records;
 use rill_protocol::messages::fetch_request::FetchTopic;
 use rill_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use rill_protocol::messages::{FetchRequest, FetchResponse};
-use rill_protocol::Records;
 use tokio::sync::watch;
 
 use crate::cluster::{Partition, TopicHandle};
 use crate::error_code;
 use crate::server::Shared;
-
-/// Kafka's error for a session id the broker does not know.
-const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 
 pub async fn handle(
     shared: &Arc<Shared>,
@@ -37,7 +34,7 @@ pub async fn handle(
 ) -> FetchResponse {
     if request.session_id != 0 {
         return FetchResponse {
-            error_code: FETCH_SESSION_ID_NOT_FOUND,
+            error_code: error_code::FETCH_SESSION_ID_NOT_FOUND,
             ..Default::default()
         };
     }
