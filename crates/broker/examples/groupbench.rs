@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rill_broker::{Broker, BrokerConfig};
 use rill_protocol::codec::{Decode, Decoder, Encode, Encoder};
+use rill_protocol::error_code::{COORDINATOR_LOAD_IN_PROGRESS, MEMBER_ID_REQUIRED, NONE};
 use rill_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use rill_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -145,9 +146,8 @@ async fn member(
         };
         member_id = joined.member_id.clone();
         match joined.error_code {
-            0 => {}
-            // MEMBER_ID_REQUIRED, or the coordinator is still loading.
-            79 | 14 => continue,
+            NONE => {}
+            MEMBER_ID_REQUIRED | COORDINATOR_LOAD_IN_PROGRESS => continue,
             other => panic!("JoinGroup error {other}"),
         }
         let assignments = if joined.leader == member_id {
@@ -180,7 +180,7 @@ async fn member(
         else {
             unreachable!()
         };
-        if synced.error_code != 0 {
+        if synced.error_code != NONE {
             continue;
         }
         let _ = report.send((joined.generation_id, Instant::now()));
@@ -211,7 +211,7 @@ async fn member(
             else {
                 unreachable!()
             };
-            if beat.error_code != 0 {
+            if beat.error_code != NONE {
                 break;
             }
         }
@@ -306,10 +306,10 @@ async fn commits(broker: &Arc<Broker>, connections: usize, seconds: u64) -> (f64
                         unreachable!()
                     };
                     let code = response.topics[0].partitions[0].error_code;
-                    if code == 14 {
+                    if code == COORDINATOR_LOAD_IN_PROGRESS {
                         continue;
                     }
-                    assert_eq!(code, 0);
+                    assert_eq!(code, NONE);
                     latencies.push(started.elapsed());
                 }
                 latencies

@@ -925,13 +925,9 @@ mod tests {
         let mut builder = BatchBuilder::new(Compression::None);
         let value = Bytes::copy_from_slice(value.as_bytes());
         builder
-            .append(handlers_now_ms(), None, Some(value), Vec::new())
+            .append(crate::clock::now_ms(), None, Some(value), Vec::new())
             .unwrap();
         builder.build().unwrap().to_vec()
-    }
-
-    fn handlers_now_ms() -> i64 {
-        crate::handlers::now_ms()
     }
 
     async fn topic_with_data(cluster: &Cluster, name: &str, partitions: i32) -> TopicId {
@@ -940,7 +936,9 @@ mod tests {
             .await
             .unwrap();
         for partition in &topic.partitions {
-            partition.append(&batch("old"), handlers_now_ms()).unwrap();
+            partition
+                .append(&batch("old"), crate::clock::now_ms())
+                .unwrap();
             assert_eq!(partition.log.log_end_offset().0, 1);
         }
         topic.id

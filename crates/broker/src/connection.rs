@@ -1,15 +1,15 @@
 //! One client connection: framing, ordering and limits.
 //!
 //! A reader task reads frames (size checked before room is made) into a
-//! bounded queue; the connection task answers them in order, as Kafka does
-//! (one at a time, except that produce requests with acks 0 or 1 already
-//! queued behind one another are handled as one run whose batches for a
-//! partition are appended together, `handlers::produce::handle_run`), and
-//! writes each response: header bytes from a buffer, record bytes straight
-//! from the log files with `sendfile(2)`. The queue has two bounds: how
-//! many requests a pipelining client may have read ahead of the one being
-//! answered (`max_in_flight_requests_per_connection`), and how many bytes
-//! the requests read and not yet answered may hold
+//! bounded queue (`handlers::Queue`); the connection task takes each
+//! request in turn, hands it to `handlers::handle`, and writes the answers
+//! in order, as Kafka does: header bytes from a buffer, record bytes
+//! straight from the log files with `sendfile(2)`. A handler may answer
+//! more than the request it was handed: a produce request takes with it
+//! those pipelined behind it (`handlers::produce`). The queue has two
+//! bounds: how many requests a pipelining client may have read ahead of the
+//! one being answered (`max_in_flight_requests_per_connection`), and how
+//! many bytes the requests read and not yet answered may hold
 //! (`max_queued_request_bytes_per_connection`): the reader takes a frame's
 //! share of that budget before it makes room for the frame, and the share comes
 //! back when the request is answered. Without the byte bound a producer
@@ -33,17 +33,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use rill_protocol::codec::{Encode, EncodedFrame, Encoder};
+use rill_protocol::ApiKey;
 use rill_protocol::frame::frame_len;
-use rill_protocol::messages::ResponseHeader;
-use rill_protocol::{ApiKey, ResponseBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::sync::{mpsc, watch};
 
-use crate::handlers;
+use crate::handlers::{self, Queue, Share};
+use crate::response::Response;
 use crate::sendfile::write_regions;
 use crate::server::Shared;
 
@@ -53,10 +52,6 @@ const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Produce responses buffered before a write; a few hundred of them.
 const COALESCED_RESPONSES_MAX_BYTES: usize = 64 * 1024;
-
-/// A frame's part of the connection's budget and of the broker's
-/// (`queued_max_request_bytes`), both given back when it is answered.
-type Share = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 /// Serves one connection until the client closes it, it breaks a rule, or
 /// the broker shuts down.
@@ -73,8 +68,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, mut shutdown: watch::
     // Responses are written whole; Nagle's algorithm would only delay them.
     let _ = stream.set_nodelay(true);
     let (read_half, mut write_half) = stream.into_split();
-    let (frames_tx, mut frames_rx) =
-        mpsc::channel::<(Bytes, Share)>(shared.config.max_in_flight_requests_per_connection);
+    let (frames_tx, mut queue) = Queue::new(shared.config.max_in_flight_requests_per_connection);
     let reader = tokio::spawn(read_frames(
         shared.clone(),
         read_half,
@@ -84,26 +78,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, mut shutdown: watch::
     ));
 
     let mut held = Vec::new();
-    // A request read from the queue while gathering a run of produce
-    // requests, and not part of it: handled next.
-    let mut stashed: Option<(Result<handlers::Request, String>, Share)> = None;
-    loop {
-        // The budget shares of this iteration's requests, given back (by
-        // drop) once they are answered.
-        let mut shares = Vec::new();
-        let parsed = match stashed.take() {
-            Some((parsed, share)) => {
-                shares.push(share);
-                parsed
-            }
-            None => match frames_rx.recv().await {
-                Some((frame, share)) => {
-                    shares.push(share);
-                    handlers::parse(&shared, frame)
-                }
-                None => break,
-            },
-        };
+    while let Some(parsed) = queue.next().await {
         let started = Instant::now();
         let request = match parsed {
             Ok(request) => request,
@@ -112,86 +87,61 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, mut shutdown: watch::
                 break;
             }
         };
-        let (api, responses) = match handlers::FastProduce::from_request(request) {
-            Ok(first) => {
-                // Produce requests already waiting behind this one are
-                // answered as one run: their batches for a partition are
-                // appended together (handlers::produce::handle_run).
-                let mut run = vec![first];
-                while run.len() < handlers::produce::RUN_REQUESTS_MAX {
-                    let Ok((frame, share)) = frames_rx.try_recv() else {
-                        break;
-                    };
-                    match handlers::parse(&shared, frame).map(handlers::FastProduce::from_request) {
-                        Ok(Ok(next)) => {
-                            run.push(next);
-                            shares.push(share);
-                        }
-                        Ok(Err(other)) => {
-                            stashed = Some((Ok(other), share));
-                            break;
-                        }
-                        Err(reason) => {
-                            stashed = Some((Err(reason), share));
-                            break;
-                        }
-                    }
-                }
-                let count = run.len();
-                let responses = handlers::handle_produce_run(&shared, run).await;
-                debug_assert_eq!(responses.len(), count);
-                ("Produce", responses)
-            }
-            Err(request) => {
-                // It may wait (a fetch, acks=all, a join): what is held goes
-                // out first.
-                if let Err(error) = write_held(&mut write_half, &mut held).await {
-                    tracing::debug!(%peer, %error, "closing connection: write failed");
-                    break;
-                }
-                let api = request.api_name();
-                let response =
-                    handlers::handle(&shared, request, &client_host, &mut shutdown).await;
-                (api, vec![response])
-            }
+        // It may wait (a fetch, acks=all, a join): what is held goes out
+        // first.
+        let flushed = if request.may_wait() {
+            write_held(&mut write_half, &mut held).await
+        } else {
+            Ok(())
         };
-        let mut written = Ok(());
-        for response in responses {
-            // None: acks=0 produce, the client expects no answer.
-            let Some(response) = response else { continue };
-            let frame = &response.frame;
-            written = if frame.regions.is_empty()
-                && held.len() + frame.buf.len() <= COALESCED_RESPONSES_MAX_BYTES
-            {
-                held.extend_from_slice(&frame.buf);
-                Ok(())
-            } else {
-                match write_held(&mut write_half, &mut held).await {
-                    Ok(()) => write_timed(&mut write_half, &response).await,
-                    Err(error) => Err(error),
-                }
-            };
-            if written.is_err() {
-                break;
-            }
+        if let Err(error) = flushed {
+            tracing::debug!(%peer, %error, "closing connection: write failed");
+            break;
         }
-        let written = match written {
+        let api = request.api_name();
+        let responses =
+            handlers::handle(&shared, request, &mut queue, &client_host, &mut shutdown).await;
+        let written = match write_responses(&mut write_half, &mut held, responses).await {
             // Held only while another request is already waiting; once it
             // is parsed, a request that may wait writes them first.
-            Ok(()) if !held.is_empty() && stashed.is_none() && frames_rx.is_empty() => {
+            Ok(()) if !held.is_empty() && queue.is_empty() => {
                 write_held(&mut write_half, &mut held).await
             }
             other => other,
         };
+        queue.release_taken();
         shared.metrics.observe_request(api, started.elapsed());
         if let Err(error) = written {
             tracing::debug!(%peer, %error, "closing connection: write failed");
             break;
         }
     }
+    queue.release_taken();
     let _ = write_held(&mut write_half, &mut held).await;
     reader.abort();
     let _ = write_half.shutdown().await;
+}
+
+/// Writes a dispatch's responses in order: a small one joins those held
+/// (see the module's note), a larger one goes out after them.
+async fn write_responses(
+    write_half: &mut OwnedWriteHalf,
+    held: &mut Vec<u8>,
+    responses: Vec<Option<Response>>,
+) -> io::Result<()> {
+    for response in responses {
+        // None: acks=0 produce, the client expects no answer.
+        let Some(response) = response else { continue };
+        let frame = &response.frame;
+        if frame.regions.is_empty() && held.len() + frame.buf.len() <= COALESCED_RESPONSES_MAX_BYTES
+        {
+            held.extend_from_slice(&frame.buf);
+        } else {
+            write_held(write_half, held).await?;
+            write_timed(write_half, &response).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads frames until EOF, an error, a broken limit, or shutdown.
@@ -356,34 +306,6 @@ impl Inbox {
             self.buf = BytesMut::from(&self.buf[..]);
         }
         frame
-    }
-}
-
-/// A response ready to send: its header and body, already encoded.
-pub struct Response {
-    pub frame: EncodedFrame,
-}
-
-impl Response {
-    /// Encodes `header` then `body`, prefixed by the frame size.
-    pub fn encode(
-        header: &ResponseHeader,
-        header_version: i16,
-        body: &ResponseBody,
-        body_version: i16,
-    ) -> Result<Response, rill_protocol::codec::EncodeError> {
-        let len = header.encoded_len(header_version)? + body.encoded_len(body_version)?;
-        let size = i32::try_from(len).map_err(|_| rill_protocol::codec::EncodeError::TooLong {
-            what: "response",
-            len,
-        })?;
-        let mut encoder = Encoder::with_capacity(4 + len.min(64 * 1024));
-        encoder.put_i32(size);
-        header.encode(&mut encoder, header_version)?;
-        body.encode(&mut encoder, body_version)?;
-        Ok(Response {
-            frame: encoder.finish(),
-        })
     }
 }
 

@@ -31,8 +31,8 @@ use rill_records::builder::BatchBuilder;
 use rill_records::record::decode_batch;
 use tokio::sync::{oneshot, watch};
 
+use crate::clock::now_ms;
 use crate::cluster::{Cluster, Durable, Partition, TopicHandle};
-use crate::handlers::now_ms;
 use crate::metrics::Metrics;
 use crate::server::Shared;
 

@@ -3,8 +3,12 @@
 //! - [`config`]: settings from defaults, a TOML file, `RILL_*` variables, flags.
 //! - `server`: [`Broker`] — listeners, shared state, explicit shutdown.
 //! - `connection`: one client connection — framing, ordering, limits, writes.
+//! - `response`: a response encoded and ready to send.
 //! - `sendfile`: record bytes from log files to the socket with `sendfile(2)`.
-//! - `handlers`: one file per Kafka API, and the table of supported versions.
+//! - `handlers`: one file per Kafka API, the table of supported versions,
+//!   the dispatch, and the queue of a connection's requests read ahead
+//!   (from which the produce handler takes runs of pipelined requests).
+//! - `clock`: the wall clock in Kafka's unit, milliseconds since the epoch.
 //! - `cluster`: topics and partitions, and every change to them (through the
 //!   metadata log of `rill_metadata`).
 //! - `partition_dirs`: each partition directory tagged with its topic's id;
@@ -19,6 +23,7 @@
 pub mod config;
 
 mod admin;
+mod clock;
 mod cluster;
 mod connection;
 use rill_protocol::error_code;
@@ -26,6 +31,7 @@ mod groups;
 mod handlers;
 mod metrics;
 mod partition_dirs;
+mod response;
 mod sendfile;
 mod server;
 // Public for rill-testkit's fuzz harness only (the module says why).

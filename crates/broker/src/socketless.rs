@@ -4,17 +4,16 @@
 //! harness (a separate crate) drives them; not an API.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 pub use crate::cluster::OpenError;
-pub use crate::handlers::produce::RUN_REQUESTS_MAX;
-pub use crate::handlers::{FastProduce, Request};
 
 use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
-use crate::handlers;
+use crate::handlers::{self, Queue};
 use crate::server::Shared;
 
 /// The state every connection shares, with the group coordinator's timers
@@ -43,20 +42,31 @@ impl State {
         })
     }
 
-    /// Decodes a request frame (without its size prefix), or says why a
-    /// connection would close.
-    pub fn parse(&self, frame: Bytes) -> Result<Request, String> {
-        handlers::parse(&self.shared, frame)
-    }
-
-    /// Answers one request as a client at 127.0.0.1 would be answered.
-    pub async fn answer(&mut self, request: Request) {
-        handlers::handle(&self.shared, request, "/127.0.0.1", &mut self.stop).await;
-    }
-
-    /// Answers a run of pipelined produce requests, as a connection gathers them.
-    pub async fn answer_run(&self, run: Vec<FastProduce>) {
-        handlers::handle_produce_run(&self.shared, run).await;
+    /// Queues `frames` (each without its size prefix) as a connection
+    /// queues a pipelined client's requests, and answers them in order, so
+    /// consecutive produce requests with acks 0 or 1 are answered as one
+    /// run; frames that do not decode (where a connection would close) are
+    /// skipped. Answers are computed and dropped. Some requests wait by
+    /// design (a JoinGroup until the rebalance ends), so each gets at most
+    /// `patience`: the fuzzer only needs to know that they do not misbehave.
+    pub async fn answer_frames(&mut self, frames: &[&[u8]], patience: Duration) {
+        let (sender, mut queue) = Queue::new(frames.len().max(1));
+        // No read budget here: every frame's share is empty.
+        let budget = Arc::new(Semaphore::new(0));
+        let empty = || budget.clone().try_acquire_many_owned(0).ok();
+        for frame in frames {
+            let (Some(own), Some(broker)) = (empty(), empty()) else {
+                return;
+            };
+            let _ = sender.try_send((Bytes::copy_from_slice(frame), (own, broker)));
+        }
+        drop(sender);
+        while let Some(parsed) = queue.next().await {
+            let Ok(request) = parsed else { continue };
+            let handled = handlers::handle(&self.shared, request, &mut queue, "/127.0.0.1", &mut self.stop);
+            let _ = tokio::time::timeout(patience, handled).await;
+            queue.release_taken();
+        }
     }
 
     /// Stops the group coordinator's timers and closes the logs cleanly.

@@ -6,6 +6,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rill_broker::{Broker, BrokerConfig};
 use rill_protocol::codec::{Decode, Decoder, Encode, Encoder};
+use rill_protocol::error_code::{
+    COORDINATOR_LOAD_IN_PROGRESS, ILLEGAL_GENERATION, INVALID_REQUEST, MEMBER_ID_REQUIRED, NONE,
+    NOT_COORDINATOR, UNKNOWN_MEMBER_ID, UNKNOWN_TOPIC_OR_PARTITION,
+};
 use rill_protocol::messages::create_topics_request::CreatableTopic;
 use rill_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use rill_protocol::messages::offset_commit_request::{
@@ -19,8 +23,6 @@ use rill_protocol::messages::*;
 use rill_protocol::{RequestBody, ResponseBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 
 fn config(dir: &std::path::Path) -> BrokerConfig {
     BrokerConfig {
@@ -104,7 +106,7 @@ impl Client {
             assert!(Instant::now() < deadline, "the coordinator never loaded");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+        assert_eq!(first.error_code, MEMBER_ID_REQUIRED);
         assert!(first.member_id.starts_with("groups-test-"));
         self.join(group, &first.member_id, Bytes::from_static(b"sub"))
             .await
@@ -192,7 +194,7 @@ impl Client {
             else {
                 panic!("not an OffsetFetch response")
             };
-            if response.groups.iter().all(|g| g.error_code == 0) {
+            if response.groups.iter().all(|g| g.error_code == NONE) {
                 return response
                     .groups
                     .iter()
@@ -229,7 +231,7 @@ async fn join_sync_heartbeat_commit_fetch_and_restart() {
     else {
         panic!("not a CreateTopics response")
     };
-    assert_eq!(created.topics[0].error_code, 0);
+    assert_eq!(created.topics[0].error_code, NONE);
 
     let ResponseBody::FindCoordinator(found) = client
         .call(
@@ -245,12 +247,12 @@ async fn join_sync_heartbeat_commit_fetch_and_restart() {
     };
     assert_eq!(found.coordinators.len(), 2);
     for coordinator in &found.coordinators {
-        assert_eq!(coordinator.error_code, 0);
+        assert_eq!(coordinator.error_code, NONE);
         assert_eq!(coordinator.port, i32::from(broker.kafka_addr().port()));
     }
 
     let joined = client.join_new("g").await;
-    assert_eq!(joined.error_code, 0);
+    assert_eq!(joined.error_code, NONE);
     assert_eq!(joined.generation_id, 1);
     assert_eq!(joined.leader, joined.member_id);
     assert_eq!(joined.members.len(), 1);
@@ -258,7 +260,7 @@ async fn join_sync_heartbeat_commit_fetch_and_restart() {
     let synced = client.sync("g", &member, 1).await;
     assert_eq!(
         (synced.error_code, synced.assignment.as_ref()),
-        (0, &b"all of it"[..])
+        (NONE, &b"all of it"[..])
     );
 
     let ResponseBody::Heartbeat(beat) = client
@@ -275,30 +277,20 @@ async fn join_sync_heartbeat_commit_fetch_and_restart() {
     else {
         panic!("not a Heartbeat response")
     };
-    assert_eq!(beat.error_code, 0);
+    assert_eq!(beat.error_code, NONE);
 
-    assert_eq!(client.commit("g", &member, 1, 42).await, 0);
-    assert_eq!(client.commit("simple", "", -1, 7).await, 0);
+    assert_eq!(client.commit("g", &member, 1, 42).await, NONE);
+    assert_eq!(client.commit("simple", "", -1, 7).await, NONE);
     assert_eq!(
         client.commit_to("simple", "no-such-topic", 7).await,
-        3,
-        "UNKNOWN_TOPIC_OR_PARTITION"
+        UNKNOWN_TOPIC_OR_PARTITION
     );
     // Bad commits get their error and change nothing.
-    assert_eq!(
-        client.commit("g", &member, 2, 99).await,
-        22,
-        "ILLEGAL_GENERATION"
-    );
-    assert_eq!(
-        client.commit("g", "ghost", 1, 99).await,
-        25,
-        "UNKNOWN_MEMBER_ID"
-    );
+    assert_eq!(client.commit("g", &member, 2, 99).await, ILLEGAL_GENERATION);
+    assert_eq!(client.commit("g", "ghost", 1, 99).await, UNKNOWN_MEMBER_ID);
     assert_eq!(
         client.commit("nope", "ghost", 3, 99).await,
-        22,
-        "ILLEGAL_GENERATION"
+        ILLEGAL_GENERATION
     );
     assert_eq!(
         client.fetch(&["g", "simple", "nope"]).await,
@@ -309,7 +301,7 @@ async fn join_sync_heartbeat_commit_fetch_and_restart() {
     let huge = client
         .join("g", "", Bytes::from(vec![7u8; 512 * 1024]))
         .await;
-    assert_eq!(huge.error_code, 42, "INVALID_REQUEST");
+    assert_eq!(huge.error_code, INVALID_REQUEST);
 
     drop(client);
     broker.shutdown().await;
@@ -347,5 +339,5 @@ async fn shutdown_answers_a_join_that_waits_for_a_rebalance() {
     tokio::time::timeout(Duration::from_secs(10), broker.shutdown())
         .await
         .expect("shutdown must not wait for the rebalance");
-    assert_eq!(waiting.await.unwrap(), 16, "NOT_COORDINATOR");
+    assert_eq!(waiting.await.unwrap(), NOT_COORDINATOR);
 }

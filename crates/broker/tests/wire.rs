@@ -6,6 +6,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rill_broker::{Broker, BrokerConfig};
 use rill_protocol::codec::{Decode, Decoder, Encode, Encoder};
+use rill_protocol::error_code::{
+    CORRUPT_MESSAGE, INVALID_PRODUCER_EPOCH, INVALID_REQUEST, INVALID_TOPIC_EXCEPTION, NONE,
+    OFFSET_OUT_OF_RANGE, OUT_OF_ORDER_SEQUENCE_NUMBER, UNKNOWN_TOPIC_OR_PARTITION,
+    UNSUPPORTED_VERSION,
+};
 use rill_protocol::messages::create_topics_request::CreatableTopic;
 use rill_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use rill_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -146,7 +151,7 @@ async fn create_topic(client: &mut Client, name: &str, partitions: i32) {
         panic!("not a CreateTopics response")
     };
     assert_eq!(
-        response.topics[0].error_code, 0,
+        response.topics[0].error_code, NONE,
         "{:?}",
         response.topics[0].error_message
     );
@@ -262,7 +267,7 @@ async fn api_versions_lists_what_rill_supports() {
         else {
             panic!("not an ApiVersions response")
         };
-        assert_eq!(response.error_code, 0);
+        assert_eq!(response.error_code, NONE);
         let produce = response.api_keys.iter().find(|k| k.api_key == 0).unwrap();
         assert_eq!((produce.min_version, produce.max_version), (0, 11));
         assert_eq!(response.api_keys.len(), rill_broker::SUPPORTED_APIS.len());
@@ -284,10 +289,10 @@ async fn an_unknown_api_versions_version_gets_a_v0_answer() {
     let len = stream.read_i32().await.unwrap();
     let mut response = vec![0u8; len as usize];
     stream.read_exact(&mut response).await.unwrap();
-    // Response header v0 (correlation id), then a v0 body: error 35 and the
-    // ApiVersions range alone.
+    // Response header v0 (correlation id), then a v0 body:
+    // UNSUPPORTED_VERSION and the ApiVersions range alone.
     assert_eq!(&response[..4], &7i32.to_be_bytes());
-    assert_eq!(&response[4..6], &35i16.to_be_bytes());
+    assert_eq!(&response[4..6], &UNSUPPORTED_VERSION.to_be_bytes());
     assert_eq!(&response[6..10], &1i32.to_be_bytes());
     assert_eq!(&response[10..16], &[0, 18, 0, 0, 0, 4]);
     assert_eq!(response.len(), 16);
@@ -301,18 +306,18 @@ async fn produce_then_fetch_round_trips_and_offsets_grow() {
     create_topic(&mut client, "events", 3).await;
     assert_eq!(
         produce(&mut client, "events", 0, batch(&["a", "b", "c"])).await,
-        (0, 0)
+        (NONE, 0)
     );
     assert_eq!(
         produce(&mut client, "events", 0, batch(&["d"])).await,
-        (0, 3)
+        (NONE, 3)
     );
     let ResponseBody::Fetch(response) = client.call(12, fetch_request("events", 1, 0)).await else {
         panic!("not a Fetch response")
     };
     assert_eq!(response.responses[0].partitions[0].high_watermark, 4);
     let (code, values) = fetched_values(&response);
-    assert_eq!(code, 0);
+    assert_eq!(code, NONE);
     // Fetch returns whole batches: the first batch (offsets 0-2) is sent
     // whole; the client skips the records before its offset.
     let values: Vec<_> = values
@@ -353,21 +358,30 @@ async fn errors_reach_the_client_as_kafka_codes() {
     let mut client = Client::connect(&broker).await;
     create_topic(&mut client, "t", 1).await;
     // Unknown partition, unknown topic.
-    assert_eq!(produce(&mut client, "t", 5, batch(&["x"])).await.0, 3);
-    assert_eq!(produce(&mut client, "nope", 0, batch(&["x"])).await.0, 3);
+    assert_eq!(
+        produce(&mut client, "t", 5, batch(&["x"])).await.0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        produce(&mut client, "nope", 0, batch(&["x"])).await.0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
     // A flipped byte inside the records fails the CRC.
     let mut corrupt = batch(&["x"]).to_vec();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 1;
     assert_eq!(
         produce(&mut client, "t", 0, Bytes::from(corrupt)).await.0,
-        2
+        CORRUPT_MESSAGE
     );
     // Fetching past the end.
     let ResponseBody::Fetch(response) = client.call(12, fetch_request("t", 42, 0)).await else {
         panic!("not a Fetch response")
     };
-    assert_eq!(response.responses[0].partitions[0].error_code, 1);
+    assert_eq!(
+        response.responses[0].partitions[0].error_code,
+        OFFSET_OUT_OF_RANGE
+    );
     // Invalid topic name.
     let ResponseBody::CreateTopics(response) = client
         .call(
@@ -386,7 +400,7 @@ async fn errors_reach_the_client_as_kafka_codes() {
     else {
         panic!("not a CreateTopics response")
     };
-    assert_eq!(response.topics[0].error_code, 17);
+    assert_eq!(response.topics[0].error_code, INVALID_TOPIC_EXCEPTION);
     broker.broker.shutdown().await;
 }
 
@@ -410,7 +424,7 @@ async fn metadata_auto_creates_and_list_offsets_answers() {
     else {
         panic!("not a Metadata response")
     };
-    assert_eq!(response.topics[0].error_code, 0);
+    assert_eq!(response.topics[0].error_code, NONE);
     assert_eq!(response.topics[0].partitions.len(), 1);
     assert_eq!(
         response.brokers[0].port,
@@ -495,15 +509,18 @@ async fn idempotent_producers_get_duplicates_acknowledged_and_gaps_refused() {
     else {
         panic!("not an InitProducerId response")
     };
-    assert_eq!(init.error_code, 0);
+    assert_eq!(init.error_code, NONE);
     let (id, epoch) = (init.producer_id, init.producer_epoch);
     assert!(id >= 0);
 
     let first = idempotent_batch(id, epoch, 0, &["a", "b"]);
-    assert_eq!(produce(&mut client, "idem", 0, first.clone()).await, (0, 0));
+    assert_eq!(
+        produce(&mut client, "idem", 0, first.clone()).await,
+        (NONE, 0)
+    );
     // A retry of the same batch is acknowledged with its first offsets and
     // not stored twice.
-    assert_eq!(produce(&mut client, "idem", 0, first).await, (0, 0));
+    assert_eq!(produce(&mut client, "idem", 0, first).await, (NONE, 0));
     assert_eq!(
         produce(
             &mut client,
@@ -512,7 +529,7 @@ async fn idempotent_producers_get_duplicates_acknowledged_and_gaps_refused() {
             idempotent_batch(id, epoch, 2, &["c"])
         )
         .await,
-        (0, 2)
+        (NONE, 2)
     );
     // Sequence 5 after 2: batches 3 and 4 are missing.
     assert_eq!(
@@ -524,7 +541,7 @@ async fn idempotent_producers_get_duplicates_acknowledged_and_gaps_refused() {
         )
         .await
         .0,
-        45
+        OUT_OF_ORDER_SEQUENCE_NUMBER
     );
     // A bumped epoch starts at 0; the old epoch is then fenced.
     assert_eq!(
@@ -535,7 +552,7 @@ async fn idempotent_producers_get_duplicates_acknowledged_and_gaps_refused() {
             idempotent_batch(id, epoch + 1, 0, &["d"])
         )
         .await,
-        (0, 3)
+        (NONE, 3)
     );
     assert_eq!(
         produce(
@@ -546,7 +563,7 @@ async fn idempotent_producers_get_duplicates_acknowledged_and_gaps_refused() {
         )
         .await
         .0,
-        47
+        INVALID_PRODUCER_EPOCH
     );
     let ResponseBody::Fetch(response) = client.call(12, fetch_request("idem", 0, 0)).await else {
         panic!("not a Fetch response")
@@ -568,18 +585,14 @@ async fn an_epoch_bump_at_the_end_of_the_range_gives_a_fresh_id() {
     let broker = start().await;
     let mut client = Client::connect(&broker).await;
     let (code, id, epoch) = init_producer(&mut client, -1, -1).await;
-    assert_eq!((code, epoch), (0, 0));
-    assert_eq!(init_producer(&mut client, id, 7).await, (0, id, 8));
+    assert_eq!((code, epoch), (NONE, 0));
+    assert_eq!(init_producer(&mut client, id, 7).await, (NONE, id, 8));
     for exhausted in [i16::MAX - 1, i16::MAX] {
         let (code, fresh, epoch) = init_producer(&mut client, id, exhausted).await;
-        assert_eq!((code, epoch), (0, 0));
+        assert_eq!((code, epoch), (NONE, 0));
         assert!(fresh >= 0 && fresh != id, "{fresh} after {id}");
     }
-    assert_eq!(
-        init_producer(&mut client, id, -5).await.0,
-        42,
-        "INVALID_REQUEST"
-    );
+    assert_eq!(init_producer(&mut client, id, -5).await.0, INVALID_REQUEST);
     broker.broker.shutdown().await;
 }
 
@@ -706,7 +719,10 @@ async fn pipelined_produce_answers_come_in_order_and_before_a_parked_fetch() {
             panic!("not a Produce response")
         };
         let partition = &response.responses[0].partition_responses[0];
-        assert_eq!((partition.error_code, partition.base_offset), (0, i as i64));
+        assert_eq!(
+            (partition.error_code, partition.base_offset),
+            (NONE, i as i64)
+        );
     }
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -759,11 +775,7 @@ async fn a_pipelined_run_of_produce_requests_is_answered_request_by_request() {
                 let mut bad = batch(&refs).to_vec();
                 let last = bad.len() - 1;
                 bad[last] ^= 1;
-                (
-                    1,
-                    Bytes::from(bad),
-                    Err(rill_protocol::error_code::CORRUPT_MESSAGE),
-                )
+                (1, Bytes::from(bad), Err(CORRUPT_MESSAGE))
             }
             // An idempotent producer, then its retry of the same batch.
             20 | 21 => (1, idempotent_batch(1000, 0, 0, &["idem"]), Ok(None)),
@@ -802,7 +814,7 @@ async fn a_pipelined_run_of_produce_requests_is_answered_request_by_request() {
         match answer {
             Ok(base) => assert_eq!(
                 (partition.error_code, partition.base_offset),
-                (0, *base),
+                (NONE, *base),
                 "request {id}"
             ),
             Err(code) => assert_eq!(partition.error_code, *code, "request {id}"),
@@ -812,7 +824,7 @@ async fn a_pipelined_run_of_produce_requests_is_answered_request_by_request() {
         panic!("not a Fetch response")
     };
     let (code, fetched) = fetched_values(&response);
-    assert_eq!(code, 0);
+    assert_eq!(code, NONE);
     let values: Vec<String> = fetched.into_iter().map(|(_, value)| value).collect();
     assert_eq!(values, stored);
     broker.broker.shutdown().await;
@@ -847,7 +859,10 @@ async fn pipelined_requests_beyond_the_byte_budget_are_all_answered_in_order() {
             panic!("not a Produce response")
         };
         let partition = &response.responses[0].partition_responses[0];
-        assert_eq!((partition.error_code, partition.base_offset), (0, i as i64));
+        assert_eq!(
+            (partition.error_code, partition.base_offset),
+            (NONE, i as i64)
+        );
     }
     let mut fetched = Vec::new();
     while fetched.len() < values.len() {
@@ -858,7 +873,7 @@ async fn pipelined_requests_beyond_the_byte_budget_are_all_answered_in_order() {
             panic!("not a Fetch response")
         };
         let (code, got) = fetched_values(&response);
-        assert_eq!(code, 0);
+        assert_eq!(code, NONE);
         assert!(!got.is_empty());
         fetched.extend(got.into_iter().map(|(_, value)| value));
     }
@@ -887,7 +902,7 @@ async fn retention_runs_at_the_configured_interval() {
     let value = "v".repeat(100);
     for _ in 0..40 {
         let (error, _) = produce(&mut client, "kept", 0, batch(&[&value, &value])).await;
-        assert_eq!(error, 0);
+        assert_eq!(error, NONE);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -946,14 +961,17 @@ async fn requests_are_read_whole_however_their_bytes_are_split() {
             panic!("not a Produce response")
         };
         let partition = &response.responses[0].partition_responses[0];
-        assert_eq!((partition.error_code, partition.base_offset), (0, expected));
+        assert_eq!(
+            (partition.error_code, partition.base_offset),
+            (NONE, expected)
+        );
         expected += decode_batch(records, 1 << 20).unwrap().iter().count() as i64;
     }
     let ResponseBody::Fetch(response) = client.call(12, fetch_request("split", 0, 0)).await else {
         panic!("not a Fetch response")
     };
     let (error, values) = fetched_values(&response);
-    assert_eq!(error, 0);
+    assert_eq!(error, NONE);
     let values: Vec<&str> = values.iter().map(|(_, value)| value.as_str()).collect();
     let mut sent = vec!["a", "b", "c"];
     sent.extend(&big);

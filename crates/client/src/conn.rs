@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, code};
 
 /// The largest response frame accepted. A fetch response is bounded by the
 /// request's `max_bytes` (64 MiB at most from this client); anything above
@@ -138,7 +138,7 @@ impl Connection {
         let ResponseBody::ApiVersions(response) = connection.send_at(3, request).await? else {
             return Err(connection.protocol_error("ApiVersions answered with another API"));
         };
-        if response.error_code != 0 && response.api_keys.is_empty() {
+        if response.error_code != code::NONE && response.api_keys.is_empty() {
             return Err(Error::kafka(
                 format!("ApiVersions to {addr}"),
                 response.error_code,

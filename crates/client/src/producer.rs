@@ -251,7 +251,7 @@ fn copy_of(error: &Error) -> Error {
         Error::ProducerClosed => Error::ProducerClosed,
         other => Error::Kafka {
             context: "produce".into(),
-            code: -1,
+            code: code::UNKNOWN_SERVER_ERROR,
             message: Some(other.to_string()),
         },
     }

@@ -92,7 +92,13 @@ async fn two_members_split_then_one_takes_over(assignor: Assignor, protocol: Gro
             .unwrap();
         let refused = classic.subscribe(&["g"]).await;
         assert!(
-            matches!(refused, Err(rill_client::Error::Kafka { code: 23, .. })),
+            matches!(
+                refused,
+                Err(rill_client::Error::Kafka {
+                    code: rill_client::code::INCONSISTENT_GROUP_PROTOCOL,
+                    ..
+                })
+            ),
             "{refused:?}"
         );
     }

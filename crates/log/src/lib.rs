@@ -42,4 +42,4 @@ pub use manager::{BackgroundConfig, BackgroundHandle, CleanerMetrics, LogManager
 #[doc(hidden)]
 pub use scrub::scrub_file_buffered;
 pub use sync::OnDurable;
-pub use types::{AppendInfo, FileSlice, LogConfig, Offset, Position, ReadInfo, TimestampType};
+pub use types::{AppendInfo, FileRegion, LogConfig, Offset, Position, ReadInfo, TimestampType};

@@ -2,10 +2,11 @@
 //! configuration, and what an append or a read returns.
 
 use std::fmt;
-use std::fs::File;
-use std::sync::Arc;
 
 pub use rill_records::batch::TimestampType;
+pub use rill_records::region::FileRegion;
+/// The name `log.rs` gives a region of a segment file that a read returns.
+pub(crate) use rill_records::region::FileRegion as FileSlice;
 
 /// A logical message number within one partition.
 ///
@@ -100,17 +101,6 @@ impl Default for LogConfig {
     }
 }
 
-/// A region of a segment file made of whole batches, ready for `sendfile(2)`.
-///
-/// The `Arc<File>` keeps the file readable even if retention deletes the
-/// segment while the slice is being sent.
-#[derive(Debug, Clone)]
-pub struct FileSlice {
-    pub file: Arc<File>,
-    pub position: u64,
-    pub len: u32,
-}
-
 /// What an append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -129,7 +119,7 @@ pub struct AppendInfo {
 #[derive(Debug, Clone)]
 pub struct ReadInfo {
     /// Whole batches, in offset order; empty at the end of the log.
-    pub slices: Vec<FileSlice>,
+    pub slices: Vec<FileRegion>,
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
     pub log_end_offset: Offset,

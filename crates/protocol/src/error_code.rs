@@ -58,6 +58,7 @@ error_codes! {
     UNKNOWN_PRODUCER_ID = 59,
     NON_EMPTY_GROUP = 68,
     GROUP_ID_NOT_FOUND = 69,
+    FETCH_SESSION_ID_NOT_FOUND = 70,
     FENCED_LEADER_EPOCH = 74,
     UNKNOWN_LEADER_EPOCH = 75,
     MEMBER_ID_REQUIRED = 79,
@@ -100,6 +101,7 @@ pub fn is_retriable(code: i16) -> bool {
             | NOT_ENOUGH_REPLICAS
             | NOT_ENOUGH_REPLICAS_AFTER_APPEND
             | KAFKA_STORAGE_ERROR
+            | FETCH_SESSION_ID_NOT_FOUND
             | FENCED_LEADER_EPOCH
             | UNKNOWN_LEADER_EPOCH
             | UNSTABLE_OFFSET_COMMIT

@@ -9,6 +9,8 @@
 //! - [`record`]: records and their encoding; [`record::decode_batch`] takes a
 //!   whole batch apart into records with absolute offsets and timestamps.
 //! - [`builder`]: [`builder::BatchBuilder`] writes records as a complete batch.
+//! - [`region`]: [`region::FileRegion`], whole batches in a log file, as the
+//!   log reads them and a fetch answer sends them.
 
 pub mod batch;
 pub mod builder;
@@ -16,4 +18,5 @@ pub mod compression;
 pub mod crc;
 pub mod produced;
 pub mod record;
+pub mod region;
 pub mod varint;

@@ -3,17 +3,17 @@
 //! a real broker state (a data directory under the system temp dir), with
 //! no sockets, so the fuzzer explores parsing and handling, not TCP.
 //! [`Harness::feed_run`] takes several frames as a pipelined client sends
-//! them (consecutive produce requests with acks 0 or 1 answered as one run,
-//! as the connection does) and can restart the broker between them, so the
+//! them (queued as the connection queues them, so consecutive produce
+//! requests with acks 0 or 1 are answered as one run) and can restart the
+//! broker between them, so the
 //! group coordinator replays `__consumer_offsets` from what earlier frames
 //! wrote.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rill_broker::BrokerConfig;
-use rill_broker::socketless::{FastProduce, RUN_REQUESTS_MAX, Request, State};
+use rill_broker::socketless::State;
 
 pub struct Harness {
     runtime: tokio::runtime::Runtime,
@@ -65,60 +65,30 @@ impl Harness {
         old.remove_on_drop = false;
     }
 
-    /// Feeds frames as one pipelined client sends them: consecutive produce
-    /// requests with acks 0 or 1 are answered as one run (as the connection
-    /// gathers them); `None` restarts the broker at that point.
+    /// Feeds frames as one pipelined client sends them: they are queued
+    /// as the connection queues them, so consecutive produce requests with
+    /// acks 0 or 1 are answered as one run; `None` restarts the broker at
+    /// that point, once the frames before it are answered.
     pub fn feed_run(&mut self, frames: &[Option<&[u8]>]) {
-        let mut run = Vec::new();
-        for frame in frames {
-            let parsed = frame.map(|f| self.state.parse(Bytes::copy_from_slice(f)));
-            match parsed {
-                Some(Ok(request)) => match FastProduce::from_request(request) {
-                    Ok(produce) => run.push(produce),
-                    Err(other) => {
-                        self.answer_run(std::mem::take(&mut run));
-                        self.answer(other);
-                    }
-                },
-                Some(Err(_)) => self.answer_run(std::mem::take(&mut run)),
-                None => {
-                    self.answer_run(std::mem::take(&mut run));
-                    self.restart();
-                }
+        for (i, part) in frames.split(|frame| frame.is_none()).enumerate() {
+            if i > 0 {
+                self.restart();
             }
-            if run.len() == RUN_REQUESTS_MAX {
-                self.answer_run(std::mem::take(&mut run));
-            }
+            let part: Vec<&[u8]> = part.iter().flatten().copied().collect();
+            self.answer(&part);
         }
-        self.answer_run(run);
-    }
-
-    fn answer_run(&mut self, run: Vec<FastProduce>) {
-        if run.is_empty() {
-            return;
-        }
-        self.runtime.block_on(async {
-            let _ =
-                tokio::time::timeout(Duration::from_millis(200), self.state.answer_run(run)).await;
-        });
     }
 
     /// Decodes `frame` (without its size prefix) as a request and answers it.
     pub fn feed(&mut self, frame: &[u8]) {
-        let frame = Bytes::copy_from_slice(frame);
-        let Ok(request) = self.state.parse(frame) else {
-            return;
-        };
-        self.answer(request);
+        self.answer(&[frame]);
     }
 
-    fn answer(&mut self, request: Request) {
-        // Some requests wait by design (a JoinGroup until the rebalance
-        // ends); the fuzzer only needs to know that they do not misbehave.
-        self.runtime.block_on(async {
-            let _ =
-                tokio::time::timeout(Duration::from_millis(200), self.state.answer(request)).await;
-        });
+    /// Answers `frames` in order as the connection would.
+    fn answer(&mut self, frames: &[&[u8]]) {
+        let patience = Duration::from_millis(200);
+        self.runtime
+            .block_on(self.state.answer_frames(frames, patience));
     }
 }
 

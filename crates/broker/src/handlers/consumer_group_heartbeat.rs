@@ -7,8 +7,8 @@ use rill_group::{ClientInfo, TopicLookup};
 use rill_protocol::Uuid;
 use rill_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 
+use crate::clock::now_ms;
 use crate::cluster::Cluster;
-use crate::handlers::now_ms;
 use crate::server::Shared;
 
 pub fn handle(

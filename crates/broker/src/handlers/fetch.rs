@@ -16,18 +16,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::select_all;
 use rill_log::{Offset, ReadError};
+use rill_protocol::Records;
 use rill_protocol::messages::fetch_request::FetchTopic;
 use rill_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use rill_protocol::messages::{FetchRequest, FetchResponse};
-use rill_protocol::{FileRegion, Records};
 use tokio::sync::watch;
 
 use crate::cluster::{Partition, TopicHandle};
 use crate::error_code;
 use crate::server::Shared;
-
-/// Kafka's error for a session id the broker does not know.
-const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 
 pub async fn handle(
     shared: &Arc<Shared>,
@@ -37,7 +34,7 @@ pub async fn handle(
 ) -> FetchResponse {
     if request.session_id != 0 {
         return FetchResponse {
-            error_code: FETCH_SESSION_ID_NOT_FOUND,
+            error_code: error_code::FETCH_SESSION_ID_NOT_FOUND,
             ..Default::default()
         };
     }
@@ -196,15 +193,7 @@ fn read_partition(
     let limit_u32 = u32::try_from(limit.max(1)).unwrap_or(u32::MAX);
     match log.read(Offset(fetch_offset), limit_u32, high_watermark) {
         Ok(info) => {
-            let mut regions: Vec<FileRegion> = info
-                .slices
-                .into_iter()
-                .map(|slice| FileRegion {
-                    file: slice.file,
-                    position: slice.position,
-                    len: slice.len,
-                })
-                .collect();
+            let mut regions = info.slices;
             let bytes: usize = regions.iter().map(|r| r.len as usize).sum();
             if !first && bytes > limit {
                 regions.clear();

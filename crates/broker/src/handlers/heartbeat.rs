@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rill_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use crate::handlers::now_ms;
+use crate::clock::now_ms;
 use crate::server::Shared;
 
 pub fn handle(shared: &Arc<Shared>, request: HeartbeatRequest) -> HeartbeatResponse {

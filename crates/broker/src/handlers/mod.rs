@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rill_protocol::codec::Decoder;
-use rill_protocol::messages::{RequestHeader, ResponseHeader};
+use rill_protocol::messages::RequestHeader;
 use rill_protocol::{ApiKey, ProduceFrame, RequestBody, ResponseBody};
 use tokio::sync::watch;
 
-use crate::connection::Response;
+use crate::response::Response;
 use crate::server::Shared;
 
 mod alter_configs;
@@ -39,8 +39,11 @@ mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
-pub(crate) mod produce;
+mod produce;
+mod queue;
 mod sync_group;
+
+pub use queue::{Queue, Share};
 
 /// The APIs Rill answers and the versions of each, from which ApiVersions
 /// answers are built. Ranges reach down to what the clients we test with
@@ -122,11 +125,18 @@ impl Request {
             Request::ApiVersionsTooNew { .. } => ApiKey::ApiVersions.name(),
         }
     }
+
+    /// Whether answering may wait on something besides this broker's own
+    /// work (a long-polling fetch, acks=all, a join). Only a produce
+    /// request with acks 0 or 1 is known not to.
+    pub fn may_wait(&self) -> bool {
+        !matches!(self, Request::Produce { body, .. } if produce::is_fast(body))
+    }
 }
 
 /// Decodes a request frame, or says why the connection must close (as Kafka
 /// closes it on an unknown API or an unsupported version).
-pub fn parse(_shared: &Shared, frame: Bytes) -> Result<Request, String> {
+pub fn parse(frame: Bytes) -> Result<Request, String> {
     let mut decoder = Decoder::new(frame);
     let header = match rill_protocol::decode_request_header(&mut decoder) {
         Ok(header) => header,
@@ -181,16 +191,24 @@ pub fn parse(_shared: &Shared, frame: Bytes) -> Result<Request, String> {
     })
 }
 
-/// Answers a request; `None` when the client expects no answer (acks=0).
+/// Answers a request and, for a produce request, those queued behind it
+/// that join its run (`produce::handle`): one answer per request taken, in
+/// order, `None` where the client expects none (acks=0).
 /// `client_host` is the peer's address as Kafka shows it (`/127.0.0.1`),
 /// which group members report in DescribeGroups.
 pub async fn handle(
     shared: &Arc<Shared>,
     request: Request,
+    queue: &mut Queue,
     client_host: &str,
     shutdown: &mut watch::Receiver<bool>,
-) -> Option<Response> {
+) -> Vec<Option<Response>> {
     let (correlation_id, api, version, body) = match request {
+        Request::Produce {
+            header,
+            version,
+            body,
+        } => return produce::handle(shared, header.correlation_id, version, body, queue).await,
         Request::ApiVersionsTooNew { correlation_id } => (
             correlation_id,
             ApiKey::ApiVersions,
@@ -208,90 +226,13 @@ pub async fn handle(
                 id: client_id,
                 host: client_host,
             };
-            let body = dispatch(shared, version, body, client, shutdown).await?;
+            let Some(body) = dispatch(shared, version, body, client, shutdown).await else {
+                return vec![None];
+            };
             (header.correlation_id, api, version, body)
         }
-        Request::Produce {
-            header,
-            version,
-            body,
-        } => {
-            let body = produce::handle(shared, version, body).await?.into();
-            (header.correlation_id, ApiKey::Produce, version, body)
-        }
     };
-    encode_response(correlation_id, api, version, &body)
-}
-
-fn encode_response(
-    correlation_id: i32,
-    api: ApiKey,
-    version: i16,
-    body: &ResponseBody,
-) -> Option<Response> {
-    let header = ResponseHeader {
-        correlation_id,
-        ..Default::default()
-    };
-    match Response::encode(&header, api.response_header_version(version), body, version) {
-        Ok(response) => Some(response),
-        Err(error) => {
-            // A handler built a response its version cannot carry: a bug.
-            // Closing is better than a frame the client cannot parse.
-            tracing::error!(api = api.name(), version, %error, "cannot encode response");
-            None
-        }
-    }
-}
-
-/// A produce request answered without waiting on anything but this
-/// broker's own work (acks 0 or 1), split into what a run of them needs;
-/// any other request is given back.
-pub struct FastProduce {
-    correlation_id: i32,
-    version: i16,
-    request: ProduceFrame,
-}
-
-impl FastProduce {
-    // The request comes back by value, as it came: one per call, moved, as
-    // `Request` itself is (see its note on size).
-    #[allow(clippy::result_large_err)]
-    pub fn from_request(request: Request) -> Result<FastProduce, Request> {
-        match request {
-            Request::Produce {
-                header,
-                version,
-                body: produce,
-            } if produce.acks() == 0 || produce.acks() == 1 => Ok(FastProduce {
-                correlation_id: header.correlation_id,
-                version,
-                request: produce,
-            }),
-            other => Err(other),
-        }
-    }
-}
-
-/// Answers a run of pipelined fast produce requests, in order
-/// ([`produce::handle_run`]); `None` where no answer is sent (acks=0).
-pub async fn handle_produce_run(
-    shared: &Arc<Shared>,
-    run: Vec<FastProduce>,
-) -> Vec<Option<Response>> {
-    let ids: Vec<(i32, i16)> = run.iter().map(|r| (r.correlation_id, r.version)).collect();
-    let bodies = produce::handle_run(
-        shared,
-        run.into_iter().map(|r| (r.version, r.request)).collect(),
-    )
-    .await;
-    ids.into_iter()
-        .zip(bodies)
-        .map(|((correlation_id, version), body)| {
-            let body = ResponseBody::Produce(body?);
-            encode_response(correlation_id, ApiKey::Produce, version, &body)
-        })
-        .collect()
+    vec![Response::answer(correlation_id, api, version, &body)]
 }
 
 /// Who sent a request.
@@ -385,12 +326,4 @@ pub fn error_fields(outcome: Result<(), (i16, String)>) -> (i16, Option<String>)
         Ok(()) => (crate::error_code::NONE, None),
         Err((code, message)) => (code, Some(message)),
     }
-}
-
-/// Milliseconds since the Unix epoch, as Kafka timestamps are.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -7,38 +7,95 @@
 //! single node the in-sync replica set is this broker, so an append is
 //! committed at once: the high watermark moves and parked fetches wake.
 //!
-//! Every produce request goes through [`handle_run`]: a connection hands it
-//! a run of the pipelined requests already queued (acks 0 or 1), or a run
-//! of one.
+//! Every produce request goes through [`handle_run`]. One with acks 0 or 1
+//! takes with it the produce requests with acks 0 or 1 that the client has
+//! already pipelined behind it (those in the connection's queue, in order,
+//! up to [`RUN_REQUESTS_MAX`]): a run, answered together. Any other produce
+//! request is a run of one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use rill_log::AppendError;
 use rill_metadata::topic::is_internal;
-use rill_protocol::ProduceFrame;
 use rill_protocol::messages::ProduceResponse;
 use rill_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use rill_protocol::produce::ProducePartition;
+use rill_protocol::{ApiKey, ProduceFrame, ResponseBody};
 use rill_records::batch::BatchIter;
 
-use super::now_ms;
+use super::{Queue, Request};
+use crate::clock::now_ms;
 use crate::cluster::TopicHandle;
 use crate::error_code;
+use crate::response::Response;
 use crate::server::Shared;
 
-/// One produce request: a run of one ([`handle_run`]).
+/// Answers a produce request and the run it starts (see the module's
+/// note): one answer per request, in order, `None` where the client
+/// expects none (acks=0).
 pub async fn handle(
     shared: &Arc<Shared>,
+    correlation_id: i32,
     version: i16,
     request: ProduceFrame,
-) -> Option<ProduceResponse> {
-    handle_run(shared, vec![(version, request)])
-        .await
-        .pop()
-        .flatten()
+    queue: &mut Queue,
+) -> Vec<Option<Response>> {
+    let fast = is_fast(&request);
+    let mut ids = vec![(correlation_id, version)];
+    let mut run = vec![(version, request)];
+    while fast && run.len() < RUN_REQUESTS_MAX {
+        let Some(next) = queue.try_take(Joining::from_request) else {
+            break;
+        };
+        ids.push((next.correlation_id, next.version));
+        run.push((next.version, next.request));
+    }
+    let bodies = handle_run(shared, run).await;
+    debug_assert_eq!(bodies.len(), ids.len());
+    ids.into_iter()
+        .zip(bodies)
+        .map(|((correlation_id, version), body)| {
+            let body = ResponseBody::Produce(body?);
+            Response::answer(correlation_id, ApiKey::Produce, version, &body)
+        })
+        .collect()
+}
+
+/// Whether a produce request is answered without waiting on anything but
+/// this broker's own work (acks 0 or 1), and so may join a run.
+pub fn is_fast(request: &ProduceFrame) -> bool {
+    request.acks() == 0 || request.acks() == 1
+}
+
+/// A request queued behind a fast one that joins its run.
+struct Joining {
+    correlation_id: i32,
+    version: i16,
+    request: ProduceFrame,
+}
+
+impl Joining {
+    /// A fast produce request joins; any other is given back.
+    // The request comes back by value, as it came: one per call, moved, as
+    // `Request` itself is (see its note on size).
+    #[allow(clippy::result_large_err)]
+    fn from_request(request: Request) -> Result<Joining, Request> {
+        match request {
+            Request::Produce {
+                header,
+                version,
+                body,
+            } if is_fast(&body) => Ok(Joining {
+                correlation_id: header.correlation_id,
+                version,
+                request: body,
+            }),
+            other => Err(other),
+        }
+    }
 }
 
 /// A reason to refuse the whole request, as a per-partition error code.
@@ -187,7 +244,7 @@ type PartitionEntries<'a> = ((&'a str, i32), Vec<Entry<'a>>);
 
 /// The most requests answered as one run, and the most bytes appended in
 /// one write by a run: bounds the work done before any answer is written.
-pub const RUN_REQUESTS_MAX: usize = 64;
+const RUN_REQUESTS_MAX: usize = 64;
 const RUN_BYTES_MAX: usize = 1 << 20;
 
 /// A run of pipelined produce requests from one connection, each with acks
@@ -201,7 +258,7 @@ const RUN_BYTES_MAX: usize = 1 << 20;
 /// check) and the log need not fsync; otherwise, or when the merged append
 /// is refused (the log is then unchanged), they are appended one request
 /// at a time, in order, so each request gets its own answer.
-pub async fn handle_run(
+async fn handle_run(
     shared: &Arc<Shared>,
     requests: Vec<(i16, ProduceFrame)>,
 ) -> Vec<Option<ProduceResponse>> {
@@ -335,6 +392,8 @@ fn append_merged(
     if total > RUN_BYTES_MAX {
         return None;
     }
+    // The one place a run's batches for a partition are copied into one
+    // buffer: `Partition::append` takes the batches as one contiguous slice.
     let mut combined = Vec::with_capacity(total);
     for (bytes, _) in &parts {
         combined.extend_from_slice(bytes);

@@ -6,7 +6,7 @@
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use rill_log::{FileSlice, Log, Offset};
+use rill_log::{FileRegion, Log, Offset};
 use rill_records::batch::{BatchIter, BatchView, CRC_COVERAGE_START, CRC_OFFSET};
 
 /// The newest `.log` file in a partition directory: the active segment's.
@@ -69,7 +69,7 @@ pub fn batch_with_fill(count: usize, value_len: usize, ts: i64, fill: u8) -> Vec
 }
 
 /// The bytes of one slice.
-pub fn slice_bytes(slice: &FileSlice) -> Vec<u8> {
+pub fn slice_bytes(slice: &FileRegion) -> Vec<u8> {
     let mut buf = vec![0u8; slice.len as usize];
     slice
         .file
