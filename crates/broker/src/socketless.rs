@@ -63,7 +63,13 @@ impl State {
         drop(sender);
         while let Some(parsed) = queue.next().await {
             let Ok(request) = parsed else { continue };
-            let handled = handlers::handle(&self.shared, request, &mut queue, "/127.0.0.1", &mut self.stop);
+            let handled = handlers::handle(
+                &self.shared,
+                request,
+                &mut queue,
+                "/127.0.0.1",
+                &mut self.stop,
+            );
             let _ = tokio::time::timeout(patience, handled).await;
             queue.release_taken();
         }
