@@ -1,4 +1,4 @@
-//! The admin client: topics, configs and offsets (groups are in `group`).
+//! The admin client: topics, configs, offsets and groups.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,18 +11,18 @@ use rill_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use rill_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
-use rill_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use rill_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
     DescribeConfigsRequest, DescribeGroupsRequest, IncrementalAlterConfigsRequest,
-    ListGroupsRequest, ListOffsetsRequest,
+    ListGroupsRequest,
 };
 use rill_protocol::{ApiKey, RequestBody, ResponseBody};
 
 use crate::client::{Client, ClientConfig, TopicInfo};
-use crate::consumer::TopicPartition;
 use crate::error::{Error, Result, code};
-use crate::group::{commit_offsets, decode_assignment, fetch_committed, find_coordinator};
+use crate::group::decode_assignment;
+use crate::requests::{Offset, commit_offsets, fetch_committed, find_coordinator, list_offsets};
+use crate::topic_partition::TopicPartition;
 
 /// Kafka's resource type for a topic in config requests.
 const RESOURCE_TOPIC: i8 = 2;
@@ -68,20 +68,6 @@ pub struct ConfigEntry {
     pub is_default: bool,
     pub read_only: bool,
     pub is_sensitive: bool,
-}
-
-/// Where to read or list from: the paper's consumers rewind at will.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offset {
-    /// The oldest message still kept.
-    Beginning,
-    /// After the newest message: only what is produced from now on.
-    End,
-    /// This exact offset.
-    At(i64),
-    /// The first message with a timestamp at or after this many
-    /// milliseconds since the epoch (the end when there is none).
-    Timestamp(i64),
 }
 
 /// A group as ListGroups shows it.
@@ -495,17 +481,8 @@ impl AdminClient {
         let coordinator = find_coordinator(&self.client, group_id).await?;
         let partitions = offsets
             .iter()
-            .map(|(&partition, &offset)| crate::group::commit_partition(partition, offset))
-            .collect();
-        commit_offsets(
-            &self.client,
-            coordinator,
-            group_id,
-            -1,
-            "",
-            BTreeMap::from([(topic.to_string(), partitions)]),
-        )
-        .await?;
+            .map(|(&partition, &offset)| (TopicPartition::new(topic, partition), offset));
+        commit_offsets(&self.client, coordinator, group_id, -1, "", partitions).await?;
         Ok(offsets)
     }
 
@@ -538,79 +515,6 @@ impl AdminClient {
         }
         Ok(())
     }
-}
-
-/// ListOffsets for some partitions of one topic, sent to each leader.
-pub(crate) async fn list_offsets(
-    client: &Client,
-    topic: &str,
-    partitions: &[i32],
-    spec: Offset,
-) -> Result<BTreeMap<i32, i64>> {
-    let timestamp = match spec {
-        Offset::At(offset) => return Ok(partitions.iter().map(|&p| (p, offset)).collect()),
-        Offset::Beginning => -2,
-        Offset::End => -1,
-        Offset::Timestamp(ms) => ms,
-    };
-    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-    for &partition in partitions {
-        by_leader
-            .entry(client.leader(topic, partition).await?)
-            .or_default()
-            .push(partition);
-    }
-    let mut offsets = BTreeMap::new();
-    for (leader, partitions) in by_leader {
-        let request = ListOffsetsRequest {
-            replica_id: -1,
-            isolation_level: 0,
-            topics: vec![ListOffsetsTopic {
-                name: topic.to_string(),
-                partitions: partitions
-                    .iter()
-                    .map(|&partition| ListOffsetsPartition {
-                        partition_index: partition,
-                        current_leader_epoch: -1,
-                        timestamp,
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let ResponseBody::ListOffsets(response) = client
-            .call(leader, ApiKey::ListOffsets, |_| {
-                RequestBody::ListOffsets(request)
-            })
-            .await?
-        else {
-            return Err(unexpected("ListOffsets"));
-        };
-        for topic_answer in response.topics {
-            for answer in topic_answer.partitions {
-                if answer.error_code != code::NONE {
-                    return Err(Error::kafka(
-                        format!("list offsets of {topic}-{}", answer.partition_index),
-                        answer.error_code,
-                        None,
-                    ));
-                }
-                offsets.insert(answer.partition_index, answer.offset);
-            }
-        }
-    }
-    // A timestamp after the last message names no offset (-1): the end.
-    if offsets.values().any(|&offset| offset < 0) {
-        let ends = Box::pin(list_offsets(client, topic, partitions, Offset::End)).await?;
-        for (partition, offset) in offsets.iter_mut() {
-            if *offset < 0 {
-                *offset = ends.get(partition).copied().unwrap_or(0);
-            }
-        }
-    }
-    Ok(offsets)
 }
 
 fn unexpected(api: &str) -> Error {

@@ -1,6 +1,8 @@
 //! Consumer groups over Kafka's classic protocol: find the coordinator,
-//! join, let the leader assign partitions (range, or cooperative-sticky with
-//! KIP-429's incremental revocation), sync, then heartbeat and commit.
+//! join, let the leader assign partitions (`assignor`: range, or
+//! cooperative-sticky with KIP-429's incremental revocation), sync, then
+//! heartbeat and commit. Also the consumer protocol's subscription and
+//! assignment encodings, which the admin client reads too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -10,23 +12,22 @@ use bytes::Bytes;
 use rill_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
 use rill_protocol::messages::consumer_protocol_subscription::TopicPartition as OwnedTopic;
 use rill_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use rill_protocol::messages::join_group_response::JoinGroupResponseMember;
 use rill_protocol::messages::leave_group_request::MemberIdentity;
-use rill_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use rill_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use rill_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use rill_protocol::messages::{
-    ConsumerProtocolAssignment, ConsumerProtocolSubscription, FindCoordinatorRequest,
-    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest,
-    SyncGroupRequest,
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, HeartbeatRequest, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, SyncGroupRequest,
 };
 use rill_protocol::{ApiKey, Decode, Decoder, Encode, Encoder, RequestBody, ResponseBody};
-use tokio::task::JoinHandle;
 
+use crate::assignor::{Assignor, Subscription};
 use crate::client::Client;
-use crate::consumer::{Shared, TopicPartition};
 use crate::error::{Error, Result, code};
+use crate::fetcher::Shared;
+use crate::member_task::MemberTask;
+use crate::requests::{cached_coordinator, commit_offsets, fetch_committed};
+use crate::topic_partition::{TopicPartition, group_by_topic};
 
 /// The newest ConsumerProtocolSubscription/Assignment version this client
 /// reads; newer ones are read as this one, as the Java client does.
@@ -35,34 +36,6 @@ const CONSUMER_PROTOCOL_VERSION_MAX: i16 = 3;
 /// Rejoins in a row before giving up on a rebalance: a group that keeps
 /// rebalancing this often has a member flapping, and the caller should know.
 const JOIN_ATTEMPTS_MAX: u32 = 20;
-
-/// How partitions are spread over a group's members.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Assignor {
-    /// Kafka's `range`: per topic, contiguous ranges to members in order.
-    Range,
-    /// Kafka's `cooperative-sticky`: balanced, keeps partitions where they
-    /// were, and moves them in two rebalances so no member stops consuming
-    /// the partitions it keeps.
-    CooperativeSticky,
-}
-
-impl Assignor {
-    pub fn name(self) -> &'static str {
-        match self {
-            Assignor::Range => "range",
-            Assignor::CooperativeSticky => "cooperative-sticky",
-        }
-    }
-
-    fn from_name(name: &str) -> Option<Assignor> {
-        match name {
-            "range" => Some(Assignor::Range),
-            "cooperative-sticky" => Some(Assignor::CooperativeSticky),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Default)]
 struct MemberState {
@@ -82,7 +55,7 @@ pub(crate) struct GroupMember {
     consumer: Arc<Shared>,
     group_id: String,
     state: tokio::sync::Mutex<MemberState>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    task: MemberTask,
 }
 
 impl GroupMember {
@@ -94,7 +67,7 @@ impl GroupMember {
                 generation: -1,
                 ..MemberState::default()
             }),
-            task: std::sync::Mutex::new(None),
+            task: MemberTask::default(),
         })
     }
 
@@ -114,10 +87,8 @@ impl GroupMember {
         self.state.lock().await.topics = topics;
         self.join().await?;
         let member = self.clone();
-        replace_task(
-            &self.task,
-            tokio::spawn(async move { member.keep_alive().await }),
-        );
+        self.task
+            .replace(tokio::spawn(async move { member.keep_alive().await }));
         Ok(())
     }
 
@@ -173,7 +144,6 @@ impl GroupMember {
     async fn join_once(&self) -> Result<bool> {
         let mut state = self.state.lock().await;
         let coordinator = self.coordinator(&mut state).await?;
-        let config = &self.consumer.config;
         if self.eager(&state) {
             // Eager protocols give up every partition before rejoining.
             self.commit_locked(&state, self.consumer.committable())
@@ -182,6 +152,36 @@ impl GroupMember {
             self.consumer.set_assignment(&[], &HashMap::new());
             state.owned.clear();
         }
+        let joined = self.join_group(&state, coordinator).await?;
+        state.member_id = joined.member_id.clone();
+        state.generation = joined.generation_id;
+        let protocol = joined
+            .protocol_name
+            .as_deref()
+            .and_then(Assignor::from_name)
+            .ok_or_else(|| self.group_error("the group chose an assignor this client lacks"))?;
+        state.protocol = Some(protocol);
+        state.assigned_counts = None;
+        let assignments = if joined.leader == joined.member_id {
+            self.lead(&mut state, protocol, &joined.members).await?
+        } else {
+            Vec::new()
+        };
+        let assigned = self
+            .sync_group(&state, coordinator, protocol, assignments)
+            .await?;
+        let revoked = self
+            .take_assignment(&mut state, coordinator, assigned)
+            .await?;
+        // KIP-429: a member that lost partitions rejoins so they can be
+        // handed to their new owner.
+        Ok(revoked.is_empty() || protocol == Assignor::Range)
+    }
+
+    /// JoinGroup until the coordinator takes the member in (KIP-394: the
+    /// first join only hands out a member id).
+    async fn join_group(&self, state: &MemberState, coordinator: i32) -> Result<JoinGroupResponse> {
+        let config = &self.consumer.config;
         let metadata = encode_subscription(&state.topics, &state.owned, state.generation);
         let protocols: Vec<JoinGroupRequestProtocol> = config
             .assignors
@@ -193,7 +193,7 @@ impl GroupMember {
             })
             .collect();
         let mut member_id = state.member_id.clone();
-        let joined = loop {
+        loop {
             let request = JoinGroupRequest {
                 group_id: self.group_id.clone(),
                 session_timeout_ms: config.session_timeout.as_millis() as i32,
@@ -217,49 +217,54 @@ impl GroupMember {
                 return Err(self.group_error("JoinGroup answered with another API"));
             };
             match response.error_code {
-                code::NONE => break response,
-                // KIP-394: the first join only hands out a member id.
+                code::NONE => return Ok(response),
                 code::MEMBER_ID_REQUIRED => member_id = response.member_id,
                 other => return Err(Error::kafka("join group", other, None)),
             }
-        };
-        state.member_id = joined.member_id.clone();
-        state.generation = joined.generation_id;
-        let protocol = joined
-            .protocol_name
-            .as_deref()
-            .and_then(Assignor::from_name)
-            .ok_or_else(|| self.group_error("the group chose an assignor this client lacks"))?;
-        state.protocol = Some(protocol);
-        state.assigned_counts = None;
-        let assignments = if joined.leader == joined.member_id {
-            let mut subscriptions = BTreeMap::new();
-            for member in &joined.members {
-                subscriptions.insert(
-                    member.member_id.clone(),
-                    decode_subscription(&member.metadata)?,
-                );
-            }
-            let topics: BTreeSet<String> = subscriptions
-                .values()
-                .flat_map(|subscription| subscription.topics.iter().cloned())
-                .collect();
-            let counts = self.partition_counts(&topics).await?;
-            let plan = match protocol {
-                Assignor::Range => assign_range(&subscriptions, &counts),
-                Assignor::CooperativeSticky => assign_cooperative_sticky(&subscriptions, &counts),
-            };
-            state.assigned_counts = Some(counts);
-            plan.into_iter()
-                .map(|(member_id, partitions)| SyncGroupRequestAssignment {
-                    member_id,
-                    assignment: encode_assignment(&partitions),
-                    ..Default::default()
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        }
+    }
+
+    /// As the group's leader: every member's partitions, from their
+    /// subscriptions and the topics' current partition counts.
+    async fn lead(
+        &self,
+        state: &mut MemberState,
+        protocol: Assignor,
+        members: &[JoinGroupResponseMember],
+    ) -> Result<Vec<SyncGroupRequestAssignment>> {
+        let mut subscriptions = BTreeMap::new();
+        for member in members {
+            subscriptions.insert(
+                member.member_id.clone(),
+                decode_subscription(&member.metadata)?,
+            );
+        }
+        let topics: BTreeSet<String> = subscriptions
+            .values()
+            .flat_map(|subscription| subscription.topics.iter().cloned())
+            .collect();
+        let counts = self.partition_counts(&topics).await?;
+        let plan = protocol.assign(&subscriptions, &counts);
+        state.assigned_counts = Some(counts);
+        Ok(plan
+            .into_iter()
+            .map(|(member_id, partitions)| SyncGroupRequestAssignment {
+                member_id,
+                assignment: encode_assignment(&partitions),
+                ..Default::default()
+            })
+            .collect())
+    }
+
+    /// SyncGroup: hands the leader's plan to the coordinator (empty from the
+    /// others) and returns this member's partitions.
+    async fn sync_group(
+        &self,
+        state: &MemberState,
+        coordinator: i32,
+        protocol: Assignor,
+        assignments: Vec<SyncGroupRequestAssignment>,
+    ) -> Result<Vec<TopicPartition>> {
         let request = SyncGroupRequest {
             group_id: self.group_id.clone(),
             generation_id: state.generation,
@@ -275,7 +280,7 @@ impl GroupMember {
             .call_with_timeout(
                 ApiKey::SyncGroup,
                 |_| RequestBody::SyncGroup(request),
-                config.rebalance_timeout,
+                self.consumer.config.rebalance_timeout,
             )
             .await?;
         let ResponseBody::SyncGroup(response) = response else {
@@ -284,7 +289,18 @@ impl GroupMember {
         if response.error_code != code::NONE {
             return Err(Error::kafka("sync group", response.error_code, None));
         }
-        let assigned = decode_assignment(&response.assignment)?;
+        decode_assignment(&response.assignment)
+    }
+
+    /// Hands a new assignment to the fetcher, committing first the offsets
+    /// of what is given up (before another member starts from them); returns
+    /// the partitions revoked.
+    async fn take_assignment(
+        &self,
+        state: &mut MemberState,
+        coordinator: i32,
+        assigned: Vec<TopicPartition>,
+    ) -> Result<Vec<TopicPartition>> {
         let revoked: Vec<TopicPartition> = state
             .owned
             .iter()
@@ -292,22 +308,19 @@ impl GroupMember {
             .cloned()
             .collect();
         if !revoked.is_empty() {
-            // Offsets of what we give up are committed before another member
-            // starts from them.
-            let committable = self.consumer.committable();
-            let revoked_offsets = committable
+            let revoked_offsets = self
+                .consumer
+                .committable()
                 .into_iter()
                 .filter(|(tp, _)| revoked.contains(tp))
                 .collect();
-            self.commit_locked(&state, revoked_offsets).await.ok();
+            self.commit_locked(state, revoked_offsets).await.ok();
         }
         let starts = self.fetch_committed(coordinator, &assigned).await?;
         self.consumer.set_assignment(&assigned, &starts);
         state.owned = assigned;
         tracing::debug!(group = %self.group_id, generation = state.generation, owned = ?state.owned, "joined");
-        // KIP-429: a member that lost partitions rejoins so they can be
-        // handed to their new owner.
-        Ok(revoked.is_empty() || protocol == Assignor::Range)
+        Ok(revoked)
     }
 
     fn eager(&self, state: &MemberState) -> bool {
@@ -386,20 +399,13 @@ impl GroupMember {
         let Some(coordinator) = state.coordinator else {
             return Err(self.group_error("no coordinator known yet"));
         };
-        let mut by_topic: BTreeMap<String, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for (tp, offset) in offsets {
-            by_topic
-                .entry(tp.topic)
-                .or_default()
-                .push(commit_partition(tp.partition, offset));
-        }
         commit_offsets(
             self.client(),
             coordinator,
             &self.group_id,
             state.generation,
             &state.member_id,
-            by_topic,
+            offsets,
         )
         .await
     }
@@ -470,7 +476,7 @@ impl GroupMember {
     /// Commits (with auto-commit) and leaves, so the group rebalances now
     /// rather than after the session timeout.
     pub(crate) async fn leave(&self) -> Result<()> {
-        stop_task(&self.task);
+        self.task.stop();
         let state = self.state.lock().await;
         if state.member_id.is_empty() {
             return Ok(());
@@ -501,203 +507,6 @@ impl GroupMember {
             .await
             .map(|_| ())
     }
-}
-
-/// The broker that coordinates `group_id`.
-/// Makes `task` the member's background task, stopping the one it replaces.
-pub(crate) fn replace_task(slot: &std::sync::Mutex<Option<JoinHandle<()>>>, task: JoinHandle<()>) {
-    if let Ok(mut slot) = slot.lock()
-        && let Some(previous) = slot.replace(task)
-    {
-        previous.abort();
-    }
-}
-
-/// Stops the member's background task, if it has one.
-pub(crate) fn stop_task(slot: &std::sync::Mutex<Option<JoinHandle<()>>>) {
-    if let Ok(mut slot) = slot.lock()
-        && let Some(task) = slot.take()
-    {
-        task.abort();
-    }
-}
-
-/// The group's coordinator: `cached`, or looked up and remembered there.
-pub(crate) async fn cached_coordinator(
-    client: &Client,
-    group_id: &str,
-    cached: &mut Option<i32>,
-) -> Result<i32> {
-    if let Some(node) = *cached {
-        return Ok(node);
-    }
-    let node = find_coordinator(client, group_id).await?;
-    *cached = Some(node);
-    Ok(node)
-}
-
-pub(crate) async fn find_coordinator(client: &Client, group_id: &str) -> Result<i32> {
-    let response = client
-        .call_any(ApiKey::FindCoordinator, |_| {
-            RequestBody::FindCoordinator(FindCoordinatorRequest {
-                key: group_id.to_string(),
-                key_type: 0,
-                coordinator_keys: vec![group_id.to_string()],
-                ..Default::default()
-            })
-        })
-        .await?;
-    let ResponseBody::FindCoordinator(response) = response else {
-        return Err(Error::Group {
-            group: group_id.to_string(),
-            reason: "FindCoordinator answered with another API".into(),
-        });
-    };
-    // v4+ answer per key in `coordinators`; older versions at the top.
-    let (error_code, node_id) = match response.coordinators.first() {
-        Some(found) => (found.error_code, found.node_id),
-        None => (response.error_code, response.node_id),
-    };
-    if error_code != code::NONE {
-        return Err(Error::kafka(
-            format!("find the coordinator of group '{group_id}'"),
-            error_code,
-            None,
-        ));
-    }
-    if !client.metadata().brokers.contains_key(&node_id) {
-        client.refresh_metadata(Some(&[])).await?;
-    }
-    if !client.metadata().brokers.contains_key(&node_id) {
-        return Err(Error::UnknownBroker(node_id));
-    }
-    Ok(node_id)
-}
-
-/// A group's committed offsets: for `partitions`, or all with `None`.
-pub(crate) async fn fetch_committed(
-    client: &Client,
-    coordinator: i32,
-    group_id: &str,
-    partitions: Option<&[TopicPartition]>,
-) -> Result<HashMap<TopicPartition, i64>> {
-    let topics = partitions.map(|partitions| {
-        group_by_topic(partitions)
-            .into_iter()
-            .map(|(name, partition_indexes)| OffsetFetchRequestTopic {
-                name,
-                partition_indexes: partition_indexes.into(),
-                ..Default::default()
-            })
-            .collect()
-    });
-    let request = OffsetFetchRequest {
-        group_id: group_id.to_string(),
-        topics,
-        require_stable: false,
-        ..Default::default()
-    };
-    let response = client
-        .call(coordinator, ApiKey::OffsetFetch, |_| {
-            RequestBody::OffsetFetch(request)
-        })
-        .await?;
-    let ResponseBody::OffsetFetch(response) = response else {
-        return Err(Error::Group {
-            group: group_id.to_string(),
-            reason: "OffsetFetch answered with another API".into(),
-        });
-    };
-    if response.error_code != code::NONE {
-        return Err(Error::kafka(
-            format!("fetch committed offsets of group '{group_id}'"),
-            response.error_code,
-            None,
-        ));
-    }
-    let mut committed = HashMap::new();
-    for topic in response.topics {
-        for partition in topic.partitions {
-            if partition.error_code == code::NONE && partition.committed_offset >= 0 {
-                committed.insert(
-                    TopicPartition::new(&topic.name, partition.partition_index),
-                    partition.committed_offset,
-                );
-            }
-        }
-    }
-    Ok(committed)
-}
-
-/// One partition's entry in an OffsetCommit: the offset, no metadata, no
-/// leader epoch, the broker's commit time.
-pub(crate) fn commit_partition(partition: i32, offset: i64) -> OffsetCommitRequestPartition {
-    OffsetCommitRequestPartition {
-        partition_index: partition,
-        committed_offset: offset,
-        committed_leader_epoch: -1,
-        commit_timestamp: -1,
-        committed_metadata: Some(String::new()),
-        ..Default::default()
-    }
-}
-
-/// OffsetCommit to `coordinator`; generation -1 and an empty member id
-/// commit as a tool outside the group (as `rill group reset-offsets` does).
-pub(crate) async fn commit_offsets(
-    client: &Client,
-    coordinator: i32,
-    group_id: &str,
-    generation: i32,
-    member_id: &str,
-    by_topic: BTreeMap<String, Vec<OffsetCommitRequestPartition>>,
-) -> Result<()> {
-    let request = OffsetCommitRequest {
-        group_id: group_id.to_string(),
-        generation_id_or_member_epoch: generation,
-        member_id: member_id.to_string(),
-        group_instance_id: None,
-        retention_time_ms: -1,
-        topics: by_topic
-            .into_iter()
-            .map(|(name, partitions)| OffsetCommitRequestTopic {
-                name,
-                partitions,
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    };
-    let response = client
-        .call(coordinator, ApiKey::OffsetCommit, |_| {
-            RequestBody::OffsetCommit(request)
-        })
-        .await?;
-    let ResponseBody::OffsetCommit(response) = response else {
-        return Err(Error::Group {
-            group: group_id.to_string(),
-            reason: "OffsetCommit answered with another API".into(),
-        });
-    };
-    for topic in response.topics {
-        for partition in topic.partitions {
-            if partition.error_code != code::NONE {
-                return Err(Error::kafka(
-                    format!("commit offsets of group '{group_id}'"),
-                    partition.error_code,
-                    None,
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A member's subscription as the leader reads it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Subscription {
-    pub(crate) topics: Vec<String>,
-    pub(crate) owned: Vec<TopicPartition>,
 }
 
 fn encode_subscription(topics: &[String], owned: &[TopicPartition], generation: i32) -> Bytes {
@@ -801,187 +610,9 @@ pub(crate) fn decode_assignment(bytes: &Bytes) -> Result<Vec<TopicPartition>> {
     Ok(partitions)
 }
 
-fn group_by_topic(partitions: &[TopicPartition]) -> BTreeMap<String, Vec<i32>> {
-    let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-    for tp in partitions {
-        by_topic
-            .entry(tp.topic.clone())
-            .or_default()
-            .push(tp.partition);
-    }
-    by_topic
-}
-
-/// Kafka's range assignor: for each topic, members subscribed to it in
-/// member-id order get contiguous ranges, the first ones one more.
-pub(crate) fn assign_range(
-    subscriptions: &BTreeMap<String, Subscription>,
-    partition_counts: &BTreeMap<String, i32>,
-) -> BTreeMap<String, Vec<TopicPartition>> {
-    let mut plan: BTreeMap<String, Vec<TopicPartition>> = subscriptions
-        .keys()
-        .map(|member| (member.clone(), Vec::new()))
-        .collect();
-    for (topic, &count) in partition_counts {
-        let members: Vec<&String> = subscriptions
-            .iter()
-            .filter(|(_, s)| s.topics.contains(topic))
-            .map(|(member, _)| member)
-            .collect();
-        if members.is_empty() {
-            continue;
-        }
-        let per_member = count / members.len() as i32;
-        let extra = count % members.len() as i32;
-        let mut next = 0;
-        for (index, member) in members.iter().enumerate() {
-            let take = per_member + i32::from((index as i32) < extra);
-            if let Some(partitions) = plan.get_mut(*member) {
-                partitions.extend((next..next + take).map(|p| TopicPartition::new(topic, p)));
-            }
-            next += take;
-        }
-    }
-    plan
-}
-
-/// Kafka's cooperative-sticky assignor: a balanced assignment that keeps
-/// each member's owned partitions where it can; a partition that moves is
-/// left out this round (its owner revokes it and rejoins, KIP-429) and handed
-/// to its new owner in the next.
-pub(crate) fn assign_cooperative_sticky(
-    subscriptions: &BTreeMap<String, Subscription>,
-    partition_counts: &BTreeMap<String, i32>,
-) -> BTreeMap<String, Vec<TopicPartition>> {
-    let mut all: Vec<TopicPartition> = Vec::new();
-    for (topic, &count) in partition_counts {
-        if subscriptions.values().any(|s| s.topics.contains(topic)) {
-            all.extend((0..count).map(|p| TopicPartition::new(topic, p)));
-        }
-    }
-    let members: Vec<&String> = subscriptions.keys().collect();
-    if members.is_empty() {
-        return BTreeMap::new();
-    }
-    let quota_min = all.len() / members.len();
-    let with_extra = all.len() % members.len();
-    // Who owned what: a partition claimed twice (a stale member) belongs to
-    // nobody.
-    let mut owner: HashMap<TopicPartition, &String> = HashMap::new();
-    let mut claimed_twice = BTreeSet::new();
-    for (member, subscription) in subscriptions {
-        for tp in &subscription.owned {
-            if owner.insert(tp.clone(), member).is_some() {
-                claimed_twice.insert(tp.clone());
-            }
-        }
-    }
-    let mut target: BTreeMap<&String, Vec<TopicPartition>> =
-        members.iter().map(|m| (*m, Vec::new())).collect();
-    let mut extras_given = 0;
-    // Keep owned partitions up to each member's quota.
-    for member in &members {
-        let subscription = &subscriptions[*member];
-        let mut kept: Vec<TopicPartition> = subscription
-            .owned
-            .iter()
-            .filter(|tp| all.contains(tp) && !claimed_twice.contains(*tp))
-            .filter(|tp| subscription.topics.contains(&tp.topic))
-            .cloned()
-            .collect();
-        kept.sort();
-        let quota = if kept.len() > quota_min && extras_given < with_extra {
-            extras_given += 1;
-            quota_min + 1
-        } else {
-            quota_min
-        };
-        kept.truncate(quota);
-        if let Some(slot) = target.get_mut(*member) {
-            *slot = kept;
-        }
-    }
-    // Hand the rest to the least loaded members subscribed to the topic.
-    let taken: BTreeSet<TopicPartition> = target.values().flatten().cloned().collect();
-    for tp in all.iter().filter(|tp| !taken.contains(*tp)) {
-        let chosen = target
-            .iter()
-            .filter(|(member, _)| subscriptions[**member].topics.contains(&tp.topic))
-            .min_by_key(|(member, partitions)| (partitions.len(), **member))
-            .map(|(member, _)| *member);
-        if let Some(member) = chosen
-            && let Some(slot) = target.get_mut(member)
-        {
-            slot.push(tp.clone());
-        }
-    }
-    // Cooperative step: a partition still owned by someone else waits a round.
-    target
-        .into_iter()
-        .map(|(member, partitions)| {
-            let mut partitions: Vec<TopicPartition> = partitions
-                .into_iter()
-                .filter(|tp| match owner.get(tp) {
-                    Some(current) => *current == member || claimed_twice.contains(tp),
-                    None => true,
-                })
-                .collect();
-            partitions.sort();
-            (member.clone(), partitions)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn subscription(topics: &[&str], owned: &[(&str, i32)]) -> Subscription {
-        Subscription {
-            topics: topics.iter().map(|t| t.to_string()).collect(),
-            owned: owned
-                .iter()
-                .map(|(t, p)| TopicPartition::new(t, *p))
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn range_gives_contiguous_ranges_first_members_one_more() {
-        let subscriptions = BTreeMap::from([
-            ("a".to_string(), subscription(&["t"], &[])),
-            ("b".to_string(), subscription(&["t"], &[])),
-        ]);
-        let plan = assign_range(&subscriptions, &BTreeMap::from([("t".to_string(), 5)]));
-        let partitions = |m: &str| plan[m].iter().map(|tp| tp.partition).collect::<Vec<_>>();
-        assert_eq!(partitions("a"), vec![0, 1, 2]);
-        assert_eq!(partitions("b"), vec![3, 4]);
-    }
-
-    #[test]
-    fn cooperative_sticky_keeps_owned_and_defers_moves() {
-        // "a" owned all six; "b" joins. "a" keeps three, "b" gets nothing
-        // this round (the other three are still owned by "a").
-        let owned: Vec<(&str, i32)> = (0..6).map(|p| ("t", p)).collect();
-        let subscriptions = BTreeMap::from([
-            ("a".to_string(), subscription(&["t"], &owned)),
-            ("b".to_string(), subscription(&["t"], &[])),
-        ]);
-        let counts = BTreeMap::from([("t".to_string(), 6)]);
-        let first = assign_cooperative_sticky(&subscriptions, &counts);
-        assert_eq!(first["a"].len(), 3);
-        assert!(first["b"].is_empty());
-        // Next round "a" owns only its three: "b" gets the rest.
-        let kept: Vec<(&str, i32)> = first["a"].iter().map(|tp| ("t", tp.partition)).collect();
-        let subscriptions = BTreeMap::from([
-            ("a".to_string(), subscription(&["t"], &kept)),
-            ("b".to_string(), subscription(&["t"], &[])),
-        ]);
-        let second = assign_cooperative_sticky(&subscriptions, &counts);
-        assert_eq!(second["a"], first["a"]);
-        assert_eq!(second["b"].len(), 3);
-        assert!(second["b"].iter().all(|tp| !second["a"].contains(tp)));
-    }
 
     #[test]
     fn subscription_round_trips() {

@@ -10,21 +10,21 @@
 //! coordinator hand the given-up partitions to their next owner. There is no
 //! JoinGroup/SyncGroup and no client-side assignor.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rill_protocol::messages::ConsumerGroupHeartbeatRequest;
 use rill_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
 use rill_protocol::messages::consumer_group_heartbeat_response::Assignment;
-use rill_protocol::messages::offset_commit_request::OffsetCommitRequestPartition;
 use rill_protocol::{ApiKey, RequestBody, ResponseBody, Uuid};
-use tokio::task::JoinHandle;
 
-use crate::client::Client;
-use crate::consumer::{Shared, TopicPartition};
+use crate::client::{Client, Metadata};
 use crate::error::{Error, Result, code};
-use crate::group::{cached_coordinator, commit_offsets, fetch_committed, replace_task, stop_task};
+use crate::fetcher::Shared;
+use crate::member_task::MemberTask;
+use crate::requests::{cached_coordinator, commit_offsets, fetch_committed};
+use crate::topic_partition::{TopicPartition, group_by_topic};
 
 /// The epoch a member sends to leave the group.
 const LEAVE_EPOCH: i32 = -1;
@@ -44,7 +44,7 @@ pub(crate) struct ConsumerMember {
     consumer: Arc<Shared>,
     group_id: String,
     state: tokio::sync::Mutex<MemberState>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    task: MemberTask,
 }
 
 impl ConsumerMember {
@@ -53,7 +53,7 @@ impl ConsumerMember {
             consumer,
             group_id,
             state: tokio::sync::Mutex::new(MemberState::default()),
-            task: std::sync::Mutex::new(None),
+            task: MemberTask::default(),
         })
     }
 
@@ -78,10 +78,8 @@ impl ConsumerMember {
         }
         self.heartbeat().await?;
         let member = self.clone();
-        replace_task(
-            &self.task,
-            tokio::spawn(async move { member.keep_alive().await }),
-        );
+        self.task
+            .replace(tokio::spawn(async move { member.keep_alive().await }));
         Ok(())
     }
 
@@ -227,7 +225,7 @@ impl ConsumerMember {
 
     /// A topic's name from its id, reloading metadata for one not known.
     async fn topic_name(&self, id: Uuid) -> Result<String> {
-        let find = |metadata: &crate::client::Metadata| {
+        let find = |metadata: &Metadata| {
             metadata
                 .topics
                 .values()
@@ -244,13 +242,10 @@ impl ConsumerMember {
 
     /// The owned partitions as the heartbeat names them: by topic id.
     async fn owned_by_topic_id(&self, owned: &[TopicPartition]) -> Result<Vec<TopicPartitions>> {
-        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for tp in owned {
-            by_topic.entry(&tp.topic).or_default().push(tp.partition);
-        }
+        let by_topic = group_by_topic(owned);
         let mut out = Vec::with_capacity(by_topic.len());
         for (topic, partitions) in by_topic {
-            let info = self.client().topic(topic).await?;
+            let info = self.client().topic(&topic).await?;
             out.push(TopicPartitions {
                 topic_id: info.id,
                 partitions: partitions.into(),
@@ -323,13 +318,6 @@ impl ConsumerMember {
         if offsets.is_empty() {
             return Ok(());
         }
-        let mut by_topic: BTreeMap<String, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for (tp, offset) in offsets {
-            by_topic
-                .entry(tp.topic)
-                .or_default()
-                .push(crate::group::commit_partition(tp.partition, offset));
-        }
         // KIP-848: the member epoch stands where the generation was.
         commit_offsets(
             self.client(),
@@ -337,7 +325,7 @@ impl ConsumerMember {
             &self.group_id,
             state.epoch,
             &state.member_id,
-            by_topic,
+            offsets,
         )
         .await
     }
@@ -345,7 +333,7 @@ impl ConsumerMember {
     /// Commits (with auto-commit) and leaves with epoch -1, so the
     /// coordinator hands the partitions on now.
     pub(crate) async fn leave(&self) -> Result<()> {
-        stop_task(&self.task);
+        self.task.stop();
         let mut state = self.state.lock().await;
         if state.member_id.is_empty() || state.epoch <= 0 {
             return Ok(());

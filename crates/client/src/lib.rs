@@ -15,32 +15,38 @@
 //! A real Rill broker in-process, to test against, is in rill-testkit.
 
 mod admin;
+mod assignor;
 mod client;
 mod clock;
 mod conn;
 mod consumer;
+mod consumer_config;
 mod error;
+mod fetcher;
 mod group;
 mod group_consumer;
 pub mod hash;
+mod member_task;
 mod message;
 mod partitioner;
 mod producer;
+mod requests;
+mod topic_partition;
 
 pub use admin::{
     AdminClient, ConfigEntry, GroupDescription, GroupListing, GroupMemberDescription, NewTopic,
-    Offset,
 };
+pub use assignor::Assignor;
 pub use client::{BrokerInfo, Client, ClientConfig, Metadata, PartitionInfo, TopicInfo};
-pub use consumer::{
-    AsyncConsumer, Consumer, ConsumerConfig, GroupProtocol, MessageStream, TopicPartition,
-};
+pub use consumer::{AsyncConsumer, Consumer, MessageStream};
+pub use consumer_config::{ConsumerConfig, GroupProtocol};
 pub use error::{Error, Result, code};
-pub use group::Assignor;
 pub use message::{Header, Message, MessageSet};
 pub use partitioner::{DefaultPartitioner, Partitioner, key_partition, murmur2};
 pub use producer::{
     Acks, AsyncProducer, DeliveryFuture, MAX_IN_FLIGHT_LIMIT, Producer, ProducerConfig,
     RecordMetadata, SendFuture,
 };
+pub use requests::Offset;
 pub use rill_records::batch::Compression;
+pub use topic_partition::TopicPartition;
