@@ -19,7 +19,7 @@ use rill_protocol::messages::FetchRequest;
 use rill_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use rill_protocol::{ApiKey, Records, RequestBody, ResponseBody};
 use rill_records::batch::{BatchIter, RECORD_LEN_MIN};
-use rill_records::record::decode_shared_batch;
+use rill_records::record::{Record, decode_shared_batch};
 use tokio::sync::{Notify, mpsc};
 
 use crate::client::Client;
@@ -534,6 +534,37 @@ fn reset_out_of_range(shared: &Shared, tp: &TopicPartition, generation: u64) {
     }
 }
 
+/// A fetched record as the application's message.
+fn to_message(
+    record: Record,
+    topic: &Arc<str>,
+    partition: i32,
+    offset: i64,
+    timestamp: i64,
+) -> Message {
+    let headers = if record.headers.is_empty() {
+        Vec::new()
+    } else {
+        record
+            .headers
+            .into_iter()
+            .map(|header| Header {
+                key: String::from_utf8_lossy(&header.key).into_owned(),
+                value: header.value,
+            })
+            .collect()
+    };
+    Message {
+        key: record.key,
+        value: record.value,
+        headers,
+        topic: Some(topic.clone()),
+        partition,
+        offset,
+        timestamp: Some(timestamp),
+    }
+}
+
 /// Decodes the complete batches of a fetch answer into messages at or after
 /// `from`; returns them and the offset to fetch next.
 fn decode_messages(tp: &TopicPartition, bytes: &Bytes, from: i64) -> Result<(Vec<Message>, i64)> {
@@ -574,27 +605,7 @@ fn decode_messages(tp: &TopicPartition, bytes: &Bytes, from: i64) -> Result<(Vec
             if offset < from {
                 continue;
             }
-            let headers = if record.headers.is_empty() {
-                Vec::new()
-            } else {
-                record
-                    .headers
-                    .into_iter()
-                    .map(|header| Header {
-                        key: String::from_utf8_lossy(&header.key).into_owned(),
-                        value: header.value,
-                    })
-                    .collect()
-            };
-            messages.push(Message {
-                key: record.key,
-                value: record.value,
-                headers,
-                topic: Some(topic.clone()),
-                partition: tp.partition,
-                offset,
-                timestamp: Some(timestamp),
-            });
+            messages.push(to_message(record, &topic, tp.partition, offset, timestamp));
         }
     }
     Ok((messages, next_offset))

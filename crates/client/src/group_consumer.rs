@@ -125,40 +125,13 @@ impl ConsumerMember {
                 return Err(error);
             }
         };
-        match response.error_code {
-            code::NONE => {}
-            code::NOT_COORDINATOR | code::COORDINATOR_NOT_AVAILABLE => {
-                state.coordinator = None;
-                return Err(Error::kafka(
-                    "consumer group heartbeat",
-                    response.error_code,
-                    response.error_message,
-                ));
-            }
-            code::UNKNOWN_MEMBER_ID | code::FENCED_MEMBER_EPOCH => {
-                // The coordinator no longer counts this member: its
-                // partitions may already be someone else's, so they are
-                // dropped without committing, and it joins afresh.
-                tracing::info!(group = %self.group_id, epoch = state.epoch, "fenced; rejoining");
-                self.consumer.set_assignment(&[], &HashMap::new());
-                state.owned.clear();
-                state.epoch = 0;
-                if response.error_code == code::UNKNOWN_MEMBER_ID {
-                    state.member_id.clear();
-                }
-                return Err(Error::kafka(
-                    "consumer group heartbeat",
-                    response.error_code,
-                    response.error_message,
-                ));
-            }
-            other => {
-                return Err(Error::kafka(
-                    "consumer group heartbeat",
-                    other,
-                    response.error_message,
-                ));
-            }
+        if response.error_code != code::NONE {
+            self.forget_on_error(&mut state, response.error_code);
+            return Err(Error::kafka(
+                "consumer group heartbeat",
+                response.error_code,
+                response.error_message,
+            ));
         }
         if let Some(member_id) = response.member_id {
             state.member_id = member_id;
@@ -172,6 +145,27 @@ impl ConsumerMember {
             self.reconcile(&mut state, coordinator, assignment).await?;
         }
         Ok(())
+    }
+
+    /// Forgets what a heartbeat's error code invalidated: a moved
+    /// coordinator, or (fenced) the member's partitions and epoch.
+    fn forget_on_error(&self, state: &mut MemberState, error_code: i16) {
+        match error_code {
+            code::NOT_COORDINATOR | code::COORDINATOR_NOT_AVAILABLE => state.coordinator = None,
+            code::UNKNOWN_MEMBER_ID | code::FENCED_MEMBER_EPOCH => {
+                // The coordinator no longer counts this member: its
+                // partitions may already be someone else's, so they are
+                // dropped without committing, and it joins afresh.
+                tracing::info!(group = %self.group_id, epoch = state.epoch, "fenced; rejoining");
+                self.consumer.set_assignment(&[], &HashMap::new());
+                state.owned.clear();
+                state.epoch = 0;
+                if error_code == code::UNKNOWN_MEMBER_ID {
+                    state.member_id.clear();
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Takes a new target assignment: commits and stops what goes, starts
