@@ -16,9 +16,10 @@
 //! restarts every sequence at 0 before sending on (Kafka's producer resets
 //! the same way).
 //!
-//! Each message's future shares its batch's outcome ([`delivery::BatchSlot`]), and
-//! buffer memory is one atomic counter given back per batch: a send costs
-//! no channel and no semaphore permit of its own.
+//! Each message's future shares its batch's outcome
+//! ([`delivery::BatchSlot`]), and buffer memory is one atomic counter given
+//! back per batch: a send costs no channel and no semaphore permit of its
+//! own.
 //!
 //! Here: the async API and the state it shares with the sender task.
 //! `accumulator`: the per-partition queues and batches. `sender`: the
