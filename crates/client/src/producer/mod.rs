@@ -190,17 +190,23 @@ impl AsyncProducer {
         message: Message,
         size: usize,
     ) -> Result<DeliveryFuture> {
+        let partitions = self.writable_partitions(topic).await?;
+        // Back-pressure: wait for acknowledged messages to free memory.
+        self.shared.memory.take(size).await;
+        let now = message.timestamp.unwrap_or_else(clock::wall_ms);
+        self.queue_taken(topic, partitions, message, size, now)
+    }
+
+    /// The partition count of `topic` once it can be written to (creating
+    /// it with `auto_create_topics`, waiting up to `max_block`).
+    async fn writable_partitions(&self, topic: &str) -> Result<i32> {
         let config = &self.shared.config;
         let info = self
             .shared
             .client
             .topic_for_write(topic, config.auto_create_topics, config.max_block)
             .await?;
-        // Back-pressure: wait for acknowledged messages to free memory.
-        self.shared.memory.take(size).await;
-        let partitions = info.partitions.len() as i32;
-        let now = message.timestamp.unwrap_or_else(clock::wall_ms);
-        self.queue_taken(topic, partitions, message, size, now)
+        Ok(info.partitions.len() as i32)
     }
 
     /// Queues a message whose memory is taken; gives it back on failure.
@@ -298,16 +304,11 @@ impl AsyncProducer {
         messages: Vec<Message>,
         urgent: bool,
     ) -> Result<Vec<DeliveryFuture>> {
-        let config = &self.shared.config;
-        let info = self
-            .shared
-            .client
-            .topic_for_write(topic, config.auto_create_topics, config.max_block)
-            .await?;
+        let partitions = self.writable_partitions(topic).await?;
         let reserved = self.reserve(messages).await?;
         let mut append = Append {
             topic,
-            partition_count: info.partitions.len() as i32,
+            partition_count: partitions,
             size: 0,
             now_ms: clock::wall_ms(),
             urgent,
@@ -320,7 +321,7 @@ impl AsyncProducer {
             let mut reserved = reserved.into_iter();
             while let Some((message, size)) = reserved.next() {
                 append.size = size;
-                match state.queue_one(config, &append, message, &mut wake) {
+                match state.queue_one(&self.shared.config, &append, message, &mut wake) {
                     Ok(future) => futures.push(future),
                     Err(error) => {
                         // What is queued stays queued; the rest gives its

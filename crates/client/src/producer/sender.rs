@@ -24,7 +24,37 @@ use crate::error::{Error, Result, code};
 use crate::hash::FastMap;
 use crate::topic_partition::TopicPartition;
 
+/// The sender task: resets the idempotent producer when due, else sends
+/// what a drain gives, else sleeps until woken or the next batch is due.
+pub(super) async fn run_sender(shared: Arc<Shared>) {
+    loop {
+        let wake = shared.wake.notified();
+        if shared.reset_due() {
+            shared.reset_producer().await;
+            continue;
+        }
+        let (ready, next_wake) = shared.drain();
+        if !ready.is_empty() {
+            send_batches(&shared, ready).await;
+            continue;
+        }
+        {
+            let state = shared.lock();
+            if state.closed && state.queues().all(|queue| queue.in_flight.is_empty()) {
+                return;
+            }
+        }
+        match next_wake {
+            Some(at) => {
+                let _ = tokio::time::timeout_at(at.into(), wake).await;
+            }
+            None => wake.await,
+        }
+    }
+}
+
 impl Shared {
+    /// Takes a producer id for the idempotent producer (InitProducerId).
     pub(super) async fn init_producer_id(&self) -> Result<()> {
         let response = self
             .client
@@ -198,33 +228,6 @@ impl Outcome {
                 Outcome::Retry(error)
             }
             other => other,
-        }
-    }
-}
-
-pub(super) async fn run_sender(shared: Arc<Shared>) {
-    loop {
-        let wake = shared.wake.notified();
-        if shared.reset_due() {
-            shared.reset_producer().await;
-            continue;
-        }
-        let (ready, next_wake) = shared.drain();
-        if !ready.is_empty() {
-            send_batches(&shared, ready).await;
-            continue;
-        }
-        {
-            let state = shared.lock();
-            if state.closed && state.queues().all(|queue| queue.in_flight.is_empty()) {
-                return;
-            }
-        }
-        match next_wake {
-            Some(at) => {
-                let _ = tokio::time::timeout_at(at.into(), wake).await;
-            }
-            None => wake.await,
         }
     }
 }
