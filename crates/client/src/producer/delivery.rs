@@ -20,9 +20,10 @@ pub struct RecordMetadata {
     pub timestamp: i64,
 }
 
-/// The answer to one [`AsyncProducer::send`]; await it for the offset.
+/// The answer to one [`AsyncProducer::send`](super::AsyncProducer::send);
+/// await it for the offset.
 ///
-/// Every message of a batch shares one [`BatchSlot`]: the future holds the
+/// Every message of a batch shares one `BatchSlot`: the future holds the
 /// slot and its place in the batch, so a send allocates no channel of its
 /// own (a channel per message was a visible share of the send path).
 pub struct DeliveryFuture {
