@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# First broker figures (issue 4): librdkafka (through kcat) producing and
+# Broker figures: librdkafka (through kcat) producing and
 # consuming 200-byte messages against a real `rill serve`, and the broker's
 # peak RSS. A program that prints numbers, not a test.
 #

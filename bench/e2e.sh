@@ -22,8 +22,7 @@
 #   (4.7 GB in 20 s at 1.1 M msg/s); on this VM, page cache beyond the
 #   memory the last run freed costs the broker's writes a fault into the
 #   host for every new page, and the broker's Produce requests over 0.8 ms
-#   went from 0.6 % to 39 % after ~20 s (docs/BENCHMARKS.md, "Tenth
-#   session");
+#   went from 0.6 % to 39 % after ~20 s;
 # - each run first sends for --warmup seconds without measuring (`rill
 #   bench e2e --warmup`): a fresh client process and topic (first
 #   connections, and first page faults, which cost 3.3 µs each on this
@@ -31,16 +30,14 @@
 #   existing topics alike, which alone can take a run's p99.9 past 20 ms.
 #   By default the warm-up lasts 2 s, or longer, until the topic holds its
 #   retention and one segment more (at 210 bytes a message on disk,
-#   rounded up, plus 1 s): until then the broker's page cache grows, and from then on each
-#   roll writes into the file retention deletes (docs/ARCHITECTURE.md), the
-#   steady state. Growing into memory this VM's host had taken back ran at
+#   rounded up, plus 1 s): until then the broker's page cache grows; from
+#   then on retention frees as much as a roll takes, the steady state. Growing into memory this VM's host had taken back ran at
 #   275-361 MB/s on some days, below the 400 MB/s of 1.9 M msg/s, and a run
-#   that measured that growth fell 0.5-2 s behind in its first seconds
-#   (docs/BENCHMARKS.md, "Thirteenth session");
+#   that measured that growth fell 0.5-2 s behind in its first seconds;
 # - per run, the kernel's counters for the two causes of misses found so far
 #   (direct compaction and direct reclaim inside the broker's writes, and
 #   free memory: the page cache growing into memory a VM's host took back),
-#   see docs/BENCHMARKS.md "Seventh session";
+#   see docs/benchmarks-journal.md;
 # - before the first run and after the last, the machine's own scheduling
 #   stalls with nothing else running: one spinning thread per core, counting
 #   the gaps in which it did not run (`paperload cpu-stalls`). A latency
@@ -115,7 +112,7 @@ done
 [ -n "$listening" ] || { tail -20 "$work/broker.log" >&2; echo "e2e.sh: rill serve did not listen within 10 s" >&2; exit 1; }
 if [ -z "$rate" ]; then
     # The median of three: one measurement ranged from 1.97 to 3.32 M msg/s
-    # on one broker, six in a row (docs/BENCHMARKS.md, "Eleventh session").
+    # on one broker, six in a row.
     maxima=()
     for i in 1 2 3; do
         maxima+=("$("$rill" bench produce -b 127.0.0.1:"$port" -t "e2e-max-$i" -c 10000000 --linger-ms 0 --json \
@@ -163,8 +160,7 @@ print("       seconds whose own p99 was over 5 ms: %d of %d (the worst, second %
     # 6.3 GB at 1.58 M). Deleting its topic keeps a long series on
     # the disk and the page cache in the steady state of a broker whose
     # retention deletes as much as it takes in: the next run's pages are
-    # the ones this run freed, not fresh memory (see docs/BENCHMARKS.md,
-    # "Ninth session"). --keep leaves the topics.
+    # the ones this run freed, not fresh memory. --keep leaves the topics.
     [ -n "$keep" ] || "$rill" topic delete -b 127.0.0.1:"$port" "e2e-$run" >/dev/null
 done
 kill "$broker"; wait "$broker" 2>/dev/null || true; broker=""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Scale of one broker, in one run (issue #8): produce and consume throughput
+# Scale of one broker, in one run: produce and consume throughput
 # with 1, 100 and 10,000 partitions; consume throughput of the newest data
 # with 1 GiB and with 50 GiB retained (the paper: performance does not
 # degrade with the amount of data kept). A program that prints numbers, not

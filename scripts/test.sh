@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one command that runs every test Rill has (README "Run the tests").
+# The one command that runs every test Rill has (README, Quickstart).
 # On a fresh Debian machine it first installs what the tests need.
 set -euo pipefail
 cd "$(dirname "$0")/.."

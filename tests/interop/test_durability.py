@@ -196,7 +196,7 @@ COMMITS = 40  # per committer
 
 def test_offset_commits_of_many_groups_share_sync_rounds(rill):
     """The coordinator does not hold its lock while a commit waits for its
-    sync round (issue 22 item 7): commits of different groups, sent at once,
+    sync round: commits of different groups, sent at once,
     share rounds. Holding it, every commit would take a round of its own."""
     flushing_broker(rill)
     topic = unique_topic("durable-commits")

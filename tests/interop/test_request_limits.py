@@ -1,5 +1,5 @@
 """What one request may cost the broker, and what one bad batch may cost the
-group coordinator (issue 22, item 3).
+group coordinator.
 
 - A request of any API but Produce may not pass `request_max_bytes_except_produce`
   (8 MiB): its connection is closed once the frame's API key has arrived, before

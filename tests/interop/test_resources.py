@@ -1,4 +1,4 @@
-"""Resource exhaustion is not a disk fault (issue #22, items 1 and 2).
+"""Resource exhaustion is not a disk fault.
 
 Each test runs its own `rill serve` with a limit the test sets itself: a low
 open-file limit (`prlimit --nofile=256:256`) or a small tmpfs as the data directory (CI runs as

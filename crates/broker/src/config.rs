@@ -1,5 +1,5 @@
 //! Broker configuration: defaults, then a TOML file, then `RILL_*` environment
-//! variables, then command-line flags (later sources win; BRIEF §8).
+//! variables, then command-line flags (later sources win).
 //!
 //! Keys are flat snake_case names (`log_segment_bytes`), so the same key reads
 //! the same in a file (`log_segment_bytes = 1048576`), in the environment

@@ -79,7 +79,7 @@ const WATERMARK_SCALE_FACTOR: &str = "/proc/sys/vm/watermark_scale_factor";
 
 /// The factor, when it leaves so thin a margin that ext4's 64 KiB page
 /// cache folios often cannot be had without compaction in the append
-/// (measured in BENCHMARKS.md, "end to end, and what the kernel does").
+/// (measured with bench/e2e.sh; see docs/benchmarks-journal.md).
 fn thin_reclaim_margin(text: &str) -> Option<u32> {
     text.trim().parse().ok().filter(|factor| *factor < 100)
 }

@@ -3,8 +3,8 @@
 //! - `codec`: `Encoder`/`Decoder` and the wire primitives; every length read
 //!   from the wire is checked against the bytes left before allocating.
 //! - `messages`: generated from Kafka's JSON specs by `cargo xtask codegen`
-//!   (see docs/ARCHITECTURE.md, "Protocol codec"); one module per spec file, each struct with `encode`,
-//!   `encoded_len` and `decode` for every version.
+//!   (see CONTRIBUTING.md, "Code generation"); one module per spec file,
+//!   each struct with `encode`, `encoded_len` and `decode` for every version.
 //! - `api`: generated `ApiKey` table and the `RequestBody`/`ResponseBody` enums.
 //! - `produce`: a Produce request checked and read in place (`ProduceFrame`),
 //!   topic names and record batches borrowed from the frame: the broker's path.

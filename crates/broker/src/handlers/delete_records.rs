@@ -15,7 +15,8 @@ use crate::server::Shared;
 
 /// Moving a log start fsyncs its checkpoint and unlinks segment files:
 /// disk work that may block for as long as the disk takes, so it runs on a
-/// blocking thread, never on an async worker (BRIEF §4), as an append that
+/// blocking thread, never on an async worker (a fsync there would stall every
+/// connection that worker serves), as an append that
 /// may sync does.
 pub async fn handle(shared: &Arc<Shared>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     // What the answer needs if the blocking task itself fails.

@@ -30,8 +30,7 @@ const HARVEST_EVERY: u64 = 16;
 /// The shortest sleep of a paced loop that has sent everything due, and the
 /// longest it sends without a pause when behind. Together they make a
 /// paced run's load what its rate says, rather than bursts; both measured
-/// with `rill bench e2e` at 1.46 M msg/s (docs/BENCHMARKS.md, "Eleventh
-/// session").
+/// with `rill bench e2e` at 1.46 M msg/s.
 ///
 /// - On tokio's timer the loop slept at least ~1.06 ms (its 1 ms tick,
 ///   rounded up), so 2 ms of messages went out at once: p50 ~2 ms. Waking
