@@ -51,9 +51,9 @@ pub fn read_at(bytes: &[u8], position: usize) -> Read<'_> {
         Err(reason) => reason,
     };
     match next_valid_entry(bytes, position + 1) {
-        After::Entry(next) => {
-            Read::Damaged(format!("{reason}, and a valid entry follows at byte {next}"))
-        }
+        After::Entry(next) => Read::Damaged(format!(
+            "{reason}, and a valid entry follows at byte {next}"
+        )),
         After::Unchecked(at) => Read::Damaged(format!(
             "{reason}, and the bytes from {at} on could not all be checked for valid entries"
         )),

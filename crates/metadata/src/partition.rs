@@ -68,7 +68,11 @@ impl Partition {
                 "leader epoch {} does not follow {}{}",
                 change.leader_epoch,
                 self.leader_epoch,
-                if leader_moved { " for a new leader" } else { "" }
+                if leader_moved {
+                    " for a new leader"
+                } else {
+                    ""
+                }
             ));
         }
         let next = Partition {
@@ -115,7 +119,9 @@ fn check_subset(what: &str, ids: &[i32], replicas: &[i32]) -> Result<(), String>
 fn check_ids(what: &str, ids: &[i32]) -> Result<(), String> {
     for (index, id) in ids.iter().enumerate() {
         if *id < 0 {
-            return Err(format!("{what} name broker {id}; broker ids are never negative"));
+            return Err(format!(
+                "{what} name broker {id}; broker ids are never negative"
+            ));
         }
         if ids[..index].contains(id) {
             return Err(format!("{what} name broker {id} twice"));

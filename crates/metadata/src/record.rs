@@ -18,7 +18,9 @@ use crate::partition::Partition;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MetadataRecord {
     /// The first record of a cluster's log.
-    ClusterCreated { cluster_id: String },
+    ClusterCreated {
+        cluster_id: String,
+    },
     TopicCreated {
         name: String,
         id: TopicId,
@@ -46,10 +48,14 @@ pub enum MetadataRecord {
         name: String,
         value: Option<String>,
     },
-    TopicDeleted { id: TopicId },
+    TopicDeleted {
+        id: TopicId,
+    },
     /// Ids of topics deleted earlier: a snapshot's record of them, so their
     /// leftover directories are still recognised.
-    DeletedTopicIds { ids: Vec<TopicId> },
+    DeletedTopicIds {
+        ids: Vec<TopicId>,
+    },
     /// Producer ids below `next` are handed out, in blocks so that one record
     /// covers many InitProducerId requests; `broker` got the last block
     /// (-1 in records written before brokers were named, and in snapshots).
@@ -68,13 +74,25 @@ pub enum MetadataRecord {
         rack: Option<String>,
     },
     /// The registration of broker `id` at `epoch` was fenced or unfenced.
-    BrokerFencingChanged { id: i32, epoch: i64, fenced: bool },
+    BrokerFencingChanged {
+        id: i32,
+        epoch: i64,
+        fenced: bool,
+    },
     /// The registration of broker `id` at `epoch` is shutting down (KIP-841).
-    BrokerControlledShutdown { id: i32, epoch: i64 },
-    BrokerUnregistered { id: i32 },
+    BrokerControlledShutdown {
+        id: i32,
+        epoch: i64,
+    },
+    BrokerUnregistered {
+        id: i32,
+    },
     /// A controller (a Raft voter) and the id of its metadata directory,
     /// which tells a wiped disk from the one the quorum knows.
-    ControllerRegistered { id: i32, directory_id: Uuid },
+    ControllerRegistered {
+        id: i32,
+        directory_id: Uuid,
+    },
     /// A partition's leadership or replicas changed. `leader` and `isr` are
     /// the new values (`None`: no leader); a list left `None` is unchanged.
     /// The partition epoch goes up by one.
@@ -146,6 +164,9 @@ mod tests {
             text,
             r#"{"type":"partition_changed","topic":"01010101010101010101010101010101","partition":0,"leader":null,"leader_epoch":3,"isr":[],"removing":[]}"#
         );
-        assert_eq!(serde_json::from_str::<MetadataRecord>(&text).unwrap(), change);
+        assert_eq!(
+            serde_json::from_str::<MetadataRecord>(&text).unwrap(),
+            change
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::broker::{Broker, Listener};
 use crate::id::{TopicId, Uuid};
-use crate::partition::{check_replicas, Partition, PartitionChange};
+use crate::partition::{Partition, PartitionChange, check_replicas};
 use crate::record::MetadataRecord;
 
 /// A topic as the cluster knows it.
@@ -72,6 +72,8 @@ pub enum ApplyError {
     TopicExists(String),
     #[error("topic id {0} is already in use")]
     TopicIdInUse(TopicId),
+    #[error("topic id {0} was a deleted topic's, and ids are never reused")]
+    TopicIdDeleted(TopicId),
     #[error("no topic has id {0}")]
     UnknownTopicId(TopicId),
     #[error("topic `{name}` has {current} partitions and cannot go to {requested}")]
@@ -330,6 +332,9 @@ impl ClusterState {
         if self.names_by_id.contains_key(&id) {
             return Err(ApplyError::TopicIdInUse(id));
         }
+        if self.deleted_ids.contains(&id) {
+            return Err(ApplyError::TopicIdDeleted(id));
+        }
         if partitions < 1 {
             return Err(ApplyError::NoPartitions(partitions));
         }
@@ -352,9 +357,7 @@ impl ClusterState {
         partitions: i32,
         assignments: &[Vec<i32>],
     ) -> Result<(), ApplyError> {
-        let topic = self
-            .topic_by_id(id)
-            .ok_or(ApplyError::UnknownTopicId(id))?;
+        let topic = self.topic_by_id(id).ok_or(ApplyError::UnknownTopicId(id))?;
         let current = topic.partition_count();
         if partitions < current {
             return Err(ApplyError::PartitionsShrink {
@@ -387,7 +390,9 @@ impl ClusterState {
         }
         if assignments.is_empty() {
             let replicas = vec![self.implicit_replica];
-            return Ok((from..to).map(|_| Partition::created(replicas.clone())).collect());
+            return Ok((from..to)
+                .map(|_| Partition::created(replicas.clone()))
+                .collect());
         }
         if assignments.len() as i64 != i64::from(to) - i64::from(from) {
             return Err(ApplyError::AssignmentCount {
@@ -547,6 +552,10 @@ mod tests {
         assert!(state.was_deleted(TopicId([1; 16])));
         assert!(!state.was_deleted(TopicId([2; 16])));
         // The name is free again, under a new id.
+        assert_eq!(
+            state.apply(&created("a", 1, 1)),
+            Err(ApplyError::TopicIdDeleted(TopicId([1; 16])))
+        );
         state.apply(&created("a", 3, 1)).unwrap();
         assert_eq!(state.deleted_ids(), vec![TopicId([1; 16])]);
     }
@@ -561,13 +570,19 @@ mod tests {
             assert_eq!(partition.leader, Some(7));
         }
         // Named replicas: one list per new partition, each valid.
-        state.apply(&grown(1, 5, vec![vec![1, 2], vec![2, 1]])).unwrap();
+        state
+            .apply(&grown(1, 5, vec![vec![1, 2], vec![2, 1]]))
+            .unwrap();
         let topic = state.topic("a").unwrap();
         assert_eq!(topic.partitions[4].replicas, vec![2, 1]);
         assert_eq!(topic.partitions[4].leader, Some(2));
         assert!(matches!(
             state.apply(&grown(1, 7, vec![vec![1]])),
-            Err(ApplyError::AssignmentCount { new: 2, lists: 1, .. })
+            Err(ApplyError::AssignmentCount {
+                new: 2,
+                lists: 1,
+                ..
+            })
         ));
         assert!(matches!(
             state.apply(&grown(1, 6, vec![vec![1, 1]])),
@@ -579,8 +594,8 @@ mod tests {
     fn partition_changes_name_a_partition_that_exists() {
         let mut state = ClusterState::new(0);
         state.apply(&created("a", 1, 1)).unwrap();
-        let change = |partition, leader: Option<i32>, leader_epoch| {
-            MetadataRecord::PartitionChanged {
+        let change =
+            |partition, leader: Option<i32>, leader_epoch| MetadataRecord::PartitionChanged {
                 topic: TopicId([1; 16]),
                 partition,
                 leader,
@@ -589,8 +604,7 @@ mod tests {
                 replicas: None,
                 adding: None,
                 removing: None,
-            }
-        };
+            };
         state.apply(&change(0, None, 1)).unwrap();
         let partition = &state.topic("a").unwrap().partitions[0];
         assert_eq!((partition.leader, partition.leader_epoch), (None, 1));
@@ -692,7 +706,10 @@ mod tests {
                 directory_id: Uuid([3; 16]),
             })
             .unwrap();
-        assert_eq!(state.controllers().collect::<Vec<_>>(), [(3, Uuid([3; 16]))]);
+        assert_eq!(
+            state.controllers().collect::<Vec<_>>(),
+            [(3, Uuid([3; 16]))]
+        );
     }
 
     #[test]
