@@ -46,10 +46,8 @@ impl Partition {
         check_subset("in-sync replicas", &self.isr, &self.replicas)?;
         check_subset("adding replicas", &self.adding, &self.replicas)?;
         check_subset("removing replicas", &self.removing, &self.replicas)?;
-        if let Some(leader) = self.leader {
-            if !self.isr.contains(&leader) {
-                return Err(format!("leader {leader} is not in sync"));
-            }
+        if let Some(leader) = self.leader.filter(|leader| !self.isr.contains(leader)) {
+            return Err(format!("leader {leader} is not in sync"));
         }
         if self.leader_epoch < 0 || self.partition_epoch < 0 {
             return Err("epochs are never negative".to_string());
