@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("the fuzz directory can be made");
     std::fs::write(dir.join("metadata.log"), data).expect("the fuzz file can be written");
-    if let Ok(store) = MetadataStore::open(&dir) {
+    if let Ok(store) = MetadataStore::open(&dir, 0) {
         let _ = store.state().topics().count();
     }
     let _ = std::fs::remove_dir_all(&dir);

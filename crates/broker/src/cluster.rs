@@ -243,7 +243,8 @@ impl Cluster {
     /// Opens the data directory: replays the metadata log, then opens the log
     /// of every partition it names (recovering any that were not closed cleanly).
     pub fn open(config: &BrokerConfig) -> Result<Cluster, OpenError> {
-        let mut metadata = MetadataStore::open(&config.data_dir.join("__cluster_metadata"))?;
+        let mut metadata =
+            MetadataStore::open(&config.data_dir.join("__cluster_metadata"), config.node_id)?;
         if metadata.state().cluster_id.is_none() {
             let cluster_id = new_cluster_id();
             metadata.append(&[MetadataRecord::ClusterCreated { cluster_id }])?;
@@ -266,7 +267,7 @@ impl Cluster {
                 config,
                 &topic.name,
                 topic.id,
-                topic.partitions,
+                topic.partition_count(),
                 &topic.configs,
             )?;
             topics.insert(Arc::new(handle));
@@ -415,6 +416,8 @@ impl Cluster {
             id,
             partitions,
             configs: configs.clone(),
+            // One node holds every partition.
+            assignments: vec![vec![self.config.node_id]; partitions as usize],
         };
         self.append_metadata(vec![record]).await?;
         let opened = self
@@ -525,6 +528,7 @@ impl Cluster {
         self.append_metadata(vec![MetadataRecord::PartitionsCreated {
             id: topic.id,
             partitions: count,
+            assignments: vec![vec![self.config.node_id]; (count - current) as usize],
         }])
         .await?;
         self.reopen_topic(&topic, count, topic.overrides.clone())
@@ -605,6 +609,7 @@ impl Cluster {
         };
         if let Some(start) = start {
             self.append_metadata(vec![MetadataRecord::ProducerIdsAllocated {
+                broker: self.config.node_id,
                 next: start + PRODUCER_ID_BLOCK,
             }])
             .await?;

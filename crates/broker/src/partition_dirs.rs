@@ -121,7 +121,7 @@ pub fn sweep(logs: &LogManager, state: &ClusterState) -> Result<(), DirError> {
         let dir = logs.partition_dir(&topic, partition);
         let live = state
             .topic(&topic)
-            .filter(|t| partition < t.partitions)
+            .filter(|t| partition < t.partition_count())
             .map(|t| t.id);
         match (live, read_tag(&dir)?) {
             (Some(id), Some(tag)) if tag == id => {}
@@ -138,7 +138,7 @@ pub fn sweep(logs: &LogManager, state: &ClusterState) -> Result<(), DirError> {
     }
     // A crash between a topic's creation record and its directories.
     for topic in state.topics() {
-        for partition in 0..topic.partitions {
+        for partition in 0..topic.partition_count() {
             if !logs.partition_dir(&topic.name, partition).exists() {
                 create_tagged(logs, &topic.name, partition, topic.id)?;
             }

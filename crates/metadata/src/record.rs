@@ -1,65 +1,17 @@
 //! The metadata records. Each is a fact about the cluster; the state is what
 //! they add up to. They are stored as JSON (docs/FORMAT.md, "Cluster
 //! metadata"), so a record type can gain optional fields without a migration.
+//! The broker and partition records take the shapes of KRaft's (KIP-631):
+//! `RegisterBrokerRecord`, `BrokerRegistrationChangeRecord`,
+//! `PartitionChangeRecord`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A topic's id: 16 random bytes, Kafka's topic UUID.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub struct TopicId(pub [u8; 16]);
-
-impl TopicId {
-    /// A fresh random id, never the all-zero id Kafka reserves for "none".
-    pub fn random() -> TopicId {
-        loop {
-            let mut bytes = [0u8; 16];
-            // The OS random source does not fail on Linux once booted; if it
-            // ever does there is no safe way to invent topic ids.
-            getrandom::fill(&mut bytes).expect("the OS random source failed");
-            // Kafka ids are version-4 UUIDs.
-            bytes[6] = (bytes[6] & 0x0f) | 0x40;
-            bytes[8] = (bytes[8] & 0x3f) | 0x80;
-            if bytes != [0u8; 16] {
-                return TopicId(bytes);
-            }
-        }
-    }
-}
-
-impl fmt::Display for TopicId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl From<TopicId> for String {
-    fn from(id: TopicId) -> String {
-        id.to_string()
-    }
-}
-
-impl TryFrom<String> for TopicId {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<TopicId, String> {
-        if text.len() != 32 || !text.is_ascii() {
-            return Err(format!("topic id `{text}` is not 32 hex digits"));
-        }
-        let mut bytes = [0u8; 16];
-        for (index, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16)
-                .map_err(|_| format!("topic id `{text}` is not 32 hex digits"))?;
-        }
-        Ok(TopicId(bytes))
-    }
-}
+pub use crate::broker::Listener;
+pub use crate::id::{TopicId, Uuid};
+use crate::partition::Partition;
 
 /// One fact about the cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,11 +27,20 @@ pub enum MetadataRecord {
         partitions: i32,
         /// Topic-level overrides by Kafka name (`retention.ms`, ...).
         configs: BTreeMap<String, String>,
+        /// The replicas of each partition, preferred leader first. Empty in
+        /// records written before replica lists (one-node logs): each
+        /// partition then has one replica, the node replaying the log (see
+        /// [`ClusterState::new`](crate::ClusterState::new)).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        assignments: Vec<Vec<i32>>,
     },
     /// The topic now has `partitions` partitions (only ever grows).
     PartitionsCreated {
         id: TopicId,
         partitions: i32,
+        /// The replicas of each new partition, as in `TopicCreated`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        assignments: Vec<Vec<i32>>,
     },
     /// A topic config was set, or removed back to the default (`None`).
     TopicConfigChanged {
@@ -90,9 +51,122 @@ pub enum MetadataRecord {
     TopicDeleted {
         id: TopicId,
     },
-    /// Producer ids below `next` are handed out; the broker allocates them in
-    /// blocks so that one record covers many InitProducerId requests.
+    /// Ids of topics deleted earlier: a snapshot's record of them, so their
+    /// leftover directories are still recognised.
+    DeletedTopicIds {
+        ids: Vec<TopicId>,
+    },
+    /// Producer ids below `next` are handed out, in blocks so that one record
+    /// covers many InitProducerId requests; `broker` got the last block
+    /// (-1 in records written before brokers were named, and in snapshots).
     ProducerIdsAllocated {
+        #[serde(default = "no_broker")]
+        broker: i32,
         next: i64,
     },
+    /// A broker process registered: a new registration, fenced, replacing
+    /// any earlier one of the same id. `epoch` is the broker epoch.
+    BrokerRegistered {
+        id: i32,
+        incarnation: Uuid,
+        epoch: i64,
+        listeners: Vec<Listener>,
+        rack: Option<String>,
+    },
+    /// The registration of broker `id` at `epoch` was fenced or unfenced.
+    BrokerFencingChanged {
+        id: i32,
+        epoch: i64,
+        fenced: bool,
+    },
+    /// The registration of broker `id` at `epoch` is shutting down (KIP-841).
+    BrokerControlledShutdown {
+        id: i32,
+        epoch: i64,
+    },
+    BrokerUnregistered {
+        id: i32,
+    },
+    /// A controller (a Raft voter) and the id of its metadata directory,
+    /// which tells a wiped disk from the one the quorum knows.
+    ControllerRegistered {
+        id: i32,
+        directory_id: Uuid,
+    },
+    /// A partition's leadership or replicas changed. `leader` and `isr` are
+    /// the new values (`None`: no leader); a list left `None` is unchanged.
+    /// The partition epoch goes up by one.
+    PartitionChanged {
+        topic: TopicId,
+        partition: i32,
+        leader: Option<i32>,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replicas: Option<Vec<i32>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adding: Option<Vec<i32>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        removing: Option<Vec<i32>>,
+    },
+    /// A partition's whole state, as a snapshot records it (Kafka's
+    /// `PartitionRecord`): it replaces what the partition had.
+    PartitionRestored {
+        topic: TopicId,
+        partition: i32,
+        state: Partition,
+    },
+}
+
+fn no_broker() -> i32 {
+    -1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_of_one_node_logs_read_with_their_defaults() {
+        let created: MetadataRecord = serde_json::from_str(
+            r#"{"type":"topic_created","name":"a","id":"01010101010101010101010101010101","partitions":2,"configs":{}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            created,
+            MetadataRecord::TopicCreated { ref assignments, .. } if assignments.is_empty()
+        ));
+        let allocated: MetadataRecord =
+            serde_json::from_str(r#"{"type":"producer_ids_allocated","next":1000}"#).unwrap();
+        assert_eq!(
+            allocated,
+            MetadataRecord::ProducerIdsAllocated {
+                broker: -1,
+                next: 1000
+            }
+        );
+    }
+
+    #[test]
+    fn partition_changes_leave_out_the_lists_they_keep() {
+        let change = MetadataRecord::PartitionChanged {
+            topic: TopicId([1; 16]),
+            partition: 0,
+            leader: None,
+            leader_epoch: 3,
+            isr: vec![],
+            replicas: None,
+            adding: None,
+            removing: Some(vec![]),
+        };
+        let text = serde_json::to_string(&change).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"partition_changed","topic":"01010101010101010101010101010101","partition":0,"leader":null,"leader_epoch":3,"isr":[],"removing":[]}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<MetadataRecord>(&text).unwrap(),
+            change
+        );
+    }
 }

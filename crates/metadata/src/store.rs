@@ -1,8 +1,7 @@
 //! The durable metadata log of one node: `<data_dir>/__cluster_metadata/metadata.log`.
 //!
-//! Each entry is one atomic group of records (docs/FORMAT.md, "Cluster
-//! metadata"): a 4-byte big-endian payload length, a 4-byte CRC32C of the
-//! payload, and the payload, a JSON array of [`MetadataRecord`]s. An append is
+//! Each entry is one atomic group of records, a JSON array of
+//! [`MetadataRecord`]s framed as [`entry`] says. An append is
 //! one `write` followed by `fdatasync`, so a group is either wholly in the log
 //! after a crash or cut off as a torn tail, which `open` truncates.
 //!
@@ -14,15 +13,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::entry::{self, ENTRY_PAYLOAD_BYTES_MAX};
 use crate::record::MetadataRecord;
 use crate::state::{ApplyError, ClusterState};
-
-/// An entry's payload limit. Metadata groups are small (a CreateTopics of a
-/// few topics); the limit keeps a damaged length field from asking for
-/// gigabytes at replay.
-pub const ENTRY_PAYLOAD_BYTES_MAX: usize = 4 * 1024 * 1024;
-
-const ENTRY_HEADER_BYTES: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -61,7 +54,8 @@ pub struct MetadataStore {
 }
 
 impl MetadataStore {
-    /// Opens (or creates) the log in `dir` and replays it.
+    /// Opens (or creates) the log in `dir` and replays it on node `node_id`
+    /// (see [`ClusterState::new`]).
     ///
     /// An entry that fails its checks with no valid entry after it is a torn
     /// tail: a group whose write did not finish, never acknowledged, so it is
@@ -69,7 +63,7 @@ impl MetadataStore {
     /// damage to acknowledged metadata, and opening fails: cutting there would
     /// silently drop every topic recorded after it. So does a group that
     /// passes its CRC but does not apply: the log itself is wrong.
-    pub fn open(dir: &Path) -> Result<MetadataStore, StoreError> {
+    pub fn open(dir: &Path, node_id: i32) -> Result<MetadataStore, StoreError> {
         let path = dir.join("metadata.log");
         let io = |source| StoreError::Io {
             path: path.clone(),
@@ -90,27 +84,13 @@ impl MetadataStore {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
 
-        let mut state = ClusterState::default();
+        let mut state = ClusterState::new(node_id);
         let mut position = 0usize;
         while position < bytes.len() {
-            let entry = match parse_entry(&bytes[position..]) {
-                Ok(entry) => entry,
-                Err(reason) => {
-                    match next_valid_entry(&bytes, position + 1) {
-                        After::Entry(next) => {
-                            let reason =
-                                format!("{reason}, and a valid entry follows at byte {next}");
-                            return Err(damaged(&path, position, reason));
-                        }
-                        After::Unchecked(at) => {
-                            let reason = format!(
-                                "{reason}, and the bytes from {at} on could not all be checked \
-                                 for valid entries"
-                            );
-                            return Err(damaged(&path, position, reason));
-                        }
-                        After::Nothing => {}
-                    }
+            let entry = match entry::read_at(&bytes, position) {
+                entry::Read::Entry(entry) => entry,
+                entry::Read::Damaged(reason) => return Err(damaged(&path, position, reason)),
+                entry::Read::TornTail(reason) => {
                     tracing::warn!(
                         path = %path.display(),
                         position,
@@ -166,10 +146,7 @@ impl MetadataStore {
         if payload.len() > ENTRY_PAYLOAD_BYTES_MAX {
             return Err(StoreError::TooLarge(payload.len()));
         }
-        let mut entry = Vec::with_capacity(ENTRY_HEADER_BYTES + payload.len());
-        entry.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        entry.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-        entry.extend_from_slice(&payload);
+        let entry = entry::encode(&payload);
         let written = self
             .file
             .write_all(&entry)
@@ -184,88 +161,6 @@ impl MetadataStore {
         self.state = next;
         Ok(())
     }
-}
-
-struct Entry<'a> {
-    payload: &'a [u8],
-    /// Header plus payload.
-    len: usize,
-}
-
-fn parse_entry(bytes: &[u8]) -> Result<Entry<'_>, String> {
-    let Some(header) = bytes.get(..ENTRY_HEADER_BYTES) else {
-        return Err(format!(
-            "{} bytes left, less than an entry header",
-            bytes.len()
-        ));
-    };
-    let payload_len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    if payload_len > ENTRY_PAYLOAD_BYTES_MAX {
-        return Err(format!("entry claims {payload_len} bytes"));
-    }
-    // The shortest payload is `[]`. This also keeps a run of zero bytes (a
-    // file extended by a crash before its data landed) from reading as
-    // empty entries whose CRC, of nothing, is zero.
-    if payload_len < 2 {
-        return Err(format!("entry claims {payload_len} bytes, less than `[]`"));
-    }
-    let Some(payload) = bytes.get(ENTRY_HEADER_BYTES..ENTRY_HEADER_BYTES + payload_len) else {
-        return Err(format!(
-            "entry claims {payload_len} bytes but only {} follow",
-            bytes.len() - ENTRY_HEADER_BYTES
-        ));
-    };
-    if crc32c::crc32c(payload) != crc {
-        return Err("entry fails its CRC".to_string());
-    }
-    Ok(Entry {
-        payload,
-        len: ENTRY_HEADER_BYTES + payload_len,
-    })
-}
-
-/// What follows a bad entry.
-enum After {
-    /// A whole, CRC-valid entry starts at this byte: the bad one is damage.
-    Entry(usize),
-    /// Nothing valid: the bad entry is a torn tail.
-    Nothing,
-    /// The scan gave up at this byte (see [`SCAN_CRC_BYTES_MAX`]).
-    Unchecked(usize),
-}
-
-/// Bytes the search for a valid entry after a bad one may checksum in all.
-/// A real log's entries each cost one CRC; bytes crafted to look like many
-/// large entries could otherwise cost a CRC of up to 4 MiB per byte.
-const SCAN_CRC_BYTES_MAX: usize = 1 << 30;
-
-/// Looks for a whole, CRC-valid entry at or after `from`. Only positions
-/// whose payload would start with `[` are tried, so the scan costs a CRC per
-/// JSON array, not per byte.
-fn next_valid_entry(bytes: &[u8], from: usize) -> After {
-    let mut budget = SCAN_CRC_BYTES_MAX;
-    for position in from..bytes.len() {
-        if bytes.get(position + ENTRY_HEADER_BYTES) != Some(&b'[') {
-            continue;
-        }
-        let claimed = bytes
-            .get(position..position + 4)
-            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
-        // Lengths `parse_entry` refuses before its CRC cost nothing.
-        let fits = position + ENTRY_HEADER_BYTES + claimed <= bytes.len();
-        if claimed > ENTRY_PAYLOAD_BYTES_MAX || !fits {
-            continue;
-        }
-        if claimed > budget {
-            return After::Unchecked(position);
-        }
-        budget -= claimed;
-        if parse_entry(&bytes[position..]).is_ok() {
-            return After::Entry(position);
-        }
-    }
-    After::Nothing
 }
 
 fn damaged(path: &Path, position: usize, reason: String) -> StoreError {
@@ -312,6 +207,7 @@ mod tests {
             id: TopicId([id; 16]),
             partitions: 3,
             configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
+            assignments: vec![vec![0]; 3],
         }
     }
 
@@ -319,7 +215,7 @@ mod tests {
     fn survives_reopen_and_refuses_bad_groups_whole() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut store = MetadataStore::open(dir.path()).unwrap();
+            let mut store = MetadataStore::open(dir.path(), 0).unwrap();
             store
                 .append(&[MetadataRecord::ClusterCreated {
                     cluster_id: "c".into(),
@@ -329,7 +225,7 @@ mod tests {
             // The second record conflicts, so neither is written.
             assert!(store.append(&[topic("c", 3), topic("a", 4)]).is_err());
         }
-        let store = MetadataStore::open(dir.path()).unwrap();
+        let store = MetadataStore::open(dir.path(), 0).unwrap();
         let state = store.state();
         assert_eq!(state.cluster_id.as_deref(), Some("c"));
         assert_eq!(state.topics().count(), 2);
@@ -341,7 +237,7 @@ mod tests {
     fn a_torn_tail_is_cut_at_every_byte() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut store = MetadataStore::open(dir.path()).unwrap();
+            let mut store = MetadataStore::open(dir.path(), 0).unwrap();
             store.append(&[topic("a", 1)]).unwrap();
             store.append(&[topic("b", 2)]).unwrap();
         }
@@ -350,7 +246,7 @@ mod tests {
         let first_len = 8 + u32::from_be_bytes(full[..4].try_into().unwrap()) as usize;
         for cut in first_len..full.len() {
             std::fs::write(&path, &full[..cut]).unwrap();
-            let mut store = MetadataStore::open(dir.path()).unwrap();
+            let mut store = MetadataStore::open(dir.path(), 0).unwrap();
             assert_eq!(store.state().topics().count(), 1, "cut at {cut}");
             assert_eq!(std::fs::metadata(&path).unwrap().len(), first_len as u64);
             // The log stays appendable after the cut.
@@ -361,14 +257,14 @@ mod tests {
         let last = flipped.len() - 3;
         flipped[last] ^= 0x40;
         std::fs::write(&path, &flipped).unwrap();
-        let store = MetadataStore::open(dir.path()).unwrap();
+        let store = MetadataStore::open(dir.path(), 0).unwrap();
         assert_eq!(store.state().topics().count(), 1);
     }
 
     /// Four topics, one entry each; returns the log's bytes and where each
     /// entry starts.
     fn four_topics(dir: &Path) -> (Vec<u8>, Vec<usize>) {
-        let mut store = MetadataStore::open(dir).unwrap();
+        let mut store = MetadataStore::open(dir, 0).unwrap();
         let mut starts = Vec::new();
         for (index, name) in ["a", "b", "c", "d"].iter().enumerate() {
             starts.push(std::fs::metadata(dir.join("metadata.log")).unwrap().len() as usize);
@@ -388,7 +284,7 @@ mod tests {
             let mut flipped = full.clone();
             flipped[at] ^= 0x10;
             std::fs::write(&path, &flipped).unwrap();
-            let error = match MetadataStore::open(dir.path()) {
+            let error = match MetadataStore::open(dir.path(), 0) {
                 Err(error) => error,
                 Ok(store) => panic!(
                     "opened with {} topics after a flip at byte {at}",
@@ -412,7 +308,7 @@ mod tests {
         }
         // The undamaged log still opens with all four.
         std::fs::write(&path, &full).unwrap();
-        let store = MetadataStore::open(dir.path()).unwrap();
+        let store = MetadataStore::open(dir.path(), 0).unwrap();
         assert_eq!(store.state().topics().count(), 4);
     }
 
@@ -424,14 +320,14 @@ mod tests {
         let mut zeros = full.clone();
         zeros.extend_from_slice(&[0u8; 4096]);
         std::fs::write(&path, &zeros).unwrap();
-        let store = MetadataStore::open(dir.path()).unwrap();
+        let store = MetadataStore::open(dir.path(), 0).unwrap();
         assert_eq!(store.state().topics().count(), 4);
         assert_eq!(std::fs::read(&path).unwrap(), full);
         // Garbage that looks like the start of JSON arrays is torn too.
         let mut brackets = full.clone();
         brackets.extend_from_slice(&[b'['; 4096]);
         std::fs::write(&path, &brackets).unwrap();
-        let store = MetadataStore::open(dir.path()).unwrap();
+        let store = MetadataStore::open(dir.path(), 0).unwrap();
         assert_eq!(store.state().topics().count(), 4);
         assert_eq!(std::fs::read(&path).unwrap(), full);
     }
@@ -440,11 +336,11 @@ mod tests {
     fn open_creates_missing_directories() {
         let dir = tempfile::tempdir().unwrap();
         let nested = dir.path().join("data").join("__cluster_metadata");
-        let mut store = MetadataStore::open(&nested).unwrap();
+        let mut store = MetadataStore::open(&nested, 0).unwrap();
         store.append(&[topic("a", 1)]).unwrap();
         drop(store);
         assert_eq!(
-            MetadataStore::open(&nested)
+            MetadataStore::open(&nested, 0)
                 .unwrap()
                 .state()
                 .topics()
