@@ -1,5 +1,6 @@
-//! Cluster metadata as an ordered log of records applied to a state machine
-//! (BRIEF §6).
+//! Cluster metadata as an ordered log of records applied to a state machine,
+//! as KRaft keeps it: every node that applies the same records holds the
+//! same state, which is what lets a Raft quorum replicate it.
 //!
 //! - [`record`]: the records (a topic was created, a broker registered, ...).
 //! - [`state`]: the state machine they build: topics and their partitions'
