@@ -342,6 +342,9 @@ struct State {
     /// checkpoint after it drops the lock, so a slower writer of an older
     /// list must not replace a newer one (see `Log::write_checkpoint`).
     epochs_version: u64,
+    /// Counts changes of `log_start`, for the same reason: its checkpoint
+    /// is written after the change drops the lock.
+    log_start_version: u64,
     /// Idempotent-producer state, rebuilt on the first append after open
     /// (so opening stays fast) from the newest segments' batch headers.
     producers: Option<ProducerState>,
@@ -395,6 +398,46 @@ impl State {
     fn epochs_to_write(&self) -> (Vec<(i32, Offset)>, u64) {
         (self.epochs.entries().to_vec(), self.epochs_version)
     }
+
+    /// Moves the log start (up, or anywhere for a full truncation) and
+    /// counts the change for [`Log::write_checkpoint`]'s version guard.
+    fn set_log_start(&mut self, start: Offset) {
+        self.log_start = start;
+        self.log_start_version += 1;
+    }
+
+    /// The log start and its version, to write to the file.
+    fn log_start_to_write(&self) -> (Offset, u64) {
+        (self.log_start, self.log_start_version)
+    }
+
+    /// Drops leader-epoch entries below `start`; if that changed the list,
+    /// notes its checkpoint in `due`.
+    fn epochs_from_start(&mut self, start: Offset, due: &mut CheckpointsDue) {
+        if self.epochs.truncate_from_start(start) {
+            self.epochs_version += 1;
+            due.epochs = Some(self.epochs_to_write());
+        }
+    }
+}
+
+/// Checkpoint writes that a change made under the state lock leaves for
+/// after it ([`Log::write_due`]): each costs a file write and two fsyncs,
+/// and every produce and fetch of the partition waits for that lock. The
+/// versions taken with the values keep a slower writer from putting an
+/// older value back over a newer one.
+#[derive(Default)]
+struct CheckpointsDue {
+    /// The log start and its `State::log_start_version`.
+    log_start: Option<(Offset, u64)>,
+    /// The log start is the first segment's base, which recovery derives
+    /// from the segments left, so a full disk may skip its checkpoint.
+    log_start_derivable: bool,
+    /// The leader-epoch entries and their `State::epochs_version`.
+    epochs: Option<(Vec<(i32, Offset)>, u64)>,
+    /// Entries below the log start are dropped again at open, so a full
+    /// disk may skip this one (true for changes at the log start).
+    epochs_tolerant: bool,
 }
 
 /// One partition's log. See the module documentation for thread-safety.
@@ -419,6 +462,10 @@ pub struct Log {
     /// A roll created a segment file and did not fsync the directory; the
     /// next flush does, before it moves the recovery point.
     dir_unsynced: AtomicBool,
+    /// Runs before each log-start checkpoint write: a test blocks it to
+    /// show what may run meanwhile.
+    #[cfg(test)]
+    before_log_start_write: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
 /// The values in a log's checkpoint files; `None` when not known (a write
@@ -429,6 +476,8 @@ struct OnDisk {
     epochs: Option<Vec<(i32, Offset)>>,
     /// The `State::epochs_version` of the newest list written.
     epochs_version: u64,
+    /// The `State::log_start_version` of the newest log start written.
+    log_start_version: u64,
 }
 
 /// How far a flush reaches, noted before its syncs (`Log::flush_below`,
@@ -443,7 +492,8 @@ pub(crate) struct FlushMark {
 /// Which checkpoint file a write is for.
 enum CheckpointFile<'a> {
     RecoveryPoint(Offset),
-    LogStart(Offset),
+    /// The log start and the `State::log_start_version` it was taken at.
+    LogStart(Offset, u64),
     /// The entries and the `State::epochs_version` they were taken at.
     Epochs(&'a [(i32, Offset)], u64),
 }
@@ -503,6 +553,7 @@ impl Log {
             log_start: Some(state.log_start),
             epochs: Some(state.epochs.entries().to_vec()),
             epochs_version: state.epochs_version,
+            log_start_version: state.log_start_version,
         };
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -514,6 +565,8 @@ impl Log {
             cleaning: Mutex::new(()),
             on_disk: Mutex::new(on_disk),
             dir_unsynced: AtomicBool::new(false),
+            #[cfg(test)]
+            before_log_start_write: Mutex::new(None),
         })
     }
 
@@ -1519,13 +1572,15 @@ impl Log {
             let state = self.read_state();
             (
                 state.recovery_point,
-                state.log_start,
+                state.log_start_to_write(),
                 state.epochs_to_write(),
             )
         };
         let written = self
             .write_checkpoint(CheckpointFile::RecoveryPoint(recovery_point), true)
-            .and_then(|()| self.write_checkpoint(CheckpointFile::LogStart(log_start), true))
+            .and_then(|()| {
+                self.write_checkpoint(CheckpointFile::LogStart(log_start.0, log_start.1), true)
+            })
             .and_then(|()| {
                 self.write_checkpoint(CheckpointFile::Epochs(&epochs.0, epochs.1), true)
             });
@@ -1547,10 +1602,26 @@ impl Log {
                     checkpoint::write_offset(&self.dir, RECOVERY_POINT_FILE, *v)
                 })
             }
-            CheckpointFile::LogStart(value) => {
+            CheckpointFile::LogStart(value, version) => {
+                // As for the epochs: a full truncation may move the log
+                // start down, so the version orders the writes, not the
+                // value.
+                if version < on_disk.log_start_version {
+                    return Ok(());
+                }
+                #[cfg(test)]
+                if let Some(hook) = &*self
+                    .before_log_start_write
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                {
+                    hook();
+                }
                 record_write(&mut on_disk.log_start, value, if_changed, |v| {
                     checkpoint::write_offset(&self.dir, LOG_START_FILE, *v)
-                })
+                })?;
+                on_disk.log_start_version = version;
+                Ok(())
             }
             CheckpointFile::Epochs(entries, version) => {
                 // A newer list is already in the file: this one was taken
@@ -1591,8 +1662,10 @@ impl Log {
             return Ok(0);
         }
         let count = doomed.len();
-        let retired = self.remove_front_segments(&mut state, &doomed)?;
+        let mut due = CheckpointsDue::default();
+        let retired = self.remove_front_segments(&mut state, &doomed, &mut due);
         drop(state);
+        self.write_due(due)?;
         // The retention thread's own: it may pause between steps.
         remove_retired(&retired, Some(&self.cleaning));
         Ok(count)
@@ -1632,10 +1705,19 @@ impl Log {
     }
 
     /// Drops the given leading segments from the map, advances the log start
-    /// (made durable before any file is renamed, so a restart never serves
-    /// deleted data again) and renames their files to `*.deleted`, to be
-    /// unlinked by the caller with [`remove_retired`] once it has let go of
-    /// the state lock.
+    /// (its checkpoint noted in `due`, to be written once the caller has let
+    /// go of the state lock) and renames their files to `*.deleted`, to be
+    /// unlinked by the caller with [`remove_retired`] after that write.
+    ///
+    /// A crash between the renames and the checkpoint never serves deleted
+    /// data again: open removes every `*.deleted` file (`list_segments`) and
+    /// takes the larger of the log-start checkpoint and the first segment
+    /// left (`open_state`), so an older checkpoint yields to the segments.
+    /// Renames that did not reach the disk bring back their segments with
+    /// the old log start, as if the deletion had not begun; DeleteRecords
+    /// has not answered then. The segments are renamed front first, so a
+    /// crash keeps the front of the log deleted, never a hole in it. The
+    /// checkpoint's directory fsync makes the renames durable too.
     ///
     /// Unlinking a file frees its page cache there and then: 47 ms for a
     /// 256 MiB segment on the benchmark VM, 4× that for a default 1 GiB one.
@@ -1647,11 +1729,17 @@ impl Log {
         &self,
         state: &mut State,
         bases: &[Offset],
-    ) -> Result<Vec<Retired>, Fault> {
-        let mut removed = Vec::new();
+        due: &mut CheckpointsDue,
+    ) -> Vec<Retired> {
+        let mut retired = Vec::new();
         for base in bases {
             if let Some(segment) = state.segments.remove(base) {
-                removed.push(segment);
+                let loaded = segment.lock().take();
+                if loaded.is_some() {
+                    LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
+                }
+                retire_segment_files(&segment, loaded, &mut retired);
+                tracing::info!(dir = %self.dir.display(), base = %segment.base, "deleted segment");
             }
         }
         let first = state
@@ -1660,37 +1748,43 @@ impl Log {
             .next()
             .copied()
             .unwrap_or(state.log_end);
-        state.log_start = state.log_start.max(first);
-        if state.epochs.truncate_from_start(state.log_start) {
-            state.epochs_version += 1;
-            let (epochs, version) = state.epochs_to_write();
-            let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs, version), false);
-            // Entries below the log start are dropped again at open, so a
-            // full disk need not stop the deletion that frees space.
-            self.tolerate_full(written)?;
+        if first > state.log_start {
+            state.set_log_start(first);
         }
+        due.epochs_tolerant = true;
+        let start = state.log_start;
+        state.epochs_from_start(start, due);
         state.max_timestamp = None;
         let hw = self.high_watermark().max(state.log_start);
         self.high_watermark.store(hw.0, Ordering::Release);
-        let written = self.write_checkpoint(CheckpointFile::LogStart(state.log_start), false);
-        if state.log_start == first {
-            // Recovery derives this log start from the first segment left,
-            // so on a full disk the files may go without the checkpoint:
-            // deleting them is what frees the space.
-            self.tolerate_full(written)?;
-        } else {
-            self.guard(written.map_err(Fault::from))?;
-        }
-        let mut retired = Vec::new();
-        for segment in removed {
-            let loaded = segment.lock().take();
-            if loaded.is_some() {
-                LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
+        due.log_start = Some(state.log_start_to_write());
+        // Recovery derives this log start from the first segment left, so
+        // on a full disk the files may go without the checkpoint: deleting
+        // them is what frees the space.
+        due.log_start_derivable = state.log_start == first;
+        retired
+    }
+
+    /// Writes the checkpoints a change under the state lock left due; the
+    /// caller has let go of the lock.
+    fn write_due(&self, due: CheckpointsDue) -> Result<(), Fault> {
+        if let Some((epochs, version)) = &due.epochs {
+            let written = self.write_checkpoint(CheckpointFile::Epochs(epochs, *version), false);
+            if due.epochs_tolerant {
+                self.tolerate_full(written)?;
+            } else {
+                self.guard(written.map_err(Fault::from))?;
             }
-            retire_segment_files(&segment, loaded, &mut retired);
-            tracing::info!(dir = %self.dir.display(), base = %segment.base, "deleted segment");
         }
-        Ok(retired)
+        if let Some((start, version)) = due.log_start {
+            let written = self.write_checkpoint(CheckpointFile::LogStart(start, version), false);
+            if due.log_start_derivable {
+                self.tolerate_full(written)?;
+            } else {
+                self.guard(written.map_err(Fault::from))?;
+            }
+        }
+        Ok(())
     }
 
     /// A checkpoint write that found the disk full is let go (the
@@ -1736,8 +1830,10 @@ impl Log {
         // (`remove_front_segments`); unlinking them frees the space the
         // checkpoint of a log start inside a segment needs.
         if !doomed.is_empty() {
-            let retired = self.remove_front_segments(&mut state, &doomed)?;
+            let mut due = CheckpointsDue::default();
+            let retired = self.remove_front_segments(&mut state, &doomed, &mut due);
             drop(state);
+            self.write_due(due)?;
             // A request handler's thread: no pauses here.
             remove_retired(&retired, None);
             state = self.write_state();
@@ -1746,20 +1842,24 @@ impl Log {
             self.check_usable()?;
         }
         let offset = offset.min(state.log_end);
-        if offset > state.log_start {
-            let written = self.write_checkpoint(CheckpointFile::LogStart(offset), false);
-            self.guard(written.map_err(Fault::from))?;
-            state.log_start = offset;
-            if state.epochs.truncate_from_start(offset) {
-                state.epochs_version += 1;
-                let (epochs, version) = state.epochs_to_write();
-                let written =
-                    self.write_checkpoint(CheckpointFile::Epochs(&epochs, version), false);
-                self.tolerate_full(written)?;
-            }
-            state.max_timestamp = None;
+        if offset <= state.log_start {
+            return Ok(state.log_start);
         }
-        Ok(state.log_start)
+        // The answer waits for the checkpoint, written without the lock. If
+        // the write fails, reads already start at `offset` and the periodic
+        // `checkpoint` writes it again; a restart before that brings the
+        // old start back, and the client, answered with the error, retries.
+        let mut due = CheckpointsDue {
+            epochs_tolerant: true,
+            ..CheckpointsDue::default()
+        };
+        state.set_log_start(offset);
+        due.log_start = Some(state.log_start_to_write());
+        state.epochs_from_start(offset, &mut due);
+        state.max_timestamp = None;
+        drop(state);
+        self.write_due(due)?;
+        Ok(offset)
     }
 
     /// Removes every batch at or after the one holding `offset` (the log end
@@ -1778,23 +1878,29 @@ impl Log {
         // unlinking frees their page cache, tens of ms per 256 MiB, and
         // every produce and fetch of the partition would wait for it.
         let mut retired = Vec::new();
-        let truncated = self.truncate_locked(&mut state, offset, &mut retired);
+        let mut due = CheckpointsDue::default();
+        let truncated = self.truncate_locked(&mut state, offset, &mut retired, &mut due);
         drop(state);
+        let written = self.write_due(due);
         remove_retired(&retired, None);
-        truncated
+        truncated?;
+        written?;
+        Ok(())
     }
 
     /// [`Log::truncate_to`] under the state lock; the files of dropped
-    /// segments are renamed and added to `retired`.
+    /// segments are renamed and added to `retired`, and the checkpoints to
+    /// write after the lock noted in `due`.
     fn truncate_locked(
         &self,
         state: &mut State,
         offset: Offset,
         retired: &mut Vec<Retired>,
+        due: &mut CheckpointsDue,
     ) -> Result<(), LogError> {
         let result = if offset <= state.log_start {
             let start = offset.max(state.log_start);
-            self.truncate_fully(state, start, retired)
+            self.truncate_fully(state, start, retired, due)
         } else {
             // The batch holding `offset` may begin below a log start that
             // DeleteRecords moved inside it; then nothing at or above the
@@ -1802,7 +1908,7 @@ impl Log {
             self.truncate_inside(state, offset, retired).and_then(|()| {
                 if state.log_end < state.log_start {
                     let start = state.log_start;
-                    self.truncate_fully(state, start, retired)
+                    self.truncate_fully(state, start, retired, due)
                 } else {
                     Ok(())
                 }
@@ -1831,9 +1937,7 @@ impl Log {
         self.high_watermark.store(hw.0, Ordering::Release);
         if state.epochs.truncate_from_end(log_end) {
             state.epochs_version += 1;
-            let (epochs, version) = state.epochs_to_write();
-            let written = self.write_checkpoint(CheckpointFile::Epochs(&epochs, version), false);
-            self.guard(written.map_err(Fault::from))?;
+            due.epochs = Some(state.epochs_to_write());
         }
         result?;
         let written =
@@ -1848,6 +1952,7 @@ impl Log {
         state: &mut State,
         start: Offset,
         retired: &mut Vec<Retired>,
+        due: &mut CheckpointsDue,
     ) -> Result<(), Fault> {
         let all: Vec<Offset> = state.segments.keys().copied().collect();
         let old_active = all_last(&all);
@@ -1864,13 +1969,12 @@ impl Log {
         state
             .segments
             .insert(start, create_segment(&self.dir, start, true)?);
-        state.log_start = start;
+        state.set_log_start(start);
+        due.log_start = Some(state.log_start_to_write());
         state.log_end = start;
         state.active = Active::default();
         let active = state.active_segment();
-        self.with_loaded(state, active, |_| Ok(()))?;
-        let written = self.write_checkpoint(CheckpointFile::LogStart(start), false);
-        written.map_err(Fault::from)
+        self.with_loaded(state, active, |_| Ok(()))
     }
 
     fn truncate_inside(
@@ -2948,6 +3052,7 @@ fn open_state(dir: &Path, config: LogConfig) -> Result<State, LogError> {
         unflushed_since_ms: None,
         epochs,
         epochs_version: 0,
+        log_start_version: 0,
         producers: None,
         truncations: 0,
         max_timestamp: None,
@@ -3029,6 +3134,9 @@ fn record_write<T: PartialEq>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
     use super::*;
     use crate::index::{OFFSET_ENTRY_LEN, OffsetIndex, TIME_ENTRY_LEN, TimeIndex};
 
@@ -3069,6 +3177,128 @@ mod tests {
         assert_ne!(health.dir_state(), DirState::Offline);
         health.fail(&failure("fsync", Errno::NOSPC));
         assert_eq!(health.dir_state(), DirState::Offline);
+    }
+
+    fn batch(records: usize) -> Vec<u8> {
+        let mut builder =
+            rill_records::builder::BatchBuilder::new(rill_records::batch::Compression::None);
+        for i in 0..records {
+            let value = bytes::Bytes::from(vec![b'v'; 100]);
+            builder
+                .append(i as i64, None, Some(value), Vec::new())
+                .unwrap();
+        }
+        builder.build().unwrap()
+    }
+
+    /// A log of three closed segments and an active one, 4 records each.
+    fn log_of_segments() -> (tempfile::TempDir, Arc<Log>) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 600,
+            ..LogConfig::default()
+        };
+        let log = Arc::new(Log::open(dir.path(), config).unwrap());
+        for _ in 0..4 {
+            log.append(&batch(4), 0, 0).unwrap();
+        }
+        log.set_high_watermark(log.log_end_offset());
+        assert_eq!(log.segment_count(), 4);
+        (dir, log)
+    }
+
+    /// Makes the log's next log-start checkpoint write wait until the
+    /// returned sender sends (or is dropped); `blocked` receives once the
+    /// write is waiting.
+    fn block_log_start_write(log: &Log) -> (mpsc::Sender<()>, mpsc::Receiver<()>) {
+        let (release, wait) = mpsc::channel::<()>();
+        let (blocked_tx, blocked) = mpsc::channel::<()>();
+        let wait = Mutex::new(wait);
+        *log.before_log_start_write.lock().unwrap() = Some(Box::new(move || {
+            let _ = blocked_tx.send(());
+            let _ = wait.lock().unwrap().recv();
+        }));
+        (release, blocked)
+    }
+
+    /// While `run` is stuck in its log-start checkpoint write, reads,
+    /// appends and offset queries of the same log go on; once the write is
+    /// released the file holds the new log start.
+    fn checkpoint_write_blocks_nothing(run: impl FnOnce(&Log) + Send + 'static) {
+        let (dir, log) = log_of_segments();
+        let (release, blocked) = block_log_start_write(&log);
+        let deleting = {
+            let log = log.clone();
+            std::thread::spawn(move || run(&log))
+        };
+        blocked.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (done_tx, done) = mpsc::channel();
+        let others = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let end = log.log_end_offset();
+                log.read(log.log_start_offset(), 1 << 20, end).unwrap();
+                log.append(&batch(1), 0, 0).unwrap();
+                done_tx.send(log.log_end_offset()).unwrap();
+            })
+        };
+        let end = done.recv_timeout(Duration::from_secs(10));
+        drop(release);
+        assert_eq!(
+            end.expect("reads and appends wait for the log-start checkpoint"),
+            Offset(17)
+        );
+        others.join().unwrap();
+        deleting.join().unwrap();
+        let on_disk = checkpoint::read_offset(dir.path(), LOG_START_FILE).unwrap();
+        assert_eq!(on_disk, Some(log.log_start_offset()));
+        assert!(log.log_start_offset() > Offset(0));
+    }
+
+    #[test]
+    fn delete_records_writes_the_log_start_outside_the_state_lock() {
+        // Whole segments, then a log start inside one.
+        checkpoint_write_blocks_nothing(|log| {
+            assert_eq!(log.delete_records_before(Offset(9)).unwrap(), Offset(9));
+        });
+    }
+
+    #[test]
+    fn retention_writes_the_log_start_outside_the_state_lock() {
+        checkpoint_write_blocks_nothing(|log| {
+            log.update_config(LogConfig {
+                segment_bytes: 600,
+                retention_bytes: 1,
+                ..LogConfig::default()
+            });
+            assert_eq!(log.apply_retention(0).unwrap(), 3);
+        });
+    }
+
+    #[test]
+    fn an_older_checkpoint_version_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let read = || checkpoint::read_offset(dir.path(), LOG_START_FILE).unwrap();
+        log.write_checkpoint(CheckpointFile::LogStart(Offset(20), 2), false)
+            .unwrap();
+        log.write_checkpoint(CheckpointFile::LogStart(Offset(10), 1), false)
+            .unwrap();
+        assert_eq!(read(), Some(Offset(20)));
+        // A newer version may move it down (a full truncation).
+        log.write_checkpoint(CheckpointFile::LogStart(Offset(5), 3), false)
+            .unwrap();
+        assert_eq!(read(), Some(Offset(5)));
+        let epochs = |entries: &[(i32, Offset)], version| {
+            log.write_checkpoint(CheckpointFile::Epochs(entries, version), false)
+                .unwrap();
+        };
+        epochs(&[(0, Offset(0)), (1, Offset(7))], 2);
+        epochs(&[(0, Offset(0))], 1);
+        assert_eq!(
+            checkpoint::read_epochs(dir.path()).unwrap(),
+            vec![(0, Offset(0)), (1, Offset(7))]
+        );
     }
 
     #[test]
