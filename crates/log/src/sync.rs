@@ -182,7 +182,7 @@ fn round(shared: &Shared, fd: &mut Option<File>, batch: &[Request]) -> Result<()
         *fd = Some(file);
     }
     if let Some(file) = fd
-        && let Err(errno) = rustix::fs::syncfs(&*file)
+        && let Err(errno) = crate::sys::sync_file_system(file)
     {
         // As a failed fsync: the kernel may have dropped the dirty pages,
         // so the directory goes offline and every waiter fails.
