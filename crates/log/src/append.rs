@@ -12,18 +12,70 @@ use rill_records::produced::{KeyCheckError, ProducedBatchError, check_keys, chec
 use crate::error::AppendError;
 use crate::types::{LogConfig, Offset};
 
+/// The record batches of one append: one buffer of whole batches, or
+/// several (the batches of several produce requests for one partition),
+/// written together in one vectored write without being copied into one
+/// buffer first. Made with `From` of `&[u8]`, `&Vec<u8>` or `&[&[u8]]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Batches<'a>(Parts<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum Parts<'a> {
+    One(&'a [u8]),
+    Many(&'a [&'a [u8]]),
+}
+
+impl<'a> Batches<'a> {
+    /// The buffers, in order; each holds whole batches.
+    pub fn parts(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let (one, many): (Option<&'a [u8]>, &'a [&'a [u8]]) = match self.0 {
+            Parts::One(bytes) => (Some(bytes), &[]),
+            Parts::Many(parts) => (None, parts),
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
+}
+
+impl<'a> From<&'a [u8]> for Batches<'a> {
+    fn from(bytes: &'a [u8]) -> Batches<'a> {
+        Batches(Parts::One(bytes))
+    }
+}
+
+impl<'a> From<&'a Vec<u8>> for Batches<'a> {
+    fn from(bytes: &'a Vec<u8>) -> Batches<'a> {
+        Batches(Parts::One(bytes))
+    }
+}
+
+impl<'a> From<&'a [&'a [u8]]> for Batches<'a> {
+    fn from(parts: &'a [&'a [u8]]) -> Batches<'a> {
+        Batches(Parts::Many(parts))
+    }
+}
+
+impl<'a> From<&'a Vec<&'a [u8]>> for Batches<'a> {
+    fn from(parts: &'a Vec<&'a [u8]>) -> Batches<'a> {
+        Batches(Parts::Many(parts))
+    }
+}
+
 /// Parses and checks every batch of an append: whole valid batches, none
 /// larger than `max.message.bytes`, each fit to come from a client and,
 /// on a compacted log, with a key on every record. At least one.
 pub(crate) fn validate_batches<'a>(
-    batches: &'a [u8],
+    batches: Batches<'a>,
     config: &LogConfig,
 ) -> Result<Vec<BatchView<'a>>, AppendError> {
     let mut views = Vec::new();
-    for (index, item) in BatchIter::new(batches).enumerate() {
-        let (_, view) = item.map_err(|source| AppendError::InvalidBatch { index, source })?;
-        validate_batch(index, &view, config)?;
-        views.push(view);
+    for part in batches.parts() {
+        for item in BatchIter::new(part) {
+            // Counted across the parts, as if they were one buffer.
+            let index = views.len();
+            let (_, view) = item.map_err(|source| AppendError::InvalidBatch { index, source })?;
+            validate_batch(index, &view, config)?;
+            views.push(view);
+        }
     }
     if views.is_empty() {
         return Err(AppendError::Empty);

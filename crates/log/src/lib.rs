@@ -54,6 +54,7 @@ mod sys;
 mod truncate;
 mod types;
 
+pub use append::Batches;
 #[doc(hidden)]
 pub use checkpoint::dir_syncs_on_this_thread;
 pub use cleaner::{CleanStats, Cleanable, CleanerConfig, OffsetMap};

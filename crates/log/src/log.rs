@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rill_records::batch::{BATCH_HEADER_LEN, BatchView, REWRITTEN_PREFIX_LEN, TimestampType};
 
-use crate::append::{AppendSize, patch_headers, validate_batches};
+use crate::append::{AppendSize, Batches, patch_headers, validate_batches};
 use crate::checkpoint::{CLEAN_SHUTDOWN_FILE, sync_dir};
 use crate::dir_health::DirHealth;
 use crate::error::{AppendError, CorruptData, Fault, IoFailure, LogError, OfflineDir, ReadError};
@@ -148,7 +148,9 @@ impl Log {
         result
     }
 
-    /// Appends whole record batches as one write. Every batch is validated
+    /// Appends whole record batches (one buffer or several, see
+    /// [`Batches`]) with vectored writes, never copied into one buffer.
+    /// Every batch is validated
     /// first; an invalid one rejects the whole append and leaves the log
     /// unchanged. Offsets are assigned by rewriting each batch's base offset,
     /// and `leader_epoch` is stamped into each.
@@ -156,13 +158,13 @@ impl Log {
     /// With `flush.messages` set this may fsync, so like `flush` it must not
     /// run on an async worker thread. It fsyncs on its own; concurrent
     /// appends share syncs through [`Log::append_with_sync`].
-    pub fn append(
+    pub fn append<'a>(
         &self,
-        batches: &[u8],
+        batches: impl Into<Batches<'a>>,
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
-        let (info, flush_due) = self.append_unsynced(batches, leader_epoch, now_ms)?;
+        let (info, flush_due) = self.append_unsynced(batches.into(), leader_epoch, now_ms)?;
         if flush_due {
             self.flush_below(None)?;
         }
@@ -175,14 +177,14 @@ impl Log {
     /// waiting then (group commit, `sync.rs`), and calls `done` after it;
     /// otherwise `done` runs at once. `done` runs only if the append
     /// succeeded, and the answer to the producer must wait for it.
-    pub fn append_with_sync(
+    pub fn append_with_sync<'a>(
         self: &Arc<Self>,
-        batches: &[u8],
+        batches: impl Into<Batches<'a>>,
         leader_epoch: i32,
         now_ms: i64,
         done: OnDurable,
     ) -> Result<AppendInfo, AppendError> {
-        let (info, flush_due) = self.append_unsynced(batches, leader_epoch, now_ms)?;
+        let (info, flush_due) = self.append_unsynced(batches.into(), leader_epoch, now_ms)?;
         if flush_due {
             self.health.syncer().submit(self.clone(), done);
         } else {
@@ -199,7 +201,7 @@ impl Log {
     /// The append itself; true if the flush policy asks for a flush now.
     fn append_unsynced(
         &self,
-        batches: &[u8],
+        batches: Batches<'_>,
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<(AppendInfo, bool), AppendError> {
