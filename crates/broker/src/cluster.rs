@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use rill_log::{
-    AppendError, AppendInfo, Log, LogConfig, LogManager, OfflineDir, Offset, TimestampType,
+    AppendError, AppendInfo, Batches, Log, LogConfig, LogManager, OfflineDir, Offset, TimestampType,
 };
 use rill_metadata::topic::{validate_topic_config, validate_topic_name};
 use rill_metadata::{MetadataRecord, MetadataStore, TopicId};
@@ -48,7 +48,11 @@ impl Partition {
     /// end at once and parked fetches wake. When the log may fsync
     /// (`TopicHandle::append_may_sync`) callers use `append_synced` instead,
     /// which shares the sync with concurrent appends.
-    pub fn append(&self, batches: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
+    pub fn append<'a>(
+        &self,
+        batches: impl Into<Batches<'a>>,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
         let info = self.log.append(batches, LEADER_EPOCH, now_ms)?;
         self.log.set_high_watermark(self.log.log_end_offset());
         self.publish_high_watermark();

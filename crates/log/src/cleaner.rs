@@ -26,7 +26,7 @@
 //!    loses no live key and never serves two copies of an offset.
 //!
 //! The module only reads and writes files; the log's lock and segment map
-//! are handled by `Log::clean` in `log.rs`.
+//! are handled by `Log::clean` in `swap.rs`.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -577,43 +577,6 @@ fn filter_batch(
     let crc = rill_records::crc::crc32c(&batch[CRC_COVERAGE_START..]);
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(Kept::Rebuilt(batch))
-}
-
-/// Checks that every record of a batch has a key, as a compacted log needs:
-/// `KeyCheck::Missing` names the keyless records, `KeyCheck::Unreadable`
-/// records that cannot be read at all. The batch's CRC was checked by the caller; its
-/// records are walked in place (no record is copied or kept), after
-/// inflating a compressed section within `INFLATED_BATCH_MAX`.
-pub(crate) fn check_keys(view: &BatchView<'_>) -> Result<(), KeyCheck> {
-    let unreadable = |e: String| KeyCheck::Unreadable(e);
-    if view.record_count() == 0 {
-        return Ok(());
-    }
-    let mut inflated = Vec::new();
-    let section =
-        rill_records::compression::records_section(view, INFLATED_BATCH_MAX, &mut inflated)
-            .map_err(|e| unreadable(e.to_string()))?;
-    let mut missing = Vec::new();
-    for (index, record) in raw_records(section, view.record_count()).enumerate() {
-        let record = record.map_err(|e| unreadable(e.to_string()))?;
-        record_offset(view, &record).map_err(unreadable)?;
-        if record.key.is_none() {
-            missing.push(index);
-        }
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(KeyCheck::Missing(missing))
-    }
-}
-
-/// Why a batch for a compacted log fails `check_keys`.
-pub(crate) enum KeyCheck {
-    /// The records cannot be read.
-    Unreadable(String),
-    /// The indexes, within the batch, of the records without a key.
-    Missing(Vec<usize>),
 }
 
 /// The swap file name that commits the rewrite of `[base, end)`.

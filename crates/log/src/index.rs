@@ -441,3 +441,19 @@ impl TimeIndex {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Offset, Position};
+
+    #[test]
+    fn index_entry_sizes_match_the_format() {
+        assert_eq!(OFFSET_ENTRY_LEN, 8);
+        assert_eq!(TIME_ENTRY_LEN, 12);
+        let e = OffsetIndex::encode(Offset(100), Offset(103), Position(4096));
+        assert_eq!(e, [0, 0, 0, 3, 0, 0, 0x10, 0]);
+        let t = TimeIndex::encode(Offset(100), 5, Offset(101));
+        assert_eq!(t, [0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 1]);
+    }
+}

@@ -15,9 +15,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cleaner::{CleanStats, CleanerConfig, OffsetMap};
+use crate::dir_health::{DirHealth, DirState};
 use crate::error::LogError;
-use crate::log::{DirHealth, DirState, Log, active_segments_max};
+use crate::log::Log;
 use crate::segment::io_failure;
+use crate::segments::active_segments_max;
 use crate::types::LogConfig;
 
 /// Kafka's limit on topic name length (a directory name must also hold

@@ -8,12 +8,20 @@
 //! snapshot and the batch headers after it, or, in a log with no snapshot,
 //! from the headers of its newest segments.
 //!
-//! Thread-safety: plain data, guarded by the owning log's lock.
+//! Thread-safety: plain data, guarded by the owning log's lock. The
+//! `impl Log` block at the end checks an append against the state and
+//! rebuilds it from the log.
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::segment::ProducerFields;
-use crate::types::Offset;
+use rill_records::batch::BatchView;
+
+use crate::error::{AppendError, Fault};
+use crate::log::Log;
+use crate::segment::{ProducerFields, io_failure};
+use crate::segments::State;
+use crate::snapshot;
+use crate::types::{AppendInfo, Offset};
 
 /// Batches remembered per producer: Kafka keeps five because an idempotent
 /// producer has at most five requests in flight per partition.
@@ -215,6 +223,124 @@ impl ProducerState {
             entry.batches.retain(|b| b.last_offset < end);
         }
         self.producers.retain(|_, e| !e.batches.is_empty());
+    }
+}
+
+/// The log's side of producer state: checking an append against it, and
+/// rebuilding it from the log.
+impl Log {
+    /// Answers a retried batch of an idempotent producer with the offsets
+    /// it got the first time, and refuses a stale epoch or a sequence out
+    /// of order; `None` when the append goes ahead.
+    pub(crate) fn check_producers(
+        &self,
+        state: &mut State,
+        fields: &[ProducerFields],
+    ) -> Result<Option<(AppendInfo, bool)>, AppendError> {
+        if state.producers.is_none() {
+            let rebuilt = self.rebuild_producer_state(state);
+            state.producers = Some(self.guard(rebuilt)?);
+        }
+        let Some(producers) = &state.producers else {
+            return Ok(None);
+        };
+        if let [only] = fields
+            && let Some(original) = producers.find_duplicate(only)
+        {
+            // Kafka's answer to a retried batch: success, with the offsets
+            // it got the first time, and nothing appended.
+            tracing::debug!(
+                dir = %self.dir.display(), producer_id = only.producer_id,
+                sequence = only.base_sequence, offset = %original.first_offset,
+                "duplicate batch from an idempotent producer"
+            );
+            // The original may still wait for its sync: the retry's answer
+            // must not come before it is durable.
+            let flush_due = state.config.flush_messages.is_some()
+                && state.recovery_point <= original.last_offset;
+            let info = AppendInfo {
+                base_offset: original.first_offset,
+                last_offset: original.last_offset,
+                log_append_time_ms: original.log_append_time_ms,
+                log_start_offset: state.log_start,
+                record_count: 0,
+            };
+            return Ok(Some((info, flush_due)));
+        }
+        producers.check(fields).map_err(|error| match error {
+            SequenceError::StaleEpoch {
+                producer_id,
+                epoch,
+                current,
+            } => AppendError::InvalidProducerEpoch {
+                producer_id,
+                epoch,
+                current,
+            },
+            SequenceError::OutOfOrder {
+                producer_id,
+                expected,
+                received,
+            } => AppendError::OutOfOrderSequence {
+                producer_id,
+                expected,
+                received,
+            },
+        })?;
+        Ok(None)
+    }
+
+    /// Rebuilds producer state: from the newest snapshot at or below the log
+    /// end and the batch headers after it, or, in a log with no readable
+    /// snapshot (one written before snapshots existed), from the headers of
+    /// the two newest segments, which hold a producer's recent batches
+    /// unless a roll happened between a batch and its retry.
+    pub(crate) fn rebuild_producer_state(&self, state: &State) -> Result<ProducerState, Fault> {
+        const SEGMENTS: usize = 2;
+        let loaded = snapshot::load_newest(&self.dir, state.log_end)
+            .map_err(io_failure("read producer snapshots in", &self.dir))?;
+        let (from, mut producers) = match loaded {
+            Some((offset, producers)) => (offset, producers),
+            None => {
+                let from = state
+                    .segments
+                    .values()
+                    .nth_back(SEGMENTS - 1)
+                    .or(state.segments.values().next());
+                (from.map_or(Offset(0), |s| s.base), ProducerState::default())
+            }
+        };
+        // The segments holding batches at or after `from`.
+        let first = state
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(from, |(base, _)| *base);
+        for segment in state.segments.range(first..).map(|(_, s)| s) {
+            let size = segment.size;
+            self.with_loaded(state, segment, |loaded| {
+                let mut position = 0;
+                while position < size {
+                    let header = segment.header_at(&loaded.file, position, size)?;
+                    if header.base >= from {
+                        producers.record(&header.producer, header.base, header.last);
+                    }
+                    position += header.len;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(producers)
+    }
+}
+
+pub(crate) fn producer_fields(view: &BatchView<'_>) -> ProducerFields {
+    ProducerFields {
+        producer_id: view.producer_id(),
+        producer_epoch: view.producer_epoch(),
+        base_sequence: view.base_sequence(),
+        last_offset_delta: view.last_offset_delta(),
+        log_append_time_ms: -1,
     }
 }
 

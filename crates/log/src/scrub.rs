@@ -1,4 +1,5 @@
-//! Reading a closed segment back from disk to re-check every batch's CRC.
+//! Reading the closed segments back from disk to re-check every batch's
+//! CRC (`Log::scrub`), fencing off a corrupt batch from reads.
 //!
 //! The scrub reads whole 1 MiB chunks and finds the batches inside them,
 //! rather than two reads per batch: a log of one-record batches (a
@@ -19,14 +20,16 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rill_records::batch::{
     BATCH_HEADER_LEN, CRC_COVERAGE_START, CRC_OFFSET, MAGIC_OFFSET, MAGIC_V2,
 };
 
-use crate::error::IoFailure;
-use crate::segment::{Header, io_failure};
+use crate::error::{IoFailure, LogError};
+use crate::log::Log;
+use crate::segment::{Header, LOG_SUFFIX, io_failure};
 use crate::types::{Offset, Position};
 
 /// Bytes read per call: large enough for sequential throughput, small
@@ -36,6 +39,85 @@ const CHUNK: usize = 1 << 20;
 /// The alignment `O_DIRECT` wants of offsets, lengths and buffers: the
 /// page size, which covers every logical block size in use.
 const ALIGN: usize = 4096;
+
+/// Batches the scrub found corrupt since the process started.
+static CORRUPT_BATCHES: AtomicU64 = AtomicU64::new(0);
+
+/// Corrupt batches found by scrubs since the process started, for metrics.
+pub fn corrupt_batches_total() -> u64 {
+    CORRUPT_BATCHES.load(Ordering::Relaxed)
+}
+
+/// What a scrub pass found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScrubReport {
+    pub segments_checked: u64,
+    pub bytes_checked: u64,
+    /// (segment base offset, position) of each corrupt batch found.
+    pub corrupt: Vec<(Offset, Position)>,
+}
+
+impl Log {
+    /// Re-verifies the CRC of every batch in closed segments, calling
+    /// `throttle` with the bytes read so the caller can bound the IO rate.
+    /// Corrupt batches are logged, counted and fenced off from reads.
+    pub fn scrub(&self, throttle: &mut dyn FnMut(u64)) -> Result<ScrubReport, LogError> {
+        self.check_usable()?;
+        let (targets, gap_horizon): (Vec<(Offset, u64, PathBuf)>, Offset) = {
+            let state = self.read_state();
+            let targets = state
+                .segments
+                .values()
+                .filter(|s| !state.is_active(s))
+                .map(|s| (s.base, s.size, s.path(LOG_SUFFIX)))
+                .collect();
+            (targets, state.gap_horizon)
+        };
+        let mut report = ScrubReport::default();
+        for (base, size, path) in targets {
+            let found = scrub_file(&path, base, size, gap_horizon, throttle);
+            let found = match found {
+                Ok(found) => found,
+                // Retention may have deleted the segment meanwhile, or a
+                // truncation shortened it; neither is a disk fault.
+                Err(e)
+                    if matches!(
+                        e.source.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    self.health.fail(&e);
+                    return Err(e.into());
+                }
+            };
+            // A segment retention deleted meanwhile is no finding: its file
+            // may have been shrunk under the scrub's own handle while its
+            // page cache was freed (`free_in_steps`). One still
+            // in the map was in it for the whole read: removed segments
+            // never come back.
+            if !self.read_state().segments.contains_key(&base) {
+                continue;
+            }
+            report.segments_checked += 1;
+            report.bytes_checked += size;
+            if let Some((position, reason)) = found {
+                CORRUPT_BATCHES.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    segment = %path.display(), %position, %reason,
+                    "scrub found a corrupt batch; reads stop before it"
+                );
+                if let Some(segment) = self.read_state().segments.get(&base) {
+                    segment.mark_corrupt(position);
+                }
+                report.corrupt.push((base, position));
+            }
+        }
+        Ok(report)
+    }
+}
 
 /// Reads a segment's batches and checks each CRC; returns the first corrupt
 /// batch's position and the reason. `throttle` is called with the bytes of

@@ -130,7 +130,7 @@ impl Header {
 }
 
 /// Frees the blocks an active segment reserved beyond its length (see
-/// `reserve_ahead` in log.rs): truncating a file to its own length releases
+/// `reserve_ahead` in segments.rs): truncating a file to its own length releases
 /// them and changes no byte. The truncate is a journaled change, so it is
 /// skipped when the allocated blocks show nothing held beyond the length
 /// (the slack covers the file system's own extent blocks).

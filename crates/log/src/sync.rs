@@ -10,7 +10,7 @@
 //! Why `syncfs` and not one `fdatasync` per file: each fdatasync of a file
 //! that grew commits the journal and flushes the disk's cache on its own,
 //! so sixteen files cost sixteen cache flushes where syncfs costs one
-//! (docs/BENCHMARKS.md, "Group commit", has the measurement). Its price: it
+//! (bench/flush.sh measures it). Its price: it
 //! also writes back other dirty data of the same file system (topics
 //! without a flush setting), which can lengthen a round but never makes it
 //! report durable what is not. Since Linux 5.8 syncfs reports writeback
@@ -182,7 +182,7 @@ fn round(shared: &Shared, fd: &mut Option<File>, batch: &[Request]) -> Result<()
         *fd = Some(file);
     }
     if let Some(file) = fd
-        && let Err(errno) = rustix::fs::syncfs(&*file)
+        && let Err(errno) = crate::sys::sync_file_system(file)
     {
         // As a failed fsync: the kernel may have dropped the dirty pages,
         // so the directory goes offline and every waiter fails.

@@ -6,7 +6,6 @@ use std::fmt;
 pub use rill_records::batch::TimestampType;
 pub use rill_records::region::FileRegion;
 /// The name `log.rs` gives a region of a segment file that a read returns.
-pub(crate) use rill_records::region::FileRegion as FileSlice;
 
 /// A logical message number within one partition.
 ///

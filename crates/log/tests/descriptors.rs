@@ -1,6 +1,6 @@
 //! Open descriptors stay bounded however many partitions a data directory
-//! holds: idle active segments close their files and reopen on use (issue
-//! #22, item 1). Its own test binary, because the bound is read once per
+//! holds: idle active segments close their files and reopen on use. Its
+//! own test binary, because the bound is read once per
 //! process from the open-file limit, which this test lowers first.
 
 mod common;

@@ -54,6 +54,35 @@ fn several_batches_in_one_append_get_consecutive_offsets() {
 }
 
 #[test]
+fn batches_in_several_buffers_are_one_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let mut first = batch(3, 10, 1);
+    first.extend_from_slice(&batch(1, 10, 2));
+    let second = batch(2, 10, 3);
+    let parts: Vec<&[u8]> = vec![&first, &[], &second];
+    let info = log.append(&parts, 0, 0).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (Offset(0), Offset(5)));
+    let got = read_all(&log, Offset(0));
+    assert_eq!(
+        got.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        vec![0, 3, 4]
+    );
+    // A bad batch in a later buffer is counted across the buffers, and
+    // rejects the whole append.
+    let mut bad = batch(2, 10, 1);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let parts: Vec<&[u8]> = vec![&first, &bad];
+    let err = log.append(&parts, 0, 0).unwrap_err();
+    assert!(
+        matches!(err, AppendError::InvalidBatch { index: 2, .. }),
+        "{err}"
+    );
+    assert_eq!(log.log_end_offset(), Offset(6));
+}
+
+#[test]
 fn an_invalid_batch_rejects_the_whole_append_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config()).unwrap();
@@ -74,7 +103,15 @@ fn an_invalid_batch_rejects_the_whole_append_and_changes_nothing() {
         log.append(torn, 0, 0),
         Err(AppendError::InvalidBatch { .. })
     ));
-    assert!(matches!(log.append(&[], 0, 0), Err(AppendError::Empty)));
+    assert!(matches!(
+        log.append(&b""[..], 0, 0),
+        Err(AppendError::Empty)
+    ));
+    let no_parts: &[&[u8]] = &[];
+    assert!(matches!(
+        log.append(no_parts, 0, 0),
+        Err(AppendError::Empty)
+    ));
     let big = batch(1, 2_000, 1);
     let tight = LogConfig {
         max_message_bytes: 1_000,

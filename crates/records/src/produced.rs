@@ -1,7 +1,8 @@
 //! What a batch must be when a client sends it, beyond what every stored
 //! batch must be (`BatchView::validate`): Kafka's checks of a produced batch
 //! (`LogValidator.validateBatch` with origin CLIENT, and its walk over the
-//! records). A stored batch may hold fewer records than its offset range,
+//! records), and the key every record of a compacted topic needs
+//! ([`check_keys`]). A stored batch may hold fewer records than its offset range,
 //! because compaction removes records and keeps the range; a produced one may
 //! not, or it would burn offsets it does not use: a batch claiming a last
 //! offset delta of 2^31 made a log roll every two batches.
@@ -22,6 +23,7 @@ use thiserror::Error;
 
 use crate::batch::{BatchView, Compression};
 use crate::compression::{self, CompressionError};
+use crate::record::raw_records;
 
 /// Why a client's batch is refused (Kafka's INVALID_RECORD).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -162,6 +164,51 @@ impl RecordCounter {
     }
 }
 
+/// Why a batch for a compacted topic is refused (Kafka's INVALID_RECORD).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum KeyCheckError {
+    /// The records cannot be read.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The indexes, within the batch, of the records without a key.
+    #[error("records {0:?} have no key")]
+    Missing(Vec<usize>),
+}
+
+/// Checks that every record of `view` has a key, as a compacted topic
+/// needs (compaction keeps the last record of each key, so a keyless one
+/// could never be kept or replaced). `view.validate()` must have passed
+/// first. The records are walked in place (none is copied or kept), after
+/// inflating a compressed section within `inflate_limit`.
+pub fn check_keys(view: &BatchView<'_>, inflate_limit: usize) -> Result<(), KeyCheckError> {
+    let unreadable = |e: String| KeyCheckError::Unreadable(e);
+    if view.record_count() == 0 {
+        return Ok(());
+    }
+    let mut inflated = Vec::new();
+    let section = compression::records_section(view, inflate_limit, &mut inflated)
+        .map_err(|e| unreadable(e.to_string()))?;
+    let last_offset_delta = view.last_offset_delta();
+    let mut missing = Vec::new();
+    for (index, record) in raw_records(section, view.record_count()).enumerate() {
+        let record = record.map_err(|e| unreadable(e.to_string()))?;
+        if !(0..=last_offset_delta).contains(&record.offset_delta) {
+            return Err(unreadable(format!(
+                "record offset delta {} is outside the batch's 0..={last_offset_delta}",
+                record.offset_delta
+            )));
+        }
+        if record.key.is_none() {
+            missing.push(index);
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(KeyCheckError::Missing(missing))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +313,27 @@ mod tests {
         let crc = crate::crc::crc32c(&bytes[21..]);
         bytes[17..21].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(check(&bytes), Err(ProducedBatchError::ControlBatch));
+    }
+
+    #[test]
+    fn keyless_records_are_named_and_keyed_ones_pass() {
+        let mut builder = BatchBuilder::new(Compression::Zstd);
+        for key in [Some("k"), None, Some("j"), None] {
+            let key = key.map(|k| bytes::Bytes::from_static(k.as_bytes()));
+            builder.append(0, key, None, Vec::new()).unwrap();
+        }
+        let bytes = builder.build().unwrap();
+        let (view, _) = BatchView::parse(&bytes).unwrap();
+        assert_eq!(
+            check_keys(&view, 1 << 20),
+            Err(KeyCheckError::Missing(vec![1, 3]))
+        );
+        let mut builder = BatchBuilder::new(Compression::None);
+        builder
+            .append(0, Some(bytes::Bytes::from_static(b"k")), None, Vec::new())
+            .unwrap();
+        let bytes = builder.build().unwrap();
+        let (view, _) = BatchView::parse(&bytes).unwrap();
+        assert_eq!(check_keys(&view, 1 << 20), Ok(()));
     }
 }

@@ -392,16 +392,12 @@ fn append_merged(
     if total > RUN_BYTES_MAX {
         return None;
     }
-    // The one place a run's batches for a partition are copied into one
-    // buffer: `Partition::append` takes the batches as one contiguous slice.
-    let mut combined = Vec::with_capacity(total);
-    for (bytes, _) in &parts {
-        combined.extend_from_slice(bytes);
-    }
+    // Written as they are, without a copy into one buffer.
+    let batches: Vec<&[u8]> = parts.iter().map(|(bytes, _)| *bytes).collect();
     // Refused (an invalid batch, a keyless record on a compacted topic…):
     // the log is unchanged, and one-by-one appends give each request its
     // own error.
-    let info = partition.append(&combined, now).ok()?;
+    let info = partition.append(&batches, now).ok()?;
     let metrics = shared.metrics.topic(&topic.name);
     metrics.bytes_in.inc_by(total as u64);
     metrics.messages_in.inc_by(info.record_count);
