@@ -5,7 +5,6 @@ use std::fmt;
 
 pub use rill_records::batch::TimestampType;
 pub use rill_records::region::FileRegion;
-/// The name `log.rs` gives a region of a segment file that a read returns.
 
 /// A logical message number within one partition.
 ///
