@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8's latency target, with what the machine adds measured in the
+# The latency target, with what the machine adds measured in the
 # same run: end-to-end latency (`rill bench e2e`, acks=1) at half the
 # maximum acks=1 produce rate, p99 < 5 ms and p99.9 < 20 ms.
 #

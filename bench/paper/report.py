@@ -19,7 +19,7 @@ END = "<!-- paper:end -->"
 PAPER = {"produce-b1": 50_000, "produce-b50": 400_000, "consume": 22_000}
 PAPER_STORAGE = {"Kafka": 9, "ActiveMQ": 144}
 
-# Issue 8's targets: msg/s floor, and the factor over each peer.
+# The targets: msg/s floor, and the factor over each peer.
 TARGETS = {
     "produce-b1": (200_000, None),
     "produce-b50": (1_000_000, 10),
