@@ -266,3 +266,125 @@ fn damaged(path: &Path, position: usize, reason: &str) -> io::Error {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::EntryPayload;
+    use rill_metadata::MetadataRecord;
+
+    use super::*;
+    use crate::types::{RecordBatch, log_id};
+
+    fn entry(index: u64) -> Entry {
+        let record = MetadataRecord::ClusterCreated {
+            cluster_id: format!("cluster-{index}"),
+        };
+        Entry {
+            log_id: log_id(1, index),
+            payload: EntryPayload::Normal(RecordBatch(vec![record])),
+        }
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.index()).collect()
+    }
+
+    /// Four entries appended one call each into one segment; returns the
+    /// segment's bytes and where its last entry starts.
+    fn four_entries(dir: &Path) -> (Vec<u8>, usize) {
+        let (mut segments, _) = Segments::open(dir).unwrap();
+        for index in 1..=4 {
+            segments.append(&[entry(index)]).unwrap();
+        }
+        let last_start = segments.segments[0].entries[3].1 as usize;
+        (fs::read(dir.join(segment_name(1))).unwrap(), last_start)
+    }
+
+    #[test]
+    fn reopen_reads_what_was_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut segments, entries) = Segments::open(dir.path()).unwrap();
+        assert!(entries.is_empty());
+        segments.append(&[entry(1), entry(2)]).unwrap();
+        segments.append(&[entry(3)]).unwrap();
+        drop(segments);
+        let (_, entries) = Segments::open(dir.path()).unwrap();
+        assert_eq!(indexes(&entries), [1, 2, 3]);
+        assert_eq!(entries[2].payload, entry(3).payload);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_at_every_byte_of_the_last_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (full, last_start) = four_entries(dir.path());
+        let path = dir.path().join(segment_name(1));
+        for len in last_start..full.len() {
+            fs::write(&path, &full[..len]).unwrap();
+            let (mut segments, entries) = Segments::open(dir.path()).unwrap();
+            assert_eq!(indexes(&entries), [1, 2, 3], "cut at {len}");
+            assert_eq!(fs::metadata(&path).unwrap().len(), last_start as u64);
+            // Appends go on after the cut.
+            segments.append(&[entry(4)]).unwrap();
+            drop(segments);
+            assert_eq!(fs::read(&path).unwrap(), full, "cut at {len}");
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_before_the_last_entry_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (full, last_start) = four_entries(dir.path());
+        let path = dir.path().join(segment_name(1));
+        for at in 0..last_start {
+            let mut flipped = full.clone();
+            flipped[at] ^= 0x20;
+            fs::write(&path, &flipped).unwrap();
+            let Err(error) = Segments::open(dir.path()) else {
+                panic!("opened with byte {at} flipped");
+            };
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+            assert!(error.to_string().contains("is damaged"), "{error}");
+            // Refused, not repaired.
+            assert_eq!(fs::read(&path).unwrap(), flipped);
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_before_a_later_segment_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut segments, _) = Segments::open(dir.path()).unwrap();
+        segments.append(&[entry(1), entry(2)]).unwrap();
+        segments.purge(0).unwrap();
+        segments.append(&[entry(3)]).unwrap();
+        assert_eq!(segments.first_indexes(), [1, 3]);
+        drop(segments);
+        let path = dir.path().join(segment_name(1));
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        let error = Segments::open(dir.path()).err().expect("refused");
+        assert!(error.to_string().contains("is damaged"), "{error}");
+    }
+
+    #[test]
+    fn truncation_and_purge_work_on_whole_entries_and_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut segments, _) = Segments::open(dir.path()).unwrap();
+        segments.append(&[entry(1), entry(2), entry(3)]).unwrap();
+        segments.purge(0).unwrap();
+        segments.append(&[entry(4), entry(5)]).unwrap();
+        segments.truncate_after(Some(2)).unwrap();
+        assert_eq!(segments.first_indexes(), [1]);
+        segments.append(&[entry(3)]).unwrap();
+        drop(segments);
+        let (mut segments, entries) = Segments::open(dir.path()).unwrap();
+        assert_eq!(indexes(&entries), [1, 2, 3]);
+        segments.purge(3).unwrap();
+        assert!(segments.first_indexes().is_empty());
+        segments.append(&[entry(4)]).unwrap();
+        segments.truncate_after(None).unwrap();
+        drop(segments);
+        let (_, entries) = Segments::open(dir.path()).unwrap();
+        assert!(entries.is_empty());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
