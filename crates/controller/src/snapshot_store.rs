@@ -25,6 +25,9 @@ use crate::types::SnapshotMeta;
 /// hostile snapshot from asking for more memory than that.
 pub const SNAPSHOT_BYTES_MAX: usize = 256 * 1024 * 1024;
 
+/// A snapshot's metadata and the records that rebuild its state.
+pub type Loaded = (SnapshotMeta, Vec<MetadataRecord>);
+
 /// The first entry of a snapshot file.
 #[derive(Debug, Serialize, Deserialize)]
 struct DiskMeta {
@@ -43,7 +46,7 @@ pub struct SnapshotStore {
 
 impl SnapshotStore {
     /// Opens `dir` (made if missing) and reads its newest snapshot.
-    pub fn open(dir: &Path) -> io::Result<(SnapshotStore, Option<(SnapshotMeta, Vec<MetadataRecord>)>)> {
+    pub fn open(dir: &Path) -> io::Result<(SnapshotStore, Option<Loaded>)> {
         durable::create_dir_durably(dir)?;
         durable::remove_temp_files(dir)?;
         let mut newest = None;
@@ -55,6 +58,9 @@ impl SnapshotStore {
         }
         let loaded = match newest {
             Some((_, path)) => {
+                if fs::metadata(&path)?.len() > SNAPSHOT_BYTES_MAX as u64 {
+                    return Err(durable::damaged(&path, "over the size limit".to_string()));
+                }
                 let bytes = fs::read(&path)?;
                 Some(decode(&bytes).map_err(|e| durable::damaged(&path, e.to_string()))?)
             }
@@ -136,7 +142,7 @@ pub fn encode(meta: &SnapshotMeta, records: &[MetadataRecord]) -> io::Result<Vec
 
 /// The metadata and records of snapshot bytes; any bad entry is an error
 /// (a snapshot is written whole before it is renamed into place).
-pub fn decode(bytes: &[u8]) -> io::Result<(SnapshotMeta, Vec<MetadataRecord>)> {
+pub fn decode(bytes: &[u8]) -> io::Result<Loaded> {
     if bytes.len() > SNAPSHOT_BYTES_MAX {
         return Err(too_large(bytes.len()));
     }
