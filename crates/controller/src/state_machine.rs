@@ -46,10 +46,11 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Opens the snapshots under `dir` and starts from the newest. `node_id`
-    /// is this node's broker id, which [`ClusterState::new`] needs.
+    /// Opens the snapshots of the raft directory `dir` (`snapshots/`) and
+    /// starts from the newest. `node_id` is this node's broker id, which
+    /// [`ClusterState::new`] needs.
     pub async fn open(dir: &Path, node_id: i32) -> io::Result<StateMachine> {
-        let dir = dir.to_path_buf();
+        let dir = dir.join("snapshots");
         let (snapshots, loaded) = tokio::task::spawn_blocking(move || SnapshotStore::open(&dir))
             .await
             .map_err(io::Error::other)??;

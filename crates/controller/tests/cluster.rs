@@ -184,7 +184,7 @@ impl Cluster {
     async fn start_node(&mut self, id: u64) {
         let dir = self.node_dir(id);
         let log = LogStore::open(&dir).await.unwrap();
-        let sm = StateMachine::open(&snapshots(&dir), id as i32).await.unwrap();
+        let sm = StateMachine::open(&dir, id as i32).await.unwrap();
         let factory = Factory {
             router: self.router.clone(),
             me: id,
@@ -349,7 +349,7 @@ async fn a_restarted_cluster_starts_from_its_snapshots_and_logs() {
     }
     // Each node's newest snapshot is loaded at open, before any entry.
     for id in 1..=3 {
-        let sm = StateMachine::open(&snapshots(&cluster.node_dir(id)), id as i32)
+        let sm = StateMachine::open(&cluster.node_dir(id), id as i32)
             .await
             .unwrap();
         let published = sm.subscribe().borrow().clone();
