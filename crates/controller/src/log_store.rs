@@ -18,9 +18,9 @@ use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use openraft::OptionalSend;
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::OptionalSend;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{DiskLogId, DiskVote, invalid};
@@ -199,7 +199,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        Ok(self.cache().entries.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .cache()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -250,7 +255,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.cache().committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -262,7 +271,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         match result {
             Ok(entries) => {
                 let mut cache = self.cache_mut();
-                cache.entries.extend(entries.into_iter().map(|e| (e.index(), e)));
+                cache
+                    .entries
+                    .extend(entries.into_iter().map(|e| (e.index(), e)));
                 drop(cache);
                 callback.io_completed(Ok(()));
                 Ok(())
@@ -276,7 +287,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
         let index = last.map(|l| l.index);
-        self.on_disk(move |disk| disk.segments.truncate_after(index)).await?;
+        self.on_disk(move |disk| disk.segments.truncate_after(index))
+            .await?;
         let from = index.map_or(0, |i| i + 1);
         self.cache_mut().entries.split_off(&from);
         Ok(())

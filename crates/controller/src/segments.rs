@@ -90,7 +90,9 @@ impl Segments {
             };
             let decoded = decode_entry(found.payload)
                 .map_err(|e| damaged(&segment.path, position, &e.to_string()))?;
-            let follows = out.last().is_none_or(|p: &Entry| decoded.index() > p.index());
+            let follows = out
+                .last()
+                .is_none_or(|p: &Entry| decoded.index() > p.index());
             let named = !segment.entries.is_empty() || decoded.index() == first;
             if !follows || !named {
                 let reason = format!("entry {} is out of order", decoded.index());
@@ -132,7 +134,10 @@ impl Segments {
         {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("append at {} does not follow the last entry {last}", first.index()),
+                format!(
+                    "append at {} does not follow the last entry {last}",
+                    first.index()
+                ),
             ));
         }
         let mut bytes = Vec::new();
@@ -165,7 +170,10 @@ impl Segments {
     /// made durable before anything in it is acknowledged.
     fn start_segment(&mut self, first: u64) -> io::Result<()> {
         let path = self.dir.join(segment_name(first));
-        let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
         sync_dir(&self.dir)?;
         self.segments.push(Segment {
             first,

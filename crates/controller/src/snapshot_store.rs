@@ -155,7 +155,9 @@ pub fn decode(bytes: &[u8]) -> io::Result<Loaded> {
                 position += found.len;
             }
             Read::TornTail(reason) | Read::Damaged(reason) => {
-                return Err(invalid(format!("snapshot entry at byte {position}: {reason}")));
+                return Err(invalid(format!(
+                    "snapshot entry at byte {position}: {reason}"
+                )));
             }
         }
     }
@@ -203,3 +205,74 @@ fn snapshot_key(path: &Path) -> Option<(u64, u64)> {
     Some((index.parse().ok()?, term.parse().ok()?))
 }
 
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rill_metadata::TopicId;
+
+    use super::*;
+    use crate::types::{StoredMembership, log_id};
+
+    fn meta(index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: Some(log_id(2, index)),
+            last_membership: StoredMembership::default(),
+        }
+    }
+
+    /// Topics whose configs make each record about 100 KB.
+    fn large_topics(count: u8) -> Vec<MetadataRecord> {
+        (0..count)
+            .map(|n| MetadataRecord::TopicCreated {
+                name: format!("t{n}"),
+                id: TopicId([n + 1; 16]),
+                partitions: 1,
+                configs: BTreeMap::from([("x".to_string(), "v".repeat(100_000))]),
+                assignments: vec![vec![0]],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_over_one_entry_are_split_and_read_back() {
+        let records = large_topics(60);
+        let bytes = encode(&meta(9), &records).unwrap();
+        let (read_meta, read_records) = decode(&bytes).unwrap();
+        assert_eq!(read_meta, meta(9));
+        assert_eq!(read_records, records);
+        // The metadata entry and two record entries.
+        let mut entries = 0;
+        let mut position = 0;
+        while let Read::Entry(e) = entry::read_at(&bytes, position) {
+            entries += 1;
+            position += e.len;
+            if position == bytes.len() {
+                break;
+            }
+        }
+        assert_eq!(entries, 3);
+    }
+
+    #[test]
+    fn the_newest_snapshot_replaces_the_older_and_is_loaded_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, loaded) = SnapshotStore::open(dir.path()).unwrap();
+        assert!(loaded.is_none());
+        let records = large_topics(2);
+        store
+            .save(&meta(5), &encode(&meta(5), &records[..1]).unwrap())
+            .unwrap();
+        store
+            .save(&meta(9), &encode(&meta(9), &records).unwrap())
+            .unwrap();
+        // An older one arriving late changes nothing.
+        store
+            .save(&meta(7), &encode(&meta(7), &[]).unwrap())
+            .unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        let (store, loaded) = SnapshotStore::open(dir.path()).unwrap();
+        assert_eq!(loaded, Some((meta(9), records)));
+        assert_eq!(store.read_current().unwrap().unwrap().0, meta(9));
+    }
+}

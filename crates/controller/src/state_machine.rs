@@ -17,7 +17,9 @@ use tokio::sync::watch;
 
 use crate::codec::invalid;
 use crate::snapshot_store::{self, SnapshotStore};
-use crate::types::{Applied, Entry, LogId, RecordBatch, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::types::{
+    Applied, Entry, LogId, RecordBatch, SnapshotMeta, StoredMembership, TypeConfig,
+};
 
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
 
@@ -60,7 +62,11 @@ impl StateMachine {
                 meta.last_membership,
                 snapshot::restore(node_id, &records).map_err(invalid)?,
             ),
-            None => (None, StoredMembership::default(), ClusterState::new(node_id)),
+            None => (
+                None,
+                StoredMembership::default(),
+                ClusterState::new(node_id),
+            ),
         };
         let (published, _) = watch::channel(Published {
             applied,
@@ -187,7 +193,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, bytes: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        bytes: Vec<u8>,
+    ) -> Result<(), io::Error> {
         let node_id = self.node_id;
         let snapshots = self.snapshots.clone();
         let saved = meta.clone();

@@ -19,7 +19,9 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::storage::{RaftLogReader, RaftLogStorage};
-use openraft::{BasicNode, Config, OptionalSend, RaftNetworkFactory, RaftNetworkV2, SnapshotPolicy};
+use openraft::{
+    BasicNode, Config, OptionalSend, RaftNetworkFactory, RaftNetworkV2, SnapshotPolicy,
+};
 use rill_controller::{Applied, LogStore, Raft, RecordBatch, StateMachine, TypeConfig};
 use rill_metadata::{MetadataRecord, TopicId, snapshot};
 
@@ -119,7 +121,10 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: TransferLeaderRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.raft()?.handle_transfer_leader(rpc).await.map_err(unreachable)
+        self.raft()?
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(unreachable)
     }
 
     async fn full_snapshot(
@@ -210,13 +215,19 @@ impl Cluster {
         let first = self.router.raft(ids[0]);
         let metrics = first
             .wait(WAIT)
-            .metrics(|m| m.current_leader.is_some_and(|l| Some(l) != not), "a leader")
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| Some(l) != not),
+                "a leader",
+            )
             .await
             .unwrap();
         let leader = metrics.current_leader.unwrap();
         for id in ids {
             let raft = self.router.raft(id);
-            raft.wait(WAIT).current_leader(leader, "same leader").await.unwrap();
+            raft.wait(WAIT)
+                .current_leader(leader, "same leader")
+                .await
+                .unwrap();
         }
         leader
     }

@@ -87,9 +87,14 @@ async fn a_damaged_vote_or_snapshot_refuses_to_open() {
     let error = LogStore::open(dir.path()).await.err().expect("refused");
     assert!(error.to_string().contains("vote is damaged"), "{error}");
 
-    let snapshot = dir.path().join("snapshots/00000000000000000005-00000000000000000001.snapshot");
+    let snapshot = dir
+        .path()
+        .join("snapshots/00000000000000000005-00000000000000000001.snapshot");
     std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
     std::fs::write(&snapshot, b"not a snapshot").unwrap();
-    let error = StateMachine::open(dir.path(), 0).await.err().expect("refused");
+    let error = StateMachine::open(dir.path(), 0)
+        .await
+        .err()
+        .expect("refused");
     assert!(error.to_string().contains("is damaged"), "{error}");
 }
