@@ -84,12 +84,6 @@ impl LogStore {
         })
     }
 
-    /// The first index of each segment file, oldest first (for tests and
-    /// diagnostics).
-    pub async fn segment_first_indexes(&self) -> io::Result<Vec<u64>> {
-        self.on_disk(|disk| Ok(disk.segments.first_indexes())).await
-    }
-
     fn cache(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
         // The cache is plain data changed in single assignments: a panic
         // elsewhere cannot leave it half-changed.

@@ -19,7 +19,6 @@ use crate::types::Entry;
 const SEGMENT_ROLL_BYTES: u64 = 1024 * 1024;
 
 struct Segment {
-    first: u64,
     path: PathBuf,
     /// Index and byte position of each entry.
     entries: Vec<(u64, u64)>,
@@ -67,7 +66,6 @@ impl Segments {
         let path = self.dir.join(segment_name(first));
         let bytes = fs::read(&path)?;
         let mut segment = Segment {
-            first,
             path,
             entries: Vec::new(),
             len: 0,
@@ -176,7 +174,6 @@ impl Segments {
             .open(&path)?;
         sync_dir(&self.dir)?;
         self.segments.push(Segment {
-            first,
             path,
             entries: Vec::new(),
             len: 0,
@@ -238,8 +235,12 @@ impl Segments {
     }
 
     /// The first index of each segment, oldest first.
-    pub fn first_indexes(&self) -> Vec<u64> {
-        self.segments.iter().map(|s| s.first).collect()
+    #[cfg(test)]
+    fn first_indexes(&self) -> Vec<u64> {
+        self.segments
+            .iter()
+            .filter_map(|s| segment_first_index(&s.path))
+            .collect()
     }
 }
 

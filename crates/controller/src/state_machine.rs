@@ -34,7 +34,8 @@ pub struct Published {
 struct Inner {
     applied: Option<LogId>,
     membership: StoredMembership,
-    state: ClusterState,
+    /// Shared with the published image: a batch is applied to a copy.
+    state: Arc<ClusterState>,
     published: watch::Sender<Published>,
 }
 
@@ -68,9 +69,10 @@ impl StateMachine {
                 ClusterState::new(node_id),
             ),
         };
+        let state = Arc::new(state);
         let (published, _) = watch::channel(Published {
             applied,
-            image: Arc::new(state.clone()),
+            image: state.clone(),
         });
         Ok(StateMachine {
             node_id,
@@ -104,9 +106,9 @@ impl StateMachine {
             EntryPayload::Normal(RecordBatch(records)) => {
                 // All or nothing: a batch that does not apply leaves the
                 // state as it was, on every node alike.
-                let mut next = inner.state.clone();
+                let mut next = ClusterState::clone(&inner.state);
                 match records.iter().try_for_each(|r| next.apply(r)) {
-                    Ok(()) => inner.state = next,
+                    Ok(()) => inner.state = Arc::new(next),
                     Err(e) => refused = Some(e.to_string()),
                 }
             }
@@ -126,7 +128,7 @@ impl StateMachine {
 fn publish(inner: &Inner) {
     inner.published.send_replace(Published {
         applied: inner.applied,
-        image: Arc::new(inner.state.clone()),
+        image: inner.state.clone(),
     });
 }
 
@@ -211,7 +213,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await?;
         let mut inner = self.lock();
-        inner.state = state;
+        inner.state = Arc::new(state);
         inner.applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();
         publish(&inner);
