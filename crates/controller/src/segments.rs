@@ -190,20 +190,20 @@ impl Segments {
     }
 
     /// Deletes every entry after index `last` (all of them if `None`).
-    /// Later segments go first, newest first, and the cut is durable before
-    /// this returns, so a crash never brings back an entry past the cut.
+    /// Later segments go first, newest first, each deletion made durable
+    /// before the next step: a crash part way leaves a shorter log, never
+    /// one with a hole that later entries sit behind.
     pub fn truncate_after(&mut self, last: Option<u64>) -> io::Result<()> {
         let keeps = |index: u64| last.is_some_and(|last| index <= last);
         self.active = None;
-        let mut removed = false;
         while let Some(segment) = self.segments.last_mut() {
             let Some(cut_at) = segment.entries.iter().position(|(i, _)| !keeps(*i)) else {
                 break;
             };
             if cut_at == 0 {
                 fs::remove_file(&segment.path)?;
+                sync_dir(&self.dir)?;
                 self.segments.pop();
-                removed = true;
                 continue;
             }
             let position = segment.entries[cut_at].1;
@@ -211,9 +211,6 @@ impl Segments {
             segment.entries.truncate(cut_at);
             segment.len = position;
             break;
-        }
-        if removed {
-            sync_dir(&self.dir)?;
         }
         self.open_active()
     }
