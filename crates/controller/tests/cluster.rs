@@ -318,7 +318,7 @@ async fn batches_replicate_and_a_restarted_leader_keeps_its_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_while_logs_are_purged_catches_up_by_snapshot() {
-    let (cluster, leader) = Cluster::start().await;
+    let (mut cluster, leader) = Cluster::start().await;
     let lagging = if leader == 3 { 2 } else { 3 };
     let raft = cluster.router.raft(leader);
     write(&raft, vec![topic(0)]).await;
@@ -343,6 +343,12 @@ async fn a_node_cut_off_while_logs_are_purged_catches_up_by_snapshot() {
         .unwrap()
         .collect();
     assert_eq!(files.len(), 1);
+    // And it starts again from that snapshot and the log after it.
+    drop(behind);
+    cluster.stop_node(lagging).await;
+    cluster.start_node(lagging).await;
+    let applied = write(&raft, vec![topic(60)]).await;
+    assert_eq!(cluster.converge(applied.index).await.len(), 61);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
