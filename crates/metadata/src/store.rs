@@ -174,7 +174,7 @@ fn damaged(path: &Path, position: usize, reason: String) -> StoreError {
 /// `create_dir_all`, then an fsync of the parent of every directory it made,
 /// so the metadata log's directory survives a crash right after the first
 /// entry is acknowledged.
-fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+pub fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
     let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
     std::fs::create_dir_all(dir)?;
     for created in missing.iter().rev() {
@@ -191,7 +191,7 @@ fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
