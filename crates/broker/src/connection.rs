@@ -149,38 +149,101 @@ async fn read_frames(
     shared: Arc<Shared>,
     read_half: OwnedReadHalf,
     frames: mpsc::Sender<(Bytes, Share)>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     peer: String,
 ) {
-    let mut inbox = Inbox {
-        half: read_half,
-        buf: BytesMut::new(),
-    };
-    let idle = Duration::from_millis(shared.config.connections_max_idle_ms);
-    let receive = Duration::from_millis(shared.config.request_receive_timeout_ms);
-    let max = shared.config.socket_request_max_bytes;
-    let budget_max = shared.config.max_queued_request_bytes_per_connection;
-    let budget = Arc::new(Semaphore::new(budget_max));
-    let small_max = shared.config.request_max_bytes_except_produce;
-    let broker_budget_max = shared.config.queued_max_request_bytes;
-    loop {
-        if inbox.buf.is_empty() {
-            let first = tokio::select! {
-                read = tokio::time::timeout(idle, inbox.fill(1)) => read,
-                _ = shutdown.wait_for(|stop| *stop) => return,
-            };
-            match first {
-                Err(_) => {
-                    tracing::debug!(%peer, "closing idle connection");
-                    return;
-                }
-                Ok(Err(_)) => return, // EOF or reset: the client is gone.
-                Ok(Ok(())) => {}
-            }
+    let mut reader = FrameReader::new(shared, read_half, shutdown, peer);
+    while let Some(frame) = reader.next_frame().await {
+        if frames.send(frame).await.is_err() {
+            return;
         }
+    }
+}
+
+/// One connection's frame reader and the limits it keeps. Each step
+/// returns `None` when the connection must close (it has logged why).
+struct FrameReader {
+    shared: Arc<Shared>,
+    inbox: Inbox,
+    shutdown: watch::Receiver<bool>,
+    peer: String,
+    idle: Duration,
+    receive: Duration,
+    /// `socket_request_max_bytes`.
+    max: usize,
+    /// `request_max_bytes_except_produce`.
+    small_max: usize,
+    /// `max_queued_request_bytes_per_connection`, and the budget itself.
+    budget_max: usize,
+    budget: Arc<Semaphore>,
+    /// `queued_max_request_bytes` (the budget is `Shared::request_budget`).
+    broker_budget_max: usize,
+}
+
+impl FrameReader {
+    fn new(
+        shared: Arc<Shared>,
+        read_half: OwnedReadHalf,
+        shutdown: watch::Receiver<bool>,
+        peer: String,
+    ) -> FrameReader {
+        let config = &shared.config;
+        let budget_max = config.max_queued_request_bytes_per_connection;
+        FrameReader {
+            inbox: Inbox {
+                half: read_half,
+                buf: BytesMut::new(),
+            },
+            shutdown,
+            peer,
+            idle: Duration::from_millis(config.connections_max_idle_ms),
+            receive: Duration::from_millis(config.request_receive_timeout_ms),
+            max: config.socket_request_max_bytes,
+            small_max: config.request_max_bytes_except_produce,
+            budget_max,
+            budget: Arc::new(Semaphore::new(budget_max)),
+            broker_budget_max: config.queued_max_request_bytes,
+            shared,
+        }
+    }
+
+    /// The next whole frame and its share of the budgets.
+    async fn next_frame(&mut self) -> Option<(Bytes, Share)> {
+        if self.inbox.buf.is_empty() {
+            self.first_byte().await?;
+        }
+        let len = self.frame_len().await?;
+        let share = self.take_share(len).await?;
+        self.body(len).await?;
+        let frame = self.inbox.take_frame(len);
+        self.shared.metrics.bytes_received(frame.len() + 4);
+        Some((frame, share))
+    }
+
+    /// Waits, up to the idle timeout, for a frame's first byte.
+    async fn first_byte(&mut self) -> Option<()> {
+        let first = tokio::select! {
+            read = tokio::time::timeout(self.idle, self.inbox.fill(1)) => read,
+            _ = self.shutdown.wait_for(|stop| *stop) => return None,
+        };
+        match first {
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, "closing idle connection");
+                None
+            }
+            Ok(Err(_)) => None, // EOF or reset: the client is gone.
+            Ok(Ok(())) => Some(()),
+        }
+    }
+
+    /// Reads the frame's size (and for a large frame its API key) and
+    /// checks them against the limits.
+    async fn frame_len(&mut self) -> Option<usize> {
         // From the first byte on, the whole frame must arrive in time
         // (not counting the wait for budget, which is the broker's).
-        let deadline = tokio::time::Instant::now() + receive;
+        let deadline = tokio::time::Instant::now() + self.receive;
+        let (max, small_max) = (self.max, self.small_max);
+        let inbox = &mut self.inbox;
         let len = tokio::time::timeout_at(deadline, async {
             inbox.fill(4).await?;
             let prefix = [inbox.buf[0], inbox.buf[1], inbox.buf[2], inbox.buf[3]];
@@ -190,64 +253,72 @@ async fn read_frames(
                 // The API key is the frame's first two bytes.
                 inbox.fill(6).await?;
                 let api_key = i16::from_be_bytes([inbox.buf[4], inbox.buf[5]]);
-                // Produce, the one request that carries records, is the only
-                // one allowed past `request_max_bytes_except_produce`.
-                if api_key != ApiKey::Produce as i16 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "a request of API key {api_key} announces {len} bytes; \
-                             only Produce may pass {small_max} (request_max_bytes_except_produce)"
-                        ),
-                    ));
-                }
+                only_produce_past(api_key, len, small_max)?;
             }
-            Ok(len)
+            io::Result::Ok(len)
         })
         .await;
-        let len = match len {
-            Ok(Ok(len)) => len,
+        match len {
+            Ok(Ok(len)) => Some(len),
             Err(_) => {
-                tracing::info!(%peer, "closing connection: request not received within {receive:?}");
-                return;
+                let receive = self.receive;
+                tracing::info!(peer = %self.peer, "closing connection: request not received within {receive:?}");
+                None
             }
             Ok(Err(error)) if error.kind() == io::ErrorKind::InvalidData => {
-                tracing::info!(%peer, %error, "closing connection: bad frame");
-                return;
+                tracing::info!(peer = %self.peer, %error, "closing connection: bad frame");
+                None
             }
-            Ok(Err(_)) => return,
-        };
+            Ok(Err(_)) => None,
+        }
+    }
+
+    /// Takes a frame's share of the connection's budget and the broker's.
+    async fn take_share(&mut self, len: usize) -> Option<Share> {
         // A frame larger than a whole budget waits for all of it. The
         // connection's share is taken first, then the broker's, always in
         // that order, so no two readers wait on each other.
-        let own = u32::try_from(len.min(budget_max)).unwrap_or(u32::MAX);
-        let broker = u32::try_from(len.min(broker_budget_max)).unwrap_or(u32::MAX);
-        let share = tokio::select! {
+        let own = u32::try_from(len.min(self.budget_max)).unwrap_or(u32::MAX);
+        let broker = u32::try_from(len.min(self.broker_budget_max)).unwrap_or(u32::MAX);
+        let (budget, broker_budget) = (&self.budget, &self.shared.request_budget);
+        tokio::select! {
             share = async {
                 let own = budget.clone().acquire_many_owned(own).await.ok()?;
-                let broker = shared.request_budget.clone().acquire_many_owned(broker).await.ok()?;
+                let broker = broker_budget.clone().acquire_many_owned(broker).await.ok()?;
                 Some((own, broker))
-            } => match share {
-                Some(share) => share,
-                None => return,
-            },
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        };
-        let deadline = tokio::time::Instant::now() + receive;
-        match tokio::time::timeout_at(deadline, inbox.fill(4 + len)).await {
-            Err(_) => {
-                tracing::info!(%peer, "closing connection: request not received within {receive:?}");
-                return;
-            }
-            Ok(Err(_)) => return,
-            Ok(Ok(())) => {}
-        }
-        let frame = inbox.take_frame(len);
-        shared.metrics.bytes_received(frame.len() + 4);
-        if frames.send((frame, share)).await.is_err() {
-            return;
+            } => share,
+            _ = self.shutdown.wait_for(|stop| *stop) => None,
         }
     }
+
+    /// Reads the rest of a frame of `len` bytes, in time.
+    async fn body(&mut self, len: usize) -> Option<()> {
+        let deadline = tokio::time::Instant::now() + self.receive;
+        match tokio::time::timeout_at(deadline, self.inbox.fill(4 + len)).await {
+            Err(_) => {
+                let receive = self.receive;
+                tracing::info!(peer = %self.peer, "closing connection: request not received within {receive:?}");
+                None
+            }
+            Ok(Err(_)) => None,
+            Ok(Ok(())) => Some(()),
+        }
+    }
+}
+
+/// Produce, the one request that carries records, is the only one allowed
+/// past `request_max_bytes_except_produce`.
+fn only_produce_past(api_key: i16, len: usize, small_max: usize) -> io::Result<()> {
+    if api_key == ApiKey::Produce as i16 {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "a request of API key {api_key} announces {len} bytes; \
+             only Produce may pass {small_max} (request_max_bytes_except_produce)"
+        ),
+    ))
 }
 
 /// A frame buffer grows at most this much at a time, as bytes arrive, so

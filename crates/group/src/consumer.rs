@@ -21,6 +21,7 @@ use rill_protocol::messages::consumer_group_describe_response::{
     Assignment as DescribedAssignment, DescribedGroup, Member as DescribedMember,
     TopicPartitions as DescribedTopicPartitions,
 };
+use rill_protocol::messages::consumer_group_heartbeat_request::TopicPartitions as OwnedPartitions;
 use rill_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use rill_protocol::messages::{
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
@@ -220,7 +221,7 @@ impl Coordinator {
     fn consumer_heartbeat_in(
         &mut self,
         group: &mut Group,
-        request: ConsumerGroupHeartbeatRequest,
+        mut request: ConsumerGroupHeartbeatRequest,
         topics: &dyn TopicLookup,
         client: ClientInfo<'_>,
         now_ms: i64,
@@ -247,15 +248,7 @@ impl Coordinator {
                     .get(&request.member_id)
                     .is_some_and(|m| m.instance_id.is_some()) =>
             {
-                // Its partitions stay reserved until the session times out.
-                if let Some(member) = state.members.get_mut(&request.member_id) {
-                    member.left_temporarily = true;
-                }
-                return ConsumerGroupHeartbeatResponse {
-                    member_id: Some(request.member_id),
-                    member_epoch: TEMPORARY_LEAVE_EPOCH,
-                    ..Default::default()
-                };
+                return leave_temporarily(state, request.member_id);
             }
             LEAVE_EPOCH | TEMPORARY_LEAVE_EPOCH => {
                 if state.members.remove(&request.member_id).is_some() {
@@ -270,165 +263,93 @@ impl Coordinator {
                     ..Default::default()
                 };
             }
-            0 => {
-                let id = if request.member_id.is_empty() {
-                    self.member_id(client.client_id)
-                } else {
-                    request.member_id.clone()
-                };
-                let previous = request.instance_id.as_deref().and_then(|instance| {
-                    state
-                        .members
-                        .values()
-                        .find(|m| m.id != id && m.instance_id.as_deref() == Some(instance))
-                        .map(|m| (m.id.clone(), m.left_temporarily))
-                });
-                // A static member back within its session takes over the
-                // previous incarnation's epoch and partitions, and the group
-                // does not rebalance; anyone else joining starts afresh.
-                let base = match previous {
-                    Some((_, false)) => {
-                        return heartbeat_error(
-                            UNRELEASED_INSTANCE_ID,
-                            "another member with this instance id is still active",
-                        );
-                    }
-                    Some((old_id, true)) => {
-                        let Some(old) = state.members.remove(&old_id) else {
-                            return heartbeat_error(UNKNOWN_MEMBER_ID, "the member vanished");
-                        };
-                        if let Some(target) = state.target.remove(&old_id) {
-                            state.target.insert(id.clone(), target);
-                        }
-                        ConsumerMember {
-                            left_temporarily: false,
-                            sent: None,
-                            ..old
-                        }
-                    }
-                    None => {
-                        if !state.members.contains_key(&id) && state.members.len() >= size_max {
-                            return heartbeat_error(GROUP_MAX_SIZE_REACHED, "the group is full");
-                        }
-                        state.epoch += 1;
-                        ConsumerMember {
-                            rebalance_timeout_ms: 300_000,
-                            ..Default::default()
-                        }
-                    }
-                };
-                state.members.insert(
-                    id.clone(),
-                    ConsumerMember {
-                        id: id.clone(),
-                        client_id: client.client_id.to_string(),
-                        client_host: client.client_host.to_string(),
-                        ..base
-                    },
-                );
-                id
-            }
-            epoch => {
-                let Some(member) = state.members.get(&request.member_id) else {
-                    return heartbeat_error(UNKNOWN_MEMBER_ID, "unknown member");
-                };
-                let owned_ok = request
-                    .topic_partitions
-                    .as_ref()
-                    .is_none_or(|owned| owned.iter().all(|t| t.partitions.is_empty()));
-                if epoch != member.epoch && !(epoch == member.previous_epoch && owned_ok) {
-                    return heartbeat_error(FENCED_MEMBER_EPOCH, "the member epoch is not current");
-                }
-                request.member_id.clone()
-            }
+            0 => self.join_consumer(state, &request, client, size_max),
+            epoch => check_member_epoch(state, &request, epoch),
+        };
+        let member_id = match member_id {
+            Ok(id) => id,
+            Err((code, message)) => return heartbeat_error(code, message),
         };
         let Some(member) = state.members.get_mut(&member_id) else {
             return heartbeat_error(UNKNOWN_MEMBER_ID, "unknown member");
         };
         member.heartbeat_deadline_ms = now_ms.saturating_add(session_ms);
         member.left_temporarily = false;
-        member.instance_id = request.instance_id.or(member.instance_id.take());
-        member.rack_id = request.rack_id.or(member.rack_id.take());
-        if request.rebalance_timeout_ms > 0 {
-            member.rebalance_timeout_ms = request.rebalance_timeout_ms;
-        }
-        if let Some(assignor) = request.server_assignor {
-            member.assignor = Some(assignor);
-        }
-        if let Some(names) = request.subscribed_topic_names {
-            let names: BTreeSet<String> = names.into_iter().collect();
-            if names != member.subscribed_names {
-                member.subscribed_names = names;
-                state.epoch += 1;
-            }
-        }
-        if let Some(source) = request.subscribed_topic_regex {
-            let current = member.subscribed_regex.as_ref().map(|(s, _)| s.as_str());
-            if current.unwrap_or("") != source {
-                // Checked above; an empty regex (librdkafka sends one when it
-                // subscribes by names) is no regex.
-                member.subscribed_regex = compile_regex(&source)
-                    .ok()
-                    .flatten()
-                    .map(|regex| (source, regex));
-                state.epoch += 1;
-            }
-        }
-        // Revocation acknowledged: the member reports owning none of the
-        // partitions it was asked to give up.
-        if let (Some(owned), Some(member)) =
-            (&request.topic_partitions, state.members.get_mut(&member_id))
-        {
-            let names: HashMap<Uuid, &String> =
-                state.topics.iter().map(|(n, (id, _))| (*id, n)).collect();
-            let still_owns = owned.iter().any(|t| {
-                names.get(&t.topic_id).is_some_and(|name| {
-                    member
-                        .pending_revocation
-                        .get(*name)
-                        .is_some_and(|revoking| t.partitions.iter().any(|p| revoking.contains(p)))
-                })
-            });
-            if !still_owns {
-                member.pending_revocation.clear();
-                member.revoking_since_ms = None;
-            }
+        update_member(member, &mut state.epoch, &mut request);
+        if let Some(owned) = &request.topic_partitions {
+            acknowledge_revocation(state, &member_id, owned);
         }
         refresh_target(state, topics);
         reconcile(state, &member_id, now_ms);
         let interval = self.config.consumer_heartbeat_interval_ms;
-        let Some(member) = state.members.get_mut(&member_id) else {
-            return heartbeat_error(UNKNOWN_MEMBER_ID, "unknown member");
+        heartbeat_answer(state, member_id, request.member_epoch == 0, interval)
+    }
+
+    /// A member joining (epoch 0): a new member, one rejoining, or a static
+    /// member taking over its previous incarnation. Returns its id.
+    fn join_consumer(
+        &mut self,
+        state: &mut ConsumerState,
+        request: &ConsumerGroupHeartbeatRequest,
+        client: ClientInfo<'_>,
+        size_max: usize,
+    ) -> Result<String, (i16, &'static str)> {
+        let id = if request.member_id.is_empty() {
+            self.member_id(client.client_id)
+        } else {
+            request.member_id.clone()
         };
-        let assignment =
-            if member.sent.as_ref() != Some(&member.assigned) || request.member_epoch == 0 {
-                member.sent = Some(member.assigned.clone());
-                Some(Assignment {
-                    topic_partitions: member
-                        .assigned
-                        .iter()
-                        .filter_map(|(topic, partitions)| {
-                            let (id, _) = state.topics.get(topic)?;
-                            Some(TopicPartitions {
-                                topic_id: *id,
-                                partitions: partitions.iter().copied().collect(),
-                                ..Default::default()
-                            })
-                        })
-                        .collect(),
+        let previous = request.instance_id.as_deref().and_then(|instance| {
+            state
+                .members
+                .values()
+                .find(|m| m.id != id && m.instance_id.as_deref() == Some(instance))
+                .map(|m| (m.id.clone(), m.left_temporarily))
+        });
+        // A static member back within its session takes over the
+        // previous incarnation's epoch and partitions, and the group
+        // does not rebalance; anyone else joining starts afresh.
+        let base = match previous {
+            Some((_, false)) => {
+                return Err((
+                    UNRELEASED_INSTANCE_ID,
+                    "another member with this instance id is still active",
+                ));
+            }
+            Some((old_id, true)) => {
+                let Some(old) = state.members.remove(&old_id) else {
+                    return Err((UNKNOWN_MEMBER_ID, "the member vanished"));
+                };
+                if let Some(target) = state.target.remove(&old_id) {
+                    state.target.insert(id.clone(), target);
+                }
+                ConsumerMember {
+                    left_temporarily: false,
+                    sent: None,
+                    ..old
+                }
+            }
+            None => {
+                if !state.members.contains_key(&id) && state.members.len() >= size_max {
+                    return Err((GROUP_MAX_SIZE_REACHED, "the group is full"));
+                }
+                state.epoch += 1;
+                ConsumerMember {
+                    rebalance_timeout_ms: 300_000,
                     ..Default::default()
-                })
-            } else {
-                None
-            };
-        ConsumerGroupHeartbeatResponse {
-            error_code: NONE,
-            member_id: Some(member_id),
-            member_epoch: member.epoch,
-            heartbeat_interval_ms: interval,
-            assignment,
-            ..Default::default()
-        }
+                }
+            }
+        };
+        state.members.insert(
+            id.clone(),
+            ConsumerMember {
+                id: id.clone(),
+                client_id: client.client_id.to_string(),
+                client_host: client.client_host.to_string(),
+                ..base
+            },
+        );
+        Ok(id)
     }
 
     /// Removes consumer-group members whose session expired or who did not
@@ -490,6 +411,140 @@ impl Coordinator {
             groups,
             ..Default::default()
         }
+    }
+}
+/// A static member leaving for a moment: its partitions stay reserved
+/// until the session times out.
+fn leave_temporarily(
+    state: &mut ConsumerState,
+    member_id: String,
+) -> ConsumerGroupHeartbeatResponse {
+    if let Some(member) = state.members.get_mut(&member_id) {
+        member.left_temporarily = true;
+    }
+    ConsumerGroupHeartbeatResponse {
+        member_id: Some(member_id),
+        member_epoch: TEMPORARY_LEAVE_EPOCH,
+        ..Default::default()
+    }
+}
+
+/// A member heartbeating with `epoch`: it must be the member's current
+/// epoch, or the previous one while it owns nothing. Returns its id.
+fn check_member_epoch(
+    state: &ConsumerState,
+    request: &ConsumerGroupHeartbeatRequest,
+    epoch: i32,
+) -> Result<String, (i16, &'static str)> {
+    let Some(member) = state.members.get(&request.member_id) else {
+        return Err((UNKNOWN_MEMBER_ID, "unknown member"));
+    };
+    let owned_ok = request
+        .topic_partitions
+        .as_ref()
+        .is_none_or(|owned| owned.iter().all(|t| t.partitions.is_empty()));
+    if epoch != member.epoch && !(epoch == member.previous_epoch && owned_ok) {
+        return Err((FENCED_MEMBER_EPOCH, "the member epoch is not current"));
+    }
+    Ok(request.member_id.clone())
+}
+
+/// Takes what the heartbeat sets of the member: instance and rack, timeout,
+/// assignor and subscription; each change of subscription (names, regex)
+/// grows the group's `epoch`.
+fn update_member(
+    member: &mut ConsumerMember,
+    epoch: &mut i32,
+    request: &mut ConsumerGroupHeartbeatRequest,
+) {
+    member.instance_id = request.instance_id.take().or(member.instance_id.take());
+    member.rack_id = request.rack_id.take().or(member.rack_id.take());
+    if request.rebalance_timeout_ms > 0 {
+        member.rebalance_timeout_ms = request.rebalance_timeout_ms;
+    }
+    if let Some(assignor) = request.server_assignor.take() {
+        member.assignor = Some(assignor);
+    }
+    if let Some(names) = request.subscribed_topic_names.take() {
+        let names: BTreeSet<String> = names.into_iter().collect();
+        if names != member.subscribed_names {
+            member.subscribed_names = names;
+            *epoch += 1;
+        }
+    }
+    if let Some(source) = request.subscribed_topic_regex.take() {
+        let current = member.subscribed_regex.as_ref().map(|(s, _)| s.as_str());
+        if current.unwrap_or("") != source {
+            // Checked by `consumer_group_heartbeat`; an empty regex (librdkafka
+            // sends one when it subscribes by names) is no regex.
+            member.subscribed_regex = compile_regex(&source)
+                .ok()
+                .flatten()
+                .map(|regex| (source, regex));
+            *epoch += 1;
+        }
+    }
+}
+
+/// Revocation acknowledged: the member reports owning none of the
+/// partitions it was asked to give up.
+fn acknowledge_revocation(state: &mut ConsumerState, member_id: &str, owned: &[OwnedPartitions]) {
+    let Some(member) = state.members.get_mut(member_id) else {
+        return;
+    };
+    let names: HashMap<Uuid, &String> = state.topics.iter().map(|(n, (id, _))| (*id, n)).collect();
+    let still_owns = owned.iter().any(|t| {
+        names.get(&t.topic_id).is_some_and(|name| {
+            member
+                .pending_revocation
+                .get(*name)
+                .is_some_and(|revoking| t.partitions.iter().any(|p| revoking.contains(p)))
+        })
+    });
+    if !still_owns {
+        member.pending_revocation.clear();
+        member.revoking_since_ms = None;
+    }
+}
+
+/// The answer to a heartbeat: the member's epoch, and its assignment when
+/// it changed since last sent or the member just joined.
+fn heartbeat_answer(
+    state: &mut ConsumerState,
+    member_id: String,
+    joined: bool,
+    interval: i32,
+) -> ConsumerGroupHeartbeatResponse {
+    let Some(member) = state.members.get_mut(&member_id) else {
+        return heartbeat_error(UNKNOWN_MEMBER_ID, "unknown member");
+    };
+    let assignment = if member.sent.as_ref() != Some(&member.assigned) || joined {
+        member.sent = Some(member.assigned.clone());
+        Some(Assignment {
+            topic_partitions: member
+                .assigned
+                .iter()
+                .filter_map(|(topic, partitions)| {
+                    let (id, _) = state.topics.get(topic)?;
+                    Some(TopicPartitions {
+                        topic_id: *id,
+                        partitions: partitions.iter().copied().collect(),
+                        ..Default::default()
+                    })
+                })
+                .collect(),
+            ..Default::default()
+        })
+    } else {
+        None
+    };
+    ConsumerGroupHeartbeatResponse {
+        error_code: NONE,
+        member_id: Some(member_id),
+        member_epoch: member.epoch,
+        heartbeat_interval_ms: interval,
+        assignment,
+        ..Default::default()
     }
 }
 

@@ -418,130 +418,20 @@ impl LogManager {
 
     pub fn start_background_with(&self, config: BackgroundConfig) -> BackgroundHandle {
         let stop = Arc::new(Stop::default());
-        let mut threads = Vec::new();
-        let spawn = |name: &str, work: Box<dyn FnMut() -> Duration + Send>| {
-            let stop = stop.clone();
-            let mut work = work;
-            std::thread::Builder::new()
-                .name(name.to_string())
-                .spawn(move || {
-                    while !stop.is_stopped() {
-                        let pause = work();
-                        stop.wait(pause);
-                    }
-                })
-        };
-        let manager = self.clone();
-        let interval = config.flush_check_interval;
-        let flusher = spawn(
-            "rill-log-flush",
-            Box::new(move || {
-                let now = now_ms();
-                for log in manager.open_logs() {
-                    if let Err(e) = log.flush_if_due(now) {
-                        tracing::error!(dir = %log.dir().display(), error = %e, "scheduled flush failed");
-                    }
-                }
-                // Active segments reopened by appends and reads since.
-                manager.release_idle_active_segments();
-                interval
-            }),
-        );
-        let manager = self.clone();
-        let retention_every = config.retention_check_interval;
-        let checkpoint_every = config.checkpoint_interval;
-        let mut last_retention: Option<Instant> = None;
-        let mut last_checkpoint = Instant::now();
-        let retention = spawn(
-            "rill-log-retention",
-            Box::new(move || {
-                if last_retention.is_none_or(|t| t.elapsed() >= retention_every) {
-                    last_retention = Some(Instant::now());
-                    for log in manager.open_logs() {
-                        if let Err(e) = log.apply_retention(now_ms()) {
-                            tracing::error!(dir = %log.dir().display(), error = %e, "retention failed");
-                        }
-                    }
-                }
-                if last_checkpoint.elapsed() >= checkpoint_every {
-                    last_checkpoint = Instant::now();
-                    for log in manager.open_logs() {
-                        if let Err(e) = log.checkpoint() {
-                            tracing::error!(dir = %log.dir().display(), error = %e, "checkpoint failed");
-                        }
-                    }
-                }
-                retention_every
-                    .min(checkpoint_every)
-                    .min(Duration::from_secs(1))
-            }),
-        );
-        let manager = self.clone();
-        let scrub_stop = stop.clone();
-        let rate = config.scrub_bytes_per_second.max(1);
-        let pass_interval = config.scrub_pass_interval;
-        let scrub = spawn(
-            "rill-log-scrub",
-            Box::new(move || {
-                for log in manager.open_logs() {
-                    let started = Instant::now();
-                    let mut read = 0u64;
-                    let mut throttle = |bytes: u64| {
-                        read += bytes;
-                        let due = Duration::from_secs_f64(read as f64 / rate as f64);
-                        if let Some(wait) = due.checked_sub(started.elapsed()) {
-                            scrub_stop.wait(wait);
-                        }
-                    };
-                    if scrub_stop.is_stopped() {
-                        break;
-                    }
-                    if let Err(e) = log.scrub(&mut throttle) {
-                        tracing::error!(dir = %log.dir().display(), error = %e, "scrub failed");
-                    }
-                }
-                pass_interval
-            }),
-        );
-        let mut spawned = vec![flusher, retention, scrub];
+        let mut spawned = vec![
+            spawn_worker(&stop, "rill-log-flush", self.flush_work(&config)),
+            spawn_worker(&stop, "rill-log-retention", self.retention_work(&config)),
+            spawn_worker(&stop, "rill-log-scrub", self.scrub_work(&config, &stop)),
+        ];
         let cleaner = config.cleaner;
         if cleaner.enabled {
             let threads = cleaner.threads.max(1);
             for i in 0..threads {
-                let manager = self.clone();
-                let cleaner_stop = stop.clone();
-                let backoff = cleaner.backoff;
-                let rate = cleaner.io_bytes_per_second;
-                // The buffer is shared out between the threads, as in Kafka;
-                // each thread allocates its map on its first clean.
-                let memory = cleaner.dedupe_buffer_bytes / threads;
-                let mut map: Option<OffsetMap> = None;
-                spawned.push(spawn(
-                    &format!("rill-log-cleaner-{i}"),
-                    Box::new(move || {
-                        let started = Instant::now();
-                        let mut moved = 0u64;
-                        let mut throttle = |bytes: u64| {
-                            if let Some(rate) = rate {
-                                moved += bytes;
-                                let due =
-                                    Duration::from_secs_f64(moved as f64 / rate.max(1) as f64);
-                                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                                    cleaner_stop.wait(wait);
-                                }
-                            }
-                            !cleaner_stop.is_stopped()
-                        };
-                        let map = map.get_or_insert_with(|| OffsetMap::with_memory(memory));
-                        match manager.clean_dirtiest(map, &mut throttle) {
-                            // Another log may be due right away.
-                            Some(_) => Duration::ZERO,
-                            None => backoff,
-                        }
-                    }),
-                ));
+                let work = self.cleaner_work(&cleaner, threads, &stop);
+                spawned.push(spawn_worker(&stop, &format!("rill-log-cleaner-{i}"), work));
             }
         }
+        let mut threads = Vec::new();
         for thread in spawned {
             match thread {
                 Ok(handle) => threads.push(handle),
@@ -550,6 +440,131 @@ impl LogManager {
         }
         BackgroundHandle { stop, threads }
     }
+
+    /// One round of the flusher: flushes the logs whose `flush.ms` is due.
+    fn flush_work(&self, config: &BackgroundConfig) -> Work {
+        let manager = self.clone();
+        let interval = config.flush_check_interval;
+        Box::new(move || {
+            let now = now_ms();
+            for log in manager.open_logs() {
+                if let Err(e) = log.flush_if_due(now) {
+                    tracing::error!(dir = %log.dir().display(), error = %e, "scheduled flush failed");
+                }
+            }
+            // Active segments reopened by appends and reads since.
+            manager.release_idle_active_segments();
+            interval
+        })
+    }
+
+    /// One round of the retention thread: applies retention and writes
+    /// checkpoints, each when its own interval has passed.
+    fn retention_work(&self, config: &BackgroundConfig) -> Work {
+        let manager = self.clone();
+        let retention_every = config.retention_check_interval;
+        let checkpoint_every = config.checkpoint_interval;
+        let mut last_retention: Option<Instant> = None;
+        let mut last_checkpoint = Instant::now();
+        Box::new(move || {
+            if last_retention.is_none_or(|t| t.elapsed() >= retention_every) {
+                last_retention = Some(Instant::now());
+                for log in manager.open_logs() {
+                    if let Err(e) = log.apply_retention(now_ms()) {
+                        tracing::error!(dir = %log.dir().display(), error = %e, "retention failed");
+                    }
+                }
+            }
+            if last_checkpoint.elapsed() >= checkpoint_every {
+                last_checkpoint = Instant::now();
+                for log in manager.open_logs() {
+                    if let Err(e) = log.checkpoint() {
+                        tracing::error!(dir = %log.dir().display(), error = %e, "checkpoint failed");
+                    }
+                }
+            }
+            retention_every
+                .min(checkpoint_every)
+                .min(Duration::from_secs(1))
+        })
+    }
+
+    /// One pass of the scrub over every open log, read at the configured rate.
+    fn scrub_work(&self, config: &BackgroundConfig, stop: &Arc<Stop>) -> Work {
+        let manager = self.clone();
+        let scrub_stop = stop.clone();
+        let rate = config.scrub_bytes_per_second.max(1);
+        let pass_interval = config.scrub_pass_interval;
+        Box::new(move || {
+            for log in manager.open_logs() {
+                let started = Instant::now();
+                let mut read = 0u64;
+                let mut throttle = |bytes: u64| {
+                    read += bytes;
+                    let due = Duration::from_secs_f64(read as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        scrub_stop.wait(wait);
+                    }
+                };
+                if scrub_stop.is_stopped() {
+                    break;
+                }
+                if let Err(e) = log.scrub(&mut throttle) {
+                    tracing::error!(dir = %log.dir().display(), error = %e, "scrub failed");
+                }
+            }
+            pass_interval
+        })
+    }
+
+    /// One round of a cleaner thread (one of `threads`): cleans the
+    /// dirtiest log, if any is due.
+    fn cleaner_work(&self, cleaner: &CleanerConfig, threads: usize, stop: &Arc<Stop>) -> Work {
+        let manager = self.clone();
+        let cleaner_stop = stop.clone();
+        let backoff = cleaner.backoff;
+        let rate = cleaner.io_bytes_per_second;
+        // The buffer is shared out between the threads, as in Kafka;
+        // each thread allocates its map on its first clean.
+        let memory = cleaner.dedupe_buffer_bytes / threads;
+        let mut map: Option<OffsetMap> = None;
+        Box::new(move || {
+            let started = Instant::now();
+            let mut moved = 0u64;
+            let mut throttle = |bytes: u64| {
+                if let Some(rate) = rate {
+                    moved += bytes;
+                    let due = Duration::from_secs_f64(moved as f64 / rate.max(1) as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        cleaner_stop.wait(wait);
+                    }
+                }
+                !cleaner_stop.is_stopped()
+            };
+            let map = map.get_or_insert_with(|| OffsetMap::with_memory(memory));
+            match manager.clean_dirtiest(map, &mut throttle) {
+                // Another log may be due right away.
+                Some(_) => Duration::ZERO,
+                None => backoff,
+            }
+        })
+    }
+}
+
+/// One round of a background thread's work; returns the pause before the next.
+type Work = Box<dyn FnMut() -> Duration + Send>;
+
+/// Starts a thread that runs `work` in rounds until `stop` is set.
+fn spawn_worker(stop: &Arc<Stop>, name: &str, mut work: Work) -> std::io::Result<JoinHandle<()>> {
+    let stop = stop.clone();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            while !stop.is_stopped() {
+                let pause = work();
+                stop.wait(pause);
+            }
+        })
 }
 
 /// See [`LogManager::release_idle_active_segments`].

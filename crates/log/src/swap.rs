@@ -12,7 +12,7 @@ use crate::files::{remove_retired, retire_segment_files, try_lock_cleaning};
 use crate::log::Log;
 use crate::segment::{LOG_SUFFIX, Scan, ScanStart, Segment, io_failure, scan_file};
 use crate::segments::{LOADED_SEGMENTS, SEGMENT_BYTES_MAX, State};
-use crate::types::Offset;
+use crate::types::{LogConfig, Offset};
 
 /// The file operations of a compaction swap, in order; a test can stop a
 /// clean just before one of them to simulate a crash there.
@@ -136,20 +136,69 @@ impl Log {
         let Some(_cleaning) = try_lock_cleaning(&self.cleaning) else {
             return Ok(None);
         };
-        let (config, log_start, first_dirty, closed, cleanable_end) = {
-            let state = self.read_state();
-            if !state.config.cleanup_compact {
-                return Ok(None);
-            }
-            let (closed, cleanable_end) = self.cleaner_view(&state, now_ms)?;
-            (
-                state.config.clone(),
-                state.log_start,
-                state.first_dirty,
-                closed,
-                cleanable_end,
-            )
+        let Some(plan) = self.clean_plan(now_ms)? else {
+            return Ok(None);
         };
+        let mut stats = CleanStats {
+            first_dirty: plan.first_dirty,
+            ..CleanStats::default()
+        };
+        let first_dirty = plan.first_dirty;
+        let map_end =
+            match cleaner::build_offset_map(&plan.dirty, first_dirty, map, throttle, &mut stats) {
+                Ok(end) => end,
+                Err(fault) => return self.cleaner_fault(fault, &plan.dirty).map(|()| None),
+            };
+        stats.map_end = map_end;
+        if map_end <= first_dirty {
+            return Ok(None);
+        }
+        let to_clean: Vec<SegmentRef> = plan
+            .closed
+            .into_iter()
+            .filter(|s| s.base < map_end && s.end <= plan.cleanable_end)
+            .collect();
+        let rules = CleanRules {
+            map,
+            map_end,
+            log_start: plan.log_start,
+            tombstone_horizon_ms: now_ms.saturating_sub(plan.config.delete_retention_ms),
+        };
+        self.raise_gap_horizon(map_end)?;
+        let max_bytes = plan.config.segment_bytes.min(SEGMENT_BYTES_MAX);
+        let interval_bytes = plan.config.index_interval_bytes;
+        for group in cleaner::group_segments(&to_clean, max_bytes) {
+            match self.clean_and_swap(
+                &group,
+                &rules,
+                interval_bytes,
+                throttle,
+                proceed,
+                &mut stats,
+            )? {
+                GroupEnd::Swapped => {}
+                // What was swapped so far stands.
+                GroupEnd::Failed => return Ok((stats.segments_after > 0).then_some(stats)),
+                // The log changed under the clean (retention, truncation) or
+                // a test stopped it: what was swapped so far stands.
+                GroupEnd::NotSwapped => return Ok(Some(stats)),
+            }
+        }
+        let mut state = self.write_state();
+        state.first_dirty = state.first_dirty.max(map_end).min(state.log_end);
+        self.write_cleaner_checkpoint(&state)?;
+        Ok(Some(stats))
+    }
+
+    /// What a clean starting now works on; `None` when the log is not
+    /// compacted or nothing cleanable is dirty.
+    fn clean_plan(&self, now_ms: i64) -> Result<Option<CleanPlan>, LogError> {
+        let state = self.read_state();
+        if !state.config.cleanup_compact {
+            return Ok(None);
+        }
+        let (closed, cleanable_end) = self.cleaner_view(&state, now_ms)?;
+        let first_dirty = state.first_dirty;
         let dirty: Vec<SegmentRef> = closed
             .iter()
             .filter(|s| s.end > first_dirty && s.end <= cleanable_end)
@@ -158,73 +207,66 @@ impl Log {
         if dirty.is_empty() {
             return Ok(None);
         }
-        let mut stats = CleanStats {
+        Ok(Some(CleanPlan {
+            config: state.config.clone(),
+            log_start: state.log_start,
             first_dirty,
-            ..CleanStats::default()
-        };
-        let map_end =
-            match cleaner::build_offset_map(&dirty, first_dirty, map, throttle, &mut stats) {
-                Ok(end) => end,
-                Err(fault) => return self.cleaner_fault(fault, &dirty).map(|()| None),
-            };
-        stats.map_end = map_end;
-        if map_end <= first_dirty {
-            return Ok(None);
-        }
-        let to_clean: Vec<SegmentRef> = closed
-            .into_iter()
-            .filter(|s| s.base < map_end && s.end <= cleanable_end)
-            .collect();
-        let rules = CleanRules {
-            map,
-            map_end,
-            log_start,
-            tombstone_horizon_ms: now_ms.saturating_sub(config.delete_retention_ms),
-        };
-        {
-            // Before any swap commits: gaps may now appear below map_end.
-            let mut state = self.write_state();
-            // A deleted log's directory is renamed once this lock is free
-            // (`LogManager::delete` marks the log closed first).
-            self.check_usable()?;
-            if map_end > state.gap_horizon {
-                state.gap_horizon = map_end;
-                let entries = [state.first_dirty, state.gap_horizon];
-                let written = checkpoint::write_offsets(&self.dir, CLEANER_FILE, &entries);
-                self.guard(written.map_err(Fault::from))?;
-            }
-        }
-        let max_bytes = config.segment_bytes.min(SEGMENT_BYTES_MAX);
-        for group in cleaner::group_segments(&to_clean, max_bytes) {
-            let cleaned = cleaner::clean_group(&self.dir, &group, &rules, throttle, &mut stats)
-                .and_then(|cleaned| {
-                    let scan = scan_cleaned(&cleaned, config.index_interval_bytes)?;
-                    Ok((cleaned, scan))
-                });
-            let (cleaned, scan) = match cleaned {
-                Ok(done) => done,
-                // What was swapped so far stands.
-                Err(fault) => {
-                    let swapped = stats.segments_after > 0;
-                    return self
-                        .cleaner_fault(fault, &group)
-                        .map(|()| swapped.then_some(stats));
-                }
-            };
-            if !self.swap_in(&group, &cleaned, &scan, proceed)? {
-                // The log changed under the clean (retention, truncation) or
-                // a test stopped it: what was swapped so far stands.
-                return Ok(Some(stats));
-            }
-            stats.segments_before += group.len();
-            stats.segments_after += 1;
-        }
+            closed,
+            cleanable_end,
+            dirty,
+        }))
+    }
+
+    /// Before any swap commits: gaps may now appear below `map_end`.
+    fn raise_gap_horizon(&self, map_end: Offset) -> Result<(), LogError> {
         let mut state = self.write_state();
-        state.first_dirty = state.first_dirty.max(map_end).min(state.log_end);
+        // A deleted log's directory is renamed once this lock is free
+        // (`LogManager::delete` marks the log closed first).
+        self.check_usable()?;
+        if map_end > state.gap_horizon {
+            state.gap_horizon = map_end;
+            self.write_cleaner_checkpoint(&state)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the cleaner's checkpoint: the first dirty offset and the gap
+    /// horizon.
+    fn write_cleaner_checkpoint(&self, state: &State) -> Result<(), LogError> {
         let entries = [state.first_dirty, state.gap_horizon];
         let written = checkpoint::write_offsets(&self.dir, CLEANER_FILE, &entries);
         self.guard(written.map_err(Fault::from))?;
-        Ok(Some(stats))
+        Ok(())
+    }
+
+    /// Rewrites one group of segments and swaps the result in.
+    fn clean_and_swap(
+        &self,
+        group: &[SegmentRef],
+        rules: &CleanRules<'_>,
+        interval_bytes: u32,
+        throttle: &mut dyn FnMut(u64) -> bool,
+        proceed: &mut dyn FnMut(SwapStep) -> bool,
+        stats: &mut CleanStats,
+    ) -> Result<GroupEnd, LogError> {
+        let cleaned =
+            cleaner::clean_group(&self.dir, group, rules, throttle, stats).and_then(|cleaned| {
+                let scan = scan_cleaned(&cleaned, interval_bytes)?;
+                Ok((cleaned, scan))
+            });
+        let (cleaned, scan) = match cleaned {
+            Ok(done) => done,
+            Err(fault) => {
+                self.cleaner_fault(fault, group)?;
+                return Ok(GroupEnd::Failed);
+            }
+        };
+        if !self.swap_in(group, &cleaned, &scan, proceed)? {
+            return Ok(GroupEnd::NotSwapped);
+        }
+        stats.segments_before += group.len();
+        stats.segments_after += 1;
+        Ok(GroupEnd::Swapped)
     }
 
     /// The file work of a clean failed. If its input is gone (retention or
@@ -334,6 +376,27 @@ impl Log {
         );
         Ok(true)
     }
+}
+
+/// What one clean works on, read from the log's state as it starts.
+struct CleanPlan {
+    config: LogConfig,
+    log_start: Offset,
+    first_dirty: Offset,
+    /// The closed segments as the cleaner sees them.
+    closed: Vec<SegmentRef>,
+    cleanable_end: Offset,
+    /// The dirty part of `closed`: what the key map is built from.
+    dirty: Vec<SegmentRef>,
+}
+
+/// How the clean of one group of segments ended.
+enum GroupEnd {
+    Swapped,
+    /// The file work failed and the fault was dealt with.
+    Failed,
+    /// The log changed under the clean, or a test stopped it.
+    NotSwapped,
 }
 
 /// Index entries for a cleaned file, computed before a swap takes the lock:

@@ -263,15 +263,52 @@ async fn handle_run(
     requests: Vec<(i16, ProduceFrame)>,
 ) -> Vec<Option<ProduceResponse>> {
     let now = now_ms();
-    // Answers in the requests' shape, filled in below; and each partition's
-    // batches in request order: (request, topic, partition) → data.
-    let mut answers: Vec<Vec<TopicProduceResponse>> = Vec::with_capacity(requests.len());
-    let mut by_partition: Vec<PartitionEntries<'_>> = Vec::new();
-    // Where each partition is in `by_partition`: a request may name
-    // thousands of partitions.
-    let mut position: HashMap<(&str, i32), usize> = HashMap::new();
+    let mut run = SortedRun::with_capacity(requests.len());
     for (r, (version, request)) in requests.iter().enumerate() {
-        let refusal = refusal(*version, request);
+        run.add_request(r, *version, request);
+    }
+    let SortedRun {
+        mut answers,
+        by_partition,
+        ..
+    } = run;
+    append_run(shared, &by_partition, &mut answers, now).await;
+    answers
+        .into_iter()
+        .zip(&requests)
+        .map(|(responses, (_, request))| {
+            (request.acks() != 0).then(|| ProduceResponse {
+                responses,
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// A run of requests sorted out: answers in the requests' shape, filled in
+/// by [`append_run`], and each partition's batches in request order.
+struct SortedRun<'a> {
+    answers: Vec<Vec<TopicProduceResponse>>,
+    /// (request, topic, partition) → data, by partition.
+    by_partition: Vec<PartitionEntries<'a>>,
+    /// Where each partition is in `by_partition`: a request may name
+    /// thousands of partitions.
+    position: HashMap<(&'a str, i32), usize>,
+}
+
+impl<'a> SortedRun<'a> {
+    fn with_capacity(requests: usize) -> SortedRun<'a> {
+        SortedRun {
+            answers: Vec::with_capacity(requests),
+            by_partition: Vec::new(),
+            position: HashMap::new(),
+        }
+    }
+
+    /// Adds request number `r`: its answer's shape, with the refused
+    /// partitions answered, and its batches to append.
+    fn add_request(&mut self, r: usize, version: i16, request: &'a ProduceFrame) {
+        let refusal = refusal(version, request);
         let mut topics: Vec<TopicProduceResponse> = Vec::with_capacity(request.topics().len());
         // A topic that names no partition gets no answer, as in Kafka.
         let mut topic_index = None;
@@ -299,19 +336,35 @@ async fn handle_run(
                 )),
                 None => {
                     partitions.push(error(data.index, error_code::UNKNOWN_SERVER_ERROR, None));
-                    let key = (data.topic, data.index);
-                    match position.get(&key) {
-                        Some(&at) => by_partition[at].1.push(((r, t, p), data)),
-                        None => {
-                            position.insert(key, by_partition.len());
-                            by_partition.push((key, vec![((r, t, p), data)]));
-                        }
-                    }
+                    self.add_entry((r, t, p), data);
                 }
             }
         }
-        answers.push(topics);
+        self.answers.push(topics);
     }
+
+    /// Files `data` under its partition, after that partition's earlier
+    /// entries.
+    fn add_entry(&mut self, at: (usize, usize, usize), data: ProducePartition<'a>) {
+        let key = (data.topic, data.index);
+        match self.position.get(&key) {
+            Some(&i) => self.by_partition[i].1.push((at, data)),
+            None => {
+                self.position.insert(key, self.by_partition.len());
+                self.by_partition.push((key, vec![(at, data)]));
+            }
+        }
+    }
+}
+
+/// Appends a run's batches, each partition's merged where it can be, and
+/// puts each result in its place in `answers`.
+async fn append_run(
+    shared: &Shared,
+    by_partition: &[PartitionEntries<'_>],
+    answers: &mut [Vec<TopicProduceResponse>],
+    now: i64,
+) {
     let topics: Vec<_> = by_partition
         .iter()
         .map(|((name, _), _)| shared.cluster.topic(name))
@@ -342,16 +395,6 @@ async fn handle_run(
     for ((r, t, p), result) in futures_util::future::join_all(appends).await {
         answers[r][t].partition_responses[p] = result;
     }
-    answers
-        .into_iter()
-        .zip(&requests)
-        .map(|(responses, (_, request))| {
-            (request.acks() != 0).then(|| ProduceResponse {
-                responses,
-                ..Default::default()
-            })
-        })
-        .collect()
 }
 
 /// Appends several requests' batches for one partition in one write, and
