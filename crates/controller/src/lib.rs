@@ -10,10 +10,12 @@
 //! - [`state_machine`]: entries applied to the cluster state, published.
 //! - [`snapshot_store`]: snapshots of the state on disk.
 //! - [`codec`]: the JSON shapes on disk; [`durable`]: files replaced whole.
+//! - [`logic`]: the active controller's decisions, pure (broker sessions).
 
 pub mod codec;
 pub mod durable;
 pub mod log_store;
+pub mod logic;
 pub mod segments;
 pub mod snapshot_store;
 pub mod state_machine;
