@@ -75,7 +75,8 @@ pub fn next_state(
         S::Unfenced if wants.fence => S::Fenced,
         S::Unfenced if !wants.shutdown => S::Unfenced,
         S::Unfenced | S::ControlledShutdown => {
-            // Stopping while leading: hand leadership away first.
+            // Stopping while leading: hand leadership away first. A
+            // controlled shutdown, once begun, is not withdrawn.
             if leads_partitions() {
                 S::ControlledShutdown
             } else {
