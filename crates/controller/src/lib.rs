@@ -10,7 +10,8 @@
 //! - [`state_machine`]: entries applied to the cluster state, published.
 //! - [`snapshot_store`]: snapshots of the state on disk.
 //! - [`codec`]: the JSON shapes on disk; [`durable`]: files replaced whole.
-//! - [`logic`]: the controller's decisions, pure (replica placement).
+//! - [`logic`]: the active controller's decisions, pure (replica placement,
+//!   broker sessions).
 
 pub mod codec;
 pub mod durable;

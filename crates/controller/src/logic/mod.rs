@@ -1,3 +1,5 @@
-//! The controller's decisions as pure functions: no IO, no clock, no randomness of their own.
+//! The active controller's decisions as pure functions of state and input:
+//! no IO, no clock, no randomness of their own.
 
 pub mod placement;
+pub mod sessions;
