@@ -25,6 +25,7 @@ use crate::assignor::{Assignor, Subscription};
 use crate::client::Client;
 use crate::error::{Error, Result, code};
 use crate::fetcher::Shared;
+use crate::member_task::JOIN_ATTEMPTS_MAX;
 use crate::member_task::MemberTask;
 use crate::requests::{cached_coordinator, commit_offsets, fetch_committed};
 use crate::topic_partition::{TopicPartition, group_by_topic};
@@ -32,10 +33,6 @@ use crate::topic_partition::{TopicPartition, group_by_topic};
 /// The newest ConsumerProtocolSubscription/Assignment version this client
 /// reads; newer ones are read as this one, as the Java client does.
 const CONSUMER_PROTOCOL_VERSION_MAX: i16 = 3;
-
-/// Rejoins in a row before giving up on a rebalance: a group that keeps
-/// rebalancing this often has a member flapping, and the caller should know.
-const JOIN_ATTEMPTS_MAX: u32 = 20;
 
 #[derive(Default)]
 struct MemberState {

@@ -22,7 +22,7 @@ use rill_protocol::{ApiKey, RequestBody, ResponseBody, Uuid};
 use crate::client::{Client, Metadata};
 use crate::error::{Error, Result, code};
 use crate::fetcher::Shared;
-use crate::member_task::MemberTask;
+use crate::member_task::{JOIN_ATTEMPTS_MAX, MemberTask};
 use crate::requests::{cached_coordinator, commit_offsets, fetch_committed};
 use crate::topic_partition::{TopicPartition, group_by_topic};
 
@@ -76,11 +76,30 @@ impl ConsumerMember {
             state.topics = topics;
             state.epoch = 0;
         }
-        self.heartbeat().await?;
+        self.join().await?;
         let member = self.clone();
         self.task
             .replace(tokio::spawn(async move { member.keep_alive().await }));
         Ok(())
+    }
+
+    /// The first heartbeat, which joins. A coordinator still loading its
+    /// groups (a broker just started answers COORDINATOR_LOAD_IN_PROGRESS
+    /// until its replay ends), moved or not yet found answers with a
+    /// retriable code, which Kafka's clients retry; so does this, a bounded
+    /// number of times.
+    async fn join(&self) -> Result<()> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.heartbeat().await {
+                Err(error) if attempts < JOIN_ATTEMPTS_MAX && error.is_retriable() => {
+                    tracing::debug!(group = %self.group_id, %error, "joining again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                joined => return joined,
+            }
+        }
     }
 
     async fn coordinator(&self, state: &mut MemberState) -> Result<i32> {

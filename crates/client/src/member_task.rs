@@ -5,6 +5,11 @@ use std::sync::Mutex;
 
 use tokio::task::JoinHandle;
 
+/// Join attempts in a row before giving up, in either protocol: a group that
+/// keeps rebalancing this often has a member flapping, and a coordinator
+/// still loading or moving after this long is worth telling the caller.
+pub(crate) const JOIN_ATTEMPTS_MAX: u32 = 20;
+
 /// Holds a member's background task; at most one runs at a time.
 #[derive(Default)]
 pub(crate) struct MemberTask(Mutex<Option<JoinHandle<()>>>);
