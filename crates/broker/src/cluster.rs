@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
 use crate::error_code;
+use crate::meta_properties;
 use crate::partition_dirs;
 
 /// Producer ids are reserved in blocks so that one durable metadata record
@@ -236,6 +237,8 @@ pub enum OpenError {
     },
     #[error(transparent)]
     PartitionDir(#[from] crate::partition_dirs::DirError),
+    #[error(transparent)]
+    MetaProperties(#[from] meta_properties::MetaError),
     #[error("cannot open the data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -247,12 +250,7 @@ impl Cluster {
     /// Opens the data directory: replays the metadata log, then opens the log
     /// of every partition it names (recovering any that were not closed cleanly).
     pub fn open(config: &BrokerConfig) -> Result<Cluster, OpenError> {
-        let mut metadata =
-            MetadataStore::open(&config.data_dir.join("__cluster_metadata"), config.node_id)?;
-        if metadata.state().cluster_id.is_none() {
-            let cluster_id = new_cluster_id();
-            metadata.append(&[MetadataRecord::ClusterCreated { cluster_id }])?;
-        }
+        let metadata = open_metadata(config)?;
         let state = metadata.state().clone();
         let default_log_config = log_config(config, &BTreeMap::new());
         let logs = LogManager::open(&config.data_dir, default_log_config).map_err(|source| {
@@ -859,30 +857,31 @@ fn unknown_topic(name: &str) -> TopicError {
     )
 }
 
+/// Replays the metadata log of a data directory that `meta.properties` says
+/// is this node's (the replay maps old partitions to the configured node),
+/// giving a new cluster its id and the directory its file.
+fn open_metadata(config: &BrokerConfig) -> Result<MetadataStore, OpenError> {
+    let dir = &config.data_dir;
+    let stored = meta_properties::read(dir)?;
+    meta_properties::check_node(dir, stored.as_ref(), config.node_id)?;
+    let mut metadata = MetadataStore::open(&dir.join("__cluster_metadata"), config.node_id)?;
+    let cluster_id = match metadata.state().cluster_id.clone() {
+        Some(id) => id,
+        None => {
+            let cluster_id = meta_properties::random_id();
+            metadata.append(&[MetadataRecord::ClusterCreated {
+                cluster_id: cluster_id.clone(),
+            }])?;
+            cluster_id
+        }
+    };
+    meta_properties::settle(dir, stored, config.node_id, &cluster_id)?;
+    Ok(metadata)
+}
+
 fn storage_error(error: OpenError) -> TopicError {
     tracing::error!(%error, "partition storage failed");
     TopicError::new(error_code::KAFKA_STORAGE_ERROR, error.to_string())
-}
-
-/// A Kafka-style cluster id: 16 random bytes in URL-safe base64, no padding.
-fn new_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = TopicId::random().0;
-    let mut bits = 0u32;
-    let mut bit_count = 0;
-    let mut out = String::with_capacity(22);
-    for byte in bytes {
-        bits = (bits << 8) | byte as u32;
-        bit_count += 8;
-        while bit_count >= 6 {
-            bit_count -= 6;
-            out.push(ALPHABET[((bits >> bit_count) & 63) as usize] as char);
-        }
-    }
-    if bit_count > 0 {
-        out.push(ALPHABET[((bits << (6 - bit_count)) & 63) as usize] as char);
-    }
-    out
 }
 
 /// Locks a mutex, ignoring poisoning: every change behind these locks is a
@@ -1031,8 +1030,10 @@ mod tests {
         topic_with_data(&cluster, "kept", 1).await;
         cluster.shutdown().unwrap();
         drop(cluster);
-        // The metadata log forgets the topic; its directory stays.
+        // The metadata log forgets the topic; its directory stays. The new
+        // log is a new cluster, which meta.properties would refuse.
         std::fs::remove_dir_all(dir.path().join("__cluster_metadata")).unwrap();
+        std::fs::remove_file(dir.path().join("meta.properties")).unwrap();
 
         let cluster = Cluster::open(&config(dir.path())).unwrap();
         assert!(!dir.path().join("kept-0").exists());
@@ -1052,6 +1053,33 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(end_offsets(&cluster, "kept"), vec![0]);
+    }
+
+    /// A data directory from before meta.properties is adopted by the
+    /// configured node; from then on another node id is refused before the
+    /// metadata log is replayed.
+    #[tokio::test]
+    async fn a_directory_without_meta_properties_is_adopted_then_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        let cluster_id = cluster.cluster_id().to_string();
+        cluster.shutdown().unwrap();
+        drop(cluster);
+        std::fs::remove_file(dir.path().join("meta.properties")).unwrap();
+
+        let mut other = config(dir.path());
+        other.node_id = 7;
+        let cluster = Cluster::open(&other).unwrap();
+        assert_eq!(cluster.cluster_id(), cluster_id);
+        cluster.shutdown().unwrap();
+        drop(cluster);
+        let meta = meta_properties::read(dir.path()).unwrap().unwrap();
+        assert_eq!((meta.node_id, meta.cluster_id), (7, cluster_id));
+        let refused = Cluster::open(&config(dir.path())).err().unwrap();
+        assert!(matches!(
+            refused,
+            OpenError::MetaProperties(meta_properties::MetaError::OtherNode { .. })
+        ));
     }
 
     /// Directories written before tags existed are the live topic's.

@@ -29,6 +29,7 @@ mod connection;
 use rill_protocol::error_code;
 mod groups;
 mod handlers;
+mod meta_properties;
 mod metrics;
 mod partition_dirs;
 mod response;

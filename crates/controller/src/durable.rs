@@ -3,38 +3,12 @@
 //! old file or the new one, never half of one. Blocking IO: callers run
 //! these off the async workers.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::Path;
 
 use rill_metadata::entry::{self, ENTRY_PAYLOAD_BYTES_MAX, Read};
-pub use rill_metadata::store::{create_dir_durably, sync_dir};
-
-/// Whether a replacement must survive a crash once written.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Sync {
-    /// fsync the file before the rename and the directory after it.
-    Durable,
-    /// Rename only: after a crash the file may hold the old value, or be
-    /// empty, which its reader takes as "unknown".
-    Lazy,
-}
-
-/// Replaces `dir/name` with `bytes` through `dir/name.tmp`.
-pub fn replace(dir: &Path, name: &str, bytes: &[u8], sync: Sync) -> io::Result<()> {
-    let temp = dir.join(format!("{name}.tmp"));
-    let mut file = File::create(&temp)?;
-    file.write_all(bytes)?;
-    if sync == Sync::Durable {
-        file.sync_data()?;
-    }
-    drop(file);
-    fs::rename(&temp, dir.join(name))?;
-    if sync == Sync::Durable {
-        sync_dir(dir)?;
-    }
-    Ok(())
-}
+pub use rill_metadata::store::{Sync, create_dir_durably, replace, sync_dir};
 
 /// A small file holding one framed entry (the format of log entries).
 pub fn framed(payload: &[u8]) -> io::Result<Vec<u8>> {

@@ -195,6 +195,32 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Whether a replacement must survive a crash once written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// fsync the file before the rename and the directory after it.
+    Durable,
+    /// Rename only: after a crash the file may hold the old value, or be
+    /// empty, which its reader takes as "unknown".
+    Lazy,
+}
+
+/// Replaces `dir/name` with `bytes` through `dir/name.tmp`.
+pub fn replace(dir: &Path, name: &str, bytes: &[u8], sync: Sync) -> std::io::Result<()> {
+    let temp = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&temp)?;
+    file.write_all(bytes)?;
+    if sync == Sync::Durable {
+        file.sync_data()?;
+    }
+    drop(file);
+    std::fs::rename(&temp, dir.join(name))?;
+    if sync == Sync::Durable {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
