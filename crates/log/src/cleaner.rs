@@ -55,9 +55,6 @@ use crate::types::{Offset, Position};
 pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
 /// Suffix of a committed rewrite not yet renamed into place.
 pub(crate) const SWAP_SUFFIX: &str = "swap";
-/// The largest records section a cleaned batch may inflate to: the one
-/// limit produce checks at append (see `rill_records::compression`).
-pub(crate) const INFLATED_BATCH_MAX: usize = INFLATED_BYTES_MAX;
 
 /// Settings of the background cleaner (Kafka's `log.cleaner.*`).
 #[derive(Debug, Clone)]
@@ -474,7 +471,9 @@ fn records_section<'a>(
     if view.record_count() == 0 {
         return Ok(view.records_bytes());
     }
-    rill_records::compression::records_section(view, INFLATED_BATCH_MAX, inflated)
+    // The one limit produce checks at append: a batch the log took inflates
+    // within it.
+    rill_records::compression::records_section(view, INFLATED_BYTES_MAX, inflated)
         .map_err(|e| e.to_string())
 }
 

@@ -88,22 +88,19 @@ impl std::fmt::Debug for DirHealth {
 
 impl DirHealth {
     pub(crate) fn new(dir: &Path) -> Arc<DirHealth> {
-        Arc::new(DirHealth {
-            dir: dir.to_path_buf(),
-            offline: Mutex::new(None),
-            full: AtomicBool::new(false),
-            release: None,
-            reopened: AtomicUsize::new(0),
-            syncer: OnceLock::new(),
-        })
+        DirHealth::build(dir, None)
     }
 
     pub(crate) fn with_release(dir: &Path, release: Box<dyn Fn() + Send + Sync>) -> Arc<DirHealth> {
+        DirHealth::build(dir, Some(release))
+    }
+
+    fn build(dir: &Path, release: Option<Box<dyn Fn() + Send + Sync>>) -> Arc<DirHealth> {
         Arc::new(DirHealth {
             dir: dir.to_path_buf(),
             offline: Mutex::new(None),
             full: AtomicBool::new(false),
-            release: Some(release),
+            release,
             reopened: AtomicUsize::new(0),
             syncer: OnceLock::new(),
         })

@@ -227,7 +227,7 @@ impl Log {
         let log_end = state.log_end;
         let headers = patch_headers(&views, log_end, leader_epoch, log_append_time_ms);
         let start_position =
-            self.write_batches(&mut state, &views, &headers, log_append_time_ms)?;
+            self.write_batches(&mut state, &views, &headers, size.bytes, log_append_time_ms)?;
         index_appended(&mut state, &views, start_position, log_append_time_ms);
         if let Some(producers) = state.producers.as_mut() {
             let mut first = log_end;
@@ -274,6 +274,7 @@ impl Log {
         state: &mut State,
         views: &[BatchView<'_>],
         headers: &[[u8; BATCH_HEADER_LEN]],
+        total_bytes: u64,
         log_append_time_ms: i64,
     ) -> Result<u64, AppendError> {
         // The rewritten prefix, or the whole header when the append time
@@ -286,7 +287,6 @@ impl Log {
         let segment = state.active_segment();
         let start_position = segment.size;
         let file = self.guard(self.with_loaded(state, segment, |l| Ok(l.file.clone())))?;
-        let total_bytes = views.iter().map(|v| v.total_len() as u64).sum();
         reserve_ahead(state, &file, start_position, total_bytes);
         let mut slices = Vec::with_capacity(2 * views.len().min(BATCHES_PER_WRITE_MAX));
         for (chunk_views, chunk_headers) in views

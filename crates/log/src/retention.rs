@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 use crate::cleaner;
 use crate::dir_health::FailureKind;
 use crate::error::{Fault, IoFailure, LogError};
-use crate::files::{Retired, remove_retired, retire_segment_files};
+use crate::files::{Retired, remove_retired};
 use crate::flush::CheckpointsDue;
 use crate::log::Log;
 use crate::segment::{LOG_SUFFIX, Segment};
-use crate::segments::{LOADED_SEGMENTS, State};
+use crate::segments::State;
 use crate::types::Offset;
 
 impl Log {
@@ -108,13 +108,8 @@ impl Log {
     ) -> Vec<Retired> {
         let mut retired = Vec::new();
         for base in bases {
-            if let Some(segment) = state.segments.remove(base) {
-                let loaded = segment.lock().take();
-                if loaded.is_some() {
-                    LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
-                }
-                retire_segment_files(&segment, loaded, &mut retired);
-                tracing::info!(dir = %self.dir.display(), base = %segment.base, "deleted segment");
+            if state.retire(*base, &mut retired) {
+                tracing::info!(dir = %self.dir.display(), %base, "deleted segment");
             }
         }
         let first = state

@@ -13,6 +13,7 @@ use rill_records::batch::BATCH_HEADER_LEN;
 use crate::checkpoint;
 use crate::epoch::LeaderEpochCache;
 use crate::error::Fault;
+use crate::files::{Retired, retire_segment_files};
 use crate::flush::{CheckpointsDue, EpochsToWrite};
 use crate::log::Log;
 use crate::producer::ProducerState;
@@ -142,6 +143,23 @@ impl State {
 
     pub(crate) fn is_active(&self, segment: &Segment) -> bool {
         self.active_segment().base == segment.base
+    }
+
+    /// Takes the segment at `base` out of the map and renames its files, to
+    /// be unlinked from `retired` once the state lock is let go; its open
+    /// handles leave the count of loaded closed segments (the active one is
+    /// counted apart). False if no segment starts at `base`.
+    pub(crate) fn retire(&mut self, base: Offset, retired: &mut Vec<Retired>) -> bool {
+        let was_active = self.segments.keys().next_back() == Some(&base);
+        let Some(segment) = self.segments.remove(&base) else {
+            return false;
+        };
+        let loaded = segment.lock().take();
+        if loaded.is_some() && !was_active {
+            LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
+        }
+        retire_segment_files(&segment, loaded, retired);
+        true
     }
 
     /// Closes every segment's handles.

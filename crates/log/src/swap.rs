@@ -8,10 +8,10 @@ use std::sync::atomic::Ordering;
 use crate::checkpoint::{self, CLEANER_FILE, sync_dir};
 use crate::cleaner::{self, CleanRules, CleanStats, Cleanable, Cleaned, OffsetMap, SegmentRef};
 use crate::error::{Fault, LogError};
-use crate::files::{remove_retired, retire_segment_files, try_lock_cleaning};
+use crate::files::{remove_retired, try_lock_cleaning};
 use crate::log::Log;
 use crate::segment::{LOG_SUFFIX, Scan, ScanStart, Segment, io_failure, scan_file};
-use crate::segments::{LOADED_SEGMENTS, SEGMENT_BYTES_MAX, State};
+use crate::segments::{SEGMENT_BYTES_MAX, State};
 use crate::types::{LogConfig, Offset};
 
 /// The file operations of a compaction swap, in order; a test can stop a
@@ -344,13 +344,7 @@ impl Log {
         // which ignores the `*.deleted` names; `list_segments` removes them.
         let mut retired = Vec::new();
         for s in group {
-            if let Some(segment) = state.segments.remove(&s.base) {
-                let loaded = segment.lock().take();
-                if loaded.is_some() {
-                    LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
-                }
-                retire_segment_files(&segment, loaded, &mut retired);
-            }
+            state.retire(s.base, &mut retired);
         }
         if !proceed(SwapStep::Rename) {
             return Ok(false);

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::error::{Fault, LogError};
-use crate::files::{Retired, remove_retired, retire_segment_files};
+use crate::files::{Retired, remove_retired};
 use crate::flush::{CheckpointFile, CheckpointsDue};
 use crate::log::Log;
 use crate::recovery::resume_point;
@@ -106,16 +106,8 @@ impl Log {
         due: &mut CheckpointsDue,
     ) -> Result<(), Fault> {
         let all: Vec<Offset> = state.segments.keys().copied().collect();
-        let old_active = all_last(&all);
         for base in all {
-            if let Some(segment) = state.segments.remove(&base) {
-                let was_active = base == old_active;
-                let loaded = segment.lock().take();
-                if loaded.is_some() && !was_active {
-                    LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
-                }
-                retire_segment_files(&segment, loaded, retired);
-            }
+            state.retire(base, retired);
         }
         state
             .segments
@@ -141,13 +133,7 @@ impl Log {
         let end_if_nothing_cut = later.first().copied().unwrap_or(state.log_end);
         let old_active = state.active_segment().base;
         for base in &later {
-            if let Some(segment) = state.segments.remove(base) {
-                let loaded = segment.lock().take();
-                if loaded.is_some() && *base != old_active {
-                    LOADED_SEGMENTS.fetch_sub(1, Ordering::AcqRel);
-                }
-                retire_segment_files(&segment, loaded, retired);
-            }
+            state.retire(*base, retired);
         }
         // The segment holding the cut becomes (or stays) the active one:
         // reopen its handles writable.
@@ -204,8 +190,4 @@ impl Log {
         };
         Ok(())
     }
-}
-
-fn all_last(all: &[Offset]) -> Offset {
-    all.last().copied().unwrap_or(Offset(-1))
 }
