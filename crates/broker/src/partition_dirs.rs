@@ -13,12 +13,12 @@
 //! data may go.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rill_log::LogManager;
-use rill_metadata::{ClusterState, TopicId};
+use rill_metadata::{ClusterState, TopicId, store};
 
 pub const TAG_FILE: &str = "partition.metadata";
 /// The file is two short lines (about 45 bytes); anything much longer is
@@ -95,20 +95,13 @@ pub fn read_tag(dir: &Path) -> Result<Option<TopicId>, DirError> {
 /// Tags a directory with its topic id, durably: a new file, fsynced, renamed
 /// into place, and the directory fsynced.
 pub fn write_tag(dir: &Path, id: TopicId) -> Result<(), DirError> {
-    let path = dir.join(TAG_FILE);
-    let temporary = dir.join(format!("{TAG_FILE}.tmp"));
-    let mut file = File::create(&temporary).map_err(|e| dir_error(&temporary, e))?;
-    file.write_all(format!("version: 0\ntopic_id: {}\n", id_text(id)).as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| dir_error(&temporary, e))?;
-    fs::rename(&temporary, &path).map_err(|e| dir_error(&path, e))?;
-    sync_dir(dir)
+    let text = format!("version: 0\ntopic_id: {}\n", id_text(id));
+    store::replace(dir, TAG_FILE, text.as_bytes(), store::Sync::Durable)
+        .map_err(|e| dir_error(&dir.join(TAG_FILE), e))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), DirError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| dir_error(dir, e))
+    store::sync_dir(dir).map_err(|e| dir_error(dir, e))
 }
 
 /// Makes every partition directory on disk agree with the metadata: run at
