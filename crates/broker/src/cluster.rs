@@ -269,7 +269,7 @@ impl Cluster {
                 config,
                 &topic.name,
                 topic.id,
-                topic.partition_count(),
+                0..topic.partition_count(),
                 &topic.configs,
             )?;
             topics.insert(Arc::new(handle));
@@ -430,7 +430,7 @@ impl Cluster {
                 let was_deleted = self.was_deleted();
                 move |logs: &LogManager| {
                     partition_dirs::prepare_new(logs, &name, id, 0..partitions, was_deleted)?;
-                    open_topic(logs, &logs_config, &name, id, partitions, &configs)
+                    open_topic(logs, &logs_config, &name, id, 0..partitions, &configs)
                 }
             })
             .await?;
@@ -637,18 +637,21 @@ impl Cluster {
         let name = topic.name.clone();
         let id = topic.id;
         let new = topic.partitions.len() as i32..partitions;
+        let new_range = new.clone();
         let was_deleted = self.was_deleted();
         let handle = self
             .blocking(move |logs: &LogManager| {
                 partition_dirs::prepare_new(logs, &name, id, new, was_deleted)?;
-                open_topic(logs, &config, &name, id, partitions, &configs)
+                // Only the new partitions: an existing log's high watermark
+                // is not moved to its end here, past appends still waiting
+                // for their sync round.
+                open_topic(logs, &config, &name, id, new_range, &configs)
             })
             .await?
             .map_err(storage_error)?;
-        // Keep the existing partitions (and their waiting fetches); only the
-        // new ones come from the reopened handle.
+        // Keep the existing partitions (and their waiting fetches).
         let mut partitions_merged = topic.partitions.clone();
-        partitions_merged.extend(handle.partitions.into_iter().skip(topic.partitions.len()));
+        partitions_merged.extend(handle.partitions);
         let merged = TopicHandle {
             partitions: partitions_merged,
             ..handle
@@ -729,12 +732,12 @@ fn open_topic(
     config: &BrokerConfig,
     name: &str,
     id: TopicId,
-    partitions: i32,
+    partitions: std::ops::Range<i32>,
     configs: &BTreeMap<String, String>,
 ) -> Result<TopicHandle, OpenError> {
     let log_config = log_config(config, configs);
-    let mut handles = Vec::with_capacity(partitions as usize);
-    for index in 0..partitions {
+    let mut handles = Vec::with_capacity(partitions.len());
+    for index in partitions {
         let log = logs
             .get_or_create(name, index, log_config.clone())
             .map_err(|source| OpenError::Log {
