@@ -18,19 +18,24 @@ impl MemberTask {
     /// Makes `task` the member's background task, stopping the one it
     /// replaces.
     pub(crate) fn replace(&self, task: JoinHandle<()>) {
-        if let Ok(mut slot) = self.0.lock()
-            && let Some(previous) = slot.replace(task)
-        {
+        if let Some(previous) = self.slot().replace(task) {
             previous.abort();
         }
     }
 
     /// Stops the member's background task, if it has one.
     pub(crate) fn stop(&self) {
-        if let Ok(mut slot) = self.0.lock()
-            && let Some(task) = slot.take()
-        {
+        if let Some(task) = self.slot().take() {
             task.abort();
         }
+    }
+
+    /// The slot, whatever a panic elsewhere did to the lock: a handle swap
+    /// cannot be left half done, and dropping the new handle instead would
+    /// leave its task running where nothing can stop it.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
