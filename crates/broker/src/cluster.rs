@@ -10,15 +10,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use rill_log::{
-    AppendError, AppendInfo, Batches, Log, LogConfig, LogManager, OfflineDir, Offset, TimestampType,
-};
+use rill_log::LogManager;
 use rill_metadata::topic::{validate_topic_config, validate_topic_name};
 use rill_metadata::{MetadataRecord, MetadataStore, TopicId};
 use tokio::sync::watch;
 
+pub use crate::partition::{Durable, LEADER_EPOCH, Partition};
+
 use crate::config::BrokerConfig;
 use crate::error_code;
+use crate::log_config::log_config;
 use crate::meta_properties;
 use crate::partition_dirs;
 
@@ -29,120 +30,6 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 /// Partitions one topic may have. Each partition is a directory with open
 /// files; far beyond this a single topic is a mistake, not a workload.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
-
-/// One partition served by this broker.
-pub struct Partition {
-    pub index: i32,
-    pub log: Arc<Log>,
-    /// The high watermark, published after every append so that parked
-    /// fetches wake up (the value is the new high watermark).
-    pub high_watermark: watch::Sender<i64>,
-}
-
-/// The leader epoch stamped into every batch. One node never changes
-/// leader, so the epoch stays 0 until replication brings elections.
-pub const LEADER_EPOCH: i32 = 0;
-
-impl Partition {
-    /// Appends record batches and commits them: on one node the in-sync
-    /// replica set is this broker, so the high watermark moves to the log
-    /// end at once and parked fetches wake. When the log may fsync
-    /// (`TopicHandle::append_may_sync`) callers use `append_synced` instead,
-    /// which shares the sync with concurrent appends.
-    pub fn append<'a>(
-        &self,
-        batches: impl Into<Batches<'a>>,
-        now_ms: i64,
-    ) -> Result<AppendInfo, AppendError> {
-        let info = self.log.append(batches, LEADER_EPOCH, now_ms)?;
-        self.log.set_high_watermark(self.log.log_end_offset());
-        self.publish_high_watermark();
-        Ok(info)
-    }
-
-    /// Appends as [`Partition::append`] for a log whose flush policy may ask
-    /// for a sync (`flush.messages`): returns once the batches are durable,
-    /// awaiting the data directory's group-commit round without holding a
-    /// thread. The high watermark moves only then (an append whose flush is
-    /// not due returns at once, and may move it past an earlier append still
-    /// waiting: as in Kafka, the high watermark is not tied to fsync).
-    pub async fn append_synced(
-        self: &Arc<Self>,
-        batches: &[u8],
-        now_ms: i64,
-    ) -> Result<AppendInfo, AppendError> {
-        self.append_then_sync(batches, now_ms)?.wait().await
-    }
-
-    /// The first half of [`Partition::append_synced`], for a caller that
-    /// holds a lock while it appends (the group coordinator): writes the
-    /// batches and queues their sync, and returns at once; the caller awaits
-    /// [`Durable::wait`] after letting go of its lock, so others need not
-    /// wait out the sync round behind it.
-    pub fn append_then_sync(
-        self: &Arc<Self>,
-        batches: &[u8],
-        now_ms: i64,
-    ) -> Result<Durable, AppendError> {
-        let (durable, wait) = tokio::sync::oneshot::channel();
-        let done = Box::new(move |result| {
-            let _ = durable.send(result);
-        });
-        let info = self
-            .log
-            .append_with_sync(batches, LEADER_EPOCH, now_ms, done)?;
-        Ok(Durable {
-            partition: self.clone(),
-            wait,
-            info,
-        })
-    }
-
-    async fn await_durable(
-        &self,
-        wait: tokio::sync::oneshot::Receiver<Result<(), OfflineDir>>,
-    ) -> Result<(), AppendError> {
-        match wait.await {
-            Ok(result) => result.map_err(AppendError::Offline),
-            Err(_) => Err(self.syncer_gone()),
-        }
-    }
-
-    /// The syncer dropped a request without an answer (it cannot, short of
-    /// a panic): the append is not known durable, so it fails.
-    fn syncer_gone(&self) -> AppendError {
-        AppendError::Offline(OfflineDir {
-            dir: self.log.dir().to_path_buf(),
-            reason: "the syncer ended without syncing".into(),
-        })
-    }
-
-    /// Publishes the log's high watermark to waiting fetches.
-    pub fn publish_high_watermark(&self) {
-        let high_watermark = self.log.high_watermark().0;
-        self.high_watermark.send_replace(high_watermark);
-    }
-}
-
-/// An append written and waiting for its sync round
-/// ([`Partition::append_then_sync`]).
-pub struct Durable {
-    partition: Arc<Partition>,
-    wait: tokio::sync::oneshot::Receiver<Result<(), OfflineDir>>,
-    info: AppendInfo,
-}
-
-impl Durable {
-    /// Returns once the append is durable (or its sync failed), then lets
-    /// fetches see it.
-    pub async fn wait(self) -> Result<AppendInfo, AppendError> {
-        self.partition.await_durable(self.wait).await?;
-        let end = Offset(self.info.last_offset.0 + 1);
-        self.partition.log.raise_high_watermark(end);
-        self.partition.publish_high_watermark();
-        Ok(self.info)
-    }
-}
 
 /// A topic as the hot paths see it. Immutable: changes swap in a new one.
 pub struct TopicHandle {
@@ -781,76 +668,6 @@ fn partition_limit(config: &BrokerConfig) -> usize {
             .unwrap_or(usize::MAX)
             .clamp(64, 1_000_000)
     })
-}
-
-/// The log settings of a topic: its overrides over the broker defaults.
-/// Overrides were validated when they were set.
-pub fn log_config(config: &BrokerConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
-    let long = |name: &str, default: i64| -> i64 {
-        overrides
-            .get(name)
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or(default)
-    };
-    let optional = |name: &str, default: Option<u64>| -> Option<u64> {
-        match overrides
-            .get(name)
-            .and_then(|v| v.trim().parse::<i64>().ok())
-        {
-            Some(value) if value >= i64::MAX / 2 => None,
-            Some(value) => u64::try_from(value).ok(),
-            None => default,
-        }
-    };
-    let timestamp_type = overrides
-        .get("message.timestamp.type")
-        .unwrap_or(&config.log_message_timestamp_type);
-    let policy = overrides
-        .get("cleanup.policy")
-        .unwrap_or(&config.log_cleanup_policy);
-    let has_policy = |name: &str| policy.split(',').any(|p| p.trim() == name);
-    let ratio = overrides
-        .get("min.cleanable.dirty.ratio")
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|r| (0.0..=1.0).contains(r))
-        .unwrap_or(config.log_cleaner_min_cleanable_ratio);
-    LogConfig {
-        segment_bytes: long("segment.bytes", config.log_segment_bytes as i64).max(1024) as u64,
-        segment_ms: long("segment.ms", config.log_segment_ms),
-        index_interval_bytes: long(
-            "index.interval.bytes",
-            config.log_index_interval_bytes as i64,
-        )
-        .clamp(0, u32::MAX as i64) as u32,
-        segment_index_bytes: long("segment.index.bytes", config.log_segment_index_bytes as i64)
-            .clamp(64, u32::MAX as i64) as u32,
-        flush_messages: optional("flush.messages", config.log_flush_messages),
-        flush_ms: optional("flush.ms", config.log_flush_ms),
-        retention_ms: long("retention.ms", config.log_retention_ms),
-        retention_bytes: long("retention.bytes", config.log_retention_bytes),
-        max_message_bytes: long("max.message.bytes", config.message_max_bytes as i64)
-            .clamp(0, i32::MAX as i64) as u32,
-        message_timestamp_type: if timestamp_type == "LogAppendTime" {
-            TimestampType::LogAppendTime
-        } else {
-            TimestampType::CreateTime
-        },
-        cleanup_delete: has_policy("delete"),
-        cleanup_compact: has_policy("compact"),
-        min_cleanable_dirty_ratio: ratio,
-        min_compaction_lag_ms: long(
-            "min.compaction.lag.ms",
-            config.log_cleaner_min_compaction_lag_ms,
-        ),
-        max_compaction_lag_ms: long(
-            "max.compaction.lag.ms",
-            config.log_cleaner_max_compaction_lag_ms,
-        ),
-        delete_retention_ms: long(
-            "delete.retention.ms",
-            config.log_cleaner_delete_retention_ms,
-        ),
-    }
 }
 
 fn unknown_topic(name: &str) -> TopicError {

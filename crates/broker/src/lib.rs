@@ -11,6 +11,8 @@
 //! - `clock`: the wall clock in Kafka's unit, milliseconds since the epoch.
 //! - `cluster`: topics and partitions, and every change to them (through the
 //!   metadata log of `rill_metadata`).
+//! - `partition`: one partition's appends and the high watermark they
+//!   publish; `log_config`: a topic's log settings from its overrides.
 //! - `partition_dirs`: each partition directory tagged with its topic's id;
 //!   leftovers of deleted topics moved out of the way.
 //! - `admin` and `metrics`: the admin HTTP server and Prometheus metrics.
@@ -29,8 +31,10 @@ mod connection;
 use rill_protocol::error_code;
 mod groups;
 mod handlers;
+mod log_config;
 mod meta_properties;
 mod metrics;
+mod partition;
 mod partition_dirs;
 mod response;
 mod sendfile;
