@@ -180,7 +180,11 @@ def test_a_failed_sync_fails_every_waiting_append_and_takes_the_directory_offlin
             line.startswith("rill_log_dir_state{") and 'state="offline"' in line and line.endswith(" 1")
             for line in text.splitlines()
         ), text
-        assert "syncfs" in server.stderr_text()
+        # The first failed sync takes the directory offline: the round's
+        # syncfs, or the fsync of a checkpoint an append wrote meanwhile
+        # (which one comes first is the scheduler's choice).
+        stderr = server.stderr_text()
+        assert "syncfs" in stderr or "fsync" in stderr, stderr
     finally:
         if server is not None and server.proc is not None:
             server.stop(signal.SIGKILL)
