@@ -2,17 +2,22 @@
 //!
 //! Reads (the produce and fetch hot paths) take a short read lock on a map of
 //! immutable `Arc<TopicHandle>`s; a change builds a new handle and swaps it
-//! in. Changes go through the metadata log first (`rill_metadata`), so what a
-//! client was told exists survives a restart; they are serialized by one
-//! async mutex so that "check, then append" cannot interleave.
+//! in. A change is first a batch of metadata records proposed to the
+//! controller quorum (`rill_controller::Node`), so what a client was told
+//! exists survives a restart; once it is applied, [`reconcile`] makes the
+//! handles and logs match the new image. Changes are serialized by one async
+//! mutex so that "check, then propose" cannot interleave.
+
+mod reconcile;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
+use rill_controller::{Node, ProposeError};
 use rill_log::LogManager;
 use rill_metadata::topic::{validate_topic_config, validate_topic_name};
-use rill_metadata::{MetadataRecord, MetadataStore, TopicId};
+use rill_metadata::{ClusterState, MetadataRecord, TopicId};
 use tokio::sync::watch;
 
 pub use crate::partition::{Durable, LEADER_EPOCH, Partition};
@@ -20,8 +25,9 @@ pub use crate::partition::{Durable, LEADER_EPOCH, Partition};
 use crate::config::BrokerConfig;
 use crate::error_code;
 use crate::log_config::log_config;
-use crate::meta_properties;
 use crate::partition_dirs;
+use crate::quorum::{self, QuorumError};
+use reconcile::Reconciled;
 
 /// Producer ids are reserved in blocks so that one durable metadata record
 /// covers many InitProducerId requests.
@@ -102,10 +108,16 @@ pub struct Cluster {
     config: BrokerConfig,
     cluster_id: String,
     logs: Arc<LogManager>,
-    metadata: Arc<Mutex<MetadataStore>>,
+    quorum: Node,
     topics: RwLock<TopicMap>,
     /// Serializes changes (see the module comment).
     change_lock: tokio::sync::Mutex<()>,
+    /// The image `topics` matches; held while a pass of [`reconcile`] runs.
+    reconciled: tokio::sync::Mutex<Reconciled>,
+    /// Tests set this to leave a deleted topic's directories in place, as
+    /// a crash between the deletion record and their rename does.
+    #[cfg(test)]
+    keep_deleted_files: std::sync::atomic::AtomicBool,
     /// The producer-id block being handed out: `(next, end)`.
     producer_ids: Mutex<(i64, i64)>,
     /// Partitions this broker holds at most (`partition_limit`).
@@ -115,7 +127,7 @@ pub struct Cluster {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error(transparent)]
-    Metadata(#[from] rill_metadata::StoreError),
+    Quorum(#[from] QuorumError),
     #[error("cannot open the log of {topic}-{partition}: {source}")]
     Log {
         topic: String,
@@ -124,8 +136,8 @@ pub enum OpenError {
     },
     #[error(transparent)]
     PartitionDir(#[from] crate::partition_dirs::DirError),
-    #[error(transparent)]
-    MetaProperties(#[from] meta_properties::MetaError),
+    #[error("opening the data directory panicked: {0}")]
+    Panicked(String),
     #[error("cannot open the data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -134,48 +146,44 @@ pub enum OpenError {
 }
 
 impl Cluster {
-    /// Opens the data directory: replays the metadata log, then opens the log
-    /// of every partition it names (recovering any that were not closed cleanly).
-    pub fn open(config: &BrokerConfig) -> Result<Cluster, OpenError> {
-        let metadata = open_metadata(config)?;
-        let state = metadata.state().clone();
-        let default_log_config = log_config(config, &BTreeMap::new());
-        let logs = LogManager::open(&config.data_dir, default_log_config).map_err(|source| {
-            OpenError::DataDir {
-                path: config.data_dir.clone(),
-                source,
+    /// Opens the data directory: the controller quorum and its metadata
+    /// first, then the log of every partition it names (recovering any that
+    /// were not closed cleanly).
+    pub async fn open(config: &BrokerConfig) -> Result<Cluster, OpenError> {
+        let (quorum, cluster_id) = quorum::open(config).await?;
+        let image = quorum.subscribe().borrow().image.clone();
+        let opening = (config.clone(), image.clone());
+        let opened = tokio::task::spawn_blocking(move || open_logs(&opening.0, &opening.1)).await;
+        let (logs, topics) = match opened {
+            Ok(Ok(opened)) => opened,
+            failed => {
+                quorum.shutdown().await;
+                return Err(match failed {
+                    Ok(Err(error)) => error,
+                    _ => OpenError::Panicked("opening the partition logs panicked".to_string()),
+                });
             }
-        })?;
-        // Before any log opens: a deleted topic's directories must not be
-        // opened as the data of a topic now using its name.
-        partition_dirs::sweep(&logs, &state)?;
-        let mut topics = TopicMap::default();
-        for topic in state.topics() {
-            let handle = open_topic(
-                &logs,
-                config,
-                &topic.name,
-                topic.id,
-                0..topic.partition_count(),
-                &topic.configs,
-            )?;
-            topics.insert(Arc::new(handle));
-        }
-        let next_producer_id = state.next_producer_id;
+        };
+        let next_producer_id = image.next_producer_id;
         Ok(Cluster {
             config: config.clone(),
-            cluster_id: state.cluster_id.clone().unwrap_or_default(),
+            cluster_id,
             logs: Arc::new(logs),
-            metadata: Arc::new(Mutex::new(metadata)),
+            quorum,
             topics: RwLock::new(topics),
             change_lock: tokio::sync::Mutex::new(()),
+            reconciled: tokio::sync::Mutex::new(Reconciled {
+                image,
+                failed: HashMap::new(),
+            }),
+            #[cfg(test)]
+            keep_deleted_files: Default::default(),
             // The persisted counter is the end of the last block handed out,
             // so a restart never reuses an id.
             producer_ids: Mutex::new((next_producer_id, next_producer_id)),
             max_partitions: partition_limit(config),
         })
     }
-
     /// Partitions of every topic, internal ones included.
     pub fn partition_count(&self) -> usize {
         read_lock(&self.topics)
@@ -304,86 +312,37 @@ impl Cluster {
             name: name.to_string(),
             id,
             partitions,
-            configs: configs.clone(),
+            configs,
             // One node holds every partition.
             assignments: vec![vec![self.config.node_id]; partitions as usize],
         };
-        self.append_metadata(vec![record]).await?;
-        let opened = self
-            .blocking({
-                let logs_config = self.config.clone();
-                let name = name.to_string();
-                let configs = configs.clone();
-                let was_deleted = self.was_deleted();
-                move |logs: &LogManager| {
-                    partition_dirs::prepare_new(logs, &name, id, 0..partitions, was_deleted)?;
-                    open_topic(logs, &logs_config, &name, id, 0..partitions, &configs)
-                }
-            })
-            .await?;
-        let handle = match opened {
-            Ok(handle) => Arc::new(handle),
-            Err(error) => {
+        self.propose(vec![record]).await?;
+        self.reconcile().await;
+        match self.topic(name) {
+            Some(handle) if handle.id == id => Ok(handle),
+            _ => {
                 // Out of descriptors or space: the creation fails, and the
                 // topic must not come back at the next start (which would
                 // open it with the rest) or hold a name no handle serves.
-                let failure = storage_error(error);
-                self.undo_create(name, id, partitions).await;
-                return Err(failure);
+                let reason = self.open_failure(id).await.unwrap_or_default();
+                if let Err(error) = self
+                    .propose(vec![MetadataRecord::TopicDeleted { id }])
+                    .await
+                {
+                    tracing::error!(topic = name, %error, "cannot take back a failed topic creation");
+                }
+                self.reconcile().await;
+                Err(TopicError::new(error_code::KAFKA_STORAGE_ERROR, reason))
             }
-        };
-        write_lock(&self.topics).insert(handle.clone());
-        tracing::info!(topic = name, partitions, "created topic");
-        Ok(handle)
-    }
-
-    /// Takes back a creation whose logs did not open: a deletion record,
-    /// then the partition directories it made. Called under the change lock.
-    async fn undo_create(&self, name: &str, id: TopicId, partitions: i32) {
-        if let Err(error) = self
-            .append_metadata(vec![MetadataRecord::TopicDeleted { id }])
-            .await
-        {
-            tracing::error!(topic = name, %error, "cannot take back a failed topic creation");
-            return;
-        }
-        let name_owned = name.to_string();
-        let deleted = self
-            .blocking(move |logs: &LogManager| {
-                (0..partitions).try_for_each(|partition| logs.delete(&name_owned, partition))
-            })
-            .await;
-        if let Ok(Err(error)) = deleted {
-            // Removed again on the next start, as after a failed deletion.
-            tracing::warn!(topic = name, %error, "a failed topic creation left files behind");
         }
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<TopicId, TopicError> {
         let _guard = self.change_lock.lock().await;
         let topic = self.topic(name).ok_or_else(|| unknown_topic(name))?;
-        self.append_metadata(vec![MetadataRecord::TopicDeleted { id: topic.id }])
+        self.propose(vec![MetadataRecord::TopicDeleted { id: topic.id }])
             .await?;
-        write_lock(&self.topics).remove(name);
-        let partitions = topic.partitions.len() as i32;
-        let name_owned = name.to_string();
-        let deleted = self
-            .blocking(move |logs: &LogManager| {
-                for partition in 0..partitions {
-                    logs.delete(&name_owned, partition)?;
-                }
-                Ok::<(), rill_log::LogError>(())
-            })
-            .await
-            .and_then(|result| {
-                result.map_err(|e| TopicError::new(error_code::KAFKA_STORAGE_ERROR, e.to_string()))
-            });
-        if let Err(error) = deleted {
-            // The topic is gone from the metadata; a directory left behind is
-            // removed again on the next start.
-            tracing::warn!(topic = name, %error, "topic deleted, but not all its files");
-        }
-        tracing::info!(topic = name, "deleted topic");
+        self.reconcile().await;
         Ok(topic.id)
     }
 
@@ -414,14 +373,22 @@ impl Cluster {
         if validate_only {
             return Ok(());
         }
-        self.append_metadata(vec![MetadataRecord::PartitionsCreated {
+        self.propose(vec![MetadataRecord::PartitionsCreated {
             id: topic.id,
             partitions: count,
             assignments: vec![vec![self.config.node_id]; (count - current) as usize],
         }])
         .await?;
-        self.reopen_topic(&topic, count, topic.overrides.clone())
-            .await
+        self.reconcile().await;
+        match self.topic(name) {
+            Some(grown) if grown.id == topic.id && grown.partitions.len() == count as usize => {
+                Ok(())
+            }
+            _ => {
+                let reason = self.open_failure(topic.id).await.unwrap_or_default();
+                Err(TopicError::new(error_code::KAFKA_STORAGE_ERROR, reason))
+            }
+        }
     }
 
     /// Applies IncrementalAlterConfigs changes to a topic.
@@ -460,20 +427,8 @@ impl Cluster {
         if validate_only || records.is_empty() {
             return Ok(());
         }
-        self.append_metadata(records).await?;
-        let new_config = log_config(&self.config, &configs);
-        for partition in &topic.partitions {
-            partition.log.update_config(new_config.clone());
-        }
-        let handle = TopicHandle {
-            name: topic.name.clone(),
-            id: topic.id,
-            partitions: topic.partitions.clone(),
-            append_may_sync: new_config.flush_messages.is_some(),
-            overrides: configs,
-            internal: topic.internal,
-        };
-        write_lock(&self.topics).insert(Arc::new(handle));
+        self.propose(records).await?;
+        self.reconcile().await;
         Ok(())
     }
 
@@ -497,7 +452,7 @@ impl Cluster {
             }
         };
         if let Some(start) = start {
-            self.append_metadata(vec![MetadataRecord::ProducerIdsAllocated {
+            self.propose(vec![MetadataRecord::ProducerIdsAllocated {
                 broker: self.config.node_id,
                 next: start + PRODUCER_ID_BLOCK,
             }])
@@ -509,60 +464,44 @@ impl Cluster {
         Ok(block.0 - 1)
     }
 
-    /// Flushes every log and writes the clean-shutdown markers.
-    pub fn shutdown(&self) -> Result<(), rill_log::LogError> {
-        self.logs.shutdown()
-    }
-
-    async fn reopen_topic(
-        &self,
-        topic: &TopicHandle,
-        partitions: i32,
-        configs: BTreeMap<String, String>,
-    ) -> Result<(), TopicError> {
-        let config = self.config.clone();
-        let name = topic.name.clone();
-        let id = topic.id;
-        let new = topic.partitions.len() as i32..partitions;
-        let new_range = new.clone();
-        let was_deleted = self.was_deleted();
-        let handle = self
-            .blocking(move |logs: &LogManager| {
-                partition_dirs::prepare_new(logs, &name, id, new, was_deleted)?;
-                // Only the new partitions: an existing log's high watermark
-                // is not moved to its end here, past appends still waiting
-                // for their sync round.
-                open_topic(logs, &config, &name, id, new_range, &configs)
-            })
-            .await?
-            .map_err(storage_error)?;
-        // Keep the existing partitions (and their waiting fetches).
-        let mut partitions_merged = topic.partitions.clone();
-        partitions_merged.extend(handle.partitions);
-        let merged = TopicHandle {
-            partitions: partitions_merged,
-            ..handle
-        };
-        write_lock(&self.topics).insert(Arc::new(merged));
-        Ok(())
-    }
-
-    /// Whether a topic id is of a deleted topic, asked off the async workers.
-    fn was_deleted(&self) -> impl Fn(TopicId) -> bool + Send + 'static {
-        let metadata = self.metadata.clone();
-        move |id| lock(&metadata).state().was_deleted(id)
-    }
-
-    async fn append_metadata(&self, records: Vec<MetadataRecord>) -> Result<(), TopicError> {
-        let metadata = self.metadata.clone();
-        // The append waits for fdatasync: never on an async worker thread.
-        tokio::task::spawn_blocking(move || lock(&metadata).append(&records))
+    /// Stops the controller quorum, then flushes every log and writes the
+    /// clean-shutdown markers.
+    pub async fn shutdown(&self) -> Result<(), rill_log::LogError> {
+        self.quorum.shutdown().await;
+        let logs = self.logs.clone();
+        // Flushing waits for fsyncs: never on an async worker.
+        tokio::task::spawn_blocking(move || logs.shutdown())
             .await
-            .map_err(|error| TopicError::new(error_code::UNKNOWN_SERVER_ERROR, error.to_string()))?
-            .map_err(|error| {
-                tracing::error!(%error, "metadata change failed");
-                TopicError::new(error_code::KAFKA_STORAGE_ERROR, error.to_string())
+            .unwrap_or_else(|_| {
+                Err(rill_log::LogError::Closed {
+                    dir: self.config.data_dir.clone(),
+                })
             })
+    }
+
+    /// Proposes a batch of records and waits until it is applied here.
+    async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, TopicError> {
+        self.quorum.propose(records).await.map_err(|error| {
+            let code = match &error {
+                ProposeError::NotLeader { .. } => error_code::NOT_CONTROLLER,
+                ProposeError::TooLarge(_) => error_code::POLICY_VIOLATION,
+                ProposeError::Refused(_) => error_code::UNKNOWN_SERVER_ERROR,
+                ProposeError::Stopped(_) => error_code::KAFKA_STORAGE_ERROR,
+            };
+            tracing::error!(%error, "metadata change failed");
+            TopicError::new(code, error.to_string())
+        })
+    }
+
+    #[cfg(test)]
+    fn keep_deleted_files(&self) -> bool {
+        self.keep_deleted_files
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[cfg(not(test))]
+    fn keep_deleted_files(&self) -> bool {
+        false
     }
 
     /// Runs file work (creating or deleting partition directories) off the
@@ -677,31 +616,35 @@ fn unknown_topic(name: &str) -> TopicError {
     )
 }
 
-/// Replays the metadata log of a data directory that `meta.properties` says
-/// is this node's (the replay maps old partitions to the configured node),
-/// giving a new cluster its id and the directory its file.
-fn open_metadata(config: &BrokerConfig) -> Result<MetadataStore, OpenError> {
-    let dir = &config.data_dir;
-    let stored = meta_properties::read(dir)?;
-    meta_properties::check_node(dir, stored.as_ref(), config.node_id)?;
-    let mut metadata = MetadataStore::open(&dir.join("__cluster_metadata"), config.node_id)?;
-    let cluster_id = match metadata.state().cluster_id.clone() {
-        Some(id) => id,
-        None => {
-            let cluster_id = meta_properties::random_id();
-            metadata.append(&[MetadataRecord::ClusterCreated {
-                cluster_id: cluster_id.clone(),
-            }])?;
-            cluster_id
+/// Opens the partition logs of every topic in `image`, after setting aside
+/// the directories no topic of it owns.
+fn open_logs(
+    config: &BrokerConfig,
+    image: &ClusterState,
+) -> Result<(LogManager, TopicMap), OpenError> {
+    let default_log_config = log_config(config, &BTreeMap::new());
+    let logs = LogManager::open(&config.data_dir, default_log_config).map_err(|source| {
+        OpenError::DataDir {
+            path: config.data_dir.clone(),
+            source,
         }
-    };
-    meta_properties::settle(dir, stored, config.node_id, &cluster_id)?;
-    Ok(metadata)
-}
-
-fn storage_error(error: OpenError) -> TopicError {
-    tracing::error!(%error, "partition storage failed");
-    TopicError::new(error_code::KAFKA_STORAGE_ERROR, error.to_string())
+    })?;
+    // Before any log opens: a deleted topic's directories must not be
+    // opened as the data of a topic now using its name.
+    partition_dirs::sweep(&logs, image)?;
+    let mut topics = TopicMap::default();
+    for topic in image.topics() {
+        let handle = open_topic(
+            &logs,
+            config,
+            &topic.name,
+            topic.id,
+            0..topic.partition_count(),
+            &topic.configs,
+        )?;
+        topics.insert(Arc::new(handle));
+    }
+    Ok((logs, topics))
 }
 
 /// Locks a mutex, ignoring poisoning: every change behind these locks is a
@@ -738,6 +681,7 @@ fn log_if_ignored(topic: &str, key: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta_properties;
     use bytes::Bytes;
     use rill_records::batch::Compression;
     use rill_records::builder::BatchBuilder;
@@ -781,14 +725,17 @@ mod tests {
             .collect()
     }
 
-    /// A topic with data in two partitions, and its deletion
-    /// record written: what a crash before the directories' rename leaves.
+    /// A topic with data in two partitions, deleted while its directories
+    /// stay: what a crash before the directories' rename leaves.
     async fn deletion_recorded(cluster: &Cluster, name: &str) -> TopicId {
         let old_id = topic_with_data(cluster, name, 2).await;
         cluster
-            .append_metadata(vec![MetadataRecord::TopicDeleted { id: old_id }])
-            .await
-            .unwrap();
+            .keep_deleted_files
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        cluster.delete_topic(name).await.unwrap();
+        cluster
+            .keep_deleted_files
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         old_id
     }
 
@@ -797,13 +744,13 @@ mod tests {
     #[tokio::test]
     async fn a_deleted_topics_directories_never_come_back_as_a_new_topic() {
         let dir = tempfile::tempdir().unwrap();
-        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        let cluster = Cluster::open(&config(dir.path())).await.unwrap();
         let old_id = deletion_recorded(&cluster, "orders").await;
-        cluster.shutdown().unwrap();
+        cluster.shutdown().await.unwrap();
         drop(cluster);
         assert!(dir.path().join("orders-0").exists());
 
-        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        let cluster = Cluster::open(&config(dir.path())).await.unwrap();
         assert!(cluster.topic("orders").is_none());
         // The leftovers of a deleted topic are removed, not kept.
         assert!(!dir.path().join("orders-0").exists());
@@ -813,11 +760,11 @@ mod tests {
             .unwrap();
         assert_ne!(created.id, old_id);
         assert_eq!(end_offsets(&cluster, "orders"), vec![0, 0, 0]);
-        cluster.shutdown().unwrap();
+        cluster.shutdown().await.unwrap();
         drop(cluster);
 
         // And the new topic's data is its own after another restart.
-        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        let cluster = Cluster::open(&config(dir.path())).await.unwrap();
         assert_eq!(cluster.topic("orders").unwrap().id, created.id);
         assert_eq!(end_offsets(&cluster, "orders"), vec![0, 0, 0]);
     }
@@ -827,10 +774,9 @@ mod tests {
     #[tokio::test]
     async fn a_recreated_topic_starts_empty_when_the_old_directories_remain() {
         let dir = tempfile::tempdir().unwrap();
-        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        let cluster = Cluster::open(&config(dir.path())).await.unwrap();
         deletion_recorded(&cluster, "orders").await;
-        // What `delete_topic` does next, but its renames fail.
-        write_lock(&cluster.topics).remove("orders");
+        assert!(dir.path().join("orders-0").exists());
         cluster
             .create_topic("orders", 1, -1, BTreeMap::new(), false)
             .await
@@ -846,16 +792,16 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_partition_directory_is_set_aside_and_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        let cluster = Cluster::open(&config(dir.path())).await.unwrap();
         topic_with_data(&cluster, "kept", 1).await;
-        cluster.shutdown().unwrap();
+        cluster.shutdown().await.unwrap();
         drop(cluster);
         // The metadata log forgets the topic; its directory stays. The new
         // log is a new cluster, which meta.properties would refuse.
         std::fs::remove_dir_all(dir.path().join("__cluster_metadata")).unwrap();
         std::fs::remove_file(dir.path().join("meta.properties")).unwrap();
 
-        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        let cluster = Cluster::open(&config(dir.path())).await.unwrap();
         assert!(!dir.path().join("kept-0").exists());
         let set_aside: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -875,45 +821,62 @@ mod tests {
         assert_eq!(end_offsets(&cluster, "kept"), vec![0]);
     }
 
-    /// A data directory from before meta.properties is adopted by the
-    /// configured node; from then on another node id is refused before the
-    /// metadata log is replayed.
+    /// A data directory from before meta.properties (and before the
+    /// quorum) is adopted by the configured node; from then on another node
+    /// id is refused before the metadata is replayed.
     #[tokio::test]
     async fn a_directory_without_meta_properties_is_adopted_then_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let cluster = Cluster::open(&config(dir.path())).unwrap();
-        let cluster_id = cluster.cluster_id().to_string();
-        cluster.shutdown().unwrap();
-        drop(cluster);
-        std::fs::remove_file(dir.path().join("meta.properties")).unwrap();
+        let mut old =
+            rill_metadata::MetadataStore::open(&dir.path().join("__cluster_metadata"), 0).unwrap();
+        old.append(&[MetadataRecord::ClusterCreated {
+            cluster_id: "from-before".to_string(),
+        }])
+        .unwrap();
+        drop(old);
 
         let mut other = config(dir.path());
         other.node_id = 7;
-        let cluster = Cluster::open(&other).unwrap();
-        assert_eq!(cluster.cluster_id(), cluster_id);
-        cluster.shutdown().unwrap();
+        let cluster = Cluster::open(&other).await.unwrap();
+        assert_eq!(cluster.cluster_id(), "from-before");
+        cluster.shutdown().await.unwrap();
         drop(cluster);
         let meta = meta_properties::read(dir.path()).unwrap().unwrap();
-        assert_eq!((meta.node_id, meta.cluster_id), (7, cluster_id));
-        let refused = Cluster::open(&config(dir.path())).err().unwrap();
+        assert_eq!((meta.node_id, meta.cluster_id.as_str()), (7, "from-before"));
+        let refused = Cluster::open(&config(dir.path())).await.err().unwrap();
         assert!(matches!(
             refused,
-            OpenError::MetaProperties(meta_properties::MetaError::OtherNode { .. })
+            OpenError::Quorum(QuorumError::MetaProperties(
+                meta_properties::MetaError::OtherNode { .. }
+            ))
         ));
+        // Without its meta.properties the quorum itself refuses: its voter
+        // is node 7.
+        std::fs::remove_file(dir.path().join("meta.properties")).unwrap();
+        let refused = Cluster::open(&config(dir.path())).await.err().unwrap();
+        assert!(
+            matches!(
+                &refused,
+                OpenError::Quorum(QuorumError::Node(
+                    rill_controller::NodeError::OtherVoters { .. }
+                ))
+            ),
+            "{refused}"
+        );
     }
 
     /// Directories written before tags existed are the live topic's.
     #[tokio::test]
     async fn an_untagged_directory_of_a_live_topic_is_adopted() {
         let dir = tempfile::tempdir().unwrap();
-        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        let cluster = Cluster::open(&config(dir.path())).await.unwrap();
         let id = topic_with_data(&cluster, "legacy", 1).await;
-        cluster.shutdown().unwrap();
+        cluster.shutdown().await.unwrap();
         drop(cluster);
         let tag = dir.path().join("legacy-0").join(partition_dirs::TAG_FILE);
         std::fs::remove_file(&tag).unwrap();
 
-        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        let cluster = Cluster::open(&config(dir.path())).await.unwrap();
         assert_eq!(end_offsets(&cluster, "legacy"), vec![1]);
         assert_eq!(
             partition_dirs::read_tag(&dir.path().join("legacy-0")).unwrap(),
@@ -926,7 +889,7 @@ mod tests {
     #[tokio::test]
     async fn a_topic_with_the_longest_name_is_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let cluster = Cluster::open(&config(dir.path())).unwrap();
+        let cluster = Cluster::open(&config(dir.path())).await.unwrap();
         let name = "n".repeat(249);
         topic_with_data(&cluster, &name, 1).await;
         cluster.delete_topic(&name).await.unwrap();

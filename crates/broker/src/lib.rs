@@ -36,6 +36,7 @@ mod meta_properties;
 mod metrics;
 mod partition;
 mod partition_dirs;
+mod quorum;
 mod response;
 mod sendfile;
 mod server;

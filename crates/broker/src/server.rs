@@ -128,10 +128,7 @@ impl Broker {
             .trim_end_matches(']')
             .to_string();
 
-        let opening = config.clone();
-        let cluster = tokio::task::spawn_blocking(move || Cluster::open(&opening))
-            .await
-            .expect("opening the data directory panicked")?;
+        let cluster = Cluster::open(&config).await?;
         tracing::info!(
             partitions = cluster.partition_count(),
             max_partitions = cluster.max_partitions(),
@@ -165,15 +162,12 @@ impl Broker {
             accept_loop(shared.clone(), kafka_listener, stop_rx).await;
             let _ = admin_task.await;
             let closing = shared.clone();
-            let closed = tokio::task::spawn_blocking(move || {
-                background.stop();
-                closing.cluster.shutdown()
-            })
-            .await;
-            match closed {
-                Ok(Ok(())) => tracing::info!("logs flushed and closed cleanly"),
-                Ok(Err(error)) => tracing::error!(%error, "closing the logs failed"),
-                Err(error) => tracing::error!(%error, "closing the logs panicked"),
+            if let Err(error) = tokio::task::spawn_blocking(move || background.stop()).await {
+                tracing::error!(%error, "stopping the log cleaner and retention panicked");
+            }
+            match closing.cluster.shutdown().await {
+                Ok(()) => tracing::info!("logs flushed and closed cleanly"),
+                Err(error) => tracing::error!(%error, "closing the logs failed"),
             }
         });
         tracing::info!(

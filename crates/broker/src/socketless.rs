@@ -19,6 +19,7 @@ use crate::server::Shared;
 /// The state every connection shares, with the group coordinator's timers
 /// running as the server runs them; answers are computed and dropped.
 pub struct State {
+    runtime: tokio::runtime::Handle,
     shared: Arc<Shared>,
     stop_tx: watch::Sender<bool>,
     stop: watch::Receiver<bool>,
@@ -31,11 +32,12 @@ impl State {
         config: BrokerConfig,
         runtime: &tokio::runtime::Handle,
     ) -> Result<State, OpenError> {
-        let cluster = Cluster::open(&config)?;
+        let cluster = runtime.block_on(Cluster::open(&config))?;
         let shared = Arc::new(Shared::new(config, cluster, "127.0.0.1".to_string(), 9092));
         let (stop_tx, stop) = watch::channel(false);
         runtime.spawn(crate::groups::run(shared.clone(), stop.clone()));
         Ok(State {
+            runtime: runtime.clone(),
             shared,
             stop_tx,
             stop,
@@ -78,6 +80,6 @@ impl State {
     /// Stops the group coordinator's timers and closes the logs cleanly.
     pub fn close(&self) {
         let _ = self.stop_tx.send(true);
-        let _ = self.shared.cluster.shutdown();
+        let _ = self.runtime.block_on(self.shared.cluster.shutdown());
     }
 }

@@ -146,6 +146,20 @@ pub fn decode_entry(payload: &[u8]) -> io::Result<Entry> {
     })
 }
 
+/// The length of the payload [`encode_entry`] makes of a batch of
+/// `records`, at the largest term and index: what a proposal must fit in.
+pub fn records_entry_len(records: &[MetadataRecord]) -> usize {
+    #[derive(Serialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Payload<'a> {
+        Records(&'a [MetadataRecord]),
+    }
+    let disk = (u64::MAX, u64::MAX, Payload::Records(records));
+    serde_json::to_vec(&disk)
+        .expect("log entries serialize")
+        .len()
+}
+
 pub fn invalid(error: impl ToString) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error.to_string())
 }

@@ -10,6 +10,8 @@
 //! - [`state_machine`]: entries applied to the cluster state, published.
 //! - [`snapshot_store`]: snapshots of the state on disk.
 //! - [`codec`]: the JSON shapes on disk; [`durable`]: files replaced whole.
+//! - [`node`]: a node's Raft opened, proposed to, followed, stopped; the
+//!   migration of a pre-quorum metadata log.
 //! - [`logic`]: the active controller's decisions, pure (replica placement,
 //!   broker sessions).
 
@@ -17,12 +19,14 @@ pub mod codec;
 pub mod durable;
 pub mod log_store;
 pub mod logic;
+pub mod node;
 pub mod segments;
 pub mod snapshot_store;
 pub mod state_machine;
 pub mod types;
 
 pub use log_store::LogStore;
+pub use node::{Node, NodeConfig, NodeError, ProposeError};
 pub use state_machine::{Published, StateMachine};
 pub use types::{Applied, RecordBatch, TypeConfig};
 
