@@ -150,7 +150,7 @@ def test_a_damaged_metadata_log_stops_the_broker_instead_of_dropping_topics(rill
 
     # One byte changed inside the second topic's entry: damage, with valid
     # entries after it, not a torn tail.
-    log = rill.data_dir / "__cluster_metadata" / "metadata.log"
+    (log,) = (rill.data_dir / "__cluster_metadata" / "raft" / "log").glob("*.log")
     original = log.read_bytes()
     position = next(p for p, payload in metadata_entries(log) if topics[1].encode() in payload)
     damaged = bytearray(original)
@@ -160,8 +160,8 @@ def test_a_damaged_metadata_log_stops_the_broker_instead_of_dropping_topics(rill
     with pytest.raises(RuntimeError, match="exited with status 1 while starting"):
         rill.start()
     message = rill.stderr_text()
-    assert f"rill: the metadata log {log} is damaged at byte {position}" in message
-    assert f"truncate -s {position} {log}" in message
+    assert f"the controller's Raft log is damaged: {log} at byte {position}" in message
+    assert "restore the directory from a backup" in message
     assert "torn tail" not in message
     # Nothing was cut: the file is as the test left it.
     assert log.read_bytes() == bytes(damaged)

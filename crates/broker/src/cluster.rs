@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use rill_controller::{Node, ProposeError};
+use rill_controller::ProposeError;
 use rill_log::LogManager;
 use rill_metadata::topic::{validate_topic_config, validate_topic_name};
 use rill_metadata::{ClusterState, MetadataRecord, TopicId};
@@ -26,7 +26,7 @@ use crate::config::BrokerConfig;
 use crate::error_code;
 use crate::log_config::log_config;
 use crate::partition_dirs;
-use crate::quorum::{self, QuorumError};
+use crate::quorum::{self, Quorum, QuorumError};
 use reconcile::Reconciled;
 
 /// Producer ids are reserved in blocks so that one durable metadata record
@@ -108,7 +108,7 @@ pub struct Cluster {
     config: BrokerConfig,
     cluster_id: String,
     logs: Arc<LogManager>,
-    quorum: Node,
+    quorum: Quorum,
     topics: RwLock<TopicMap>,
     /// Serializes changes (see the module comment).
     change_lock: tokio::sync::Mutex<()>,
@@ -150,8 +150,9 @@ impl Cluster {
     /// first, then the log of every partition it names (recovering any that
     /// were not closed cleanly).
     pub async fn open(config: &BrokerConfig) -> Result<Cluster, OpenError> {
-        let (quorum, cluster_id) = quorum::open(config).await?;
-        let image = quorum.subscribe().borrow().image.clone();
+        let quorum = quorum::open(config).await?;
+        let cluster_id = quorum.cluster_id.clone();
+        let image = quorum.node.subscribe().borrow().image.clone();
         let opening = (config.clone(), image.clone());
         let opened = tokio::task::spawn_blocking(move || open_logs(&opening.0, &opening.1)).await;
         let (logs, topics) = match opened {
@@ -218,6 +219,15 @@ impl Cluster {
 
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+
+    /// The node leading the controller quorum, as far as this node knows;
+    /// this node while there is none.
+    pub fn active_controller(&self) -> i32 {
+        match self.quorum.node.leader() {
+            Some(leader) => i32::try_from(leader).unwrap_or(self.config.node_id),
+            None => self.config.node_id,
+        }
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -481,7 +491,7 @@ impl Cluster {
 
     /// Proposes a batch of records and waits until it is applied here.
     async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, TopicError> {
-        self.quorum.propose(records).await.map_err(|error| {
+        self.quorum.node.propose(records).await.map_err(|error| {
             let code = match &error {
                 ProposeError::NotLeader { .. } => error_code::NOT_CONTROLLER,
                 ProposeError::TooLarge(_) => error_code::POLICY_VIOLATION,

@@ -7,8 +7,12 @@
 //! (`--set log_segment_bytes=1048576`). Unknown keys are errors: a typo must
 //! not silently run a broker with a default the operator meant to change.
 
+mod quorum;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+pub use quorum::Roles;
 
 use rill_group::GroupConfig;
 use serde::Deserialize;
@@ -21,6 +25,18 @@ pub struct BrokerConfig {
     pub node_id: i32,
     /// Where partitions and cluster metadata are stored.
     pub data_dir: PathBuf,
+    /// What this node runs: `broker,controller` (the default), `broker` or
+    /// `controller` (KRaft's `process.roles`).
+    pub roles: String,
+    /// Address the controller listener binds (peers of the quorum reach
+    /// this node there); defaults to this node's entry in the quorum.
+    pub controller_listen: Option<String>,
+    /// The controller quorum's voters as `ID@HOST:PORT,...` (KRaft's
+    /// `controller.quorum.voters`); empty: this node alone.
+    pub controller_quorum: String,
+    /// A controller that hears no leader for this long (to twice this)
+    /// calls an election (KRaft's `controller.quorum.election.timeout.ms`).
+    pub controller_election_timeout_ms: u64,
     /// Address the Kafka protocol listener binds.
     pub listen: String,
     /// `host:port` given to clients in Metadata answers; defaults to `listen`.
@@ -142,6 +158,10 @@ impl Default for BrokerConfig {
         BrokerConfig {
             node_id: 0,
             data_dir: PathBuf::from("./rill-data"),
+            roles: "broker,controller".to_string(),
+            controller_listen: None,
+            controller_quorum: String::new(),
+            controller_election_timeout_ms: 1000,
             listen: "127.0.0.1:9092".to_string(),
             advertised_listener: None,
             admin_listen: "127.0.0.1:9644".to_string(),
@@ -290,6 +310,13 @@ impl BrokerConfig {
         if self.num_partitions < 1 {
             return invalid("num_partitions", "must be at least 1");
         }
+        if !(10..=60_000).contains(&self.controller_election_timeout_ms) {
+            return invalid(
+                "controller_election_timeout_ms",
+                "must be between 10 and 60000",
+            );
+        }
+        self.validate_quorum()?;
         if self.socket_request_max_bytes < 1024 || self.socket_request_max_bytes > i32::MAX as usize
         {
             return invalid(

@@ -7,13 +7,19 @@
 //! (docs/FORMAT.md, "Controller Raft log"); `metadata.log.pre-raft` is the
 //! log a migration started from, kept for a downgrade or a post-mortem.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rill_controller::{Node, NodeConfig, NodeError, ProposeError};
 use rill_metadata::{MetadataRecord, MetadataStore, snapshot};
+use tokio::sync::watch;
 
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, ConfigError};
+use crate::controller_listener;
 use crate::meta_properties::{self, MetaError};
+use crate::peers::{Identity, TcpDialer};
 
 const METADATA_DIR: &str = "__cluster_metadata";
 const RAFT_DIR: &str = "raft";
@@ -35,41 +41,202 @@ pub enum QuorumError {
     Node(#[from] NodeError),
     #[error("cannot record the new cluster's id: {0}")]
     ClusterId(ProposeError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen for controllers on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "node {node_id} refuses to join the controller quorum: {why}; start it with a data \
+         directory of that quorum's cluster, or with an empty one"
+    )]
+    Refused { node_id: i32, why: String },
+    #[error(
+        "the data directory {0} is from before the controller quorum, and only a quorum of one \
+         can take it over; start this node alone once (no --controller-quorum), then copy its \
+         topics, or start the quorum with empty directories"
+    )]
+    OldLogInQuorum(PathBuf),
 }
 
-/// Opens the quorum of the data directory in `config` and returns it with
-/// the cluster's id, once this node leads it.
-pub async fn open(config: &BrokerConfig) -> Result<(Node, String), QuorumError> {
+/// The node's place in the controller quorum, open.
+pub struct Quorum {
+    pub node: Node,
+    pub cluster_id: String,
+    /// Stops the controller listener, if there is one.
+    stop_listener: watch::Sender<bool>,
+}
+
+impl Quorum {
+    /// Stops the listener, then the Raft.
+    pub async fn shutdown(&self) {
+        self.stop_listener.send_replace(true);
+        self.node.shutdown().await;
+    }
+}
+
+/// Opens the quorum of the data directory in `config` and returns it once
+/// the cluster has an id and this node has caught up with its metadata.
+pub async fn open(config: &BrokerConfig) -> Result<Quorum, QuorumError> {
     let data_dir = &config.data_dir;
     let stored = meta_properties::read(data_dir)?;
     // Before any replay: the replay maps old partitions to this node id.
     meta_properties::check_node(data_dir, stored.as_ref(), config.node_id)?;
     let dir = data_dir.join(METADATA_DIR);
     let raft_dir = dir.join(RAFT_DIR);
+    let voters = config.voters()?;
+    let node_config = NodeConfig {
+        election_timeout_ms: config.controller_election_timeout_ms,
+        ..NodeConfig::default()
+    };
     if !raft_dir.exists() && dir.join(OLD_LOG).exists() {
+        if voters.len() > 1 {
+            return Err(QuorumError::OldLogInQuorum(data_dir.clone()));
+        }
         migrate(&dir, &raft_dir, config.node_id).await?;
     }
     if raft_dir.exists() && dir.join(OLD_LOG).exists() {
         // The migration is whole; the old log is kept, out of the way.
         keep_old_log(&dir)?;
     }
-    let node = Node::open_single(&raft_dir, config.node_id, &NodeConfig::default()).await?;
-    let known = node.subscribe().borrow().image.cluster_id.clone();
-    let cluster_id = match known {
+    let (stop_listener, stop) = watch::channel(false);
+    let node = match config.controller_address()? {
+        None => {
+            let node = Node::open_single(&raft_dir, config.node_id, &node_config).await?;
+            if node.subscribe().borrow().image.cluster_id.is_none() {
+                let created = MetadataRecord::ClusterCreated {
+                    cluster_id: meta_properties::random_id(),
+                };
+                node.propose(vec![created])
+                    .await
+                    .map_err(QuorumError::ClusterId)?;
+            }
+            node
+        }
+        Some(address) => {
+            let stored_id = stored.as_ref().map(|meta| meta.cluster_id.clone());
+            open_with_peers(config, &raft_dir, &address, voters, stored_id, stop).await?
+        }
+    };
+    let quorum = Quorum {
+        cluster_id: String::new(),
+        node,
+        stop_listener,
+    };
+    let cluster_id = match quorum.node.subscribe().borrow().image.cluster_id.clone() {
         Some(id) => id,
         None => {
-            let cluster_id = meta_properties::random_id();
-            let created = MetadataRecord::ClusterCreated {
-                cluster_id: cluster_id.clone(),
-            };
-            node.propose(vec![created])
-                .await
-                .map_err(QuorumError::ClusterId)?;
-            cluster_id
+            quorum.shutdown().await;
+            return Err(QuorumError::ClusterId(ProposeError::Stopped(
+                "no cluster id after the quorum formed".to_string(),
+            )));
         }
     };
     meta_properties::settle(data_dir, stored, config.node_id, &cluster_id)?;
-    Ok((node, cluster_id))
+    Ok(Quorum {
+        cluster_id,
+        ..quorum
+    })
+}
+
+/// Opens a node of a quorum reached over the network: binds its controller
+/// listener, opens the Raft, then waits for the cluster's id (proposing one
+/// if it leads a new quorum) and for the committed metadata.
+async fn open_with_peers(
+    config: &BrokerConfig,
+    raft_dir: &Path,
+    address: &str,
+    voters: BTreeMap<u64, String>,
+    stored_cluster_id: Option<String>,
+    stop: watch::Receiver<bool>,
+) -> Result<Node, QuorumError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| QuorumError::Listen {
+            address: address.to_string(),
+            source,
+        })?;
+    let (cluster_id, known) = watch::channel(stored_cluster_id);
+    let identity = Arc::new(Identity {
+        node_id: config.node_id as u64,
+        cluster_id: known,
+    });
+    let dialer = Arc::new(TcpDialer::new(identity.clone(), voters.clone()));
+    let node_config = NodeConfig {
+        election_timeout_ms: config.controller_election_timeout_ms,
+        ..NodeConfig::default()
+    };
+    let node = Node::open(
+        raft_dir,
+        config.node_id,
+        &voters,
+        dialer.clone(),
+        &node_config,
+    )
+    .await?;
+    tokio::spawn(controller_listener::serve(
+        listener,
+        node.clone(),
+        identity,
+        stop,
+    ));
+    let formed = await_cluster_id(&node, config.node_id, &dialer).await;
+    let id = match formed {
+        Ok(id) => id,
+        Err(error) => {
+            node.shutdown().await;
+            return Err(error);
+        }
+    };
+    cluster_id.send_replace(Some(id));
+    let index = node.catch_up(&*dialer).await;
+    tracing::info!(index, "caught up with the controller quorum's metadata");
+    Ok(node)
+}
+
+/// How often the wait for a quorum says it is still waiting.
+const WAITING_NOTE: Duration = Duration::from_secs(10);
+
+/// Waits until the applied metadata has a cluster id; the first leader of
+/// a new quorum proposes it. Stops at the first refusal of a peer.
+async fn await_cluster_id(
+    node: &Node,
+    node_id: i32,
+    dialer: &TcpDialer,
+) -> Result<String, QuorumError> {
+    let mut published = node.subscribe();
+    let mut refusals = dialer.refusals();
+    let mut noted = Instant::now();
+    loop {
+        if let Some(id) = published.borrow().image.cluster_id.clone() {
+            return Ok(id);
+        }
+        if let Some(why) = refusals.borrow().clone() {
+            return Err(QuorumError::Refused { node_id, why });
+        }
+        if node.leader() == Some(node_id as u64) {
+            let created = MetadataRecord::ClusterCreated {
+                cluster_id: meta_properties::random_id(),
+            };
+            match node.propose(vec![created]).await {
+                // Applied (the loop reads it), or another leader's is.
+                Ok(_) | Err(ProposeError::Refused(_) | ProposeError::NotLeader { .. }) => continue,
+                Err(error) => return Err(QuorumError::ClusterId(error)),
+            }
+        }
+        if noted.elapsed() >= WAITING_NOTE {
+            tracing::info!("waiting for a majority of the controller quorum to form the cluster");
+            noted = Instant::now();
+        }
+        // Leadership changes are not on these channels: look again soon.
+        tokio::select! {
+            _ = published.changed() => {}
+            _ = refusals.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
 }
 
 /// Replays the old metadata log (cutting a torn tail, refusing damage as it
@@ -138,7 +305,8 @@ mod tests {
         let before = snapshot::records(old.state());
         drop(old);
 
-        let (node, cluster_id) = open(&config(dir.path())).await.unwrap();
+        let quorum = open(&config(dir.path())).await.unwrap();
+        let (node, cluster_id) = (&quorum.node, quorum.cluster_id.clone());
         assert_eq!(cluster_id, "old-cluster");
         let image = node.subscribe().borrow().image.clone();
         assert_eq!(snapshot::records(&image), before);
@@ -146,15 +314,16 @@ mod tests {
         assert!(metadata_dir.join(OLD_LOG_KEPT).exists());
         let index = node.propose(vec![topic("c", 3)]).await.unwrap();
         assert!(index > 1, "after the migrated snapshot: {index}");
-        node.shutdown().await;
-        drop(node);
+        quorum.shutdown().await;
+        drop(quorum);
 
-        let (node, cluster_id) = open(&config(dir.path())).await.unwrap();
+        let quorum = open(&config(dir.path())).await.unwrap();
+        let (node, cluster_id) = (&quorum.node, quorum.cluster_id.clone());
         assert_eq!(cluster_id, "old-cluster");
         let image = node.subscribe().borrow().image.clone();
         assert_eq!(image.topics().count(), 3);
         assert_eq!(image.next_producer_id, 2000);
-        node.shutdown().await;
+        quorum.shutdown().await;
     }
 
     /// A crash after the raft directory was renamed into place, before the
@@ -163,9 +332,10 @@ mod tests {
     #[tokio::test]
     async fn a_migration_cut_before_the_old_log_moved_finishes() {
         let dir = tempfile::tempdir().unwrap();
-        let (node, cluster_id) = open(&config(dir.path())).await.unwrap();
-        node.shutdown().await;
-        drop(node);
+        let quorum = open(&config(dir.path())).await.unwrap();
+        let cluster_id = quorum.cluster_id.clone();
+        quorum.shutdown().await;
+        drop(quorum);
         let metadata_dir = dir.path().join(METADATA_DIR);
         let mut stale = MetadataStore::open(&metadata_dir, 0).unwrap();
         stale
@@ -174,9 +344,9 @@ mod tests {
             }])
             .unwrap();
         drop(stale);
-        let (node, reopened) = open(&config(dir.path())).await.unwrap();
-        assert_eq!(reopened, cluster_id);
+        let quorum = open(&config(dir.path())).await.unwrap();
+        assert_eq!(quorum.cluster_id, cluster_id);
         assert!(metadata_dir.join(OLD_LOG_KEPT).exists());
-        node.shutdown().await;
+        quorum.shutdown().await;
     }
 }

@@ -152,6 +152,8 @@ impl Broker {
         let shared = Arc::new(Shared::new(config, cluster, host, i32::from(port)));
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(crate::groups::run(shared.clone(), stop_rx.clone()));
+        let following = (shared.clone(), stop_rx.clone());
+        tokio::spawn(async move { following.0.cluster.follow_metadata(following.1).await });
         let admin_task = tokio::spawn(admin::serve(
             shared.clone(),
             admin_listener,

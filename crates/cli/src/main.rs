@@ -66,6 +66,13 @@ struct ServeArgs {
     /// This broker's id in the cluster [default: 0]
     #[arg(long, value_name = "ID")]
     node_id: Option<i32>,
+    /// Address of the controller listener, where the quorum's other voters reach this node
+    /// [default: this node's entry in --controller-quorum]
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<String>,
+    /// The controller quorum's voters [default: this node alone]
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    controller_quorum: Option<String>,
     /// A TOML file of settings (flat keys, e.g. `log_retention_ms = 3600000`)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -77,6 +84,9 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        die_quietly_on_a_closed_pipe();
+    }
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Topic(command) => topic::main(command),
@@ -107,6 +117,18 @@ fn keep_freed_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
+
+/// The client tools print tables and records to stdout; piped into `head`,
+/// they end as Unix tools do when the reader goes away (SIGPIPE), rather
+/// than panicking on the failed write. Not for `rill serve`, which writes
+/// to sockets and must see EPIPE as an error of one connection.
+fn die_quietly_on_a_closed_pipe() {
+    // SAFETY: restores the default action of one signal, before any other
+    // thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
 
 /// Raises the soft limit on open files to the hard limit and logs both.
 /// Each partition holds a descriptor for its active segment, closed segments
@@ -205,6 +227,8 @@ fn load_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
     flag("advertised_listener", args.advertised_listener.clone());
     flag("admin_listen", args.admin_listen.clone());
     flag("node_id", args.node_id.map(|id| id.to_string()));
+    flag("controller_listen", args.controller_listen.clone());
+    flag("controller_quorum", args.controller_quorum.clone());
     let sources = ConfigSources {
         file: args.config.clone(),
         env: std::env::vars()

@@ -12,6 +12,8 @@
 //! - [`codec`]: the JSON shapes on disk; [`durable`]: files replaced whole.
 //! - [`node`]: a node's Raft opened, proposed to, followed, stopped; the
 //!   migration of a pre-quorum metadata log.
+//! - [`network`], [`wire`]: Raft's messages to peers over channels the
+//!   broker provides, and their bytes.
 //! - [`logic`]: the active controller's decisions, pure (replica placement,
 //!   broker sessions).
 
@@ -19,11 +21,13 @@ pub mod codec;
 pub mod durable;
 pub mod log_store;
 pub mod logic;
+pub mod network;
 pub mod node;
 pub mod segments;
 pub mod snapshot_store;
 pub mod state_machine;
 pub mod types;
+pub mod wire;
 
 pub use log_store::LogStore;
 pub use node::{Node, NodeConfig, NodeError, ProposeError};

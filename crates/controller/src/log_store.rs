@@ -230,17 +230,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
-    /// Written without fsync: see [`read_committed_file`].
+    /// Written without fsync: see [`read_committed_file`]. A failed write
+    /// is a warning, not an error: the file is a hint Raft can do without,
+    /// and openraft stops a node on any storage error, so a moment out of
+    /// descriptors (each write makes a new file) must not stop the quorum.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         let file = CommittedFile {
             committed: committed.as_ref().map(DiskLogId::from_raft),
         };
         let payload = serde_json::to_vec(&file).map_err(invalid)?;
-        self.on_disk(move |disk| {
-            let bytes = durable::framed(&payload)?;
-            durable::replace(&disk.dir, COMMITTED_FILE, &bytes, Sync::Lazy)
-        })
-        .await?;
+        let written = self
+            .on_disk(move |disk| {
+                let bytes = durable::framed(&payload)?;
+                durable::replace(&disk.dir, COMMITTED_FILE, &bytes, Sync::Lazy)
+            })
+            .await;
+        if let Err(error) = written {
+            tracing::warn!(%error, "cannot record the controller's commit point (a hint)");
+        }
         self.cache_mut().committed = committed;
         Ok(())
     }

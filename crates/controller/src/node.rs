@@ -1,11 +1,11 @@
 //! One controller node: its Raft opened on the node's raft directory, and
-//! the three things the broker asks of it: propose a batch of records,
-//! follow the applied state, stop.
+//! what the broker asks of it: propose a batch of records, follow the
+//! applied state, catch up with the quorum, answer peers, stop.
 //!
-//! Today a node is a lone voter (a quorum of one, `rill serve` with no
-//! cluster flags); peers come with the controller listener. A lone voter
-//! elects itself as soon as it starts, so it takes proposals within
-//! milliseconds of a restart.
+//! A quorum of one (`rill serve` with no cluster flags) elects itself as
+//! soon as it starts, so it takes proposals within milliseconds of a
+//! restart. A larger one reaches its peers through the [`Dialer`] the
+//! broker gives it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -14,18 +14,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{RPCError, Unreachable};
-use openraft::{BasicNode, Config, RaftNetworkFactory, SnapshotPolicy};
+use openraft::{BasicNode, Config, SnapshotPolicy};
 use rill_metadata::MetadataRecord;
 use rill_metadata::entry::ENTRY_PAYLOAD_BYTES_MAX;
 use tokio::sync::watch;
 
 use crate::codec::records_entry_len;
 use crate::durable;
+use crate::network::{Channel, Dialer, Network};
 use crate::state_machine::Snapshot;
 use crate::types::{
     Membership, RecordBatch, SnapshotMeta, StoredMembership, TypeConfig, Vote, log_id,
 };
+use crate::wire::{PeerRequest, PeerResponse};
 use crate::{LogStore, Published, Raft, StateMachine, snapshot_store};
 
 /// How a node's Raft is tuned.
@@ -47,6 +48,11 @@ impl Default for NodeConfig {
     }
 }
 
+/// One ReadIndex call to the leader during [`Node::catch_up`].
+const CATCH_UP_CALL: Duration = Duration::from_secs(5);
+/// Pause before asking again when there was no leader or no answer.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(200);
+
 /// How long a lone voter may take to lead after its start. It elects
 /// itself at once (milliseconds, most of it the first fsync of its vote);
 /// this bounds a broken disk or runtime, not a normal start.
@@ -59,13 +65,15 @@ pub enum NodeError {
     #[error("the controller quorum did not start: {0}")]
     Raft(String),
     #[error(
-        "the controller quorum in {dir} has the voters {voters:?}, and this node ({node_id}) is \
-         not the only one; start it with the node id and quorum that directory was made with"
+        "the controller quorum in {dir} has the voters {voters:?}, not {configured:?} as \
+         configured for node {node_id}; start it with the node id and quorum that directory \
+         was made with"
     )]
     OtherVoters {
         dir: PathBuf,
         node_id: i32,
         voters: Vec<u64>,
+        configured: Vec<u64>,
     },
 }
 
@@ -104,23 +112,53 @@ impl Node {
         config: &NodeConfig,
     ) -> Result<Node, NodeError> {
         let me = voter_id(node_id)?;
+        let voters = BTreeMap::from([(me, String::new())]);
+        let node = Node::open(dir, node_id, &voters, Arc::new(NoPeers), config).await?;
+        node.raft
+            .wait(Some(LEADERSHIP_WAIT))
+            .current_leader(me, "the lone voter leads")
+            .await
+            .map_err(raft_error)?;
+        Ok(node)
+    }
+
+    /// Opens the raft directory `dir` of node `node_id`, one of `voters`
+    /// (id → controller address), reaching the others through `dialer`. A
+    /// new directory is made a member of that quorum: every voter may do
+    /// this with the same voters (openraft's `initialize` is safe so), and
+    /// one that starts late catches up from the leader. Returns at once;
+    /// [`Node::catch_up`] waits for the quorum.
+    pub async fn open<D: Dialer>(
+        dir: &Path,
+        node_id: i32,
+        voters: &BTreeMap<u64, String>,
+        dialer: Arc<D>,
+        config: &NodeConfig,
+    ) -> Result<Node, NodeError> {
+        let me = voter_id(node_id)?;
         let storage = |source| NodeError::Storage {
             dir: dir.to_path_buf(),
             source,
         };
         let log = LogStore::open(dir).await.map_err(storage)?;
         let machine = StateMachine::open(dir, node_id).await.map_err(storage)?;
-        let raft = Raft::new(me, raft_config(config)?, NoPeers, log, machine.clone())
+        let network = Network::new(dialer);
+        let raft = Raft::new(me, raft_config(config)?, network, log, machine.clone())
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
         let node = Node { raft, machine };
+        let configured: Vec<u64> = voters.keys().copied().collect();
         let initialized = node.raft.is_initialized().await.map_err(raft_error)?;
         if !initialized {
-            let voters = BTreeMap::from([(me, BasicNode::default())]);
-            node.raft.initialize(voters).await.map_err(raft_error)?;
+            let members: BTreeMap<u64, BasicNode> = voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                .collect();
+            node.raft.initialize(members).await.map_err(raft_error)?;
+            return Ok(node);
         }
         // A directory made before: its stored membership is loaded by now.
-        let voters: Vec<u64> = node
+        let stored: Vec<u64> = node
             .raft
             .metrics()
             .borrow_watched()
@@ -128,20 +166,110 @@ impl Node {
             .membership()
             .voter_ids()
             .collect();
-        if initialized && voters != [me] {
+        if stored != configured {
             node.shutdown().await;
             return Err(NodeError::OtherVoters {
                 dir: dir.to_path_buf(),
                 node_id,
-                voters,
+                voters: stored,
+                configured,
             });
         }
-        node.raft
-            .wait(Some(LEADERSHIP_WAIT))
-            .current_leader(me, "the lone voter leads")
-            .await
-            .map_err(raft_error)?;
         Ok(node)
+    }
+
+    /// Waits until this node has applied everything the quorum committed
+    /// before the call (a read index from the leader, asked through
+    /// `dialer` when that is another node), so what it then reads of the
+    /// state is not older than the call. Waits for a leader as long as it
+    /// takes; a caller bounds it if it must.
+    pub async fn catch_up<D: Dialer>(&self, dialer: &D) -> u64 {
+        let me = self.raft.metrics().borrow_watched().id;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let leader = metrics.borrow_watched().current_leader;
+            let index = match leader {
+                Some(leader) if leader == me => self
+                    .raft
+                    .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+                    .await
+                    .ok()
+                    .map(|read| read.index()),
+                Some(leader) => {
+                    let mut channel = dialer.dial(leader);
+                    match channel.call(PeerRequest::ReadIndex, CATCH_UP_CALL).await {
+                        Ok(PeerResponse::ReadIndex(index)) => index,
+                        _ => None,
+                    }
+                }
+                None => None,
+            };
+            if let Some(index) = index {
+                let applied = self
+                    .raft
+                    .wait(None)
+                    .applied_index_at_least(Some(index), "caught up with the quorum")
+                    .await;
+                if applied.is_ok() {
+                    return index;
+                }
+            }
+            // No leader yet, or it changed: wait for news, or retry soon.
+            let _ = tokio::time::timeout(CATCH_UP_RETRY, metrics.changed()).await;
+        }
+    }
+
+    /// Answers a peer's Raft message (Hello is the connection's business).
+    pub async fn answer(&self, request: PeerRequest) -> PeerResponse {
+        let failed = |e: &dyn std::fmt::Display| PeerResponse::Failed(e.to_string());
+        match request {
+            PeerRequest::Append(rpc) => match self.raft.append_entries(rpc).await {
+                Ok(response) => PeerResponse::Append(response),
+                Err(e) => failed(&e),
+            },
+            PeerRequest::Vote(rpc) => match self.raft.vote(rpc).await {
+                Ok(response) => PeerResponse::Vote(response),
+                Err(e) => failed(&e),
+            },
+            PeerRequest::PreVote(rpc) => match self.raft.pre_vote(rpc).await {
+                Ok(response) => PeerResponse::Vote(response),
+                Err(e) => failed(&e),
+            },
+            PeerRequest::TransferLeader(rpc) => match self.raft.handle_transfer_leader(rpc).await {
+                Ok(response) => PeerResponse::TransferLeader(response),
+                Err(e) => failed(&e),
+            },
+            PeerRequest::Snapshot { vote, meta, data } => {
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: data,
+                };
+                match self.raft.install_full_snapshot(vote, snapshot).await {
+                    Ok(response) => PeerResponse::Snapshot(response),
+                    Err(e) => failed(&e),
+                }
+            }
+            PeerRequest::ReadIndex => {
+                let read = self
+                    .raft
+                    .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+                    .await;
+                PeerResponse::ReadIndex(read.ok().map(|read| read.index()))
+            }
+            PeerRequest::Hello(_) => PeerResponse::Failed("Hello once, first".to_string()),
+        }
+    }
+
+    /// The node that leads the quorum now, as far as this node knows.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// This node's Raft metrics, for `/metrics` and DescribeQuorum.
+    pub fn metrics(
+        &self,
+    ) -> openraft::alias::WatchReceiverOf<TypeConfig, openraft::RaftMetrics<TypeConfig>> {
+        self.raft.metrics()
     }
 
     /// Appends `records` as one batch and returns its log index once it is
@@ -195,7 +323,7 @@ pub async fn migrate(dir: &Path, node_id: i32, records: Vec<MetadataRecord>) -> 
         let log = LogStore::open(&building).await?;
         let machine = StateMachine::open(&building, node_id).await?;
         let config = raft_config(&NodeConfig::default()).map_err(io::Error::other)?;
-        let raft = Raft::new(me, config, NoPeers, log, machine)
+        let raft = Raft::new(me, config, Network::new(Arc::new(NoPeers)), log, machine)
             .await
             .map_err(io::Error::other)?;
         let membership = Membership::new(
@@ -250,59 +378,26 @@ fn raft_error(error: impl std::fmt::Display) -> NodeError {
     NodeError::Raft(error.to_string())
 }
 
-/// The network of a lone voter: there is nobody to dial, and openraft asks
-/// for a client only to replicate to or ask a vote of another voter.
+/// The peers of a lone voter: there are none, and openraft asks for a
+/// channel only to reach another voter.
 struct NoPeers;
 
 struct NoPeer;
 
-impl RaftNetworkFactory<TypeConfig> for NoPeers {
-    type Network = NoPeer;
+impl Dialer for NoPeers {
+    type Channel = NoPeer;
 
-    async fn new_client(&mut self, _target: u64, _node: &BasicNode) -> NoPeer {
+    fn dial(&self, _target: u64) -> NoPeer {
         NoPeer
     }
 }
 
-fn no_peer() -> RPCError<TypeConfig> {
-    RPCError::Unreachable(Unreachable::new(&io::Error::other(
-        "a quorum of one has no peers",
-    )))
-}
-
-impl openraft::RaftNetworkV2<TypeConfig> for NoPeer {
-    type SnapshotData = Vec<u8>;
-
-    async fn append_entries(
+impl Channel for NoPeer {
+    async fn call(
         &mut self,
-        _rpc: openraft::raft::AppendEntriesRequest<TypeConfig>,
-        _option: openraft::network::RPCOption,
-    ) -> Result<openraft::raft::AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(no_peer())
-    }
-
-    async fn vote(
-        &mut self,
-        _rpc: openraft::raft::VoteRequest<TypeConfig>,
-        _option: openraft::network::RPCOption,
-    ) -> Result<openraft::raft::VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(no_peer())
-    }
-
-    async fn full_snapshot(
-        &mut self,
-        _vote: Vote,
-        _snapshot: Snapshot,
-        _cancel: impl Future<Output = openraft::errors::ReplicationClosed>
-        + openraft::OptionalSend
-        + 'static,
-        _option: openraft::network::RPCOption,
-    ) -> Result<
-        openraft::raft::SnapshotResponse<TypeConfig>,
-        openraft::errors::StreamingError<TypeConfig>,
-    > {
-        Err(openraft::errors::StreamingError::Unreachable(
-            Unreachable::new(&io::Error::other("a quorum of one has no peers")),
-        ))
+        _request: PeerRequest,
+        _timeout: Duration,
+    ) -> io::Result<PeerResponse> {
+        Err(io::Error::other("a quorum of one has no peers"))
     }
 }

@@ -59,7 +59,7 @@ impl Cluster {
     /// Makes the topic handles match the newest applied image.
     pub(super) async fn reconcile(&self) {
         let mut reconciled = self.reconciled.lock().await;
-        let image = self.quorum.subscribe().borrow().image.clone();
+        let image = self.quorum.node.subscribe().borrow().image.clone();
         if Arc::ptr_eq(&reconciled.image, &image) {
             return;
         }
@@ -86,6 +86,20 @@ impl Cluster {
             }
         }
         reconciled.image = image;
+    }
+
+    /// Reconciles each newly applied image until `stop`: the changes made
+    /// through other nodes of the quorum (a change made here is reconciled
+    /// by the request that made it, before it is answered).
+    pub async fn follow_metadata(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut published = self.quorum.node.subscribe();
+        loop {
+            tokio::select! {
+                changed = published.changed() => if changed.is_err() { return },
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            self.reconcile().await;
+        }
     }
 
     /// Why the logs of topic `id` did not open at the last pass, if they did not.

@@ -26,7 +26,7 @@ pub fn handle(shared: &Arc<Shared>, request: DescribeClusterRequest) -> Describe
         error_code: error_code::NONE,
         endpoint_type: request.endpoint_type,
         cluster_id: shared.cluster.cluster_id().to_string(),
-        controller_id: node_id,
+        controller_id: shared.cluster.active_controller(),
         cluster_authorized_operations: if request.include_cluster_authorized_operations {
             super::metadata::CLUSTER_OPERATIONS
         } else {

@@ -120,7 +120,7 @@ pub async fn handle(
             ..Default::default()
         }],
         cluster_id: Some(shared.cluster.cluster_id().to_string()),
-        controller_id: node_id,
+        controller_id: shared.cluster.active_controller(),
         topics,
         ..Default::default()
     }
