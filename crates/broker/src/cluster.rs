@@ -8,6 +8,7 @@
 //! handles and logs match the new image. Changes are serialized by one async
 //! mutex so that "check, then propose" cannot interleave.
 
+mod lifecycle;
 mod reconcile;
 
 use std::collections::{BTreeMap, HashMap};
@@ -114,6 +115,9 @@ pub struct Cluster {
     change_lock: tokio::sync::Mutex<()>,
     /// The image `topics` matches; held while a pass of [`reconcile`] runs.
     reconciled: tokio::sync::Mutex<Reconciled>,
+    /// Whether the controller has this broker fenced; fenced until its
+    /// first heartbeat is answered unfenced.
+    fenced: watch::Sender<bool>,
     /// Tests set this to leave a deleted topic's directories in place, as
     /// a crash between the deletion record and their rename does.
     #[cfg(test)]
@@ -177,6 +181,7 @@ impl Cluster {
                 image,
                 failed: HashMap::new(),
             }),
+            fenced: watch::channel(true).0,
             #[cfg(test)]
             keep_deleted_files: Default::default(),
             // The persisted counter is the end of the last block handed out,
@@ -219,6 +224,26 @@ impl Cluster {
 
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+
+    /// The brokers clients are told of: the registered, unfenced ones, by
+    /// id, with their host and port. A node whose broker never registered
+    /// (the in-process harness) is told of itself alone.
+    pub fn live_brokers(&self, host: &str, port: i32) -> Vec<(i32, String, i32, Option<String>)> {
+        let image = self.quorum.node.subscribe().borrow().image.clone();
+        let me = self.config.node_id;
+        if image.broker(me).is_none() {
+            return vec![(me, host.to_string(), port, None)];
+        }
+        image
+            .brokers()
+            .filter(|broker| !broker.fenced)
+            .filter_map(|broker| {
+                let listener = broker.listeners.first()?;
+                let port = i32::from(listener.port);
+                Some((broker.id, listener.host.clone(), port, broker.rack.clone()))
+            })
+            .collect()
     }
 
     /// The node leading the controller quorum, as far as this node knows;

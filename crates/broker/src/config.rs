@@ -37,6 +37,13 @@ pub struct BrokerConfig {
     /// A controller that hears no leader for this long (to twice this)
     /// calls an election (KRaft's `controller.quorum.election.timeout.ms`).
     pub controller_election_timeout_ms: u64,
+    /// A broker whose heartbeats stop for this long is fenced: it leads
+    /// nothing and is not offered to clients (Kafka's
+    /// `broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
+    /// How often a broker heartbeats to the active controller (Kafka's
+    /// `broker.heartbeat.interval.ms`); less than the session timeout.
+    pub broker_heartbeat_interval_ms: u64,
     /// Address the Kafka protocol listener binds.
     pub listen: String,
     /// `host:port` given to clients in Metadata answers; defaults to `listen`.
@@ -162,6 +169,8 @@ impl Default for BrokerConfig {
             controller_listen: None,
             controller_quorum: String::new(),
             controller_election_timeout_ms: 1000,
+            broker_session_timeout_ms: 9000,
+            broker_heartbeat_interval_ms: 2000,
             listen: "127.0.0.1:9092".to_string(),
             advertised_listener: None,
             admin_listen: "127.0.0.1:9644".to_string(),
@@ -314,6 +323,15 @@ impl BrokerConfig {
             return invalid(
                 "controller_election_timeout_ms",
                 "must be between 10 and 60000",
+            );
+        }
+        if self.broker_heartbeat_interval_ms == 0
+            || self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms
+            || self.broker_session_timeout_ms > 3_600_000
+        {
+            return invalid(
+                "broker_heartbeat_interval_ms",
+                "must be at least 1 and less than broker_session_timeout_ms (at most an hour)",
             );
         }
         self.validate_quorum()?;

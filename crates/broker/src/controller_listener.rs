@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rill_controller::Node;
-use rill_controller::wire::{Hello, PEER_API_KEY, PEER_API_VERSION, PeerRequest, PeerResponse};
+use rill_controller::wire::{
+    BrokerError, Hello, PEER_API_KEY, PEER_API_VERSION, PeerRequest, PeerResponse,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -101,6 +103,20 @@ async fn connection(
             (true, PeerRequest::Hello(_)) => {
                 (PeerResponse::Failed("Hello once, first".to_string()), true)
             }
+            (true, PeerRequest::BrokerRegistration(registration)) => {
+                let answer = match identity.controller.get() {
+                    Some(controller) => controller.register(registration).await,
+                    None => Err(forming()),
+                };
+                (PeerResponse::BrokerRegistered(answer), false)
+            }
+            (true, PeerRequest::BrokerHeartbeat(heartbeat)) => {
+                let answer = match identity.controller.get() {
+                    Some(controller) => controller.heartbeat(heartbeat).await,
+                    None => Err(forming()),
+                };
+                (PeerResponse::BrokerHeartbeat(answer), false)
+            }
             (true, request) => (node.answer(request).await, false),
         };
         let frame = response_frame(correlation_id, &response.encode());
@@ -108,6 +124,13 @@ async fn connection(
         if close {
             return Ok(());
         }
+    }
+}
+
+fn forming() -> BrokerError {
+    BrokerError {
+        code: rill_protocol::error_code::NOT_CONTROLLER,
+        message: "the cluster is still forming".to_string(),
     }
 }
 

@@ -10,9 +10,10 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use rill_controller::active::ActiveController;
 use rill_controller::network::{Channel, Dialer};
 use rill_controller::wire::{Hello, PEER_API_KEY, PEER_API_VERSION, PeerRequest, PeerResponse};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -32,6 +33,8 @@ pub struct Identity {
     pub node_id: u64,
     /// The cluster id from `meta.properties`, or learnt from the metadata.
     pub cluster_id: watch::Receiver<Option<String>>,
+    /// The node's controller task, once the cluster has formed.
+    pub controller: OnceLock<ActiveController>,
 }
 
 /// Reads one frame's bytes after its size.

@@ -12,14 +12,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rill_controller::active::ActiveController;
+use rill_controller::logic::sessions::{Heartbeat, Registration};
+use rill_controller::network::{Channel, Dialer};
+use rill_controller::wire::{BrokerError, BrokerStatus, PeerRequest, PeerResponse};
 use rill_controller::{Node, NodeConfig, NodeError, ProposeError};
 use rill_metadata::{MetadataRecord, MetadataStore, snapshot};
+use rill_protocol::error_code;
 use tokio::sync::watch;
 
 use crate::config::{BrokerConfig, ConfigError};
 use crate::controller_listener;
 use crate::meta_properties::{self, MetaError};
-use crate::peers::{Identity, TcpDialer};
+use crate::peers::{Identity, TcpChannel, TcpDialer};
 
 const METADATA_DIR: &str = "__cluster_metadata";
 const RAFT_DIR: &str = "raft";
@@ -65,15 +70,93 @@ pub enum QuorumError {
 pub struct Quorum {
     pub node: Node,
     pub cluster_id: String,
-    /// Stops the controller listener, if there is one.
-    stop_listener: watch::Sender<bool>,
+    node_id: u64,
+    /// This node's controller task (active while the node leads).
+    controller: ActiveController,
+    /// Reaches the other voters; none in a quorum of one.
+    dialer: Option<Arc<TcpDialer>>,
+    /// The channel to the node that led at the last broker request.
+    to_leader: tokio::sync::Mutex<Option<(u64, TcpChannel)>>,
+    /// Stops the controller listener and the controller task.
+    stop: watch::Sender<bool>,
 }
 
+/// One broker request to the active controller.
+const BROKER_CALL: Duration = Duration::from_secs(5);
+
 impl Quorum {
-    /// Stops the listener, then the Raft.
+    /// Stops the listener and the controller task, then the Raft.
     pub async fn shutdown(&self) {
-        self.stop_listener.send_replace(true);
+        self.stop.send_replace(true);
         self.node.shutdown().await;
+    }
+
+    /// Registers this node's broker with the active controller, wherever
+    /// it is: the broker epoch.
+    pub async fn register(&self, registration: Registration) -> Result<i64, BrokerError> {
+        if let Some(leader) = self.remote_leader()? {
+            let request = PeerRequest::BrokerRegistration(registration);
+            return match self.call(leader, request).await? {
+                PeerResponse::BrokerRegistered(answer) => answer,
+                other => Err(unexpected(other)),
+            };
+        }
+        self.controller.register(registration).await
+    }
+
+    /// Sends this node's broker heartbeat to the active controller.
+    pub async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<BrokerStatus, BrokerError> {
+        if let Some(leader) = self.remote_leader()? {
+            return match self
+                .call(leader, PeerRequest::BrokerHeartbeat(heartbeat))
+                .await?
+            {
+                PeerResponse::BrokerHeartbeat(answer) => answer,
+                other => Err(unexpected(other)),
+            };
+        }
+        self.controller.heartbeat(heartbeat).await
+    }
+
+    /// The leader, if it is another node; this node's own controller task
+    /// answers otherwise (and says NOT_CONTROLLER while nobody leads).
+    fn remote_leader(&self) -> Result<Option<u64>, BrokerError> {
+        match self.node.leader() {
+            Some(leader) if leader != self.node_id => Ok(Some(leader)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn call(&self, leader: u64, request: PeerRequest) -> Result<PeerResponse, BrokerError> {
+        let Some(dialer) = &self.dialer else {
+            return Err(unreachable(
+                leader,
+                "a quorum of one has no peers".to_string(),
+            ));
+        };
+        let mut cached = self.to_leader.lock().await;
+        if cached.as_ref().is_none_or(|(to, _)| *to != leader) {
+            *cached = Some((leader, dialer.dial(leader)));
+        }
+        let (_, channel) = cached.as_mut().expect("set above");
+        channel
+            .call(request, BROKER_CALL)
+            .await
+            .map_err(|e| unreachable(leader, e.to_string()))
+    }
+}
+
+fn unreachable(leader: u64, why: String) -> BrokerError {
+    BrokerError {
+        code: error_code::NOT_CONTROLLER,
+        message: format!("cannot reach the active controller, node {leader}: {why}"),
+    }
+}
+
+fn unexpected(answer: PeerResponse) -> BrokerError {
+    BrokerError {
+        code: error_code::UNKNOWN_SERVER_ERROR,
+        message: format!("the controller answered {answer:?}"),
     }
 }
 
@@ -101,7 +184,8 @@ pub async fn open(config: &BrokerConfig) -> Result<Quorum, QuorumError> {
         // The migration is whole; the old log is kept, out of the way.
         keep_old_log(&dir)?;
     }
-    let (stop_listener, stop) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    let mut peers = None;
     let node = match config.controller_address()? {
         None => {
             let node = Node::open_single(&raft_dir, config.node_id, &node_config).await?;
@@ -117,28 +201,45 @@ pub async fn open(config: &BrokerConfig) -> Result<Quorum, QuorumError> {
         }
         Some(address) => {
             let stored_id = stored.as_ref().map(|meta| meta.cluster_id.clone());
-            open_with_peers(config, &raft_dir, &address, voters, stored_id, stop).await?
+            let (node, identity, dialer) =
+                open_with_peers(config, &raft_dir, &address, voters, stored_id, stop.clone())
+                    .await?;
+            peers = Some((identity, dialer));
+            node
         }
     };
+    let Some(cluster_id) = node.subscribe().borrow().image.cluster_id.clone() else {
+        stop_tx.send_replace(true);
+        node.shutdown().await;
+        return Err(QuorumError::ClusterId(ProposeError::Stopped(
+            "no cluster id after the quorum formed".to_string(),
+        )));
+    };
+    let controller = ActiveController::spawn(
+        node.clone(),
+        config.node_id,
+        cluster_id.clone(),
+        config.broker_session_timeout_ms,
+        stop.clone(),
+    );
+    let dialer = peers.map(|(identity, dialer)| {
+        let _ = identity.controller.set(controller.clone());
+        dialer
+    });
     let quorum = Quorum {
-        cluster_id: String::new(),
         node,
-        stop_listener,
+        cluster_id: cluster_id.clone(),
+        node_id: config.node_id as u64,
+        controller,
+        dialer,
+        to_leader: tokio::sync::Mutex::new(None),
+        stop: stop_tx,
     };
-    let cluster_id = match quorum.node.subscribe().borrow().image.cluster_id.clone() {
-        Some(id) => id,
-        None => {
-            quorum.shutdown().await;
-            return Err(QuorumError::ClusterId(ProposeError::Stopped(
-                "no cluster id after the quorum formed".to_string(),
-            )));
-        }
-    };
-    meta_properties::settle(data_dir, stored, config.node_id, &cluster_id)?;
-    Ok(Quorum {
-        cluster_id,
-        ..quorum
-    })
+    if let Err(error) = meta_properties::settle(data_dir, stored, config.node_id, &cluster_id) {
+        quorum.shutdown().await;
+        return Err(error.into());
+    }
+    Ok(quorum)
 }
 
 /// Opens a node of a quorum reached over the network: binds its controller
@@ -151,7 +252,7 @@ async fn open_with_peers(
     voters: BTreeMap<u64, String>,
     stored_cluster_id: Option<String>,
     stop: watch::Receiver<bool>,
-) -> Result<Node, QuorumError> {
+) -> Result<(Node, Arc<Identity>, Arc<TcpDialer>), QuorumError> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| QuorumError::Listen {
@@ -162,6 +263,7 @@ async fn open_with_peers(
     let identity = Arc::new(Identity {
         node_id: config.node_id as u64,
         cluster_id: known,
+        controller: Default::default(),
     });
     let dialer = Arc::new(TcpDialer::new(identity.clone(), voters.clone()));
     let node_config = NodeConfig {
@@ -179,7 +281,7 @@ async fn open_with_peers(
     tokio::spawn(controller_listener::serve(
         listener,
         node.clone(),
-        identity,
+        identity.clone(),
         stop,
     ));
     let formed = await_cluster_id(&node, config.node_id, &dialer).await;
@@ -193,7 +295,7 @@ async fn open_with_peers(
     cluster_id.send_replace(Some(id));
     let index = node.catch_up(&*dialer).await;
     tracing::info!(index, "caught up with the controller quorum's metadata");
-    Ok(node)
+    Ok((node, identity, dialer))
 }
 
 /// How often the wait for a quorum says it is still waiting.

@@ -154,6 +154,14 @@ impl Broker {
         tokio::spawn(crate::groups::run(shared.clone(), stop_rx.clone()));
         let following = (shared.clone(), stop_rx.clone());
         tokio::spawn(async move { following.0.cluster.follow_metadata(following.1).await });
+        let lifecycle = {
+            let (shared, stop) = (shared.clone(), stop_rx.clone());
+            let (host, port) = (shared.advertised_host.clone(), port);
+            tokio::spawn(async move { shared.cluster.run_broker(host, port, stop).await })
+        };
+        // Clients are served once the controller offers this broker to
+        // them (as a Kafka broker starts serving once unfenced).
+        shared.cluster.wait_unfenced().await;
         let admin_task = tokio::spawn(admin::serve(
             shared.clone(),
             admin_listener,
@@ -163,6 +171,8 @@ impl Broker {
         let task = tokio::spawn(async move {
             accept_loop(shared.clone(), kafka_listener, stop_rx).await;
             let _ = admin_task.await;
+            // The controller releases the broker before its quorum stops.
+            let _ = lifecycle.await;
             let closing = shared.clone();
             if let Err(error) = tokio::task::spawn_blocking(move || background.stop()).await {
                 tracing::error!(%error, "stopping the log cleaner and retention panicked");

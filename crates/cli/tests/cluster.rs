@@ -80,6 +80,9 @@ impl Cluster {
             .arg("--data-dir")
             .arg(data_dir)
             .env("RILL_LOG", "warn")
+            // A killed broker is fenced within two seconds.
+            .env("RILL_BROKER_SESSION_TIMEOUT_MS", "2000")
+            .env("RILL_BROKER_HEARTBEAT_INTERVAL_MS", "500")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -117,6 +120,36 @@ impl Cluster {
                 .map(|value| value.trim().to_string())
         };
         Some((field("CLUSTER")?, field("CONTROLLER")?.parse().ok()?))
+    }
+
+    /// The broker ids node `index` offers clients (the unfenced ones).
+    fn brokers(&self, index: usize) -> Vec<u32> {
+        let output = rill(&["cluster", "info", "-b", &self.bootstrap(index)]);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let mut ids: Vec<u32> = text
+            .lines()
+            .skip_while(|line| !line.starts_with("ID "))
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Waits until every running node offers exactly `ids`.
+    fn wait_for_brokers(&self, ids: &[u32], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen: Vec<Vec<u32>> = self.running().iter().map(|i| self.brokers(*i)).collect();
+            if seen.iter().all(|brokers| brokers == ids) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "brokers {seen:?}, not {ids:?}, after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn topics(&self, index: usize) -> Vec<String> {
@@ -204,6 +237,7 @@ fn three_nodes_form_a_quorum_that_survives_its_controller() {
         cluster.start(index);
     }
     let (cluster_id, controller) = cluster.agreed_controller(FORM_WITHIN);
+    cluster.wait_for_brokers(&[1, 2, 3], FORM_WITHIN);
     for node in &cluster.nodes {
         let properties = std::fs::read_to_string(node.data_dir.join("meta.properties")).unwrap();
         assert!(
@@ -236,11 +270,27 @@ fn three_nodes_form_a_quorum_that_survives_its_controller() {
         "kill -9 of the controller to a change accepted: {:?}",
         killed.elapsed()
     );
+    // Its broker stops heartbeating and is fenced: no node offers it.
+    let alive: Vec<u32> = (1..=3)
+        .filter(|id| *id as usize - 1 != controller)
+        .collect();
+    cluster.wait_for_brokers(&alive, FAILOVER_WITHIN);
 
-    // The killed node comes back, follows, and has what it missed.
+    // The killed node comes back, follows, has what it missed, and is
+    // unfenced.
     cluster.start(controller);
     cluster.wait_for_topic(controller, "second", FORM_WITHIN);
     assert_eq!(cluster.agreed_controller(FORM_WITHIN).0, cluster_id);
+    cluster.wait_for_brokers(&[1, 2, 3], FORM_WITHIN);
+
+    // A broker that is not the controller, killed and restarted alike.
+    let (_, controller) = cluster.agreed_controller(FORM_WITHIN);
+    let other = (controller + 1) % 3;
+    cluster.kill(other);
+    let alive: Vec<u32> = (1..=3).filter(|id| *id as usize - 1 != other).collect();
+    cluster.wait_for_brokers(&alive, FAILOVER_WITHIN);
+    cluster.start(other);
+    cluster.wait_for_brokers(&[1, 2, 3], FORM_WITHIN);
 }
 
 #[test]

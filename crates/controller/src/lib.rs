@@ -14,9 +14,12 @@
 //!   migration of a pre-quorum metadata log.
 //! - [`network`], [`wire`]: Raft's messages to peers over channels the
 //!   broker provides, and their bytes.
+//! - [`active`]: the active controller's task: broker sessions, fencing,
+//!   leadership moved.
 //! - [`logic`]: the active controller's decisions, pure (replica placement,
 //!   broker sessions).
 
+pub mod active;
 pub mod codec;
 pub mod durable;
 pub mod log_store;

@@ -257,6 +257,9 @@ impl Node {
                 PeerResponse::ReadIndex(read.ok().map(|read| read.index()))
             }
             PeerRequest::Hello(_) => PeerResponse::Failed("Hello once, first".to_string()),
+            PeerRequest::BrokerRegistration(_) | PeerRequest::BrokerHeartbeat(_) => {
+                PeerResponse::Failed("broker requests go to the controller task".to_string())
+            }
         }
     }
 

@@ -107,7 +107,8 @@ impl StateMachine {
                 // All or nothing: a batch that does not apply leaves the
                 // state as it was, on every node alike.
                 let mut next = ClusterState::clone(&inner.state);
-                match records.iter().try_for_each(|r| next.apply(r)) {
+                let index = entry.log_id.index;
+                match records.iter().try_for_each(|r| next.apply_at(index, r)) {
                     Ok(()) => inner.state = Arc::new(next),
                     Err(e) => refused = Some(e.to_string()),
                 }

@@ -19,6 +19,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use crate::codec::invalid;
+use crate::logic::sessions::{Heartbeat, Registration};
 use crate::types::{SnapshotMeta, TypeConfig, Vote};
 
 /// The Kafka API key of controller peer messages.
@@ -44,6 +45,10 @@ pub enum PeerRequest {
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
     TransferLeader(TransferLeaderRequest<TypeConfig>),
+    /// A broker registers with the active controller (KIP-631).
+    BrokerRegistration(Registration),
+    /// A registered broker's heartbeat.
+    BrokerHeartbeat(Heartbeat),
     /// The leader's commit index, confirmed by a quorum: a node that has
     /// applied it reads a state no older than the question.
     ReadIndex,
@@ -71,8 +76,28 @@ pub enum PeerResponse {
     Snapshot(SnapshotResponse<TypeConfig>),
     /// `None` if the node asked does not lead (any more).
     ReadIndex(Option<u64>),
+    /// The broker epoch of a registration.
+    BrokerRegistered(Result<i64, BrokerError>),
+    BrokerHeartbeat(Result<BrokerStatus, BrokerError>),
     /// The request could not be answered (the node is stopping).
     Failed(String),
+}
+
+/// What a heartbeat answers a broker (BrokerHeartbeatResponse's fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerStatus {
+    pub is_caught_up: bool,
+    pub is_fenced: bool,
+    pub in_controlled_shutdown: bool,
+    pub should_shut_down: bool,
+}
+
+/// A refused registration or heartbeat: the Kafka error code and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} (error code {code})")]
+pub struct BrokerError {
+    pub code: i16,
+    pub message: String,
 }
 
 impl PeerRequest {

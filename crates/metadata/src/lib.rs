@@ -30,5 +30,5 @@ pub use broker::{Broker, Listener};
 pub use id::{TopicId, Uuid};
 pub use partition::Partition;
 pub use record::MetadataRecord;
-pub use state::{ApplyError, ClusterState, Topic};
+pub use state::{ApplyError, ClusterState, EPOCH_OF_ENTRY, Topic};
 pub use store::{MetadataStore, StoreError};

@@ -32,6 +32,13 @@ impl Topic {
     }
 }
 
+/// The epoch a proposer writes in `BrokerRegistered`: the broker epoch is
+/// then the index of the log entry that carries the record (KRaft's is the
+/// registration record's offset, which a proposer to openraft cannot know
+/// in advance). Replaying the log gives the same index, so every node
+/// agrees; snapshots write the epoch itself.
+pub const EPOCH_OF_ENTRY: i64 = -1;
+
 /// Everything the metadata log has said so far.
 ///
 /// Topics are shared (`Arc`), so a copy of the state costs a pointer per
@@ -173,6 +180,25 @@ impl ClusterState {
     /// Registered controllers and their directory ids, ordered by id.
     pub fn controllers(&self) -> impl Iterator<Item = (i32, Uuid)> + '_ {
         self.controllers.iter().map(|(id, dir)| (*id, *dir))
+    }
+
+    /// Applies one record carried by the log entry at `index`: as
+    /// [`apply`](ClusterState::apply), but a `BrokerRegistered` with epoch
+    /// [`EPOCH_OF_ENTRY`] takes `index` as its broker epoch.
+    pub fn apply_at(&mut self, index: u64, record: &MetadataRecord) -> Result<(), ApplyError> {
+        match record {
+            MetadataRecord::BrokerRegistered {
+                id,
+                incarnation,
+                epoch: EPOCH_OF_ENTRY,
+                listeners,
+                rack,
+            } => {
+                let epoch = i64::try_from(index).unwrap_or(i64::MAX);
+                self.register_broker(*id, *incarnation, epoch, listeners, rack)
+            }
+            _ => self.apply(record),
+        }
     }
 
     /// Applies one record, or leaves the state unchanged and says why not.
@@ -452,6 +478,13 @@ impl ClusterState {
         }
         // Broker epochs are log positions, so a later registration has a
         // larger one.
+        if epoch < 0 {
+            return Err(ApplyError::StaleBrokerEpoch {
+                id,
+                current: 0,
+                requested: epoch,
+            });
+        }
         if let Some(current) = self.brokers.get(&id).filter(|b| b.epoch >= epoch) {
             return Err(ApplyError::StaleBrokerEpoch {
                 id,

@@ -12,7 +12,6 @@ use crate::server::Shared;
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub fn handle(shared: &Arc<Shared>, request: DescribeClusterRequest) -> DescribeClusterResponse {
-    let node_id = shared.config.node_id;
     if request.endpoint_type != ENDPOINT_TYPE_BROKERS && request.endpoint_type != 2 {
         return DescribeClusterResponse {
             error_code: error_code::UNSUPPORTED_VERSION,
@@ -32,13 +31,18 @@ pub fn handle(shared: &Arc<Shared>, request: DescribeClusterRequest) -> Describe
         } else {
             i32::MIN
         },
-        brokers: vec![DescribeClusterBroker {
-            broker_id: node_id,
-            host: shared.advertised_host.clone(),
-            port: shared.advertised_port,
-            rack: None,
-            ..Default::default()
-        }],
+        brokers: shared
+            .cluster
+            .live_brokers(&shared.advertised_host, shared.advertised_port)
+            .into_iter()
+            .map(|(broker_id, host, port, rack)| DescribeClusterBroker {
+                broker_id,
+                host,
+                port,
+                rack,
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     }
 }

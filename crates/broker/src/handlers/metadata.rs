@@ -112,13 +112,18 @@ pub async fn handle(
         } else {
             i32::MIN
         },
-        brokers: vec![MetadataResponseBroker {
-            node_id,
-            host: shared.advertised_host.clone(),
-            port: shared.advertised_port,
-            rack: None,
-            ..Default::default()
-        }],
+        brokers: shared
+            .cluster
+            .live_brokers(&shared.advertised_host, shared.advertised_port)
+            .into_iter()
+            .map(|(node_id, host, port, rack)| MetadataResponseBroker {
+                node_id,
+                host,
+                port,
+                rack,
+                ..Default::default()
+            })
+            .collect(),
         cluster_id: Some(shared.cluster.cluster_id().to_string()),
         controller_id: shared.cluster.active_controller(),
         topics,

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use rill_metadata::{Broker, Listener, MetadataRecord, Uuid};
 use rill_protocol::error_code;
+use serde::{Deserialize, Serialize};
 
 /// Where a broker's registration stands, as a heartbeat sees it (Kafka's
 /// `BrokerControlState`).
@@ -46,7 +47,7 @@ impl BrokerState {
 }
 
 /// What a heartbeat asks for, besides keeping the session alive.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wants {
     /// The broker asks to stay (or become) fenced.
     pub fence: bool,
@@ -120,7 +121,7 @@ impl SessionError {
 }
 
 /// A BrokerRegistration request, as the controller needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     pub id: i32,
     pub cluster_id: String,
@@ -131,7 +132,7 @@ pub struct Registration {
 }
 
 /// A BrokerHeartbeat request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub broker_id: i32,
     pub broker_epoch: i64,
@@ -301,6 +302,14 @@ impl Sessions {
             }
         }
         records
+    }
+
+    /// The registration of broker `id` committed with broker epoch `epoch`
+    /// (the index of its entry; see `rill_metadata::EPOCH_OF_ENTRY`).
+    pub fn registered_at(&mut self, id: i32, epoch: i64) {
+        if let Some(session) = self.sessions.get_mut(&id) {
+            session.epoch = epoch;
+        }
     }
 
     /// The broker's registration was removed: its session ends.
