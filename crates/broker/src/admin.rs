@@ -163,6 +163,7 @@ fn update_log_sizes(shared: &Shared) {
     metrics
         .cleaner_last_clean_seconds
         .set(cleaner.last_clean_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
+    metrics.quorum.update(&shared.cluster.local_quorum());
     let now = crate::clock::now_ms();
     metrics.forget_topics(|name| shared.cluster.topic(name).is_some());
     let mut current = HashSet::new();

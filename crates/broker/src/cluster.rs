@@ -246,13 +246,38 @@ impl Cluster {
             .collect()
     }
 
+    /// The controller quorum as its leader sees it.
+    pub async fn describe_quorum(&self) -> rill_controller::describe::QuorumInfo {
+        self.quorum.describe().await
+    }
+
+    /// The controller quorum as this node sees it (no network call).
+    pub fn local_quorum(&self) -> rill_controller::describe::QuorumInfo {
+        self.quorum.node.describe()
+    }
+
+    /// The quorum's voters and where their controller listeners are
+    /// (none for a quorum of one, which has no listener).
+    pub fn controller_endpoints(&self) -> Vec<(i32, String, u16)> {
+        let voters = self.config.voters().unwrap_or_default();
+        voters
+            .into_iter()
+            .filter_map(|(id, address)| {
+                let (host, port) = address.rsplit_once(':')?;
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                Some((id as i32, host.to_string(), port.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// The node leading the controller quorum, as far as this node knows;
-    /// this node while there is none.
+    /// -1 (Kafka's "unknown") while there is none, as during an election.
     pub fn active_controller(&self) -> i32 {
-        match self.quorum.node.leader() {
-            Some(leader) => i32::try_from(leader).unwrap_or(self.config.node_id),
-            None => self.config.node_id,
-        }
+        self.quorum
+            .node
+            .leader()
+            .and_then(|leader| i32::try_from(leader).ok())
+            .unwrap_or(-1)
     }
 
     pub fn config(&self) -> &BrokerConfig {

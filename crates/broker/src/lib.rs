@@ -39,6 +39,7 @@ mod partition;
 mod partition_dirs;
 mod peers;
 mod quorum;
+mod quorum_metrics;
 mod response;
 mod sendfile;
 mod server;

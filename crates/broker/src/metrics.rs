@@ -13,6 +13,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+
+use crate::quorum_metrics::QuorumGauges;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -50,6 +52,7 @@ pub struct TopicMetrics {
 
 pub struct Metrics {
     registry: Registry,
+    pub quorum: QuorumGauges,
     requests: Family<ApiLabels, Counter>,
     request_seconds: Family<ApiLabels, Histogram>,
     connections: Gauge,
@@ -207,7 +210,9 @@ impl Metrics {
             "Appends that waited for a group-commit round (flush.messages) since the broker started",
             log_sync_waits.clone(),
         );
+        let quorum = QuorumGauges::register(&mut registry);
         Metrics {
+            quorum,
             registry,
             log_sync_rounds,
             log_sync_waits,

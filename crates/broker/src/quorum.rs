@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rill_controller::active::ActiveController;
+use rill_controller::describe::QuorumInfo;
 use rill_controller::logic::sessions::{Heartbeat, Registration};
 use rill_controller::network::{Channel, Dialer};
 use rill_controller::wire::{BrokerError, BrokerStatus, PeerRequest, PeerResponse};
@@ -81,12 +82,19 @@ pub struct Quorum {
     stop: watch::Sender<bool>,
 }
 
+/// Longest wait at a clean stop for another voter to take the leadership.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(3);
+
 /// One broker request to the active controller.
 const BROKER_CALL: Duration = Duration::from_secs(5);
 
 impl Quorum {
-    /// Stops the listener and the controller task, then the Raft.
+    /// Hands the leadership over if this node has it, stops the listener
+    /// and the controller task, then the Raft.
     pub async fn shutdown(&self) {
+        if self.dialer.is_some() {
+            self.node.hand_over(HAND_OVER_WAIT).await;
+        }
         self.stop.send_replace(true);
         self.node.shutdown().await;
     }
@@ -116,6 +124,18 @@ impl Quorum {
             };
         }
         self.controller.heartbeat(heartbeat).await
+    }
+
+    /// The quorum as its leader sees it, or as this node does when the
+    /// leader cannot be asked.
+    pub async fn describe(&self) -> QuorumInfo {
+        if let Ok(Some(leader)) = self.remote_leader()
+            && let Ok(PeerResponse::Quorum(info)) =
+                self.call(leader, PeerRequest::DescribeQuorum).await
+        {
+            return info;
+        }
+        self.node.describe()
     }
 
     /// The leader, if it is another node; this node's own controller task

@@ -130,10 +130,26 @@ impl Cluster {
             .lines()
             .skip_while(|line| !line.starts_with("ID "))
             .skip(1)
+            .take_while(|line| !line.is_empty())
             .filter_map(|line| line.split_whitespace().next()?.parse().ok())
             .collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// The voter lines of `rill cluster info` through node `index`: each
+    /// voter's id and whether its broker is fenced.
+    fn voters(&self, index: usize) -> Vec<(u32, bool)> {
+        let output = rill(&["cluster", "info", "-b", &self.bootstrap(index)]);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.lines()
+            .skip_while(|line| !line.starts_with("VOTER "))
+            .skip(1)
+            .filter_map(|line| {
+                let id = line.split_whitespace().next()?.parse().ok()?;
+                Some((id, line.ends_with(" fenced")))
+            })
+            .collect()
     }
 
     /// Waits until every running node offers exactly `ids`.
@@ -283,12 +299,16 @@ fn three_nodes_form_a_quorum_that_survives_its_controller() {
     assert_eq!(cluster.agreed_controller(FORM_WITHIN).0, cluster_id);
     cluster.wait_for_brokers(&[1, 2, 3], FORM_WITHIN);
 
-    // A broker that is not the controller, killed and restarted alike.
+    // A broker that is not the controller, killed and restarted alike;
+    // the quorum's view (DescribeQuorum, through any node) names it fenced.
     let (_, controller) = cluster.agreed_controller(FORM_WITHIN);
     let other = (controller + 1) % 3;
     cluster.kill(other);
     let alive: Vec<u32> = (1..=3).filter(|id| *id as usize - 1 != other).collect();
     cluster.wait_for_brokers(&alive, FAILOVER_WITHIN);
+    let voters = cluster.voters((other + 1) % 3);
+    let expected: Vec<(u32, bool)> = (1..=3).map(|id| (id, id as usize - 1 == other)).collect();
+    assert_eq!(voters, expected);
     cluster.start(other);
     cluster.wait_for_brokers(&[1, 2, 3], FORM_WITHIN);
 }

@@ -517,7 +517,7 @@ impl AdminClient {
     }
 }
 
-fn unexpected(api: &str) -> Error {
+pub(crate) fn unexpected(api: &str) -> Error {
     Error::Protocol {
         addr: "broker".into(),
         reason: format!("{api} answered with another API"),

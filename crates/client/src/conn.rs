@@ -60,6 +60,7 @@ const CLIENT_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 1, 5),
     (ApiKey::DescribeGroups, 1, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::DescribeQuorum, 0, 2),
     // KIP-848 (`GroupProtocol::Consumer`); v1 only makes the member id the
     // client's to choose.
     (ApiKey::ConsumerGroupHeartbeat, 0, 0),

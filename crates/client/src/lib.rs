@@ -56,6 +56,7 @@ mod member_task;
 mod message;
 mod partitioner;
 mod producer;
+mod quorum;
 mod requests;
 mod topic_partition;
 
@@ -73,6 +74,7 @@ pub use producer::{
     Acks, AsyncProducer, DeliveryFuture, MAX_IN_FLIGHT_LIMIT, Producer, ProducerConfig,
     RecordMetadata, SendFuture,
 };
+pub use quorum::{QuorumDescription, VoterState};
 pub use requests::Offset;
 pub use rill_records::batch::Compression;
 pub use topic_partition::TopicPartition;

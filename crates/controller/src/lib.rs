@@ -21,6 +21,7 @@
 
 pub mod active;
 pub mod codec;
+pub mod describe;
 pub mod durable;
 pub mod log_store;
 pub mod logic;

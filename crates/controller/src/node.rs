@@ -256,11 +256,55 @@ impl Node {
                     .await;
                 PeerResponse::ReadIndex(read.ok().map(|read| read.index()))
             }
+            PeerRequest::DescribeQuorum => PeerResponse::Quorum(self.describe()),
             PeerRequest::Hello(_) => PeerResponse::Failed("Hello once, first".to_string()),
             PeerRequest::BrokerRegistration(_) | PeerRequest::BrokerHeartbeat(_) => {
                 PeerResponse::Failed("broker requests go to the controller task".to_string())
             }
         }
+    }
+
+    /// If this node leads a quorum of several, hands the leadership to the
+    /// voter whose log it has matched furthest, and waits at most `wait`
+    /// for another node to lead: a clean stop of the active controller then
+    /// costs the quorum no election timeout.
+    pub async fn hand_over(&self, wait: Duration) {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let me = metrics.id;
+        if metrics.current_leader != Some(me) {
+            return;
+        }
+        let Some(replication) = metrics.replication else {
+            return;
+        };
+        let next = replication
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .max_by_key(|(_, matched)| matched.map(|id| id.index))
+            .map(|(id, _)| *id);
+        let Some(next) = next else {
+            return;
+        };
+        if self.raft.trigger().transfer_leader(next).await.is_err() {
+            return;
+        }
+        let handed = self
+            .raft
+            .wait(Some(wait))
+            .metrics(
+                |m| m.current_leader.is_some_and(|leader| leader != me),
+                "another node leads",
+            )
+            .await;
+        match handed {
+            Ok(_) => tracing::info!(to = next, "handed the quorum's leadership over"),
+            Err(error) => tracing::warn!(%error, "the quorum's leadership was not handed over"),
+        }
+    }
+
+    /// This node's Raft metrics now.
+    pub(crate) fn metrics_now(&self) -> openraft::RaftMetrics<TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
     }
 
     /// The node that leads the quorum now, as far as this node knows.
@@ -369,6 +413,14 @@ fn raft_config(config: &NodeConfig) -> Result<Arc<Config>, NodeError> {
         max_in_snapshot_log_to_keep: (config.snapshot_entries / 4).max(1),
         // A node healed after a cut must not raise every term (KIP-996).
         enable_pre_vote: Some(true),
+        // openraft's channels take their whole capacity up front: at its
+        // defaults (65,536 messages each) that is ~30 MB of a broker
+        // otherwise using 10. Metadata changes come one at a time (one
+        // change lock per node, one controller task), so a thousand is
+        // far more than ever waits.
+        api_channel_size: Some(1024),
+        notification_channel_size: Some(1024),
+        api_batch_capacity: 256,
         ..Default::default()
     };
     config

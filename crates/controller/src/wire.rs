@@ -19,6 +19,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use crate::codec::invalid;
+use crate::describe::QuorumInfo;
 use crate::logic::sessions::{Heartbeat, Registration};
 use crate::types::{SnapshotMeta, TypeConfig, Vote};
 
@@ -52,6 +53,8 @@ pub enum PeerRequest {
     /// The leader's commit index, confirmed by a quorum: a node that has
     /// applied it reads a state no older than the question.
     ReadIndex,
+    /// The quorum as the node asked sees it (asked of the leader).
+    DescribeQuorum,
     /// A whole snapshot; its data travels as the message's raw bytes.
     Snapshot {
         vote: Vote,
@@ -76,6 +79,7 @@ pub enum PeerResponse {
     Snapshot(SnapshotResponse<TypeConfig>),
     /// `None` if the node asked does not lead (any more).
     ReadIndex(Option<u64>),
+    Quorum(QuorumInfo),
     /// The broker epoch of a registration.
     BrokerRegistered(Result<i64, BrokerError>),
     BrokerHeartbeat(Result<BrokerStatus, BrokerError>),

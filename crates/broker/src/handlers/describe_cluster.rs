@@ -1,4 +1,4 @@
-//! DescribeCluster: this broker is the whole cluster and its controller.
+//! DescribeCluster: the cluster's unfenced brokers and its active controller.
 
 use std::sync::Arc;
 

@@ -25,6 +25,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_quorum;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -69,6 +70,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeQuorum, 0, 2),
     // Consumer groups (crates/group): the classic protocol and KIP-848
     // (ConsumerGroupHeartbeat, with OffsetCommit/OffsetFetch v9).
     (ApiKey::FindCoordinator, 0, 6),
@@ -279,6 +281,9 @@ async fn dispatch(
                 .into()
         }
         RequestBody::DescribeCluster(request) => describe_cluster::handle(shared, request).into(),
+        RequestBody::DescribeQuorum(request) => {
+            describe_quorum::handle(shared, request).await.into()
+        }
         RequestBody::InitProducerId(request) => {
             init_producer_id::handle(shared, request).await.into()
         }
