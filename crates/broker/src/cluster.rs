@@ -376,7 +376,24 @@ impl Cluster {
             // One node holds every partition.
             assignments: vec![vec![self.config.node_id]; partitions as usize],
         };
-        self.propose(vec![record]).await?;
+        if let Err(error) = self.propose(vec![record]).await {
+            // Created through another node first: its record won.
+            if self
+                .quorum
+                .node
+                .subscribe()
+                .borrow()
+                .image
+                .topic(name)
+                .is_some()
+            {
+                return Err(TopicError::new(
+                    error_code::TOPIC_ALREADY_EXISTS,
+                    format!("topic '{name}' already exists"),
+                ));
+            }
+            return Err(error);
+        }
         self.reconcile().await;
         match self.topic(name) {
             Some(handle) if handle.id == id => Ok(handle),
@@ -511,17 +528,41 @@ impl Cluster {
                 Some(block.1)
             }
         };
-        if let Some(start) = start {
-            self.propose(vec![MetadataRecord::ProducerIdsAllocated {
-                broker: self.config.node_id,
-                next: start + PRODUCER_ID_BLOCK,
-            }])
-            .await?;
+        if start.is_some() {
+            let start = self.reserve_producer_ids().await?;
             *lock(&self.producer_ids) = (start, start + PRODUCER_ID_BLOCK);
         }
         let mut block = lock(&self.producer_ids);
         block.0 += 1;
         Ok(block.0 - 1)
+    }
+
+    /// Reserves the next block of producer ids for this node, and returns
+    /// its first id. The block starts where the metadata says the last one
+    /// ended; another node reserving the same block first gets this
+    /// proposal refused, and it is made again from the newer state.
+    async fn reserve_producer_ids(&self) -> Result<i64, TopicError> {
+        const ATTEMPTS: usize = 5;
+        let mut last_error = None;
+        for _ in 0..ATTEMPTS {
+            let start = self.quorum.node.subscribe().borrow().image.next_producer_id;
+            let record = MetadataRecord::ProducerIdsAllocated {
+                broker: self.config.node_id,
+                next: start + PRODUCER_ID_BLOCK,
+            };
+            match self.quorum.propose(vec![record]).await {
+                Ok(_) => return Ok(start),
+                Err(ProposeError::Refused(reason)) => last_error = Some(reason),
+                Err(error) => return Err(self.propose_error(error)),
+            }
+        }
+        Err(TopicError::new(
+            error_code::UNKNOWN_SERVER_ERROR,
+            format!(
+                "no producer-id block reserved: {}",
+                last_error.unwrap_or_default()
+            ),
+        ))
     }
 
     /// Stops the controller quorum, then flushes every log and writes the
@@ -541,16 +582,21 @@ impl Cluster {
 
     /// Proposes a batch of records and waits until it is applied here.
     async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, TopicError> {
-        self.quorum.node.propose(records).await.map_err(|error| {
-            let code = match &error {
-                ProposeError::NotLeader { .. } => error_code::NOT_CONTROLLER,
-                ProposeError::TooLarge(_) => error_code::POLICY_VIOLATION,
-                ProposeError::Refused(_) => error_code::UNKNOWN_SERVER_ERROR,
-                ProposeError::Stopped(_) => error_code::KAFKA_STORAGE_ERROR,
-            };
-            tracing::error!(%error, "metadata change failed");
-            TopicError::new(code, error.to_string())
-        })
+        self.quorum
+            .propose(records)
+            .await
+            .map_err(|error| self.propose_error(error))
+    }
+
+    fn propose_error(&self, error: ProposeError) -> TopicError {
+        let code = match &error {
+            ProposeError::NotLeader { .. } => error_code::NOT_CONTROLLER,
+            ProposeError::TooLarge(_) => error_code::POLICY_VIOLATION,
+            ProposeError::Refused(_) => error_code::UNKNOWN_SERVER_ERROR,
+            ProposeError::Stopped(_) => error_code::KAFKA_STORAGE_ERROR,
+        };
+        tracing::error!(%error, "metadata change failed");
+        TopicError::new(code, error.to_string())
     }
 
     #[cfg(test)]

@@ -126,6 +126,34 @@ impl Quorum {
         self.controller.heartbeat(heartbeat).await
     }
 
+    /// Proposes `records` to the quorum through its leader, wherever it
+    /// is, and returns once this node has applied them too, so that what
+    /// the caller reads next includes its own change.
+    pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, ProposeError> {
+        let Ok(Some(leader)) = self.remote_leader() else {
+            return self.node.propose(records).await;
+        };
+        let index = match self.call(leader, PeerRequest::Propose(records)).await {
+            Ok(PeerResponse::Proposed(answer)) => answer?,
+            Ok(other) => return Err(ProposeError::Stopped(format!("{other:?}"))),
+            Err(error) => {
+                // The leader is away or gone: the client retries once a
+                // new one is known.
+                tracing::debug!(%error, "cannot forward a metadata change");
+                return Err(ProposeError::NotLeader {
+                    leader: Some(leader),
+                });
+            }
+        };
+        if self.node.wait_applied(index, BROKER_CALL).await {
+            Ok(index)
+        } else {
+            Err(ProposeError::Stopped(format!(
+                "the change at index {index} was not applied here in time"
+            )))
+        }
+    }
+
     /// The quorum as its leader sees it, or as this node does when the
     /// leader cannot be asked.
     pub async fn describe(&self) -> QuorumInfo {

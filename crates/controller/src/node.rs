@@ -78,7 +78,7 @@ pub enum NodeError {
 }
 
 /// Why a proposal was not applied.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ProposeError {
     /// Another node leads, or none does now: the caller may retry there or
     /// later. Nothing was appended.
@@ -257,6 +257,7 @@ impl Node {
                 PeerResponse::ReadIndex(read.ok().map(|read| read.index()))
             }
             PeerRequest::DescribeQuorum => PeerResponse::Quorum(self.describe()),
+            PeerRequest::Propose(records) => PeerResponse::Proposed(self.propose(records).await),
             PeerRequest::Hello(_) => PeerResponse::Failed("Hello once, first".to_string()),
             PeerRequest::BrokerRegistration(_) | PeerRequest::BrokerHeartbeat(_) => {
                 PeerResponse::Failed("broker requests go to the controller task".to_string())
@@ -340,6 +341,16 @@ impl Node {
         }
     }
 
+    /// Waits until this node has applied the entry at `index`, at most
+    /// `wait`; whether it has.
+    pub async fn wait_applied(&self, index: u64, wait: Duration) -> bool {
+        self.raft
+            .wait(Some(wait))
+            .applied_index_at_least(Some(index), "applied here")
+            .await
+            .is_ok()
+    }
+
     /// The applied state now and from now on.
     pub fn subscribe(&self) -> watch::Receiver<Published> {
         self.machine.subscribe()
@@ -413,14 +424,6 @@ fn raft_config(config: &NodeConfig) -> Result<Arc<Config>, NodeError> {
         max_in_snapshot_log_to_keep: (config.snapshot_entries / 4).max(1),
         // A node healed after a cut must not raise every term (KIP-996).
         enable_pre_vote: Some(true),
-        // openraft's channels take their whole capacity up front: at its
-        // defaults (65,536 messages each) that is ~30 MB of a broker
-        // otherwise using 10. Metadata changes come one at a time (one
-        // change lock per node, one controller task), so a thousand is
-        // far more than ever waits.
-        api_channel_size: Some(1024),
-        notification_channel_size: Some(1024),
-        api_batch_capacity: 256,
         ..Default::default()
     };
     config

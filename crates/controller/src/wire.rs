@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::codec::invalid;
 use crate::describe::QuorumInfo;
 use crate::logic::sessions::{Heartbeat, Registration};
+use crate::node::ProposeError;
 use crate::types::{SnapshotMeta, TypeConfig, Vote};
+use rill_metadata::MetadataRecord;
 
 /// The Kafka API key of controller peer messages.
 pub const PEER_API_KEY: i16 = 10_000;
@@ -55,6 +57,9 @@ pub enum PeerRequest {
     ReadIndex,
     /// The quorum as the node asked sees it (asked of the leader).
     DescribeQuorum,
+    /// A batch of records for the leader to propose: a change made through
+    /// a node that does not lead (KIP-590's forwarding, by records).
+    Propose(Vec<MetadataRecord>),
     /// A whole snapshot; its data travels as the message's raw bytes.
     Snapshot {
         vote: Vote,
@@ -80,6 +85,8 @@ pub enum PeerResponse {
     /// `None` if the node asked does not lead (any more).
     ReadIndex(Option<u64>),
     Quorum(QuorumInfo),
+    /// The index of a forwarded batch once applied on the leader.
+    Proposed(Result<u64, ProposeError>),
     /// The broker epoch of a registration.
     BrokerRegistered(Result<i64, BrokerError>),
     BrokerHeartbeat(Result<BrokerStatus, BrokerError>),

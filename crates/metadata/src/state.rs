@@ -333,8 +333,11 @@ impl ClusterState {
         Ok(())
     }
 
+    /// A block ends where the next begins: the end only moves up, so two
+    /// nodes that proposed the same block from one state cannot both get it
+    /// (the second is refused and asks again).
     fn allocate_producer_ids(&mut self, next: i64) -> Result<(), ApplyError> {
-        if next < self.next_producer_id {
+        if next <= self.next_producer_id {
             return Err(ApplyError::ProducerIdsBackwards {
                 current: self.next_producer_id,
                 requested: next,
