@@ -54,7 +54,7 @@ controller() { # the controller a live node names, or nothing
 
 brokers_offered() { # how many brokers node $1 offers
     "$rill" cluster info -b "127.0.0.1:$(kafka "$1")" 2>/dev/null |
-        awk 'seen { n++ } /^ID / { seen = 1 } END { print n + 0 }'
+        awk 'seen && NF == 0 { exit } seen { n++ } /^ID / { seen = 1 } END { print n + 0 }'
 }
 
 wait_all_offered() {

@@ -76,8 +76,18 @@ fn unexpected(response: PeerResponse) -> io::Error {
 }
 
 impl<C: Channel> Peer<C> {
-    async fn call(&mut self, request: PeerRequest, option: &RPCOption) -> io::Result<PeerResponse> {
-        self.channel.call(request, option.soft_ttl()).await
+    /// Sends `request` and takes the answer `pick` expects; any failure is
+    /// the peer being unreachable, so openraft backs off and retries.
+    async fn call<T>(
+        &mut self,
+        request: PeerRequest,
+        option: &RPCOption,
+        pick: impl FnOnce(PeerResponse) -> Result<T, PeerResponse>,
+    ) -> Result<T, Unreachable<TypeConfig>> {
+        match self.channel.call(request, option.soft_ttl()).await {
+            Ok(response) => pick(response).map_err(|other| unreachable(&unexpected(other))),
+            Err(e) => Err(unreachable(&e)),
+        }
     }
 }
 
@@ -89,11 +99,12 @@ impl<C: Channel> RaftNetworkV2<TypeConfig> for Peer<C> {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(PeerRequest::Append(rpc), &option).await {
-            Ok(PeerResponse::Append(response)) => Ok(response),
-            Ok(other) => Err(RPCError::Unreachable(unreachable(&unexpected(other)))),
-            Err(e) => Err(RPCError::Unreachable(unreachable(&e))),
-        }
+        let pick = |r| match r {
+            PeerResponse::Append(response) => Ok(response),
+            other => Err(other),
+        };
+        let answer = self.call(PeerRequest::Append(rpc), &option, pick).await;
+        answer.map_err(RPCError::Unreachable)
     }
 
     async fn vote(
@@ -101,11 +112,8 @@ impl<C: Channel> RaftNetworkV2<TypeConfig> for Peer<C> {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(PeerRequest::Vote(rpc), &option).await {
-            Ok(PeerResponse::Vote(response)) => Ok(response),
-            Ok(other) => Err(RPCError::Unreachable(unreachable(&unexpected(other)))),
-            Err(e) => Err(RPCError::Unreachable(unreachable(&e))),
-        }
+        let answer = self.call(PeerRequest::Vote(rpc), &option, vote).await;
+        answer.map_err(RPCError::Unreachable)
     }
 
     async fn pre_vote(
@@ -113,11 +121,8 @@ impl<C: Channel> RaftNetworkV2<TypeConfig> for Peer<C> {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(PeerRequest::PreVote(rpc), &option).await {
-            Ok(PeerResponse::Vote(response)) => Ok(response),
-            Ok(other) => Err(RPCError::Unreachable(unreachable(&unexpected(other)))),
-            Err(e) => Err(RPCError::Unreachable(unreachable(&e))),
-        }
+        let answer = self.call(PeerRequest::PreVote(rpc), &option, vote).await;
+        answer.map_err(RPCError::Unreachable)
     }
 
     async fn transfer_leader(
@@ -125,11 +130,14 @@ impl<C: Channel> RaftNetworkV2<TypeConfig> for Peer<C> {
         rpc: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(PeerRequest::TransferLeader(rpc), &option).await {
-            Ok(PeerResponse::TransferLeader(response)) => Ok(response),
-            Ok(other) => Err(RPCError::Unreachable(unreachable(&unexpected(other)))),
-            Err(e) => Err(RPCError::Unreachable(unreachable(&e))),
-        }
+        let pick = |r| match r {
+            PeerResponse::TransferLeader(response) => Ok(response),
+            other => Err(other),
+        };
+        let answer = self
+            .call(PeerRequest::TransferLeader(rpc), &option, pick)
+            .await;
+        answer.map_err(RPCError::Unreachable)
     }
 
     async fn full_snapshot(
@@ -144,10 +152,19 @@ impl<C: Channel> RaftNetworkV2<TypeConfig> for Peer<C> {
             meta: snapshot.meta,
             data: snapshot.snapshot,
         };
-        match self.call(request, &option).await {
-            Ok(PeerResponse::Snapshot(response)) => Ok(response),
-            Ok(other) => Err(StreamingError::Unreachable(unreachable(&unexpected(other)))),
-            Err(e) => Err(StreamingError::Unreachable(unreachable(&e))),
-        }
+        let pick = |r| match r {
+            PeerResponse::Snapshot(response) => Ok(response),
+            other => Err(other),
+        };
+        let answer = self.call(request, &option, pick).await;
+        answer.map_err(StreamingError::Unreachable)
+    }
+}
+
+/// A vote or pre-vote's answer.
+fn vote(response: PeerResponse) -> Result<VoteResponse<TypeConfig>, PeerResponse> {
+    match response {
+        PeerResponse::Vote(response) => Ok(response),
+        other => Err(other),
     }
 }

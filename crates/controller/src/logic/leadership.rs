@@ -12,7 +12,7 @@
 //!
 //! Pure: the image in, records out.
 
-use rill_metadata::{ClusterState, MetadataRecord};
+use rill_metadata::{ClusterState, MetadataRecord, Partition, TopicId};
 
 /// Changes that take leadership away from `broker`: each partition it
 /// leads goes to the first other in-sync replica (in replica order, the
@@ -33,16 +33,7 @@ pub fn leadership_away(
                 .iter()
                 .copied()
                 .find(|r| *r != broker && partition.isr.contains(r) && usable(*r));
-            records.push(MetadataRecord::PartitionChanged {
-                topic: topic.id,
-                partition: index as i32,
-                leader: next,
-                leader_epoch: partition.leader_epoch.saturating_add(1),
-                isr: partition.isr.clone(),
-                replicas: None,
-                adding: None,
-                removing: None,
-            });
+            records.push(new_leader(topic.id, index, partition, next));
         }
     }
     records
@@ -62,21 +53,32 @@ pub fn elect_leaderless(image: &ClusterState, usable: impl Fn(i32) -> bool) -> V
                 .iter()
                 .copied()
                 .find(|r| partition.isr.contains(r) && usable(*r));
-            if let Some(leader) = leader {
-                records.push(MetadataRecord::PartitionChanged {
-                    topic: topic.id,
-                    partition: index as i32,
-                    leader: Some(leader),
-                    leader_epoch: partition.leader_epoch.saturating_add(1),
-                    isr: partition.isr.clone(),
-                    replicas: None,
-                    adding: None,
-                    removing: None,
-                });
+            if leader.is_some() {
+                records.push(new_leader(topic.id, index, partition, leader));
             }
         }
     }
     records
+}
+
+/// The change that gives partition `index` of `topic` the leader `leader`
+/// (or none) in the next leader epoch, its in-sync replicas unchanged.
+fn new_leader(
+    topic: TopicId,
+    index: usize,
+    partition: &Partition,
+    leader: Option<i32>,
+) -> MetadataRecord {
+    MetadataRecord::PartitionChanged {
+        topic,
+        partition: index as i32,
+        leader,
+        leader_epoch: partition.leader_epoch.saturating_add(1),
+        isr: partition.isr.clone(),
+        replicas: None,
+        adding: None,
+        removing: None,
+    }
 }
 
 /// Whether `broker` leads any partition.
@@ -89,7 +91,6 @@ pub fn leads_any(image: &ClusterState, broker: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rill_metadata::TopicId;
     use std::collections::BTreeMap;
 
     fn image() -> ClusterState {
