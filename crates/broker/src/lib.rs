@@ -9,8 +9,12 @@
 //!   the dispatch, and the queue of a connection's requests read ahead
 //!   (from which the produce handler takes runs of pipelined requests).
 //! - `clock`: the wall clock in Kafka's unit, milliseconds since the epoch.
-//! - `cluster`: topics and partitions, and every change to them (through the
-//!   metadata log of `rill_metadata`).
+//! - `cluster`: topics and partitions, and every change to them (records
+//!   proposed to the controller quorum, then reconciled from the applied
+//!   image); the broker's registration and heartbeats (`cluster/lifecycle`).
+//! - `quorum`: the node's controller quorum opened (migration, formation, the
+//!   cluster id); `peers` and `controller_listener`: the other voters reached
+//!   and answered; `quorum_metrics`: the quorum's gauges.
 //! - `partition`: one partition's appends and the high watermark they
 //!   publish; `log_config`: a topic's log settings from its overrides.
 //! - `partition_dirs`: each partition directory tagged with its topic's id;
