@@ -8,7 +8,9 @@
 //! handles and logs match the new image. Changes are serialized by one async
 //! mutex so that "check, then propose" cannot interleave.
 
+mod brokers;
 mod lifecycle;
+mod producer_ids;
 mod reconcile;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,10 +31,6 @@ use crate::log_config::log_config;
 use crate::partition_dirs;
 use crate::quorum::{self, Quorum, QuorumError};
 use reconcile::Reconciled;
-
-/// Producer ids are reserved in blocks so that one durable metadata record
-/// covers many InitProducerId requests.
-const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// Partitions one topic may have. Each partition is a directory with open
 /// files; far beyond this a single topic is a mistake, not a workload.
@@ -156,7 +154,7 @@ impl Cluster {
     pub async fn open(config: &BrokerConfig) -> Result<Cluster, OpenError> {
         let quorum = quorum::open(config).await?;
         let cluster_id = quorum.cluster_id.clone();
-        let image = quorum.node.subscribe().borrow().image.clone();
+        let image = quorum.node.image();
         let opening = (config.clone(), image.clone());
         let opened = tokio::task::spawn_blocking(move || open_logs(&opening.0, &opening.1)).await;
         let (logs, topics) = match opened {
@@ -224,60 +222,6 @@ impl Cluster {
 
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
-    }
-
-    /// The brokers clients are told of: the registered, unfenced ones, by
-    /// id, with their host and port. A node whose broker never registered
-    /// (the in-process harness) is told of itself alone.
-    pub fn live_brokers(&self, host: &str, port: i32) -> Vec<(i32, String, i32, Option<String>)> {
-        let image = self.quorum.node.subscribe().borrow().image.clone();
-        let me = self.config.node_id;
-        if image.broker(me).is_none() {
-            return vec![(me, host.to_string(), port, None)];
-        }
-        image
-            .brokers()
-            .filter(|broker| !broker.fenced)
-            .filter_map(|broker| {
-                let listener = broker.listeners.first()?;
-                let port = i32::from(listener.port);
-                Some((broker.id, listener.host.clone(), port, broker.rack.clone()))
-            })
-            .collect()
-    }
-
-    /// The controller quorum as its leader sees it.
-    pub async fn describe_quorum(&self) -> rill_controller::describe::QuorumInfo {
-        self.quorum.describe().await
-    }
-
-    /// The controller quorum as this node sees it (no network call).
-    pub fn local_quorum(&self) -> rill_controller::describe::QuorumInfo {
-        self.quorum.node.describe()
-    }
-
-    /// The quorum's voters and where their controller listeners are
-    /// (none for a quorum of one, which has no listener).
-    pub fn controller_endpoints(&self) -> Vec<(i32, String, u16)> {
-        let voters = self.config.voters().unwrap_or_default();
-        voters
-            .into_iter()
-            .filter_map(|(id, address)| {
-                let (host, port) = address.rsplit_once(':')?;
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                Some((id as i32, host.to_string(), port.parse().ok()?))
-            })
-            .collect()
-    }
-
-    /// The node leading the controller quorum, as far as this node knows;
-    /// -1 (Kafka's "unknown") while there is none, as during an election.
-    pub fn active_controller(&self) -> i32 {
-        self.quorum
-            .node
-            .leader()
-            .and_then(|leader| i32::try_from(leader).ok())
-            .unwrap_or(-1)
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -378,15 +322,7 @@ impl Cluster {
         };
         if let Err(error) = self.propose(vec![record]).await {
             // Created through another node first: its record won.
-            if self
-                .quorum
-                .node
-                .subscribe()
-                .borrow()
-                .image
-                .topic(name)
-                .is_some()
-            {
+            if self.quorum.node.image().topic(name).is_some() {
                 return Err(TopicError::new(
                     error_code::TOPIC_ALREADY_EXISTS,
                     format!("topic '{name}' already exists"),
@@ -507,62 +443,6 @@ impl Cluster {
         self.propose(records).await?;
         self.reconcile().await;
         Ok(())
-    }
-
-    /// Hands out a new producer id, reserving a new block durably when the
-    /// current one is used up.
-    pub async fn allocate_producer_id(&self) -> Result<i64, TopicError> {
-        {
-            let mut block = lock(&self.producer_ids);
-            if block.0 < block.1 {
-                block.0 += 1;
-                return Ok(block.0 - 1);
-            }
-        }
-        let _guard = self.change_lock.lock().await;
-        let start = {
-            let block = lock(&self.producer_ids);
-            if block.0 < block.1 {
-                None
-            } else {
-                Some(block.1)
-            }
-        };
-        if start.is_some() {
-            let start = self.reserve_producer_ids().await?;
-            *lock(&self.producer_ids) = (start, start + PRODUCER_ID_BLOCK);
-        }
-        let mut block = lock(&self.producer_ids);
-        block.0 += 1;
-        Ok(block.0 - 1)
-    }
-
-    /// Reserves the next block of producer ids for this node, and returns
-    /// its first id. The block starts where the metadata says the last one
-    /// ended; another node reserving the same block first gets this
-    /// proposal refused, and it is made again from the newer state.
-    async fn reserve_producer_ids(&self) -> Result<i64, TopicError> {
-        const ATTEMPTS: usize = 5;
-        let mut last_error = None;
-        for _ in 0..ATTEMPTS {
-            let start = self.quorum.node.subscribe().borrow().image.next_producer_id;
-            let record = MetadataRecord::ProducerIdsAllocated {
-                broker: self.config.node_id,
-                next: start + PRODUCER_ID_BLOCK,
-            };
-            match self.quorum.propose(vec![record]).await {
-                Ok(_) => return Ok(start),
-                Err(ProposeError::Refused(reason)) => last_error = Some(reason),
-                Err(error) => return Err(self.propose_error(error)),
-            }
-        }
-        Err(TopicError::new(
-            error_code::UNKNOWN_SERVER_ERROR,
-            format!(
-                "no producer-id block reserved: {}",
-                last_error.unwrap_or_default()
-            ),
-        ))
     }
 
     /// Stops the controller quorum, then flushes every log and writes the

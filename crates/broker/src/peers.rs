@@ -128,12 +128,12 @@ pub struct TcpChannel {
 }
 
 impl TcpChannel {
-    async fn exchange(&mut self, stream_request: &PeerRequest) -> io::Result<PeerResponse> {
+    async fn exchange(&mut self, request: &PeerRequest) -> io::Result<PeerResponse> {
         let Some(stream) = self.stream.as_mut() else {
             return Err(io::ErrorKind::NotConnected.into());
         };
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        let frame = request_frame(self.correlation_id, &stream_request.encode());
+        let frame = request_frame(self.correlation_id, &request.encode());
         stream.write_all(&frame).await?;
         let answer = read_frame(stream).await?;
         let (correlation, message) = answer

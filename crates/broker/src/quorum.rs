@@ -102,7 +102,7 @@ impl Quorum {
     /// Registers this node's broker with the active controller, wherever
     /// it is: the broker epoch.
     pub async fn register(&self, registration: Registration) -> Result<i64, BrokerError> {
-        if let Some(leader) = self.remote_leader()? {
+        if let Some(leader) = self.remote_leader() {
             let request = PeerRequest::BrokerRegistration(registration);
             return match self.call(leader, request).await? {
                 PeerResponse::BrokerRegistered(answer) => answer,
@@ -114,7 +114,7 @@ impl Quorum {
 
     /// Sends this node's broker heartbeat to the active controller.
     pub async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<BrokerStatus, BrokerError> {
-        if let Some(leader) = self.remote_leader()? {
+        if let Some(leader) = self.remote_leader() {
             return match self
                 .call(leader, PeerRequest::BrokerHeartbeat(heartbeat))
                 .await?
@@ -130,7 +130,7 @@ impl Quorum {
     /// is, and returns once this node has applied them too, so that what
     /// the caller reads next includes its own change.
     pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, ProposeError> {
-        let Ok(Some(leader)) = self.remote_leader() else {
+        let Some(leader) = self.remote_leader() else {
             return self.node.propose(records).await;
         };
         let index = match self.call(leader, PeerRequest::Propose(records)).await {
@@ -157,7 +157,7 @@ impl Quorum {
     /// The quorum as its leader sees it, or as this node does when the
     /// leader cannot be asked.
     pub async fn describe(&self) -> QuorumInfo {
-        if let Ok(Some(leader)) = self.remote_leader()
+        if let Some(leader) = self.remote_leader()
             && let Ok(PeerResponse::Quorum(info)) =
                 self.call(leader, PeerRequest::DescribeQuorum).await
         {
@@ -168,11 +168,8 @@ impl Quorum {
 
     /// The leader, if it is another node; this node's own controller task
     /// answers otherwise (and says NOT_CONTROLLER while nobody leads).
-    fn remote_leader(&self) -> Result<Option<u64>, BrokerError> {
-        match self.node.leader() {
-            Some(leader) if leader != self.node_id => Ok(Some(leader)),
-            _ => Ok(None),
-        }
+    fn remote_leader(&self) -> Option<u64> {
+        self.node.leader().filter(|leader| *leader != self.node_id)
     }
 
     async fn call(&self, leader: u64, request: PeerRequest) -> Result<PeerResponse, BrokerError> {
@@ -237,32 +234,33 @@ pub async fn open(config: &BrokerConfig) -> Result<Quorum, QuorumError> {
     let node = match config.controller_address()? {
         None => {
             let node = Node::open_single(&raft_dir, config.node_id, &node_config).await?;
-            if node.subscribe().borrow().image.cluster_id.is_none() {
-                let created = MetadataRecord::ClusterCreated {
-                    cluster_id: meta_properties::random_id(),
-                };
-                node.propose(vec![created])
-                    .await
-                    .map_err(QuorumError::ClusterId)?;
+            // A lone voter leads, so this proposes the id of a new cluster
+            // (or finds it) at once; no peer can refuse it.
+            let no_peers = watch::channel(None);
+            if let Err(error) = await_cluster_id(&node, config.node_id, no_peers.1).await {
+                node.shutdown().await;
+                return Err(error);
             }
             node
         }
         Some(address) => {
             let stored_id = stored.as_ref().map(|meta| meta.cluster_id.clone());
-            let (node, identity, dialer) =
-                open_with_peers(config, &raft_dir, &address, voters, stored_id, stop.clone())
-                    .await?;
+            let (node, identity, dialer) = open_with_peers(
+                config,
+                &node_config,
+                &raft_dir,
+                &address,
+                voters,
+                stored_id,
+                stop.clone(),
+            )
+            .await?;
             peers = Some((identity, dialer));
             node
         }
     };
-    let Some(cluster_id) = node.subscribe().borrow().image.cluster_id.clone() else {
-        stop_tx.send_replace(true);
-        node.shutdown().await;
-        return Err(QuorumError::ClusterId(ProposeError::Stopped(
-            "no cluster id after the quorum formed".to_string(),
-        )));
-    };
+    // Both ways above return only once the applied metadata has it.
+    let cluster_id = node.image().cluster_id.clone().unwrap_or_default();
     let controller = ActiveController::spawn(
         node.clone(),
         config.node_id,
@@ -295,6 +293,7 @@ pub async fn open(config: &BrokerConfig) -> Result<Quorum, QuorumError> {
 /// if it leads a new quorum) and for the committed metadata.
 async fn open_with_peers(
     config: &BrokerConfig,
+    node_config: &NodeConfig,
     raft_dir: &Path,
     address: &str,
     voters: BTreeMap<u64, String>,
@@ -314,16 +313,12 @@ async fn open_with_peers(
         controller: Default::default(),
     });
     let dialer = Arc::new(TcpDialer::new(identity.clone(), voters.clone()));
-    let node_config = NodeConfig {
-        election_timeout_ms: config.controller_election_timeout_ms,
-        ..NodeConfig::default()
-    };
     let node = Node::open(
         raft_dir,
         config.node_id,
         &voters,
         dialer.clone(),
-        &node_config,
+        node_config,
     )
     .await?;
     tokio::spawn(controller_listener::serve(
@@ -332,7 +327,7 @@ async fn open_with_peers(
         identity.clone(),
         stop,
     ));
-    let formed = await_cluster_id(&node, config.node_id, &dialer).await;
+    let formed = await_cluster_id(&node, config.node_id, dialer.refusals()).await;
     let id = match formed {
         Ok(id) => id,
         Err(error) => {
@@ -354,10 +349,9 @@ const WAITING_NOTE: Duration = Duration::from_secs(10);
 async fn await_cluster_id(
     node: &Node,
     node_id: i32,
-    dialer: &TcpDialer,
+    mut refusals: watch::Receiver<Option<String>>,
 ) -> Result<String, QuorumError> {
     let mut published = node.subscribe();
-    let mut refusals = dialer.refusals();
     let mut noted = Instant::now();
     loop {
         if let Some(id) = published.borrow().image.cluster_id.clone() {
@@ -396,7 +390,7 @@ async fn migrate(dir: &Path, raft_dir: &Path, node_id: i32) -> Result<(), Quorum
     let records = snapshot::records(old.state());
     drop(old);
     let topics = records.len();
-    rill_controller::node::migrate(raft_dir, node_id, records)
+    rill_controller::migrate::migrate(raft_dir, node_id, records)
         .await
         .map_err(|source| QuorumError::Migration {
             path: dir.join(OLD_LOG),

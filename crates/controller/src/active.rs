@@ -132,10 +132,6 @@ impl Task {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn image(&self) -> std::sync::Arc<ClusterState> {
-        self.node.subscribe().borrow().image.clone()
-    }
-
     /// Whether this node leads, starting or ending its sessions when that
     /// changed since the last look.
     fn check_leadership(&mut self) -> bool {
@@ -143,7 +139,7 @@ impl Task {
         match (leads, self.sessions.is_some()) {
             (true, false) => {
                 let mut sessions = Sessions::new(self.cluster_id.clone(), self.session_timeout_ms);
-                sessions.activate(self.now_ms(), self.image().brokers());
+                sessions.activate(self.now_ms(), self.node.image().brokers());
                 self.sessions = Some(sessions);
                 tracing::info!("this node is the active controller");
             }
@@ -199,7 +195,7 @@ impl Task {
 
     async fn heartbeat(&mut self, heartbeat: Heartbeat) -> Result<BrokerStatus, BrokerError> {
         let now = self.now_ms();
-        let image = self.image();
+        let image = self.node.image();
         let id = heartbeat.broker_id;
         let sessions = self.sessions.as_mut().ok_or_else(|| not_controller(None))?;
         let answer = sessions
@@ -249,7 +245,7 @@ impl Task {
         if fenced.is_empty() {
             return;
         }
-        let image = self.image();
+        let image = self.node.image();
         let mut records = Vec::new();
         for record in fenced {
             if let MetadataRecord::BrokerFencingChanged { id, .. } = &record {

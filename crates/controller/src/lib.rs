@@ -10,8 +10,8 @@
 //! - [`state_machine`]: entries applied to the cluster state, published.
 //! - [`snapshot_store`]: snapshots of the state on disk.
 //! - [`codec`]: the JSON shapes on disk; [`durable`]: files replaced whole.
-//! - [`node`]: a node's Raft opened, proposed to, followed, stopped; the
-//!   migration of a pre-quorum metadata log.
+//! - [`node`]: a node's Raft opened, proposed to, followed, caught up,
+//!   stopped; [`migrate`]: a pre-quorum metadata log made its first snapshot.
 //! - [`network`], [`wire`]: Raft's messages to peers over channels the
 //!   broker provides, and their bytes.
 //! - [`active`]: the active controller's task: broker sessions, fencing,
@@ -25,6 +25,7 @@ pub mod describe;
 pub mod durable;
 pub mod log_store;
 pub mod logic;
+pub mod migrate;
 pub mod network;
 pub mod node;
 pub mod segments;

@@ -7,7 +7,7 @@
 //! restart. A larger one reaches its peers through the [`Dialer`] the
 //! broker gives it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,19 +15,16 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, Config, SnapshotPolicy};
-use rill_metadata::MetadataRecord;
 use rill_metadata::entry::ENTRY_PAYLOAD_BYTES_MAX;
+use rill_metadata::{ClusterState, MetadataRecord};
 use tokio::sync::watch;
 
 use crate::codec::records_entry_len;
-use crate::durable;
 use crate::network::{Channel, Dialer, Network};
 use crate::state_machine::Snapshot;
-use crate::types::{
-    Membership, RecordBatch, SnapshotMeta, StoredMembership, TypeConfig, Vote, log_id,
-};
+use crate::types::{RecordBatch, TypeConfig};
 use crate::wire::{PeerRequest, PeerResponse};
-use crate::{LogStore, Published, Raft, StateMachine, snapshot_store};
+use crate::{LogStore, Published, Raft, StateMachine};
 
 /// How a node's Raft is tuned.
 #[derive(Debug, Clone)]
@@ -99,7 +96,8 @@ pub enum ProposeError {
 #[derive(Clone)]
 pub struct Node {
     raft: Raft,
-    machine: StateMachine,
+    /// The applied state, as the state machine publishes it.
+    published: watch::Receiver<Published>,
 }
 
 impl Node {
@@ -146,7 +144,10 @@ impl Node {
         let raft = Raft::new(me, raft_config(config)?, network, log, machine.clone())
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))?;
-        let node = Node { raft, machine };
+        let node = Node {
+            raft,
+            published: machine.subscribe(),
+        };
         let configured: Vec<u64> = voters.keys().copied().collect();
         let initialized = node.raft.is_initialized().await.map_err(raft_error)?;
         if !initialized {
@@ -189,12 +190,7 @@ impl Node {
         loop {
             let leader = metrics.borrow_watched().current_leader;
             let index = match leader {
-                Some(leader) if leader == me => self
-                    .raft
-                    .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
-                    .await
-                    .ok()
-                    .map(|read| read.index()),
+                Some(leader) if leader == me => self.read_index().await,
                 Some(leader) => {
                     let mut channel = dialer.dial(leader);
                     match channel.call(PeerRequest::ReadIndex, CATCH_UP_CALL).await {
@@ -249,13 +245,7 @@ impl Node {
                     Err(e) => failed(&e),
                 }
             }
-            PeerRequest::ReadIndex => {
-                let read = self
-                    .raft
-                    .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
-                    .await;
-                PeerResponse::ReadIndex(read.ok().map(|read| read.index()))
-            }
+            PeerRequest::ReadIndex => PeerResponse::ReadIndex(self.read_index().await),
             PeerRequest::DescribeQuorum => PeerResponse::Quorum(self.describe()),
             PeerRequest::Propose(records) => PeerResponse::Proposed(self.propose(records).await),
             PeerRequest::Hello(_) => PeerResponse::Failed("Hello once, first".to_string()),
@@ -313,11 +303,14 @@ impl Node {
         self.raft.metrics().borrow_watched().current_leader
     }
 
-    /// This node's Raft metrics, for `/metrics` and DescribeQuorum.
-    pub fn metrics(
-        &self,
-    ) -> openraft::alias::WatchReceiverOf<TypeConfig, openraft::RaftMetrics<TypeConfig>> {
-        self.raft.metrics()
+    /// The commit index a quorum confirms this node still leads at, if it
+    /// does: reads of a state applied up to it are not stale.
+    async fn read_index(&self) -> Option<u64> {
+        let read = self
+            .raft
+            .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+            .await;
+        read.ok().map(|read| read.index())
     }
 
     /// Appends `records` as one batch and returns its log index once it is
@@ -353,7 +346,17 @@ impl Node {
 
     /// The applied state now and from now on.
     pub fn subscribe(&self) -> watch::Receiver<Published> {
-        self.machine.subscribe()
+        self.published.clone()
+    }
+
+    /// The state as applied here now.
+    pub fn image(&self) -> Arc<ClusterState> {
+        self.published.borrow().image.clone()
+    }
+
+    /// The index of the last entry applied here (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        self.published.borrow().applied.map_or(0, |id| id.index)
     }
 
     /// Stops the Raft. Everything it acknowledged is already on disk.
@@ -364,55 +367,11 @@ impl Node {
     }
 }
 
-/// Makes the raft directory `dir` of a lone voter `node_id` from the state
-/// of a metadata log written before the quorum existed: a snapshot at log
-/// id (term 1, index 1) holding `records`, as if the voter had led term 1
-/// and written the state as its first entry. Built beside `dir` and renamed
-/// into place, so a crash leaves no directory or a whole one.
-pub async fn migrate(dir: &Path, node_id: i32, records: Vec<MetadataRecord>) -> io::Result<()> {
-    let me = voter_id(node_id).map_err(io::Error::other)?;
-    let building = dir.with_extension("migrating");
-    if building.exists() {
-        // Left by a crash during an earlier migration.
-        std::fs::remove_dir_all(&building)?;
-    }
-    durable::create_dir_durably(&building)?;
-    {
-        let log = LogStore::open(&building).await?;
-        let machine = StateMachine::open(&building, node_id).await?;
-        let config = raft_config(&NodeConfig::default()).map_err(io::Error::other)?;
-        let raft = Raft::new(me, config, Network::new(Arc::new(NoPeers)), log, machine)
-            .await
-            .map_err(io::Error::other)?;
-        let membership = Membership::new(
-            vec![BTreeSet::from([me])],
-            BTreeMap::from([(me, BasicNode::default())]),
-        )
-        .map_err(io::Error::other)?;
-        let meta = SnapshotMeta {
-            last_log_id: Some(log_id(1, 1)),
-            last_membership: StoredMembership::new(Some(log_id(1, 1)), membership),
-        };
-        let snapshot = Snapshot {
-            snapshot: snapshot_store::encode(&meta, &records)?,
-            meta,
-        };
-        raft.install_full_snapshot(Vote::new_committed(1, me), snapshot)
-            .await
-            .map_err(io::Error::other)?;
-        raft.shutdown().await.map_err(io::Error::other)?;
-    }
-    std::fs::rename(&building, dir)?;
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    durable::sync_dir(parent)?;
-    Ok(())
-}
-
-fn voter_id(node_id: i32) -> Result<u64, NodeError> {
+pub(crate) fn voter_id(node_id: i32) -> Result<u64, NodeError> {
     u64::try_from(node_id).map_err(|_| NodeError::Raft(format!("node id {node_id} is negative")))
 }
 
-fn raft_config(config: &NodeConfig) -> Result<Arc<Config>, NodeError> {
+pub(crate) fn raft_config(config: &NodeConfig) -> Result<Arc<Config>, NodeError> {
     let election = config.election_timeout_ms.max(10);
     let config = Config {
         cluster_name: "rill".to_string(),
@@ -438,9 +397,9 @@ fn raft_error(error: impl std::fmt::Display) -> NodeError {
 
 /// The peers of a lone voter: there are none, and openraft asks for a
 /// channel only to reach another voter.
-struct NoPeers;
+pub(crate) struct NoPeers;
 
-struct NoPeer;
+pub(crate) struct NoPeer;
 
 impl Dialer for NoPeers {
     type Channel = NoPeer;

@@ -17,8 +17,10 @@ use super::Cluster;
 /// Pause before asking again when the controller did not answer, or is
 /// moving to another node.
 const RETRY: Duration = Duration::from_millis(200);
-/// Longest wait at a clean stop for the controller to release the broker.
+/// Longest wait at a clean stop for the controller to release the broker,
+/// and how often it is asked meanwhile.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 
 impl Cluster {
     /// Registers and heartbeats until `stop`, then shuts down cleanly.
@@ -96,11 +98,7 @@ impl Cluster {
     async fn heartbeat(&self, epoch: i64, stopping: bool) -> Result<BrokerStatus, BrokerError> {
         // The offset heartbeated is what this node has applied: the
         // controller unfences it once that reaches its registration.
-        let mut published = self.quorum.node.subscribe();
-        let applied = published
-            .borrow_and_update()
-            .applied
-            .map_or(0, |id| id.index);
+        let applied = self.quorum.node.applied_index();
         let heartbeat = Heartbeat {
             broker_id: self.config.node_id,
             broker_epoch: epoch,
@@ -118,7 +116,7 @@ impl Cluster {
     async fn shut_down(&self, epoch: i64, mut status: BrokerStatus) {
         let deadline = Instant::now() + SHUTDOWN_WAIT;
         while !status.should_shut_down && Instant::now() < deadline {
-            tokio::time::sleep(RETRY.min(Duration::from_millis(50))).await;
+            tokio::time::sleep(SHUTDOWN_POLL).await;
             match self.heartbeat(epoch, true).await {
                 Ok(next) => status = next,
                 Err(_) => break,

@@ -59,7 +59,7 @@ impl Cluster {
     /// Makes the topic handles match the newest applied image.
     pub(super) async fn reconcile(&self) {
         let mut reconciled = self.reconciled.lock().await;
-        let image = self.quorum.node.subscribe().borrow().image.clone();
+        let image = self.quorum.node.image();
         if Arc::ptr_eq(&reconciled.image, &image) {
             return;
         }

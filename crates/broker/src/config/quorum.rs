@@ -85,6 +85,20 @@ impl BrokerConfig {
         Ok(voters)
     }
 
+    /// Each voter's controller listener as id, host and port (none for a
+    /// quorum of this node alone, which has no listener).
+    pub fn voter_endpoints(&self) -> Vec<(i32, String, u16)> {
+        let voters = self.voters().unwrap_or_default();
+        voters
+            .into_iter()
+            .filter_map(|(id, address)| {
+                let (host, port) = address.rsplit_once(':')?;
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                Some((id as i32, host.to_string(), port.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// The address the controller listener binds, if this node has one: the
     /// setting, or else this node's entry in the quorum.
     pub fn controller_address(&self) -> Result<Option<String>, ConfigError> {
